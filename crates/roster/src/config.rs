@@ -1,0 +1,45 @@
+//! Typed settings, read once at start-up from the command line and the environment.
+
+use crate::app::Limits;
+use crate::cli::{DatabaseArgs, ServeArgs};
+use crate::domain::InvalidInput;
+use crate::store::Location;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything `roster serve` needs. Its `Debug` output never shows a database password.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub location: Location,
+    pub limits: Limits,
+}
+
+impl Settings {
+    pub fn from_serve_args(args: &ServeArgs) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            listen: args.listen,
+            location: location(&args.database)?,
+            limits: Limits {
+                body_bytes: args.body_limit,
+                request_timeout: Duration::from_secs(args.request_timeout),
+            },
+        })
+    }
+
+    pub fn from_database_args(args: &DatabaseArgs) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            location: location(args)?,
+            limits: Limits::default(),
+        })
+    }
+}
+
+fn location(args: &DatabaseArgs) -> Result<Location, InvalidInput> {
+    Location::from_settings(
+        args.database_url.as_deref(),
+        &args.data_dir,
+        args.max_connections,
+    )
+}

@@ -1,0 +1,20 @@
+//! Domain types and rules. Nothing in here performs I/O.
+
+pub mod ids;
+pub mod membership;
+pub mod operation;
+pub mod page;
+pub mod resource;
+
+pub use ids::{OperationId, ResourceId};
+
+/// A value that breaks a domain rule, with a sentence that says what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+impl InvalidInput {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

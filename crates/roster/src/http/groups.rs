@@ -1,0 +1,92 @@
+//! `/api/v1/groups/{id}/members`: the members of a group, and single-membership writes.
+
+use super::resources::MembershipListParams;
+use super::{optional_json, Path, Query};
+use crate::app::AppState;
+use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
+use crate::domain::page::{ListKind, Page};
+use crate::domain::ResourceId;
+use crate::error::{ApiError, Problem};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_members))
+        .routes(routes!(get_membership, put_membership, remove_membership))
+}
+
+/// List the members of a group (active ones unless `include_removed`), in member-id order.
+#[utoipa::path(get, path = "/api/v1/groups/{id}/members", tag = "groups",
+    params(("id" = ResourceId, Path, description = "Group id"), MembershipListParams),
+    responses((status = 200, description = "A page of memberships", body = Page<Membership>),
+              (status = 404, description = "No such group", body = Problem)))]
+async fn list_members(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+    Query(p): Query<MembershipListParams>,
+) -> Result<axum::Json<Page<Membership>>, ApiError> {
+    let (filter, page) = p.split(ListKind::Members)?;
+    let rows = state.store.list_members(id, &filter, &page).await?;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        page.limit,
+        ListKind::Members,
+        |m| m.member_id.0,
+    )))
+}
+
+/// The membership record of one member of a group, active or ended.
+#[utoipa::path(get, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+    params(("id" = ResourceId, Path, description = "Group id"),
+           ("member_id" = ResourceId, Path, description = "Member id")),
+    responses((status = 200, description = "The membership", body = Membership),
+              (status = 404, description = "Never a member", body = Problem)))]
+async fn get_membership(
+    State(state): State<AppState>,
+    Path((id, member_id)): Path<(ResourceId, ResourceId)>,
+) -> Result<axum::Json<Membership>, ApiError> {
+    Ok(axum::Json(state.store.get_membership(id, member_id).await?))
+}
+
+/// Add a member to a group (or re-activate or confirm the membership), recorded as a
+/// partial-update operation. The body is optional.
+#[utoipa::path(put, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+    params(("id" = ResourceId, Path, description = "Group id"),
+           ("member_id" = ResourceId, Path, description = "Member id")),
+    request_body(content = Option<MembershipInput>, description = "Optional attributes"),
+    responses((status = 201, description = "Added", body = Membership),
+              (status = 200, description = "Re-activated, updated or confirmed", body = Membership),
+              (status = 404, description = "No such group or member", body = Problem),
+              (status = 422, description = "Not a live group, or a deleted member", body = Problem)))]
+async fn put_membership(
+    State(state): State<AppState>,
+    Path((id, member_id)): Path<(ResourceId, ResourceId)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let input: MembershipInput = optional_json(&body?)?;
+    let change = state.store.put_membership(id, member_id, &input).await?;
+    let status = match change.write {
+        MembershipWrite::Added => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    Ok((status, axum::Json(change.membership)))
+}
+
+/// End a membership (soft-delete), recorded as a partial-update operation.
+#[utoipa::path(delete, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+    params(("id" = ResourceId, Path, description = "Group id"),
+           ("member_id" = ResourceId, Path, description = "Member id")),
+    responses((status = 200, description = "The ended membership", body = Membership),
+              (status = 404, description = "No such group, or not an active member", body = Problem)))]
+async fn remove_membership(
+    State(state): State<AppState>,
+    Path((id, member_id)): Path<(ResourceId, ResourceId)>,
+) -> Result<axum::Json<Membership>, ApiError> {
+    let change = state.store.remove_membership(id, member_id).await?;
+    Ok(axum::Json(change.membership))
+}

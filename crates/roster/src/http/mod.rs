@@ -1,0 +1,89 @@
+//! The HTTP API: one file per area, each exporting its routes; extractors that answer bad input
+//! with problem documents; the OpenAPI document built from the same route annotations.
+
+mod groups;
+mod health;
+mod operations;
+mod resources;
+
+use crate::app::AppState;
+use crate::error::{ApiError, Problem};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// A JSON body; a body that cannot be read is answered with a problem document.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+/// Path parameters; a malformed one (say, an invalid uuid) is answered with a problem document.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// Query parameters; an unknown or malformed one is answered with a problem document.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "roster",
+        description = "Stores and vends group memberships imported from many directories."
+    ),
+    components(schemas(Problem)),
+    tags(
+        (name = "resources", description = "Accounts, groups, prime identities and other records"),
+        (name = "groups", description = "Memberships of groups"),
+        (name = "operations", description = "Units of work that change memberships"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route of the API together with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(resources::routes())
+        .merge(groups::routes())
+        .merge(operations::routes())
+}
+
+/// Answers requests for paths that do not exist.
+pub async fn no_route(uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::NotFound(format!(
+        "there is no route {}; the API is described at /openapi.json and /docs",
+        uri.path()
+    ))
+}
+
+/// Answers requests with a method the path does not take.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not take {method}; /openapi.json lists the methods it takes",
+        uri.path()
+    ))
+}
+
+/// Parses an optional JSON body: an empty body is the default value.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON for this call: {e}")))
+}
+
+/// Turns a handler panic (a bug) into a problem document instead of a dropped connection.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    ApiError::Internal(format!("panic: {detail}")).into_response()
+}

@@ -1,0 +1,282 @@
+//! `/api/v1/resources`: create, read, list, look up, update, soft-delete and restore resources.
+
+use super::{Json, Path, Query};
+use crate::app::AppState;
+use crate::domain::membership::{Membership, MembershipFilter};
+use crate::domain::operation::Operation;
+use crate::domain::page::{ListKind, Page, PageRequest};
+use crate::domain::resource::{
+    NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType, Subtype,
+};
+use crate::domain::ResourceId;
+use crate::error::{ApiError, Problem};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_resource, list_resources))
+        .routes(routes!(lookup_resource))
+        .routes(routes!(get_resource, update_resource, delete_resource))
+        .routes(routes!(restore_resource))
+        .routes(routes!(list_groups_of))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    ty: Option<ResourceType>,
+    subtype: Option<Subtype>,
+    source_system: Option<String>,
+    identifier: Option<String>,
+    external_id: Option<String>,
+    /// Only resources carrying this tag.
+    tag: Option<String>,
+    active: Option<bool>,
+    /// Also list soft-deleted resources.
+    #[serde(default)]
+    include_deleted: bool,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LookupParams {
+    source_system: String,
+    /// Find by identifier (UPN, email, sAMAccountName…).
+    identifier: Option<String>,
+    /// Find by the source's immutable id.
+    external_id: Option<String>,
+    /// Needed only when resources of several types share the identifier.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    ty: Option<ResourceType>,
+}
+
+/// The outcome of a soft-delete: the resource, and the delete operation that ended its memberships
+/// (null when the resource was already deleted).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteResult {
+    resource: Resource,
+    operation: Option<Operation>,
+}
+
+/// Create a resource.
+#[utoipa::path(post, path = "/api/v1/resources", tag = "resources",
+    request_body = NewResource,
+    responses(
+        (status = 201, description = "Created", body = Resource),
+        (status = 409, description = "A live resource of the source already has this identifier or external id", body = Problem),
+        (status = 422, description = "A value breaks a rule", body = Problem),
+    ))]
+async fn create_resource(
+    State(state): State<AppState>,
+    Json(new): Json<NewResource>,
+) -> Result<impl IntoResponse, ApiError> {
+    new.validate()?;
+    let resource = state.store.create_resource(&new).await?;
+    let location = format!("/api/v1/resources/{}", resource.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(resource),
+    ))
+}
+
+/// List resources, filtered, in stable id order with keyset pagination.
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
+    params(ListParams),
+    responses((status = 200, description = "A page of resources", body = Page<Resource>),
+              (status = 400, description = "A bad filter or cursor", body = Problem)))]
+async fn list_resources(
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<axum::Json<Page<Resource>>, ApiError> {
+    let page = PageRequest::parse(ListKind::Resources, p.limit, p.cursor.as_deref())?;
+    let filter = ResourceFilter {
+        ty: p.ty,
+        subtype: p.subtype,
+        source_system: p.source_system,
+        identifier: p.identifier,
+        external_id: p.external_id,
+        tag: p.tag,
+        active: p.active,
+        include_deleted: p.include_deleted,
+    };
+    let rows = state.store.list_resources(&filter, &page).await?;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        page.limit,
+        ListKind::Resources,
+        |r| r.id,
+    )))
+}
+
+/// Find the live resource of a source system by its identifier or external id.
+#[utoipa::path(get, path = "/api/v1/resources/lookup", tag = "resources",
+    params(LookupParams),
+    responses((status = 200, description = "The resource", body = Resource),
+              (status = 404, description = "No live resource has this key", body = Problem),
+              (status = 409, description = "Resources of several types share the identifier; pass `type`", body = Problem)))]
+async fn lookup_resource(
+    State(state): State<AppState>,
+    Query(p): Query<LookupParams>,
+) -> Result<axum::Json<Resource>, ApiError> {
+    let mut filter = ResourceFilter {
+        source_system: Some(p.source_system.clone()),
+        ty: p.ty,
+        ..ResourceFilter::default()
+    };
+    let key = match (p.identifier, p.external_id) {
+        (Some(identifier), None) => {
+            filter.identifier = Some(identifier.clone());
+            format!("identifier {identifier:?}")
+        }
+        (None, Some(external_id)) => {
+            filter.external_id = Some(external_id.clone());
+            format!("external_id {external_id:?}")
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "pass exactly one of `identifier` and `external_id`".to_owned(),
+            ))
+        }
+    };
+    let page = PageRequest {
+        after: None,
+        limit: 2,
+    };
+    let mut found = state.store.list_resources(&filter, &page).await?;
+    match found.len() {
+        0 => Err(ApiError::NotFound(format!(
+            "no live resource of source system {:?} has {key}",
+            p.source_system
+        ))),
+        1 => Ok(axum::Json(found.remove(0))),
+        _ => Err(ApiError::Conflict(format!(
+            "several live resources of source system {:?} have {key}; pass `type` to choose one",
+            p.source_system
+        ))),
+    }
+}
+
+/// Get a resource by id (also a soft-deleted one).
+#[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources",
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses((status = 200, description = "The resource", body = Resource),
+              (status = 404, description = "No such resource", body = Problem)))]
+async fn get_resource(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+) -> Result<axum::Json<Resource>, ApiError> {
+    Ok(axum::Json(state.store.get_resource(id).await?))
+}
+
+/// Update some attributes of a resource; `null` clears a field. `type` and `source_system` cannot
+/// change. A patch that changes nothing writes nothing.
+#[utoipa::path(patch, path = "/api/v1/resources/{id}", tag = "resources",
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    request_body = ResourcePatch,
+    responses((status = 200, description = "The updated resource", body = Resource),
+              (status = 404, description = "No such resource", body = Problem),
+              (status = 409, description = "The new identifier or external id is taken", body = Problem),
+              (status = 422, description = "A value breaks a rule", body = Problem)))]
+async fn update_resource(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+    Json(patch): Json<ResourcePatch>,
+) -> Result<axum::Json<Resource>, ApiError> {
+    Ok(axum::Json(state.store.update_resource(id, &patch).await?))
+}
+
+/// Soft-delete a resource and end its memberships (as a group and as a member) in one delete
+/// operation. Deleting a deleted resource changes nothing.
+#[utoipa::path(delete, path = "/api/v1/resources/{id}", tag = "resources",
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses((status = 200, description = "The deleted resource and the delete operation", body = DeleteResult),
+              (status = 404, description = "No such resource", body = Problem)))]
+async fn delete_resource(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+) -> Result<axum::Json<DeleteResult>, ApiError> {
+    let deletion = state.store.delete_resource(id).await?;
+    Ok(axum::Json(DeleteResult {
+        resource: deletion.resource,
+        operation: deletion.operation,
+    }))
+}
+
+/// Restore a soft-deleted resource. Its ended memberships stay ended until a source confirms them.
+#[utoipa::path(post, path = "/api/v1/resources/{id}/restore", tag = "resources",
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses((status = 200, description = "The restored resource", body = Resource),
+              (status = 404, description = "No such resource", body = Problem),
+              (status = 409, description = "A live resource took its identifier or external id meanwhile", body = Problem)))]
+async fn restore_resource(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+) -> Result<axum::Json<Resource>, ApiError> {
+    Ok(axum::Json(state.store.restore_resource(id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MembershipListParams {
+    /// Also list ended (soft-deleted) memberships.
+    #[serde(default)]
+    include_removed: bool,
+    /// Only the other side's resources of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    ty: Option<ResourceType>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    cursor: Option<String>,
+}
+
+impl MembershipListParams {
+    pub fn split(
+        self,
+        kind: ListKind,
+    ) -> Result<(MembershipFilter, PageRequest<uuid::Uuid>), ApiError> {
+        let page = PageRequest::parse(kind, self.limit, self.cursor.as_deref())?;
+        let filter = MembershipFilter {
+            include_removed: self.include_removed,
+            ty: self.ty,
+        };
+        Ok((filter, page))
+    }
+}
+
+/// List the groups a resource belongs to, in group-id order.
+#[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups",
+    params(("id" = ResourceId, Path, description = "Resource id"), MembershipListParams),
+    responses((status = 200, description = "A page of memberships", body = Page<Membership>),
+              (status = 404, description = "No such resource", body = Problem)))]
+async fn list_groups_of(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+    Query(p): Query<MembershipListParams>,
+) -> Result<axum::Json<Page<Membership>>, ApiError> {
+    let (filter, page) = p.split(ListKind::Groups)?;
+    let rows = state.store.list_groups_of(id, &filter, &page).await?;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        page.limit,
+        ListKind::Groups,
+        |m| m.group_id.0,
+    )))
+}

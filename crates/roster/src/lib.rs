@@ -1,0 +1,11 @@
+//! Roster stores and vends group memberships imported from many directories.
+//!
+//! Data flows one way: [`http`] → [`domain`] → [`store`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;

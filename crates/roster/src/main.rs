@@ -1,0 +1,37 @@
+//! `roster`: parse the command line, configure logging, run the chosen command.
+
+use anyhow::Context;
+use clap::Parser;
+use roster::cli::{Cli, Command, LogFormat};
+use roster::config::Settings;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::from_serve_args(&args)?;
+            roster::app::serve(&settings).await?;
+        }
+        Command::Migrate(args) => {
+            let settings = Settings::from_database_args(&args)?;
+            let backend = roster::app::migrate(&settings)
+                .await
+                .with_context(|| format!("migrating {:?}", settings.location))?;
+            println!("{backend} database is up to date");
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

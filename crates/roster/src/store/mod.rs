@@ -1,0 +1,235 @@
+//! The store: the only place that knows SQL. One interface, grouped by area, with a PostgreSQL
+//! backend for production and an embedded SQLite backend as the zero-setup default.
+
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
+use crate::domain::operation::{Operation, OperationFilter};
+use crate::domain::page::PageRequest;
+use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch};
+use crate::domain::{InvalidInput, OperationId, ResourceId};
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named record does not exist (or is not visible to the request).
+    #[error("{0}")]
+    NotFound(String),
+    /// The write conflicts with stored data (a duplicate key, a state that forbids it).
+    #[error("{0}")]
+    Conflict(String),
+    /// The write breaks a domain rule that needs stored data to check.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// The database could not be reached in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The result of soft-deleting a resource: the resource and the delete operation that ended its
+/// memberships (none when it was already deleted).
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    pub resource: Resource,
+    pub operation: Option<Operation>,
+}
+
+/// The result of writing one membership.
+#[derive(Debug, Clone)]
+pub struct MembershipChange {
+    pub membership: Membership,
+    pub write: MembershipWrite,
+    pub operation_id: OperationId,
+}
+
+#[async_trait]
+pub trait ResourceStore: Send + Sync {
+    async fn create_resource(&self, new: &NewResource) -> StoreResult<Resource>;
+    /// A resource by id, deleted or not.
+    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource>;
+    /// Resources in id order after the page's cursor; fetches one more than the page.
+    async fn list_resources(
+        &self,
+        filter: &ResourceFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Resource>>;
+    /// Applies a partial update; a patch that changes nothing writes nothing.
+    async fn update_resource(&self, id: ResourceId, patch: &ResourcePatch)
+        -> StoreResult<Resource>;
+    /// Soft-deletes a resource and ends its memberships, as one delete operation.
+    async fn delete_resource(&self, id: ResourceId) -> StoreResult<Deletion>;
+    async fn restore_resource(&self, id: ResourceId) -> StoreResult<Resource>;
+}
+
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// The memberships of a group in member-id order; fetches one more than the page.
+    async fn list_members(
+        &self,
+        group_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>>;
+    /// The memberships of a resource in group-id order; fetches one more than the page.
+    async fn list_groups_of(
+        &self,
+        member_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>>;
+    async fn get_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<Membership>;
+    /// Adds, re-activates or confirms one membership, recorded as a partial-update operation.
+    async fn put_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+        input: &MembershipInput,
+    ) -> StoreResult<MembershipChange>;
+    /// Ends one active membership, recorded as a partial-update operation.
+    async fn remove_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<MembershipChange>;
+}
+
+#[async_trait]
+pub trait OperationStore: Send + Sync {
+    /// Operations newest first, after the page's cursor; fetches one more than the page.
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<Operation>>;
+    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation>;
+}
+
+/// Everything roster stores, behind one seam.
+#[async_trait]
+pub trait Store: ResourceStore + MembershipStore + OperationStore {
+    /// "postgres" or "sqlite".
+    fn backend(&self) -> &'static str;
+    /// Succeeds when the database answers a query.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Where the data lives: a PostgreSQL URL, or the embedded SQLite database in a directory.
+#[derive(Clone)]
+pub enum Location {
+    Postgres { url: String, max_connections: u32 },
+    Sqlite { path: std::path::PathBuf },
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres { url, .. } => write!(f, "postgres {}", redact_url(url)),
+            Self::Sqlite { path } => write!(f, "sqlite {}", path.display()),
+        }
+    }
+}
+
+impl Location {
+    /// `postgres://…` selects PostgreSQL, `sqlite://PATH` a SQLite file; without a URL the embedded
+    /// default `<data_dir>/roster.db` is used.
+    pub fn from_settings(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Self, InvalidInput> {
+        match database_url {
+            None => Ok(Self::Sqlite {
+                path: data_dir.join("roster.db"),
+            }),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres {
+                    url: url.to_owned(),
+                    max_connections,
+                })
+            }
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) if !path.is_empty() => Ok(Self::Sqlite { path: path.into() }),
+                _ => Err(InvalidInput::new(format!(
+                    "database URL {} is not supported: use postgres://… or sqlite://PATH",
+                    redact_url(url)
+                ))),
+            },
+        }
+    }
+}
+
+/// Opens the store and applies pending migrations.
+pub async fn open(location: &Location) -> StoreResult<Arc<dyn Store>> {
+    Ok(match location {
+        Location::Postgres {
+            url,
+            max_connections,
+        } => Arc::new(PgStore::open(url, *max_connections).await?),
+        Location::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    })
+}
+
+/// A URL with its password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// The current time at the precision both backends keep (microseconds).
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// How long a request waits for a pooled connection before the store reports itself unavailable.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The message for a resource that does not exist.
+pub(crate) fn resource_not_found(id: ResourceId) -> StoreError {
+    StoreError::NotFound(format!("resource {id} does not exist"))
+}
+
+/// The message for a membership that does not exist.
+pub(crate) fn membership_not_found(group_id: ResourceId, member_id: ResourceId) -> StoreError {
+    StoreError::NotFound(format!(
+        "resource {member_id} is not a member of group {group_id}"
+    ))
+}

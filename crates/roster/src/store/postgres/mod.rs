@@ -1,0 +1,407 @@
+//! The PostgreSQL backend: native types, row locks for read-modify-write, one pool.
+
+use super::rows::{self, MembershipRow, OperationRow, ResourceRow};
+use super::{
+    now, resource_not_found, sql, Deletion, MembershipChange, MembershipStore, OperationStore,
+    ResourceStore, Store, StoreError, StoreResult,
+};
+use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
+use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
+use crate::domain::page::PageRequest;
+use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
+use crate::domain::{OperationId, ResourceId};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use uuid::Uuid;
+
+type Row = ResourceRow<Vec<String>>;
+
+/// Tags are a text array: containment uses the GIN index.
+const TAG_FILTER: sql::TagFilter = ("tags @> ARRAY[", "]::text[]");
+
+/// Roster's store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("roster");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(super::ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("src/store/postgres/migrations")
+            .run(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn lock_resource(
+        tx: &mut Transaction<'_, Postgres>,
+        id: ResourceId,
+    ) -> StoreResult<Resource> {
+        let row: Option<Row> = sqlx::query_as(&format!("{} FOR UPDATE", *sql::SELECT_RESOURCE))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.ok_or_else(|| resource_not_found(id))?.try_into()
+    }
+
+    async fn insert_operation(
+        tx: &mut Transaction<'_, Postgres>,
+        ty: OperationType,
+        group_id: Option<ResourceId>,
+        source_system: Option<&str>,
+    ) -> StoreResult<OperationId> {
+        Ok(sqlx::query_scalar(sql::INSERT_COMPLETED_OPERATION)
+            .bind(ty.name())
+            .bind(group_id)
+            .bind(source_system)
+            .bind(now())
+            .fetch_one(&mut **tx)
+            .await?)
+    }
+
+    async fn set_counts(
+        tx: &mut Transaction<'_, Postgres>,
+        id: OperationId,
+        counts: OperationCounts,
+    ) -> StoreResult<Operation> {
+        let row: OperationRow = sqlx::query_as(&sql::SET_OPERATION_COUNTS)
+            .bind(id)
+            .bind(counts.added)
+            .bind(counts.reactivated)
+            .bind(counts.removed)
+            .bind(counts.unchanged)
+            .fetch_one(&mut **tx)
+            .await?;
+        row.try_into()
+    }
+
+    /// Locks the group and the member for a membership write and checks that both are live.
+    async fn lock_membership_ends(
+        tx: &mut Transaction<'_, Postgres>,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<Resource> {
+        let group = Self::lock_resource(tx, group_id).await?;
+        let member: Option<Row> = sqlx::query_as(&format!("{} FOR SHARE", *sql::SELECT_RESOURCE))
+            .bind(member_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let member: Resource = member
+            .ok_or_else(|| resource_not_found(member_id))?
+            .try_into()?;
+        crate::domain::membership::check_ends(&group, &member)?;
+        Ok(group)
+    }
+}
+
+/// Turns a unique violation on a resource key into a conflict that names the key.
+fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("resource_identifier_key") => StoreError::Conflict(format!(
+            "a live resource of this type with this identifier already exists in source system \"{source_system}\""
+        )),
+        Some("resource_external_id_key") => StoreError::Conflict(format!(
+            "a live resource with this external_id already exists in source system \"{source_system}\""
+        )),
+        _ => e.into(),
+    }
+}
+
+#[async_trait]
+impl ResourceStore for PgStore {
+    async fn create_resource(&self, new: &NewResource) -> StoreResult<Resource> {
+        let row: Row = sqlx::query_as(&sql::INSERT_RESOURCE)
+            .bind(ResourceId::generate())
+            .bind(new.ty.code())
+            .bind(new.ty.name())
+            .bind(new.subtype.map(|s| s.code()))
+            .bind(&new.source_system)
+            .bind(&new.identifier)
+            .bind(&new.external_id)
+            .bind(&new.displayname)
+            .bind(&new.description)
+            .bind(&new.notes)
+            .bind(&new.tags)
+            .bind(new.active.unwrap_or(true))
+            .bind(new.expires_at)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| resource_conflict(e, &new.source_system))?;
+        row.try_into()
+    }
+
+    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
+        let row: Option<Row> = sqlx::query_as(&sql::SELECT_RESOURCE)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(|| resource_not_found(id))?.try_into()
+    }
+
+    async fn list_resources(
+        &self,
+        filter: &ResourceFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Resource>> {
+        let mut q = sql::resource_list(filter, page, TAG_FILTER);
+        let rows: Vec<Row> = q.build_query_as().fetch_all(&self.pool).await?;
+        rows::resources(rows)
+    }
+
+    async fn update_resource(
+        &self,
+        id: ResourceId,
+        patch: &ResourcePatch,
+    ) -> StoreResult<Resource> {
+        let mut tx = self.pool.begin().await?;
+        let current = Self::lock_resource(&mut tx, id).await?;
+        let (next, changed) = patch.apply(&current)?;
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
+            .bind(id)
+            .bind(next.subtype.map(|s| s.code()))
+            .bind(&next.identifier)
+            .bind(&next.external_id)
+            .bind(&next.displayname)
+            .bind(&next.description)
+            .bind(&next.notes)
+            .bind(&next.tags)
+            .bind(next.active)
+            .bind(next.expires_at)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| resource_conflict(e, &current.source_system))?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn delete_resource(&self, id: ResourceId) -> StoreResult<Deletion> {
+        let mut tx = self.pool.begin().await?;
+        let current = Self::lock_resource(&mut tx, id).await?;
+        if current.deleted {
+            return Ok(Deletion {
+                resource: current,
+                operation: None,
+            });
+        }
+        let at = now();
+        let group_id = (current.ty == ResourceType::Group).then_some(id);
+        let op = Self::insert_operation(
+            &mut tx,
+            OperationType::Delete,
+            group_id,
+            Some(&current.source_system),
+        )
+        .await?;
+        let row: Row = sqlx::query_as(&sql::SOFT_DELETE_RESOURCE)
+            .bind(id)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+        let ended = sqlx::query(sql::END_MEMBERSHIPS_OF)
+            .bind(id)
+            .bind(at)
+            .bind(op)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let counts = OperationCounts {
+            removed: i64::try_from(ended).unwrap_or(i64::MAX),
+            ..OperationCounts::default()
+        };
+        let operation = Self::set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(Deletion {
+            resource: row.try_into()?,
+            operation: Some(operation),
+        })
+    }
+
+    async fn restore_resource(&self, id: ResourceId) -> StoreResult<Resource> {
+        let mut tx = self.pool.begin().await?;
+        let current = Self::lock_resource(&mut tx, id).await?;
+        if !current.deleted {
+            return Ok(current);
+        }
+        let row: Row = sqlx::query_as(&sql::RESTORE_RESOURCE)
+            .bind(id)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| resource_conflict(e, &current.source_system))?;
+        tx.commit().await?;
+        row.try_into()
+    }
+}
+
+#[async_trait]
+impl MembershipStore for PgStore {
+    async fn list_members(
+        &self,
+        group_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>> {
+        self.get_resource(group_id).await?;
+        let rows: Vec<MembershipRow> =
+            sql::membership_list(sql::MembershipSide::MembersOf(group_id), filter, page)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Membership::from).collect())
+    }
+
+    async fn list_groups_of(
+        &self,
+        member_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>> {
+        self.get_resource(member_id).await?;
+        let rows: Vec<MembershipRow> =
+            sql::membership_list(sql::MembershipSide::GroupsOf(member_id), filter, page)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Membership::from).collect())
+    }
+
+    async fn get_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<Membership> {
+        let row: Option<MembershipRow> = sqlx::query_as(&sql::SELECT_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Membership::from)
+            .ok_or_else(|| super::membership_not_found(group_id, member_id))
+    }
+
+    async fn put_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+        input: &MembershipInput,
+    ) -> StoreResult<MembershipChange> {
+        let mut tx = self.pool.begin().await?;
+        let group = Self::lock_membership_ends(&mut tx, group_id, member_id).await?;
+        let before: Option<MembershipRow> = sqlx::query_as(&sql::SELECT_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let before = before.map(Membership::from);
+        let op = Self::insert_operation(
+            &mut tx,
+            OperationType::PartialUpdate,
+            Some(group_id),
+            Some(&group.source_system),
+        )
+        .await?;
+        let row: MembershipRow = sqlx::query_as(&sql::UPSERT_MEMBERSHIP)
+            .bind(&group.source_system)
+            .bind(group_id)
+            .bind(member_id)
+            .bind(&input.member_name)
+            .bind(input.contributing)
+            .bind(op)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        let membership = Membership::from(row);
+        let write = MembershipWrite::classify(before.as_ref(), &membership);
+        Self::set_counts(&mut tx, op, write.counts()).await?;
+        tx.commit().await?;
+        Ok(MembershipChange {
+            membership,
+            write,
+            operation_id: op,
+        })
+    }
+
+    async fn remove_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<MembershipChange> {
+        let mut tx = self.pool.begin().await?;
+        let group = Self::lock_resource(&mut tx, group_id).await?;
+        let op = Self::insert_operation(
+            &mut tx,
+            OperationType::PartialUpdate,
+            Some(group_id),
+            Some(&group.source_system),
+        )
+        .await?;
+        let row: Option<MembershipRow> = sqlx::query_as(&sql::REMOVE_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id)
+            .bind(now())
+            .bind(op)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let membership =
+            Membership::from(row.ok_or_else(|| super::membership_not_found(group_id, member_id))?);
+        let counts = OperationCounts {
+            removed: 1,
+            ..OperationCounts::default()
+        };
+        Self::set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(MembershipChange {
+            membership,
+            write: MembershipWrite::Removed,
+            operation_id: op,
+        })
+    }
+}
+
+#[async_trait]
+impl OperationStore for PgStore {
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<Operation>> {
+        let mut q = sql::operation_list(filter, page);
+        let rows: Vec<OperationRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        rows::operations(rows)
+    }
+
+    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
+        let row: Option<OperationRow> = sqlx::query_as(&sql::SELECT_OPERATION)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
+            .try_into()
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

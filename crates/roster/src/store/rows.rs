@@ -1,0 +1,193 @@
+//! Row types shared by both backends, and their conversion to domain types.
+
+use super::StoreError;
+use crate::domain::membership::Membership;
+use crate::domain::operation::{Operation, OperationCounts, OperationStatus, OperationType};
+use crate::domain::resource::{Resource, ResourceType, Subtype};
+use crate::domain::{OperationId, ResourceId};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The columns of `resource` that [`ResourceRow`] reads, in its order.
+pub const RESOURCE_COLUMNS: &str = "id, type, subtype, source_system, identifier, external_id, \
+     displayname, description, notes, tags, active, expires_at, deleted, deleted_at, created, modified";
+
+/// The columns of `group_member` that [`MembershipRow`] reads.
+pub const MEMBERSHIP_COLUMNS: &str = "id, group_id, member_id, source, member_name, removed, \
+     contributing, last_operation_id, created_timestamp, removed_timestamp";
+
+/// The columns of `operation` that [`OperationRow`] reads.
+pub const OPERATION_COLUMNS: &str = "id, type, description, status, group_id, source_system, \
+     added, reactivated, removed, unchanged, rejected, reason, created, modified, completed";
+
+/// A `resource` row; `T` is how the backend stores tags (a text array or a JSON array).
+#[derive(sqlx::FromRow)]
+pub struct ResourceRow<T> {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    ty: i16,
+    subtype: Option<i16>,
+    source_system: String,
+    identifier: Option<String>,
+    external_id: Option<String>,
+    displayname: Option<String>,
+    description: Option<String>,
+    notes: Option<String>,
+    tags: T,
+    active: bool,
+    expires_at: Option<DateTime<Utc>>,
+    deleted: bool,
+    deleted_at: Option<DateTime<Utc>>,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(what.into()))
+}
+
+/// How a backend's tag column turns into a list of tags.
+pub trait TagList {
+    fn into_tags(self) -> Vec<String>;
+}
+
+impl TagList for Vec<String> {
+    fn into_tags(self) -> Vec<String> {
+        self
+    }
+}
+
+impl TagList for sqlx::types::Json<Vec<String>> {
+    fn into_tags(self) -> Vec<String> {
+        self.0
+    }
+}
+
+impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
+    type Error = StoreError;
+
+    fn try_from(r: ResourceRow<T>) -> Result<Self, StoreError> {
+        let ty = ResourceType::from_code(r.ty)
+            .ok_or_else(|| corrupt(format!("resource {} has unknown type code {}", r.id, r.ty)))?;
+        let subtype = r
+            .subtype
+            .map(|code| {
+                Subtype::from_code(code).ok_or_else(|| {
+                    corrupt(format!("resource {} has unknown subtype code {code}", r.id))
+                })
+            })
+            .transpose()?;
+        Ok(Resource {
+            id: ResourceId(r.id),
+            ty,
+            subtype,
+            source_system: r.source_system,
+            identifier: r.identifier,
+            external_id: r.external_id,
+            displayname: r.displayname,
+            description: r.description,
+            notes: r.notes,
+            tags: r.tags.into_tags(),
+            active: r.active,
+            expires_at: r.expires_at,
+            deleted: r.deleted,
+            deleted_at: r.deleted_at,
+            created: r.created,
+            modified: r.modified,
+        })
+    }
+}
+
+/// Converts fetched resource rows, failing on the first corrupt one.
+pub fn resources<T: TagList>(rows: Vec<ResourceRow<T>>) -> Result<Vec<Resource>, StoreError> {
+    rows.into_iter().map(Resource::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct MembershipRow {
+    id: i64,
+    group_id: Uuid,
+    member_id: Uuid,
+    source: String,
+    member_name: Option<String>,
+    removed: bool,
+    contributing: Option<bool>,
+    last_operation_id: Option<i64>,
+    created_timestamp: DateTime<Utc>,
+    removed_timestamp: Option<DateTime<Utc>>,
+}
+
+impl From<MembershipRow> for Membership {
+    fn from(r: MembershipRow) -> Self {
+        Membership {
+            id: r.id,
+            group_id: ResourceId(r.group_id),
+            member_id: ResourceId(r.member_id),
+            source: r.source,
+            member_name: r.member_name,
+            removed: r.removed,
+            contributing: r.contributing,
+            last_operation_id: r.last_operation_id.map(OperationId),
+            created_timestamp: r.created_timestamp,
+            removed_timestamp: r.removed_timestamp,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct OperationRow {
+    id: i64,
+    #[sqlx(rename = "type")]
+    ty: String,
+    description: Option<String>,
+    status: String,
+    group_id: Option<Uuid>,
+    source_system: Option<String>,
+    added: i64,
+    reactivated: i64,
+    removed: i64,
+    unchanged: i64,
+    rejected: i64,
+    reason: Option<String>,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
+    completed: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OperationRow> for Operation {
+    type Error = StoreError;
+
+    fn try_from(r: OperationRow) -> Result<Self, StoreError> {
+        let ty = OperationType::from_name(&r.ty)
+            .ok_or_else(|| corrupt(format!("operation {} has unknown type {:?}", r.id, r.ty)))?;
+        let status = OperationStatus::from_name(&r.status).ok_or_else(|| {
+            corrupt(format!(
+                "operation {} has unknown status {:?}",
+                r.id, r.status
+            ))
+        })?;
+        Ok(Operation {
+            id: OperationId(r.id),
+            ty,
+            description: r.description,
+            status,
+            group_id: r.group_id.map(ResourceId),
+            source_system: r.source_system,
+            counts: OperationCounts {
+                added: r.added,
+                reactivated: r.reactivated,
+                removed: r.removed,
+                unchanged: r.unchanged,
+                rejected: r.rejected,
+            },
+            reason: r.reason,
+            created: r.created,
+            modified: r.modified,
+            completed: r.completed,
+        })
+    }
+}
+
+pub fn operations(rows: Vec<OperationRow>) -> Result<Vec<Operation>, StoreError> {
+    rows.into_iter().map(Operation::try_from).collect()
+}

@@ -1,0 +1,238 @@
+//! SQL that both backends run unchanged (SQLite accepts `$N` parameters and `RETURNING`), and
+//! the list queries, built for either backend.
+
+use super::rows::{MEMBERSHIP_COLUMNS, OPERATION_COLUMNS, RESOURCE_COLUMNS};
+use crate::domain::membership::MembershipFilter;
+use crate::domain::operation::OperationFilter;
+use crate::domain::page::PageRequest;
+use crate::domain::resource::ResourceFilter;
+use crate::domain::ResourceId;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+/// Builds a statement once, with the column lists filled in.
+macro_rules! statement {
+    ($name:ident, $($part:expr),+ $(,)?) => {
+        pub static $name: LazyLock<String> = LazyLock::new(|| [$($part),+].concat());
+    };
+}
+
+statement!(
+    INSERT_RESOURCE,
+    "INSERT INTO resource (id, type, typename, subtype, source_system, identifier, external_id, \
+     displayname, description, notes, tags, active, expires_at, created, modified) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING ",
+    RESOURCE_COLUMNS
+);
+
+statement!(
+    SELECT_RESOURCE,
+    "SELECT ",
+    RESOURCE_COLUMNS,
+    " FROM resource WHERE id = $1"
+);
+
+statement!(
+    UPDATE_RESOURCE,
+    "UPDATE resource SET subtype = $2, identifier = $3, external_id = $4, displayname = $5, \
+     description = $6, notes = $7, tags = $8, active = $9, expires_at = $10, modified = $11 \
+     WHERE id = $1 RETURNING ",
+    RESOURCE_COLUMNS
+);
+
+statement!(
+    SOFT_DELETE_RESOURCE,
+    "UPDATE resource SET deleted = true, deleted_at = $2, modified = $2 \
+     WHERE id = $1 AND NOT deleted RETURNING ",
+    RESOURCE_COLUMNS
+);
+
+statement!(
+    RESTORE_RESOURCE,
+    "UPDATE resource SET deleted = false, deleted_at = NULL, modified = $2 \
+     WHERE id = $1 AND deleted RETURNING ",
+    RESOURCE_COLUMNS
+);
+
+/// Ends every active membership in which the resource is the group or the member.
+pub const END_MEMBERSHIPS_OF: &str = "UPDATE group_member \
+     SET removed = true, removed_timestamp = $2, last_operation_id = $3 \
+     WHERE (group_id = $1 OR member_id = $1) AND NOT removed";
+
+statement!(
+    SELECT_MEMBERSHIP,
+    "SELECT ",
+    MEMBERSHIP_COLUMNS,
+    " FROM group_member WHERE group_id = $1 AND member_id = $2"
+);
+
+// Adds, re-activates or confirms a membership. Omitted attributes keep their stored value.
+statement!(
+    UPSERT_MEMBERSHIP,
+    "INSERT INTO group_member (source, group_id, member_id, member_name, contributing, \
+     last_operation_id, created_timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (group_id, member_id) DO UPDATE SET \
+     removed = false, removed_timestamp = NULL, \
+     member_name = COALESCE(excluded.member_name, group_member.member_name), \
+     contributing = COALESCE(excluded.contributing, group_member.contributing), \
+     last_operation_id = excluded.last_operation_id RETURNING ",
+    MEMBERSHIP_COLUMNS
+);
+
+statement!(
+    REMOVE_MEMBERSHIP,
+    "UPDATE group_member SET removed = true, removed_timestamp = $3, last_operation_id = $4 \
+     WHERE group_id = $1 AND member_id = $2 AND NOT removed RETURNING ",
+    MEMBERSHIP_COLUMNS
+);
+
+/// Records an operation that is already complete when it is created (single writes, deletes).
+pub const INSERT_COMPLETED_OPERATION: &str = "INSERT INTO operation \
+     (type, status, group_id, source_system, added, reactivated, removed, unchanged, \
+      created, modified, completed) \
+     VALUES ($1, 'complete', $2, $3, 0, 0, 0, 0, $4, $4, $4) RETURNING id";
+
+// Sets the counts of an operation once its writes are known.
+statement!(
+    SET_OPERATION_COUNTS,
+    "UPDATE operation SET added = $2, reactivated = $3, removed = $4, unchanged = $5 \
+     WHERE id = $1 RETURNING ",
+    OPERATION_COLUMNS
+);
+
+statement!(
+    SELECT_OPERATION,
+    "SELECT ",
+    OPERATION_COLUMNS,
+    " FROM operation WHERE id = $1"
+);
+
+/// How a backend tests that `tags` holds one value: the SQL before and after the bound tag.
+pub type TagFilter = (&'static str, &'static str);
+
+/// `SELECT … FROM resource` with the filter, in id order after the cursor, one row past the page.
+pub fn resource_list<'a, DB>(
+    filter: &ResourceFilter,
+    page: &PageRequest<Uuid>,
+    (tag_before, tag_after): TagFilter,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i16: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE true"
+    ));
+    if let Some(after) = page.after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    if !filter.include_deleted {
+        q.push(" AND NOT deleted");
+    }
+    if let Some(ty) = filter.ty {
+        q.push(" AND type = ").push_bind(ty.code());
+    }
+    if let Some(subtype) = filter.subtype {
+        q.push(" AND subtype = ").push_bind(subtype.code());
+    }
+    for (column, value) in [
+        ("source_system", &filter.source_system),
+        ("identifier", &filter.identifier),
+        ("external_id", &filter.external_id),
+    ] {
+        if let Some(v) = value {
+            q.push(format!(" AND {column} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some(v) = filter.active {
+        q.push(" AND active = ").push_bind(v);
+    }
+    if let Some(tag) = &filter.tag {
+        q.push(" AND ")
+            .push(tag_before)
+            .push_bind(tag.clone())
+            .push(tag_after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(page.fetch());
+    q
+}
+
+/// Which side of the membership table a list reads.
+#[derive(Debug, Clone, Copy)]
+pub enum MembershipSide {
+    /// The members of this group, in member-id order.
+    MembersOf(ResourceId),
+    /// The groups of this member, in group-id order.
+    GroupsOf(ResourceId),
+}
+
+/// `SELECT … FROM group_member` for one side, after the cursor, one row past the page.
+pub fn membership_list<'a, DB>(
+    side: MembershipSide,
+    filter: &MembershipFilter,
+    page: &PageRequest<Uuid>,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i16: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let (fixed, ordered, id) = match side {
+        MembershipSide::MembersOf(id) => ("group_id", "member_id", id),
+        MembershipSide::GroupsOf(id) => ("member_id", "group_id", id),
+    };
+    let columns = MEMBERSHIP_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut q = QueryBuilder::new(format!("SELECT {columns} FROM group_member m"));
+    if filter.ty.is_some() {
+        q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
+    }
+    q.push(format!(" WHERE m.{fixed} = ")).push_bind(id.0);
+    if let Some(after) = page.after {
+        q.push(format!(" AND m.{ordered} > ")).push_bind(after);
+    }
+    if !filter.include_removed {
+        q.push(" AND NOT m.removed");
+    }
+    if let Some(ty) = filter.ty {
+        q.push(" AND r.type = ").push_bind(ty.code());
+    }
+    q.push(format!(" ORDER BY m.{ordered} LIMIT "))
+        .push_bind(page.fetch());
+    q
+}
+
+/// `SELECT … FROM operation` newest first, before the cursor, one row past the page.
+pub fn operation_list<'a, DB>(
+    filter: &OperationFilter,
+    page: &PageRequest<i64>,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'static str: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {OPERATION_COLUMNS} FROM operation WHERE true"
+    ));
+    if let Some(after) = page.after {
+        q.push(" AND id < ").push_bind(after);
+    }
+    if let Some(ty) = filter.ty {
+        q.push(" AND type = ").push_bind(ty.name());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.name());
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(page.fetch());
+    q
+}
