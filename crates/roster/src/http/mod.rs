@@ -87,3 +87,13 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::r
         .unwrap_or_else(|| "a handler panicked".to_owned());
     ApiError::Internal(format!("panic: {detail}")).into_response()
 }
+
+/// Reads the paging parameters of a list; a bad `limit` or `cursor` is a bad request.
+pub fn page_request<K: std::str::FromStr>(
+    kind: crate::domain::page::ListKind,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<crate::domain::page::PageRequest<K>, ApiError> {
+    crate::domain::page::PageRequest::parse(kind, limit, cursor)
+        .map_err(|e| ApiError::BadRequest(e.0))
+}

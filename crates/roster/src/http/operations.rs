@@ -3,7 +3,7 @@
 use super::{Path, Query};
 use crate::app::AppState;
 use crate::domain::operation::{Operation, OperationFilter, OperationStatus, OperationType};
-use crate::domain::page::{ListKind, Page, PageRequest};
+use crate::domain::page::{ListKind, Page};
 use crate::domain::OperationId;
 use crate::error::{ApiError, Problem};
 use axum::extract::State;
@@ -40,7 +40,7 @@ async fn list_operations(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<Page<Operation>>, ApiError> {
-    let page = PageRequest::parse(ListKind::Operations, p.limit, p.cursor.as_deref())?;
+    let page = super::page_request(ListKind::Operations, p.limit, p.cursor.as_deref())?;
     let filter = OperationFilter {
         ty: p.ty,
         status: p.status,

@@ -103,7 +103,7 @@ async fn list_resources(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<Page<Resource>>, ApiError> {
-    let page = PageRequest::parse(ListKind::Resources, p.limit, p.cursor.as_deref())?;
+    let page = super::page_request(ListKind::Resources, p.limit, p.cursor.as_deref())?;
     let filter = ResourceFilter {
         ty: p.ty,
         subtype: p.subtype,
@@ -252,7 +252,7 @@ impl MembershipListParams {
         self,
         kind: ListKind,
     ) -> Result<(MembershipFilter, PageRequest<uuid::Uuid>), ApiError> {
-        let page = PageRequest::parse(kind, self.limit, self.cursor.as_deref())?;
+        let page = super::page_request(kind, self.limit, self.cursor.as_deref())?;
         let filter = MembershipFilter {
             include_removed: self.include_removed,
             ty: self.ty,

@@ -1,0 +1,353 @@
+//! The test harness: the real router on a fresh database of either backend, driven over HTTP
+//! with `oneshot`, plus direct SQL access so tests can check the rows.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use roster::app::{router, AppState, Limits};
+use roster::store::{self, Location};
+use serde_json::Value;
+use sqlx::{PgPool, SqlitePool};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The environment variable naming the PostgreSQL server the tests create databases on.
+pub const PG_ENV: &str = "ROSTER_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Direct access to the test's database, for checking rows.
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub db: Db,
+    _cleanup: Cleanup,
+}
+
+/// Removes the test's database when the test ends, pass or fail: a SQLite directory goes with
+/// its `TempDir`, a PostgreSQL database is dropped.
+struct Cleanup {
+    _dir: Option<tempfile::TempDir>,
+    database: Option<(String, String)>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = &self.database {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime; a separate thread may block on its own one.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime for cleanup");
+                rt.block_on(async {
+                    if let Ok(pool) = PgPool::connect(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&pool)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The PostgreSQL server URL the tests use; the README's test command sets it.
+pub fn postgres_admin_url() -> String {
+    std::env::var(PG_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{PG_ENV} is not set: run the tests with ./scripts/test, which starts PostgreSQL, \
+             or point {PG_ENV} at a server where the tests may create databases"
+        )
+    })
+}
+
+/// A URL for database `name` on the server of `admin_url`.
+pub fn database_url(admin_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin_url).expect("a valid PostgreSQL URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// Creates a fresh, empty PostgreSQL database and returns its name and URL.
+pub async fn fresh_postgres_database() -> (String, String, String) {
+    let admin_url = postgres_admin_url();
+    let name = format!("roster_test_{}", Uuid::new_v4().simple());
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {PG_ENV}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let url = database_url(&admin_url, &name);
+    (admin_url, name, url)
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Limits::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, limits: Limits) -> Self {
+        let (location, cleanup) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("roster.db");
+                let cleanup = Cleanup {
+                    _dir: Some(dir),
+                    database: None,
+                };
+                (Location::Sqlite { path }, cleanup)
+            }
+            Backend::Postgres => {
+                let (admin_url, name, url) = fresh_postgres_database().await;
+                (
+                    Location::Postgres {
+                        url,
+                        max_connections: 8,
+                    },
+                    Cleanup {
+                        _dir: None,
+                        database: Some((admin_url, name)),
+                    },
+                )
+            }
+        };
+        let store = store::open(&location).await.expect("open store");
+        let db = match &location {
+            Location::Sqlite { path } => Db::Sqlite(
+                SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .expect("open sqlite for checks"),
+            ),
+            Location::Postgres { url, .. } => Db::Postgres(
+                PgPool::connect(url)
+                    .await
+                    .expect("open postgres for checks"),
+            ),
+        };
+        Self {
+            router: router(AppState { store }, limits),
+            db,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Sends a request with an optional JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let request = Request::builder().method(method).uri(path);
+        let request = match body {
+            Some(json) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json.to_string())),
+            None => request.body(Body::empty()),
+        };
+        self.send(request.expect("request")).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            location,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Option<Value>) -> Reply {
+        self.call(Method::PUT, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates a resource and returns its id, failing the test if roster refuses.
+    pub async fn create(&self, body: Value) -> String {
+        let reply = self.post("/api/v1/resources", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create: {}", reply.text);
+        reply.json["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn user(&self, source: &str, identifier: &str) -> String {
+        self.create(serde_json::json!({
+            "type": "user", "subtype": "native", "source_system": source, "identifier": identifier
+        }))
+        .await
+    }
+
+    pub async fn group(&self, source: &str, identifier: &str) -> String {
+        self.create(serde_json::json!({
+            "type": "group", "source_system": source, "identifier": identifier
+        }))
+        .await
+    }
+
+    /// Runs a query returning one integer (a count, a flag) with uuid parameters, on either backend.
+    pub async fn scalar(&self, sql: &str, ids: &[&str]) -> i64 {
+        let ids: Vec<Uuid> = ids.iter().map(|s| s.parse().expect("uuid")).collect();
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut q = sqlx::query_scalar::<_, i64>(sql);
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.fetch_one(pool).await.expect("scalar query")
+            }
+            Db::Postgres(pool) => {
+                let mut q = sqlx::query_scalar::<_, i64>(sql);
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.fetch_one(pool).await.expect("scalar query")
+            }
+        }
+    }
+
+    /// Runs a query returning one text value with uuid parameters, on either backend.
+    pub async fn text(&self, sql: &str, ids: &[&str]) -> Option<String> {
+        let ids: Vec<Uuid> = ids.iter().map(|s| s.parse().expect("uuid")).collect();
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sql);
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.fetch_one(pool).await.expect("text query")
+            }
+            Db::Postgres(pool) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sql);
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.fetch_one(pool).await.expect("text query")
+            }
+        }
+    }
+
+    /// A snapshot of every table's rows as text, to prove that a refused request changed nothing.
+    pub async fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        for table in ["resource", "group_member", "operation"] {
+            let n = self
+                .scalar(&format!("SELECT count(*) FROM {table}"), &[])
+                .await;
+            let modified = self
+                .text(
+                    &format!(
+                        "SELECT CAST(max({}) AS TEXT) FROM {table}",
+                        match table {
+                            "resource" => "modified",
+                            "group_member" => "coalesce(removed_timestamp, created_timestamp)",
+                            _ => "modified",
+                        }
+                    ),
+                    &[],
+                )
+                .await;
+            out.push_str(&format!("{table}:{n}:{modified:?};"));
+        }
+        out
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    /// Asserts that this is a problem document with `status` whose detail mentions `needle`.
+    pub fn assert_problem(&self, status: StatusCode, needle: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.content_type, "application/problem+json");
+        assert_eq!(self.json["status"], status.as_u16());
+        let detail = self.json["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(needle),
+            "detail {detail:?} does not mention {needle:?}"
+        );
+    }
+}
+
+/// Instantiates each scenario `async fn name(backend: Backend)` as a test on both backends:
+/// `<module>::sqlite::name` and `<module>::postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,158 @@
+//! Bad input: every refusal is a problem document that says what was wrong, and changes nothing.
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use roster::app::Limits;
+use serde_json::json;
+
+on_both_backends!(
+    malformed_json_is_400_problem,
+    wrong_content_type_is_415_problem,
+    body_over_the_limit_is_413_problem,
+    unknown_route_and_wrong_method_are_problems,
+    bad_cursors_and_limits_are_400,
+    invalid_uuid_in_path_is_400,
+);
+
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    ct: &str,
+    body: &str,
+) -> crate::common::Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    app.send(request).await
+}
+
+async fn malformed_json_is_400_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.fingerprint().await;
+    raw(
+        &app,
+        Method::POST,
+        "/api/v1/resources",
+        "application/json",
+        "{\"type\": \"user\",",
+    )
+    .await
+    .assert_problem(StatusCode::BAD_REQUEST, "EOF");
+    raw(
+        &app,
+        Method::POST,
+        "/api/v1/resources",
+        "application/json",
+        "not json",
+    )
+    .await
+    .assert_problem(StatusCode::BAD_REQUEST, "expected");
+    app.post(
+        "/api/v1/resources",
+        json!({"type": "user", "source_system": "home", "colour": "blue"}),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown field `colour`");
+    assert_eq!(app.fingerprint().await, before);
+}
+
+async fn wrong_content_type_is_415_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    raw(
+        &app,
+        Method::POST,
+        "/api/v1/resources",
+        "text/plain",
+        r#"{"type": "user", "source_system": "home"}"#,
+    )
+    .await
+    .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    assert_eq!(app.scalar("SELECT count(*) FROM resource", &[]).await, 0);
+}
+
+async fn body_over_the_limit_is_413_problem(backend: Backend) {
+    let limits = Limits {
+        body_bytes: 1024,
+        ..Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let big = "x".repeat(4096);
+    app.post(
+        "/api/v1/resources",
+        json!({"type": "user", "source_system": "home", "notes": big}),
+    )
+    .await
+    .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "larger");
+    let user = app.user("home", "a").await;
+    let group = app.group("home", "g").await;
+    raw(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/groups/{group}/members/{user}"),
+        "application/json",
+        &format!("{{\"member_name\": \"{big}\"}}"),
+    )
+    .await
+    .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "larger");
+    assert_eq!(app.scalar("SELECT count(*) FROM resource", &[]).await, 2);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM group_member", &[]).await,
+        0
+    );
+}
+
+async fn unknown_route_and_wrong_method_are_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get("/api/v1/nothing-here")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "/api/v1/nothing-here");
+    app.call(Method::PATCH, "/api/v1/operations", None)
+        .await
+        .assert_problem(StatusCode::METHOD_NOT_ALLOWED, "PATCH");
+}
+
+async fn bad_cursors_and_limits_are_400(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get("/api/v1/resources?cursor=garbage")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "cursor");
+    app.get("/api/v1/resources?limit=1001")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "1000");
+    app.get("/api/v1/resources?limit=0")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "at least 1");
+    app.get("/api/v1/resources?limit=-5")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "limit");
+    // A cursor of one list is refused by another.
+    let group = app.group("home", "g").await;
+    for i in 0..3 {
+        let u = app.user("home", &format!("u{i}")).await;
+        app.put(&format!("/api/v1/groups/{group}/members/{u}"), None)
+            .await;
+    }
+    let page = app
+        .get(&format!("/api/v1/groups/{group}/members?limit=1"))
+        .await;
+    let cursor = page.json["next"].as_str().unwrap();
+    app.get(&format!("/api/v1/resources?cursor={cursor}"))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "cursor");
+}
+
+async fn invalid_uuid_in_path_is_400(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get("/api/v1/resources/not-a-uuid")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "not-a-uuid");
+    app.put("/api/v1/groups/x/members/y", None)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "UUID");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: every endpoint over HTTP on a real database, each scenario on both backends.
+
+mod common;
+mod errors;
+mod groups;
+mod openapi;
+mod operations;
+mod process;
+mod resources;

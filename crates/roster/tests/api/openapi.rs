@@ -1,0 +1,112 @@
+//! The OpenAPI document describes every route, and every documented route is served.
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+use axum::http::{Method, StatusCode};
+use std::collections::BTreeSet;
+
+on_both_backends!(
+    openapi_lists_every_route,
+    every_documented_route_is_served,
+    docs_page_renders,
+    health_and_readiness_answer,
+);
+
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/api/v1/resources"),
+    ("post", "/api/v1/resources"),
+    ("get", "/api/v1/resources/lookup"),
+    ("get", "/api/v1/resources/{id}"),
+    ("patch", "/api/v1/resources/{id}"),
+    ("delete", "/api/v1/resources/{id}"),
+    ("post", "/api/v1/resources/{id}/restore"),
+    ("get", "/api/v1/resources/{id}/groups"),
+    ("get", "/api/v1/groups/{id}/members"),
+    ("get", "/api/v1/groups/{id}/members/{member_id}"),
+    ("put", "/api/v1/groups/{id}/members/{member_id}"),
+    ("delete", "/api/v1/groups/{id}/members/{member_id}"),
+    ("get", "/api/v1/operations"),
+    ("get", "/api/v1/operations/{id}"),
+];
+
+/// Every (method, path) pair the OpenAPI document lists.
+pub async fn documented_routes(app: &TestApp) -> BTreeSet<(String, String)> {
+    let doc = app.get("/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.json["openapi"], "3.1.0");
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc.json["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+async fn openapi_lists_every_route(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let documented = documented_routes(&app).await;
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(documented, expected);
+}
+
+async fn every_documented_route_is_served(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = uuid::Uuid::now_v7();
+    for (method, path) in documented_routes(&app).await {
+        let concrete = path
+            .replace("{id}", &id.to_string())
+            .replace("{member_id}", &id.to_string());
+        let concrete = if concrete.ends_with("/operations/") {
+            concrete
+        } else {
+            concrete.replace(&format!("/operations/{id}"), "/operations/1")
+        };
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let reply = app.call(method.clone(), &concrete, None).await;
+        assert_ne!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(
+            !reply.text.contains("there is no route"),
+            "{method} {path} is documented but not routed"
+        );
+        assert!(
+            !reply.status.is_server_error(),
+            "{method} {path}: {}",
+            reply.text
+        );
+    }
+}
+
+async fn docs_page_renders(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let page = app.get("/docs/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(page.text.contains("swagger"), "{}", page.text);
+    let init = app.get("/docs/swagger-initializer.js").await;
+    assert!(init.text.contains("/openapi.json"), "{}", init.text);
+}
+
+async fn health_and_readiness_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let expected = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(ready.json["backend"], expected);
+}
