@@ -1,7 +1,8 @@
 //! Builds the router and its shared state, and serves it.
 
 use crate::config::Settings;
-use crate::http;
+use crate::domain::token::Secret;
+use crate::http::{self, auth};
 use crate::store::{self, Store, StoreError};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
@@ -18,6 +19,8 @@ use utoipa_swagger_ui::SwaggerUi;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub authenticator: Arc<auth::Authenticator>,
+    pub route_scopes: Arc<auth::RouteScopes>,
 }
 
 /// Limits applied to every request.
@@ -40,22 +43,37 @@ impl Default for Limits {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole application: API routes, `/openapi.json`, `/docs` and the middleware.
-pub fn router(state: AppState, limits: Limits) -> Router {
+/// The whole application: API routes behind authentication, `/openapi.json`, `/docs` and the
+/// middleware.
+///
+/// # Panics
+/// When a route declares no security scope (a programming error every test would catch).
+pub fn router(store: Arc<dyn Store>, limits: Limits) -> Router {
     let (api, openapi) = http::routes().split_for_parts();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(http::no_route)
-        .method_not_allowed_fallback(http::wrong_method)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    let route_scopes = auth::RouteScopes::from_openapi(&openapi)
+        .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
+    let state = AppState {
+        authenticator: Arc::new(auth::Authenticator::new(store.clone())),
+        store,
+        route_scopes: Arc::new(route_scopes),
+    };
+    api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ))
+    .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    .fallback(http::no_route)
+    .method_not_allowed_fallback(http::wrong_method)
+    .with_state(state)
+    .layer(DefaultBodyLimit::max(limits.body_bytes))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ))
+    .layer(CatchPanicLayer::custom(http::panic_response))
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(TraceLayer::new_for_http())
+    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 /// Why serving stopped with an error.
@@ -65,22 +83,55 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Bootstrap(String),
 }
 
-/// Opens the store (applying migrations) and serves until SIGINT or SIGTERM.
+/// The name of the admin token created on first start.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+
+/// Opens the store (applying migrations), creates the first admin token on an empty database,
+/// and serves until SIGINT or SIGTERM.
 pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
     let store = store::open(&settings.location).await?;
+    bootstrap(store.as_ref(), settings.bootstrap_token.clone()).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
         database = ?settings.location,
         "roster is serving; API docs at /docs"
     );
-    let app = router(AppState { store }, settings.limits);
+    let app = router(store, settings.limits);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("roster stopped");
+    Ok(())
+}
+
+/// On a database without tokens, creates the admin token: the operator's chosen one
+/// (`ROSTER_BOOTSTRAP_TOKEN`), or a random one printed once to the terminal.
+async fn bootstrap(store: &dyn Store, chosen: Option<String>) -> Result<(), ServeError> {
+    let generated = chosen.is_none();
+    let secret = match chosen {
+        Some(value) => Secret::chosen(value).map_err(|e| ServeError::Bootstrap(e.0))?,
+        None => Secret::generate()
+            .map_err(|e| ServeError::Bootstrap(format!("no randomness for a token: {e}")))?,
+    };
+    let created = store
+        .bootstrap_token(BOOTSTRAP_TOKEN_NAME, &secret.hash())
+        .await?;
+    if created && generated {
+        // Printed to the terminal on purpose, once; never logged.
+        eprintln!(
+            "\nroster: created the admin token {BOOTSTRAP_TOKEN_NAME:?}. It is shown only now:\n\n    {}\n\n\
+             Use it as `Authorization: Bearer <token>`. Create more with `roster token create` \
+             or POST /api/v1/tokens.\n",
+            secret.expose()
+        );
+    } else if created {
+        tracing::info!("created the admin token from ROSTER_BOOTSTRAP_TOKEN");
+    }
     Ok(())
 }
 

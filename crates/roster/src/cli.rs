@@ -1,5 +1,7 @@
 //! Command-line interface: flags, each with a `ROSTER_*` environment variable.
 
+use crate::domain::token::Scope;
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,68 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Manage API tokens directly in the database (works while no server runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret (shown only this once).
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List(DatabaseArgs),
+    /// Revoke a token by id or name.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A name that says who uses the token, e.g. "entra-foo-connector".
+    #[arg(long)]
+    pub name: String,
+    /// A scope the token gets: read, write, admin or scim. Repeat for several.
+    #[arg(long = "scope", required = true, value_parser = parse_scope)]
+    pub scopes: Vec<Scope>,
+    /// Bind the token to one source system: it may then write only that source's data.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// When the token expires: an RFC 3339 time, or a span from now such as 90d or 12h.
+    #[arg(long, value_parser = parse_expiry)]
+    pub expires: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id or name.
+    pub token: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+fn parse_scope(value: &str) -> Result<Scope, String> {
+    Scope::from_name(value)
+        .ok_or_else(|| format!("{value:?} is not a scope; use read, write, admin or scim"))
+}
+
+/// An RFC 3339 time, or `<n>d` / `<n>h` from now.
+fn parse_expiry(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let (number, unit) = value.split_at(value.len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is neither an RFC 3339 time nor a span like 90d or 12h"))?;
+    let span = match unit {
+        "d" => chrono::Duration::try_days(n),
+        "h" => chrono::Duration::try_hours(n),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{value:?}: use a number of days (90d) or hours (12h)"))?;
+    Ok(Utc::now() + span)
 }
 
 /// Where roster keeps its data.
@@ -67,6 +131,11 @@ pub struct ServeArgs {
     /// Longest a request may take, in seconds, before roster answers 408.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
+
+    /// The admin token to create on first start (at least 32 characters), for automation. Without
+    /// it, roster generates one and prints it once.
+    #[arg(long, env = "ROSTER_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

@@ -7,12 +7,27 @@ use crate::store::Location;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Everything `roster serve` needs. Its `Debug` output never shows a database password.
-#[derive(Debug, Clone)]
+/// Everything `roster serve` needs. Its `Debug` output never shows a password or a token.
+#[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub location: Location,
     pub limits: Limits,
+    pub bootstrap_token: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("location", &self.location)
+            .field("limits", &self.limits)
+            .field(
+                "bootstrap_token",
+                &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Settings {
@@ -24,6 +39,7 @@ impl Settings {
                 body_bytes: args.body_limit,
                 request_timeout: Duration::from_secs(args.request_timeout),
             },
+            bootstrap_token: args.bootstrap_token.clone(),
         })
     }
 
@@ -32,6 +48,7 @@ impl Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             location: location(args)?,
             limits: Limits::default(),
+            bootstrap_token: None,
         })
     }
 }

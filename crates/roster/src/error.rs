@@ -18,6 +18,12 @@ pub enum ApiError {
     /// The request was read but a value breaks a rule.
     #[error("{0}")]
     Unprocessable(String),
+    /// No valid token: answered with a `WWW-Authenticate` header.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -52,6 +58,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -66,6 +74,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad-request",
             Self::Unprocessable(_) => "invalid-value",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -94,6 +104,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let challenge = matches!(self, Self::Unauthorized(_));
         let problem = Problem {
             kind: format!("urn:roster:problem:{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -101,10 +112,17 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
         };
         let mut response = (status, axum::Json(problem)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="roster""#),
+            );
+        }
         response
     }
 }

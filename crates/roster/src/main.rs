@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("migrating {:?}", settings.location))?;
             println!("{backend} database is up to date");
         }
+        Command::Token(command) => roster::commands::token(command).await?,
     }
     Ok(())
 }

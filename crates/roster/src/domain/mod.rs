@@ -1,10 +1,12 @@
 //! Domain types and rules. Nothing in here performs I/O.
 
+pub mod audit;
 pub mod ids;
 pub mod membership;
 pub mod operation;
 pub mod page;
 pub mod resource;
+pub mod token;
 
 pub use ids::{OperationId, ResourceId};
 

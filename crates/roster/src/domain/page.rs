@@ -16,6 +16,8 @@ pub enum ListKind {
     Members,
     Groups,
     Operations,
+    Tokens,
+    Audit,
 }
 
 impl ListKind {
@@ -25,6 +27,8 @@ impl ListKind {
             Self::Members => "m",
             Self::Groups => "g",
             Self::Operations => "o",
+            Self::Tokens => "t",
+            Self::Audit => "a",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/v1/groups/{id}/members`: the members of a group, and single-membership writes.
 
-use super::resources::MembershipListParams;
+use super::auth::Caller;
+use super::resources::{check_owner, MembershipListParams};
 use super::{optional_json, Path, Query};
 use crate::app::AppState;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
@@ -21,7 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// List the members of a group (active ones unless `include_removed`), in member-id order.
-#[utoipa::path(get, path = "/api/v1/groups/{id}/members", tag = "groups",
+#[utoipa::path(get, path = "/api/v1/groups/{id}/members", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Group id"), MembershipListParams),
     responses((status = 200, description = "A page of memberships", body = Page<Membership>),
               (status = 404, description = "No such group", body = Problem)))]
@@ -41,7 +42,7 @@ async fn list_members(
 }
 
 /// The membership record of one member of a group, active or ended.
-#[utoipa::path(get, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+#[utoipa::path(get, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Group id"),
            ("member_id" = ResourceId, Path, description = "Member id")),
     responses((status = 200, description = "The membership", body = Membership),
@@ -54,8 +55,9 @@ async fn get_membership(
 }
 
 /// Add a member to a group (or re-activate or confirm the membership), recorded as a
-/// partial-update operation. The body is optional.
-#[utoipa::path(put, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+/// partial-update operation. The body is optional. A token bound to a source system may only add
+/// members of its own source to its own groups.
+#[utoipa::path(put, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "Group id"),
            ("member_id" = ResourceId, Path, description = "Member id")),
     request_body(content = Option<MembershipInput>, description = "Optional attributes"),
@@ -65,11 +67,17 @@ async fn get_membership(
               (status = 422, description = "Not a live group, or a deleted member", body = Problem)))]
 async fn put_membership(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: MembershipInput = optional_json(&body?)?;
-    let change = state.store.put_membership(id, member_id, &input).await?;
+    check_owner(&state, &caller, id).await?;
+    check_owner(&state, &caller, member_id).await?;
+    let change = state
+        .store
+        .put_membership(&caller.actor(), id, member_id, &input)
+        .await?;
     let status = match change.write {
         MembershipWrite::Added => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -78,15 +86,20 @@ async fn put_membership(
 }
 
 /// End a membership (soft-delete), recorded as a partial-update operation.
-#[utoipa::path(delete, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups",
+#[utoipa::path(delete, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "Group id"),
            ("member_id" = ResourceId, Path, description = "Member id")),
     responses((status = 200, description = "The ended membership", body = Membership),
               (status = 404, description = "No such group, or not an active member", body = Problem)))]
 async fn remove_membership(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    let change = state.store.remove_membership(id, member_id).await?;
+    check_owner(&state, &caller, id).await?;
+    let change = state
+        .store
+        .remove_membership(&caller.actor(), id, member_id)
+        .await?;
     Ok(axum::Json(change.membership))
 }

@@ -1,16 +1,20 @@
 //! The HTTP API: one file per area, each exporting its routes; extractors that answer bad input
 //! with problem documents; the OpenAPI document built from the same route annotations.
 
+mod audit;
+pub mod auth;
 mod groups;
 mod health;
 mod operations;
 mod resources;
+mod tokens;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::response::IntoResponse;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 /// A JSON body; a body that cannot be read is answered with a problem document.
@@ -35,14 +39,30 @@ pub struct Query<T>(pub T);
         description = "Stores and vends group memberships imported from many directories."
     ),
     components(schemas(Problem)),
+    modifiers(&BearerScheme),
     tags(
         (name = "resources", description = "Accounts, groups, prime identities and other records"),
         (name = "groups", description = "Memberships of groups"),
         (name = "operations", description = "Units of work that change memberships"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "audit", description = "The trail of every write (admin)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme, so the docs page's "Authorize" button takes a token.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            auth::SCHEME,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// Every route of the API together with its OpenAPI description.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -51,6 +71,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(resources::routes())
         .merge(groups::routes())
         .merge(operations::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
 }
 
 /// Answers requests for paths that do not exist.

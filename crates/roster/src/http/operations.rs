@@ -32,7 +32,7 @@ pub struct ListParams {
 }
 
 /// List operations, newest first.
-#[utoipa::path(get, path = "/api/v1/operations", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = ["read"])),
     params(ListParams),
     responses((status = 200, description = "A page of operations", body = Page<Operation>),
               (status = 400, description = "A bad filter or cursor", body = Problem)))]
@@ -55,7 +55,7 @@ async fn list_operations(
 }
 
 /// Get one operation: status, scope, counts and reason.
-#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id")),
     responses((status = 200, description = "The operation", body = Operation),
               (status = 404, description = "No such operation", body = Problem)))]

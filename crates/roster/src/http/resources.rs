@@ -1,5 +1,6 @@
 //! `/api/v1/resources`: create, read, list, look up, update, soft-delete and restore resources.
 
+use super::auth::Caller;
 use super::{Json, Path, Query};
 use crate::app::AppState;
 use crate::domain::membership::{Membership, MembershipFilter};
@@ -73,7 +74,7 @@ pub struct DeleteResult {
 }
 
 /// Create a resource.
-#[utoipa::path(post, path = "/api/v1/resources", tag = "resources",
+#[utoipa::path(post, path = "/api/v1/resources", tag = "resources", security(("bearer" = ["write"])),
     request_body = NewResource,
     responses(
         (status = 201, description = "Created", body = Resource),
@@ -82,10 +83,12 @@ pub struct DeleteResult {
     ))]
 async fn create_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Json(new): Json<NewResource>,
 ) -> Result<impl IntoResponse, ApiError> {
     new.validate()?;
-    let resource = state.store.create_resource(&new).await?;
+    caller.check_source(&new.source_system)?;
+    let resource = state.store.create_resource(&caller.actor(), &new).await?;
     let location = format!("/api/v1/resources/{}", resource.id);
     Ok((
         StatusCode::CREATED,
@@ -95,7 +98,7 @@ async fn create_resource(
 }
 
 /// List resources, filtered, in stable id order with keyset pagination.
-#[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources", security(("bearer" = ["read"])),
     params(ListParams),
     responses((status = 200, description = "A page of resources", body = Page<Resource>),
               (status = 400, description = "A bad filter or cursor", body = Problem)))]
@@ -124,7 +127,7 @@ async fn list_resources(
 }
 
 /// Find the live resource of a source system by its identifier or external id.
-#[utoipa::path(get, path = "/api/v1/resources/lookup", tag = "resources",
+#[utoipa::path(get, path = "/api/v1/resources/lookup", tag = "resources", security(("bearer" = ["read"])),
     params(LookupParams),
     responses((status = 200, description = "The resource", body = Resource),
               (status = 404, description = "No live resource has this key", body = Problem),
@@ -172,7 +175,7 @@ async fn lookup_resource(
 }
 
 /// Get a resource by id (also a soft-deleted one).
-#[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources",
+#[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     responses((status = 200, description = "The resource", body = Resource),
               (status = 404, description = "No such resource", body = Problem)))]
@@ -185,7 +188,7 @@ async fn get_resource(
 
 /// Update some attributes of a resource; `null` clears a field. `type` and `source_system` cannot
 /// change. A patch that changes nothing writes nothing.
-#[utoipa::path(patch, path = "/api/v1/resources/{id}", tag = "resources",
+#[utoipa::path(patch, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     request_body = ResourcePatch,
     responses((status = 200, description = "The updated resource", body = Resource),
@@ -194,23 +197,31 @@ async fn get_resource(
               (status = 422, description = "A value breaks a rule", body = Problem)))]
 async fn update_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Json(patch): Json<ResourcePatch>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    Ok(axum::Json(state.store.update_resource(id, &patch).await?))
+    check_owner(&state, &caller, id).await?;
+    let resource = state
+        .store
+        .update_resource(&caller.actor(), id, &patch)
+        .await?;
+    Ok(axum::Json(resource))
 }
 
 /// Soft-delete a resource and end its memberships (as a group and as a member) in one delete
 /// operation. Deleting a deleted resource changes nothing.
-#[utoipa::path(delete, path = "/api/v1/resources/{id}", tag = "resources",
+#[utoipa::path(delete, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     responses((status = 200, description = "The deleted resource and the delete operation", body = DeleteResult),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn delete_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<DeleteResult>, ApiError> {
-    let deletion = state.store.delete_resource(id).await?;
+    check_owner(&state, &caller, id).await?;
+    let deletion = state.store.delete_resource(&caller.actor(), id).await?;
     Ok(axum::Json(DeleteResult {
         resource: deletion.resource,
         operation: deletion.operation,
@@ -218,16 +229,32 @@ async fn delete_resource(
 }
 
 /// Restore a soft-deleted resource. Its ended memberships stay ended until a source confirms them.
-#[utoipa::path(post, path = "/api/v1/resources/{id}/restore", tag = "resources",
+#[utoipa::path(post, path = "/api/v1/resources/{id}/restore", tag = "resources", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     responses((status = 200, description = "The restored resource", body = Resource),
               (status = 404, description = "No such resource", body = Problem),
               (status = 409, description = "A live resource took its identifier or external id meanwhile", body = Problem)))]
 async fn restore_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    Ok(axum::Json(state.store.restore_resource(id).await?))
+    check_owner(&state, &caller, id).await?;
+    let resource = state.store.restore_resource(&caller.actor(), id).await?;
+    Ok(axum::Json(resource))
+}
+
+/// Refuses a write to a resource of another source than the caller's token is bound to.
+pub async fn check_owner(
+    state: &AppState,
+    caller: &Caller,
+    id: ResourceId,
+) -> Result<(), ApiError> {
+    if caller.principal.source_system.is_some() {
+        let resource = state.store.get_resource(id).await?;
+        caller.check_source(&resource.source_system)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -262,7 +289,7 @@ impl MembershipListParams {
 }
 
 /// List the groups a resource belongs to, in group-id order.
-#[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups",
+#[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id"), MembershipListParams),
     responses((status = 200, description = "A page of memberships", body = Page<Membership>),
               (status = 404, description = "No such resource", body = Problem)))]

@@ -6,10 +6,12 @@ mod rows;
 mod sql;
 mod sqlite;
 
+use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationFilter};
 use crate::domain::page::PageRequest;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch};
+use crate::domain::token::{Actor, NewToken, SecretHash, Token};
 use crate::domain::{InvalidInput, OperationId, ResourceId};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -73,7 +75,7 @@ pub struct MembershipChange {
 
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
-    async fn create_resource(&self, new: &NewResource) -> StoreResult<Resource>;
+    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource>;
     /// A resource by id, deleted or not.
     async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource>;
     /// Resources in id order after the page's cursor; fetches one more than the page.
@@ -83,11 +85,15 @@ pub trait ResourceStore: Send + Sync {
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<Resource>>;
     /// Applies a partial update; a patch that changes nothing writes nothing.
-    async fn update_resource(&self, id: ResourceId, patch: &ResourcePatch)
-        -> StoreResult<Resource>;
+    async fn update_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        patch: &ResourcePatch,
+    ) -> StoreResult<Resource>;
     /// Soft-deletes a resource and ends its memberships, as one delete operation.
-    async fn delete_resource(&self, id: ResourceId) -> StoreResult<Deletion>;
-    async fn restore_resource(&self, id: ResourceId) -> StoreResult<Resource>;
+    async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion>;
+    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource>;
 }
 
 #[async_trait]
@@ -114,6 +120,7 @@ pub trait MembershipStore: Send + Sync {
     /// Adds, re-activates or confirms one membership, recorded as a partial-update operation.
     async fn put_membership(
         &self,
+        actor: &Actor,
         group_id: ResourceId,
         member_id: ResourceId,
         input: &MembershipInput,
@@ -121,6 +128,7 @@ pub trait MembershipStore: Send + Sync {
     /// Ends one active membership, recorded as a partial-update operation.
     async fn remove_membership(
         &self,
+        actor: &Actor,
         group_id: ResourceId,
         member_id: ResourceId,
     ) -> StoreResult<MembershipChange>;
@@ -137,9 +145,45 @@ pub trait OperationStore: Send + Sync {
     async fn get_operation(&self, id: OperationId) -> StoreResult<Operation>;
 }
 
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token with the hash of its secret.
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        new: &NewToken,
+        hash: &SecretHash,
+    ) -> StoreResult<Token>;
+    /// Creates the first admin token if, and only if, no token exists yet. Returns whether it did.
+    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool>;
+    /// Tokens in id order after the page's cursor; fetches one more than the page.
+    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>>;
+    async fn get_token(&self, id: Uuid) -> StoreResult<Token>;
+    /// A token by id or by name.
+    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token>;
+    /// Revokes a token; revoking a revoked token changes nothing.
+    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token>;
+    /// The token whose secret has this hash, revoked or expired ones included.
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Token>>;
+    /// Records that the token was used at `at`.
+    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Audit entries newest first, before the page's cursor; fetches one more than the page.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<AuditEntry>>;
+}
+
 /// Everything roster stores, behind one seam.
 #[async_trait]
-pub trait Store: ResourceStore + MembershipStore + OperationStore {
+pub trait Store:
+    ResourceStore + MembershipStore + OperationStore + TokenStore + AuditStore
+{
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
     /// Succeeds when the database answers a query.

@@ -1,9 +1,11 @@
 //! Row types shared by both backends, and their conversion to domain types.
 
 use super::StoreError;
+use crate::domain::audit::AuditEntry;
 use crate::domain::membership::Membership;
 use crate::domain::operation::{Operation, OperationCounts, OperationStatus, OperationType};
 use crate::domain::resource::{Resource, ResourceType, Subtype};
+use crate::domain::token::{Scope, Token};
 use crate::domain::{OperationId, ResourceId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -15,6 +17,13 @@ pub const RESOURCE_COLUMNS: &str = "id, type, subtype, source_system, identifier
 /// The columns of `group_member` that [`MembershipRow`] reads.
 pub const MEMBERSHIP_COLUMNS: &str = "id, group_id, member_id, source, member_name, removed, \
      contributing, last_operation_id, created_timestamp, removed_timestamp";
+
+/// The columns of `api_token` that [`TokenRow`] reads.
+pub const TOKEN_COLUMNS: &str =
+    "id, name, scopes, source_system, expires_at, created, last_used_at, revoked_at";
+
+/// The columns of `audit` that [`AuditRow`] reads.
+pub const AUDIT_COLUMNS: &str = "id, at, token_id, token_name, action, target, request_id, detail";
 
 /// The columns of `operation` that [`OperationRow`] reads.
 pub const OPERATION_COLUMNS: &str = "id, type, description, status, group_id, source_system, \
@@ -46,7 +55,7 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.into()))
 }
 
-/// How a backend's tag column turns into a list of tags.
+/// How a backend's text-list column (tags, scopes) turns into a list of strings.
 pub trait TagList {
     fn into_tags(self) -> Vec<String>;
 }
@@ -190,4 +199,74 @@ impl TryFrom<OperationRow> for Operation {
 
 pub fn operations(rows: Vec<OperationRow>) -> Result<Vec<Operation>, StoreError> {
     rows.into_iter().map(Operation::try_from).collect()
+}
+
+/// An `api_token` row; `T` is how the backend stores the scope list.
+#[derive(sqlx::FromRow)]
+pub struct TokenRow<T> {
+    id: Uuid,
+    name: String,
+    scopes: T,
+    source_system: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    created: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl<T: TagList> TryFrom<TokenRow<T>> for Token {
+    type Error = StoreError;
+
+    fn try_from(r: TokenRow<T>) -> Result<Self, StoreError> {
+        let scopes = r
+            .scopes
+            .into_tags()
+            .iter()
+            .map(|s| {
+                Scope::from_name(s)
+                    .ok_or_else(|| corrupt(format!("token {} has unknown scope {s:?}", r.id)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Token {
+            id: r.id,
+            name: r.name,
+            scopes,
+            source_system: r.source_system,
+            expires_at: r.expires_at,
+            created: r.created,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+pub fn tokens<T: TagList>(rows: Vec<TokenRow<T>>) -> Result<Vec<Token>, StoreError> {
+    rows.into_iter().map(Token::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditRow {
+    id: i64,
+    at: DateTime<Utc>,
+    token_id: Option<Uuid>,
+    token_name: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    detail: Option<sqlx::types::Json<serde_json::Value>>,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            at: r.at,
+            token_id: r.token_id,
+            token_name: r.token_name,
+            action: r.action,
+            target: r.target,
+            request_id: r.request_id,
+            detail: r.detail.map(|d| d.0),
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! SQL that both backends run unchanged (SQLite accepts `$N` parameters and `RETURNING`), and
 //! the list queries, built for either backend.
 
-use super::rows::{MEMBERSHIP_COLUMNS, OPERATION_COLUMNS, RESOURCE_COLUMNS};
+use super::rows::{
+    AUDIT_COLUMNS, MEMBERSHIP_COLUMNS, OPERATION_COLUMNS, RESOURCE_COLUMNS, TOKEN_COLUMNS,
+};
+use crate::domain::audit::AuditFilter;
 use crate::domain::membership::MembershipFilter;
 use crate::domain::operation::OperationFilter;
 use crate::domain::page::PageRequest;
@@ -107,6 +110,90 @@ statement!(
     OPERATION_COLUMNS,
     " FROM operation WHERE id = $1"
 );
+
+/// Appends one audit entry; runs inside the transaction of the write it records.
+pub const INSERT_AUDIT: &str = "INSERT INTO audit \
+     (at, token_id, token_name, action, target, request_id, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+statement!(
+    INSERT_TOKEN,
+    "INSERT INTO api_token (id, name, secret_hash, scopes, source_system, expires_at, created) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    TOKEN_COLUMNS
+);
+
+/// Inserts the bootstrap token only while no token exists.
+pub const INSERT_BOOTSTRAP_TOKEN: &str = "INSERT INTO api_token \
+     (id, name, secret_hash, scopes, source_system, expires_at, created) \
+     SELECT $1, $2, $3, $4, NULL, NULL, $5 WHERE NOT EXISTS (SELECT 1 FROM api_token) \
+     ON CONFLICT DO NOTHING";
+
+statement!(
+    SELECT_TOKEN,
+    "SELECT ",
+    TOKEN_COLUMNS,
+    " FROM api_token WHERE id = $1"
+);
+
+statement!(
+    SELECT_TOKEN_BY_NAME,
+    "SELECT ",
+    TOKEN_COLUMNS,
+    " FROM api_token WHERE name = $1"
+);
+
+statement!(
+    SELECT_TOKEN_BY_HASH,
+    "SELECT ",
+    TOKEN_COLUMNS,
+    " FROM api_token WHERE secret_hash = $1"
+);
+
+statement!(
+    LIST_TOKENS,
+    "SELECT ",
+    TOKEN_COLUMNS,
+    " FROM api_token WHERE $1 IS NULL OR id > $1 ORDER BY id LIMIT $2"
+);
+
+statement!(
+    REVOKE_TOKEN,
+    "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING ",
+    TOKEN_COLUMNS
+);
+
+/// Records use at most once a minute per token, so reads do not turn into writes.
+pub const TOUCH_TOKEN: &str = "UPDATE api_token SET last_used_at = $2 \
+     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)";
+
+/// `SELECT … FROM audit` newest first, before the cursor, one row past the page.
+pub fn audit_list<'a, DB>(filter: &AuditFilter, page: &PageRequest<i64>) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    chrono::DateTime<chrono::Utc>: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE true"));
+    if let Some(after) = page.after {
+        q.push(" AND id < ").push_bind(after);
+    }
+    if let Some(target) = &filter.target {
+        q.push(" AND target = ").push_bind(target.clone());
+    }
+    if let Some(name) = &filter.token_name {
+        q.push(" AND token_name = ").push_bind(name.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        q.push(" AND at < ").push_bind(until);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(page.fetch());
+    q
+}
 
 /// How a backend tests that `tags` holds one value: the SQL before and after the bound tag.
 pub type TagFilter = (&'static str, &'static str);

@@ -5,10 +5,12 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use roster::app::{router, AppState, Limits};
-use roster::store::{self, Location};
+use roster::app::{router, Limits};
+use roster::domain::token::{Actor, NewToken, Scope, Secret};
+use roster::store::{self, Location, Store};
 use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
+use std::sync::Arc;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -29,7 +31,10 @@ pub enum Db {
 
 pub struct TestApp {
     pub router: Router,
+    pub store: Arc<dyn Store>,
     pub db: Db,
+    /// The secret of an admin token, sent with every request unless a test says otherwise.
+    pub admin: String,
     _cleanup: Cleanup,
 }
 
@@ -140,27 +145,74 @@ impl TestApp {
                     .expect("open postgres for checks"),
             ),
         };
+        let admin = Secret::generate().expect("randomness");
+        store
+            .bootstrap_token("test-admin", &admin.hash())
+            .await
+            .expect("admin token");
         Self {
-            router: router(AppState { store }, limits),
+            router: router(store.clone(), limits),
+            store,
             db,
+            admin: admin.expose().to_owned(),
             _cleanup: cleanup,
         }
     }
 
-    /// Sends a request with an optional JSON body.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let request = Request::builder().method(method).uri(path);
+    /// Creates a token with these scopes (and optional binding) and returns its secret.
+    pub async fn token(&self, name: &str, scopes: &[Scope], source: Option<&str>) -> String {
+        let secret = Secret::generate().expect("randomness");
+        let new = NewToken {
+            name: name.to_owned(),
+            scopes: scopes.to_vec(),
+            source_system: source.map(str::to_owned),
+            expires_at: None,
+        };
+        self.store
+            .create_token(&Actor::system("test"), &new, &secret.hash())
+            .await
+            .expect("create token");
+        secret.expose().to_owned()
+    }
+
+    /// Sends a request as the holder of `token` (none: no Authorization header).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         let request = match body {
             Some(json) => request
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(json.to_string())),
             None => request.body(Body::empty()),
         };
-        self.send(request.expect("request")).await
+        self.send_raw(request.expect("request")).await
     }
 
-    /// Sends a prepared request.
-    pub async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends a request with an optional JSON body, as the admin.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let admin = self.admin.clone();
+        self.call_as(Some(&admin), method, path, body).await
+    }
+
+    /// Sends a prepared request; adds the admin token when it carries no Authorization header.
+    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+        if !request.headers().contains_key(header::AUTHORIZATION) {
+            let value = format!("Bearer {}", self.admin).parse().expect("header");
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        self.send_raw(request).await
+    }
+
+    /// Sends a prepared request exactly as it is.
+    pub async fn send_raw(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
             .clone()
@@ -174,6 +226,11 @@ impl TestApp {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let www_authenticate = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let location = response
             .headers()
             .get(header::LOCATION)
@@ -188,6 +245,7 @@ impl TestApp {
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply {
             status,
+            www_authenticate,
             content_type,
             location,
             text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -281,7 +339,7 @@ impl TestApp {
     /// A snapshot of every table's rows as text, to prove that a refused request changed nothing.
     pub async fn fingerprint(&self) -> String {
         let mut out = String::new();
-        for table in ["resource", "group_member", "operation"] {
+        for table in ["resource", "group_member", "operation", "audit"] {
             let n = self
                 .scalar(&format!("SELECT count(*) FROM {table}"), &[])
                 .await;
@@ -292,6 +350,7 @@ impl TestApp {
                         match table {
                             "resource" => "modified",
                             "group_member" => "coalesce(removed_timestamp, created_timestamp)",
+                            "audit" => "at",
                             _ => "modified",
                         }
                     ),
@@ -308,6 +367,7 @@ impl TestApp {
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub www_authenticate: Option<String>,
     pub content_type: String,
     pub location: Option<String>,
     pub text: String,

@@ -7,3 +7,4 @@ mod openapi;
 mod operations;
 mod process;
 mod resources;
+mod security;

@@ -29,6 +29,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/groups/{id}/members/{member_id}"),
     ("get", "/api/v1/operations"),
     ("get", "/api/v1/operations/{id}"),
+    ("get", "/api/v1/tokens"),
+    ("post", "/api/v1/tokens"),
+    ("get", "/api/v1/tokens/{id}"),
+    ("delete", "/api/v1/tokens/{id}"),
+    ("get", "/api/v1/audit"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.
@@ -90,19 +95,21 @@ async fn every_documented_route_is_served(backend: Backend) {
 
 async fn docs_page_renders(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let page = app.get("/docs/").await;
+    let page = app.call_as(None, Method::GET, "/docs/", None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.content_type.starts_with("text/html"));
     assert!(page.text.contains("swagger"), "{}", page.text);
-    let init = app.get("/docs/swagger-initializer.js").await;
+    let init = app
+        .call_as(None, Method::GET, "/docs/swagger-initializer.js", None)
+        .await;
     assert!(init.text.contains("/openapi.json"), "{}", init.text);
 }
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let health = app.get("/healthz").await;
+    let health = app.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!(health.status, StatusCode::OK);
-    let ready = app.get("/readyz").await;
+    let ready = app.call_as(None, Method::GET, "/readyz", None).await;
     assert_eq!(ready.status, StatusCode::OK);
     let expected = match backend {
         Backend::Sqlite => "sqlite",

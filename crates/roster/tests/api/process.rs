@@ -11,6 +11,9 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roster");
 
+/// The admin token the servers of these tests are bootstrapped with.
+const ADMIN: &str = "test-admin-token-0123456789abcdefghijklmnop";
+
 /// Starts `roster serve` on a free port and returns the child and its address, read from its log.
 async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
@@ -18,6 +21,7 @@ async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
         .args(extra)
         .current_dir(dir)
         .env_remove("DATABASE_URL")
+        .env("ROSTER_BOOTSTRAP_TOKEN", ADMIN)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -43,6 +47,7 @@ async fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Valu
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );

@@ -1,17 +1,21 @@
 //! The PostgreSQL backend: native types, row locks for read-modify-write, one pool.
 
-use super::rows::{self, MembershipRow, OperationRow, ResourceRow};
+use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
 use super::{
-    now, resource_not_found, sql, Deletion, MembershipChange, MembershipStore, OperationStore,
-    ResourceStore, Store, StoreError, StoreResult,
+    now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
+    OperationStore, ResourceStore, Store, StoreError, StoreResult, TokenStore,
 };
+use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
 use crate::domain::page::PageRequest;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
+use crate::domain::token::{Actor, NewToken, Scope, SecretHash, Token};
 use crate::domain::{OperationId, ResourceId};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use uuid::Uuid;
@@ -51,6 +55,24 @@ impl PgStore {
             .fetch_optional(&mut **tx)
             .await?;
         row.ok_or_else(|| resource_not_found(id))?.try_into()
+    }
+
+    async fn audit(
+        tx: &mut Transaction<'_, Postgres>,
+        actor: &Actor,
+        record: AuditRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_AUDIT)
+            .bind(now())
+            .bind(actor.token_id)
+            .bind(&actor.token_name)
+            .bind(record.action)
+            .bind(record.target)
+            .bind(&actor.request_id)
+            .bind(record.detail.map(Json))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     async fn insert_operation(
@@ -118,9 +140,17 @@ fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
 
 #[async_trait]
 impl ResourceStore for PgStore {
-    async fn create_resource(&self, new: &NewResource) -> StoreResult<Resource> {
+    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
+        let id = ResourceId::generate();
+        let mut tx = self.pool.begin().await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("resource.create", target::resource(id)),
+        )
+        .await?;
         let row: Row = sqlx::query_as(&sql::INSERT_RESOURCE)
-            .bind(ResourceId::generate())
+            .bind(id)
             .bind(new.ty.code())
             .bind(new.ty.name())
             .bind(new.subtype.map(|s| s.code()))
@@ -134,9 +164,10 @@ impl ResourceStore for PgStore {
             .bind(new.active.unwrap_or(true))
             .bind(new.expires_at)
             .bind(now())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| resource_conflict(e, &new.source_system))?;
+        tx.commit().await?;
         row.try_into()
     }
 
@@ -160,6 +191,7 @@ impl ResourceStore for PgStore {
 
     async fn update_resource(
         &self,
+        actor: &Actor,
         id: ResourceId,
         patch: &ResourcePatch,
     ) -> StoreResult<Resource> {
@@ -169,6 +201,9 @@ impl ResourceStore for PgStore {
         if changed.is_empty() {
             return Ok(current);
         }
+        let record = AuditRecord::new("resource.update", target::resource(id))
+            .with_detail(serde_json::json!({ "changed": changed }));
+        Self::audit(&mut tx, actor, record).await?;
         let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
             .bind(id)
             .bind(next.subtype.map(|s| s.code()))
@@ -188,7 +223,7 @@ impl ResourceStore for PgStore {
         row.try_into()
     }
 
-    async fn delete_resource(&self, id: ResourceId) -> StoreResult<Deletion> {
+    async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion> {
         let mut tx = self.pool.begin().await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if current.deleted {
@@ -206,6 +241,9 @@ impl ResourceStore for PgStore {
             Some(&current.source_system),
         )
         .await?;
+        let record = AuditRecord::new("resource.delete", target::resource(id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        Self::audit(&mut tx, actor, record).await?;
         let row: Row = sqlx::query_as(&sql::SOFT_DELETE_RESOURCE)
             .bind(id)
             .bind(at)
@@ -230,12 +268,18 @@ impl ResourceStore for PgStore {
         })
     }
 
-    async fn restore_resource(&self, id: ResourceId) -> StoreResult<Resource> {
+    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource> {
         let mut tx = self.pool.begin().await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if !current.deleted {
             return Ok(current);
         }
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("resource.restore", target::resource(id)),
+        )
+        .await?;
         let row: Row = sqlx::query_as(&sql::RESTORE_RESOURCE)
             .bind(id)
             .bind(now())
@@ -295,6 +339,7 @@ impl MembershipStore for PgStore {
 
     async fn put_membership(
         &self,
+        actor: &Actor,
         group_id: ResourceId,
         member_id: ResourceId,
         input: &MembershipInput,
@@ -314,6 +359,9 @@ impl MembershipStore for PgStore {
             Some(&group.source_system),
         )
         .await?;
+        let record = AuditRecord::new("membership.put", target::membership(group_id, member_id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        Self::audit(&mut tx, actor, record).await?;
         let row: MembershipRow = sqlx::query_as(&sql::UPSERT_MEMBERSHIP)
             .bind(&group.source_system)
             .bind(group_id)
@@ -337,6 +385,7 @@ impl MembershipStore for PgStore {
 
     async fn remove_membership(
         &self,
+        actor: &Actor,
         group_id: ResourceId,
         member_id: ResourceId,
     ) -> StoreResult<MembershipChange> {
@@ -349,6 +398,9 @@ impl MembershipStore for PgStore {
             Some(&group.source_system),
         )
         .await?;
+        let record = AuditRecord::new("membership.remove", target::membership(group_id, member_id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        Self::audit(&mut tx, actor, record).await?;
         let row: Option<MembershipRow> = sqlx::query_as(&sql::REMOVE_MEMBERSHIP)
             .bind(group_id)
             .bind(member_id)
@@ -391,6 +443,154 @@ impl OperationStore for PgStore {
             .await?;
         row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
             .try_into()
+    }
+}
+
+type TokenRowOf = TokenRow<Vec<String>>;
+
+fn scope_names(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(|s| s.name().to_owned()).collect()
+}
+
+fn token_not_found(what: &str) -> StoreError {
+    StoreError::NotFound(format!("token {what} does not exist"))
+}
+
+#[async_trait]
+impl TokenStore for PgStore {
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        new: &NewToken,
+        hash: &SecretHash,
+    ) -> StoreResult<Token> {
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let record = AuditRecord::new("token.create", target::token(id))
+            .with_detail(serde_json::json!({ "name": new.name, "scopes": new.scopes }));
+        Self::audit(&mut tx, actor, record).await?;
+        let row: TokenRowOf = sqlx::query_as(&sql::INSERT_TOKEN)
+            .bind(id)
+            .bind(new.name.trim())
+            .bind(&hash.0)
+            .bind(scope_names(&new.scopes))
+            .bind(&new.source_system)
+            .bind(new.expires_at)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match e.as_database_error() {
+                Some(d) if d.is_unique_violation() => StoreError::Conflict(format!(
+                    "a token named {:?} exists already (names are never reused)",
+                    new.name.trim()
+                )),
+                _ => e.into(),
+            })?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool> {
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(sql::INSERT_BOOTSTRAP_TOKEN)
+            .bind(id)
+            .bind(name)
+            .bind(&hash.0)
+            .bind(vec![Scope::Admin.name().to_owned()])
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if inserted {
+            let record = AuditRecord::new("token.bootstrap", target::token(id));
+            Self::audit(&mut tx, &Actor::system("roster"), record).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>> {
+        let rows: Vec<TokenRowOf> = sqlx::query_as(&sql::LIST_TOKENS)
+            .bind(page.after)
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::tokens(rows)
+    }
+
+    async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
+        let row: Option<TokenRowOf> = sqlx::query_as(&sql::SELECT_TOKEN)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(|| token_not_found(&id.to_string()))?
+            .try_into()
+    }
+
+    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token> {
+        let row: Option<TokenRowOf> = match Uuid::parse_str(id_or_name) {
+            Ok(id) => sqlx::query_as(&sql::SELECT_TOKEN).bind(id),
+            Err(_) => sqlx::query_as(&sql::SELECT_TOKEN_BY_NAME).bind(id_or_name),
+        }
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| token_not_found(&format!("{id_or_name:?}")))?
+            .try_into()
+    }
+
+    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TokenRowOf> = sqlx::query_as(&sql::REVOKE_TOKEN)
+            .bind(id)
+            .bind(now())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return self.get_token(id).await;
+        };
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("token.revoke", target::token(id)),
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Token>> {
+        let row: Option<TokenRowOf> = sqlx::query_as(&sql::SELECT_TOKEN_BY_HASH)
+            .bind(&hash.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Token::try_from).transpose()
+    }
+
+    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(sql::TOUCH_TOKEN)
+            .bind(id)
+            .bind(at)
+            .bind(at - chrono::Duration::minutes(1))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let rows: Vec<AuditRow> = sql::audit_list(filter, page)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 }
 

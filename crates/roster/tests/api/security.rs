@@ -1,0 +1,561 @@
+//! Security: every route needs a token with its scope, source-bound tokens write only their
+//! source, revoked and expired tokens are refused, only hashes are stored, every write is audited
+//! in its own transaction.
+
+use crate::common::{Backend, Reply, TestApp};
+use crate::on_both_backends;
+use crate::openapi::documented_routes;
+use axum::http::{Method, StatusCode};
+use roster::domain::token::{Actor, NewToken, Scope, Secret, SecretHash};
+use serde_json::{json, Value};
+
+on_both_backends!(
+    every_documented_route_needs_a_token_and_its_scope,
+    public_routes_need_no_token,
+    source_bound_token_writes_only_its_source,
+    revoked_and_expired_tokens_are_refused,
+    only_the_hash_of_a_secret_is_stored,
+    token_api_shows_the_secret_once_and_never_again,
+    every_kind_of_write_is_audited_with_token_and_request_id,
+    audit_rows_roll_back_with_a_failed_write,
+    audit_is_filtered_by_target_token_and_time,
+);
+
+/// Ids of a small world in which every route has something to act on.
+struct World {
+    user: String,
+    other_user: String,
+    group: String,
+    deleted: String,
+    throwaway: String,
+    operation: i64,
+    token_id: String,
+}
+
+async fn world(app: &TestApp) -> World {
+    let user = app.user("home", "u").await;
+    let other_user = app.user("home", "o").await;
+    let group = app.group("home", "g").await;
+    let put = app
+        .put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+        .await;
+    let deleted = app.user("home", "deleted").await;
+    app.delete(&format!("/api/v1/resources/{deleted}")).await;
+    let throwaway = app.user("home", "throwaway").await;
+    let token = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "victim", "scopes": ["read"]}),
+        )
+        .await;
+    World {
+        user,
+        other_user,
+        group,
+        deleted,
+        throwaway,
+        operation: put.json["last_operation_id"].as_i64().unwrap(),
+        token_id: token.json["token"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A concrete path and body with which `method path` succeeds in `w`. A new route fails this test
+/// until it gets a fixture here, so no route escapes the check.
+fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
+    let body = match (method, path) {
+        ("post", "/api/v1/resources") => {
+            Some(json!({"type": "user", "source_system": "home", "identifier": "new"}))
+        }
+        ("patch", "/api/v1/resources/{id}") => Some(json!({"displayname": "X"})),
+        ("post", "/api/v1/tokens") => Some(json!({"name": "fresh", "scopes": ["read"]})),
+        (_, p)
+            if p.starts_with("/api/v1/resources")
+                || p.starts_with("/api/v1/groups")
+                || p.starts_with("/api/v1/operations")
+                || p.starts_with("/api/v1/tokens")
+                || p == "/api/v1/audit" =>
+        {
+            None
+        }
+        _ => panic!("no fixture for {method} {path}: add one to security.rs"),
+    };
+    let id = match (method, path) {
+        ("delete", "/api/v1/resources/{id}") => &w.throwaway,
+        ("post", "/api/v1/resources/{id}/restore") => &w.deleted,
+        (_, p) if p.starts_with("/api/v1/groups") => &w.group,
+        (_, p) if p.starts_with("/api/v1/tokens") => &w.token_id,
+        _ => &w.user,
+    };
+    let member = if method == "put" {
+        &w.other_user
+    } else {
+        &w.user
+    };
+    let concrete = path
+        .replace("/operations/{id}", &format!("/operations/{}", w.operation))
+        .replace("{id}", id)
+        .replace("{member_id}", member)
+        .replace(
+            "/api/v1/resources/lookup",
+            "/api/v1/resources/lookup?source_system=home&identifier=u",
+        );
+    (concrete, body)
+}
+
+async fn every_documented_route_needs_a_token_and_its_scope(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let w = world(&app).await;
+    let doc = app.get("/openapi.json").await.json;
+    let mut checked = 0;
+    for (method, path) in documented_routes(&app).await {
+        let declared = doc["paths"][&path][&method]["security"][0]["bearer"][0].as_str();
+        let Some(scope_name) = declared else {
+            assert!(
+                ["/healthz", "/readyz"].contains(&path.as_str()),
+                "{method} {path} declares no scope"
+            );
+            continue;
+        };
+        let scope = Scope::from_name(scope_name).unwrap();
+        let (concrete, body) = fixture(&method, &path, &w);
+        let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+
+        let anonymous = app
+            .call_as(None, verb.clone(), &concrete, body.clone())
+            .await;
+        anonymous.assert_problem(StatusCode::UNAUTHORIZED, "bearer token");
+        assert_eq!(
+            anonymous.www_authenticate.as_deref(),
+            Some(r#"Bearer realm="roster""#),
+            "{method} {path}"
+        );
+        let garbage = app
+            .call_as(
+                Some("roster_not-a-token"),
+                verb.clone(),
+                &concrete,
+                body.clone(),
+            )
+            .await;
+        garbage.assert_problem(StatusCode::UNAUTHORIZED, "not valid");
+
+        let others: Vec<Scope> = Scope::ALL
+            .into_iter()
+            .filter(|s| *s != scope && *s != Scope::Admin)
+            .collect();
+        let lacking = app
+            .token(&format!("lacks-{method}-{path}"), &others, None)
+            .await;
+        let refused = app
+            .call_as(Some(&lacking), verb.clone(), &concrete, body.clone())
+            .await;
+        refused.assert_problem(StatusCode::FORBIDDEN, scope_name);
+
+        let right = app
+            .token(&format!("has-{method}-{path}"), &[scope], None)
+            .await;
+        let allowed = app.call_as(Some(&right), verb, &concrete, body).await;
+        assert!(
+            allowed.status.is_success(),
+            "{method} {concrete} with scope {scope_name}: {} {}",
+            allowed.status,
+            allowed.text
+        );
+        checked += 1;
+    }
+    assert!(checked >= 19, "only {checked} routes were checked");
+}
+
+async fn public_routes_need_no_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
+        let reply = app.call_as(None, Method::GET, path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+    let doc = app.get("/openapi.json").await.json;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+async fn source_bound_token_writes_only_its_source(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let foo = app
+        .token("foo-connector", &[Scope::Read, Scope::Write], Some("foo"))
+        .await;
+    let foo_group = app.group("foo", "eng").await;
+    let foo_user = app.user("foo", "a").await;
+    let bar_user = app.user("bar", "b").await;
+    let bar_group = app.group("bar", "eng").await;
+    app.put(
+        &format!("/api/v1/groups/{bar_group}/members/{bar_user}"),
+        None,
+    )
+    .await;
+    let before = app.fingerprint().await;
+
+    let as_foo = |method: Method, path: String, body: Option<Value>| {
+        let foo = foo.clone();
+        let app = &app;
+        async move { app.call_as(Some(&foo), method, &path, body).await }
+    };
+    let refusals: Vec<Reply> = vec![
+        as_foo(
+            Method::POST,
+            "/api/v1/resources".into(),
+            Some(json!({"type": "user", "source_system": "bar", "identifier": "x"})),
+        )
+        .await,
+        as_foo(
+            Method::PATCH,
+            format!("/api/v1/resources/{bar_user}"),
+            Some(json!({"displayname": "pwned"})),
+        )
+        .await,
+        as_foo(
+            Method::DELETE,
+            format!("/api/v1/resources/{bar_user}"),
+            None,
+        )
+        .await,
+        as_foo(
+            Method::POST,
+            format!("/api/v1/resources/{bar_user}/restore"),
+            None,
+        )
+        .await,
+        as_foo(
+            Method::PUT,
+            format!("/api/v1/groups/{bar_group}/members/{foo_user}"),
+            None,
+        )
+        .await,
+        as_foo(
+            Method::DELETE,
+            format!("/api/v1/groups/{bar_group}/members/{bar_user}"),
+            None,
+        )
+        .await,
+        // Naming another source's member inside one of its own groups is refused as well.
+        as_foo(
+            Method::PUT,
+            format!("/api/v1/groups/{foo_group}/members/{bar_user}"),
+            None,
+        )
+        .await,
+    ];
+    for reply in refusals {
+        reply.assert_problem(StatusCode::FORBIDDEN, "bound to source system \"foo\"");
+    }
+    assert_eq!(app.fingerprint().await, before, "refusals changed nothing");
+
+    // Its own source is open to it, and reads are not limited by the binding.
+    let own = as_foo(
+        Method::PUT,
+        format!("/api/v1/groups/{foo_group}/members/{foo_user}"),
+        None,
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.text);
+    let created = as_foo(
+        Method::POST,
+        "/api/v1/resources".into(),
+        Some(json!({"type": "user", "source_system": "foo", "identifier": "c"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let read = as_foo(Method::GET, format!("/api/v1/resources/{bar_user}"), None).await;
+    assert_eq!(read.status, StatusCode::OK);
+}
+
+async fn revoked_and_expired_tokens_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "soon-revoked", "scopes": ["read"]}),
+        )
+        .await;
+    let secret = created.json["secret"].as_str().unwrap().to_owned();
+    let id = created.json["token"]["id"].as_str().unwrap().to_owned();
+    let ok = app
+        .call_as(Some(&secret), Method::GET, "/api/v1/resources", None)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let revoked = app.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert!(revoked.json["revoked_at"].is_string());
+    app.call_as(Some(&secret), Method::GET, "/api/v1/resources", None)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "revoked");
+
+    // Expired: stored directly, since the API refuses an expiry in the past.
+    let expired = Secret::generate().unwrap();
+    let new = NewToken {
+        name: "expired".into(),
+        scopes: vec![Scope::Read],
+        source_system: None,
+        expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+    };
+    app.store
+        .create_token(&Actor::system("test"), &new, &expired.hash())
+        .await
+        .unwrap();
+    app.call_as(
+        Some(expired.expose()),
+        Method::GET,
+        "/api/v1/resources",
+        None,
+    )
+    .await
+    .assert_problem(StatusCode::UNAUTHORIZED, "expired");
+    app.post(
+        "/api/v1/tokens",
+        json!({"name": "past", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"}),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "future");
+}
+
+async fn only_the_hash_of_a_secret_is_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "hashed", "scopes": ["read"]}),
+        )
+        .await;
+    let secret = created.json["secret"].as_str().unwrap();
+    let id = created.json["token"]["id"].as_str().unwrap();
+    let stored: Vec<u8> = match &app.db {
+        crate::common::Db::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT secret_hash FROM api_token WHERE id = $1")
+                .bind(uuid::Uuid::parse_str(id).unwrap())
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+        crate::common::Db::Postgres(pool) => {
+            sqlx::query_scalar("SELECT secret_hash FROM api_token WHERE id = $1")
+                .bind(uuid::Uuid::parse_str(id).unwrap())
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        stored,
+        SecretHash::of(secret).0,
+        "the SHA-256 of the secret"
+    );
+    assert_eq!(stored.len(), 32);
+    let leaks = app
+        .scalar(
+            &format!(
+                "SELECT count(*) FROM api_token WHERE name = '{secret}' OR scopes LIKE '%{secret}%'"
+            )
+            .replace(
+                "scopes LIKE",
+                if matches!(app.db, crate::common::Db::Postgres(_)) {
+                    "array_to_string(scopes, ',') LIKE"
+                } else {
+                    "scopes LIKE"
+                },
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(leaks, 0, "the secret itself is stored nowhere");
+    let audit = app.get("/api/v1/audit").await;
+    assert!(!audit.text.contains(secret), "nor in the audit trail");
+}
+
+async fn token_api_shows_the_secret_once_and_never_again(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "foo-connector", "scopes": ["read", "write"], "source_system": "foo"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let secret = created.json["secret"].as_str().unwrap();
+    assert!(secret.starts_with("roster_"));
+    assert_eq!(created.json["token"]["source_system"], "foo");
+    assert_eq!(created.json["token"]["scopes"], json!(["read", "write"]));
+    let id = created.json["token"]["id"].as_str().unwrap();
+    let one = app.get(&format!("/api/v1/tokens/{id}")).await;
+    let list = app.get("/api/v1/tokens").await;
+    for reply in [&one, &list] {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(!reply.text.contains(secret));
+        assert!(!reply.text.contains("secret"));
+    }
+    assert_eq!(list.json["items"].as_array().unwrap().len(), 2);
+    // The token works, and its use is recorded.
+    app.call_as(Some(secret), Method::GET, "/api/v1/resources", None)
+        .await;
+    let used = app.get(&format!("/api/v1/tokens/{id}")).await;
+    assert!(used.json["last_used_at"].is_string());
+    app.post(
+        "/api/v1/tokens",
+        json!({"name": "foo-connector", "scopes": ["read"]}),
+    )
+    .await
+    .assert_problem(StatusCode::CONFLICT, "foo-connector");
+    app.post("/api/v1/tokens", json!({"name": "x", "scopes": []}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "scope");
+    app.post("/api/v1/tokens", json!({"name": "x", "scopes": ["root"]}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "root");
+}
+
+async fn every_kind_of_write_is_audited_with_token_and_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let writer = app
+        .token("writer", &[Scope::Read, Scope::Write], None)
+        .await;
+    let as_writer = |method: Method, path: String, body: Option<Value>| {
+        let writer = writer.clone();
+        let app = &app;
+        async move { app.call_as(Some(&writer), method, &path, body).await }
+    };
+    let user = as_writer(
+        Method::POST,
+        "/api/v1/resources".into(),
+        Some(json!({"type": "user", "source_system": "home", "identifier": "a"})),
+    )
+    .await
+    .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = app.group("home", "g").await;
+    as_writer(
+        Method::PATCH,
+        format!("/api/v1/resources/{user}"),
+        Some(json!({"displayname": "A"})),
+    )
+    .await;
+    as_writer(
+        Method::PUT,
+        format!("/api/v1/groups/{group}/members/{user}"),
+        None,
+    )
+    .await;
+    as_writer(
+        Method::DELETE,
+        format!("/api/v1/groups/{group}/members/{user}"),
+        None,
+    )
+    .await;
+    as_writer(Method::DELETE, format!("/api/v1/resources/{user}"), None).await;
+    as_writer(
+        Method::POST,
+        format!("/api/v1/resources/{user}/restore"),
+        None,
+    )
+    .await;
+    let token = app
+        .post("/api/v1/tokens", json!({"name": "t", "scopes": ["read"]}))
+        .await;
+    let token_id = token.json["token"]["id"].as_str().unwrap().to_owned();
+    app.delete(&format!("/api/v1/tokens/{token_id}")).await;
+
+    let audit = app.get("/api/v1/audit?limit=1000").await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+    let entries = audit.json["items"].as_array().unwrap();
+    let find = |action: &str, target: String| -> &Value {
+        entries
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .unwrap_or_else(|| panic!("no audit entry {action} {target}: {entries:#?}"))
+    };
+    let membership = format!("group/{group}/member/{user}");
+    for (action, target) in [
+        ("resource.create", format!("resource/{user}")),
+        ("resource.update", format!("resource/{user}")),
+        ("membership.put", membership.clone()),
+        ("membership.remove", membership),
+        ("resource.delete", format!("resource/{user}")),
+        ("resource.restore", format!("resource/{user}")),
+    ] {
+        let entry = find(action, target);
+        assert_eq!(entry["token_name"], "writer");
+        assert!(entry["token_id"].is_string());
+        assert!(
+            entry["request_id"].as_str().is_some_and(|r| r.len() >= 32),
+            "{entry}"
+        );
+    }
+    assert_eq!(
+        find("resource.update", format!("resource/{user}"))["detail"]["changed"],
+        json!(["displayname"])
+    );
+    find("token.create", format!("token/{token_id}"));
+    find("token.revoke", format!("token/{token_id}"));
+    // Reads write no audit entries.
+    let n = entries.len();
+    app.get("/api/v1/resources").await;
+    let again = app.get("/api/v1/audit?limit=1000").await;
+    assert_eq!(again.json["items"].as_array().unwrap().len(), n);
+}
+
+async fn audit_rows_roll_back_with_a_failed_write(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let old = app.user("home", "a").await;
+    app.delete(&format!("/api/v1/resources/{old}")).await;
+    app.user("home", "a").await;
+    let count = |action: &'static str| {
+        let app = &app;
+        async move {
+            app.scalar(
+                &format!("SELECT count(*) FROM audit WHERE action = '{action}'"),
+                &[],
+            )
+            .await
+        }
+    };
+    let creates = count("resource.create").await;
+    // The audit row is written first in each transaction; the write then fails on a unique key.
+    app.post(
+        "/api/v1/resources",
+        json!({"type": "user", "source_system": "home", "identifier": "a"}),
+    )
+    .await
+    .assert_problem(StatusCode::CONFLICT, "identifier");
+    app.call(
+        Method::POST,
+        &format!("/api/v1/resources/{old}/restore"),
+        None,
+    )
+    .await
+    .assert_problem(StatusCode::CONFLICT, "identifier");
+    assert_eq!(count("resource.create").await, creates);
+    assert_eq!(count("resource.restore").await, 0);
+}
+
+async fn audit_is_filtered_by_target_token_and_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let a = app.user("home", "a").await;
+    let b = app.user("home", "b").await;
+    let by_target = app.get(&format!("/api/v1/audit?target=resource/{a}")).await;
+    let items = by_target.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["target"], format!("resource/{a}"));
+    let by_token = app.get("/api/v1/audit?token=test-admin").await;
+    assert!(by_token.json["items"].as_array().unwrap().len() >= 2);
+    let nobody = app.get("/api/v1/audit?token=nobody").await;
+    assert_eq!(nobody.json["items"].as_array().unwrap().len(), 0);
+    let future = app.get("/api/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future.json["items"].as_array().unwrap().len(), 0);
+    let past = app.get("/api/v1/audit?until=2000-01-01T00:00:00Z").await;
+    assert_eq!(past.json["items"].as_array().unwrap().len(), 0);
+    let all = app
+        .get("/api/v1/audit?since=2000-01-01T00:00:00Z&limit=1")
+        .await;
+    assert_eq!(all.json["items"][0]["target"], format!("resource/{b}"));
+    assert!(all.json["next"].is_string());
+}
