@@ -85,6 +85,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Bootstrap(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The name of the admin token created on first start.
@@ -93,19 +95,57 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 /// Opens the store (applying migrations), creates the first admin token on an empty database,
 /// and serves until SIGINT or SIGTERM.
 pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
+    let shutdown = shutdown_signal();
     let store = store::open(&settings.location).await?;
     bootstrap(store.as_ref(), settings.bootstrap_token.clone()).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
+        tls = settings.tls.is_some(),
         database = ?settings.location,
         "roster is serving; API docs at /docs"
     );
     let app = router(store, settings.limits);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    match &settings.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
+    }
     tracing::info!("roster stopped");
+    Ok(())
+}
+
+/// Serves HTTPS with rustls (ring provider), stopping gracefully like plain HTTP.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: &crate::config::Tls,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // Another part of the process may have installed the provider already; either is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .map_err(|e| {
+            ServeError::Tls(format!(
+                "cannot load {} and {}: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            ))
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await?;
     Ok(())
 }
 
@@ -140,30 +180,33 @@ pub async fn migrate(settings: &Settings) -> Result<&'static str, StoreError> {
     Ok(store::open(&settings.location).await?.backend())
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when it is
+/// first polled, so a signal that arrives while the server starts is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {},
+                        _ = terminate.recv() => {},
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM; stop roster with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+            tracing::info!("shutting down: finishing requests in flight");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }

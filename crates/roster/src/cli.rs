@@ -132,6 +132,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
 
+    /// PEM certificate chain: serve HTTPS (with --tls-key) instead of plain HTTP.
+    #[arg(long, env = "ROSTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ROSTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// The admin token to create on first start (at least 32 characters), for automation. Without
     /// it, roster generates one and prints it once.
     #[arg(long, env = "ROSTER_BOOTSTRAP_TOKEN", hide_env_values = true)]

@@ -5,6 +5,7 @@ use crate::cli::{DatabaseArgs, ServeArgs};
 use crate::domain::InvalidInput;
 use crate::store::Location;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything `roster serve` needs. Its `Debug` output never shows a password or a token.
@@ -14,6 +15,15 @@ pub struct Settings {
     pub location: Location,
     pub limits: Limits,
     pub bootstrap_token: Option<String>,
+    /// Certificate chain and private key (PEM files) when serving HTTPS.
+    pub tls: Option<Tls>,
+}
+
+/// Where the TLS certificate chain and key are.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl std::fmt::Debug for Settings {
@@ -22,6 +32,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("location", &self.location)
             .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -40,6 +51,13 @@ impl Settings {
                 request_timeout: Duration::from_secs(args.request_timeout),
             },
             bootstrap_token: args.bootstrap_token.clone(),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(Tls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -49,6 +67,7 @@ impl Settings {
             location: location(args)?,
             limits: Limits::default(),
             bootstrap_token: None,
+            tls: None,
         })
     }
 }

@@ -42,12 +42,20 @@ async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     panic!("roster exited before it listened");
 }
 
-/// A minimal HTTP/1.1 exchange, so the test needs no HTTP client crate.
+/// A minimal HTTP/1.1 exchange as the admin, so the test needs no HTTP client crate.
 async fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    exchange(addr, ADMIN, method, path, body).await
+}
+
+async fn request_as(addr: &str, token: &str, method: &str, path: &str) -> (u16, Value) {
+    exchange(addr, token, method, path, "").await
+}
+
+async fn exchange(addr: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {ADMIN}\r\n\
+         Authorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
@@ -152,4 +160,165 @@ async fn unsupported_database_url_is_refused_with_a_clear_message() {
         !err.contains("secret"),
         "the password is never printed: {err}"
     );
+}
+
+#[tokio::test]
+async fn first_start_prints_an_admin_token_once_and_it_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = || {
+        Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("ROSTER_BOOTSTRAP_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start roster")
+    };
+    let mut child = spawn();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut token = None;
+    while let Some(line) = err.next_line().await.unwrap() {
+        if let Some(t) = line.trim().strip_prefix("roster_") {
+            token = Some(format!("roster_{t}"));
+            break;
+        }
+    }
+    let token = token.expect("the admin token is printed on first start");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    while let Some(line) = out.next_line().await.unwrap() {
+        assert!(!line.contains(&token), "the token never reaches the log");
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            if let Some(a) = event["fields"]["listen"].as_str() {
+                addr = Some(a.to_owned());
+                break;
+            }
+        }
+    }
+    let addr = addr.expect("listening");
+    let (status, body) = request_as(&addr, &token, "GET", "/api/v1/tokens").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"][0]["name"], "bootstrap-admin");
+    assert_eq!(body["items"][0]["scopes"], serde_json::json!(["admin"]));
+    terminate(child).await;
+
+    // A second start on the same database creates and prints nothing.
+    let mut child = spawn();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(line) = out.next_line().await.unwrap() {
+        if line.contains("listen") {
+            break;
+        }
+    }
+    terminate(child).await;
+    let mut printed = String::new();
+    while let Ok(Some(line)) = err.next_line().await {
+        printed.push_str(&line);
+    }
+    assert!(!printed.contains("roster_"), "{printed}");
+}
+
+#[tokio::test]
+async fn token_commands_create_list_and_revoke_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/roster.db", dir.path().display());
+    let run = |args: Vec<&'static str>| {
+        let url = url.clone();
+        async move {
+            let out = Command::new(BIN)
+                .args(&args)
+                .args(["--database-url", &url])
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, out, err) = run(vec![
+        "token",
+        "create",
+        "--name",
+        "entra-foo",
+        "--scope",
+        "read",
+        "--scope",
+        "write",
+        "--source",
+        "foo",
+        "--expires",
+        "90d",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("entra-foo") && out.contains("source=foo") && out.contains("expires"));
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret (shown only now): "))
+        .expect("secret printed")
+        .to_owned();
+    assert!(secret.starts_with("roster_"));
+    let (ok, listed, _) = run(vec!["token", "list"]).await;
+    assert!(ok);
+    assert!(listed.contains("entra-foo") && listed.contains("scopes=read,write"));
+    assert!(!listed.contains(&secret));
+    let (ok, revoked, _) = run(vec!["token", "revoke", "entra-foo"]).await;
+    assert!(ok);
+    assert!(revoked.contains("revoked"));
+    let (ok, _, err) = run(vec!["token", "create", "--name", "x", "--scope", "root"]).await;
+    assert!(!ok);
+    assert!(err.contains("not a scope"), "{err}");
+}
+
+#[tokio::test]
+async fn serves_https_when_given_a_certificate_and_key() {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = format!("{fixtures}/tls-cert.pem");
+    let key = format!("{fixtures}/tls-key.pem");
+    let (child, addr) = start(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]).await;
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    let config = ClientConfig::builder_with_provider(provider.into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the served certificate");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tls.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+
+    // Plain HTTP on the same port is not served.
+    let mut plain = TcpStream::connect(&addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw).await;
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+    terminate(child).await;
 }

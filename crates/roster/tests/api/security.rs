@@ -181,7 +181,7 @@ async fn public_routes_need_no_token(backend: Backend) {
 
 async fn source_bound_token_writes_only_its_source(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let foo = app
+    let connector = app
         .token("foo-connector", &[Scope::Read, Scope::Write], Some("foo"))
         .await;
     let foo_group = app.group("foo", "eng").await;
@@ -196,9 +196,9 @@ async fn source_bound_token_writes_only_its_source(backend: Backend) {
     let before = app.fingerprint().await;
 
     let as_foo = |method: Method, path: String, body: Option<Value>| {
-        let foo = foo.clone();
+        let connector = connector.clone();
         let app = &app;
-        async move { app.call_as(Some(&foo), method, &path, body).await }
+        async move { app.call_as(Some(&connector), method, &path, body).await }
     };
     let refusals: Vec<Reply> = vec![
         as_foo(
