@@ -2,16 +2,17 @@
 
 use crate::config::Settings;
 use crate::domain::token::Secret;
+use crate::http::operations::OperationDefaults;
 use crate::http::{self, auth};
+use crate::ops::Engine;
 use crate::store::{self, Store, StoreError};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::HeaderName;
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -19,17 +20,23 @@ use utoipa_swagger_ui::SwaggerUi;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
     pub authenticator: Arc<auth::Authenticator>,
     pub route_scopes: Arc<auth::RouteScopes>,
+    pub operations: OperationDefaults,
 }
 
-/// Limits applied to every request.
+/// Limits applied to requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (chunk uploads excepted).
     pub body_bytes: usize,
-    /// Longest a request may take before it is answered with 408.
+    /// Longest a request may take before it is answered with 408 (chunk uploads excepted).
     pub request_timeout: Duration,
+    /// Largest accepted chunk upload, in bytes; it streams, so this bounds time, not memory.
+    pub upload_bytes: usize,
+    /// Longest a chunk upload may take.
+    pub upload_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -37,8 +44,18 @@ impl Default for Limits {
         Self {
             body_bytes: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            upload_bytes: 1024 * 1024 * 1024,
+            upload_timeout: Duration::from_secs(3600),
         }
     }
+}
+
+/// The parts the router is built from.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub limits: Limits,
+    pub operations: OperationDefaults,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,14 +65,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 ///
 /// # Panics
 /// When a route declares no security scope (a programming error every test would catch).
-pub fn router(store: Arc<dyn Store>, limits: Limits) -> Router {
-    let (api, openapi) = http::routes().split_for_parts();
+pub fn router(services: Services) -> Router {
+    let limits = services.limits;
+    let (api, openapi) = http::routes(&limits).split_for_parts();
     let route_scopes = auth::RouteScopes::from_openapi(&openapi)
         .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
     let state = AppState {
-        authenticator: Arc::new(auth::Authenticator::new(store.clone())),
-        store,
+        authenticator: Arc::new(auth::Authenticator::new(services.store.clone())),
+        store: services.store,
+        engine: services.engine,
         route_scopes: Arc::new(route_scopes),
+        operations: services.operations,
     };
     api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -66,10 +86,6 @@ pub fn router(store: Arc<dyn Store>, limits: Limits) -> Router {
     .method_not_allowed_fallback(http::wrong_method)
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        limits.request_timeout,
-    ))
     .layer(CatchPanicLayer::custom(http::panic_response))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())
@@ -105,7 +121,14 @@ pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
         database = ?settings.location,
         "roster is serving; API docs at /docs"
     );
-    let app = router(store, settings.limits);
+    let engine = Engine::new(store.clone(), settings.engine.clone());
+    engine.start();
+    let app = router(Services {
+        store,
+        engine,
+        limits: settings.limits,
+        operations: settings.operations,
+    });
     match &settings.tls {
         None => {
             axum::serve(listener, app)

@@ -132,6 +132,44 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
 
+    /// Largest accepted chunk upload of a full-update, in bytes (uploads stream to the database).
+    #[arg(long, env = "ROSTER_UPLOAD_LIMIT", default_value_t = 1024 * 1024 * 1024)]
+    pub upload_limit: usize,
+
+    /// A full-update that would remove more than this share (in percent) of a group's active
+    /// members waits for approval.
+    #[arg(
+        long,
+        env = "ROSTER_DELETION_THRESHOLD_PERCENT",
+        default_value_t = 20.0
+    )]
+    pub deletion_threshold_percent: f64,
+
+    /// The percentage threshold applies to groups with at least this many active members.
+    #[arg(
+        long,
+        env = "ROSTER_DELETION_THRESHOLD_MIN_MEMBERS",
+        default_value_t = 100
+    )]
+    pub deletion_threshold_min_members: i64,
+
+    /// Changed memberships per apply transaction (a group is never split across transactions).
+    #[arg(long, env = "ROSTER_APPLY_BATCH_SIZE", default_value_t = 10_000)]
+    pub apply_batch_size: i64,
+
+    /// A purge removes what ended at least this many days ago.
+    #[arg(long, env = "ROSTER_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+
+    /// Operation workers in this process.
+    #[arg(long, env = "ROSTER_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+
+    /// Seconds a worker's claim on an operation lasts without renewal; after a crash another
+    /// worker takes the operation over once it expires.
+    #[arg(long, env = "ROSTER_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+
     /// PEM certificate chain: serve HTTPS (with --tls-key) instead of plain HTTP.
     #[arg(long, env = "ROSTER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

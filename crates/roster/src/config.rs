@@ -2,7 +2,10 @@
 
 use crate::app::Limits;
 use crate::cli::{DatabaseArgs, ServeArgs};
+use crate::domain::full_update::Threshold;
 use crate::domain::InvalidInput;
+use crate::http::operations::OperationDefaults;
+use crate::ops::EngineConfig;
 use crate::store::Location;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +20,8 @@ pub struct Settings {
     pub bootstrap_token: Option<String>,
     /// Certificate chain and private key (PEM files) when serving HTTPS.
     pub tls: Option<Tls>,
+    pub engine: EngineConfig,
+    pub operations: OperationDefaults,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -33,6 +38,8 @@ impl std::fmt::Debug for Settings {
             .field("location", &self.location)
             .field("limits", &self.limits)
             .field("tls", &self.tls)
+            .field("engine", &self.engine)
+            .field("operations", &self.operations)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -49,6 +56,8 @@ impl Settings {
             limits: Limits {
                 body_bytes: args.body_limit,
                 request_timeout: Duration::from_secs(args.request_timeout),
+                upload_bytes: args.upload_limit,
+                ..Limits::default()
             },
             bootstrap_token: args.bootstrap_token.clone(),
             tls: match (&args.tls_cert, &args.tls_key) {
@@ -57,6 +66,19 @@ impl Settings {
                     key: key.clone(),
                 }),
                 _ => None,
+            },
+            engine: EngineConfig {
+                workers: args.workers,
+                lease: Duration::from_secs(args.lease_seconds),
+                ..EngineConfig::default()
+            },
+            operations: OperationDefaults {
+                threshold: Threshold {
+                    max_removed_percent: args.deletion_threshold_percent,
+                    min_group_size: args.deletion_threshold_min_members,
+                },
+                batch_size: args.apply_batch_size,
+                retention_days: args.retention_days,
             },
         })
     }
@@ -68,6 +90,8 @@ impl Settings {
             limits: Limits::default(),
             bootstrap_token: None,
             tls: None,
+            engine: EngineConfig::default(),
+            operations: OperationDefaults::default(),
         })
     }
 }

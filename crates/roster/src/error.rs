@@ -2,6 +2,7 @@
 //! `application/problem+json` document with a sentence that says what was wrong. Internal details
 //! are logged, never sent.
 
+use crate::domain::full_update::LineError;
 use crate::domain::InvalidInput;
 use crate::store::StoreError;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
@@ -15,6 +16,9 @@ pub enum ApiError {
     /// The request could not be read: malformed JSON, a bad path or query parameter.
     #[error("{0}")]
     BadRequest(String),
+    /// Upload lines that could not be read, each with its number.
+    #[error("{0}")]
+    InvalidLines(String, Vec<LineError>),
     /// The request was read but a value breaks a rule.
     #[error("{0}")]
     Unprocessable(String),
@@ -51,12 +55,15 @@ pub struct Problem {
     pub status: u16,
     /// What was wrong with this request, and how to fix it.
     pub detail: String,
+    /// The upload lines that could not be read (the first 100), for an upload refused for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<LineError>>,
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidLines(..) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -73,6 +80,7 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad-request",
+            Self::InvalidLines(..) => "invalid-lines",
             Self::Unprocessable(_) => "invalid-value",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -105,11 +113,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let challenge = matches!(self, Self::Unauthorized(_));
+        let kind = format!("urn:roster:problem:{}", self.slug());
+        let detail = self.detail();
+        let errors = match self {
+            Self::InvalidLines(_, lines) => Some(lines),
+            _ => None,
+        };
         let problem = Problem {
-            kind: format!("urn:roster:problem:{}", self.slug()),
+            kind,
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            detail: self.detail(),
+            detail,
+            errors,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
@@ -138,6 +153,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => Self::NotFound(m),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Forbidden(m) => Self::Forbidden(m),
             StoreError::Invalid(e) => e.into(),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Database(e) => Self::Internal(e.to_string()),

@@ -9,4 +9,5 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod ops;
 pub mod store;

@@ -69,13 +69,25 @@ impl MembershipWrite {
         }
     }
 
+    /// The change this write appends to the change log; none when nothing changed.
+    pub fn change_kind(self) -> Option<super::change::ChangeKind> {
+        use super::change::ChangeKind;
+        match self {
+            Self::Added | Self::Reactivated => Some(ChangeKind::MembershipAdded),
+            Self::Updated => Some(ChangeKind::MembershipUpdated),
+            Self::Removed => Some(ChangeKind::MembershipRemoved),
+            Self::Unchanged => None,
+        }
+    }
+
     /// The operation counts of a single-membership write.
     pub fn counts(self) -> super::operation::OperationCounts {
         let mut counts = super::operation::OperationCounts::default();
         match self {
             Self::Added => counts.added = 1,
             Self::Reactivated => counts.reactivated = 1,
-            Self::Updated | Self::Unchanged => counts.unchanged = 1,
+            Self::Updated => counts.updated = 1,
+            Self::Unchanged => counts.unchanged = 1,
             Self::Removed => counts.removed = 1,
         }
         counts

@@ -1,9 +1,12 @@
 //! Domain types and rules. Nothing in here performs I/O.
 
 pub mod audit;
+pub mod change;
+pub mod full_update;
 pub mod ids;
 pub mod membership;
 pub mod operation;
+pub mod operation_request;
 pub mod page;
 pub mod resource;
 pub mod token;

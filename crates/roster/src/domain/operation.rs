@@ -1,5 +1,6 @@
 //! Operations: the units of work that change memberships.
 
+use super::full_update::Threshold;
 use super::{OperationId, ResourceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,14 +70,32 @@ impl OperationStatus {
     }
 }
 
-/// What an operation changed.
+/// What an operation changed (or, while pending, would change).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OperationCounts {
+    /// New memberships.
     pub added: i64,
+    /// Ended memberships that became active again.
     pub reactivated: i64,
+    /// Memberships ended.
     pub removed: i64,
+    /// Active memberships whose name or contributing flag changed.
+    pub updated: i64,
+    /// Memberships confirmed as they were, not rewritten.
     pub unchanged: i64,
+    /// Upload lines that could not be used.
     pub rejected: i64,
+}
+
+impl std::ops::AddAssign for OperationCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.added += other.added;
+        self.reactivated += other.reactivated;
+        self.removed += other.removed;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.rejected += other.rejected;
+    }
 }
 
 /// One stored operation.
@@ -94,6 +113,14 @@ pub struct Operation {
     pub counts: OperationCounts,
     /// Why the operation failed or is pending.
     pub reason: Option<String>,
+    /// Where a running operation is: `uploading` (takes chunks), `queued` (completed, waiting for
+    /// a worker) or `applying`; null once it is pending, complete or failed.
+    pub phase: Option<OperationPhase>,
+    /// The parameters it was created with.
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// The name of the token that created it.
+    pub token_name: Option<String>,
     pub created: DateTime<Utc>,
     /// When the status last changed.
     pub modified: DateTime<Utc>,
@@ -105,4 +132,83 @@ pub struct Operation {
 pub struct OperationFilter {
     pub ty: Option<OperationType>,
     pub status: Option<OperationStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationPhase {
+    Uploading,
+    Queued,
+    Applying,
+}
+
+impl OperationPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uploading => "uploading",
+            Self::Queued => "queued",
+            Self::Applying => "applying",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Uploading, Self::Queued, Self::Applying]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+/// What a full-update covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One group's members.
+    Group(ResourceId),
+    /// Every group of a source system, and their members.
+    Source(String),
+}
+
+/// What to do with upload lines that cannot be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The operation fails, naming the lines (the default).
+    #[default]
+    Fail,
+    /// The lines are skipped and reported.
+    Skip,
+}
+
+/// When a full-update ends the memberships its snapshot no longer confirms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Gc {
+    /// In the same apply (the default).
+    #[default]
+    Now,
+    /// Later, by a reconcile operation of the scope.
+    Defer,
+}
+
+/// The parameters of a full-update, kept with the operation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FullUpdateParams {
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub threshold: Threshold,
+    #[serde(default)]
+    pub gc: Gc,
+    /// Rows changed per transaction, at least one whole group per transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: i64,
+    /// The source system the creating token is bound to: members of other sources are refused.
+    #[serde(default)]
+    pub bound_source: Option<String>,
+    /// Set when a person approved a held operation: the threshold no longer applies.
+    #[serde(default)]
+    pub approved: bool,
+}
+
+pub fn default_batch_size() -> i64 {
+    10_000
 }

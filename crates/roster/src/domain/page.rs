@@ -18,6 +18,8 @@ pub enum ListKind {
     Operations,
     Tokens,
     Audit,
+    Preview,
+    Rejections,
 }
 
 impl ListKind {
@@ -29,6 +31,8 @@ impl ListKind {
             Self::Operations => "o",
             Self::Tokens => "t",
             Self::Audit => "a",
+            Self::Preview => "p",
+            Self::Rejections => "j",
         }
     }
 }

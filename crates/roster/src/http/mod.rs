@@ -5,14 +5,17 @@ mod audit;
 pub mod auth;
 mod groups;
 mod health;
-mod operations;
+pub mod operations;
 mod resources;
 mod tokens;
 
-use crate::app::AppState;
+use crate::app::{AppState, Limits};
 use crate::error::{ApiError, Problem};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -64,15 +67,27 @@ impl Modify for BearerScheme {
     }
 }
 
-/// Every route of the API together with its OpenAPI description.
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every route of the API together with its OpenAPI description. Chunk uploads stream, so they
+/// get their own body limit and timeout.
+pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
+    let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(resources::routes())
         .merge(groups::routes())
         .merge(operations::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
+    let uploads = operations::upload_routes()
+        .layer(DefaultBodyLimit::max(limits.upload_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.upload_timeout,
+        ));
+    timed.merge(uploads)
 }
 
 /// Answers requests for paths that do not exist.

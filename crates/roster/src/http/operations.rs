@@ -1,20 +1,65 @@
-//! `/api/v1/operations`: the record of every unit of work that changed memberships.
+//! `/api/v1/operations`: create operations, upload full-update chunks, complete, preview, approve
+//! or reject them, and read them back.
 
-use super::{Path, Query};
+use super::auth::Caller;
+use super::resources::check_owner;
+use super::{Json, Path, Query};
 use crate::app::AppState;
-use crate::domain::operation::{Operation, OperationFilter, OperationStatus, OperationType};
+use crate::domain::full_update::{LineError, MemberLine, PreviewAction, PreviewEntry, Threshold};
+use crate::domain::operation::{
+    FullUpdateParams, OnError, Operation, OperationFilter, OperationStatus, OperationType, Scope,
+};
+use crate::domain::operation_request::{
+    ChangeAction, NewFullUpdate, NewOperation, NewPartialUpdate, NewPurge, NewReconcile,
+};
 use crate::domain::page::{ListKind, Page};
-use crate::domain::OperationId;
+use crate::domain::resource::ResourceType;
+use crate::domain::token::Scope as TokenScope;
+use crate::domain::{OperationId, ResourceId};
 use crate::error::{ApiError, Problem};
+use crate::ops::upload::{self, LineErrors};
+use crate::store::{FullUpdateDraft, MembershipEdit, StagedBatch, StoreError};
+use axum::body::Body;
 use axum::extract::State;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_operations))
+        .routes(routes!(list_operations, create_operation))
         .routes(routes!(get_operation))
+        .routes(routes!(complete_operation))
+        .routes(routes!(preview_operation))
+        .routes(routes!(approve_operation))
+        .routes(routes!(reject_operation))
+        .routes(routes!(list_rejections))
+}
+
+/// The chunk upload route, which has its own body limit and timeout.
+pub fn upload_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upload_chunk))
+}
+
+/// Operation settings of this server.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationDefaults {
+    pub threshold: Threshold,
+    pub batch_size: i64,
+    pub retention_days: u32,
+}
+
+impl Default for OperationDefaults {
+    fn default() -> Self {
+        Self {
+            threshold: Threshold::default(),
+            batch_size: crate::domain::operation::default_batch_size(),
+            retention_days: 90,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -30,6 +75,17 @@ pub struct ListParams {
     /// The `next` value of the previous page.
     cursor: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Wait up to this many seconds (at most 600) for the operation to finish before answering.
+    wait: Option<u64>,
+}
+
+/// Most seconds a call waits for an operation.
+const MAX_WAIT_SECS: u64 = 600;
 
 /// List operations, newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = ["read"])),
@@ -54,7 +110,7 @@ async fn list_operations(
     )))
 }
 
-/// Get one operation: status, scope, counts and reason.
+/// Get one operation: status, phase, scope, counts and reason.
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id")),
     responses((status = 200, description = "The operation", body = Operation),
@@ -64,4 +120,442 @@ async fn get_operation(
     Path(id): Path<OperationId>,
 ) -> Result<axum::Json<Operation>, ApiError> {
     Ok(axum::Json(state.store.get_operation(id).await?))
+}
+
+/// Create an operation. A full-update starts `running`/`uploading`: upload its chunks, then
+/// complete it. Partial-updates, deletes, reconciles and purges (admin) apply at once.
+#[utoipa::path(post, path = "/api/v1/operations", tag = "operations", security(("bearer" = ["write"])),
+    params(WaitParams),
+    request_body = NewOperation,
+    responses((status = 201, description = "Created (and, but for a full-update, applied)", body = Operation),
+              (status = 400, description = "Unreadable member lines, listed in `errors`", body = Problem),
+              (status = 403, description = "Outside the token's source binding, or a purge without admin", body = Problem),
+              (status = 409, description = "The resource to delete is deleted already", body = Problem),
+              (status = 422, description = "A value breaks a rule", body = Problem)))]
+async fn create_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(wait): Query<WaitParams>,
+    Json(request): Json<NewOperation>,
+) -> Result<impl IntoResponse, ApiError> {
+    let op = match request {
+        NewOperation::FullUpdate(request) => {
+            create_full_update(&state, &caller, request, wait.wait).await?
+        }
+        NewOperation::PartialUpdate(request) => partial_update(&state, &caller, request).await?,
+        NewOperation::Delete(request) => {
+            check_owner(&state, &caller, request.resource_id).await?;
+            let deletion = state
+                .store
+                .delete_resource(&caller.actor(), request.resource_id)
+                .await?;
+            deletion.operation.ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "resource {} is deleted already",
+                    request.resource_id
+                ))
+            })?
+        }
+        NewOperation::Reconcile(request) => reconcile(&state, &caller, request).await?,
+        NewOperation::Purge(request) => purge(&state, &caller, request).await?,
+    };
+    Ok((StatusCode::CREATED, axum::Json(op)))
+}
+
+/// The scope of a full-update or reconcile, checked against the token's binding.
+async fn scope(
+    state: &AppState,
+    caller: &Caller,
+    group_id: Option<ResourceId>,
+    source_system: Option<String>,
+) -> Result<(Scope, String), ApiError> {
+    let (scope, source) = match (group_id, source_system) {
+        (Some(id), None) => {
+            let group = state.store.get_resource(id).await?;
+            if group.ty != ResourceType::Group || group.deleted {
+                return Err(ApiError::Unprocessable(format!(
+                    "resource {id} is not a live group"
+                )));
+            }
+            (Scope::Group(id), group.source_system)
+        }
+        (None, Some(source)) if !source.trim().is_empty() => {
+            (Scope::Source(source.clone()), source)
+        }
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "name the scope: exactly one of group_id and source_system".to_owned(),
+            ))
+        }
+    };
+    caller.check_source(&source)?;
+    Ok((scope, source))
+}
+
+async fn create_full_update(
+    state: &AppState,
+    caller: &Caller,
+    request: NewFullUpdate,
+    wait: Option<u64>,
+) -> Result<Operation, ApiError> {
+    let (scope, source_system) =
+        scope(state, caller, request.group_id, request.source_system).await?;
+    let threshold = request.threshold.unwrap_or(state.operations.threshold);
+    threshold.validate()?;
+    let batch_size = request.batch_size.unwrap_or(state.operations.batch_size);
+    if batch_size < 1 {
+        return Err(ApiError::Unprocessable(
+            "batch_size must be at least 1".to_owned(),
+        ));
+    }
+    let source_scope = matches!(scope, Scope::Source(_));
+    let members = request
+        .members
+        .map(|lines| stage_members(lines, source_scope, request.on_error))
+        .transpose()?;
+    if request.complete && members.is_none() {
+        return Err(ApiError::Unprocessable(
+            "`complete` needs `members`; upload chunks and then POST …/complete otherwise"
+                .to_owned(),
+        ));
+    }
+    let draft = FullUpdateDraft {
+        description: request.description,
+        scope,
+        source_system,
+        params: FullUpdateParams {
+            on_error: request.on_error,
+            threshold,
+            gc: request.gc,
+            batch_size,
+            bound_source: caller.principal.source_system.clone(),
+            approved: false,
+        },
+    };
+    let mut op = state
+        .store
+        .create_full_update(&caller.actor(), &draft)
+        .await?;
+    if let Some(batch) = members {
+        let stream = Box::pin(futures_util::stream::iter([Ok(batch)]));
+        state.store.stage_chunk(op.id, 0, stream).await?;
+        if request.complete {
+            op = complete(state, caller, op.id, wait).await?;
+        }
+    }
+    Ok(op)
+}
+
+/// Checks the members given in a create call, like the lines of chunk 0.
+fn stage_members(
+    lines: Vec<MemberLine>,
+    source_scope: bool,
+    on_error: OnError,
+) -> Result<StagedBatch, ApiError> {
+    let mut batch = StagedBatch::default();
+    for (index, line) in lines.into_iter().enumerate() {
+        let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        match line.stage(number, source_scope) {
+            Ok(line) => batch.lines.push(line),
+            Err(e) => batch.rejected.push(LineError {
+                chunk: 0,
+                line: number,
+                reason: e.0,
+            }),
+        }
+    }
+    if on_error == OnError::Fail && !batch.rejected.is_empty() {
+        let count = batch.rejected.len();
+        batch.rejected.truncate(upload::MAX_REPORTED_ERRORS);
+        return Err(ApiError::InvalidLines(
+            format!("{count} member(s) could not be read; nothing was created"),
+            batch.rejected,
+        ));
+    }
+    Ok(batch)
+}
+
+async fn partial_update(
+    state: &AppState,
+    caller: &Caller,
+    request: NewPartialUpdate,
+) -> Result<Operation, ApiError> {
+    if request.changes.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "changes must list at least one add or remove".to_owned(),
+        ));
+    }
+    let edits = request
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(index, change)| {
+            let line = change
+                .member_line()
+                .stage(0, false)
+                .map_err(|e| ApiError::Unprocessable(format!("changes[{index}]: {}", e.0)))?;
+            Ok(MembershipEdit {
+                group_id: change.group_id,
+                member: line.member,
+                member_type: line.member_type,
+                action: match change.action {
+                    ChangeAction::Add => PreviewAction::Add,
+                    ChangeAction::Remove => PreviewAction::Remove,
+                },
+                member_name: line.member_name,
+                contributing: line.contributing,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(state
+        .store
+        .apply_partial_update(
+            &caller.actor(),
+            request.description,
+            &edits,
+            caller.principal.source_system.as_deref(),
+        )
+        .await?)
+}
+
+async fn reconcile(
+    state: &AppState,
+    caller: &Caller,
+    request: NewReconcile,
+) -> Result<Operation, ApiError> {
+    let (scope, _) = scope(state, caller, request.group_id, request.source_system).await?;
+    Ok(state
+        .store
+        .reconcile(&caller.actor(), request.description, &scope)
+        .await?)
+}
+
+async fn purge(
+    state: &AppState,
+    caller: &Caller,
+    request: NewPurge,
+) -> Result<Operation, ApiError> {
+    if !caller.principal.has(TokenScope::Admin) {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} lacks the scope \"admin\" that a purge needs",
+            caller.principal.name
+        )));
+    }
+    let days = request
+        .retention_days
+        .unwrap_or(state.operations.retention_days);
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    Ok(state
+        .store
+        .purge(&caller.actor(), request.description, before, 5_000)
+        .await?)
+}
+
+/// What a chunk upload stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkResult {
+    operation_id: OperationId,
+    chunk: i32,
+    /// Lines stored in the staging area.
+    staged: i64,
+    /// Lines skipped (with `on_error: skip`).
+    rejected: i64,
+    /// The first skipped lines, with why.
+    rejections: Vec<LineError>,
+}
+
+/// Upload chunk `n` of a full-update: NDJSON, one member a line (`{"member_id": …}`,
+/// `{"source_system": …, "identifier": …}` or `{"source_system": …, "external_id": …}`, with
+/// optional `member_name`, `contributing`, `type`; and `group_id` or `group` in a full-update of a
+/// source system). Sending chunk n again replaces it.
+#[utoipa::path(put, path = "/api/v1/operations/{id}/chunks/{n}", tag = "operations", security(("bearer" = ["write"])),
+    params(("id" = i64, Path, description = "Operation id"), ("n" = u32, Path, description = "Chunk number")),
+    request_body(content = String, content_type = "application/x-ndjson"),
+    responses((status = 200, description = "Stored", body = ChunkResult),
+              (status = 400, description = "Unreadable lines (listed in `errors`); nothing of the chunk was stored", body = Problem),
+              (status = 409, description = "The operation no longer takes chunks", body = Problem)))]
+async fn upload_chunk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, n)): Path<(OperationId, u32)>,
+    body: Body,
+) -> Result<axum::Json<ChunkResult>, ApiError> {
+    let chunk = i32::try_from(n)
+        .map_err(|_| ApiError::BadRequest(format!("chunk number {n} is too large")))?;
+    let op = state.store.get_operation(id).await?;
+    if op.ty != OperationType::FullUpdate {
+        return Err(ApiError::Conflict(format!(
+            "operation {id} is a {}; only full-updates take chunks",
+            op.ty.name()
+        )));
+    }
+    caller.check_source(op.source_system.as_deref().unwrap_or_default())?;
+    let params: FullUpdateParams = serde_json::from_value(op.params.clone())
+        .map_err(|e| ApiError::Internal(format!("operation {id} params: {e}")))?;
+    let errors = LineErrors::default();
+    let lines = upload::member_lines(
+        body,
+        chunk,
+        op.group_id.is_none(),
+        params.on_error,
+        errors.clone(),
+    );
+    match state.store.stage_chunk(id, chunk, lines).await {
+        Ok(receipt) => Ok(axum::Json(ChunkResult {
+            operation_id: id,
+            chunk,
+            staged: receipt.staged,
+            rejected: receipt.rejected,
+            rejections: errors.take().0,
+        })),
+        Err(StoreError::Invalid(message)) => {
+            let (lines, _) = errors.take();
+            Err(ApiError::InvalidLines(message.0, lines))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Queues an uploading full-update for a worker, and waits for it if asked.
+async fn complete(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+    wait: Option<u64>,
+) -> Result<Operation, ApiError> {
+    let op = state.store.queue_operation(&caller.actor(), id).await?;
+    state.engine.wake();
+    waited(state, op, wait).await
+}
+
+async fn waited(state: &AppState, op: Operation, wait: Option<u64>) -> Result<Operation, ApiError> {
+    match wait {
+        Some(secs) if secs > 0 => {
+            let timeout = Duration::from_secs(secs.min(MAX_WAIT_SECS));
+            Ok(state.engine.wait_for(op.id, timeout).await?)
+        }
+        _ => Ok(op),
+    }
+}
+
+/// 202 while the operation is still running, 200 once it has finished.
+fn accepted(op: Operation) -> impl IntoResponse {
+    let status = if op.status == OperationStatus::Running {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(op))
+}
+
+/// End the upload of a full-update: a worker computes the diff and applies it (or holds it
+/// `pending` past the deletion threshold). `wait` blocks until then.
+#[utoipa::path(post, path = "/api/v1/operations/{id}/complete", tag = "operations", security(("bearer" = ["write"])),
+    params(("id" = i64, Path, description = "Operation id"), WaitParams),
+    responses((status = 202, description = "Queued or applying", body = Operation),
+              (status = 200, description = "Finished within `wait`", body = Operation),
+              (status = 409, description = "Not an uploading full-update", body = Problem)))]
+async fn complete_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<OperationId>,
+    Query(wait): Query<WaitParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let op = state.store.get_operation(id).await?;
+    caller.check_source(op.source_system.as_deref().unwrap_or_default())?;
+    Ok(accepted(complete(&state, &caller, id, wait.wait).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewParams {
+    /// `remove` (the default) or `add`.
+    action: Option<PreviewAction>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    cursor: Option<String>,
+}
+
+/// What a full-update not yet applied would remove (or add), in (group, member) order.
+#[utoipa::path(get, path = "/api/v1/operations/{id}/preview", tag = "operations", security(("bearer" = ["read"])),
+    params(("id" = i64, Path, description = "Operation id"), PreviewParams),
+    responses((status = 200, description = "A page of planned changes", body = Page<PreviewEntry>),
+              (status = 409, description = "Not a full-update waiting to be applied", body = Problem)))]
+async fn preview_operation(
+    State(state): State<AppState>,
+    Path(id): Path<OperationId>,
+    Query(p): Query<PreviewParams>,
+) -> Result<axum::Json<Page<PreviewEntry>>, ApiError> {
+    let page = super::page_request(ListKind::Preview, p.limit, p.cursor.as_deref())?;
+    let rows = state.store.preview(id, p.action, &page).await?;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        page.limit,
+        ListKind::Preview,
+        |e| format!("{}:{}", e.group_id, e.member_id),
+    )))
+}
+
+/// Approve a pending operation: it is applied although it passes the deletion threshold.
+#[utoipa::path(post, path = "/api/v1/operations/{id}/approve", tag = "operations", security(("bearer" = ["admin"])),
+    params(("id" = i64, Path, description = "Operation id"), WaitParams),
+    responses((status = 202, description = "Queued again", body = Operation),
+              (status = 200, description = "Applied within `wait`", body = Operation),
+              (status = 409, description = "Not pending", body = Problem)))]
+async fn approve_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<OperationId>,
+    Query(wait): Query<WaitParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let op = state.store.decide(&caller.actor(), id, true).await?;
+    state.engine.wake();
+    Ok(accepted(waited(&state, op, wait.wait).await?))
+}
+
+/// Reject a pending operation (or abandon an upload): it fails and changes nothing.
+#[utoipa::path(post, path = "/api/v1/operations/{id}/reject", tag = "operations", security(("bearer" = ["admin"])),
+    params(("id" = i64, Path, description = "Operation id")),
+    responses((status = 200, description = "Failed, as rejected", body = Operation),
+              (status = 409, description = "Neither pending nor uploading", body = Problem)))]
+async fn reject_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<OperationId>,
+) -> Result<axum::Json<Operation>, ApiError> {
+    Ok(axum::Json(
+        state.store.decide(&caller.actor(), id, false).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    cursor: Option<String>,
+}
+
+/// The upload lines of an operation that could not be used, with their chunk, line and reason.
+#[utoipa::path(get, path = "/api/v1/operations/{id}/rejections", tag = "operations", security(("bearer" = ["read"])),
+    params(("id" = i64, Path, description = "Operation id"), PageParams),
+    responses((status = 200, description = "A page of rejected lines", body = Page<LineError>),
+              (status = 404, description = "No such operation", body = Problem)))]
+async fn list_rejections(
+    State(state): State<AppState>,
+    Path(id): Path<OperationId>,
+    Query(p): Query<PageParams>,
+) -> Result<axum::Json<Page<LineError>>, ApiError> {
+    let page = super::page_request(ListKind::Rejections, p.limit, p.cursor.as_deref())?;
+    let rows = state.store.rejections(id, &page).await?;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        page.limit,
+        ListKind::Rejections,
+        |e| format!("{}:{}", e.chunk, e.line),
+    )))
 }

@@ -1,15 +1,18 @@
 //! The store: the only place that knows SQL. One interface, grouped by area, with a PostgreSQL
 //! backend for production and an embedded SQLite backend as the zero-setup default.
 
+mod engine_sql;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
 
 use crate::domain::audit::{AuditEntry, AuditFilter};
+use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, StagedLine};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
-use crate::domain::operation::{Operation, OperationFilter};
+use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope};
 use crate::domain::page::PageRequest;
+use crate::domain::resource::ResourceType;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch};
 use crate::domain::token::{Actor, NewToken, SecretHash, Token};
 use crate::domain::{InvalidInput, OperationId, ResourceId};
@@ -32,6 +35,9 @@ pub enum StoreError {
     /// The write conflicts with stored data (a duplicate key, a state that forbids it).
     #[error("{0}")]
     Conflict(String),
+    /// The caller's token may not make this write (its source binding).
+    #[error("{0}")]
+    Forbidden(String),
     /// The write breaks a domain rule that needs stored data to check.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
@@ -143,6 +149,8 @@ pub trait OperationStore: Send + Sync {
         page: &PageRequest<i64>,
     ) -> StoreResult<Vec<Operation>>;
     async fn get_operation(&self, id: OperationId) -> StoreResult<Operation>;
+    /// How many times workers have claimed the operation.
+    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32>;
 }
 
 #[async_trait]
@@ -179,10 +187,149 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<AuditEntry>>;
 }
 
+/// One batch of an uploaded chunk: the usable lines and the lines skipped with a reason.
+#[derive(Debug, Default)]
+pub struct StagedBatch {
+    pub lines: Vec<StagedLine>,
+    pub rejected: Vec<LineError>,
+}
+
+/// The batches of one chunk, read from the request as the store writes them. An error ends the
+/// upload and leaves the chunk as it was.
+pub type LineStream<'a> = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<StagedBatch, StoreError>> + Send + 'a>,
+>;
+
+/// What a chunk upload stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkReceipt {
+    pub staged: i64,
+    pub rejected: i64,
+}
+
+/// A new full-update, as the engine records it.
+#[derive(Debug, Clone)]
+pub struct FullUpdateDraft {
+    pub description: Option<String>,
+    pub scope: Scope,
+    /// The scope's source system (for a group scope: the group's).
+    pub source_system: String,
+    pub params: crate::domain::operation::FullUpdateParams,
+}
+
+/// How an apply ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyOutcome {
+    Complete(OperationCounts),
+    /// Held for approval: nothing was changed.
+    Pending {
+        reason: String,
+        counts: OperationCounts,
+    },
+    Failed {
+        reason: String,
+        counts: OperationCounts,
+    },
+}
+
+/// One change of a partial-update.
+#[derive(Debug, Clone)]
+pub struct MembershipEdit {
+    pub group_id: ResourceId,
+    pub member: crate::domain::full_update::MemberRef,
+    pub member_type: Option<ResourceType>,
+    pub action: PreviewAction,
+    pub member_name: Option<String>,
+    pub contributing: Option<bool>,
+}
+
+/// The operations engine's storage: staging, set-based applies, leases, approvals.
+#[async_trait]
+pub trait EngineStore: Send + Sync {
+    /// Records a new full-update: `running`, `uploading`, with an empty staging area.
+    async fn create_full_update(
+        &self,
+        actor: &Actor,
+        draft: &FullUpdateDraft,
+    ) -> StoreResult<Operation>;
+    /// Replaces chunk `chunk` of an uploading full-update with the streamed lines.
+    async fn stage_chunk(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        lines: LineStream<'_>,
+    ) -> StoreResult<ChunkReceipt>;
+    /// Ends the upload: the operation is queued for a worker.
+    async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation>;
+    /// Claims the oldest queued operation, or one whose worker's lease expired.
+    async fn claim_operation(
+        &self,
+        node: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Operation>>;
+    /// Extends a held lease; false when the lease was lost to another worker.
+    async fn renew_lease(
+        &self,
+        id: OperationId,
+        node: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// Resolves, checks and applies a claimed full-update, one group per transaction at least.
+    async fn apply_full_update(&self, operation: &Operation) -> StoreResult<ApplyOutcome>;
+    /// Records the outcome of an apply and releases the lease.
+    async fn finish_operation(
+        &self,
+        id: OperationId,
+        outcome: &ApplyOutcome,
+    ) -> StoreResult<Operation>;
+    /// What a full-update would add or remove, in (group, member) order after the cursor.
+    async fn preview(
+        &self,
+        id: OperationId,
+        action: Option<PreviewAction>,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<PreviewEntry>>;
+    /// Approves (queues again, past the threshold) or rejects (fails) a pending operation.
+    async fn decide(&self, actor: &Actor, id: OperationId, approve: bool)
+        -> StoreResult<Operation>;
+    /// The rejected lines of an operation, in (chunk, line) order after the cursor.
+    async fn rejections(
+        &self,
+        id: OperationId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<LineError>>;
+    /// Applies explicit adds and removes in one transaction, as one partial-update operation.
+    async fn apply_partial_update(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        edits: &[MembershipEdit],
+        bound_source: Option<&str>,
+    ) -> StoreResult<Operation>;
+    /// Ends the memberships of a scope that its latest completed full-update did not confirm.
+    async fn reconcile(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        scope: &Scope,
+    ) -> StoreResult<Operation>;
+    /// Hard-deletes ended memberships, and deleted resources nothing refers to, older than
+    /// `before`, in batches of `batch` rows.
+    async fn purge(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> StoreResult<Operation>;
+    /// Fails uploads that received nothing since `before`.
+    async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
 /// Everything roster stores, behind one seam.
 #[async_trait]
 pub trait Store:
-    ResourceStore + MembershipStore + OperationStore + TokenStore + AuditStore
+    ResourceStore + MembershipStore + OperationStore + TokenStore + AuditStore + EngineStore
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

@@ -3,7 +3,9 @@
 use super::StoreError;
 use crate::domain::audit::AuditEntry;
 use crate::domain::membership::Membership;
-use crate::domain::operation::{Operation, OperationCounts, OperationStatus, OperationType};
+use crate::domain::operation::{
+    Operation, OperationCounts, OperationPhase, OperationStatus, OperationType,
+};
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::{Scope, Token};
 use crate::domain::{OperationId, ResourceId};
@@ -27,7 +29,8 @@ pub const AUDIT_COLUMNS: &str = "id, at, token_id, token_name, action, target, r
 
 /// The columns of `operation` that [`OperationRow`] reads.
 pub const OPERATION_COLUMNS: &str = "id, type, description, status, group_id, source_system, \
-     added, reactivated, removed, unchanged, rejected, reason, created, modified, completed";
+     added, reactivated, removed, updated, unchanged, rejected, reason, created, modified, \
+     completed, phase, params, token_name";
 
 /// A `resource` row; `T` is how the backend stores tags (a text array or a JSON array).
 #[derive(sqlx::FromRow)]
@@ -155,12 +158,16 @@ pub struct OperationRow {
     added: i64,
     reactivated: i64,
     removed: i64,
+    updated: i64,
     unchanged: i64,
     rejected: i64,
     reason: Option<String>,
     created: DateTime<Utc>,
     modified: DateTime<Utc>,
     completed: Option<DateTime<Utc>>,
+    phase: Option<String>,
+    params: sqlx::types::Json<serde_json::Value>,
+    token_name: Option<String>,
 }
 
 impl TryFrom<OperationRow> for Operation {
@@ -186,10 +193,22 @@ impl TryFrom<OperationRow> for Operation {
                 added: r.added,
                 reactivated: r.reactivated,
                 removed: r.removed,
+                updated: r.updated,
                 unchanged: r.unchanged,
                 rejected: r.rejected,
             },
             reason: r.reason,
+            phase: r
+                .phase
+                .as_deref()
+                .map(|p| {
+                    OperationPhase::from_name(p).ok_or_else(|| {
+                        corrupt(format!("operation {} has unknown phase {p:?}", r.id))
+                    })
+                })
+                .transpose()?,
+            params: r.params.0,
+            token_name: r.token_name,
             created: r.created,
             modified: r.modified,
             completed: r.completed,

@@ -92,17 +92,21 @@ statement!(
 
 /// Records an operation that is already complete when it is created (single writes, deletes).
 pub const INSERT_COMPLETED_OPERATION: &str = "INSERT INTO operation \
-     (type, status, group_id, source_system, added, reactivated, removed, unchanged, \
-      created, modified, completed) \
-     VALUES ($1, 'complete', $2, $3, 0, 0, 0, 0, $4, $4, $4) RETURNING id";
+     (type, status, group_id, source_system, token_name, created, modified, completed) \
+     VALUES ($1, 'complete', $2, $3, $4, $5, $5, $5) RETURNING id";
 
 // Sets the counts of an operation once its writes are known.
 statement!(
     SET_OPERATION_COUNTS,
-    "UPDATE operation SET added = $2, reactivated = $3, removed = $4, unchanged = $5 \
-     WHERE id = $1 RETURNING ",
+    "UPDATE operation SET added = $2, reactivated = $3, removed = $4, updated = $5, \
+     unchanged = $6, rejected = $7 WHERE id = $1 RETURNING ",
     OPERATION_COLUMNS
 );
+
+/// Appends one change record. Bulk applies append theirs set-based instead.
+pub const INSERT_CHANGE: &str = "INSERT INTO change \
+     (at, kind, resource_id, group_id, member_id, source_system, operation_id, token_name, attrs) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 statement!(
     SELECT_OPERATION,

@@ -5,12 +5,15 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use roster::app::{router, Limits};
+use roster::app::{router, Limits, Services};
 use roster::domain::token::{Actor, NewToken, Scope, Secret};
+use roster::http::operations::OperationDefaults;
+use roster::ops::{Engine, EngineConfig};
 use roster::store::{self, Location, Store};
 use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -150,8 +153,22 @@ impl TestApp {
             .bootstrap_token("test-admin", &admin.hash())
             .await
             .expect("admin token");
+        let engine = Engine::new(
+            store.clone(),
+            EngineConfig {
+                poll: Duration::from_millis(50),
+                ..EngineConfig::default()
+            },
+        );
+        engine.start();
+        let services = Services {
+            store: store.clone(),
+            engine,
+            limits,
+            operations: OperationDefaults::default(),
+        };
         Self {
-            router: router(store.clone(), limits),
+            router: router(services),
             store,
             db,
             admin: admin.expose().to_owned(),
@@ -285,6 +302,71 @@ impl TestApp {
             "type": "user", "subtype": "native", "source_system": source, "identifier": identifier
         }))
         .await
+    }
+
+    /// Sends an NDJSON chunk of a full-update.
+    pub async fn chunk(&self, op: i64, n: u32, lines: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/api/v1/operations/{op}/chunks/{n}"))
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(lines.to_owned()))
+            .expect("request");
+        self.send(request).await
+    }
+
+    /// Creates a full-update of `group` with `members` (ids) as its snapshot, completes it and
+    /// waits for the outcome.
+    pub async fn full_update(&self, group: &str, members: &[&str]) -> Value {
+        let op = self.start_full_update(group).await;
+        let lines: String = members
+            .iter()
+            .map(|m| format!("{{\"member_id\": \"{m}\"}}\n"))
+            .collect();
+        let reply = self.chunk(op, 0, &lines).await;
+        assert_eq!(reply.status, StatusCode::OK, "chunk: {}", reply.text);
+        self.complete(op).await
+    }
+
+    /// Creates an uploading full-update of `group` and returns its id.
+    pub async fn start_full_update(&self, group: &str) -> i64 {
+        let reply = self
+            .post(
+                "/api/v1/operations",
+                serde_json::json!({"type": "full-update", "group_id": group}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create: {}", reply.text);
+        reply.json["id"].as_i64().expect("operation id")
+    }
+
+    /// Completes an operation and waits until it is applied, held or failed.
+    pub async fn complete(&self, op: i64) -> Value {
+        let reply = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/operations/{op}/complete?wait=60"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "complete: {}", reply.text);
+        reply.json
+    }
+
+    /// The ids of the active members of a group, sorted.
+    pub async fn members(&self, group: &str) -> Vec<String> {
+        let reply = self
+            .get(&format!("/api/v1/groups/{group}/members?limit=1000"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let mut ids: Vec<String> = reply.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|m| m["member_id"].as_str().expect("member id").to_owned())
+            .collect();
+        ids.sort();
+        ids
     }
 
     pub async fn group(&self, source: &str, identifier: &str) -> String {

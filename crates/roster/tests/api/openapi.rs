@@ -29,6 +29,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/groups/{id}/members/{member_id}"),
     ("get", "/api/v1/operations"),
     ("get", "/api/v1/operations/{id}"),
+    ("post", "/api/v1/operations"),
+    ("put", "/api/v1/operations/{id}/chunks/{n}"),
+    ("post", "/api/v1/operations/{id}/complete"),
+    ("get", "/api/v1/operations/{id}/preview"),
+    ("post", "/api/v1/operations/{id}/approve"),
+    ("post", "/api/v1/operations/{id}/reject"),
+    ("get", "/api/v1/operations/{id}/rejections"),
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("get", "/api/v1/tokens/{id}"),
@@ -68,7 +75,8 @@ async fn every_documented_route_is_served(backend: Backend) {
     for (method, path) in documented_routes(&app).await {
         let concrete = path
             .replace("{id}", &id.to_string())
-            .replace("{member_id}", &id.to_string());
+            .replace("{member_id}", &id.to_string())
+            .replace("{n}", "0");
         let concrete = if concrete.ends_with("/operations/") {
             concrete
         } else {

@@ -8,6 +8,7 @@ use super::{
     OperationStore, ResourceStore, Store, StoreError, StoreResult, TokenStore,
 };
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
+use crate::domain::change::{changed_attributes, ChangeKind, ChangeRecord};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
 use crate::domain::page::PageRequest;
@@ -21,6 +22,8 @@ use sqlx::types::Json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use uuid::Uuid;
+
+mod engine;
 
 type Row = ResourceRow<Json<Vec<String>>>;
 
@@ -72,7 +75,7 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn lock_resource(
+    pub(super) async fn lock_resource(
         tx: &mut Transaction<'_, Sqlite>,
         id: ResourceId,
     ) -> StoreResult<Resource> {
@@ -83,7 +86,7 @@ impl SqliteStore {
         row.ok_or_else(|| resource_not_found(id))?.try_into()
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         tx: &mut Transaction<'_, Sqlite>,
         actor: &Actor,
         record: AuditRecord,
@@ -101,8 +104,58 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn insert_operation(
+    pub(super) async fn log_change(
         tx: &mut Transaction<'_, Sqlite>,
+        actor: &Actor,
+        change: ChangeRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_CHANGE)
+            .bind(now())
+            .bind(change.kind.code())
+            .bind(change.resource_id)
+            .bind(change.group_id)
+            .bind(change.member_id)
+            .bind(change.source_system)
+            .bind(change.operation_id)
+            .bind(&actor.token_name)
+            .bind(change.attrs.map(Json))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every active membership of a resource (as group and as member), with its changes.
+    async fn end_memberships_of(
+        tx: &mut Transaction<'_, Sqlite>,
+        actor: &Actor,
+        id: ResourceId,
+        op: OperationId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        sqlx::query(&format!(
+            "INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, \
+             token_name) SELECT $2, {}, group_id, member_id, source, $3, $4 FROM group_member \
+             WHERE (group_id = $1 OR member_id = $1) AND NOT removed",
+            ChangeKind::MembershipRemoved.code()
+        ))
+        .bind(id)
+        .bind(at)
+        .bind(op)
+        .bind(&actor.token_name)
+        .execute(&mut **tx)
+        .await?;
+        let done = sqlx::query(sql::END_MEMBERSHIPS_OF)
+            .bind(id)
+            .bind(at)
+            .bind(op)
+            .execute(&mut **tx)
+            .await?;
+        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+    }
+
+    pub(super) async fn insert_operation(
+        tx: &mut Transaction<'_, Sqlite>,
+        actor: &Actor,
         ty: OperationType,
         group_id: Option<ResourceId>,
         source_system: Option<&str>,
@@ -111,12 +164,13 @@ impl SqliteStore {
             .bind(ty.name())
             .bind(group_id)
             .bind(source_system)
+            .bind(&actor.token_name)
             .bind(now())
             .fetch_one(&mut **tx)
             .await?)
     }
 
-    async fn set_counts(
+    pub(super) async fn set_counts(
         tx: &mut Transaction<'_, Sqlite>,
         id: OperationId,
         counts: OperationCounts,
@@ -126,7 +180,9 @@ impl SqliteStore {
             .bind(counts.added)
             .bind(counts.reactivated)
             .bind(counts.removed)
+            .bind(counts.updated)
             .bind(counts.unchanged)
+            .bind(counts.rejected)
             .fetch_one(&mut **tx)
             .await?;
         row.try_into()
@@ -194,8 +250,11 @@ impl ResourceStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| resource_conflict(e, &new.source_system))?;
+        let resource: Resource = row.try_into()?;
+        let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
+        Self::log_change(&mut tx, actor, change).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(resource)
     }
 
     async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
@@ -246,8 +305,12 @@ impl ResourceStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| resource_conflict(e, &current.source_system))?;
+        let updated: Resource = row.try_into()?;
+        let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &updated)
+            .with_attrs(changed_attributes(&current, &updated, &changed));
+        Self::log_change(&mut tx, actor, change).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(updated)
     }
 
     async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion> {
@@ -263,6 +326,7 @@ impl ResourceStore for SqliteStore {
         let group_id = (current.ty == ResourceType::Group).then_some(id);
         let op = Self::insert_operation(
             &mut tx,
+            actor,
             OperationType::Delete,
             group_id,
             Some(&current.source_system),
@@ -276,21 +340,19 @@ impl ResourceStore for SqliteStore {
             .bind(at)
             .fetch_one(&mut *tx)
             .await?;
-        let ended = sqlx::query(sql::END_MEMBERSHIPS_OF)
-            .bind(id)
-            .bind(at)
-            .bind(op)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let ended = Self::end_memberships_of(&mut tx, actor, id, op, at).await?;
+        let resource: Resource = row.try_into()?;
+        let change =
+            ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
+        Self::log_change(&mut tx, actor, change).await?;
         let counts = OperationCounts {
-            removed: i64::try_from(ended).unwrap_or(i64::MAX),
+            removed: ended,
             ..OperationCounts::default()
         };
         let operation = Self::set_counts(&mut tx, op, counts).await?;
         tx.commit().await?;
         Ok(Deletion {
-            resource: row.try_into()?,
+            resource,
             operation: Some(operation),
         })
     }
@@ -313,8 +375,11 @@ impl ResourceStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| resource_conflict(e, &current.source_system))?;
+        let restored: Resource = row.try_into()?;
+        let change = ChangeRecord::resource(ChangeKind::ResourceRestored, &restored);
+        Self::log_change(&mut tx, actor, change).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(restored)
     }
 }
 
@@ -381,6 +446,7 @@ impl MembershipStore for SqliteStore {
         let before = before.map(Membership::from);
         let op = Self::insert_operation(
             &mut tx,
+            actor,
             OperationType::PartialUpdate,
             Some(group_id),
             Some(&group.source_system),
@@ -401,6 +467,10 @@ impl MembershipStore for SqliteStore {
             .await?;
         let membership = Membership::from(row);
         let write = MembershipWrite::classify(before.as_ref(), &membership);
+        if let Some(kind) = write.change_kind() {
+            let change = ChangeRecord::membership(kind, &membership, &group.source_system, op);
+            Self::log_change(&mut tx, actor, change).await?;
+        }
         Self::set_counts(&mut tx, op, write.counts()).await?;
         tx.commit().await?;
         Ok(MembershipChange {
@@ -420,6 +490,7 @@ impl MembershipStore for SqliteStore {
         let group = Self::lock_resource(&mut tx, group_id).await?;
         let op = Self::insert_operation(
             &mut tx,
+            actor,
             OperationType::PartialUpdate,
             Some(group_id),
             Some(&group.source_system),
@@ -437,11 +508,14 @@ impl MembershipStore for SqliteStore {
             .await?;
         let membership =
             Membership::from(row.ok_or_else(|| super::membership_not_found(group_id, member_id))?);
-        let counts = OperationCounts {
-            removed: 1,
-            ..OperationCounts::default()
-        };
-        Self::set_counts(&mut tx, op, counts).await?;
+        let change = ChangeRecord::membership(
+            ChangeKind::MembershipRemoved,
+            &membership,
+            &group.source_system,
+            op,
+        );
+        Self::log_change(&mut tx, actor, change).await?;
+        Self::set_counts(&mut tx, op, MembershipWrite::Removed.counts()).await?;
         tx.commit().await?;
         Ok(MembershipChange {
             membership,
@@ -470,6 +544,15 @@ impl OperationStore for SqliteStore {
             .await?;
         row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
             .try_into()
+    }
+
+    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32> {
+        let attempts: Option<i32> =
+            sqlx::query_scalar("SELECT attempts FROM operation WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(attempts.map_or(0, |a| u32::try_from(a).unwrap_or(0)))
     }
 }
 

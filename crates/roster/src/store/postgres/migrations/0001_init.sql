@@ -23,7 +23,7 @@ CREATE TABLE resource (
 
 -- Identifier and external id are unique per source among live resources (a deleted one frees its key).
 CREATE UNIQUE INDEX resource_identifier_key
-    ON resource (source_system, type, identifier) WHERE NOT deleted AND identifier IS NOT NULL;
+    ON resource (source_system, identifier, type) WHERE NOT deleted AND identifier IS NOT NULL;
 CREATE UNIQUE INDEX resource_external_id_key
     ON resource (source_system, external_id) WHERE NOT deleted AND external_id IS NOT NULL;
 CREATE INDEX resource_tags_idx ON resource USING gin (tags);

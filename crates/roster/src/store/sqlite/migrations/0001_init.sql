@@ -23,7 +23,7 @@ CREATE TABLE resource (
 );
 
 CREATE UNIQUE INDEX resource_identifier_key
-    ON resource (source_system, type, identifier) WHERE NOT deleted AND identifier IS NOT NULL;
+    ON resource (source_system, identifier, type) WHERE NOT deleted AND identifier IS NOT NULL;
 CREATE UNIQUE INDEX resource_external_id_key
     ON resource (source_system, external_id) WHERE NOT deleted AND external_id IS NOT NULL;
 

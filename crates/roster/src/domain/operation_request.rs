@@ -1,0 +1,135 @@
+//! The body of `POST /api/v1/operations`: one variant per operation type.
+
+use super::full_update::{MemberLine, Threshold};
+use super::operation::{Gc, OnError};
+use super::resource::ResourceType;
+use super::ResourceId;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum NewOperation {
+    /// The complete member list of one group (`group_id`) or of every group of a source system
+    /// (`source_system`), uploaded in chunks (or given here as `members`).
+    FullUpdate(NewFullUpdate),
+    /// Explicit adds and removes, applied at once in one transaction.
+    PartialUpdate(NewPartialUpdate),
+    /// Soft-delete a resource and end its memberships.
+    Delete(NewDelete),
+    /// End the memberships of a scope that its latest full-update (run with `gc: defer`) did not
+    /// confirm.
+    Reconcile(NewReconcile),
+    /// Hard-delete ended memberships and unreferenced deleted resources older than the retention.
+    Purge(NewPurge),
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFullUpdate {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub group_id: Option<ResourceId>,
+    #[serde(default)]
+    pub source_system: Option<String>,
+    /// A small member list, staged as chunk 0 (large lists go in chunks).
+    #[serde(default)]
+    pub members: Option<Vec<MemberLine>>,
+    /// Complete the operation at once (with `members`).
+    #[serde(default)]
+    pub complete: bool,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Overrides the server's deletion threshold for this operation.
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
+    #[serde(default)]
+    pub gc: Gc,
+    /// Changed rows per transaction (at least one whole group each).
+    #[serde(default)]
+    pub batch_size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPartialUpdate {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub changes: Vec<MembershipChangeRequest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Add,
+    Remove,
+}
+
+/// One add or remove; the member is named like an upload line.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipChangeRequest {
+    pub group_id: ResourceId,
+    pub action: ChangeAction,
+    #[serde(default)]
+    pub member_id: Option<ResourceId>,
+    #[serde(default)]
+    pub source_system: Option<String>,
+    #[serde(default)]
+    pub identifier: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub ty: Option<ResourceType>,
+    #[serde(default)]
+    pub member_name: Option<String>,
+    #[serde(default)]
+    pub contributing: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDelete {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub resource_id: ResourceId,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReconcile {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub group_id: Option<ResourceId>,
+    #[serde(default)]
+    pub source_system: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPurge {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Purge what ended at least this many days ago (default: the server's retention).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl MembershipChangeRequest {
+    /// The member, named the way an upload line names it.
+    pub fn member_line(&self) -> MemberLine {
+        MemberLine {
+            member_id: self.member_id,
+            source_system: self.source_system.clone(),
+            identifier: self.identifier.clone(),
+            external_id: self.external_id.clone(),
+            ty: self.ty,
+            member_name: self.member_name.clone(),
+            contributing: self.contributing,
+            group_id: None,
+            group: None,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Reads an NDJSON upload as a stream of line batches, never holding more than one batch.
+
+use crate::domain::full_update::{LineError, MemberLine};
+use crate::domain::operation::OnError;
+use crate::store::{LineStream, StagedBatch, StoreError};
+use axum::body::Body;
+use bytes::{Buf, BytesMut};
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex};
+
+/// Lines per batch handed to the store.
+pub const BATCH_LINES: usize = 5_000;
+/// Longest accepted line.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Line errors kept for the answer to a refused chunk.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// The line errors of an upload, shared with the handler so that a refused chunk can list them.
+#[derive(Debug, Clone, Default)]
+pub struct LineErrors(Arc<Mutex<(Vec<LineError>, usize)>>);
+
+impl LineErrors {
+    fn push(&self, error: LineError) {
+        if let Ok(mut errors) = self.0.lock() {
+            errors.1 += 1;
+            if errors.0.len() < MAX_REPORTED_ERRORS {
+                errors.0.push(error);
+            }
+        }
+    }
+
+    /// The first errors and how many there were in all.
+    pub fn take(&self) -> (Vec<LineError>, usize) {
+        self.0
+            .lock()
+            .map(|mut e| (std::mem::take(&mut e.0), e.1))
+            .unwrap_or_default()
+    }
+}
+
+struct Reader {
+    body: axum::body::BodyDataStream,
+    buffer: BytesMut,
+    line: i32,
+    done: bool,
+    chunk: i32,
+    source_scope: bool,
+    on_error: OnError,
+    errors: LineErrors,
+}
+
+/// Parses `body` as NDJSON membership lines for chunk `chunk`. With `OnError::Fail`, a bad line
+/// ends the stream with an error after the body is read (so that every bad line is reported);
+/// with `OnError::Skip`, bad lines travel in the batches as rejections.
+pub fn member_lines(
+    body: Body,
+    chunk: i32,
+    source_scope: bool,
+    on_error: OnError,
+    errors: LineErrors,
+) -> LineStream<'static> {
+    let reader = Reader {
+        body: body.into_data_stream(),
+        buffer: BytesMut::new(),
+        line: 0,
+        done: false,
+        chunk,
+        source_scope,
+        on_error,
+        errors,
+    };
+    Box::pin(futures_util::stream::unfold(reader, |mut r| async move {
+        if r.done {
+            return None;
+        }
+        let item = r.next_batch().await;
+        if item.is_err() {
+            r.done = true;
+        }
+        Some((item, r))
+    }))
+}
+
+impl Reader {
+    async fn next_batch(&mut self) -> Result<StagedBatch, StoreError> {
+        let mut batch = StagedBatch::default();
+        while batch.lines.len() + batch.rejected.len() < BATCH_LINES {
+            match self.next_line().await? {
+                Some(raw) => self.parse(&raw, &mut batch),
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        if self.done && self.on_error == OnError::Fail {
+            let count = self.errors.count();
+            if count > 0 {
+                return Err(StoreError::Invalid(crate::domain::InvalidInput::new(format!(
+                    "{count} line(s) of chunk {} could not be read; nothing of the chunk was stored",
+                    self.chunk
+                ))));
+            }
+        }
+        Ok(batch)
+    }
+
+    fn parse(&mut self, raw: &[u8], batch: &mut StagedBatch) {
+        let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let parsed = serde_json::from_slice::<MemberLine>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|l| l.stage(self.line, self.source_scope).map_err(|e| e.0));
+        match parsed {
+            Ok(line) if self.errors.is_empty() || self.on_error == OnError::Skip => {
+                batch.lines.push(line)
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                let error = LineError {
+                    chunk: self.chunk,
+                    line: self.line,
+                    reason,
+                };
+                self.errors.push(error.clone());
+                if self.on_error == OnError::Skip {
+                    batch.rejected.push(error);
+                }
+            }
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the body.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line = self.buffer.split_to(end).to_vec();
+                self.buffer.advance(1);
+                self.line += 1;
+                return Ok(Some(line));
+            }
+            if self.buffer.len() > MAX_LINE_BYTES {
+                return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
+                    format!(
+                        "line {} of chunk {} is longer than {MAX_LINE_BYTES} bytes",
+                        self.line + 1,
+                        self.chunk
+                    ),
+                )));
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => {
+                    return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
+                        format!("the upload could not be read: {e}"),
+                    )))
+                }
+                None if self.buffer.is_empty() => return Ok(None),
+                None => {
+                    self.line += 1;
+                    return Ok(Some(std::mem::take(&mut self.buffer).to_vec()));
+                }
+            }
+        }
+    }
+}
+
+impl LineErrors {
+    fn is_empty(&self) -> bool {
+        self.0.lock().map(|e| e.1 == 0).unwrap_or(true)
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().map(|e| e.1).unwrap_or_default()
+    }
+}

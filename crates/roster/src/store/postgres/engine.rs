@@ -1,0 +1,889 @@
+//! The operations engine on PostgreSQL: uploads stream into a per-operation staging table with
+//! COPY; the diff is set-based SQL that writes its change records in the same statements
+//! (`WITH changed AS (… RETURNING …) INSERT INTO change …`); one group per transaction at least;
+//! advisory locks keep one writer per group across processes; `FOR UPDATE SKIP LOCKED` claims and
+//! leases recover the work of a worker that died.
+
+use super::PgStore;
+use crate::domain::audit::{target, AuditRecord};
+use crate::domain::change::ChangeRecord;
+use crate::domain::full_update::{
+    GroupRef, LineError, MemberRef, PreviewAction, PreviewEntry, StagedLine,
+};
+use crate::domain::operation::{
+    FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
+};
+use crate::domain::page::PageRequest;
+use crate::domain::resource::ResourceType;
+use crate::domain::token::Actor;
+use crate::domain::{OperationId, ResourceId};
+use crate::store::engine_sql::{self as esql, Staging};
+use crate::store::rows::{OperationRow, OPERATION_COLUMNS};
+use crate::store::{
+    now, ApplyOutcome, ChunkReceipt, EngineStore, FullUpdateDraft, LineStream, MembershipEdit,
+    StoreResult,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Rejection reasons kept per chunk; the count beyond is exact, the details are not kept.
+const MAX_REJECTIONS_KEPT: usize = 10_000;
+
+impl PgStore {
+    async fn operation(&self, id: OperationId) -> StoreResult<Operation> {
+        use crate::store::OperationStore;
+        self.get_operation(id).await
+    }
+
+    async fn lock_operation(
+        tx: &mut Transaction<'_, Postgres>,
+        id: OperationId,
+    ) -> StoreResult<Operation> {
+        let row: Option<OperationRow> = sqlx::query_as(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operation WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.ok_or_else(|| esql::operation_not_found(id))?.try_into()
+    }
+
+    async fn drop_staging(&self, id: OperationId) -> StoreResult<()> {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", Staging(id)))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves members and groups named by their source's keys, records the lines that cannot be
+    /// used, and removes them from the staging table. Returns how many lines are rejected.
+    async fn resolve(&self, op: &Operation, params: &FullUpdateParams) -> StoreResult<i64> {
+        let staging = Staging(op.id);
+        let mut tx = self.pool.begin().await?;
+        for (statement, binds_source) in esql::resolve_statements(&staging) {
+            let query = sqlx::query(&statement);
+            let query = if binds_source {
+                query.bind(op.source_system.as_deref())
+            } else {
+                query
+            };
+            query.execute(&mut *tx).await?;
+        }
+        sqlx::query(&esql::record_rejections(&staging, op))
+            .bind(op.id)
+            .bind(op.group_id)
+            .bind(op.source_system.as_deref())
+            .bind(params.bound_source.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&esql::delete_rejected(&staging))
+            .bind(op.id)
+            .execute(&mut *tx)
+            .await?;
+        let rejected: i64 = sqlx::query_scalar(esql::COUNT_REJECTIONS)
+            .bind(op.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rejected)
+    }
+
+    /// The groups a full-update covers, in id order.
+    async fn scope_groups(&self, op: &Operation) -> StoreResult<Vec<ResourceId>> {
+        match op.group_id {
+            Some(group) => Ok(vec![group]),
+            None => Ok(sqlx::query_scalar(esql::SOURCE_GROUPS)
+                .bind(op.source_system.as_deref())
+                .fetch_all(&self.pool)
+                .await?),
+        }
+    }
+
+    /// Applies the diff of one group inside `tx`: removals (unless deferred), insertions,
+    /// re-activations and attribute updates, each with its change records. Returns `None` when a
+    /// newer full-update of the group was applied already (this one is superseded).
+    async fn apply_group(
+        tx: &mut Transaction<'_, Postgres>,
+        op: &Operation,
+        params: &FullUpdateParams,
+        group: ResourceId,
+        carries_attributes: bool,
+    ) -> StoreResult<Option<(OperationCounts, i64)>> {
+        let staging = Staging(op.id);
+        let filter = esql::StagingFilter::for_operation(op);
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+            .bind(group)
+            .execute(&mut **tx)
+            .await?;
+        let newest: Option<i64> = sqlx::query_scalar(esql::NEWEST_FULL_UPDATE)
+            .bind(group)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if newest.is_some_and(|n| n > op.id.0) {
+            return Ok(None);
+        }
+        let active: i64 = sqlx::query_scalar(esql::ACTIVE_MEMBERS)
+            .bind(group)
+            .fetch_one(&mut **tx)
+            .await?;
+        let at = now();
+        let step = Step {
+            group,
+            op: op.id,
+            at,
+            source: op.source_system.as_deref().unwrap_or_default(),
+            token: op.token_name.as_deref(),
+        };
+        let mut counts = OperationCounts::default();
+        if params.gc == Gc::Now {
+            counts.removed = step
+                .run(tx, &esql::pg_remove_unconfirmed(&staging, filter))
+                .await?;
+        }
+        counts.added = step.run(tx, &esql::pg_insert_new(&staging, filter)).await?;
+        counts.reactivated = step.run(tx, &esql::pg_reactivate(&staging, filter)).await?;
+        if carries_attributes {
+            counts.updated = step
+                .run(tx, &esql::pg_update_attributes(&staging, filter))
+                .await?;
+        }
+        counts.unchanged = active - counts.removed - counts.updated;
+        sqlx::query(esql::UPSERT_GROUP_SYNC)
+            .bind(group)
+            .bind(op.id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Some((counts, active)))
+    }
+
+    /// The live member an edit names, by id or by its source's keys.
+    async fn edit_member(
+        tx: &mut Transaction<'_, Postgres>,
+        index: usize,
+        edit: &MembershipEdit,
+    ) -> StoreResult<crate::domain::resource::Resource> {
+        let Some((column, source, value)) = esql::edit_member_key(&edit.member) else {
+            let MemberRef::Id(id) = edit.member else {
+                return Err(esql::edit_member_not_found(index, "the member"));
+            };
+            return Self::lock_resource(tx, id).await;
+        };
+        let rows: Vec<super::Row> = sqlx::query_as(&format!(
+            "SELECT {} FROM resource WHERE source_system = $1 AND {column} = $2 AND NOT deleted \
+             AND ($3::smallint IS NULL OR type = $3) LIMIT 2",
+            crate::store::rows::RESOURCE_COLUMNS
+        ))
+        .bind(source)
+        .bind(value)
+        .bind(edit.member_type.map(ResourceType::code))
+        .fetch_all(&mut **tx)
+        .await?;
+        match <[super::Row; 1]>::try_from(rows) {
+            Ok([row]) => row.try_into(),
+            Err(_) => Err(esql::edit_member_not_found(
+                index,
+                &format!("{column} {value:?} of source system {source:?}"),
+            )),
+        }
+    }
+
+    async fn describe(
+        tx: &mut Transaction<'_, Postgres>,
+        id: OperationId,
+        description: Option<String>,
+    ) -> StoreResult<()> {
+        if let Some(description) = description {
+            sqlx::query("UPDATE operation SET description = $2 WHERE id = $1")
+                .bind(id)
+                .bind(description)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_rejections(
+        tx: &mut Transaction<'_, Postgres>,
+        id: OperationId,
+        rejected: &[LineError],
+    ) -> StoreResult<()> {
+        for batch in rejected.chunks(1000) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "INSERT INTO operation_rejection (operation_id, chunk, line, reason) ",
+            );
+            q.push_values(batch, |mut row, e| {
+                row.push_bind(id)
+                    .push_bind(e.chunk)
+                    .push_bind(e.line)
+                    .push_bind(&e.reason);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The parameters every apply statement binds (see `engine_sql`).
+struct Step<'a> {
+    group: ResourceId,
+    op: OperationId,
+    at: DateTime<Utc>,
+    source: &'a str,
+    token: Option<&'a str>,
+}
+
+impl Step<'_> {
+    /// Runs one apply statement; returns how many change records it appended.
+    async fn run(&self, tx: &mut Transaction<'_, Postgres>, sql: &str) -> StoreResult<i64> {
+        let done = sqlx::query(sql)
+            .bind(self.group)
+            .bind(self.op)
+            .bind(self.at)
+            .bind(self.source)
+            .bind(self.token)
+            .execute(&mut **tx)
+            .await?;
+        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Appends one line to a COPY text-format buffer.
+fn copy_line(out: &mut String, chunk: i32, line: &StagedLine) {
+    use std::fmt::Write;
+    let (group_id, group_ref) = match &line.group {
+        GroupRef::Scope => (None, None),
+        GroupRef::Id(id) => (Some(id.0), None),
+        GroupRef::Identifier(identifier) => (None, Some(identifier.as_str())),
+    };
+    let (member_id, member_source, identifier, external_id) = match &line.member {
+        MemberRef::Id(id) => (Some(id.0), None, None, None),
+        MemberRef::Identifier {
+            source_system,
+            identifier,
+        } => (
+            None,
+            Some(source_system.as_str()),
+            Some(identifier.as_str()),
+            None,
+        ),
+        MemberRef::ExternalId {
+            source_system,
+            external_id,
+        } => (
+            None,
+            Some(source_system.as_str()),
+            None,
+            Some(external_id.as_str()),
+        ),
+    };
+    let _ = write!(out, "{chunk}\t{}\t", line.line);
+    copy_field(out, group_id.map(|u| u.to_string()).as_deref());
+    copy_field(out, group_ref);
+    copy_field(out, member_id.map(|u| u.to_string()).as_deref());
+    copy_field(out, member_source);
+    copy_field(out, identifier);
+    copy_field(out, external_id);
+    copy_field(
+        out,
+        line.member_type.map(|t| t.code().to_string()).as_deref(),
+    );
+    copy_field(out, line.member_name.as_deref());
+    match line.contributing {
+        Some(true) => out.push_str("t\n"),
+        Some(false) => out.push_str("f\n"),
+        None => out.push_str("\\N\n"),
+    }
+}
+
+/// Appends one tab-terminated field, escaped for COPY's text format.
+fn copy_field(out: &mut String, value: Option<&str>) {
+    match value {
+        None => out.push_str("\\N"),
+        Some(v) => {
+            for c in v.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    out.push('\t');
+}
+
+#[async_trait]
+impl EngineStore for PgStore {
+    async fn create_full_update(
+        &self,
+        actor: &Actor,
+        draft: &FullUpdateDraft,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let group_id = match &draft.scope {
+            Scope::Group(id) => Some(*id),
+            Scope::Source(_) => None,
+        };
+        let row: OperationRow = sqlx::query_as(&esql::INSERT_FULL_UPDATE)
+            .bind(draft.description.as_deref())
+            .bind(group_id)
+            .bind(&draft.source_system)
+            .bind(Json(&draft.params))
+            .bind(&actor.token_name)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        let operation: Operation = row.try_into()?;
+        sqlx::query(&esql::create_staging(
+            &Staging(operation.id),
+            "uuid",
+            "boolean",
+        ))
+        .execute(&mut *tx)
+        .await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("operation.create", target::operation(operation.id)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    async fn stage_chunk(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        mut lines: LineStream<'_>,
+    ) -> StoreResult<ChunkReceipt> {
+        let staging = Staging(id);
+        let mut tx = self.pool.begin().await?;
+        let op: Option<(Option<String>, String)> =
+            sqlx::query_as("SELECT phase, status FROM operation WHERE id = $1 FOR SHARE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        esql::check_uploading(id, op)?;
+        sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM operation_rejection WHERE operation_id = $1 AND chunk = $2")
+            .bind(id)
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY {staging} ({}) FROM STDIN",
+                esql::STAGING_COLUMNS
+            ))
+            .await?;
+        let mut rejected = Vec::new();
+        let mut rejected_count = 0i64;
+        let mut buffer = String::with_capacity(1 << 20);
+        while let Some(batch) = lines.next().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    copy.abort("the upload was refused").await?;
+                    return Err(e);
+                }
+            };
+            buffer.clear();
+            for line in &batch.lines {
+                copy_line(&mut buffer, chunk, line);
+            }
+            rejected_count += batch.rejected.len() as i64;
+            let room = MAX_REJECTIONS_KEPT.saturating_sub(rejected.len());
+            rejected.extend(batch.rejected.into_iter().take(room));
+            if !buffer.is_empty() {
+                copy.send(buffer.as_bytes()).await?;
+            }
+        }
+        let staged = copy.finish().await? as i64;
+        Self::insert_rejections(&mut tx, id, &rejected).await?;
+        sqlx::query(esql::UPSERT_CHUNK)
+            .bind(id)
+            .bind(chunk)
+            .bind(staged + rejected_count)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ChunkReceipt {
+            staged,
+            rejected: rejected_count,
+        })
+    }
+
+    async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let op = Self::lock_operation(&mut tx, id).await?;
+        let state = (
+            op.phase.map(|p| p.name().to_owned()),
+            op.status.name().to_owned(),
+        );
+        esql::check_uploading(id, Some(state))?;
+        let row: OperationRow = sqlx::query_as(&esql::QUEUE_OPERATION)
+            .bind(id)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("operation.complete", target::operation(id)),
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn claim_operation(&self, node: &str, lease: Duration) -> StoreResult<Option<Operation>> {
+        let at = now();
+        // Several processes claim at once: SKIP LOCKED hands each a different operation.
+        let claim = esql::CLAIM_OPERATION.replace("LIMIT 1)", "LIMIT 1 FOR UPDATE SKIP LOCKED)");
+        let row: Option<OperationRow> = sqlx::query_as(&claim)
+            .bind(node)
+            .bind(at + lease)
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Operation::try_from).transpose()
+    }
+
+    async fn renew_lease(&self, id: OperationId, node: &str, lease: Duration) -> StoreResult<bool> {
+        Ok(sqlx::query(esql::RENEW_LEASE)
+            .bind(id)
+            .bind(node)
+            .bind(now() + lease)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        let params: FullUpdateParams = esql::params(op)?;
+        let rejected = self.resolve(op, &params).await?;
+        let mut counts = OperationCounts {
+            rejected,
+            ..OperationCounts::default()
+        };
+        if rejected > 0 && params.on_error == OnError::Fail {
+            return Ok(ApplyOutcome::Failed {
+                reason: esql::rejection_reason(op.id, rejected),
+                counts,
+            });
+        }
+        let staging = Staging(op.id);
+        let groups = self.scope_groups(op).await?;
+        if op.group_id.is_none() {
+            sqlx::query(&format!(
+                "CREATE INDEX IF NOT EXISTS {staging}_group ON {staging} (group_id, member_id)"
+            ))
+            .execute(&self.pool)
+            .await?;
+            if !params.approved && params.gc == Gc::Now {
+                let diffs = sqlx::query_as(&esql::source_diffs(&staging))
+                    .bind(op.source_system.as_deref())
+                    .bind(op.id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                if let Some(reason) = esql::hold_reason(&params, diffs) {
+                    return Ok(ApplyOutcome::Pending { reason, counts });
+                }
+            }
+        }
+        let carries_attributes: bool = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {staging} \
+             WHERE member_name IS NOT NULL OR contributing IS NOT NULL)"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        let snapshot_empty: bool =
+            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {staging})"))
+                .fetch_one(&self.pool)
+                .await?;
+        let mut superseded = 0;
+        let mut tx = self.pool.begin().await?;
+        let mut in_tx = 0i64;
+        for group in groups {
+            let Some((group_counts, active)) =
+                Self::apply_group(&mut tx, op, &params, group, carries_attributes).await?
+            else {
+                superseded += 1;
+                continue;
+            };
+            if op.group_id.is_some() && !params.approved {
+                let diff = crate::domain::full_update::GroupDiff {
+                    group_id: group,
+                    active,
+                    snapshot: i64::from(!snapshot_empty),
+                    to_add: group_counts.added,
+                    to_reactivate: group_counts.reactivated,
+                    to_remove: group_counts.removed,
+                };
+                if let Some(reason) = params.threshold.hold_reason(&diff) {
+                    tx.rollback().await?;
+                    counts += OperationCounts {
+                        removed: group_counts.removed,
+                        ..OperationCounts::default()
+                    };
+                    return Ok(ApplyOutcome::Pending { reason, counts });
+                }
+            }
+            counts += group_counts;
+            in_tx += group_counts.added
+                + group_counts.reactivated
+                + group_counts.removed
+                + group_counts.updated;
+            if in_tx >= params.batch_size {
+                tx.commit().await?;
+                tx = self.pool.begin().await?;
+                in_tx = 0;
+            }
+        }
+        tx.commit().await?;
+        if superseded > 0 && op.group_id.is_some() {
+            return Ok(ApplyOutcome::Failed {
+                reason: "superseded: a newer full-update of the group was applied first".to_owned(),
+                counts,
+            });
+        }
+        Ok(ApplyOutcome::Complete(counts))
+    }
+
+    async fn finish_operation(
+        &self,
+        id: OperationId,
+        outcome: &ApplyOutcome,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let (status, counts, reason) = esql::outcome_columns(outcome);
+        let row: OperationRow = sqlx::query_as(&esql::FINISH_OPERATION)
+            .bind(id)
+            .bind(status)
+            .bind(counts.added)
+            .bind(counts.reactivated)
+            .bind(counts.removed)
+            .bind(counts.updated)
+            .bind(counts.unchanged)
+            .bind(counts.rejected)
+            .bind(reason)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = AuditRecord::new("operation.finish", target::operation(id))
+            .with_detail(serde_json::json!({ "status": status }));
+        Self::audit(&mut tx, &Actor::system(esql::ENGINE_ACTOR), record).await?;
+        tx.commit().await?;
+        let operation: Operation = row.try_into()?;
+        if esql::staging_done(&operation)? {
+            self.drop_staging(id).await?;
+        }
+        Ok(operation)
+    }
+
+    async fn preview(
+        &self,
+        id: OperationId,
+        action: Option<PreviewAction>,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<PreviewEntry>> {
+        let op = self.operation(id).await?;
+        esql::check_previewable(&op)?;
+        self.resolve(&op, &esql::params(&op)?).await?;
+        let (after_group, after_member) = esql::preview_cursor(page)?;
+        let action = action.unwrap_or(PreviewAction::Remove);
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(&esql::preview(&Staging(id), &op, action))
+            .bind(op.group_id)
+            .bind(op.source_system.as_deref())
+            .bind(id)
+            .bind(after_group)
+            .bind(after_member)
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(esql::preview_entries(rows, action))
+    }
+
+    async fn decide(
+        &self,
+        actor: &Actor,
+        id: OperationId,
+        approve: bool,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let op = Self::lock_operation(&mut tx, id).await?;
+        let row: OperationRow = if approve {
+            esql::check_pending(&op)?;
+            let mut params = esql::params(&op)?;
+            params.approved = true;
+            sqlx::query_as(&esql::APPROVE_OPERATION)
+                .bind(id)
+                .bind(Json(&params))
+                .bind(now())
+                .fetch_one(&mut *tx)
+                .await?
+        } else {
+            esql::check_rejectable(&op)?;
+            sqlx::query_as(&esql::REJECT_OPERATION)
+                .bind(id)
+                .bind(format!("rejected by token {:?}", actor.token_name))
+                .bind(now())
+                .fetch_one(&mut *tx)
+                .await?
+        };
+        let action = if approve {
+            "operation.approve"
+        } else {
+            "operation.reject"
+        };
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new(action, target::operation(id)),
+        )
+        .await?;
+        tx.commit().await?;
+        if !approve {
+            self.drop_staging(id).await?;
+        }
+        row.try_into()
+    }
+
+    async fn rejections(
+        &self,
+        id: OperationId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<LineError>> {
+        self.operation(id).await?;
+        let (chunk, line) = esql::rejection_cursor(page)?;
+        let rows: Vec<(i32, i32, String)> = sqlx::query_as(esql::LIST_REJECTIONS)
+            .bind(id)
+            .bind(chunk)
+            .bind(line)
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(chunk, line, reason)| LineError {
+                chunk,
+                line,
+                reason,
+            })
+            .collect())
+    }
+
+    async fn apply_partial_update(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        edits: &[MembershipEdit],
+        bound_source: Option<&str>,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let op = Self::insert_operation(&mut tx, actor, OperationType::PartialUpdate, None, None)
+            .await?;
+        let mut counts = OperationCounts::default();
+        for (index, edit) in edits.iter().enumerate() {
+            let member = Self::edit_member(&mut tx, index, edit).await?;
+            let group = Self::lock_resource(&mut tx, edit.group_id).await?;
+            esql::check_edit(index, &group, &member, bound_source)?;
+            let before: Option<crate::store::rows::MembershipRow> =
+                sqlx::query_as(&crate::store::sql::SELECT_MEMBERSHIP)
+                    .bind(group.id)
+                    .bind(member.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let before = before.map(crate::domain::membership::Membership::from);
+            let row: crate::store::rows::MembershipRow =
+                sqlx::query_as(esql::edit_statement(edit.action))
+                    .bind(&group.source_system)
+                    .bind(group.id)
+                    .bind(member.id)
+                    .bind(&edit.member_name)
+                    .bind(edit.contributing)
+                    .bind(op)
+                    .bind(now())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let after = crate::domain::membership::Membership::from(row);
+            let write = esql::classify_edit(edit.action, before.as_ref(), &after);
+            counts += write.counts();
+            if let Some(kind) = write.change_kind() {
+                let change = ChangeRecord::membership(kind, &after, &group.source_system, op);
+                Self::log_change(&mut tx, actor, change).await?;
+            }
+        }
+        let record = AuditRecord::new("operation.partial-update", target::operation(op))
+            .with_detail(serde_json::json!({ "changes": edits.len() }));
+        Self::audit(&mut tx, actor, record).await?;
+        Self::describe(&mut tx, op, description).await?;
+        let operation = Self::set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    async fn reconcile(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        scope: &Scope,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let (group_id, source) = esql::scope_columns(scope);
+        let op = Self::insert_operation(
+            &mut tx,
+            actor,
+            OperationType::Reconcile,
+            group_id,
+            source.as_deref(),
+        )
+        .await?;
+        let targets: Vec<(Uuid, i64, bool, String)> = match scope {
+            Scope::Group(group) => sqlx::query_as(esql::RECONCILE_GROUP).bind(group),
+            Scope::Source(source) => sqlx::query_as(esql::RECONCILE_SOURCE).bind(source),
+        }
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut counts = OperationCounts::default();
+        for (group, full_update, group_scoped, group_source) in targets {
+            let staging = Staging(OperationId(full_update));
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(staging.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+            if !exists {
+                continue;
+            }
+            let filter = esql::StagingFilter::for_scope_of(full_update, group_scoped);
+            let step = Step {
+                group: ResourceId(group),
+                op,
+                at: now(),
+                source: &group_source,
+                token: Some(&actor.token_name),
+            };
+            let sql = esql::pg_reconcile(&staging, filter);
+            let done = sqlx::query(&sql)
+                .bind(step.group)
+                .bind(step.op)
+                .bind(step.at)
+                .bind(step.source)
+                .bind(step.token)
+                .bind(full_update)
+                .execute(&mut *tx)
+                .await?;
+            counts.removed += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        }
+        Self::describe(&mut tx, op, description).await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("operation.reconcile", target::operation(op)),
+        )
+        .await?;
+        let operation = Self::set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    async fn purge(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> StoreResult<Operation> {
+        let mut tx = self.pool.begin().await?;
+        let op = Self::insert_operation(&mut tx, actor, OperationType::Purge, None, None).await?;
+        Self::describe(&mut tx, op, description).await?;
+        let record = AuditRecord::new("operation.purge", target::operation(op))
+            .with_detail(serde_json::json!({ "before": before }));
+        Self::audit(&mut tx, actor, record).await?;
+        tx.commit().await?;
+        let mut memberships = 0i64;
+        loop {
+            let n = sqlx::query(esql::PURGE_MEMBERSHIPS)
+                .bind(before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected() as i64;
+            memberships += n;
+            if n < batch {
+                break;
+            }
+        }
+        sqlx::query(esql::PURGE_GROUP_SYNC)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        let mut resources = 0i64;
+        let purge_resources = esql::pg_purge_resources();
+        loop {
+            let n = sqlx::query(&purge_resources)
+                .bind(before)
+                .bind(batch)
+                .bind(now())
+                .bind(op)
+                .bind(&actor.token_name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected() as i64;
+            resources += n;
+            if n < batch {
+                break;
+            }
+        }
+        let stale: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM operation WHERE type = 'full-update' AND status = 'complete' \
+             AND completed < $1 AND params->>'gc' = 'defer'",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in stale {
+            self.drop_staging(OperationId(id)).await?;
+        }
+        let counts = OperationCounts {
+            removed: memberships,
+            ..OperationCounts::default()
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE operation SET reason = $2 WHERE id = $1")
+            .bind(op)
+            .bind(esql::purge_summary(memberships, resources))
+            .execute(&mut *tx)
+            .await?;
+        let operation = Self::set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let ids: Vec<i64> = sqlx::query_scalar(esql::FAIL_ABANDONED)
+            .bind(before)
+            .bind(now())
+            .fetch_all(&self.pool)
+            .await?;
+        for id in &ids {
+            self.drop_staging(OperationId(*id)).await?;
+        }
+        Ok(ids.len() as u64)
+    }
+}
