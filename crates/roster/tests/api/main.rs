@@ -1,6 +1,7 @@
 //! Integration tests: every endpoint over HTTP on a real database, each scenario on both backends.
 
 mod common;
+mod crash;
 mod engine;
 mod errors;
 mod groups;

@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_roster");
 const ADMIN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 
 /// Starts `roster serve` on a free port and returns the child and its address, read from its log.
-async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+pub async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -43,7 +43,7 @@ async fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
 }
 
 /// A minimal HTTP/1.1 exchange as the admin, so the test needs no HTTP client crate.
-async fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+pub async fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     exchange(addr, ADMIN, method, path, body).await
 }
 
@@ -67,7 +67,7 @@ async fn exchange(addr: &str, token: &str, method: &str, path: &str, body: &str)
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-async fn terminate(mut child: Child) {
+pub async fn terminate(mut child: Child) {
     let pid = child.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
