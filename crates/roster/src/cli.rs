@@ -37,9 +37,54 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run a full-update of a group or source system from an NDJSON or CSV file, through a
+    /// running roster's API.
+    Import(ImportArgs),
     /// Manage API tokens directly in the database (works while no server runs).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["group", "source"])))]
+pub struct ImportArgs {
+    /// The member list: NDJSON (one member a line, as the chunk API takes them) or CSV with a
+    /// header row naming the same fields (member_id, source_system, identifier, external_id,
+    /// type, member_name, contributing; group_id or group for a source system).
+    pub file: PathBuf,
+    /// The group whose complete member list the file is.
+    #[arg(long)]
+    pub group: Option<uuid::Uuid>,
+    /// The source system whose complete group memberships the file is.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The roster server.
+    #[arg(long, env = "ROSTER_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// An API token with the write scope.
+    #[arg(long, env = "ROSTER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The file's format (by default from its extension: .csv is CSV, anything else NDJSON).
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// Lines per uploaded chunk.
+    #[arg(long, default_value_t = 100_000)]
+    pub chunk_lines: usize,
+    /// Skip lines roster cannot use (and report them) instead of failing the import.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// Upload and show what would be added and removed, then cancel: nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for the apply.
+    #[arg(long, default_value_t = 600)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FileFormat {
+    Ndjson,
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]

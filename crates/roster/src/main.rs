@@ -23,6 +23,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{backend} database is up to date");
         }
         Command::Token(command) => roster::commands::token(command).await?,
+        Command::Import(args) => {
+            let outcome = roster::import::run(args).await?;
+            println!("{}", serde_json::to_string_pretty(&outcome.operation)?);
+            std::process::exit(outcome.exit_code());
+        }
     }
     Ok(())
 }

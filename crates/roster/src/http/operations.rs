@@ -31,7 +31,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_operations, create_operation))
-        .routes(routes!(get_operation))
+        .routes(routes!(get_operation, cancel_operation))
         .routes(routes!(complete_operation))
         .routes(routes!(preview_operation))
         .routes(routes!(approve_operation))
@@ -478,24 +478,68 @@ pub struct PreviewParams {
     cursor: Option<String>,
 }
 
-/// What a full-update not yet applied would remove (or add), in (group, member) order.
+/// A page of a preview; the first page also carries the totals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewPage {
+    pub items: Vec<PreviewEntry>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next: Option<String>,
+    /// Memberships the operation would add or re-activate (first page only).
+    pub to_add: Option<i64>,
+    /// Memberships the operation would end (first page only).
+    pub to_remove: Option<i64>,
+}
+
+/// What a full-update not yet applied would remove (or add), in (group, member) order. Works
+/// before `complete` too, for a dry run.
 #[utoipa::path(get, path = "/api/v1/operations/{id}/preview", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id"), PreviewParams),
-    responses((status = 200, description = "A page of planned changes", body = Page<PreviewEntry>),
+    responses((status = 200, description = "A page of planned changes", body = PreviewPage),
               (status = 409, description = "Not a full-update waiting to be applied", body = Problem)))]
 async fn preview_operation(
     State(state): State<AppState>,
     Path(id): Path<OperationId>,
     Query(p): Query<PreviewParams>,
-) -> Result<axum::Json<Page<PreviewEntry>>, ApiError> {
+) -> Result<axum::Json<PreviewPage>, ApiError> {
     let page = super::page_request(ListKind::Preview, p.limit, p.cursor.as_deref())?;
+    let totals = match page.after {
+        None => Some(state.store.preview_totals(id).await?),
+        Some(_) => None,
+    };
     let rows = state.store.preview(id, p.action, &page).await?;
-    Ok(axum::Json(Page::from_rows(
-        rows,
-        page.limit,
-        ListKind::Preview,
-        |e| format!("{}:{}", e.group_id, e.member_id),
-    )))
+    let page = Page::from_rows(rows, page.limit, ListKind::Preview, |e| {
+        format!("{}:{}", e.group_id, e.member_id)
+    });
+    Ok(axum::Json(PreviewPage {
+        items: page.items,
+        next: page.next,
+        to_add: totals.map(|t| t.0),
+        to_remove: totals.map(|t| t.1),
+    }))
+}
+
+/// Cancel a full-update whose upload is not complete (say, after a dry run): it fails and
+/// changes nothing.
+#[utoipa::path(delete, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = ["write"])),
+    params(("id" = i64, Path, description = "Operation id")),
+    responses((status = 200, description = "Failed, as cancelled", body = Operation),
+              (status = 409, description = "Not an unfinished upload", body = Problem)))]
+async fn cancel_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<OperationId>,
+) -> Result<axum::Json<Operation>, ApiError> {
+    let op = state.store.get_operation(id).await?;
+    caller.check_source(op.source_system.as_deref().unwrap_or_default())?;
+    if op.phase != Some(crate::domain::operation::OperationPhase::Uploading) {
+        return Err(ApiError::Conflict(format!(
+            "operation {id} is not uploading; a pending operation is rejected by an admin with \
+             POST /api/v1/operations/{id}/reject"
+        )));
+    }
+    Ok(axum::Json(
+        state.store.decide(&caller.actor(), id, false).await?,
+    ))
 }
 
 /// Approve a pending operation: it is applied although it passes the deletion threshold.

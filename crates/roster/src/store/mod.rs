@@ -289,6 +289,8 @@ pub trait EngineStore: Send + Sync {
         action: Option<PreviewAction>,
         page: &PageRequest<String>,
     ) -> StoreResult<Vec<PreviewEntry>>;
+    /// How many memberships a full-update not yet applied would add and remove.
+    async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)>;
     /// Approves (queues again, past the threshold) or rejects (fails) a pending operation.
     async fn decide(&self, actor: &Actor, id: OperationId, approve: bool)
         -> StoreResult<Operation>;

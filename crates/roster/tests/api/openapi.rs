@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/operations"),
     ("get", "/api/v1/operations/{id}"),
     ("post", "/api/v1/operations"),
+    ("delete", "/api/v1/operations/{id}"),
     ("put", "/api/v1/operations/{id}/chunks/{n}"),
     ("post", "/api/v1/operations/{id}/complete"),
     ("get", "/api/v1/operations/{id}/preview"),

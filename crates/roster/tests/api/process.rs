@@ -322,3 +322,106 @@ async fn serves_https_when_given_a_certificate_and_key() {
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
     terminate(child).await;
 }
+
+/// Runs `roster import` against a server; returns the exit code and what it printed.
+async fn import(addr: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(BIN)
+        .arg("import")
+        .args(args)
+        .args(["--server", &format!("http://{addr}")])
+        .env("ROSTER_TOKEN", ADMIN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn import_runs_a_full_update_from_ndjson_and_csv_files_and_dry_runs_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(dir.path(), &[]).await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        let (_, user) = request(
+            &addr,
+            "POST",
+            "/api/v1/resources",
+            &format!(r#"{{"type":"user","source_system":"home","identifier":"u{i}"}}"#),
+        )
+        .await;
+        users.push(user["id"].as_str().unwrap().to_owned());
+    }
+    let (_, group) = request(
+        &addr,
+        "POST",
+        "/api/v1/resources",
+        r#"{"type":"group","source_system":"home","identifier":"eng"}"#,
+    )
+    .await;
+    let group = group["id"].as_str().unwrap().to_owned();
+
+    let ndjson = dir.path().join("members.ndjson");
+    let lines: String = users[..3]
+        .iter()
+        .map(|u| format!("{{\"member_id\": \"{u}\"}}\n\n"))
+        .collect();
+    std::fs::write(&ndjson, lines).unwrap();
+    let (code, op, err) = import(
+        &addr,
+        &[
+            ndjson.to_str().unwrap(),
+            "--group",
+            &group,
+            "--chunk-lines",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op["status"], "complete");
+    assert_eq!(op["counts"]["added"], 3);
+    let chunks = op["id"].as_i64().unwrap();
+    let (_, listed) = request(&addr, "GET", &format!("/api/v1/groups/{group}/members"), "").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+
+    // CSV by source keys; a dry run of it previews and changes nothing.
+    let csv = dir.path().join("members.csv");
+    std::fs::write(
+        &csv,
+        "source_system,identifier,member_name\nhome,u0,Zero\nhome,u3,Three\nhome,u4,\n",
+    )
+    .unwrap();
+    let (code, dry, err) = import(
+        &addr,
+        &[csv.to_str().unwrap(), "--group", &group, "--dry-run"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dry["preview"]["to_add"], 2, "{dry}");
+    assert_eq!(dry["preview"]["to_remove"], 2, "{dry}");
+    assert_eq!(dry["status"], "failed", "the dry run was cancelled");
+    let (_, listed) = request(&addr, "GET", &format!("/api/v1/groups/{group}/members"), "").await;
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        3,
+        "nothing changed"
+    );
+
+    let (code, op, err) = import(&addr, &[csv.to_str().unwrap(), "--group", &group]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op["counts"]["added"], 2, "{op}");
+    assert_eq!(op["counts"]["removed"], 2);
+    assert!(op["id"].as_i64().unwrap() > chunks);
+
+    // A file with a bad line is refused with its line number, and the operation is cancelled.
+    std::fs::write(&ndjson, "{\"member_id\": \"not-a-uuid\"}\n").unwrap();
+    let (code, _, err) = import(&addr, &[ndjson.to_str().unwrap(), "--group", &group]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("line 1"), "{err}");
+    terminate(child).await;
+}

@@ -34,6 +34,7 @@ struct World {
     uploading: i64,
     to_complete: i64,
     to_reject: i64,
+    to_cancel: i64,
     pending: i64,
 }
 
@@ -56,6 +57,7 @@ async fn world(app: &TestApp) -> World {
     let uploading = app.start_full_update(&group).await;
     let to_complete = app.start_full_update(&group).await;
     let to_reject = app.start_full_update(&group).await;
+    let to_cancel = app.start_full_update(&group).await;
     let held = app
         .post(
             "/api/v1/operations?wait=60",
@@ -67,6 +69,7 @@ async fn world(app: &TestApp) -> World {
         uploading,
         to_complete,
         to_reject,
+        to_cancel,
         pending: held.json["id"].as_i64().unwrap(),
         user,
         other_user,
@@ -119,6 +122,7 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("post", "/api/v1/operations/{id}/complete") => w.to_complete,
         ("post", "/api/v1/operations/{id}/approve") => w.pending,
         ("post", "/api/v1/operations/{id}/reject") => w.to_reject,
+        ("delete", "/api/v1/operations/{id}") => w.to_cancel,
         _ => w.operation,
     };
     let concrete = path

@@ -618,6 +618,32 @@ impl EngineStore for SqliteStore {
         Ok(esql::preview_entries(rows, action))
     }
 
+    async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
+        let op = self.operation(id).await?;
+        esql::check_previewable(&op)?;
+        self.resolve(&op, &esql::params(&op)?).await?;
+        let mut totals = [0i64; 2];
+        for (slot, action) in totals
+            .iter_mut()
+            .zip([PreviewAction::Add, PreviewAction::Remove])
+        {
+            let sql = format!(
+                "SELECT count(*) FROM ({}) p",
+                esql::preview(&Staging(id), &op, action)
+            );
+            *slot = sqlx::query_scalar(&sql)
+                .bind(op.group_id)
+                .bind(op.source_system.as_deref())
+                .bind(id)
+                .bind(Uuid::nil())
+                .bind(Uuid::nil())
+                .bind(i64::MAX)
+                .fetch_one(&self.reader)
+                .await?;
+        }
+        Ok((totals[0], totals[1]))
+    }
+
     async fn decide(
         &self,
         actor: &Actor,
