@@ -493,16 +493,14 @@ impl EngineStore for SqliteStore {
         ))
         .execute(&self.writer)
         .await?;
-        if op.group_id.is_none() {
-            if !params.approved && params.gc == Gc::Now {
-                let diffs = sqlx::query_as(&esql::source_diffs(&staging))
-                    .bind(op.source_system.as_deref())
-                    .bind(op.id)
-                    .fetch_all(&self.reader)
-                    .await?;
-                if let Some(reason) = esql::hold_reason(&params, diffs) {
-                    return Ok(ApplyOutcome::Pending { reason, counts });
-                }
+        if op.group_id.is_none() && !params.approved && params.gc == Gc::Now {
+            let diffs = sqlx::query_as(&esql::source_diffs(&staging))
+                .bind(op.source_system.as_deref())
+                .bind(op.id)
+                .fetch_all(&self.reader)
+                .await?;
+            if let Some(reason) = esql::hold_reason(&params, diffs) {
+                return Ok(ApplyOutcome::Pending { reason, counts });
             }
         }
         let carries_attributes: bool = sqlx::query_scalar(&format!(
