@@ -1,0 +1,449 @@
+//! `roster-bench`: measures roster side by side with the PostgreSQL floor and the seed's
+//! row-bump design in one run, and prints one markdown table (also written to a file).
+//!
+//! Without `--database-url` (or `DATABASE_URL`) it runs itself under `scripts/with-postgres`,
+//! which starts a throwaway PostgreSQL like the test command does.
+
+mod floor;
+mod reads;
+mod server;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use floor::Capture;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use server::{Server, TOKEN};
+use sqlx::PgPool;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(about = "Measures roster against the PostgreSQL floor and the seed's row-bump design")]
+struct Args {
+    /// Members of the large group (and accounts loaded).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale: usize,
+    /// A PostgreSQL server where the benchmark may create a database; without it a throwaway
+    /// one is started.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds each read scenario runs.
+    #[arg(long, default_value_t = 10)]
+    read_seconds: u64,
+    /// Where the table is written.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/results/latest.md"))]
+    output: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let Some(admin_url) = args.database_url.clone() else {
+        return rerun_with_postgres();
+    };
+    let report = run(&args, &admin_url).await?;
+    println!("{report}");
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.output, &report)?;
+    eprintln!("written to {}", args.output.display());
+    Ok(())
+}
+
+/// Runs this same command under `scripts/with-postgres`, which provides `DATABASE_URL`.
+fn rerun_with_postgres() -> Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/with-postgres");
+    let status = std::process::Command::new(script)
+        .arg(std::env::current_exe()?)
+        .args(std::env::args().skip(1))
+        .status()
+        .context("running scripts/with-postgres")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// One measured scenario.
+struct Row {
+    scenario: &'static str,
+    what: String,
+    time: Duration,
+    rows: usize,
+    roster_per_floor: Option<f64>,
+    rowbump_per_roster: Option<f64>,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+async fn run(args: &Args, admin_url: &str) -> Result<String> {
+    let scale = args.scale;
+    let churn = (scale / 100).max(1);
+    let database_url = fresh_database(admin_url).await?;
+    let binary = server::binary()?;
+    let server = Server::start(&binary, &database_url).await?;
+    let pool = PgPool::connect(&database_url).await?;
+    let http = reqwest::Client::new();
+    let api = Api {
+        http: &http,
+        base: &server.base,
+    };
+
+    eprintln!("seeding {scale} accounts");
+    let members = Arc::new(seed_accounts(&pool, scale).await?);
+    let kept = &members[..scale - churn];
+
+    eprintln!("S1: initial load of {scale} members through the API");
+    let group = api.create_group("large").await?;
+    let (s1, op) = api.full_update(group, &members, scale).await?;
+    check(&op, "added", scale)?;
+    let rss_s1 = server.peak_rss_mib()?;
+    eprintln!("S2: re-sync with {churn} removed");
+    let (s2, op) = api.full_update(group, &members, scale - churn).await?;
+    check(&op, "removed", churn)?;
+    let rss = server.peak_rss_mib()?.max(rss_s1);
+
+    eprintln!("S3: the raw-SQL floor, without and with change capture");
+    let bare = floor::group(&pool, "floor").await?;
+    let floor_load = floor::sync(&pool, &bare, &members, Capture::Off).await?;
+    let floor_resync = floor::sync(&pool, &bare, kept, Capture::Off).await?;
+    let captured = floor::group(&pool, "floor-capture").await?;
+    let capture_load = floor::sync(&pool, &captured, &members, Capture::On).await?;
+    let capture_resync = floor::sync(&pool, &captured, kept, Capture::On).await?;
+
+    eprintln!("S4: the seed's row-bump re-sync");
+    let bumped = floor::group(&pool, "row-bump").await?;
+    floor::sync(&pool, &bumped, &members, Capture::Off).await?;
+    let row_bump = floor::row_bump(&pool, &bumped, kept).await?;
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let mut rows = vec![
+        Row {
+            scenario: "S1 initial load",
+            what: format!("{scale} members through the HTTP full-update, end to end"),
+            time: s1,
+            rows: scale,
+            roster_per_floor: Some(ratio(s1, floor_load)),
+            rowbump_per_roster: None,
+            target: "≤ 1.3× floor",
+            met: Some(ratio(s1, floor_load) <= 1.3),
+        },
+        Row {
+            scenario: "S2 re-sync",
+            what: format!("{} kept, {churn} removed, end to end", scale - churn),
+            time: s2,
+            rows: scale - churn,
+            roster_per_floor: Some(ratio(s2, floor_resync)),
+            rowbump_per_roster: Some(ratio(row_bump, s2)),
+            target: "≤ 1.5× floor, ≥ 5× faster than row-bump",
+            met: Some(ratio(s2, floor_resync) <= 1.5 && ratio(row_bump, s2) >= 5.0),
+        },
+        floor_row("S3 floor: load", scale, floor_load),
+        floor_row("S3 floor: re-sync", scale - churn, floor_resync),
+        floor_row("S3 floor + change log: load", scale, capture_load),
+        floor_row(
+            "S3 floor + change log: re-sync",
+            scale - churn,
+            capture_resync,
+        ),
+        Row {
+            scenario: "S4 row-bump",
+            what: "the re-sync of S2 as upsert-every-row then delete-older".to_owned(),
+            time: row_bump,
+            rows: scale - churn,
+            roster_per_floor: None,
+            rowbump_per_roster: Some(ratio(row_bump, s2)),
+            target: "",
+            met: None,
+        },
+    ];
+
+    let read_time = Duration::from_secs(args.read_seconds);
+    let dir = std::env::temp_dir().join(format!("roster-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    sqlx::query("CREATE TABLE bench_group AS SELECT $1::uuid AS id")
+        .bind(group)
+        .execute(&pool)
+        .await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    let mut reads = String::new();
+    for read in reads::Read::ALL {
+        eprintln!("S5: {} for {}s each", read.name(), args.read_seconds);
+        let ours =
+            reads::roster(&server.base, TOKEN, read, group, members.clone(), read_time).await?;
+        let floor = reads::pgbench(&database_url, read, scale, read_time, &dir).await?;
+        let share = ours.per_second / floor.per_second;
+        let met = share >= 0.5 && ours.p99_ms < 20.0;
+        let _ = writeln!(
+            reads,
+            "| S5 {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
+            read.name(),
+            ours.per_second,
+            ours.p50_ms,
+            ours.p99_ms,
+            floor.per_second,
+            floor.p50_ms,
+            floor.p99_ms,
+            share * 100.0,
+            if met { "yes" } else { "no" }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.retain(|r| r.rows > 0);
+    server.stop().await?;
+    pool.close().await;
+    drop_database(admin_url, &database_url).await?;
+    Ok(report(
+        scale,
+        &rows,
+        &reads,
+        rss,
+        capture_load,
+        floor_load,
+        capture_resync,
+        floor_resync,
+        admin_url,
+    )
+    .await?)
+}
+
+fn floor_row(scenario: &'static str, rows: usize, time: Duration) -> Row {
+    Row {
+        scenario,
+        what: "raw SQL on the same schema: COPY to staging, INSERT … SELECT, anti-join UPDATE"
+            .to_owned(),
+        time,
+        rows,
+        roster_per_floor: None,
+        rowbump_per_roster: None,
+        target: "",
+        met: None,
+    }
+}
+
+fn check(op: &Value, count: &str, expected: usize) -> Result<()> {
+    if op["status"] != "complete" || op["counts"][count] != json!(expected) {
+        bail!("the operation did not end as expected: {op}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    scale: usize,
+    rows: &[Row],
+    reads: &str,
+    rss: f64,
+    capture_load: Duration,
+    floor_load: Duration,
+    capture_resync: Duration,
+    floor_resync: Duration,
+    admin_url: &str,
+) -> Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "# roster benchmark\n");
+    let _ = writeln!(out, "{}\n", machine(admin_url).await?);
+    let _ = writeln!(
+        out,
+        "Command: `cargo run --release -p roster-bench -- --scale {scale}`\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | what | time (s) | rows/s | roster/floor | rowbump/roster | target | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |",
+            r.scenario,
+            r.what,
+            r.time.as_secs_f64(),
+            r.rows as f64 / r.time.as_secs_f64(),
+            r.roster_per_floor
+                .map_or(String::new(), |v| format!("{v:.2}")),
+            r.rowbump_per_roster
+                .map_or(String::new(), |v| format!("{v:.1}")),
+            r.target,
+            r.met.map_or("", |m| if m { "yes" } else { "no" })
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| S6 memory | peak RSS of the server during S1 and S2 | | | | | < 200 MB | {} ({rss:.0} MB) |",
+        if rss < 200.0 { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        out,
+        "\nChange capture costs the floor {:.0}% on the load and {:.0}% on the re-sync \
+         (floor + change log ÷ bare floor); roster always captures, so its ratios above are \
+         against the bare floor.\n",
+        (capture_load.as_secs_f64() / floor_load.as_secs_f64() - 1.0) * 100.0,
+        (capture_resync.as_secs_f64() / floor_resync.as_secs_f64() - 1.0) * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "Reads: {} concurrent connections; roster through HTTP with a bearer token, the floor \
+         the same query from pgbench.\n",
+        reads::CONNECTIONS
+    );
+    let _ = writeln!(
+        out,
+        "| read | roster req/s | p50 ms | p99 ms | floor req/s | floor p50 ms | floor p99 ms | roster ÷ floor | met (≥ 50%, p99 < 20 ms) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    out.push_str(reads);
+    Ok(out)
+}
+
+async fn machine(admin_url: &str) -> Result<String> {
+    let pool = PgPool::connect(admin_url).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Ok(format!(
+        "Measured {} on {cores} cores, {memory} memory, PostgreSQL {version}.",
+        chrono::Utc::now().format("%Y-%m-%d")
+    ))
+}
+
+/// Creates an empty database for this run on the server of `admin_url`.
+async fn fresh_database(admin_url: &str) -> Result<String> {
+    let name = format!("roster_bench_{}", std::process::id());
+    let admin = PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').context("a database URL")?;
+    let query = admin_url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Ok(format!("{base}/{name}{query}"))
+}
+
+async fn drop_database(admin_url: &str, database_url: &str) -> Result<()> {
+    let name = database_url
+        .rsplit_once('/')
+        .map(|(_, n)| n.split('?').next().unwrap_or(n))
+        .context("a database URL")?;
+    let admin = PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    Ok(())
+}
+
+/// Creates `n` accounts straight in the database (S0 measures loading them through the API) and
+/// returns their ids, recorded also in `bench_member` for pgbench.
+async fn seed_accounts(pool: &PgPool, n: usize) -> Result<Vec<Uuid>> {
+    sqlx::query(
+        "CREATE TABLE bench_member AS SELECT i AS n, gen_random_uuid() AS id \
+         FROM generate_series(1, $1::int) i",
+    )
+    .bind(i32::try_from(n)?)
+    .execute(pool)
+    .await?;
+    sqlx::query("ALTER TABLE bench_member ADD PRIMARY KEY (n)")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO resource (id, type, typename, source_system, identifier, created, modified) \
+         SELECT id, 1, 'user', 'bench', 'user' || n, now(), now() FROM bench_member",
+    )
+    .execute(pool)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM bench_member ORDER BY n")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// roster's HTTP API, as a connector calls it.
+struct Api<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+}
+
+impl Api<'_> {
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = request.bearer_auth(TOKEN).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("roster answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Uuid> {
+        let body = json!({"type": "group", "source_system": "bench", "identifier": name});
+        let group = self
+            .call(
+                self.http
+                    .post(format!("{}/api/v1/resources", self.base))
+                    .json(&body),
+            )
+            .await?;
+        Ok(group["id"].as_str().context("group id")?.parse()?)
+    }
+
+    /// A full-update of `group` with `members`, streamed as one NDJSON chunk; returns the time
+    /// from creation to the applied operation, and the operation.
+    async fn full_update(
+        &self,
+        group: Uuid,
+        members: &Arc<Vec<Uuid>>,
+        count: usize,
+    ) -> Result<(Duration, Value)> {
+        let started = Instant::now();
+        let op = self
+            .call(
+                self.http
+                    .post(format!("{}/api/v1/operations", self.base))
+                    .json(&json!({"type": "full-update", "group_id": group})),
+            )
+            .await?;
+        let id = op["id"].as_i64().context("operation id")?;
+        // Lines are generated as the body is sent, 5,000 at a time.
+        let members = members.clone();
+        let stream = futures_util::stream::iter((0..count).step_by(5_000))
+            .map(move |start| {
+                let mut text = String::with_capacity(5_000 * 52);
+                for m in &members[start..(start + 5_000).min(count)] {
+                    let _ = writeln!(text, "{{\"member_id\":\"{m}\"}}");
+                }
+                Ok::<_, std::io::Error>(text)
+            })
+            .boxed();
+        self.call(
+            self.http
+                .put(format!("{}/api/v1/operations/{id}/chunks/0", self.base))
+                .header("content-type", "application/x-ndjson")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await?;
+        let op = self
+            .call(self.http.post(format!(
+                "{}/api/v1/operations/{id}/complete?wait=600",
+                self.base
+            )))
+            .await?;
+        Ok((started.elapsed(), op))
+    }
+}

@@ -1,0 +1,222 @@
+//! S5: reads under 64 concurrent connections for a fixed time, through roster's HTTP API and, as
+//! the floor, the same queries straight from pgbench.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub const CONNECTIONS: usize = 64;
+
+/// The three read queries.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// A 1000-member page of the large group, starting at a random member.
+    MemberPage,
+    /// The groups of a member.
+    GroupsOfMember,
+    /// Whether a member is in the group.
+    MembershipCheck,
+}
+
+impl Read {
+    pub const ALL: [Read; 3] = [
+        Self::MemberPage,
+        Self::GroupsOfMember,
+        Self::MembershipCheck,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MemberPage => "1000-member page of the large group",
+            Self::GroupsOfMember => "groups of a member",
+            Self::MembershipCheck => "single membership check",
+        }
+    }
+
+    fn path(self, group: Uuid, member: Uuid) -> String {
+        match self {
+            // The cursor of the member list is base64url("m:" + member id): the benchmark starts
+            // pages at random members the way a client continues after one.
+            Self::MemberPage => format!(
+                "/api/v1/groups/{group}/members?limit=1000&cursor={}",
+                member_cursor(member)
+            ),
+            Self::GroupsOfMember => format!("/api/v1/resources/{member}/groups"),
+            Self::MembershipCheck => format!("/api/v1/groups/{group}/members/{member}"),
+        }
+    }
+
+    /// The pgbench script that runs the same query straight on the database.
+    fn pgbench_script(self) -> &'static str {
+        match self {
+            Self::MemberPage => {
+                "\\set n random(1, :scale)\n\
+                 SELECT m.id, m.group_id, m.member_id, m.source, m.member_name, m.removed, \
+                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp \
+                 FROM group_member m WHERE m.group_id = (SELECT id FROM bench_group) AND m.member_id > \
+                 (SELECT id FROM bench_member WHERE n = :n) AND NOT m.removed \
+                 ORDER BY m.member_id LIMIT 1001;\n"
+            }
+            Self::GroupsOfMember => {
+                "\\set n random(1, :scale)\n\
+                 SELECT m.id, m.group_id, m.member_id, m.source, m.member_name, m.removed, \
+                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp \
+                 FROM group_member m WHERE m.member_id = (SELECT id FROM bench_member WHERE n = :n) \
+                 AND NOT m.removed ORDER BY m.group_id LIMIT 101;\n"
+            }
+            Self::MembershipCheck => {
+                "\\set n random(1, :scale)\n\
+                 SELECT m.id, m.group_id, m.member_id, m.source, m.member_name, m.removed, \
+                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp \
+                 FROM group_member m WHERE m.group_id = (SELECT id FROM bench_group) AND m.member_id = \
+                 (SELECT id FROM bench_member WHERE n = :n);\n"
+            }
+        }
+    }
+}
+
+fn member_cursor(member: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("m:{member}"))
+}
+
+/// Throughput and latency of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn summarise(mut latencies: Vec<f64>, elapsed: Duration) -> Load {
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Load {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    }
+}
+
+/// Runs `read` against roster from 64 concurrent connections for `duration`.
+pub async fn roster(
+    base: &str,
+    token: &str,
+    read: Read,
+    group: Uuid,
+    members: Arc<Vec<Uuid>>,
+    duration: Duration,
+) -> Result<Load> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..CONNECTIONS {
+        let (client, base, token, members) = (
+            client.clone(),
+            base.to_owned(),
+            token.to_owned(),
+            members.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ worker as u64;
+            while Instant::now() < deadline {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let member = members[(state % members.len() as u64) as usize];
+                let url = format!("{base}{}", read.path(group, member));
+                let sent = Instant::now();
+                let response = client.get(&url).bearer_auth(&token).send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                if !status.is_success() {
+                    bail!("{url} answered {status}");
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(summarise(all, started.elapsed()))
+}
+
+/// Runs the same query with pgbench from 64 connections for `duration`.
+pub async fn pgbench(
+    database_url: &str,
+    read: Read,
+    scale: usize,
+    duration: Duration,
+    dir: &Path,
+) -> Result<Load> {
+    let script = dir.join("read.sql");
+    std::fs::write(&script, read.pgbench_script())?;
+    let logs = dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let started = Instant::now();
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-c", &CONNECTIONS.to_string(), "-j", "2"])
+        .args(["-T", &duration.as_secs().max(1).to_string()])
+        .args(["-f", script.to_str().context("path")?])
+        .args(["-D", &format!("scale={scale}")])
+        .args([
+            "-l",
+            "--log-prefix",
+            logs.join("pgbench").to_str().context("path")?,
+        ])
+        .arg(database_url)
+        .output()
+        .await
+        .context("running pgbench (PostgreSQL's client package)")?;
+    if !out.status.success() {
+        bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(&logs)? {
+        for line in std::fs::read_to_string(entry?.path())?.lines() {
+            // client_id transaction_no time(us) script_no time_epoch time_us
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                latencies.push(us / 1000.0);
+            }
+        }
+    }
+    if latencies.is_empty() {
+        bail!("pgbench logged no transactions");
+    }
+    Ok(summarise(latencies, elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_matches_base64url_without_padding() {
+        let id = Uuid::nil();
+        // base64url("m:00000000-0000-0000-0000-000000000000")
+        assert_eq!(
+            member_cursor(id),
+            "bTowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"
+        );
+    }
+}
