@@ -22,7 +22,7 @@ pub fn binary() -> Result<PathBuf> {
         .parent()
         .context("the benchmark binary has no directory")?;
     let release = dir.ends_with("release");
-    let mut build = std::process::Command::new(env!("CARGO"));
+    let mut build = std::process::Command::new("cargo");
     build.args(["build", "-p", "roster", "--bin", "roster"]);
     if release {
         build.arg("--release");

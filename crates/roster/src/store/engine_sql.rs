@@ -188,8 +188,17 @@ impl StagingFilter {
     }
 }
 
+/// Whether any staged line names its member (first) or its group (second) by keys that still need
+/// resolving.
+pub fn unresolved_probe(staging: &Staging) -> String {
+    format!(
+        "SELECT coalesce(bool_or(member_id IS NULL), false), \
+         coalesce(bool_or(group_id IS NULL AND group_ref IS NOT NULL), false) FROM {staging}"
+    )
+}
+
 /// Resolves members and groups named by keys; each statement with whether it binds the
-/// operation's source system as `$1`.
+/// operation's source system as `$1` (the group statement comes first).
 pub fn resolve_statements(staging: &Staging) -> Vec<(String, bool)> {
     let identifier_match = format!(
         "FROM resource r WHERE r.source_system = {staging}.member_source \
@@ -227,6 +236,20 @@ pub fn resolve_statements(staging: &Staging) -> Vec<(String, bool)> {
     ]
 }
 
+/// Why a staged line `s` (joined to its member as `m`) cannot be applied, or NULL; `$4` binds the
+/// token's bound source system in `record_rejections`, `$6` in `pg_apply_new_lines`.
+fn member_reason(bound: &str) -> String {
+    format!(
+        "WHEN s.member_id IS NULL THEN 'no live resource matches this member (check \
+           source_system and identifier or external_id; add \"type\" when several types \
+           share the identifier)' \
+         WHEN m.id IS NULL THEN 'the member does not exist' \
+         WHEN m.deleted THEN 'the member is deleted' \
+         WHEN {bound} IS NOT NULL AND m.source_system <> {bound} THEN 'the token is bound to \
+           another source system than the member''s'"
+    )
+}
+
 /// Records every staged line that cannot be applied, with its reason. Binds `$1` operation id,
 /// `$2` the scope's group (or null), `$3` the operation's source system, `$4` the token's bound
 /// source system (or null).
@@ -251,19 +274,11 @@ pub fn record_rejections(staging: &Staging, op: &Operation) -> String {
     format!(
         "INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
          SELECT $1, chunk, line, reason FROM ( \
-           SELECT s.chunk, s.line, CASE \
-             WHEN s.member_id IS NULL THEN 'no live resource matches this member (check \
-               source_system and identifier or external_id; add \"type\" when several types \
-               share the identifier)' \
-             WHEN m.id IS NULL THEN 'the member does not exist' \
-             WHEN m.deleted THEN 'the member is deleted' \
-             WHEN $4 IS NOT NULL AND m.source_system <> $4 THEN 'the token is bound to another \
-               source system than the member''s' \
-             {group_checks} \
-           END AS reason \
+           SELECT s.chunk, s.line, CASE {} {group_checks} END AS reason \
            FROM {staging} s LEFT JOIN resource m ON m.id = s.member_id {group_join} \
          ) checked WHERE reason IS NOT NULL \
-         ON CONFLICT DO NOTHING"
+         ON CONFLICT DO NOTHING",
+        member_reason("$4")
     )
 }
 
@@ -341,28 +356,43 @@ pub fn pg_remove_unconfirmed(staging: &Staging, filter: StagingFilter) -> String
     )
 }
 
-pub fn pg_insert_new(staging: &Staging, filter: StagingFilter) -> String {
+/// In one statement, for group `$1`: the snapshot lines without an active membership (one
+/// anti-join over the staging table), checked against their member resource; the invalid ones
+/// recorded as rejections; new memberships inserted and ended ones the snapshot confirms
+/// re-activated (unless a newer operation wrote them), each with its change record. Binds `$6`,
+/// the token's bound source system. Returns (added, re-activated, rejected).
+pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
+    let added = crate::domain::change::ChangeKind::MembershipAdded.code();
     format!(
-        "WITH added AS (INSERT INTO group_member (source, group_id, member_id, member_name, \
-         contributing, last_operation_id, created_timestamp) \
-         SELECT $4, $1, s.member_id, s.member_name, s.contributing, $2, $3 {} \
-         ON CONFLICT (group_id, member_id) DO NOTHING RETURNING member_id) \
-         {MEMBERSHIP_CHANGE} SELECT $3, {}, $1, member_id, $4, $2, $5 FROM added",
-        new_members(staging, filter),
-        crate::domain::change::ChangeKind::MembershipAdded.code()
-    )
-}
-
-pub fn pg_reactivate(staging: &Staging, filter: StagingFilter) -> String {
-    format!(
-        "WITH back AS (UPDATE group_member gm SET removed = false, removed_timestamp = NULL, \
-         last_operation_id = $2, member_name = coalesce(s.member_name, gm.member_name), \
-         contributing = coalesce(s.contributing, gm.contributing) FROM {staging} s \
-         WHERE gm.group_id = $1 AND gm.member_id = s.member_id{} AND gm.removed \
-         AND coalesce(gm.last_operation_id, 0) < $2 RETURNING gm.member_id) \
-         {MEMBERSHIP_CHANGE} SELECT $3, {}, $1, member_id, $4, $2, $5 FROM back",
-        filter.and(),
-        crate::domain::change::ChangeKind::MembershipAdded.code()
+        "WITH new AS MATERIALIZED ( \
+           SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing, \
+             CASE {} WHEN s.member_id = $1 THEN 'a group cannot be a member of itself' END \
+               AS reason \
+           FROM {staging} s LEFT JOIN resource m ON m.id = s.member_id \
+           WHERE true{} AND NOT EXISTS (SELECT 1 FROM group_member gm \
+             WHERE gm.group_id = $1 AND gm.member_id = s.member_id AND NOT gm.removed)), \
+         rejected AS (INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
+           SELECT $2, chunk, line, reason FROM new WHERE reason IS NOT NULL \
+           ON CONFLICT DO NOTHING), \
+         added AS (INSERT INTO group_member (source, group_id, member_id, member_name, \
+           contributing, last_operation_id, created_timestamp) \
+           SELECT $4, $1, n.member_id, n.member_name, n.contributing, $2, $3 FROM new n \
+           WHERE n.reason IS NULL AND NOT EXISTS (SELECT 1 FROM group_member gm \
+             WHERE gm.group_id = $1 AND gm.member_id = n.member_id) \
+           ON CONFLICT (group_id, member_id) DO NOTHING RETURNING member_id), \
+         back AS (UPDATE group_member gm SET removed = false, removed_timestamp = NULL, \
+           last_operation_id = $2, member_name = coalesce(n.member_name, gm.member_name), \
+           contributing = coalesce(n.contributing, gm.contributing) FROM new n \
+           WHERE n.reason IS NULL AND gm.group_id = $1 AND gm.member_id = n.member_id \
+             AND gm.removed AND coalesce(gm.last_operation_id, 0) < $2 \
+           RETURNING gm.member_id), \
+         logged AS ({MEMBERSHIP_CHANGE} \
+           SELECT $3, {added}, $1, member_id, $4, $2, $5 FROM added \
+           UNION ALL SELECT $3, {added}, $1, member_id, $4, $2, $5 FROM back) \
+         SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM back), \
+           (SELECT count(*) FROM new WHERE reason IS NOT NULL)",
+        member_reason("$6::text"),
+        filter.and()
     )
 }
 

@@ -60,12 +60,24 @@ impl PgStore {
         Ok(())
     }
 
-    /// Resolves members and groups named by their source's keys, records the lines that cannot be
-    /// used, and removes them from the staging table. Returns how many lines are rejected.
-    async fn resolve(&self, op: &Operation, params: &FullUpdateParams) -> StoreResult<i64> {
+    /// Resolves members and groups named by their source's keys; with `validate`, also records the
+    /// lines that cannot be used and removes them from the staging table (a group-scoped apply
+    /// checks its lines in the apply itself instead). Returns how many lines are rejected.
+    async fn resolve(
+        &self,
+        op: &Operation,
+        params: &FullUpdateParams,
+        validate: bool,
+    ) -> StoreResult<i64> {
         let staging = Staging(op.id);
         let mut tx = self.pool.begin().await?;
+        let (members, groups): (bool, bool) = sqlx::query_as(&esql::unresolved_probe(&staging))
+            .fetch_one(&mut *tx)
+            .await?;
         for (statement, binds_source) in esql::resolve_statements(&staging) {
+            if (binds_source && !groups) || (!binds_source && !members) {
+                continue;
+            }
             let query = sqlx::query(&statement);
             let query = if binds_source {
                 query.bind(op.source_system.as_deref())
@@ -74,17 +86,22 @@ impl PgStore {
             };
             query.execute(&mut *tx).await?;
         }
-        sqlx::query(&esql::record_rejections(&staging, op))
-            .bind(op.id)
-            .bind(op.group_id)
-            .bind(op.source_system.as_deref())
-            .bind(params.bound_source.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&esql::delete_rejected(&staging))
-            .bind(op.id)
-            .execute(&mut *tx)
-            .await?;
+        if validate {
+            let recorded = sqlx::query(&esql::record_rejections(&staging, op))
+                .bind(op.id)
+                .bind(op.group_id)
+                .bind(op.source_system.as_deref())
+                .bind(params.bound_source.as_deref())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if recorded > 0 {
+                sqlx::query(&esql::delete_rejected(&staging))
+                    .bind(op.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let rejected: i64 = sqlx::query_scalar(esql::COUNT_REJECTIONS)
             .bind(op.id)
             .fetch_one(&mut *tx)
@@ -145,8 +162,19 @@ impl PgStore {
                 .run(tx, &esql::pg_remove_unconfirmed(&staging, filter))
                 .await?;
         }
-        counts.added = step.run(tx, &esql::pg_insert_new(&staging, filter)).await?;
-        counts.reactivated = step.run(tx, &esql::pg_reactivate(&staging, filter)).await?;
+        let (added, reactivated, rejected): (i64, i64, i64) =
+            sqlx::query_as(&esql::pg_apply_new_lines(&staging, filter))
+                .bind(step.group)
+                .bind(step.op)
+                .bind(step.at)
+                .bind(step.source)
+                .bind(step.token)
+                .bind(params.bound_source.as_deref())
+                .fetch_one(&mut **tx)
+                .await?;
+        counts.added = added;
+        counts.reactivated = reactivated;
+        counts.rejected = rejected;
         if carries_attributes {
             counts.updated = step
                 .run(tx, &esql::pg_update_attributes(&staging, filter))
@@ -476,7 +504,9 @@ impl EngineStore for PgStore {
 
     async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
         let params: FullUpdateParams = esql::params(op)?;
-        let rejected = self.resolve(op, &params).await?;
+        // A source-scoped apply commits group by group, so it checks every line first; a
+        // group-scoped one checks them in its single transaction.
+        let rejected = self.resolve(op, &params, op.group_id.is_none()).await?;
         let mut counts = OperationCounts {
             rejected,
             ..OperationCounts::default()
@@ -526,6 +556,19 @@ impl EngineStore for PgStore {
                 superseded += 1;
                 continue;
             };
+            if group_counts.rejected > 0 && params.on_error == OnError::Fail {
+                // Nothing of this operation may apply: record the lines outside the rolled-back
+                // transaction and fail.
+                tx.rollback().await?;
+                let rejected = self.resolve(op, &params, true).await?;
+                return Ok(ApplyOutcome::Failed {
+                    reason: esql::rejection_reason(op.id, rejected),
+                    counts: OperationCounts {
+                        rejected,
+                        ..OperationCounts::default()
+                    },
+                });
+            }
             if op.group_id.is_some() && !params.approved {
                 let diff = crate::domain::full_update::GroupDiff {
                     group_id: group,
@@ -604,7 +647,7 @@ impl EngineStore for PgStore {
     ) -> StoreResult<Vec<PreviewEntry>> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?).await?;
+        self.resolve(&op, &esql::params(&op)?, true).await?;
         let (after_group, after_member) = esql::preview_cursor(page)?;
         let action = action.unwrap_or(PreviewAction::Remove);
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(&esql::preview(&Staging(id), &op, action))
@@ -622,7 +665,7 @@ impl EngineStore for PgStore {
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?).await?;
+        self.resolve(&op, &esql::params(&op)?, true).await?;
         let mut totals = [0i64; 2];
         for (slot, action) in totals
             .iter_mut()
