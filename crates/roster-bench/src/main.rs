@@ -378,11 +378,11 @@ impl Api<'_> {
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request.bearer_auth(TOKEN).send().await?;
         let status = response.status();
-        let body: Value = response.json().await?;
+        let text = response.text().await?;
         if !status.is_success() {
-            bail!("roster answered {status}: {body}");
+            bail!("roster answered {status}: {text}");
         }
-        Ok(body)
+        Ok(serde_json::from_str(&text)?)
     }
 
     async fn create_group(&self, name: &str) -> Result<Uuid> {
@@ -432,12 +432,22 @@ impl Api<'_> {
                 .body(reqwest::Body::wrap_stream(stream)),
         )
         .await?;
-        let op = self
+        let mut op = self
             .call(self.http.post(format!(
                 "{}/api/v1/operations/{id}/complete?wait=600",
                 self.base
             )))
             .await?;
+        // The server waits a little less than its request timeout; a longer apply is polled.
+        while op["status"] == "running" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            op = self
+                .call(
+                    self.http
+                        .get(format!("{}/api/v1/operations/{id}", self.base)),
+                )
+                .await?;
+        }
         Ok((started.elapsed(), op))
     }
 }

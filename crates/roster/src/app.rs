@@ -24,6 +24,7 @@ pub struct AppState {
     pub authenticator: Arc<auth::Authenticator>,
     pub route_scopes: Arc<auth::RouteScopes>,
     pub operations: OperationDefaults,
+    pub limits: Limits,
 }
 
 /// Limits applied to requests.
@@ -76,6 +77,7 @@ pub fn router(services: Services) -> Router {
         engine: services.engine,
         route_scopes: Arc::new(route_scopes),
         operations: services.operations,
+        limits,
     };
     api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),

@@ -79,6 +79,7 @@ impl Settings {
                 },
                 batch_size: args.apply_batch_size,
                 retention_days: args.retention_days,
+                max_wait: Duration::from_secs(args.request_timeout.saturating_sub(5).max(1)),
             },
         })
     }

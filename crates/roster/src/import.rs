@@ -121,7 +121,8 @@ pub async fn run(args: ImportArgs) -> Result<ImportOutcome, ImportError> {
     if args.dry_run {
         return dry_run(&client, id).await;
     }
-    let operation = client
+    let deadline = Instant::now() + std::time::Duration::from_secs(args.wait);
+    let mut operation = client
         .send(
             "complete",
             client.http.post(client.url(&format!(
@@ -130,6 +131,18 @@ pub async fn run(args: ImportArgs) -> Result<ImportOutcome, ImportError> {
             ))),
         )
         .await?;
+    // The server waits a little less than its request timeout; a longer apply is polled.
+    while operation["status"] == "running" && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        operation = client
+            .send(
+                "the operation",
+                client
+                    .http
+                    .get(client.url(&format!("/api/v1/operations/{id}"))),
+            )
+            .await?;
+    }
     Ok(ImportOutcome {
         operation,
         dry_run: false,

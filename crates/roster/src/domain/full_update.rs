@@ -201,7 +201,7 @@ pub struct GroupDiff {
     pub group_id: ResourceId,
     /// Active members before the apply.
     pub active: i64,
-    /// Distinct members in the snapshot.
+    /// Snapshot lines that name a usable member (0: the snapshot is empty).
     pub snapshot: i64,
     pub to_add: i64,
     pub to_reactivate: i64,

@@ -105,6 +105,9 @@ pub struct NewReconcile {
     pub group_id: Option<ResourceId>,
     #[serde(default)]
     pub source_system: Option<String>,
+    /// Overrides the server's deletion threshold: a reconcile that would pass it is refused.
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

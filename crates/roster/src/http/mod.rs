@@ -11,7 +11,6 @@ mod tokens;
 
 use crate::app::{AppState, Limits};
 use crate::error::{ApiError, Problem};
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -81,13 +80,14 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ));
-    let uploads = operations::upload_routes()
-        .layer(DefaultBodyLimit::max(limits.upload_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.upload_timeout,
-        ));
-    timed.merge(uploads)
+    // A chunk streams (its handler enforces `upload_bytes` as it reads).
+    let uploads = operations::upload_routes().layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.upload_timeout,
+    ));
+    timed
+        .merge(uploads)
+        .layer(axum::middleware::map_response(explain_timeout))
 }
 
 /// Answers requests for paths that do not exist.
@@ -133,4 +133,21 @@ pub fn page_request<K: std::str::FromStr>(
 ) -> Result<crate::domain::page::PageRequest<K>, ApiError> {
     crate::domain::page::PageRequest::parse(kind, limit, cursor)
         .map_err(|e| ApiError::BadRequest(e.0))
+}
+
+/// Gives a timed-out request (answered 408 by the timeout layer, with no body) a problem document.
+pub async fn explain_timeout(response: axum::response::Response) -> axum::response::Response {
+    let bare = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none();
+    if response.status() == StatusCode::REQUEST_TIMEOUT && bare {
+        return ApiError::Timeout(
+            "the request took longer than the server's request timeout; for a long operation, \
+             complete it without waiting and poll GET /api/v1/operations/{id}"
+                .to_owned(),
+        )
+        .into_response();
+    }
+    response
 }

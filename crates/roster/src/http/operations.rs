@@ -50,6 +50,9 @@ pub struct OperationDefaults {
     pub threshold: Threshold,
     pub batch_size: i64,
     pub retention_days: u32,
+    /// The longest a call waits for an operation (`?wait=`); kept below the request timeout, so
+    /// a long apply answers 202 and the client polls.
+    pub max_wait: Duration,
 }
 
 impl Default for OperationDefaults {
@@ -58,6 +61,7 @@ impl Default for OperationDefaults {
             threshold: Threshold::default(),
             batch_size: crate::domain::operation::default_batch_size(),
             retention_days: 90,
+            max_wait: Duration::from_secs(25),
         }
     }
 }
@@ -80,12 +84,10 @@ pub struct ListParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
-    /// Wait up to this many seconds (at most 600) for the operation to finish before answering.
+    /// Wait up to this many seconds for the operation to finish before answering (at most the
+    /// server's limit, a little under its request timeout; 202 means it is still running).
     wait: Option<u64>,
 }
-
-/// Most seconds a call waits for an operation.
-const MAX_WAIT_SECS: u64 = 600;
 
 /// List operations, newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = ["read"])),
@@ -238,7 +240,11 @@ async fn create_full_update(
         .await?;
     if let Some(batch) = members {
         let stream = Box::pin(futures_util::stream::iter([Ok(batch)]));
-        state.store.stage_chunk(op.id, 0, stream).await?;
+        if let Err(e) = state.store.stage_chunk(op.id, 0, stream).await {
+            // Leave no orphan upload behind.
+            let _ = state.store.decide(&caller.actor(), op.id, false).await;
+            return Err(e.into());
+        }
         if request.complete {
             op = complete(state, caller, op.id, wait).await?;
         }
@@ -324,9 +330,11 @@ async fn reconcile(
     request: NewReconcile,
 ) -> Result<Operation, ApiError> {
     let (scope, _) = scope(state, caller, request.group_id, request.source_system).await?;
+    let threshold = request.threshold.unwrap_or(state.operations.threshold);
+    threshold.validate()?;
     Ok(state
         .store
-        .reconcile(&caller.actor(), request.description, &scope)
+        .reconcile(&caller.actor(), request.description, &scope, &threshold)
         .await?)
 }
 
@@ -393,13 +401,13 @@ async fn upload_chunk(
     let params: FullUpdateParams = serde_json::from_value(op.params.clone())
         .map_err(|e| ApiError::Internal(format!("operation {id} params: {e}")))?;
     let errors = LineErrors::default();
-    let lines = upload::member_lines(
-        body,
+    let format = upload::ChunkFormat {
         chunk,
-        op.group_id.is_none(),
-        params.on_error,
-        errors.clone(),
-    );
+        source_scope: op.group_id.is_none(),
+        on_error: params.on_error,
+        limit: state.limits.upload_bytes,
+    };
+    let lines = upload::member_lines(body, format, errors.clone());
     match state.store.stage_chunk(id, chunk, lines).await {
         Ok(receipt) => Ok(axum::Json(ChunkResult {
             operation_id: id,
@@ -408,6 +416,9 @@ async fn upload_chunk(
             rejected: receipt.rejected,
             rejections: errors.take().0,
         })),
+        Err(StoreError::Invalid(message)) if errors.too_large() => {
+            Err(ApiError::PayloadTooLarge(message.0))
+        }
         Err(StoreError::Invalid(message)) => {
             let (lines, _) = errors.take();
             Err(ApiError::InvalidLines(message.0, lines))
@@ -431,7 +442,7 @@ async fn complete(
 async fn waited(state: &AppState, op: Operation, wait: Option<u64>) -> Result<Operation, ApiError> {
     match wait {
         Some(secs) if secs > 0 => {
-            let timeout = Duration::from_secs(secs.min(MAX_WAIT_SECS));
+            let timeout = Duration::from_secs(secs).min(state.operations.max_wait);
             Ok(state.engine.wait_for(op.id, timeout).await?)
         }
         _ => Ok(op),

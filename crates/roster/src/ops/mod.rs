@@ -124,7 +124,7 @@ impl Engine {
     pub async fn work_once(&self) -> Result<bool, StoreError> {
         let Some(op) = self
             .store
-            .claim_operation(&self.node, self.config.lease)
+            .claim_operation(&self.node, self.config.lease, self.config.max_attempts)
             .await?
         else {
             return Ok(false);
@@ -147,7 +147,10 @@ impl Engine {
                 counts: Default::default(),
             },
         };
-        let done = self.store.finish_operation(op.id, &outcome).await?;
+        let done = self
+            .store
+            .finish_operation(op.id, &self.node, &outcome)
+            .await?;
         tracing::info!(operation = %done.id, status = done.status.name(), "applied");
         self.finished.notify_waiters();
         Ok(true)

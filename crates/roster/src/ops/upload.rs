@@ -17,14 +17,21 @@ pub const MAX_REPORTED_ERRORS: usize = 100;
 
 /// The line errors of an upload, shared with the handler so that a refused chunk can list them.
 #[derive(Debug, Clone, Default)]
-pub struct LineErrors(Arc<Mutex<(Vec<LineError>, usize)>>);
+pub struct LineErrors(Arc<Mutex<Errors>>);
+
+#[derive(Debug, Default)]
+struct Errors {
+    first: Vec<LineError>,
+    count: usize,
+    too_large: bool,
+}
 
 impl LineErrors {
     fn push(&self, error: LineError) {
         if let Ok(mut errors) = self.0.lock() {
-            errors.1 += 1;
-            if errors.0.len() < MAX_REPORTED_ERRORS {
-                errors.0.push(error);
+            errors.count += 1;
+            if errors.first.len() < MAX_REPORTED_ERRORS {
+                errors.first.push(error);
             }
         }
     }
@@ -33,13 +40,35 @@ impl LineErrors {
     pub fn take(&self) -> (Vec<LineError>, usize) {
         self.0
             .lock()
-            .map(|mut e| (std::mem::take(&mut e.0), e.1))
+            .map(|mut e| (std::mem::take(&mut e.first), e.count))
             .unwrap_or_default()
+    }
+
+    /// Whether the upload was refused for passing the size limit.
+    pub fn too_large(&self) -> bool {
+        self.0.lock().map(|e| e.too_large).unwrap_or(false)
+    }
+
+    fn refuse_size(&self) {
+        if let Ok(mut errors) = self.0.lock() {
+            errors.too_large = true;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().map(|e| e.count == 0).unwrap_or(true)
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().map(|e| e.count).unwrap_or_default()
     }
 }
 
 struct Reader {
     body: axum::body::BodyDataStream,
+    /// Bytes read so far, and the most accepted.
+    read: usize,
+    limit: usize,
     buffer: BytesMut,
     line: i32,
     done: bool,
@@ -49,18 +78,32 @@ struct Reader {
     errors: LineErrors,
 }
 
-/// Parses `body` as NDJSON membership lines for chunk `chunk`. With `OnError::Fail`, a bad line
-/// ends the stream with an error after the body is read (so that every bad line is reported);
-/// with `OnError::Skip`, bad lines travel in the batches as rejections.
-pub fn member_lines(
-    body: Body,
-    chunk: i32,
-    source_scope: bool,
-    on_error: OnError,
-    errors: LineErrors,
-) -> LineStream<'static> {
+/// How to read one chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkFormat {
+    pub chunk: i32,
+    /// A full-update of a source system: every line names its group.
+    pub source_scope: bool,
+    pub on_error: OnError,
+    /// The most bytes accepted.
+    pub limit: usize,
+}
+
+/// Parses `body` as NDJSON membership lines. With `OnError::Fail`, a bad line ends the stream
+/// with an error after the body is read (so that every bad line is reported); with
+/// `OnError::Skip`, bad lines travel in the batches as rejections. A body longer than the limit
+/// ends the stream with an error.
+pub fn member_lines(body: Body, format: ChunkFormat, errors: LineErrors) -> LineStream<'static> {
+    let ChunkFormat {
+        chunk,
+        source_scope,
+        on_error,
+        limit,
+    } = format;
     let reader = Reader {
         body: body.into_data_stream(),
+        read: 0,
+        limit,
         buffer: BytesMut::new(),
         line: 0,
         done: false,
@@ -151,7 +194,20 @@ impl Reader {
                 )));
             }
             match self.body.next().await {
-                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Ok(bytes)) => {
+                    self.read += bytes.len();
+                    if self.read > self.limit {
+                        self.errors.refuse_size();
+                        return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
+                            format!(
+                                "chunk {} is larger than the {} bytes a chunk may have; split the \
+                             upload into more chunks",
+                                self.chunk, self.limit
+                            ),
+                        )));
+                    }
+                    self.buffer.extend_from_slice(&bytes);
+                }
                 Some(Err(e)) => {
                     return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
                         format!("the upload could not be read: {e}"),
@@ -164,15 +220,5 @@ impl Reader {
                 }
             }
         }
-    }
-}
-
-impl LineErrors {
-    fn is_empty(&self) -> bool {
-        self.0.lock().map(|e| e.1 == 0).unwrap_or(true)
-    }
-
-    fn count(&self) -> usize {
-        self.0.lock().map(|e| e.1).unwrap_or_default()
     }
 }

@@ -167,16 +167,21 @@ pub enum StagingFilter {
 
 impl StagingFilter {
     pub fn for_operation(op: &Operation) -> Self {
-        Self::for_scope_of(0, op.group_id.is_some())
+        Self::for_scope(op.group_id.is_some())
     }
 
-    /// For the staging table of full-update `_full_update`, given whether it was group-scoped.
-    pub fn for_scope_of(_full_update: i64, group_scoped: bool) -> Self {
+    /// For the staging table of a full-update, given whether it was group-scoped.
+    pub fn for_scope(group_scoped: bool) -> Self {
         if group_scoped {
             Self::WholeTable
         } else {
             Self::GroupColumn
         }
+    }
+
+    /// Whether its condition binds the group as `$1`.
+    pub fn binds_group(self) -> bool {
+        self == Self::GroupColumn
     }
 
     /// The condition on staging row `s` for the group bound as `$1`, led by `AND`.
@@ -414,6 +419,40 @@ pub fn pg_update_attributes(staging: &Staging, filter: StagingFilter) -> String 
     )
 }
 
+/// The staged lines of the group (`$1`, bound only when the filter uses it).
+pub fn staged_lines(staging: &Staging, filter: StagingFilter) -> String {
+    format!(
+        "SELECT count(*) FROM {staging} s WHERE true{}",
+        filter.and()
+    )
+}
+
+/// Refuses a reconcile (whole, so nothing of it is kept) that would pass the deletion threshold
+/// for a group.
+pub fn check_reconcile(
+    threshold: &crate::domain::full_update::Threshold,
+    group: ResourceId,
+    active: i64,
+    snapshot: i64,
+    removed: i64,
+) -> StoreResult<()> {
+    let diff = GroupDiff {
+        group_id: group,
+        active,
+        snapshot,
+        to_add: 0,
+        to_reactivate: 0,
+        to_remove: removed,
+    };
+    match threshold.hold_reason(&diff) {
+        None => Ok(()),
+        Some(reason) => Err(StoreError::Conflict(format!(
+            "the reconcile was refused and changed nothing: {reason}; pass a \"threshold\" that \
+             allows it once a person has checked the deferred full-update"
+        ))),
+    }
+}
+
 /// Reconcile: like the removal of an apply, for memberships older than full-update `$6`.
 pub fn pg_reconcile(staging: &Staging, filter: StagingFilter) -> String {
     format!(
@@ -562,6 +601,8 @@ returning_operation!(
     "UPDATE operation SET phase = 'queued', modified = $2 WHERE id = $1"
 );
 
+// Claims on SQLite, whose single writer serialises them; PostgreSQL adds SKIP LOCKED so that
+// several processes each claim a different operation.
 returning_operation!(
     CLAIM_OPERATION,
     "UPDATE operation SET phase = 'applying', lease_owner = $1, lease_expires_at = $2, \
@@ -571,11 +612,19 @@ returning_operation!(
 );
 
 returning_operation!(
+    PG_CLAIM_OPERATION,
+    "UPDATE operation SET phase = 'applying', lease_owner = $1, lease_expires_at = $2, \
+     attempts = attempts + 1 WHERE id = (SELECT id FROM operation \
+     WHERE phase = 'queued' OR (phase = 'applying' AND lease_expires_at < $3) \
+     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+);
+
+returning_operation!(
     FINISH_OPERATION,
     "UPDATE operation SET status = $2, phase = NULL, lease_owner = NULL, lease_expires_at = NULL, \
      added = $3, reactivated = $4, removed = $5, updated = $6, unchanged = $7, rejected = $8, \
      reason = $9, modified = $10, completed = CASE WHEN $2 = 'pending' THEN NULL ELSE $10 END \
-     WHERE id = $1"
+     WHERE id = $1 AND lease_owner = $11"
 );
 
 returning_operation!(
@@ -589,6 +638,18 @@ returning_operation!(
     "UPDATE operation SET status = 'failed', phase = NULL, reason = $2, modified = $3, \
      completed = $3 WHERE id = $1"
 );
+
+/// Fails the operations whose workers died `$2` times or more (their lease expired at `$1`).
+pub const GIVE_UP: &str = "UPDATE operation SET status = 'failed', phase = NULL, \
+     lease_owner = NULL, lease_expires_at = NULL, modified = $1, completed = $1, \
+     reason = 'gave up: the workers applying it stopped ' || attempts || ' times without finishing' \
+     WHERE phase = 'applying' AND lease_expires_at < $1 AND attempts >= $2 RETURNING id";
+
+pub fn lease_lost(id: OperationId) -> StoreError {
+    StoreError::Conflict(format!(
+        "operation {id}: this worker's lease expired and another worker took it over"
+    ))
+}
 
 pub const UPSERT_CHUNK: &str =
     "INSERT INTO operation_chunk (operation_id, chunk, lines, received) \

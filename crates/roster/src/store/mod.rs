@@ -261,11 +261,13 @@ pub trait EngineStore: Send + Sync {
     ) -> StoreResult<ChunkReceipt>;
     /// Ends the upload: the operation is queued for a worker.
     async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation>;
-    /// Claims the oldest queued operation, or one whose worker's lease expired.
+    /// Claims the oldest queued operation, or one whose worker's lease expired. An operation
+    /// whose lease expired after `max_attempts` claims (its workers keep dying) fails instead.
     async fn claim_operation(
         &self,
         node: &str,
         lease: std::time::Duration,
+        max_attempts: u32,
     ) -> StoreResult<Option<Operation>>;
     /// Extends a held lease; false when the lease was lost to another worker.
     async fn renew_lease(
@@ -276,10 +278,12 @@ pub trait EngineStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Resolves, checks and applies a claimed full-update, one group per transaction at least.
     async fn apply_full_update(&self, operation: &Operation) -> StoreResult<ApplyOutcome>;
-    /// Records the outcome of an apply and releases the lease.
+    /// Records the outcome of an apply and releases the lease; refused (conflict) when `node`
+    /// no longer holds the lease, whose new holder records the outcome instead.
     async fn finish_operation(
         &self,
         id: OperationId,
+        node: &str,
         outcome: &ApplyOutcome,
     ) -> StoreResult<Operation>;
     /// What a full-update would add or remove, in (group, member) order after the cursor.
@@ -308,12 +312,14 @@ pub trait EngineStore: Send + Sync {
         edits: &[MembershipEdit],
         bound_source: Option<&str>,
     ) -> StoreResult<Operation>;
-    /// Ends the memberships of a scope that its latest completed full-update did not confirm.
+    /// Ends the memberships of a scope that its latest completed full-update did not confirm,
+    /// refusing (and changing nothing) when a group would pass the deletion threshold.
     async fn reconcile(
         &self,
         actor: &Actor,
         description: Option<String>,
         scope: &Scope,
+        threshold: &crate::domain::full_update::Threshold,
     ) -> StoreResult<Operation>;
     /// Hard-deletes ended memberships, and deleted resources nothing refers to, older than
     /// `before`, in batches of `batch` rows.

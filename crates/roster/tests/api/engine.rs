@@ -29,6 +29,11 @@ on_both_backends!(
     reconcile_ends_what_a_deferred_full_update_did_not_confirm,
     purge_hard_deletes_what_ended_before_the_retention,
     chunks_and_complete_are_refused_once_the_upload_ended,
+    a_snapshot_of_only_unusable_lines_is_held_like_an_empty_one,
+    reconcile_past_the_threshold_is_refused_and_changes_nothing,
+    chunk_over_the_upload_limit_is_413_and_stores_nothing,
+    abandoned_uploads_fail,
+    preview_changes_nothing,
 );
 
 async fn users(app: &TestApp, n: usize) -> Vec<String> {
@@ -763,4 +768,144 @@ async fn chunks_and_complete_are_refused_once_the_upload_ended(backend: Backend)
         .assert_problem(StatusCode::NOT_FOUND, "999999");
     let value: Value = app.get(&format!("/api/v1/operations/{id}")).await.json;
     assert_eq!(value["phase"], Value::Null);
+}
+
+async fn a_snapshot_of_only_unusable_lines_is_held_like_an_empty_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let u = users(&app, 3).await;
+    let g = app.group("home", "small").await;
+    app.full_update(&g, &[&u[0], &u[1], &u[2]]).await;
+    let created = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "full-update", "group_id": g, "on_error": "skip"}),
+        )
+        .await;
+    let op = created.json["id"].as_i64().unwrap();
+    let lines = "{\"source_system\": \"elsewhere\", \"identifier\": \"a\"}\n\
+                 {\"source_system\": \"elsewhere\", \"identifier\": \"b\"}\n";
+    app.chunk(op, 0, lines).await;
+    let done = app.complete(op).await;
+    assert_eq!(done["status"], "pending", "{done}");
+    assert!(done["reason"].as_str().unwrap().contains("empty"), "{done}");
+    assert_eq!(app.members(&g).await.len(), 3, "nothing was removed");
+}
+
+async fn reconcile_past_the_threshold_is_refused_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (g, u) = group_of(&app, 100).await;
+    let half: Vec<serde_json::Value> = u[..50].iter().map(|m| json!({"member_id": m})).collect();
+    let deferred = app
+        .post(
+            "/api/v1/operations?wait=60",
+            json!({"type": "full-update", "group_id": g, "gc": "defer", "complete": true,
+                   "members": half}),
+        )
+        .await;
+    assert_eq!(deferred.json["status"], "complete", "{}", deferred.text);
+    let before = app.fingerprint().await;
+    app.post(
+        "/api/v1/operations",
+        json!({"type": "reconcile", "group_id": g}),
+    )
+    .await
+    .assert_problem(StatusCode::CONFLICT, "50 of the 100");
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "the refused reconcile left no trace"
+    );
+    let allowed = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "reconcile", "group_id": g,
+                   "threshold": {"max_removed_percent": 60}}),
+        )
+        .await;
+    assert_eq!(allowed.status, StatusCode::CREATED, "{}", allowed.text);
+    assert_eq!(allowed.json["counts"]["removed"], 50);
+    assert_eq!(app.members(&g).await.len(), 50);
+}
+
+async fn chunk_over_the_upload_limit_is_413_and_stores_nothing(backend: Backend) {
+    let limits = roster::app::Limits {
+        upload_bytes: 1_000,
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let u = users(&app, 30).await;
+    let g = app.group("home", "eng").await;
+    let op = app.start_full_update(&g).await;
+    let lines: String = u
+        .iter()
+        .map(|m| format!("{{\"member_id\": \"{m}\"}}\n"))
+        .collect();
+    assert!(lines.len() > 1_000);
+    app.chunk(op, 0, &lines)
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "more chunks");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM operation_chunk", &[])
+            .await,
+        0
+    );
+    let small: String = u[..5]
+        .iter()
+        .map(|m| format!("{{\"member_id\": \"{m}\"}}\n"))
+        .collect();
+    assert_eq!(app.chunk(op, 0, &small).await.status, StatusCode::OK);
+}
+
+async fn abandoned_uploads_fail(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let g = app.group("home", "eng").await;
+    let op = app.start_full_update(&g).await;
+    // The sweeper runs once a minute with "24 hours ago"; here it is asked about the future.
+    let failed = app
+        .store
+        .fail_abandoned(chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(failed, 1);
+    let reply = app.get(&format!("/api/v1/operations/{op}")).await;
+    assert_eq!(reply.json["status"], "failed");
+    assert!(reply.json["reason"].as_str().unwrap().contains("abandoned"));
+    app.chunk(op, 0, "")
+        .await
+        .assert_problem(StatusCode::CONFLICT, "uploading");
+}
+
+async fn preview_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let a = app.user("home", "a").await;
+    let g = app.group("home", "eng").await;
+    let op = app.start_full_update(&g).await;
+    let lines = format!(
+        "{{\"member_id\": \"{a}\"}}\n{{\"source_system\": \"home\", \"identifier\": \"nobody\"}}\n"
+    );
+    app.chunk(op, 0, &lines).await;
+    let reader = app
+        .token("reader", &[roster::domain::token::Scope::Read], None)
+        .await;
+    let preview = app
+        .call_as(
+            Some(&reader),
+            Method::GET,
+            &format!("/api/v1/operations/{op}/preview?action=add"),
+            None,
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
+    assert_eq!(preview.json["to_add"], 1);
+    let rejections = app
+        .get(&format!("/api/v1/operations/{op}/rejections"))
+        .await;
+    assert_eq!(
+        rejections.json["items"].as_array().unwrap().len(),
+        0,
+        "a preview records nothing"
+    );
+    let done = app.complete(op).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["counts"]["rejected"], 1);
 }

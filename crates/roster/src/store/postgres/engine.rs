@@ -69,10 +69,22 @@ impl PgStore {
         params: &FullUpdateParams,
         validate: bool,
     ) -> StoreResult<i64> {
-        let staging = Staging(op.id);
         let mut tx = self.pool.begin().await?;
+        let rejected = Self::resolve_in(&mut tx, op, params, validate).await?;
+        tx.commit().await?;
+        Ok(rejected)
+    }
+
+    /// `resolve` inside a transaction of the caller's.
+    async fn resolve_in(
+        tx: &mut Transaction<'_, Postgres>,
+        op: &Operation,
+        params: &FullUpdateParams,
+        validate: bool,
+    ) -> StoreResult<i64> {
+        let staging = Staging(op.id);
         let (members, groups): (bool, bool) = sqlx::query_as(&esql::unresolved_probe(&staging))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         for (statement, binds_source) in esql::resolve_statements(&staging) {
             if (binds_source && !groups) || (!binds_source && !members) {
@@ -84,7 +96,7 @@ impl PgStore {
             } else {
                 query
             };
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         if validate {
             let recorded = sqlx::query(&esql::record_rejections(&staging, op))
@@ -92,21 +104,20 @@ impl PgStore {
                 .bind(op.group_id)
                 .bind(op.source_system.as_deref())
                 .bind(params.bound_source.as_deref())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
             if recorded > 0 {
                 sqlx::query(&esql::delete_rejected(&staging))
                     .bind(op.id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
         }
         let rejected: i64 = sqlx::query_scalar(esql::COUNT_REJECTIONS)
             .bind(op.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(rejected)
     }
 
@@ -402,6 +413,14 @@ impl EngineStore for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         esql::check_uploading(id, op)?;
+        // Two uploads of the same chunk at once replace it one after the other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 1))",
+        )
+        .bind(id)
+        .bind(chunk)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
             .bind(chunk)
             .execute(&mut *tx)
@@ -478,11 +497,22 @@ impl EngineStore for PgStore {
         row.try_into()
     }
 
-    async fn claim_operation(&self, node: &str, lease: Duration) -> StoreResult<Option<Operation>> {
+    async fn claim_operation(
+        &self,
+        node: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> StoreResult<Option<Operation>> {
         let at = now();
-        // Several processes claim at once: SKIP LOCKED hands each a different operation.
-        let claim = esql::CLAIM_OPERATION.replace("LIMIT 1)", "LIMIT 1 FOR UPDATE SKIP LOCKED)");
-        let row: Option<OperationRow> = sqlx::query_as(&claim)
+        let given_up: Vec<i64> = sqlx::query_scalar(esql::GIVE_UP)
+            .bind(at)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        for id in given_up {
+            self.drop_staging(OperationId(id)).await?;
+        }
+        let row: Option<OperationRow> = sqlx::query_as(&esql::PG_CLAIM_OPERATION)
             .bind(node)
             .bind(at + lease)
             .bind(at)
@@ -542,10 +572,9 @@ impl EngineStore for PgStore {
         ))
         .fetch_one(&self.pool)
         .await?;
-        let snapshot_empty: bool =
-            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {staging})"))
-                .fetch_one(&self.pool)
-                .await?;
+        let staged: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {staging}"))
+            .fetch_one(&self.pool)
+            .await?;
         let mut superseded = 0;
         let mut tx = self.pool.begin().await?;
         let mut in_tx = 0i64;
@@ -573,7 +602,8 @@ impl EngineStore for PgStore {
                 let diff = crate::domain::full_update::GroupDiff {
                     group_id: group,
                     active,
-                    snapshot: i64::from(!snapshot_empty),
+                    // Lines that name a usable member: the apply's own rejections are not members.
+                    snapshot: staged - group_counts.rejected,
                     to_add: group_counts.added,
                     to_reactivate: group_counts.reactivated,
                     to_remove: group_counts.removed,
@@ -611,6 +641,7 @@ impl EngineStore for PgStore {
     async fn finish_operation(
         &self,
         id: OperationId,
+        node: &str,
         outcome: &ApplyOutcome,
     ) -> StoreResult<Operation> {
         let mut tx = self.pool.begin().await?;
@@ -626,8 +657,10 @@ impl EngineStore for PgStore {
             .bind(counts.rejected)
             .bind(reason)
             .bind(now())
-            .fetch_one(&mut *tx)
-            .await?;
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| esql::lease_lost(id))?;
         let record = AuditRecord::new("operation.finish", target::operation(id))
             .with_detail(serde_json::json!({ "status": status }));
         Self::audit(&mut tx, &Actor::system(esql::ENGINE_ACTOR), record).await?;
@@ -647,7 +680,9 @@ impl EngineStore for PgStore {
     ) -> StoreResult<Vec<PreviewEntry>> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?, true).await?;
+        // Resolved in a transaction that is rolled back: a preview changes nothing.
+        let mut tx = self.pool.begin().await?;
+        Self::resolve_in(&mut tx, &op, &esql::params(&op)?, true).await?;
         let (after_group, after_member) = esql::preview_cursor(page)?;
         let action = action.unwrap_or(PreviewAction::Remove);
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(&esql::preview(&Staging(id), &op, action))
@@ -657,15 +692,18 @@ impl EngineStore for PgStore {
             .bind(after_group)
             .bind(after_member)
             .bind(page.fetch())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.rollback().await?;
         Ok(esql::preview_entries(rows, action))
     }
 
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?, true).await?;
+        // Resolved in a transaction that is rolled back: a preview changes nothing.
+        let mut tx = self.pool.begin().await?;
+        Self::resolve_in(&mut tx, &op, &esql::params(&op)?, true).await?;
         let mut totals = [0i64; 2];
         for (slot, action) in totals
             .iter_mut()
@@ -682,9 +720,10 @@ impl EngineStore for PgStore {
                 .bind(Uuid::nil())
                 .bind(Uuid::nil())
                 .bind(i64::MAX)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
         }
+        tx.rollback().await?;
         Ok((totals[0], totals[1]))
     }
 
@@ -767,6 +806,16 @@ impl EngineStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let op = Self::insert_operation(&mut tx, actor, OperationType::PartialUpdate, None, None)
             .await?;
+        // The same per-group lock as full-updates take, in one order to avoid deadlocks.
+        let mut groups: Vec<ResourceId> = edits.iter().map(|e| e.group_id).collect();
+        groups.sort();
+        groups.dedup();
+        for group in &groups {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+                .bind(group)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut counts = OperationCounts::default();
         for (index, edit) in edits.iter().enumerate() {
             let member = Self::edit_member(&mut tx, index, edit).await?;
@@ -812,6 +861,7 @@ impl EngineStore for PgStore {
         actor: &Actor,
         description: Option<String>,
         scope: &Scope,
+        threshold: &crate::domain::full_update::Threshold,
     ) -> StoreResult<Operation> {
         let mut tx = self.pool.begin().await?;
         let (group_id, source) = esql::scope_columns(scope);
@@ -839,7 +889,23 @@ impl EngineStore for PgStore {
             if !exists {
                 continue;
             }
-            let filter = esql::StagingFilter::for_scope_of(full_update, group_scoped);
+            let filter = esql::StagingFilter::for_scope(group_scoped);
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+                .bind(group)
+                .execute(&mut *tx)
+                .await?;
+            let active: i64 = sqlx::query_scalar(esql::ACTIVE_MEMBERS)
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await?;
+            let lines = esql::staged_lines(&staging, filter);
+            let lines = sqlx::query_scalar(&lines);
+            let lines = if filter.binds_group() {
+                lines.bind(group)
+            } else {
+                lines
+            };
+            let snapshot: i64 = lines.fetch_one(&mut *tx).await?;
             let step = Step {
                 group: ResourceId(group),
                 op,
@@ -857,7 +923,9 @@ impl EngineStore for PgStore {
                 .bind(full_update)
                 .execute(&mut *tx)
                 .await?;
-            counts.removed += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+            let removed = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+            esql::check_reconcile(threshold, ResourceId(group), active, snapshot, removed)?;
+            counts.removed += removed;
         }
         Self::describe(&mut tx, op, description).await?;
         Self::audit(

@@ -62,8 +62,19 @@ impl SqliteStore {
     /// Resolves members and groups named by their source's keys, records the lines that cannot be
     /// used, and removes them from the staging table. Returns how many lines are rejected.
     async fn resolve(&self, op: &Operation, params: &FullUpdateParams) -> StoreResult<i64> {
-        let staging = Staging(op.id);
         let mut tx = self.begin().await?;
+        let rejected = Self::resolve_in(&mut tx, op, params).await?;
+        tx.commit().await?;
+        Ok(rejected)
+    }
+
+    /// `resolve` inside a transaction of the caller's.
+    async fn resolve_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        op: &Operation,
+        params: &FullUpdateParams,
+    ) -> StoreResult<i64> {
+        let staging = Staging(op.id);
         for (statement, binds_source) in esql::resolve_statements(&staging) {
             let query = sqlx::query(&statement);
             let query = if binds_source {
@@ -71,24 +82,23 @@ impl SqliteStore {
             } else {
                 query
             };
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         sqlx::query(&esql::record_rejections(&staging, op))
             .bind(op.id)
             .bind(op.group_id)
             .bind(op.source_system.as_deref())
             .bind(params.bound_source.as_deref())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query(&esql::delete_rejected(&staging))
             .bind(op.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let rejected: i64 = sqlx::query_scalar(esql::COUNT_REJECTIONS)
             .bind(op.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(rejected)
     }
 
@@ -449,8 +459,21 @@ impl EngineStore for SqliteStore {
         row.try_into()
     }
 
-    async fn claim_operation(&self, node: &str, lease: Duration) -> StoreResult<Option<Operation>> {
+    async fn claim_operation(
+        &self,
+        node: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> StoreResult<Option<Operation>> {
         let at = now();
+        let given_up: Vec<i64> = sqlx::query_scalar(esql::GIVE_UP)
+            .bind(at)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .fetch_all(&self.writer)
+            .await?;
+        for id in given_up {
+            self.drop_staging(OperationId(id)).await?;
+        }
         // The writer connection serialises claims.
         let row: Option<OperationRow> = sqlx::query_as(&esql::CLAIM_OPERATION)
             .bind(node)
@@ -509,10 +532,9 @@ impl EngineStore for SqliteStore {
         ))
         .fetch_one(&self.reader)
         .await?;
-        let snapshot_empty: bool =
-            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {staging})"))
-                .fetch_one(&self.reader)
-                .await?;
+        let staged: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {staging}"))
+            .fetch_one(&self.reader)
+            .await?;
         let mut superseded = 0;
         let mut tx = self.begin().await?;
         let mut in_tx = 0i64;
@@ -527,7 +549,8 @@ impl EngineStore for SqliteStore {
                 let diff = crate::domain::full_update::GroupDiff {
                     group_id: group,
                     active,
-                    snapshot: i64::from(!snapshot_empty),
+                    // Lines that name a usable member: the apply's own rejections are not members.
+                    snapshot: staged - group_counts.rejected,
                     to_add: group_counts.added,
                     to_reactivate: group_counts.reactivated,
                     to_remove: group_counts.removed,
@@ -565,6 +588,7 @@ impl EngineStore for SqliteStore {
     async fn finish_operation(
         &self,
         id: OperationId,
+        node: &str,
         outcome: &ApplyOutcome,
     ) -> StoreResult<Operation> {
         let mut tx = self.begin().await?;
@@ -580,8 +604,10 @@ impl EngineStore for SqliteStore {
             .bind(counts.rejected)
             .bind(reason)
             .bind(now())
-            .fetch_one(&mut *tx)
-            .await?;
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| esql::lease_lost(id))?;
         let record = AuditRecord::new("operation.finish", target::operation(id))
             .with_detail(serde_json::json!({ "status": status }));
         Self::audit(&mut tx, &Actor::system(esql::ENGINE_ACTOR), record).await?;
@@ -601,7 +627,9 @@ impl EngineStore for SqliteStore {
     ) -> StoreResult<Vec<PreviewEntry>> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?).await?;
+        // Resolved in a transaction that is rolled back: a preview changes nothing.
+        let mut tx = self.begin().await?;
+        Self::resolve_in(&mut tx, &op, &esql::params(&op)?).await?;
         let (after_group, after_member) = esql::preview_cursor(page)?;
         let action = action.unwrap_or(PreviewAction::Remove);
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(&esql::preview(&Staging(id), &op, action))
@@ -611,15 +639,18 @@ impl EngineStore for SqliteStore {
             .bind(after_group)
             .bind(after_member)
             .bind(page.fetch())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.rollback().await?;
         Ok(esql::preview_entries(rows, action))
     }
 
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
-        self.resolve(&op, &esql::params(&op)?).await?;
+        // Resolved in a transaction that is rolled back: a preview changes nothing.
+        let mut tx = self.begin().await?;
+        Self::resolve_in(&mut tx, &op, &esql::params(&op)?).await?;
         let mut totals = [0i64; 2];
         for (slot, action) in totals
             .iter_mut()
@@ -636,9 +667,10 @@ impl EngineStore for SqliteStore {
                 .bind(Uuid::nil())
                 .bind(Uuid::nil())
                 .bind(i64::MAX)
-                .fetch_one(&self.reader)
+                .fetch_one(&mut *tx)
                 .await?;
         }
+        tx.rollback().await?;
         Ok((totals[0], totals[1]))
     }
 
@@ -766,6 +798,7 @@ impl EngineStore for SqliteStore {
         actor: &Actor,
         description: Option<String>,
         scope: &Scope,
+        threshold: &crate::domain::full_update::Threshold,
     ) -> StoreResult<Operation> {
         let mut tx = self.begin().await?;
         let (group_id, source) = esql::scope_columns(scope);
@@ -795,7 +828,19 @@ impl EngineStore for SqliteStore {
             if !exists {
                 continue;
             }
-            let filter = esql::StagingFilter::for_scope_of(full_update, group_scoped);
+            let filter = esql::StagingFilter::for_scope(group_scoped);
+            let active: i64 = sqlx::query_scalar(esql::ACTIVE_MEMBERS)
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await?;
+            let lines = esql::staged_lines(&staging, filter);
+            let lines = sqlx::query_scalar(&lines);
+            let lines = if filter.binds_group() {
+                lines.bind(group)
+            } else {
+                lines
+            };
+            let snapshot: i64 = lines.fetch_one(&mut *tx).await?;
             let step = Step {
                 group: ResourceId(group),
                 op,
@@ -805,7 +850,9 @@ impl EngineStore for SqliteStore {
             };
             let older_than = full_update.to_string();
             let sql = esql::sqlite_remove_unconfirmed(&staging, filter, &older_than);
-            counts.removed += step.run(&mut tx, sql).await?;
+            let removed = step.run(&mut tx, sql).await?;
+            esql::check_reconcile(threshold, ResourceId(group), active, snapshot, removed)?;
+            counts.removed += removed;
         }
         Self::describe(&mut tx, op, description).await?;
         Self::audit(
@@ -912,7 +959,7 @@ impl EngineStore for SqliteStore {
         let ids: Vec<i64> = sqlx::query_scalar(esql::FAIL_ABANDONED)
             .bind(before)
             .bind(now())
-            .fetch_all(&self.reader)
+            .fetch_all(&self.writer)
             .await?;
         for id in &ids {
             self.drop_staging(OperationId(*id)).await?;
