@@ -88,11 +88,15 @@ impl Authenticator {
         let token = match self.cached(&hash) {
             Some(token) => token,
             None => {
-                let token = self
+                let (token, stored) = self
                     .store
                     .token_by_hash(&hash)
                     .await?
                     .ok_or_else(|| unauthorized("the bearer token is not valid"))?;
+                // The database found the row by hash; the comparison itself is constant-time.
+                if !hash.matches(&stored) {
+                    return Err(unauthorized("the bearer token is not valid"));
+                }
                 self.store
                     .touch_token(token.id, crate::store::now())
                     .await?;

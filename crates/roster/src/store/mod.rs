@@ -171,8 +171,9 @@ pub trait TokenStore: Send + Sync {
     async fn find_token(&self, id_or_name: &str) -> StoreResult<Token>;
     /// Revokes a token; revoking a revoked token changes nothing.
     async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token>;
-    /// The token whose secret has this hash, revoked or expired ones included.
-    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Token>>;
+    /// The token whose secret has this hash, revoked or expired ones included, with the stored
+    /// hash (which the caller compares in constant time).
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>>;
     /// Records that the token was used at `at`.
     async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
 }

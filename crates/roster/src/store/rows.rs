@@ -259,6 +259,14 @@ impl<T: TagList> TryFrom<TokenRow<T>> for Token {
     }
 }
 
+/// A token row with the hash of its secret, for authentication.
+#[derive(sqlx::FromRow)]
+pub struct TokenHashRow<T> {
+    #[sqlx(flatten)]
+    pub token: TokenRow<T>,
+    pub secret_hash: Vec<u8>,
+}
+
 pub fn tokens<T: TagList>(rows: Vec<TokenRow<T>>) -> Result<Vec<Token>, StoreError> {
     rows.into_iter().map(Token::try_from).collect()
 }

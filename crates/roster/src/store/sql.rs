@@ -151,7 +151,7 @@ statement!(
     SELECT_TOKEN_BY_HASH,
     "SELECT ",
     TOKEN_COLUMNS,
-    " FROM api_token WHERE secret_hash = $1"
+    ", secret_hash FROM api_token WHERE secret_hash = $1"
 );
 
 statement!(

@@ -670,12 +670,14 @@ impl TokenStore for SqliteStore {
         row.try_into()
     }
 
-    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Token>> {
-        let row: Option<TokenRowOf> = sqlx::query_as(&sql::SELECT_TOKEN_BY_HASH)
-            .bind(&hash.0)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Token::try_from).transpose()
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
+        let row: Option<rows::TokenHashRow<Json<Vec<String>>>> =
+            sqlx::query_as(&sql::SELECT_TOKEN_BY_HASH)
+                .bind(&hash.0)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|r| Ok((Token::try_from(r.token)?, r.secret_hash)))
+            .transpose()
     }
 
     async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
