@@ -23,7 +23,8 @@ pub fn binary() -> Result<PathBuf> {
         .context("the benchmark binary has no directory")?;
     let release = dir.ends_with("release");
     let mut build = std::process::Command::new("cargo");
-    build.args(["build", "-p", "roster", "--bin", "roster"]);
+    // The workspace's binaries, so that features unify as in `cargo build --workspace`.
+    build.args(["build", "--workspace", "--bins"]);
     if release {
         build.arg("--release");
     }

@@ -360,12 +360,16 @@ impl MembershipStore for PgStore {
         filter: &MembershipFilter,
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<Membership>> {
-        self.get_resource(group_id).await?;
         let rows: Vec<MembershipRow> =
             sql::membership_list(sql::MembershipSide::MembersOf(group_id), filter, page)
                 .build_query_as()
                 .fetch_all(&self.pool)
                 .await?;
+        // An empty page is a 404 when the resource itself does not exist; a page with rows needs
+        // no second query.
+        if rows.is_empty() {
+            self.get_resource(group_id).await?;
+        }
         Ok(rows.into_iter().map(Membership::from).collect())
     }
 
@@ -375,12 +379,16 @@ impl MembershipStore for PgStore {
         filter: &MembershipFilter,
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<Membership>> {
-        self.get_resource(member_id).await?;
         let rows: Vec<MembershipRow> =
             sql::membership_list(sql::MembershipSide::GroupsOf(member_id), filter, page)
                 .build_query_as()
                 .fetch_all(&self.pool)
                 .await?;
+        // An empty page is a 404 when the resource itself does not exist; a page with rows needs
+        // no second query.
+        if rows.is_empty() {
+            self.get_resource(member_id).await?;
+        }
         Ok(rows.into_iter().map(Membership::from).collect())
     }
 
