@@ -159,6 +159,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::Forbidden(m) => Self::Forbidden(m),
             StoreError::Invalid(e) => e.into(),
+            StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),

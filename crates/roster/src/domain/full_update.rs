@@ -175,21 +175,39 @@ impl Threshold {
     /// Why applying `diff` needs approval, if it does. An empty snapshot for a non-empty group
     /// always does, whatever the threshold.
     pub fn hold_reason(&self, diff: &GroupDiff) -> Option<String> {
-        if diff.snapshot == 0 && diff.active > 0 {
+        self.hold(
+            &format!("group {}", diff.group_id),
+            "active members",
+            diff.active,
+            diff.snapshot,
+            diff.to_remove,
+        )
+    }
+
+    /// Why removing `to_remove` of the `live` items (`noun`) of `scope`, given a snapshot of
+    /// `snapshot` lines, needs approval, if it does.
+    pub fn hold(
+        &self,
+        scope: &str,
+        noun: &str,
+        live: i64,
+        snapshot: i64,
+        to_remove: i64,
+    ) -> Option<String> {
+        if snapshot == 0 && live > 0 {
             return Some(format!(
-                "the snapshot of group {} is empty but the group has {} active members",
-                diff.group_id, diff.active
+                "the snapshot of {scope} is empty but it has {live} {noun}"
             ));
         }
-        if diff.active < self.min_group_size || diff.to_remove == 0 {
+        if live < self.min_group_size || to_remove == 0 {
             return None;
         }
-        let percent = 100.0 * diff.to_remove as f64 / diff.active as f64;
+        let percent = 100.0 * to_remove as f64 / live as f64;
         (percent > self.max_removed_percent).then(|| {
             format!(
-                "it would remove {} of the {} active members of group {} ({percent:.1}%, more than \
-                 the {}% threshold)",
-                diff.to_remove, diff.active, diff.group_id, self.max_removed_percent
+                "it would remove {to_remove} of the {live} {noun} of {scope} ({percent:.1}%, more \
+                 than the {}% threshold)",
+                self.max_removed_percent
             )
         })
     }

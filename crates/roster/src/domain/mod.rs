@@ -9,6 +9,7 @@ pub mod operation;
 pub mod operation_request;
 pub mod page;
 pub mod resource;
+pub mod resource_sync;
 pub mod token;
 
 pub use ids::{OperationId, ResourceId};

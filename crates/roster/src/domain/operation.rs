@@ -70,7 +70,32 @@ impl OperationStatus {
     }
 }
 
-/// What an operation changed (or, while pending, would change).
+/// What an operation writes: memberships (the default) or the resources of a source system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    #[default]
+    Memberships,
+    Resources,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memberships => "memberships",
+            Self::Resources => "resources",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Memberships, Self::Resources]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+/// What an operation changed (or, while pending, would change). An operation on resources counts
+/// resources: `added` created, `reactivated` restored, `removed` soft-deleted, `updated` changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OperationCounts {
     /// New memberships.
@@ -104,6 +129,8 @@ pub struct Operation {
     pub id: OperationId,
     #[serde(rename = "type")]
     pub ty: OperationType,
+    /// What it writes: memberships, or resources (accounts and groups).
+    pub target: Target,
     pub description: Option<String>,
     pub status: OperationStatus,
     /// The group the operation is scoped to, if any.
@@ -207,6 +234,15 @@ pub struct FullUpdateParams {
     /// Set when a person approved a held operation: the threshold no longer applies.
     #[serde(default)]
     pub approved: bool,
+    /// Members named by their source's keys that do not exist are created as minimal accounts.
+    #[serde(default)]
+    pub create_missing: bool,
+    /// A full-update of resources covers only this type…
+    #[serde(default)]
+    pub resource_type: Option<super::resource::ResourceType>,
+    /// …and only this subtype.
+    #[serde(default)]
+    pub resource_subtype: Option<super::resource::Subtype>,
 }
 
 pub fn default_batch_size() -> i64 {

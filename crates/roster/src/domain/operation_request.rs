@@ -1,8 +1,9 @@
 //! The body of `POST /api/v1/operations`: one variant per operation type.
 
 use super::full_update::{MemberLine, Threshold};
-use super::operation::{Gc, OnError};
-use super::resource::ResourceType;
+use super::operation::{Gc, OnError, Target};
+use super::resource::{ResourceType, Subtype};
+use super::resource_sync::ResourceLine;
 use super::ResourceId;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -11,9 +12,13 @@ use utoipa::ToSchema;
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum NewOperation {
     /// The complete member list of one group (`group_id`) or of every group of a source system
-    /// (`source_system`), uploaded in chunks (or given here as `members`).
+    /// (`source_system`), uploaded in chunks (or given here as `members`). With
+    /// `"target": "resources"`, the complete list of a source system's resources (optionally of one
+    /// `type` and `subtype`), one resource a line (or given here as `resources`).
     FullUpdate(NewFullUpdate),
-    /// Explicit adds and removes, applied at once in one transaction.
+    /// Explicit adds and removes of memberships (`changes`), or upserts and deletes of a source
+    /// system's resources (`"target": "resources"`, `resources`), applied at once in one
+    /// transaction.
     PartialUpdate(NewPartialUpdate),
     /// Soft-delete a resource and end its memberships.
     Delete(NewDelete),
@@ -27,6 +32,9 @@ pub enum NewOperation {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFullUpdate {
+    /// `memberships` (the default) or `resources`.
+    #[serde(default)]
+    pub target: Target,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -49,14 +57,39 @@ pub struct NewFullUpdate {
     /// Changed rows per transaction (at least one whole group each).
     #[serde(default)]
     pub batch_size: Option<i64>,
+    /// Membership lines: members named by their source's keys that do not exist are created as
+    /// minimal accounts of the line's `type` (default `user`) instead of being rejected.
+    #[serde(default)]
+    pub create_missing: bool,
+    /// Resources: the full-update covers only resources of this type (`type` names the operation
+    /// type in this body)…
+    #[serde(default)]
+    pub resource_type: Option<ResourceType>,
+    /// …and of this subtype.
+    #[serde(default)]
+    pub resource_subtype: Option<Subtype>,
+    /// Resources: a small list, staged as chunk 0 (large lists go in chunks).
+    #[serde(default)]
+    pub resources: Option<Vec<ResourceLine>>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPartialUpdate {
+    /// `memberships` (the default) or `resources`.
+    #[serde(default)]
+    pub target: Target,
     #[serde(default)]
     pub description: Option<String>,
+    /// Membership adds and removes.
+    #[serde(default)]
     pub changes: Vec<MembershipChangeRequest>,
+    /// Resources: the source system whose resources `resources` upserts or deletes.
+    #[serde(default)]
+    pub source_system: Option<String>,
+    /// Resources: each line upserts (the default) or deletes (`"action": "delete"`) one resource.
+    #[serde(default)]
+    pub resources: Vec<ResourceLine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]

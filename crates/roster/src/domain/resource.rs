@@ -335,11 +335,11 @@ fn check_key(field: &str, value: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-fn check_optional_key(field: &str, value: Option<&str>) -> Result<(), InvalidInput> {
+pub(crate) fn check_optional_key(field: &str, value: Option<&str>) -> Result<(), InvalidInput> {
     value.map_or(Ok(()), |v| check_key(field, v))
 }
 
-fn check_optional_text(field: &str, value: Option<&str>) -> Result<(), InvalidInput> {
+pub(crate) fn check_optional_text(field: &str, value: Option<&str>) -> Result<(), InvalidInput> {
     match value {
         Some(v) if v.len() > MAX_TEXT_LEN => Err(InvalidInput::new(format!(
             "{field} is {} bytes long; the limit is {MAX_TEXT_LEN}",
@@ -349,7 +349,7 @@ fn check_optional_text(field: &str, value: Option<&str>) -> Result<(), InvalidIn
     }
 }
 
-fn check_tags(tags: &[String]) -> Result<(), InvalidInput> {
+pub(crate) fn check_tags(tags: &[String]) -> Result<(), InvalidInput> {
     if tags.len() > MAX_TAGS {
         return Err(InvalidInput::new(format!(
             "{} tags given; the limit is {MAX_TAGS}",
@@ -360,7 +360,7 @@ fn check_tags(tags: &[String]) -> Result<(), InvalidInput> {
 }
 
 /// Serde support for `Option<Option<T>>`: absent → `None`, `null` → `Some(None)`.
-mod double_option {
+pub(crate) mod double_option {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>

@@ -9,15 +9,17 @@ use crate::domain::full_update::{LineError, MemberLine, PreviewAction, PreviewEn
 use crate::domain::operation::{
     FullUpdateParams, OnError, Operation, OperationFilter, OperationStatus, OperationType, Scope,
 };
+use crate::domain::operation::{Gc, Target};
 use crate::domain::operation_request::{
     ChangeAction, NewFullUpdate, NewOperation, NewPartialUpdate, NewPurge, NewReconcile,
 };
 use crate::domain::page::{ListKind, Page};
 use crate::domain::resource::ResourceType;
+use crate::domain::resource_sync::{ResourceLine, ResourcePreviewEntry, ResourceScope};
 use crate::domain::token::Scope as TokenScope;
 use crate::domain::{OperationId, ResourceId};
 use crate::error::{ApiError, Problem};
-use crate::ops::upload::{self, LineErrors};
+use crate::ops::upload::{self, LineErrors, UploadLine};
 use crate::store::{FullUpdateDraft, MembershipEdit, StagedBatch, StoreError};
 use axum::body::Body;
 use axum::extract::State;
@@ -200,6 +202,7 @@ async fn create_full_update(
     request: NewFullUpdate,
     wait: Option<u64>,
 ) -> Result<Operation, ApiError> {
+    check_target_fields(&request)?;
     let (scope, source_system) =
         scope(state, caller, request.group_id, request.source_system).await?;
     let threshold = request.threshold.unwrap_or(state.operations.threshold);
@@ -210,37 +213,71 @@ async fn create_full_update(
             "batch_size must be at least 1".to_owned(),
         ));
     }
-    let source_scope = matches!(scope, Scope::Source(_));
-    let members = request
-        .members
-        .map(|lines| stage_members(lines, source_scope, request.on_error))
-        .transpose()?;
-    if request.complete && members.is_none() {
+    let inline = match request.target {
+        Target::Memberships => request.members.is_some(),
+        Target::Resources => request.resources.is_some(),
+    };
+    if request.complete && !inline {
         return Err(ApiError::Unprocessable(
-            "`complete` needs `members`; upload chunks and then POST …/complete otherwise"
+            "`complete` needs the lines in the request (`members`, or `resources`); upload \
+             chunks and then POST …/complete otherwise"
                 .to_owned(),
         ));
     }
+    let params = FullUpdateParams {
+        on_error: request.on_error,
+        threshold,
+        gc: request.gc,
+        batch_size,
+        bound_source: caller.principal.source_system.clone(),
+        approved: false,
+        create_missing: request.create_missing,
+        resource_type: request.resource_type,
+        resource_subtype: request.resource_subtype,
+    };
+    let resource_scope = ResourceScope {
+        source_system: source_system.clone(),
+        ty: request.resource_type,
+        subtype: request.resource_subtype,
+        partial: false,
+    };
+    let source_scope = matches!(scope, Scope::Source(_));
+    let members = request
+        .members
+        .map(|lines| stage_inline(lines, &source_scope, request.on_error))
+        .transpose()?;
+    let resources = request
+        .resources
+        .map(|lines| stage_inline(lines, &resource_scope, request.on_error))
+        .transpose()?;
     let draft = FullUpdateDraft {
+        target: request.target,
         description: request.description,
         scope,
         source_system,
-        params: FullUpdateParams {
-            on_error: request.on_error,
-            threshold,
-            gc: request.gc,
-            batch_size,
-            bound_source: caller.principal.source_system.clone(),
-            approved: false,
-        },
+        params,
     };
     let mut op = state
         .store
         .create_full_update(&caller.actor(), &draft)
         .await?;
-    if let Some(batch) = members {
-        let stream = Box::pin(futures_util::stream::iter([Ok(batch)]));
-        if let Err(e) = state.store.stage_chunk(op.id, 0, stream).await {
+    let staged = match (members, resources) {
+        (Some(batch), _) => Some(
+            state
+                .store
+                .stage_chunk(op.id, 0, Box::pin(futures_util::stream::iter([Ok(batch)])))
+                .await,
+        ),
+        (_, Some(batch)) => Some(
+            state
+                .store
+                .stage_resource_chunk(op.id, 0, Box::pin(futures_util::stream::iter([Ok(batch)])))
+                .await,
+        ),
+        (None, None) => None,
+    };
+    if let Some(staged) = staged {
+        if let Err(e) = staged {
             // Leave no orphan upload behind.
             let _ = state.store.decide(&caller.actor(), op.id, false).await;
             return Err(e.into());
@@ -252,16 +289,49 @@ async fn create_full_update(
     Ok(op)
 }
 
-/// Checks the members given in a create call, like the lines of chunk 0.
-fn stage_members(
-    lines: Vec<MemberLine>,
-    source_scope: bool,
+/// Refuses the fields that belong to the other target.
+fn check_target_fields(request: &NewFullUpdate) -> Result<(), ApiError> {
+    let misplaced = match request.target {
+        Target::Memberships => [
+            ("resources", request.resources.is_some()),
+            ("resource_type", request.resource_type.is_some()),
+            ("resource_subtype", request.resource_subtype.is_some()),
+        ],
+        Target::Resources => [
+            ("members", request.members.is_some()),
+            ("group_id", request.group_id.is_some()),
+            ("create_missing", request.create_missing),
+        ],
+    };
+    if let Some((field, _)) = misplaced.iter().find(|(_, given)| *given) {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} does not apply to a full-update of {}",
+            request.target.name()
+        )));
+    }
+    if request.target == Target::Resources && request.gc == Gc::Defer {
+        return Err(ApiError::Unprocessable(
+            "gc: defer applies to membership full-updates; a full-update of resources deletes \
+             in its apply"
+                .to_owned(),
+        ));
+    }
+    if let (Some(ty), Some(subtype)) = (request.resource_type, request.resource_subtype) {
+        subtype.check_fits(ty)?;
+    }
+    Ok(())
+}
+
+/// Checks the lines given in a create call, like the lines of chunk 0.
+fn stage_inline<L: UploadLine>(
+    lines: Vec<L>,
+    context: &L::Context,
     on_error: OnError,
-) -> Result<StagedBatch, ApiError> {
+) -> Result<StagedBatch<L::Staged>, ApiError> {
     let mut batch = StagedBatch::default();
     for (index, line) in lines.into_iter().enumerate() {
         let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        match line.stage(number, source_scope) {
+        match line.stage(number, context) {
             Ok(line) => batch.lines.push(line),
             Err(e) => batch.rejected.push(LineError {
                 chunk: 0,
@@ -274,7 +344,7 @@ fn stage_members(
         let count = batch.rejected.len();
         batch.rejected.truncate(upload::MAX_REPORTED_ERRORS);
         return Err(ApiError::InvalidLines(
-            format!("{count} member(s) could not be read; nothing was created"),
+            format!("{count} line(s) could not be read; nothing was created"),
             batch.rejected,
         ));
     }
@@ -286,6 +356,16 @@ async fn partial_update(
     caller: &Caller,
     request: NewPartialUpdate,
 ) -> Result<Operation, ApiError> {
+    if request.target == Target::Resources {
+        return resource_changes(state, caller, request).await;
+    }
+    if !request.resources.is_empty() || request.source_system.is_some() {
+        return Err(ApiError::Unprocessable(
+            "resources and source_system belong to a partial-update with \"target\": \
+             \"resources\"; memberships are listed in changes"
+                .to_owned(),
+        ));
+    }
     if request.changes.is_empty() {
         return Err(ApiError::Unprocessable(
             "changes must list at least one add or remove".to_owned(),
@@ -321,6 +401,44 @@ async fn partial_update(
             &edits,
             caller.principal.source_system.as_deref(),
         )
+        .await?)
+}
+
+/// A partial-update of resources: upserts and deletes of one source system's resources.
+async fn resource_changes(
+    state: &AppState,
+    caller: &Caller,
+    request: NewPartialUpdate,
+) -> Result<Operation, ApiError> {
+    if !request.changes.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "a partial-update of resources lists them in resources, not changes".to_owned(),
+        ));
+    }
+    let source_system = request
+        .source_system
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::Unprocessable(
+                "a partial-update of resources needs its source_system".to_owned(),
+            )
+        })?;
+    if request.resources.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "resources must list at least one resource".to_owned(),
+        ));
+    }
+    caller.check_source(&source_system)?;
+    let scope = ResourceScope {
+        source_system,
+        ty: None,
+        subtype: None,
+        partial: true,
+    };
+    let batch = stage_inline(request.resources, &scope, OnError::Fail)?;
+    Ok(state
+        .store
+        .apply_resource_changes(&caller.actor(), request.description, &scope, &batch.lines)
         .await?)
 }
 
@@ -403,12 +521,27 @@ async fn upload_chunk(
     let errors = LineErrors::default();
     let format = upload::ChunkFormat {
         chunk,
-        source_scope: op.group_id.is_none(),
         on_error: params.on_error,
         limit: state.limits.upload_bytes,
     };
-    let lines = upload::member_lines(body, format, errors.clone());
-    match state.store.stage_chunk(id, chunk, lines).await {
+    let staged = match op.target {
+        Target::Memberships => {
+            let lines =
+                upload::lines::<MemberLine>(body, format, op.group_id.is_none(), errors.clone());
+            state.store.stage_chunk(id, chunk, lines).await
+        }
+        Target::Resources => {
+            let scope = ResourceScope {
+                source_system: op.source_system.clone().unwrap_or_default(),
+                ty: params.resource_type,
+                subtype: params.resource_subtype,
+                partial: false,
+            };
+            let lines = upload::lines::<ResourceLine>(body, format, scope, errors.clone());
+            state.store.stage_resource_chunk(id, chunk, lines).await
+        }
+    };
+    match staged {
         Ok(receipt) => Ok(axum::Json(ChunkResult {
             operation_id: id,
             chunk,
@@ -489,20 +622,29 @@ pub struct PreviewParams {
     cursor: Option<String>,
 }
 
+/// One planned change: of a membership, or (in a full-update of resources) of a resource.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PreviewItem {
+    Membership(PreviewEntry),
+    Resource(ResourcePreviewEntry),
+}
+
 /// A page of a preview; the first page also carries the totals.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PreviewPage {
-    pub items: Vec<PreviewEntry>,
+    pub items: Vec<PreviewItem>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next: Option<String>,
-    /// Memberships the operation would add or re-activate (first page only).
+    /// Memberships (or resources) the operation would add or re-activate (first page only).
     pub to_add: Option<i64>,
-    /// Memberships the operation would end (first page only).
+    /// Memberships the operation would end, or resources it would delete (first page only).
     pub to_remove: Option<i64>,
 }
 
-/// What a full-update not yet applied would remove (or add), in (group, member) order. Works
-/// before `complete` too, for a dry run.
+/// What a full-update not yet applied would remove (or add): memberships in (group, member)
+/// order; in a full-update of resources, the resources it would delete in id order, or the lines
+/// that would create or restore one. Works before `complete` too, for a dry run.
 #[utoipa::path(get, path = "/api/v1/operations/{id}/preview", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id"), PreviewParams),
     responses((status = 200, description = "A page of planned changes", body = PreviewPage),
@@ -517,13 +659,33 @@ async fn preview_operation(
         None => Some(state.store.preview_totals(id).await?),
         Some(_) => None,
     };
-    let rows = state.store.preview(id, p.action, &page).await?;
-    let page = Page::from_rows(rows, page.limit, ListKind::Preview, |e| {
-        format!("{}:{}", e.group_id, e.member_id)
-    });
+    let op = state.store.get_operation(id).await?;
+    let action = p.action.unwrap_or(PreviewAction::Remove);
+    let (items, next) = match op.target {
+        Target::Memberships => {
+            let rows = state.store.preview(id, Some(action), &page).await?;
+            let page = Page::from_rows(rows, page.limit, ListKind::Preview, |e| {
+                format!("{}:{}", e.group_id, e.member_id)
+            });
+            let items = page.items.into_iter().map(PreviewItem::Membership);
+            (items.collect(), page.next)
+        }
+        Target::Resources => {
+            let rows = state.store.preview_resources(id, action, &page).await?;
+            let page = Page::from_rows(rows, page.limit, ListKind::Preview, |e| {
+                match (e.chunk, e.line, e.resource_id) {
+                    (Some(chunk), Some(line), _) => format!("{chunk}:{line}"),
+                    (_, _, Some(id)) => id.to_string(),
+                    _ => String::new(),
+                }
+            });
+            let items = page.items.into_iter().map(PreviewItem::Resource);
+            (items.collect(), page.next)
+        }
+    };
     Ok(axum::Json(PreviewPage {
-        items: page.items,
-        next: page.next,
+        items,
+        next,
         to_add: totals.map(|t| t.0),
         to_remove: totals.map(|t| t.1),
     }))

@@ -1,7 +1,9 @@
 //! Reads an NDJSON upload as a stream of line batches, never holding more than one batch.
 
-use crate::domain::full_update::{LineError, MemberLine};
+use crate::domain::full_update::{LineError, MemberLine, StagedLine};
 use crate::domain::operation::OnError;
+use crate::domain::resource_sync::{ResourceLine, ResourceScope, StagedResource};
+use crate::domain::InvalidInput;
 use crate::store::{LineStream, StagedBatch, StoreError};
 use axum::body::Body;
 use bytes::{Buf, BytesMut};
@@ -64,7 +66,31 @@ impl LineErrors {
     }
 }
 
-struct Reader {
+/// A kind of upload line: parsed from JSON, then checked with what the operation says.
+pub trait UploadLine: serde::de::DeserializeOwned {
+    type Staged: Send + 'static;
+    type Context: Send + 'static;
+    fn stage(self, line: i32, context: &Self::Context) -> Result<Self::Staged, InvalidInput>;
+}
+
+impl UploadLine for MemberLine {
+    type Staged = StagedLine;
+    /// Whether the full-update covers a whole source system (every line names its group).
+    type Context = bool;
+    fn stage(self, line: i32, source_scope: &bool) -> Result<StagedLine, InvalidInput> {
+        MemberLine::stage(self, line, *source_scope)
+    }
+}
+
+impl UploadLine for ResourceLine {
+    type Staged = StagedResource;
+    type Context = ResourceScope;
+    fn stage(self, line: i32, scope: &ResourceScope) -> Result<StagedResource, InvalidInput> {
+        ResourceLine::stage(self, line, scope)
+    }
+}
+
+struct Reader<L: UploadLine> {
     body: axum::body::BodyDataStream,
     /// Bytes read so far, and the most accepted.
     read: usize,
@@ -73,34 +99,37 @@ struct Reader {
     line: i32,
     done: bool,
     chunk: i32,
-    source_scope: bool,
+    context: L::Context,
     on_error: OnError,
     errors: LineErrors,
+    kind: std::marker::PhantomData<fn() -> L>,
 }
 
 /// How to read one chunk.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkFormat {
     pub chunk: i32,
-    /// A full-update of a source system: every line names its group.
-    pub source_scope: bool,
     pub on_error: OnError,
     /// The most bytes accepted.
     pub limit: usize,
 }
 
-/// Parses `body` as NDJSON membership lines. With `OnError::Fail`, a bad line ends the stream
-/// with an error after the body is read (so that every bad line is reported); with
-/// `OnError::Skip`, bad lines travel in the batches as rejections. A body longer than the limit
-/// ends the stream with an error.
-pub fn member_lines(body: Body, format: ChunkFormat, errors: LineErrors) -> LineStream<'static> {
+/// Parses `body` as NDJSON lines of kind `L`, checked with `context`. With `OnError::Fail`, a bad
+/// line ends the stream with an error after the body is read (so that every bad line is
+/// reported); with `OnError::Skip`, bad lines travel in the batches as rejections. A body longer
+/// than the limit ends the stream with an error.
+pub fn lines<L: UploadLine + 'static>(
+    body: Body,
+    format: ChunkFormat,
+    context: L::Context,
+    errors: LineErrors,
+) -> LineStream<'static, L::Staged> {
     let ChunkFormat {
         chunk,
-        source_scope,
         on_error,
         limit,
     } = format;
-    let reader = Reader {
+    let reader = Reader::<L> {
         body: body.into_data_stream(),
         read: 0,
         limit,
@@ -108,9 +137,10 @@ pub fn member_lines(body: Body, format: ChunkFormat, errors: LineErrors) -> Line
         line: 0,
         done: false,
         chunk,
-        source_scope,
+        context,
         on_error,
         errors,
+        kind: std::marker::PhantomData,
     };
     Box::pin(futures_util::stream::unfold(reader, |mut r| async move {
         if r.done {
@@ -124,8 +154,8 @@ pub fn member_lines(body: Body, format: ChunkFormat, errors: LineErrors) -> Line
     }))
 }
 
-impl Reader {
-    async fn next_batch(&mut self) -> Result<StagedBatch, StoreError> {
+impl<L: UploadLine> Reader<L> {
+    async fn next_batch(&mut self) -> Result<StagedBatch<L::Staged>, StoreError> {
         let mut batch = StagedBatch::default();
         while batch.lines.len() + batch.rejected.len() < BATCH_LINES {
             match self.next_line().await? {
@@ -148,14 +178,14 @@ impl Reader {
         Ok(batch)
     }
 
-    fn parse(&mut self, raw: &[u8], batch: &mut StagedBatch) {
+    fn parse(&mut self, raw: &[u8], batch: &mut StagedBatch<L::Staged>) {
         let text = raw.strip_suffix(b"\r").unwrap_or(raw);
         if text.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let parsed = serde_json::from_slice::<MemberLine>(text)
+        let parsed = serde_json::from_slice::<L>(text)
             .map_err(|e| e.to_string())
-            .and_then(|l| l.stage(self.line, self.source_scope).map_err(|e| e.0));
+            .and_then(|l| l.stage(self.line, &self.context).map_err(|e| e.0));
         match parsed {
             Ok(line) if self.errors.is_empty() || self.on_error == OnError::Skip => {
                 batch.lines.push(line)

@@ -592,8 +592,8 @@ macro_rules! returning_operation {
 returning_operation!(
     INSERT_FULL_UPDATE,
     "INSERT INTO operation (type, description, status, phase, group_id, source_system, params, \
-     token_name, created, modified) \
-     VALUES ('full-update', $1, 'running', 'uploading', $2, $3, $4, $5, $6, $6)"
+     token_name, created, modified, target) \
+     VALUES ('full-update', $1, 'running', 'uploading', $2, $3, $4, $5, $6, $6, $7)"
 );
 
 returning_operation!(
@@ -872,4 +872,45 @@ pub fn edit_member_key(
 
 pub fn purge_summary(memberships: i64, resources: i64) -> String {
     format!("purged {memberships} ended membership(s) and {resources} deleted resource(s)")
+}
+
+/// With `create_missing`: creates a minimal account (of the line's type, default user) for every
+/// member named by its source's keys that matches no live resource. Binds `$1` the token's bound
+/// source system (or null: any source), `$2` the time. Re-resolving the lines afterwards finds the
+/// new resources, and `log_created` records them.
+pub fn create_missing(d: super::resource_sql::Dialect, staging: &Staging) -> String {
+    let id = match d {
+        super::resource_sql::Dialect::Postgres => "gen_random_uuid()",
+        super::resource_sql::Dialect::Sqlite => {
+            "unhex(substr(m.h, 1, 12) || '4' || substr(m.h, 14, 3) \
+             || substr('89AB', 1 + abs(random()) % 4, 1) || substr(m.h, 18, 15))"
+        }
+    };
+    let random_hex = match d {
+        super::resource_sql::Dialect::Postgres => "NULL",
+        super::resource_sql::Dialect::Sqlite => "hex(randomblob(16))",
+    };
+    format!(
+        "INSERT INTO resource (id, type, typename, source_system, identifier, external_id, \
+         created, modified) \
+         SELECT {id}, m.t, {}, m.src, m.ident, m.ext, $2, $2 FROM (SELECT k.*, {random_hex} AS h \
+           FROM (SELECT DISTINCT member_source AS src, member_identifier AS ident, \
+             member_external_id AS ext, coalesce(member_type, {}) AS t FROM {staging} \
+             WHERE member_id IS NULL AND member_source IS NOT NULL \
+             AND ($1 IS NULL OR member_source = $1)) k) m \
+         WHERE true ON CONFLICT DO NOTHING",
+        super::resource_sql::typename("m.t"),
+        ResourceType::User.code()
+    )
+}
+
+/// Records `resource.created` for the members `create_missing` created (at `$1`, the only
+/// resources of the staged lines created at that instant); binds `$2` operation, `$3` token.
+pub fn log_created(staging: &Staging) -> String {
+    format!(
+        "INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name) \
+         SELECT $1, {}, r.id, r.source_system, $2, $3 FROM resource r WHERE r.created = $1 \
+         AND r.id IN (SELECT member_id FROM {staging} WHERE member_id IS NOT NULL)",
+        crate::domain::change::ChangeKind::ResourceCreated.code()
+    )
 }

@@ -3,6 +3,8 @@
 
 mod engine_sql;
 mod postgres;
+mod resource_sql;
+mod resource_sync;
 mod rows;
 mod sql;
 mod sqlite;
@@ -10,10 +12,11 @@ mod sqlite;
 use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, StagedLine};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
-use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope};
+use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope, Target};
 use crate::domain::page::PageRequest;
 use crate::domain::resource::ResourceType;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch};
+use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::{Actor, NewToken, SecretHash, Token};
 use crate::domain::{InvalidInput, OperationId, ResourceId};
 use async_trait::async_trait;
@@ -41,6 +44,9 @@ pub enum StoreError {
     /// The write breaks a domain rule that needs stored data to check.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    /// Lines of a request break rules that need stored data to check; nothing was written.
+    #[error("{0}")]
+    InvalidLines(String, Vec<LineError>),
     /// The database could not be reached in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -188,17 +194,27 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<AuditEntry>>;
 }
 
-/// One batch of an uploaded chunk: the usable lines and the lines skipped with a reason.
-#[derive(Debug, Default)]
-pub struct StagedBatch {
-    pub lines: Vec<StagedLine>,
+/// One batch of an uploaded chunk: the usable lines (membership lines, or resource lines) and
+/// the lines skipped with a reason.
+#[derive(Debug)]
+pub struct StagedBatch<L = StagedLine> {
+    pub lines: Vec<L>,
     pub rejected: Vec<LineError>,
+}
+
+impl<L> Default for StagedBatch<L> {
+    fn default() -> Self {
+        Self {
+            lines: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
 }
 
 /// The batches of one chunk, read from the request as the store writes them. An error ends the
 /// upload and leaves the chunk as it was.
-pub type LineStream<'a> = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<StagedBatch, StoreError>> + Send + 'a>,
+pub type LineStream<'a, L = StagedLine> = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<StagedBatch<L>, StoreError>> + Send + 'a>,
 >;
 
 /// What a chunk upload stored.
@@ -211,6 +227,7 @@ pub struct ChunkReceipt {
 /// A new full-update, as the engine records it.
 #[derive(Debug, Clone)]
 pub struct FullUpdateDraft {
+    pub target: Target,
     pub description: Option<String>,
     pub scope: Scope,
     /// The scope's source system (for a group scope: the group's).
@@ -260,6 +277,13 @@ pub trait EngineStore: Send + Sync {
         chunk: i32,
         lines: LineStream<'_>,
     ) -> StoreResult<ChunkReceipt>;
+    /// Replaces chunk `chunk` of an uploading full-update of resources with the streamed lines.
+    async fn stage_resource_chunk(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        lines: LineStream<'_, StagedResource>,
+    ) -> StoreResult<ChunkReceipt>;
     /// Ends the upload: the operation is queued for a worker.
     async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation>;
     /// Claims the oldest queued operation, or one whose worker's lease expired. An operation
@@ -277,7 +301,8 @@ pub trait EngineStore: Send + Sync {
         node: &str,
         lease: std::time::Duration,
     ) -> StoreResult<bool>;
-    /// Resolves, checks and applies a claimed full-update, one group per transaction at least.
+    /// Resolves, checks and applies a claimed full-update: of memberships, one group per
+    /// transaction at least; of resources, in one transaction.
     async fn apply_full_update(&self, operation: &Operation) -> StoreResult<ApplyOutcome>;
     /// Records the outcome of an apply and releases the lease; refused (conflict) when `node`
     /// no longer holds the lease, whose new holder records the outcome instead.
@@ -294,7 +319,15 @@ pub trait EngineStore: Send + Sync {
         action: Option<PreviewAction>,
         page: &PageRequest<String>,
     ) -> StoreResult<Vec<PreviewEntry>>;
-    /// How many memberships a full-update not yet applied would add and remove.
+    /// What a full-update of resources would create or restore (`Add`: lines, in (chunk, line)
+    /// order after the cursor) or delete (`Remove`: resources, in id order after the cursor).
+    async fn preview_resources(
+        &self,
+        id: OperationId,
+        action: PreviewAction,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<ResourcePreviewEntry>>;
+    /// How many memberships (or resources) a full-update not yet applied would add and remove.
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)>;
     /// Approves (queues again, past the threshold) or rejects (fails) a pending operation.
     async fn decide(&self, actor: &Actor, id: OperationId, approve: bool)
@@ -312,6 +345,15 @@ pub trait EngineStore: Send + Sync {
         description: Option<String>,
         edits: &[MembershipEdit],
         bound_source: Option<&str>,
+    ) -> StoreResult<Operation>;
+    /// Upserts and deletes resources of one source system in one transaction, as one
+    /// partial-update operation; refused whole (naming the lines) when a line cannot apply.
+    async fn apply_resource_changes(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        scope: &ResourceScope,
+        lines: &[StagedResource],
     ) -> StoreResult<Operation>;
     /// Ends the memberships of a scope that its latest completed full-update did not confirm,
     /// refusing (and changing nothing) when a group would pass the deletion threshold.

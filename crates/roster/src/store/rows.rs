@@ -4,7 +4,7 @@ use super::StoreError;
 use crate::domain::audit::AuditEntry;
 use crate::domain::membership::Membership;
 use crate::domain::operation::{
-    Operation, OperationCounts, OperationPhase, OperationStatus, OperationType,
+    Operation, OperationCounts, OperationPhase, OperationStatus, OperationType, Target,
 };
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::{Scope, Token};
@@ -30,7 +30,7 @@ pub const AUDIT_COLUMNS: &str = "id, at, token_id, token_name, action, target, r
 /// The columns of `operation` that [`OperationRow`] reads.
 pub const OPERATION_COLUMNS: &str = "id, type, description, status, group_id, source_system, \
      added, reactivated, removed, updated, unchanged, rejected, reason, created, modified, \
-     completed, phase, params, token_name";
+     completed, phase, params, token_name, target";
 
 /// A `resource` row; `T` is how the backend stores tags (a text array or a JSON array).
 #[derive(sqlx::FromRow)]
@@ -168,6 +168,7 @@ pub struct OperationRow {
     phase: Option<String>,
     params: sqlx::types::Json<serde_json::Value>,
     token_name: Option<String>,
+    target: String,
 }
 
 impl TryFrom<OperationRow> for Operation {
@@ -185,6 +186,12 @@ impl TryFrom<OperationRow> for Operation {
         Ok(Operation {
             id: OperationId(r.id),
             ty,
+            target: Target::from_name(&r.target).ok_or_else(|| {
+                corrupt(format!(
+                    "operation {} has unknown target {:?}",
+                    r.id, r.target
+                ))
+            })?,
             description: r.description,
             status,
             group_id: r.group_id.map(ResourceId),

@@ -1,5 +1,6 @@
 //! Integration tests: every endpoint over HTTP on a real database, each scenario on both backends.
 
+mod accounts;
 mod common;
 mod crash;
 mod engine;

@@ -10,14 +10,17 @@ use crate::domain::change::ChangeRecord;
 use crate::domain::full_update::{
     GroupRef, LineError, MemberRef, PreviewAction, PreviewEntry, StagedLine,
 };
+use crate::domain::operation::Target;
 use crate::domain::operation::{
     FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
 };
 use crate::domain::page::PageRequest;
 use crate::domain::resource::ResourceType;
+use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
 use crate::store::engine_sql::{self as esql, Staging};
+use crate::store::resource_sql::{self, Dialect};
 use crate::store::rows::{OperationRow, OPERATION_COLUMNS};
 use crate::store::{
     now, ApplyOutcome, ChunkReceipt, EngineStore, FullUpdateDraft, LineStream, MembershipEdit,
@@ -98,6 +101,9 @@ impl PgStore {
             };
             query.execute(&mut **tx).await?;
         }
+        if params.create_missing && members {
+            Self::create_missing(tx, op, params).await?;
+        }
         if validate {
             let recorded = sqlx::query(&esql::record_rejections(&staging, op))
                 .bind(op.id)
@@ -119,6 +125,34 @@ impl PgStore {
             .fetch_one(&mut **tx)
             .await?;
         Ok(rejected)
+    }
+
+    /// Creates the missing members of a full-update run with `create_missing`, resolves the
+    /// lines that name them and records their creation.
+    async fn create_missing(
+        tx: &mut Transaction<'_, Postgres>,
+        op: &Operation,
+        params: &FullUpdateParams,
+    ) -> StoreResult<()> {
+        let staging = Staging(op.id);
+        let at = now();
+        sqlx::query(&esql::create_missing(Dialect::Postgres, &staging))
+            .bind(params.bound_source.as_deref())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        for (statement, binds_source) in esql::resolve_statements(&staging) {
+            if !binds_source {
+                sqlx::query(&statement).execute(&mut **tx).await?;
+            }
+        }
+        sqlx::query(&esql::log_created(&staging))
+            .bind(at)
+            .bind(op.id)
+            .bind(op.token_name.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// The groups a full-update covers, in id order.
@@ -247,6 +281,80 @@ impl PgStore {
         Ok(())
     }
 
+    /// Replaces chunk `chunk` of an uploading full-update with the streamed lines, by COPY.
+    async fn stage<L: CopyRow>(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        mut lines: LineStream<'_, L>,
+        columns: &str,
+    ) -> StoreResult<ChunkReceipt> {
+        let staging = Staging(id);
+        let mut tx = self.pool.begin().await?;
+        let op: Option<(Option<String>, String)> =
+            sqlx::query_as("SELECT phase, status FROM operation WHERE id = $1 FOR SHARE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        esql::check_uploading(id, op)?;
+        // Two uploads of the same chunk at once replace it one after the other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 1))",
+        )
+        .bind(id)
+        .bind(chunk)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM operation_rejection WHERE operation_id = $1 AND chunk = $2")
+            .bind(id)
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY {staging} ({columns}) FROM STDIN"))
+            .await?;
+        let mut rejected = Vec::new();
+        let mut rejected_count = 0i64;
+        let mut buffer = String::with_capacity(1 << 20);
+        while let Some(batch) = lines.next().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    copy.abort("the upload was refused").await?;
+                    return Err(e);
+                }
+            };
+            buffer.clear();
+            for line in &batch.lines {
+                line.copy(&mut buffer, chunk);
+            }
+            rejected_count += batch.rejected.len() as i64;
+            let room = MAX_REJECTIONS_KEPT.saturating_sub(rejected.len());
+            rejected.extend(batch.rejected.into_iter().take(room));
+            if !buffer.is_empty() {
+                copy.send(buffer.as_bytes()).await?;
+            }
+        }
+        let staged = copy.finish().await? as i64;
+        Self::insert_rejections(&mut tx, id, &rejected).await?;
+        sqlx::query(esql::UPSERT_CHUNK)
+            .bind(id)
+            .bind(chunk)
+            .bind(staged + rejected_count)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ChunkReceipt {
+            staged,
+            rejected: rejected_count,
+        })
+    }
+
     async fn insert_rejections(
         tx: &mut Transaction<'_, Postgres>,
         id: OperationId,
@@ -293,7 +401,18 @@ impl Step<'_> {
     }
 }
 
-/// Appends one line to a COPY text-format buffer.
+/// A staged line that appends itself to a COPY text-format buffer.
+pub(super) trait CopyRow: Send {
+    fn copy(&self, out: &mut String, chunk: i32);
+}
+
+impl CopyRow for StagedLine {
+    fn copy(&self, out: &mut String, chunk: i32) {
+        copy_line(out, chunk, self)
+    }
+}
+
+/// Appends one membership line to a COPY text-format buffer.
 fn copy_line(out: &mut String, chunk: i32, line: &StagedLine) {
     use std::fmt::Write;
     let (group_id, group_ref) = match &line.group {
@@ -342,7 +461,7 @@ fn copy_line(out: &mut String, chunk: i32, line: &StagedLine) {
 }
 
 /// Appends one tab-terminated field, escaped for COPY's text format.
-fn copy_field(out: &mut String, value: Option<&str>) {
+pub(super) fn copy_field(out: &mut String, value: Option<&str>) {
     match value {
         None => out.push_str("\\N"),
         Some(v) => {
@@ -379,16 +498,16 @@ impl EngineStore for PgStore {
             .bind(Json(&draft.params))
             .bind(&actor.token_name)
             .bind(now())
+            .bind(draft.target.name())
             .fetch_one(&mut *tx)
             .await?;
         let operation: Operation = row.try_into()?;
-        sqlx::query(&esql::create_staging(
-            &Staging(operation.id),
-            "uuid",
-            "boolean",
-        ))
-        .execute(&mut *tx)
-        .await?;
+        let staging = Staging(operation.id);
+        let create = match draft.target {
+            Target::Memberships => esql::create_staging(&staging, "uuid", "boolean"),
+            Target::Resources => resource_sql::create_staging(Dialect::Postgres, &staging),
+        };
+        sqlx::query(&create).execute(&mut *tx).await?;
         Self::audit(
             &mut tx,
             actor,
@@ -403,75 +522,19 @@ impl EngineStore for PgStore {
         &self,
         id: OperationId,
         chunk: i32,
-        mut lines: LineStream<'_>,
+        lines: LineStream<'_>,
     ) -> StoreResult<ChunkReceipt> {
-        let staging = Staging(id);
-        let mut tx = self.pool.begin().await?;
-        let op: Option<(Option<String>, String)> =
-            sqlx::query_as("SELECT phase, status FROM operation WHERE id = $1 FOR SHARE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        esql::check_uploading(id, op)?;
-        // Two uploads of the same chunk at once replace it one after the other.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 1))",
-        )
-        .bind(id)
-        .bind(chunk)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM operation_rejection WHERE operation_id = $1 AND chunk = $2")
-            .bind(id)
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?;
-        let mut copy = tx
-            .copy_in_raw(&format!(
-                "COPY {staging} ({}) FROM STDIN",
-                esql::STAGING_COLUMNS
-            ))
-            .await?;
-        let mut rejected = Vec::new();
-        let mut rejected_count = 0i64;
-        let mut buffer = String::with_capacity(1 << 20);
-        while let Some(batch) = lines.next().await {
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(e) => {
-                    copy.abort("the upload was refused").await?;
-                    return Err(e);
-                }
-            };
-            buffer.clear();
-            for line in &batch.lines {
-                copy_line(&mut buffer, chunk, line);
-            }
-            rejected_count += batch.rejected.len() as i64;
-            let room = MAX_REJECTIONS_KEPT.saturating_sub(rejected.len());
-            rejected.extend(batch.rejected.into_iter().take(room));
-            if !buffer.is_empty() {
-                copy.send(buffer.as_bytes()).await?;
-            }
-        }
-        let staged = copy.finish().await? as i64;
-        Self::insert_rejections(&mut tx, id, &rejected).await?;
-        sqlx::query(esql::UPSERT_CHUNK)
-            .bind(id)
-            .bind(chunk)
-            .bind(staged + rejected_count)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(ChunkReceipt {
-            staged,
-            rejected: rejected_count,
-        })
+        self.stage(id, chunk, lines, esql::STAGING_COLUMNS).await
+    }
+
+    async fn stage_resource_chunk(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        lines: LineStream<'_, StagedResource>,
+    ) -> StoreResult<ChunkReceipt> {
+        self.stage(id, chunk, lines, resource_sql::STAGING_COLUMNS)
+            .await
     }
 
     async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation> {
@@ -533,6 +596,9 @@ impl EngineStore for PgStore {
     }
 
     async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        if op.target == Target::Resources {
+            return self.apply_resource_update(op).await;
+        }
         let params: FullUpdateParams = esql::params(op)?;
         // A source-scoped apply commits group by group, so it checks every line first; a
         // group-scoped one checks them in its single transaction.
@@ -698,9 +764,24 @@ impl EngineStore for PgStore {
         Ok(esql::preview_entries(rows, action))
     }
 
+    async fn preview_resources(
+        &self,
+        id: OperationId,
+        action: PreviewAction,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<ResourcePreviewEntry>> {
+        let op = self.operation(id).await?;
+        esql::check_previewable(&op)?;
+        self.resource_preview(&op, action, page.after.as_deref(), page.fetch())
+            .await
+    }
+
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
+        if op.target == Target::Resources {
+            return self.resource_totals(&op).await;
+        }
         // Resolved in a transaction that is rolled back: a preview changes nothing.
         let mut tx = self.pool.begin().await?;
         Self::resolve_in(&mut tx, &op, &esql::params(&op)?, true).await?;
@@ -854,6 +935,17 @@ impl EngineStore for PgStore {
         let operation = Self::set_counts(&mut tx, op, counts).await?;
         tx.commit().await?;
         Ok(operation)
+    }
+
+    async fn apply_resource_changes(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        scope: &ResourceScope,
+        lines: &[StagedResource],
+    ) -> StoreResult<Operation> {
+        self.resource_changes(actor, description, scope, lines)
+            .await
     }
 
     async fn reconcile(

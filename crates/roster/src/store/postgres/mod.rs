@@ -22,6 +22,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 mod engine;
+mod resource_sync;
 
 type Row = ResourceRow<Vec<String>>;
 

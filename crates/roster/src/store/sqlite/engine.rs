@@ -9,14 +9,17 @@ use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::full_update::{
     GroupRef, LineError, MemberRef, PreviewAction, PreviewEntry, StagedLine,
 };
+use crate::domain::operation::Target;
 use crate::domain::operation::{
     FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
 };
 use crate::domain::page::PageRequest;
 use crate::domain::resource::ResourceType;
+use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
 use crate::store::engine_sql::{self as esql, Staging};
+use crate::store::resource_sql::{self, Dialect};
 use crate::store::rows::{OperationRow, OPERATION_COLUMNS};
 use crate::store::{
     now, ApplyOutcome, ChunkReceipt, EngineStore, FullUpdateDraft, LineStream, MembershipEdit,
@@ -25,6 +28,7 @@ use crate::store::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use sqlx::query_builder::Separated;
 use sqlx::types::Json;
 use sqlx::{Sqlite, Transaction};
 use std::time::Duration;
@@ -84,6 +88,9 @@ impl SqliteStore {
             };
             query.execute(&mut **tx).await?;
         }
+        if params.create_missing {
+            Self::create_missing(tx, op, params).await?;
+        }
         sqlx::query(&esql::record_rejections(&staging, op))
             .bind(op.id)
             .bind(op.group_id)
@@ -100,6 +107,34 @@ impl SqliteStore {
             .fetch_one(&mut **tx)
             .await?;
         Ok(rejected)
+    }
+
+    /// Creates the missing members of a full-update run with `create_missing`, resolves the
+    /// lines that name them and records their creation.
+    async fn create_missing(
+        tx: &mut Transaction<'_, Sqlite>,
+        op: &Operation,
+        params: &FullUpdateParams,
+    ) -> StoreResult<()> {
+        let staging = Staging(op.id);
+        let at = now();
+        sqlx::query(&esql::create_missing(Dialect::Sqlite, &staging))
+            .bind(params.bound_source.as_deref())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        for (statement, binds_source) in esql::resolve_statements(&staging) {
+            if !binds_source {
+                sqlx::query(&statement).execute(&mut **tx).await?;
+            }
+        }
+        sqlx::query(&esql::log_created(&staging))
+            .bind(at)
+            .bind(op.id)
+            .bind(op.token_name.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// The groups a full-update covers, in id order.
@@ -217,6 +252,63 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Replaces chunk `chunk` of an uploading full-update with the streamed lines, in multi-row
+    /// INSERTs.
+    async fn stage<L: InsertRow>(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        mut lines: LineStream<'_, L>,
+        columns: &str,
+    ) -> StoreResult<ChunkReceipt> {
+        let staging = Staging(id);
+        let mut tx = self.begin().await?;
+        let op: Option<(Option<String>, String)> =
+            sqlx::query_as("SELECT phase, status FROM operation WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        esql::check_uploading(id, op)?;
+        sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM operation_rejection WHERE operation_id = $1 AND chunk = $2")
+            .bind(id)
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        let mut rejected = Vec::new();
+        let mut rejected_count = 0i64;
+        let mut staged = 0i64;
+        while let Some(batch) = lines.next().await {
+            let batch = batch?;
+            for rows in batch.lines.chunks(INSERT_ROWS) {
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
+                    "INSERT INTO {staging} ({columns}) "
+                ));
+                q.push_values(rows, |mut b, line| line.push(&mut b, chunk));
+                staged += q.build().execute(&mut *tx).await?.rows_affected() as i64;
+            }
+            rejected_count += batch.rejected.len() as i64;
+            let room = MAX_REJECTIONS_KEPT.saturating_sub(rejected.len());
+            rejected.extend(batch.rejected.into_iter().take(room));
+        }
+        Self::insert_rejections(&mut tx, id, &rejected).await?;
+        sqlx::query(esql::UPSERT_CHUNK)
+            .bind(id)
+            .bind(chunk)
+            .bind(staged + rejected_count)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ChunkReceipt {
+            staged,
+            rejected: rejected_count,
+        })
+    }
+
     async fn insert_rejections(
         tx: &mut Transaction<'_, Sqlite>,
         id: OperationId,
@@ -326,8 +418,30 @@ impl<'a> From<&'a StagedLine> for StagingRow<'a> {
     }
 }
 
-/// Lines per multi-row INSERT: 11 parameters each, well under SQLite's limit.
-const INSERT_ROWS: usize = 500;
+/// Lines per multi-row INSERT: at most 15 parameters each, well under SQLite's limit.
+pub(super) const INSERT_ROWS: usize = 500;
+
+/// A staged line that binds itself as one row of a multi-row INSERT.
+pub(super) trait InsertRow: Send + Sync {
+    fn push<'a>(&'a self, row: &mut Separated<'_, 'a, Sqlite, &'static str>, chunk: i32);
+}
+
+impl InsertRow for StagedLine {
+    fn push<'a>(&'a self, b: &mut Separated<'_, 'a, Sqlite, &'static str>, chunk: i32) {
+        let row = StagingRow::from(self);
+        b.push_bind(chunk)
+            .push_bind(self.line)
+            .push_bind(row.group_id)
+            .push_bind(row.group_ref)
+            .push_bind(row.member_id)
+            .push_bind(row.member_source)
+            .push_bind(row.identifier)
+            .push_bind(row.external_id)
+            .push_bind(self.member_type.map(ResourceType::code))
+            .push_bind(self.member_name.as_deref())
+            .push_bind(self.contributing);
+    }
+}
 
 #[async_trait]
 impl EngineStore for SqliteStore {
@@ -348,16 +462,16 @@ impl EngineStore for SqliteStore {
             .bind(Json(&draft.params))
             .bind(&actor.token_name)
             .bind(now())
+            .bind(draft.target.name())
             .fetch_one(&mut *tx)
             .await?;
         let operation: Operation = row.try_into()?;
-        sqlx::query(&esql::create_staging(
-            &Staging(operation.id),
-            "blob",
-            "integer",
-        ))
-        .execute(&mut *tx)
-        .await?;
+        let staging = Staging(operation.id);
+        let create = match draft.target {
+            Target::Memberships => esql::create_staging(&staging, "blob", "integer"),
+            Target::Resources => resource_sql::create_staging(Dialect::Sqlite, &staging),
+        };
+        sqlx::query(&create).execute(&mut *tx).await?;
         Self::audit(
             &mut tx,
             actor,
@@ -372,68 +486,19 @@ impl EngineStore for SqliteStore {
         &self,
         id: OperationId,
         chunk: i32,
-        mut lines: LineStream<'_>,
+        lines: LineStream<'_>,
     ) -> StoreResult<ChunkReceipt> {
-        let staging = Staging(id);
-        let mut tx = self.begin().await?;
-        let op: Option<(Option<String>, String)> =
-            sqlx::query_as("SELECT phase, status FROM operation WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        esql::check_uploading(id, op)?;
-        sqlx::query(&format!("DELETE FROM {staging} WHERE chunk = $1"))
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM operation_rejection WHERE operation_id = $1 AND chunk = $2")
-            .bind(id)
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?;
-        let mut rejected = Vec::new();
-        let mut rejected_count = 0i64;
-        let mut staged = 0i64;
-        while let Some(batch) = lines.next().await {
-            let batch = batch?;
-            for rows in batch.lines.chunks(INSERT_ROWS) {
-                let mut q = sqlx::QueryBuilder::<Sqlite>::new(format!(
-                    "INSERT INTO {staging} ({}) ",
-                    esql::STAGING_COLUMNS
-                ));
-                q.push_values(rows, |mut b, line| {
-                    let row = StagingRow::from(line);
-                    b.push_bind(chunk)
-                        .push_bind(line.line)
-                        .push_bind(row.group_id)
-                        .push_bind(row.group_ref)
-                        .push_bind(row.member_id)
-                        .push_bind(row.member_source)
-                        .push_bind(row.identifier)
-                        .push_bind(row.external_id)
-                        .push_bind(line.member_type.map(ResourceType::code))
-                        .push_bind(line.member_name.as_deref())
-                        .push_bind(line.contributing);
-                });
-                staged += q.build().execute(&mut *tx).await?.rows_affected() as i64;
-            }
-            rejected_count += batch.rejected.len() as i64;
-            let room = MAX_REJECTIONS_KEPT.saturating_sub(rejected.len());
-            rejected.extend(batch.rejected.into_iter().take(room));
-        }
-        Self::insert_rejections(&mut tx, id, &rejected).await?;
-        sqlx::query(esql::UPSERT_CHUNK)
-            .bind(id)
-            .bind(chunk)
-            .bind(staged + rejected_count)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(ChunkReceipt {
-            staged,
-            rejected: rejected_count,
-        })
+        self.stage(id, chunk, lines, esql::STAGING_COLUMNS).await
+    }
+
+    async fn stage_resource_chunk(
+        &self,
+        id: OperationId,
+        chunk: i32,
+        lines: LineStream<'_, StagedResource>,
+    ) -> StoreResult<ChunkReceipt> {
+        self.stage(id, chunk, lines, resource_sql::STAGING_COLUMNS)
+            .await
     }
 
     async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation> {
@@ -496,6 +561,9 @@ impl EngineStore for SqliteStore {
     }
 
     async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        if op.target == Target::Resources {
+            return self.apply_resource_update(op).await;
+        }
         let params: FullUpdateParams = esql::params(op)?;
         let rejected = self.resolve(op, &params).await?;
         let mut counts = OperationCounts {
@@ -645,9 +713,24 @@ impl EngineStore for SqliteStore {
         Ok(esql::preview_entries(rows, action))
     }
 
+    async fn preview_resources(
+        &self,
+        id: OperationId,
+        action: PreviewAction,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Vec<ResourcePreviewEntry>> {
+        let op = self.operation(id).await?;
+        esql::check_previewable(&op)?;
+        self.resource_preview(&op, action, page.after.as_deref(), page.fetch())
+            .await
+    }
+
     async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = self.operation(id).await?;
         esql::check_previewable(&op)?;
+        if op.target == Target::Resources {
+            return self.resource_totals(&op).await;
+        }
         // Resolved in a transaction that is rolled back: a preview changes nothing.
         let mut tx = self.begin().await?;
         Self::resolve_in(&mut tx, &op, &esql::params(&op)?).await?;
@@ -791,6 +874,17 @@ impl EngineStore for SqliteStore {
         let operation = Self::set_counts(&mut tx, op, counts).await?;
         tx.commit().await?;
         Ok(operation)
+    }
+
+    async fn apply_resource_changes(
+        &self,
+        actor: &Actor,
+        description: Option<String>,
+        scope: &ResourceScope,
+        lines: &[StagedResource],
+    ) -> StoreResult<Operation> {
+        self.resource_changes(actor, description, scope, lines)
+            .await
     }
 
     async fn reconcile(

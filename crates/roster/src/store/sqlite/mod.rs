@@ -24,6 +24,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 mod engine;
+mod resource_sync;
 
 type Row = ResourceRow<Json<Vec<String>>>;
 

@@ -1,0 +1,640 @@
+//! Account sync's SQL, shared by both backends: full-updates and partial-updates of resources.
+//! Statements name their parameters (`@source`, `@op`, …); [`compile`] numbers them for the
+//! driver and says what to bind. PostgreSQL writes each step and its change records in one
+//! statement (`WITH … RETURNING`); SQLite, which has no data-modifying CTEs, selects the change
+//! records with the step's predicate and then writes, in the same transaction.
+
+use crate::domain::change::ChangeKind;
+use crate::domain::resource::{ResourceType, Subtype};
+use crate::domain::resource_sync::present;
+use crate::store::engine_sql::Staging;
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, Type};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// A value a statement binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// The operation's source system.
+    Source,
+    Op,
+    /// The time of the apply.
+    At,
+    /// The name of the token that created the operation.
+    Token,
+    /// When the operation was created: what was written later is newer knowledge.
+    Fence,
+    /// The scope's type and subtype (or null).
+    Type,
+    Subtype,
+    /// A preview page: after this resource id, or after this (chunk, line); this many rows.
+    AfterId,
+    AfterChunk,
+    AfterLine,
+    Limit,
+}
+
+const NAMES: [(&str, Bind); 11] = [
+    ("@source", Bind::Source),
+    ("@op", Bind::Op),
+    ("@at", Bind::At),
+    ("@token", Bind::Token),
+    ("@fence", Bind::Fence),
+    ("@rsubtype", Bind::Subtype),
+    ("@rtype", Bind::Type),
+    ("@after_id", Bind::AfterId),
+    ("@after_chunk", Bind::AfterChunk),
+    ("@after_line", Bind::AfterLine),
+    ("@limit", Bind::Limit),
+];
+
+/// A statement with numbered parameters and the values to bind to them, in order.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+}
+
+/// Numbers the named parameters of `sql` (`$1` for the first name met, and so on).
+pub fn compile(sql: &str) -> Statement {
+    let mut out = String::with_capacity(sql.len());
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        match NAMES.iter().find(|(name, _)| {
+            tail.starts_with(name)
+                && !tail[name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            Some((name, bind)) => {
+                let n = match binds.iter().position(|b| b == bind) {
+                    Some(i) => i + 1,
+                    None => {
+                        binds.push(*bind);
+                        binds.len()
+                    }
+                };
+                out.push_str(&format!("${n}"));
+                rest = &tail[name.len()..];
+            }
+            None => {
+                out.push('@');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Statement { sql: out, binds }
+}
+
+/// The values a resource operation's statements bind.
+#[derive(Debug, Clone)]
+pub struct Values {
+    pub source: String,
+    pub op: i64,
+    pub at: DateTime<Utc>,
+    pub token: Option<String>,
+    pub fence: DateTime<Utc>,
+    pub ty: Option<i16>,
+    pub subtype: Option<i16>,
+    pub after_id: Uuid,
+    pub after_chunk: i32,
+    pub after_line: i32,
+    pub limit: i64,
+}
+
+/// Binds `values` to a compiled statement, in the order it names them.
+pub fn bind<'q, DB, A>(
+    mut query: sqlx::query::Query<'q, DB, A>,
+    statement: &Statement,
+    values: &Values,
+) -> sqlx::query::Query<'q, DB, A>
+where
+    DB: Database<Arguments<'q> = A>,
+    A: sqlx::IntoArguments<'q, DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    i32: Encode<'q, DB> + Type<DB>,
+    Option<i16>: Encode<'q, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    Uuid: Encode<'q, DB> + Type<DB>,
+{
+    for b in &statement.binds {
+        query = match b {
+            Bind::Source => query.bind(values.source.clone()),
+            Bind::Op => query.bind(values.op),
+            Bind::At => query.bind(values.at),
+            Bind::Token => query.bind(values.token.clone()),
+            Bind::Fence => query.bind(values.fence),
+            Bind::Type => query.bind(values.ty),
+            Bind::Subtype => query.bind(values.subtype),
+            Bind::AfterId => query.bind(values.after_id),
+            Bind::AfterChunk => query.bind(values.after_chunk),
+            Bind::AfterLine => query.bind(values.after_line),
+            Bind::Limit => query.bind(values.limit),
+        };
+    }
+    query
+}
+
+/// The columns a resource line is loaded into, in the order the backends write them.
+pub const STAGING_COLUMNS: &str = "chunk, line, new_id, external_id, identifier, type, subtype, \
+     displayname, description, notes, tags, active, expires_at, present, remove";
+
+impl Dialect {
+    fn uuid(self) -> &'static str {
+        match self {
+            Self::Postgres => "uuid",
+            Self::Sqlite => "BLOB",
+        }
+    }
+
+    fn boolean(self) -> &'static str {
+        match self {
+            Self::Postgres => "boolean",
+            Self::Sqlite => "INTEGER",
+        }
+    }
+
+    fn tags(self) -> &'static str {
+        match self {
+            Self::Postgres => "text[]",
+            Self::Sqlite => "TEXT",
+        }
+    }
+
+    fn time(self) -> &'static str {
+        match self {
+            Self::Postgres => "timestamptz",
+            Self::Sqlite => "TEXT",
+        }
+    }
+
+    /// `a` and `b` differ, nulls compared as values.
+    fn differ(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Postgres => format!("{a} IS DISTINCT FROM {b}"),
+            Self::Sqlite => format!("{a} IS NOT {b}"),
+        }
+    }
+}
+
+/// `CREATE TABLE` for the staging table of a resource operation.
+pub fn create_staging(d: Dialect, staging: &Staging) -> String {
+    let (uuid, boolean, tags, time) = (d.uuid(), d.boolean(), d.tags(), d.time());
+    format!(
+        "CREATE TABLE {staging} (chunk integer NOT NULL, line integer NOT NULL, \
+         new_id {uuid} NOT NULL, resource_id {uuid}, external_id text, identifier text, \
+         type smallint NOT NULL, subtype smallint, displayname text, description text, \
+         notes text, tags {tags} NOT NULL, active {boolean} NOT NULL, expires_at {time}, \
+         present smallint NOT NULL, remove {boolean} NOT NULL)"
+    )
+}
+
+/// The live resources of the scope, as `r`.
+const IN_SCOPE: &str = "r.source_system = @source AND NOT r.deleted \
+     AND (@rtype IS NULL OR r.type = @rtype) AND (@rsubtype IS NULL OR r.subtype = @rsubtype)";
+
+/// Resolves each line to the resource it names: a live one by external id, then by identifier
+/// and type (adopting a resource that has no external id yet).
+pub fn resolve_live(staging: &Staging) -> [Statement; 2] {
+    [
+        compile(&format!(
+            "UPDATE {staging} AS s SET resource_id = r.id FROM resource r \
+             WHERE s.resource_id IS NULL AND s.external_id IS NOT NULL \
+             AND r.source_system = @source AND r.external_id = s.external_id AND NOT r.deleted"
+        )),
+        compile(&format!(
+            "UPDATE {staging} AS s SET resource_id = r.id FROM resource r \
+             WHERE s.resource_id IS NULL AND s.identifier IS NOT NULL \
+             AND r.source_system = @source AND r.identifier = s.identifier AND r.type = s.type \
+             AND NOT r.deleted AND (s.external_id IS NULL OR r.external_id IS NULL)"
+        )),
+    ]
+}
+
+/// Whether the source system has deleted resources (that a line might restore).
+pub fn has_deleted() -> Statement {
+    compile("SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = @source AND deleted)")
+}
+
+/// Resolves the lines still unresolved to the most recently deleted resource they name.
+pub fn resolve_deleted(staging: &Staging) -> [Statement; 2] {
+    let newest = "ORDER BY r.deleted_at DESC LIMIT 1";
+    [
+        compile(&format!(
+            "UPDATE {staging} SET resource_id = (SELECT r.id FROM resource r \
+             WHERE r.source_system = @source AND r.deleted \
+             AND r.external_id = {staging}.external_id {newest}) \
+             WHERE resource_id IS NULL AND external_id IS NOT NULL"
+        )),
+        compile(&format!(
+            "UPDATE {staging} SET resource_id = (SELECT r.id FROM resource r \
+             WHERE r.source_system = @source AND r.deleted \
+             AND r.identifier = {staging}.identifier AND r.type = {staging}.type {newest}) \
+             WHERE resource_id IS NULL AND external_id IS NULL"
+        )),
+    ]
+}
+
+pub fn index_staging(staging: &Staging) -> String {
+    format!("CREATE INDEX IF NOT EXISTS {staging}_resource ON {staging} (resource_id)")
+}
+
+fn reject(select: &str) -> Statement {
+    compile(&format!(
+        "INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
+         SELECT @op, chunk, line, reason FROM ({select}) checked WHERE reason IS NOT NULL \
+         ON CONFLICT DO NOTHING"
+    ))
+}
+
+/// The checks that need stored data, in order; the lines each one rejects are deleted from the
+/// staging table before the next runs. `partial`: the lines of a partial-update.
+pub fn checks(staging: &Staging, partial: bool) -> Vec<Statement> {
+    let effective = "coalesce(s.identifier, r.identifier)";
+    // Whether the live resource `h` stays after this operation.
+    let stays = if partial {
+        format!("NOT EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id AND o.remove)")
+    } else {
+        format!(
+            "(h.modified > @fence OR NOT ((@rtype IS NULL OR h.type = @rtype) \
+             AND (@rsubtype IS NULL OR h.subtype = @rsubtype)) \
+             OR EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id))"
+        )
+    };
+    vec![
+        reject(&format!(
+            "SELECT s.chunk, s.line, CASE WHEN r.type <> s.type THEN 'the resource with this \
+             external_id is a ' || r.typename || ', not of the line''s type' END AS reason \
+             FROM {staging} s JOIN resource r ON r.id = s.resource_id"
+        )),
+        reject(&format!(
+            "SELECT chunk, line, CASE WHEN n > 1 THEN 'a later line of the upload names the same \
+             resource' END AS reason FROM (SELECT chunk, line, row_number() OVER (PARTITION BY \
+             resource_id, CASE WHEN resource_id IS NULL THEN external_id END, \
+             CASE WHEN resource_id IS NULL AND external_id IS NULL THEN identifier END, \
+             CASE WHEN resource_id IS NULL AND external_id IS NULL THEN type END \
+             ORDER BY chunk DESC, line DESC) AS n FROM {staging}) d"
+        )),
+        reject(&format!(
+            "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
+             identifier to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
+             count(*) OVER (PARTITION BY {effective}, s.type) AS n FROM {staging} s \
+             LEFT JOIN resource r ON r.id = s.resource_id \
+             WHERE NOT s.remove AND {effective} IS NOT NULL) d"
+        )),
+        reject(&format!(
+            "SELECT s.chunk, s.line, CASE WHEN EXISTS (SELECT 1 FROM resource h \
+             WHERE h.source_system = @source AND h.identifier = {effective} AND h.type = s.type \
+             AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
+             THEN 'another live resource of the source system has this identifier and keeps it' \
+             END AS reason FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
+             WHERE NOT s.remove"
+        )),
+    ]
+}
+
+pub fn delete_rejected(staging: &Staging) -> Statement {
+    compile(&format!(
+        "DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM operation_rejection j \
+         WHERE j.operation_id = @op AND j.chunk = {staging}.chunk AND j.line = {staging}.line)"
+    ))
+}
+
+/// Which live resources an operation deletes, as `r`: for a full-update, those of its scope
+/// that the snapshot leaves out and nothing newer wrote; for a partial-update, those its delete
+/// lines name.
+fn deleted(staging: &Staging, partial: bool) -> String {
+    if partial {
+        format!(
+            "NOT r.deleted AND r.id IN (SELECT resource_id FROM {staging} \
+             WHERE remove AND resource_id IS NOT NULL)"
+        )
+    } else {
+        format!(
+            "{IN_SCOPE} AND r.modified <= @fence \
+             AND NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.resource_id = r.id)"
+        )
+    }
+}
+
+/// Live resources of the scope, snapshot lines, and resources the full-update would delete.
+pub fn threshold_counts(staging: &Staging) -> Statement {
+    compile(&format!(
+        "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
+         (SELECT count(*) FROM {staging} WHERE NOT remove), \
+         (SELECT count(*) FROM resource r WHERE {})",
+        deleted(staging, false)
+    ))
+}
+
+const RESOURCE_CHANGE: &str =
+    "INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name";
+
+/// The memberships (as member or as group) of the resources matching `which` (over `r`).
+fn memberships_of(which: &str) -> String {
+    format!(
+        "SELECT m.id FROM group_member m JOIN resource r ON m.member_id = r.id WHERE {which} \
+         UNION SELECT m.id FROM group_member m JOIN resource r ON m.group_id = r.id WHERE {which}"
+    )
+}
+
+/// Soft-deletes resources and ends their memberships, with the change records. Like every apply
+/// step, its last statement's row count is the number of resources it wrote.
+pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<Statement> {
+    let which = deleted(staging, partial);
+    let removed = ChangeKind::MembershipRemoved.code();
+    let gone = ChangeKind::ResourceDeleted.code();
+    let membership_change = "INSERT INTO change (at, kind, group_id, member_id, source_system, \
+         operation_id, token_name)";
+    match d {
+        Dialect::Postgres => vec![compile(&format!(
+            "WITH gone AS (UPDATE resource r SET deleted = true, deleted_at = @at, modified = @at \
+             WHERE {which} RETURNING r.id, r.source_system), \
+             ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = @at, \
+             last_operation_id = @op WHERE NOT gm.removed AND gm.id IN ( \
+               SELECT m.id FROM group_member m JOIN gone ON m.member_id = gone.id \
+               UNION SELECT m.id FROM group_member m JOIN gone ON m.group_id = gone.id) \
+             RETURNING gm.group_id, gm.member_id, gm.source), \
+             logged AS ({membership_change} SELECT @at, {removed}, group_id, member_id, source, \
+             @op, @token FROM ended) \
+             {RESOURCE_CHANGE}) SELECT @at, {gone}, id, source_system, @op, @token FROM gone"
+        ))],
+        Dialect::Sqlite => {
+            let ended = format!("NOT gm.removed AND gm.id IN ({})", memberships_of(&which));
+            vec![
+                compile(&format!(
+                    "{membership_change} SELECT @at, {removed}, gm.group_id, gm.member_id, \
+                     gm.source, @op, @token FROM group_member gm WHERE {ended}"
+                )),
+                compile(&format!(
+                    "UPDATE group_member AS gm SET removed = true, removed_timestamp = @at, \
+                     last_operation_id = @op WHERE {ended}"
+                )),
+                compile(&format!(
+                    "{RESOURCE_CHANGE}) SELECT @at, {gone}, r.id, r.source_system, @op, @token \
+                     FROM resource r WHERE {which}"
+                )),
+                compile(&format!(
+                    "UPDATE resource AS r SET deleted = true, deleted_at = @at, modified = @at \
+                     WHERE {which}"
+                )),
+            ]
+        }
+    }
+}
+
+/// How an attribute is shown in a change record's `attrs`.
+#[derive(Clone, Copy)]
+enum Json {
+    Text,
+    Tags,
+    Boolean,
+    Subtype,
+}
+
+/// The attributes a line can change: name, presence bit (0: set whenever the line gives it), and
+/// how it reads in `attrs`.
+const ATTRIBUTES: [(&str, i16, Json); 9] = [
+    ("identifier", 0, Json::Text),
+    ("external_id", 0, Json::Text),
+    ("subtype", present::SUBTYPE, Json::Subtype),
+    ("displayname", present::DISPLAYNAME, Json::Text),
+    ("description", present::DESCRIPTION, Json::Text),
+    ("notes", present::NOTES, Json::Text),
+    ("tags", present::TAGS, Json::Tags),
+    ("active", present::ACTIVE, Json::Boolean),
+    ("expires_at", present::EXPIRES_AT, Json::Text),
+];
+
+/// The value attribute `name` takes from line `s` over resource `r`.
+fn new_value(name: &str, bit: i16) -> String {
+    if bit == 0 {
+        format!("coalesce(s.{name}, r.{name})")
+    } else {
+        format!("CASE WHEN (s.present & {bit}) <> 0 THEN s.{name} ELSE r.{name} END")
+    }
+}
+
+fn subtype_name(expr: &str) -> String {
+    let arms: String = Subtype::ALL
+        .iter()
+        .map(|s| format!(" WHEN {} THEN '{}'", s.code(), s.name()))
+        .collect();
+    format!("CASE {expr}{arms} END")
+}
+
+pub fn typename(expr: &str) -> String {
+    let arms: String = ResourceType::ALL
+        .iter()
+        .map(|t| format!(" WHEN {} THEN '{}'", t.code(), t.name()))
+        .collect();
+    format!("CASE {expr}{arms} END")
+}
+
+/// `{"attribute": {"old": …, "new": …}}` for the attributes whose `old(name)` and `new(name)`
+/// expressions differ.
+fn attrs(d: Dialect, old: impl Fn(&str) -> String, new: impl Fn(&str) -> String) -> String {
+    let json = |kind: Json, expr: String| match (d, kind) {
+        (_, Json::Subtype) => subtype_name(&expr),
+        (Dialect::Sqlite, Json::Tags) => format!("json({expr})"),
+        (Dialect::Sqlite, Json::Boolean) => {
+            format!("CASE {expr} WHEN 1 THEN json('true') WHEN 0 THEN json('false') END")
+        }
+        _ => expr,
+    };
+    match d {
+        Dialect::Postgres => {
+            let parts: Vec<String> = ATTRIBUTES
+                .iter()
+                .map(|(name, _, kind)| {
+                    format!(
+                        "CASE WHEN {} THEN jsonb_build_object('{name}', jsonb_build_object('old', \
+                         {}, 'new', {})) ELSE '{{}}'::jsonb END",
+                        d.differ(&old(name), &new(name)),
+                        json(*kind, old(name)),
+                        json(*kind, new(name))
+                    )
+                })
+                .collect();
+            format!("({})", parts.join(" || "))
+        }
+        Dialect::Sqlite => {
+            let mut out = "'{}'".to_owned();
+            for (name, _, kind) in ATTRIBUTES {
+                out = format!(
+                    "json_set({out}, CASE WHEN {} THEN '$.{name}' ELSE '$._' END, \
+                     json_object('old', {}, 'new', {}))",
+                    d.differ(&old(name), &new(name)),
+                    json(kind, old(name)),
+                    json(kind, new(name))
+                );
+            }
+            format!("json_remove({out}, '$._')")
+        }
+    }
+}
+
+fn assignments() -> String {
+    ATTRIBUTES
+        .iter()
+        .map(|(name, bit, _)| format!("{name} = {}", new_value(name, *bit)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Restores the deleted resources that lines name (unless deleted after the operation began),
+/// with the lines' attributes.
+pub fn restore(d: Dialect, staging: &Staging) -> Vec<Statement> {
+    let which = "s.resource_id = r.id AND NOT s.remove AND r.deleted AND r.deleted_at <= @fence";
+    let set = format!(
+        "deleted = false, deleted_at = NULL, modified = @at, {}",
+        assignments()
+    );
+    let kind = ChangeKind::ResourceRestored.code();
+    match d {
+        Dialect::Postgres => vec![compile(&format!(
+            "WITH back AS (UPDATE resource r SET {set} FROM {staging} s WHERE {which} \
+             RETURNING r.id, r.source_system) \
+             {RESOURCE_CHANGE}) SELECT @at, {kind}, id, source_system, @op, @token FROM back"
+        ))],
+        Dialect::Sqlite => vec![
+            compile(&format!(
+                "{RESOURCE_CHANGE}) SELECT @at, {kind}, r.id, r.source_system, @op, @token \
+                 FROM resource r JOIN {staging} s ON {which}"
+            )),
+            compile(&format!(
+                "UPDATE resource AS r SET {set} FROM {staging} AS s WHERE {which}"
+            )),
+        ],
+    }
+}
+
+/// Updates the live resources whose attributes a line changes (unless written after the
+/// operation began), recording old and new values.
+pub fn update(d: Dialect, staging: &Staging) -> Vec<Statement> {
+    let differs: Vec<String> = ATTRIBUTES
+        .iter()
+        .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
+        .collect();
+    let which = format!(
+        "s.resource_id = r.id AND NOT s.remove AND NOT r.deleted AND r.modified <= @fence \
+         AND ({})",
+        differs.join(" OR ")
+    );
+    let set = format!("modified = @at, {}", assignments());
+    let kind = ChangeKind::ResourceUpdated.code();
+    match d {
+        Dialect::Postgres => {
+            let changed = attrs(d, |n| format!("o.{n}"), |n| format!("r.{n}"));
+            vec![compile(&format!(
+                "WITH upd AS (UPDATE resource r SET {set} FROM {staging} s, resource o \
+                 WHERE o.id = r.id AND {which} RETURNING r.id, r.source_system, {changed} AS attrs) \
+                 {RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, id, source_system, @op, @token, \
+                 attrs FROM upd"
+            ))]
+        }
+        Dialect::Sqlite => {
+            let changed = attrs(
+                d,
+                |n| format!("r.{n}"),
+                |n| {
+                    let bit = ATTRIBUTES
+                        .iter()
+                        .find(|(name, _, _)| *name == n)
+                        .map_or(0, |(_, bit, _)| *bit);
+                    new_value(n, bit)
+                },
+            );
+            vec![
+                compile(&format!(
+                    "{RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, r.id, r.source_system, @op, \
+                     @token, {changed} FROM resource r JOIN {staging} s ON {which}"
+                )),
+                compile(&format!(
+                    "UPDATE resource AS r SET {set} FROM {staging} AS s WHERE {which}"
+                )),
+            ]
+        }
+    }
+}
+
+/// Creates the resources of the lines that name none.
+pub fn insert(d: Dialect, staging: &Staging) -> Vec<Statement> {
+    let which = "s.resource_id IS NULL AND NOT s.remove";
+    let kind = ChangeKind::ResourceCreated.code();
+    let write = format!(
+        "INSERT INTO resource (id, type, typename, subtype, source_system, identifier, \
+         external_id, displayname, description, notes, tags, active, expires_at, deleted, \
+         created, modified) \
+         SELECT s.new_id, s.type, {}, s.subtype, @source, s.identifier, s.external_id, \
+         s.displayname, s.description, s.notes, s.tags, s.active, s.expires_at, false, @at, @at \
+         FROM {staging} s WHERE {which}",
+        typename("s.type")
+    );
+    match d {
+        Dialect::Postgres => vec![compile(&format!(
+            "WITH ins AS ({write} RETURNING id) \
+             {RESOURCE_CHANGE}) SELECT @at, {kind}, id, @source, @op, @token FROM ins"
+        ))],
+        Dialect::Sqlite => vec![
+            compile(&format!(
+                "{RESOURCE_CHANGE}) SELECT @at, {kind}, s.new_id, @source, @op, @token \
+                 FROM {staging} s WHERE {which}"
+            )),
+            compile(&write),
+        ],
+    }
+}
+
+/// A page of what a full-update of resources would delete, in id order.
+pub fn preview_removals(staging: &Staging) -> Statement {
+    compile(&format!(
+        "SELECT r.id, r.identifier, r.external_id FROM resource r WHERE {} AND r.id > @after_id \
+         ORDER BY r.id LIMIT @limit",
+        deleted(staging, false)
+    ))
+}
+
+/// A page of the lines that would create or restore a resource, in (chunk, line) order.
+pub fn preview_additions(staging: &Staging) -> Statement {
+    compile(&format!(
+        "SELECT s.chunk, s.line, s.resource_id, s.identifier, s.external_id FROM {staging} s \
+         LEFT JOIN resource r ON r.id = s.resource_id WHERE NOT s.remove \
+         AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence)) \
+         AND (s.chunk > @after_chunk OR (s.chunk = @after_chunk AND s.line > @after_line)) \
+         ORDER BY s.chunk, s.line LIMIT @limit"
+    ))
+}
+
+/// How many resources a full-update would create or restore.
+pub fn count_additions(staging: &Staging) -> Statement {
+    compile(&format!(
+        "SELECT count(*) FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
+         WHERE NOT s.remove AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence))"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_numbered_in_order_of_first_use() {
+        let s = compile("SELECT @op, @source, @op, @rsubtype, @rtype, '@x', a::text");
+        assert_eq!(s.sql, "SELECT $1, $2, $1, $3, $4, '@x', a::text");
+        assert_eq!(
+            s.binds,
+            vec![Bind::Op, Bind::Source, Bind::Subtype, Bind::Type]
+        );
+    }
+}

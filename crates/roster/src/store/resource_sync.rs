@@ -1,0 +1,453 @@
+//! Account sync's flows, written once for both backends over [`Conn`]: resolve the staged lines
+//! to resources, check them, hold past the deletion threshold, and apply the diff set-based.
+
+use super::resource_sql::{self as rsql, Dialect, Statement, Values};
+use super::{ApplyOutcome, StoreError, StoreResult};
+use crate::domain::full_update::{LineError, PreviewAction, Threshold};
+use crate::domain::operation::{FullUpdateParams, OnError, Operation, OperationCounts};
+use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope};
+use crate::domain::{OperationId, ResourceId};
+use crate::store::engine_sql::{self as esql, Staging};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The statements account sync runs, on a transaction of either backend.
+#[async_trait]
+pub(super) trait Conn: Send {
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement; returns its row count.
+    async fn run(&mut self, statement: &Statement, values: &Values) -> StoreResult<u64>;
+    async fn run_sql(&mut self, sql: &str) -> StoreResult<()>;
+    async fn flag(&mut self, statement: &Statement, values: &Values) -> StoreResult<bool>;
+    async fn count(&mut self, statement: &Statement, values: &Values) -> StoreResult<i64>;
+    async fn counts(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<(i64, i64, i64)>;
+    async fn removals(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<(Uuid, Option<String>, Option<String>)>>;
+    #[allow(clippy::type_complexity)]
+    async fn additions(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<(i32, i32, Option<Uuid>, Option<String>, Option<String>)>>;
+    /// The rejected lines of an operation, in (chunk, line) order, at most `limit`.
+    async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>>;
+}
+
+/// Implements [`Conn`] for a backend's transaction.
+macro_rules! impl_conn {
+    ($db:ty, $dialect:expr) => {
+        #[async_trait::async_trait]
+        impl crate::store::resource_sync::Conn for sqlx::Transaction<'_, $db> {
+            fn dialect(&self) -> crate::store::resource_sql::Dialect {
+                $dialect
+            }
+
+            async fn run(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<u64> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                Ok(query.execute(&mut **self).await?.rows_affected())
+            }
+
+            async fn run_sql(&mut self, sql: &str) -> crate::store::StoreResult<()> {
+                sqlx::query(sql).execute(&mut **self).await?;
+                Ok(())
+            }
+
+            async fn flag(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<bool> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let row = query.fetch_one(&mut **self).await?;
+                Ok(sqlx::Row::try_get(&row, 0)?)
+            }
+
+            async fn count(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<i64> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let row = query.fetch_one(&mut **self).await?;
+                Ok(sqlx::Row::try_get(&row, 0)?)
+            }
+
+            async fn counts(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<(i64, i64, i64)> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let row = query.fetch_one(&mut **self).await?;
+                Ok(sqlx::FromRow::from_row(&row)?)
+            }
+
+            async fn removals(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<Vec<(uuid::Uuid, Option<String>, Option<String>)>> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let rows = query.fetch_all(&mut **self).await?;
+                Ok(rows
+                    .iter()
+                    .map(sqlx::FromRow::from_row)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn additions(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<
+                Vec<(i32, i32, Option<uuid::Uuid>, Option<String>, Option<String>)>,
+            > {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let rows = query.fetch_all(&mut **self).await?;
+                Ok(rows
+                    .iter()
+                    .map(sqlx::FromRow::from_row)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn rejected_lines(
+                &mut self,
+                op: crate::domain::OperationId,
+                limit: i64,
+            ) -> crate::store::StoreResult<Vec<crate::domain::full_update::LineError>> {
+                let rows: Vec<(i32, i32, String)> =
+                    sqlx::query_as(crate::store::engine_sql::LIST_REJECTIONS)
+                        .bind(op)
+                        .bind(-1i32)
+                        .bind(-1i32)
+                        .bind(limit)
+                        .fetch_all(&mut **self)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(chunk, line, reason)| crate::domain::full_update::LineError {
+                            chunk,
+                            line,
+                            reason,
+                        },
+                    )
+                    .collect())
+            }
+        }
+    };
+}
+
+pub(super) use impl_conn;
+
+/// The scope of a full-update of resources, from its parameters.
+pub(super) fn scope_of(op: &Operation, params: &FullUpdateParams) -> ResourceScope {
+    ResourceScope {
+        source_system: op.source_system.clone().unwrap_or_default(),
+        ty: params.resource_type,
+        subtype: params.resource_subtype,
+        partial: false,
+    }
+}
+
+/// The values an operation's statements bind.
+pub(super) fn values(
+    op: OperationId,
+    scope: &ResourceScope,
+    token: Option<&str>,
+    fence: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Values {
+    Values {
+        source: scope.source_system.clone(),
+        op: op.0,
+        at,
+        token: token.map(str::to_owned),
+        fence,
+        ty: scope.ty.map(|t| t.code()),
+        subtype: scope.subtype.map(|s| s.code()),
+        after_id: Uuid::nil(),
+        after_chunk: -1,
+        after_line: -1,
+        limit: 0,
+    }
+}
+
+/// Resolves every line to the resource it names, records the lines that cannot apply and removes
+/// them from the staging table. Returns how many lines are rejected in all.
+pub(super) async fn resolve<C: Conn>(
+    conn: &mut C,
+    staging: &Staging,
+    values: &Values,
+    partial: bool,
+) -> StoreResult<i64> {
+    for statement in rsql::resolve_live(staging) {
+        conn.run(&statement, values).await?;
+    }
+    if conn.flag(&rsql::has_deleted(), values).await? {
+        for statement in rsql::resolve_deleted(staging) {
+            conn.run(&statement, values).await?;
+        }
+    }
+    conn.run_sql(&rsql::index_staging(staging)).await?;
+    if conn.dialect() == Dialect::Postgres {
+        // A staging table is new: without statistics the planner may take it for empty and
+        // probe it once per resource.
+        conn.run_sql(&format!("ANALYZE {staging}")).await?;
+    }
+    let delete_rejected = rsql::delete_rejected(staging);
+    for check in rsql::checks(staging, partial) {
+        if conn.run(&check, values).await? > 0 {
+            conn.run(&delete_rejected, values).await?;
+        }
+    }
+    conn.count(
+        &rsql::compile("SELECT count(*) FROM operation_rejection WHERE operation_id = @op"),
+        values,
+    )
+    .await
+}
+
+/// Deletes (first, freeing identifiers), restores, updates and creates, each step with its
+/// change records.
+async fn write<C: Conn>(
+    conn: &mut C,
+    staging: &Staging,
+    values: &Values,
+    partial: bool,
+) -> StoreResult<OperationCounts> {
+    let d = conn.dialect();
+    let mut counts = OperationCounts::default();
+    for (slot, steps) in [
+        (&mut counts.removed, rsql::delete(d, staging, partial)),
+        (&mut counts.reactivated, rsql::restore(d, staging)),
+        (&mut counts.updated, rsql::update(d, staging)),
+        (&mut counts.added, rsql::insert(d, staging)),
+    ] {
+        let mut last = 0;
+        for statement in &steps {
+            last = conn.run(statement, values).await?;
+        }
+        *slot = i64::try_from(last).unwrap_or(i64::MAX);
+    }
+    Ok(counts)
+}
+
+/// Applies a claimed full-update of resources inside the caller's transaction. A failed or held
+/// outcome leaves only the recorded rejections (commit either way).
+pub(super) async fn apply_full_update<C: Conn>(
+    conn: &mut C,
+    op: &Operation,
+    params: &FullUpdateParams,
+    at: DateTime<Utc>,
+) -> StoreResult<ApplyOutcome> {
+    let staging = Staging(op.id);
+    let scope = scope_of(op, params);
+    let values = values(op.id, &scope, op.token_name.as_deref(), op.created, at);
+    let rejected = resolve(conn, &staging, &values, false).await?;
+    let mut counts = OperationCounts {
+        rejected,
+        ..OperationCounts::default()
+    };
+    if rejected > 0 && params.on_error == OnError::Fail {
+        return Ok(ApplyOutcome::Failed {
+            reason: esql::rejection_reason(op.id, rejected),
+            counts,
+        });
+    }
+    let (live, snapshot, to_remove) = conn
+        .counts(&rsql::threshold_counts(&staging), &values)
+        .await?;
+    if !params.approved {
+        if let Some(reason) = hold(&params.threshold, &scope, live, snapshot, to_remove) {
+            counts.removed = to_remove;
+            return Ok(ApplyOutcome::Pending { reason, counts });
+        }
+    }
+    let written = write(conn, &staging, &values, false).await?;
+    counts.added = written.added;
+    counts.reactivated = written.reactivated;
+    counts.updated = written.updated;
+    counts.removed = written.removed;
+    counts.unchanged = snapshot - written.added - written.reactivated - written.updated;
+    Ok(ApplyOutcome::Complete(counts))
+}
+
+fn hold(
+    threshold: &Threshold,
+    scope: &ResourceScope,
+    live: i64,
+    snapshot: i64,
+    to_remove: i64,
+) -> Option<String> {
+    threshold.hold(
+        &scope.describe(),
+        "live resources",
+        live,
+        snapshot,
+        to_remove,
+    )
+}
+
+/// Applies the staged lines of a partial-update of resources inside the caller's transaction;
+/// refused (the caller rolls back) when a line cannot apply.
+pub(super) async fn apply_changes<C: Conn>(
+    conn: &mut C,
+    op: OperationId,
+    scope: &ResourceScope,
+    token: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<OperationCounts> {
+    let staging = Staging(op);
+    // Everything written before this transaction is older knowledge.
+    let values = values(op, scope, Some(token), at, at);
+    let rejected = resolve(conn, &staging, &values, true).await?;
+    if rejected > 0 {
+        let lines = conn.rejected_lines(op, 100).await?;
+        return Err(StoreError::InvalidLines(
+            format!("{rejected} resource line(s) cannot apply; nothing was changed"),
+            lines,
+        ));
+    }
+    let lines = conn
+        .count(
+            &rsql::compile(&format!("SELECT count(*) FROM {staging} WHERE NOT remove")),
+            &values,
+        )
+        .await?;
+    let mut counts = write(conn, &staging, &values, true).await?;
+    counts.unchanged = lines - counts.added - counts.reactivated - counts.updated;
+    conn.run_sql(&format!("DROP TABLE {staging}")).await?;
+    Ok(counts)
+}
+
+/// A page of what a full-update of resources not yet applied would do; resolved inside the
+/// caller's transaction, which the caller rolls back.
+pub(super) async fn preview<C: Conn>(
+    conn: &mut C,
+    op: &Operation,
+    action: PreviewAction,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<ResourcePreviewEntry>> {
+    let params = esql::params(op)?;
+    let staging = Staging(op.id);
+    let mut values = values(
+        op.id,
+        &scope_of(op, &params),
+        None,
+        op.created,
+        super::now(),
+    );
+    resolve(conn, &staging, &values, false).await?;
+    values.limit = limit;
+    let invalid = || {
+        StoreError::Invalid(crate::domain::InvalidInput::new(
+            "the preview cursor is not valid",
+        ))
+    };
+    match action {
+        PreviewAction::Remove => {
+            if let Some(after) = after {
+                values.after_id = Uuid::parse_str(after).map_err(|_| invalid())?;
+            }
+            let rows = conn
+                .removals(&rsql::preview_removals(&staging), &values)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, identifier, external_id)| ResourcePreviewEntry {
+                    resource_id: Some(ResourceId(id)),
+                    identifier,
+                    external_id,
+                    action,
+                    chunk: None,
+                    line: None,
+                })
+                .collect())
+        }
+        PreviewAction::Add => {
+            if let Some(after) = after {
+                let (chunk, line) = after
+                    .split_once(':')
+                    .and_then(|(c, l)| Some((c.parse().ok()?, l.parse().ok()?)))
+                    .ok_or_else(invalid)?;
+                values.after_chunk = chunk;
+                values.after_line = line;
+            }
+            let rows = conn
+                .additions(&rsql::preview_additions(&staging), &values)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(chunk, line, id, identifier, external_id)| ResourcePreviewEntry {
+                        resource_id: id.map(ResourceId),
+                        identifier,
+                        external_id,
+                        action,
+                        chunk: Some(chunk),
+                        line: Some(line),
+                    },
+                )
+                .collect())
+        }
+    }
+}
+
+/// How many resources a full-update not yet applied would create or restore, and delete.
+pub(super) async fn totals<C: Conn>(conn: &mut C, op: &Operation) -> StoreResult<(i64, i64)> {
+    let params = esql::params(op)?;
+    let staging = Staging(op.id);
+    let values = values(
+        op.id,
+        &scope_of(op, &params),
+        None,
+        op.created,
+        super::now(),
+    );
+    resolve(conn, &staging, &values, false).await?;
+    let add = conn
+        .count(&rsql::count_additions(&staging), &values)
+        .await?;
+    let (_, _, remove) = conn
+        .counts(&rsql::threshold_counts(&staging), &values)
+        .await?;
+    Ok((add, remove))
+}
