@@ -50,8 +50,17 @@ pub enum Command {
 pub struct ImportArgs {
     /// The member list: NDJSON (one member a line, as the chunk API takes them) or CSV with a
     /// header row naming the same fields (member_id, source_system, identifier, external_id,
-    /// type, member_name, contributing; group_id or group for a source system).
+    /// type, member_name, contributing; group_id or group for a source system). With
+    /// `--resources`, the resource list (external_id, identifier, type, subtype, displayname,
+    /// description, notes, tags separated by `;`, active, expires_at).
     pub file: PathBuf,
+    /// The file lists the resources (accounts, groups) of `--source`, not memberships: a
+    /// full-update of resources, which deletes the source's resources the file leaves out.
+    #[arg(long, requires = "source", conflicts_with = "group")]
+    pub resources: bool,
+    /// With `--resources`: the file covers only resources of this type (user, group, …).
+    #[arg(long, requires = "resources")]
+    pub resource_type: Option<String>,
     /// The group whose complete member list the file is.
     #[arg(long)]
     pub group: Option<uuid::Uuid>,

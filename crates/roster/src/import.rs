@@ -1,5 +1,6 @@
-//! `roster import`: runs a full-update from an NDJSON or CSV file through the HTTP API, in chunks,
-//! with a progress bar; `--dry-run` shows the preview and changes nothing.
+//! `roster import`: runs a full-update (of memberships, or with `--resources` of a source's
+//! resources) from an NDJSON or CSV file through the HTTP API, in chunks, with a progress bar;
+//! `--dry-run` shows the preview and changes nothing.
 
 use crate::cli::{FileFormat, ImportArgs};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -92,6 +93,12 @@ pub async fn run(args: ImportArgs) -> Result<ImportOutcome, ImportError> {
     };
     let on_error = if args.skip_bad_lines { "skip" } else { "fail" };
     let mut body = json!({"type": "full-update", "on_error": on_error});
+    if args.resources {
+        body["target"] = json!("resources");
+        if let Some(ty) = &args.resource_type {
+            body["resource_type"] = json!(ty);
+        }
+    }
     match (&args.group, &args.source) {
         (Some(group), _) => body["group_id"] = json!(group),
         (None, Some(source)) => body["source_system"] = json!(source),
@@ -287,7 +294,8 @@ impl Lines {
                         continue;
                     }
                     let value = match name {
-                        "contributing" => json!(value.eq_ignore_ascii_case("true")),
+                        "contributing" | "active" => json!(value.eq_ignore_ascii_case("true")),
+                        "tags" => json!(value.split(';').map(str::trim).collect::<Vec<_>>()),
                         _ => json!(value),
                     };
                     line.insert(name.to_owned(), value);

@@ -425,3 +425,64 @@ async fn import_runs_a_full_update_from_ndjson_and_csv_files_and_dry_runs_change
     assert!(err.contains("line 1"), "{err}");
     terminate(child).await;
 }
+
+#[tokio::test]
+async fn import_loads_a_sources_accounts_from_csv_and_dry_runs_a_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(dir.path(), &[]).await;
+    let csv = dir.path().join("accounts.csv");
+    std::fs::write(
+        &csv,
+        "external_id,identifier,subtype,displayname,tags,active\n\
+         e1,ann@foo,native,Ann,staff;eu,true\n\
+         e2,bob@foo,native,Bob,,false\n\
+         e3,cy@foo,guest,,,\n",
+    )
+    .unwrap();
+    let file = csv.to_str().unwrap();
+    let args = [
+        file,
+        "--resources",
+        "--source",
+        "foo",
+        "--resource-type",
+        "user",
+    ];
+    let (code, op, err) = import(&addr, &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op["target"], "resources", "{op}");
+    assert_eq!(op["counts"]["added"], 3, "{op}");
+    let (_, ann) = request(
+        &addr,
+        "GET",
+        "/api/v1/resources/lookup?source_system=foo&external_id=e1",
+        "",
+    )
+    .await;
+    assert_eq!(ann["tags"], serde_json::json!(["staff", "eu"]));
+    assert_eq!(ann["subtype"], "native");
+    let (_, bob) = request(
+        &addr,
+        "GET",
+        "/api/v1/resources/lookup?source_system=foo&identifier=bob@foo",
+        "",
+    )
+    .await;
+    assert_eq!(bob["active"], false);
+
+    // A resync without Bob, as a dry run: one deletion previewed, nothing changed.
+    std::fs::write(&csv, "external_id,identifier\ne1,ann@foo\ne3,cy@foo\n").unwrap();
+    let (code, dry, err) = import(&addr, &[&args[..], &["--dry-run"]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dry["preview"]["to_remove"], 1, "{dry}");
+    assert_eq!(dry["preview"]["first_removes"][0]["external_id"], "e2");
+    let (status, _) = request(
+        &addr,
+        "GET",
+        "/api/v1/resources/lookup?source_system=foo&external_id=e2",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "the dry run deleted nothing");
+    terminate(child).await;
+}
