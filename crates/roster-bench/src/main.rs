@@ -4,6 +4,7 @@
 //! Without `--database-url` (or `DATABASE_URL`) it runs itself under `scripts/with-postgres`,
 //! which starts a throwaway PostgreSQL like the test command does.
 
+mod accounts;
 mod floor;
 mod reads;
 mod server;
@@ -91,6 +92,21 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
         base: &server.base,
     };
 
+    eprintln!("S0: {scale} accounts through the full-update of resources, then a 1% churn");
+    let (s0_load, op) = api
+        .account_sync("contoso", accounts::Version::Load, scale)
+        .await?;
+    check(&op, "added", scale)?;
+    let (s0_resync, op) = api
+        .account_sync("contoso", accounts::Version::Resync, scale)
+        .await?;
+    let (deleted, updated) = accounts::resync_changes(scale);
+    check(&op, "removed", deleted)?;
+    check(&op, "updated", updated)?;
+    let rss_s0 = server.peak_rss_mib()?;
+    let s0_floor_load = accounts::floor(&pool, accounts::Version::Load, scale).await?;
+    let s0_floor_resync = accounts::floor(&pool, accounts::Version::Resync, scale).await?;
+
     eprintln!("seeding {scale} accounts");
     let members = Arc::new(seed_accounts(&pool, scale).await?);
     let kept = &members[..scale - churn];
@@ -103,7 +119,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     eprintln!("S2: re-sync with {churn} removed");
     let (s2, op) = api.full_update(group, &members, scale - churn).await?;
     check(&op, "removed", churn)?;
-    let rss = server.peak_rss_mib()?.max(rss_s1);
+    let rss = server.peak_rss_mib()?.max(rss_s1).max(rss_s0);
 
     eprintln!("S3: the raw-SQL floor, without and with change capture");
     let bare = floor::group(&pool, "floor").await?;
@@ -120,6 +136,40 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let rows = vec![
+        Row {
+            scenario: "S0 account load",
+            what: format!("{scale} accounts through the HTTP full-update of resources, end to end"),
+            time: s0_load,
+            rows: scale,
+            roster_per_floor: Some(ratio(s0_load, s0_floor_load)),
+            rowbump_per_roster: None,
+            target: "≤ 1.3× floor",
+            met: Some(ratio(s0_load, s0_floor_load) <= 1.3),
+        },
+        Row {
+            scenario: "S0 account re-sync",
+            what: format!(
+                "{} accounts: {deleted} deleted, {deleted} renamed, {deleted} retitled",
+                scale - deleted
+            ),
+            time: s0_resync,
+            rows: scale - deleted,
+            roster_per_floor: Some(ratio(s0_resync, s0_floor_resync)),
+            rowbump_per_roster: None,
+            target: "≤ 1.5× floor",
+            met: Some(ratio(s0_resync, s0_floor_resync) <= 1.5),
+        },
+        Row {
+            scenario: "S0 floor: load",
+            what: "raw SQL: COPY to staging, INSERT … SELECT".to_owned(),
+            ..floor_row("", scale, s0_floor_load)
+        },
+        Row {
+            scenario: "S0 floor: re-sync",
+            what: "raw SQL: COPY to staging, UPDATE … FROM of the changed, anti-join soft-delete"
+                .to_owned(),
+            ..floor_row("", scale - deleted, s0_floor_resync)
+        },
         Row {
             scenario: "S1 initial load",
             what: format!("{scale} members through the HTTP full-update, end to end"),
@@ -266,7 +316,7 @@ async fn report(
     }
     let _ = writeln!(
         out,
-        "| S6 memory | peak RSS of the server during S1 and S2 | | | | | < 200 MB | {} ({rss:.0} MB) |",
+        "| S6 memory | peak RSS of the server during S0, S1 and S2 | | | | | < 200 MB | {} ({rss:.0} MB) |",
         if rss < 200.0 { "yes" } else { "no" }
     );
     let _ = writeln!(
@@ -405,22 +455,53 @@ impl Api<'_> {
         members: &Arc<Vec<Uuid>>,
         count: usize,
     ) -> Result<(Duration, Value)> {
+        let members = members.clone();
+        let body = json!({"type": "full-update", "group_id": group});
+        self.sync(body, 0..count, move |text, i| {
+            let _ = writeln!(text, "{{\"member_id\":\"{}\"}}", members[i]);
+        })
+        .await
+    }
+
+    /// A full-update of the accounts of source `source` in `version`.
+    async fn account_sync(
+        &self,
+        source: &str,
+        version: accounts::Version,
+        n: usize,
+    ) -> Result<(Duration, Value)> {
+        let body = json!({"type": "full-update", "target": "resources", "source_system": source,
+                          "resource_type": "user"});
+        self.sync(body, accounts::indices(version, n), move |text, i| {
+            accounts::ndjson(text, version, n, i)
+        })
+        .await
+    }
+
+    /// Creates a full-update with `body`, streams the lines `line` writes for `range` as one
+    /// NDJSON chunk (generated as the body is sent, 5,000 at a time), completes it and waits;
+    /// returns the time from creation to the applied operation, and the operation.
+    async fn sync(
+        &self,
+        body: Value,
+        range: std::ops::Range<usize>,
+        line: impl Fn(&mut String, usize) + Send + Sync + 'static,
+    ) -> Result<(Duration, Value)> {
         let started = Instant::now();
         let op = self
             .call(
                 self.http
                     .post(format!("{}/api/v1/operations", self.base))
-                    .json(&json!({"type": "full-update", "group_id": group})),
+                    .json(&body),
             )
             .await?;
         let id = op["id"].as_i64().context("operation id")?;
-        // Lines are generated as the body is sent, 5,000 at a time.
-        let members = members.clone();
-        let stream = futures_util::stream::iter((0..count).step_by(5_000))
+        let end = range.end;
+        let stream = futures_util::stream::iter(range.step_by(5_000))
             .map(move |start| {
-                let mut text = String::with_capacity(5_000 * 52);
-                for m in &members[start..(start + 5_000).min(count)] {
-                    let _ = writeln!(text, "{{\"member_id\":\"{m}\"}}");
+                let mut text = String::with_capacity(5_000 * 128);
+                for i in start..(start + 5_000).min(end) {
+                    line(&mut text, i);
                 }
                 Ok::<_, std::io::Error>(text)
             })
