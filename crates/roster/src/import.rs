@@ -294,7 +294,7 @@ impl Lines {
                         continue;
                     }
                     let value = match name {
-                        "contributing" | "active" => json!(value.eq_ignore_ascii_case("true")),
+                        "contributing" | "active" => boolean(value),
                         "tags" => json!(value.split(';').map(str::trim).collect::<Vec<_>>()),
                         _ => json!(value),
                     };
@@ -306,6 +306,16 @@ impl Lines {
                 Ok(true)
             }
         }
+    }
+}
+
+/// A CSV truth value: true/false, yes/no, 1/0; anything else goes to roster as written, which
+/// refuses the line.
+fn boolean(value: &str) -> Value {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => json!(true),
+        "false" | "no" | "0" => json!(false),
+        _ => json!(value),
     }
 }
 

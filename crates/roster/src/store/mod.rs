@@ -62,6 +62,12 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable(e.to_string())
             }
+            // A safety net: writes check their keys first, but a concurrent writer can take one
+            // in between.
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(format!(
+                "the write conflicts with stored data, perhaps written at the same moment: {}",
+                db.message()
+            )),
             other => Self::Database(other),
         }
     }

@@ -187,7 +187,8 @@ impl Dialect {
     }
 }
 
-/// `CREATE TABLE` for the staging table of a resource operation.
+/// `CREATE TABLE` for the staging table of a resource operation. A line that cannot apply is
+/// marked `rejected`, not removed: the resource it names is then neither written nor deleted.
 pub fn create_staging(d: Dialect, staging: &Staging) -> String {
     let (uuid, boolean, tags, time) = (d.uuid(), d.boolean(), d.tags(), d.time());
     format!(
@@ -195,7 +196,8 @@ pub fn create_staging(d: Dialect, staging: &Staging) -> String {
          new_id {uuid} NOT NULL, resource_id {uuid}, external_id text, identifier text, \
          type smallint NOT NULL, subtype smallint, displayname text, description text, \
          notes text, tags {tags} NOT NULL, active {boolean} NOT NULL, expires_at {time}, \
-         present smallint NOT NULL, remove {boolean} NOT NULL)"
+         present smallint NOT NULL, remove {boolean} NOT NULL, \
+         rejected {boolean} NOT NULL DEFAULT false)"
     )
 }
 
@@ -257,10 +259,23 @@ fn reject(select: &str) -> Statement {
     ))
 }
 
-/// The checks that need stored data, in order; the lines each one rejects are deleted from the
-/// staging table before the next runs. `partial`: the lines of a partial-update.
-pub fn checks(staging: &Staging, partial: bool) -> Vec<Statement> {
-    let effective = "coalesce(s.identifier, r.identifier)";
+/// Whether the source system has live resources (that a line's keys could collide with).
+pub fn has_live() -> Statement {
+    compile("SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = @source AND NOT deleted)")
+}
+
+/// The checks that need stored data, in order; the lines each one rejects are marked before the
+/// next runs. `partial`: the lines of a partial-update; `live`: the source has live resources.
+/// Only lines that give a resource a key it does not have yet (new lines, restores, renames,
+/// adoptions) can collide: unchanged keys are unique already.
+pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<Statement> {
+    let identifier = "coalesce(s.identifier, r.identifier)";
+    let external_id = "coalesce(s.external_id, r.external_id)";
+    let changes = |value: &str, column: &str| {
+        format!("(s.resource_id IS NULL OR r.deleted OR {value} IS DISTINCT FROM r.{column})")
+    };
+    let changes_identifier = changes(identifier, "identifier");
+    let changes_external_id = changes(external_id, "external_id");
     // Whether the live resource `h` stays after this operation.
     let stays = if partial {
         format!("NOT EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id AND o.remove)")
@@ -271,7 +286,26 @@ pub fn checks(staging: &Staging, partial: bool) -> Vec<Statement> {
              OR EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id))"
         )
     };
-    vec![
+    let held = |column: &str, value: &str, changing: &str, same_type: &str| {
+        reject(&format!(
+            "SELECT s.chunk, s.line, CASE WHEN EXISTS (SELECT 1 FROM resource h \
+             WHERE h.source_system = @source AND h.{column} = {value}{same_type} \
+             AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
+             THEN 'another live resource of the source system has this {column} and keeps it' \
+             END AS reason FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
+             WHERE NOT s.remove AND NOT s.rejected AND {changing}"
+        ))
+    };
+    let shared = |value: &str, changing: &str, what: &str, same_type: &str| {
+        reject(&format!(
+            "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
+             {what} to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
+             count(*) OVER (PARTITION BY {value}{same_type}) AS n FROM {staging} s \
+             LEFT JOIN resource r ON r.id = s.resource_id \
+             WHERE NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL AND {changing}) d"
+        ))
+    };
+    let mut checks = vec![
         reject(&format!(
             "SELECT s.chunk, s.line, CASE WHEN r.type <> s.type THEN 'the resource with this \
              external_id is a ' || r.typename || ', not of the line''s type' END AS reason \
@@ -283,30 +317,29 @@ pub fn checks(staging: &Staging, partial: bool) -> Vec<Statement> {
              resource_id, CASE WHEN resource_id IS NULL THEN external_id END, \
              CASE WHEN resource_id IS NULL AND external_id IS NULL THEN identifier END, \
              CASE WHEN resource_id IS NULL AND external_id IS NULL THEN type END \
-             ORDER BY chunk DESC, line DESC) AS n FROM {staging}) d"
+             ORDER BY chunk DESC, line DESC) AS n FROM {staging} WHERE NOT rejected) d"
         )),
-        reject(&format!(
-            "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
-             identifier to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
-             count(*) OVER (PARTITION BY {effective}, s.type) AS n FROM {staging} s \
-             LEFT JOIN resource r ON r.id = s.resource_id \
-             WHERE NOT s.remove AND {effective} IS NOT NULL) d"
-        )),
-        reject(&format!(
-            "SELECT s.chunk, s.line, CASE WHEN EXISTS (SELECT 1 FROM resource h \
-             WHERE h.source_system = @source AND h.identifier = {effective} AND h.type = s.type \
-             AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
-             THEN 'another live resource of the source system has this identifier and keeps it' \
-             END AS reason FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
-             WHERE NOT s.remove"
-        )),
-    ]
+        shared(external_id, &changes_external_id, "external_id", ""),
+        shared(identifier, &changes_identifier, "identifier", ", s.type"),
+    ];
+    if live {
+        checks.push(held(
+            "identifier",
+            identifier,
+            &changes_identifier,
+            " AND h.type = s.type",
+        ));
+        checks.push(held("external_id", external_id, &changes_external_id, ""));
+    }
+    checks
 }
 
-pub fn delete_rejected(staging: &Staging) -> Statement {
+/// Marks the rejected lines of the staging table.
+pub fn mark_rejected(staging: &Staging) -> Statement {
     compile(&format!(
-        "DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM operation_rejection j \
-         WHERE j.operation_id = @op AND j.chunk = {staging}.chunk AND j.line = {staging}.line)"
+        "UPDATE {staging} SET rejected = true WHERE NOT rejected AND EXISTS (SELECT 1 \
+         FROM operation_rejection j WHERE j.operation_id = @op AND j.chunk = {staging}.chunk \
+         AND j.line = {staging}.line)"
     ))
 }
 
@@ -317,7 +350,7 @@ fn deleted(staging: &Staging, partial: bool) -> String {
     if partial {
         format!(
             "NOT r.deleted AND r.id IN (SELECT resource_id FROM {staging} \
-             WHERE remove AND resource_id IS NOT NULL)"
+             WHERE remove AND NOT rejected AND resource_id IS NOT NULL)"
         )
     } else {
         format!(
@@ -331,7 +364,7 @@ fn deleted(staging: &Staging, partial: bool) -> String {
 pub fn threshold_counts(staging: &Staging) -> Statement {
     compile(&format!(
         "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
-         (SELECT count(*) FROM {staging} WHERE NOT remove), \
+         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), \
          (SELECT count(*) FROM resource r WHERE {})",
         deleted(staging, false)
     ))
@@ -493,54 +526,58 @@ fn assignments() -> String {
 }
 
 /// Restores the deleted resources that lines name (unless deleted after the operation began),
-/// with the lines' attributes.
+/// with the lines' attributes; the change record carries the attributes that changed.
 pub fn restore(d: Dialect, staging: &Staging) -> Vec<Statement> {
-    let which = "s.resource_id = r.id AND NOT s.remove AND r.deleted AND r.deleted_at <= @fence";
-    let set = format!(
-        "deleted = false, deleted_at = NULL, modified = @at, {}",
-        assignments()
-    );
-    let kind = ChangeKind::ResourceRestored.code();
-    match d {
-        Dialect::Postgres => vec![compile(&format!(
-            "WITH back AS (UPDATE resource r SET {set} FROM {staging} s WHERE {which} \
-             RETURNING r.id, r.source_system) \
-             {RESOURCE_CHANGE}) SELECT @at, {kind}, id, source_system, @op, @token FROM back"
-        ))],
-        Dialect::Sqlite => vec![
-            compile(&format!(
-                "{RESOURCE_CHANGE}) SELECT @at, {kind}, r.id, r.source_system, @op, @token \
-                 FROM resource r JOIN {staging} s ON {which}"
-            )),
-            compile(&format!(
-                "UPDATE resource AS r SET {set} FROM {staging} AS s WHERE {which}"
-            )),
-        ],
-    }
+    let which = "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND r.deleted \
+                 AND r.deleted_at <= @fence";
+    rewrite(
+        d,
+        staging,
+        which,
+        "deleted = false, deleted_at = NULL, ",
+        ChangeKind::ResourceRestored,
+    )
 }
 
-/// Updates the live resources whose attributes a line changes (unless written after the
-/// operation began), recording old and new values.
-pub fn update(d: Dialect, staging: &Staging) -> Vec<Statement> {
-    let differs: Vec<String> = ATTRIBUTES
-        .iter()
-        .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
-        .collect();
-    let which = format!(
-        "s.resource_id = r.id AND NOT s.remove AND NOT r.deleted AND r.modified <= @fence \
-         AND ({})",
-        differs.join(" OR ")
-    );
-    let set = format!("modified = @at, {}", assignments());
-    let kind = ChangeKind::ResourceUpdated.code();
+/// Writes the lines' attributes (after `extra`, assignments ending in a comma) to the resources
+/// `which` (over `s` and `r`) selects, with one change record of `kind` each carrying the old
+/// and new values of what changed.
+fn rewrite(
+    d: Dialect,
+    staging: &Staging,
+    which: &str,
+    extra: &str,
+    kind: ChangeKind,
+) -> Vec<Statement> {
+    let set = format!("{extra}modified = @at, {}", assignments());
+    let kind = kind.code();
     match d {
         Dialect::Postgres => {
-            let changed = attrs(d, |n| format!("o.{n}"), |n| format!("r.{n}"));
+            // The rows to write, with their old and new values, found in one join; the UPDATE
+            // then touches only them.
+            let columns: Vec<String> = ATTRIBUTES
+                .iter()
+                .map(|(name, bit, _)| {
+                    format!(
+                        "r.{name} AS old_{name}, {} AS new_{name}",
+                        new_value(name, *bit)
+                    )
+                })
+                .collect();
+            let set: Vec<String> = ATTRIBUTES
+                .iter()
+                .map(|(name, _, _)| format!("{name} = c.new_{name}"))
+                .collect();
+            let changed = attrs(d, |n| format!("c.old_{n}"), |n| format!("c.new_{n}"));
             vec![compile(&format!(
-                "WITH upd AS (UPDATE resource r SET {set} FROM {staging} s, resource o \
-                 WHERE o.id = r.id AND {which} RETURNING r.id, r.source_system, {changed} AS attrs) \
+                "WITH c AS MATERIALIZED (SELECT r.id, {} FROM {staging} s \
+                 JOIN resource r ON s.resource_id = r.id WHERE {which}), \
+                 upd AS (UPDATE resource r SET {extra}modified = @at, {} FROM c WHERE r.id = c.id \
+                 RETURNING r.id, r.source_system, {changed} AS attrs) \
                  {RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, id, source_system, @op, @token, \
-                 attrs FROM upd"
+                 attrs FROM upd",
+                columns.join(", "),
+                set.join(", ")
             ))]
         }
         Dialect::Sqlite => {
@@ -568,9 +605,24 @@ pub fn update(d: Dialect, staging: &Staging) -> Vec<Statement> {
     }
 }
 
+/// Updates the live resources whose attributes a line changes (unless written after the
+/// operation began), recording old and new values.
+pub fn update(d: Dialect, staging: &Staging) -> Vec<Statement> {
+    let differs: Vec<String> = ATTRIBUTES
+        .iter()
+        .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
+        .collect();
+    let which = format!(
+        "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND NOT r.deleted \
+         AND r.modified <= @fence AND ({})",
+        differs.join(" OR ")
+    );
+    rewrite(d, staging, &which, "", ChangeKind::ResourceUpdated)
+}
+
 /// Creates the resources of the lines that name none.
 pub fn insert(d: Dialect, staging: &Staging) -> Vec<Statement> {
-    let which = "s.resource_id IS NULL AND NOT s.remove";
+    let which = "s.resource_id IS NULL AND NOT s.remove AND NOT s.rejected";
     let kind = ChangeKind::ResourceCreated.code();
     let write = format!(
         "INSERT INTO resource (id, type, typename, subtype, source_system, identifier, \
@@ -609,7 +661,7 @@ pub fn preview_removals(staging: &Staging) -> Statement {
 pub fn preview_additions(staging: &Staging) -> Statement {
     compile(&format!(
         "SELECT s.chunk, s.line, s.resource_id, s.identifier, s.external_id FROM {staging} s \
-         LEFT JOIN resource r ON r.id = s.resource_id WHERE NOT s.remove \
+         LEFT JOIN resource r ON r.id = s.resource_id WHERE NOT s.remove AND NOT s.rejected \
          AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence)) \
          AND (s.chunk > @after_chunk OR (s.chunk = @after_chunk AND s.line > @after_line)) \
          ORDER BY s.chunk, s.line LIMIT @limit"
@@ -620,7 +672,7 @@ pub fn preview_additions(staging: &Staging) -> Statement {
 pub fn count_additions(staging: &Staging) -> Statement {
     compile(&format!(
         "SELECT count(*) FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
-         WHERE NOT s.remove AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence))"
+         WHERE NOT s.remove AND NOT s.rejected AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence))"
     ))
 }
 

@@ -231,10 +231,11 @@ pub(super) async fn resolve<C: Conn>(
         // probe it once per resource.
         conn.run_sql(&format!("ANALYZE {staging}")).await?;
     }
-    let delete_rejected = rsql::delete_rejected(staging);
-    for check in rsql::checks(staging, partial) {
+    let mark_rejected = rsql::mark_rejected(staging);
+    let live = conn.flag(&rsql::has_live(), values).await?;
+    for check in rsql::checks(staging, partial, live) {
         if conn.run(&check, values).await? > 0 {
-            conn.run(&delete_rejected, values).await?;
+            conn.run(&mark_rejected, values).await?;
         }
     }
     conn.count(
@@ -335,8 +336,8 @@ pub(super) async fn apply_changes<C: Conn>(
     at: DateTime<Utc>,
 ) -> StoreResult<OperationCounts> {
     let staging = Staging(op);
-    // Everything written before this transaction is older knowledge.
-    let values = values(op, scope, Some(token), at, at);
+    // Explicit changes apply whatever wrote the resources before.
+    let values = values(op, scope, Some(token), far_future(), at);
     let rejected = resolve(conn, &staging, &values, true).await?;
     if rejected > 0 {
         let lines = conn.rejected_lines(op, 100).await?;
@@ -347,7 +348,9 @@ pub(super) async fn apply_changes<C: Conn>(
     }
     let lines = conn
         .count(
-            &rsql::compile(&format!("SELECT count(*) FROM {staging} WHERE NOT remove")),
+            &rsql::compile(&format!(
+                "SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected"
+            )),
             &values,
         )
         .await?;
@@ -355,6 +358,11 @@ pub(super) async fn apply_changes<C: Conn>(
     counts.unchanged = lines - counts.added - counts.reactivated - counts.updated;
     conn.run_sql(&format!("DROP TABLE {staging}")).await?;
     Ok(counts)
+}
+
+/// A fence no write is newer than.
+fn far_future() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// A page of what a full-update of resources not yet applied would do; resolved inside the

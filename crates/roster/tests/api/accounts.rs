@@ -15,6 +15,7 @@ on_both_backends!(
     lines_that_cannot_apply_are_rejected_with_their_numbers,
     missing_members_are_created_only_when_asked,
     a_scoped_full_update_leaves_other_types_alone,
+    skipped_lines_keep_their_resources_and_keys_stay_unique,
 );
 
 /// Starts a full-update of the resources of `source` with extra parameters.
@@ -483,4 +484,89 @@ async fn a_scoped_full_update_leaves_other_types_alone(backend: Backend) {
         let r = app.get(&format!("/api/v1/resources/{id}")).await;
         assert_eq!(r.json["deleted"], false, "{}", r.text);
     }
+}
+
+async fn skipped_lines_keep_their_resources_and_keys_stay_unique(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let op = start(&app, "ad", json!({"resource_type": "user"})).await;
+    let lines = [
+        json!({"external_id": "e1", "identifier": "a"}),
+        json!({"external_id": "e2", "identifier": "b"}),
+    ];
+    sync(&app, op, &lines, 10).await;
+    let (a, b) = (id_of(&app, "ad", "e1").await, id_of(&app, "ad", "e2").await);
+
+    // Two renames to one identifier are skipped: both accounts stay as they were, not deleted.
+    let op = start(
+        &app,
+        "ad",
+        json!({"resource_type": "user", "on_error": "skip"}),
+    )
+    .await;
+    let lines = [
+        json!({"external_id": "e1", "identifier": "c"}),
+        json!({"external_id": "e2", "identifier": "c"}),
+        json!({"external_id": "e3", "identifier": "d"}),
+    ];
+    let done = sync(&app, op, &lines, 10).await;
+    assert_eq!(done["status"], "complete", "{done}");
+    assert_eq!(done["counts"]["rejected"], 2);
+    assert_eq!(done["counts"]["added"], 1);
+    assert_eq!(done["counts"]["removed"], 0);
+    for (id, identifier) in [(&a, "a"), (&b, "b")] {
+        let r = app.get(&format!("/api/v1/resources/{id}")).await;
+        assert_eq!(r.json["deleted"], false, "{}", r.text);
+        assert_eq!(r.json["identifier"], identifier);
+    }
+
+    // Two lines that would give one external id to two resources are refused, not a 500.
+    app.user("ad", "x").await;
+    app.user("ad", "y").await;
+    let reply = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "target": "resources", "source_system": "ad",
+                   "resources": [{"external_id": "e9", "identifier": "x", "type": "user"},
+                                 {"external_id": "e9", "identifier": "y", "type": "user"},
+                                 {"external_id": "e1", "identifier": "y", "type": "user"}]}),
+        )
+        .await;
+    reply.assert_problem(StatusCode::BAD_REQUEST, "cannot apply");
+    let numbers: Vec<i64> = reply.json["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["line"].as_i64().unwrap_or_default())
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3], "{}", reply.text);
+
+    // Restoring carries the attributes it changes on the change record.
+    let reply = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "target": "resources", "source_system": "ad",
+                   "resources": [{"external_id": "e1", "type": "user", "action": "delete"}]}),
+        )
+        .await;
+    assert_eq!(reply.json["counts"]["removed"], 1, "{}", reply.text);
+    let reply = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "target": "resources", "source_system": "ad",
+                   "resources": [{"external_id": "e1", "type": "user", "displayname": "Back"}]}),
+        )
+        .await;
+    assert_eq!(reply.json["counts"]["reactivated"], 1, "{}", reply.text);
+    let op = reply.json["id"].as_i64().expect("id");
+    let attrs = app
+        .text(
+            &format!(
+                "SELECT CAST(attrs AS TEXT) FROM change WHERE kind = 4 AND operation_id = {op}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    let attrs: Value = serde_json::from_str(&attrs).expect("attrs");
+    assert_eq!(attrs, json!({"displayname": {"old": null, "new": "Back"}}));
 }

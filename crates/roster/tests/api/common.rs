@@ -421,7 +421,7 @@ impl TestApp {
     /// A snapshot of every table's rows as text, to prove that a refused request changed nothing.
     pub async fn fingerprint(&self) -> String {
         let mut out = String::new();
-        for table in ["resource", "group_member", "operation", "audit"] {
+        for table in ["resource", "group_member", "change", "operation", "audit"] {
             let n = self
                 .scalar(&format!("SELECT count(*) FROM {table}"), &[])
                 .await;
@@ -432,7 +432,7 @@ impl TestApp {
                         match table {
                             "resource" => "modified",
                             "group_member" => "coalesce(removed_timestamp, created_timestamp)",
-                            "audit" => "at",
+                            "audit" | "change" => "at",
                             _ => "modified",
                         }
                     ),
