@@ -21,10 +21,14 @@ pub enum ChangeKind {
     MembershipRemoved,
     #[serde(rename = "membership.updated")]
     MembershipUpdated,
+    #[serde(rename = "identity.linked")]
+    IdentityLinked,
+    #[serde(rename = "identity.unlinked")]
+    IdentityUnlinked,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 8] = [
+    pub const ALL: [ChangeKind; 10] = [
         Self::ResourceCreated,
         Self::ResourceUpdated,
         Self::ResourceDeleted,
@@ -33,6 +37,8 @@ impl ChangeKind {
         Self::MembershipAdded,
         Self::MembershipRemoved,
         Self::MembershipUpdated,
+        Self::IdentityLinked,
+        Self::IdentityUnlinked,
     ];
 
     /// The code stored in `change.kind`.
@@ -46,6 +52,8 @@ impl ChangeKind {
             Self::MembershipAdded => 6,
             Self::MembershipRemoved => 7,
             Self::MembershipUpdated => 8,
+            Self::IdentityLinked => 9,
+            Self::IdentityUnlinked => 10,
         }
     }
 

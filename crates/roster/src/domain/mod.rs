@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod change;
+pub mod cohort;
 pub mod full_update;
 pub mod ids;
 pub mod membership;

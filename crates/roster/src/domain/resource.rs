@@ -162,6 +162,8 @@ pub struct Resource {
     pub tags: Vec<String>,
     pub active: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The prime this resource hangs under: an account's cohort prime, a prime's parent.
+    pub prime_id: Option<ResourceId>,
     pub deleted: bool,
     pub deleted_at: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
@@ -404,6 +406,7 @@ mod tests {
             tags: vec![],
             active: true,
             expires_at: None,
+            prime_id: None,
             deleted: false,
             deleted_at: None,
             created: now,

@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+mod cohorts;
 mod groups;
 mod health;
 pub mod operations;
@@ -45,6 +46,7 @@ pub struct Query<T>(pub T);
     tags(
         (name = "resources", description = "Accounts, groups, prime identities and other records"),
         (name = "groups", description = "Memberships of groups"),
+        (name = "cohorts", description = "Cohorts, prime identities, unified groups and sync plans"),
         (name = "operations", description = "Units of work that change memberships"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "The trail of every write (admin)"),
@@ -73,6 +75,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(resources::routes())
         .merge(groups::routes())
+        .merge(cohorts::routes())
         .merge(operations::routes())
         .merge(tokens::routes())
         .merge(audit::routes())

@@ -1,6 +1,7 @@
 //! The store: the only place that knows SQL. One interface, grouped by area, with a PostgreSQL
 //! backend for production and an embedded SQLite backend as the zero-setup default.
 
+mod cohort_sync;
 mod engine_sql;
 mod postgres;
 mod resource_sql;
@@ -383,10 +384,154 @@ pub trait EngineStore: Send + Sync {
     async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
+/// Cohorts, identities and unified groups.
+#[async_trait]
+pub trait CohortStore: Send + Sync {
+    /// Links a resource to a prime (an account to its cohort, a prime to its parent), or unlinks
+    /// it; refuses cycles and chains deeper than `MAX_DEPTH`.
+    async fn link_prime(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        kind: crate::domain::cohort::LinkKind,
+        target: Option<ResourceId>,
+    ) -> StoreResult<Resource>;
+    /// The identity a resource belongs to: its root prime and everything under it.
+    async fn identity(&self, id: ResourceId) -> StoreResult<crate::domain::cohort::IdentityTree>;
+    /// The accounts of a resource's cohort or identity.
+    async fn related(
+        &self,
+        id: ResourceId,
+        scope: crate::domain::cohort::RelatedScope,
+    ) -> StoreResult<Vec<Resource>>;
+    async fn link_group(
+        &self,
+        actor: &Actor,
+        unified: ResourceId,
+        group: ResourceId,
+        role: crate::domain::cohort::LinkRole,
+    ) -> StoreResult<crate::domain::cohort::GroupLink>;
+    async fn unlink_group(
+        &self,
+        actor: &Actor,
+        unified: ResourceId,
+        group: ResourceId,
+    ) -> StoreResult<()>;
+    async fn group_links(
+        &self,
+        unified: ResourceId,
+    ) -> StoreResult<Vec<crate::domain::cohort::GroupLink>>;
+    /// The cohorts in a unified group's effective membership, with what justifies each.
+    async fn unified_members(
+        &self,
+        unified: ResourceId,
+    ) -> StoreResult<Vec<crate::domain::cohort::EffectiveCohort>>;
+    /// The sync plan of a unified group's mirror groups.
+    async fn sync_plan(&self, unified: ResourceId) -> StoreResult<crate::domain::cohort::SyncPlan>;
+}
+
+/// Implements [`CohortStore`] for a store with `write_tx` and `read_tx`, over the shared flows.
+macro_rules! impl_cohort_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::store::CohortStore for $store {
+            async fn link_prime(
+                &self,
+                actor: &crate::domain::token::Actor,
+                id: crate::domain::ResourceId,
+                kind: crate::domain::cohort::LinkKind,
+                target: Option<crate::domain::ResourceId>,
+            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+                let mut tx = self.write_tx().await?;
+                let done =
+                    crate::store::cohort_sync::link(&mut tx, actor, id, kind, target).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn identity(
+                &self,
+                id: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<crate::domain::cohort::IdentityTree> {
+                let mut tx = self.read_tx().await?;
+                crate::store::cohort_sync::identity(&mut tx, id).await
+            }
+
+            async fn related(
+                &self,
+                id: crate::domain::ResourceId,
+                scope: crate::domain::cohort::RelatedScope,
+            ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::cohort_sync::related(&mut tx, id, scope).await
+            }
+
+            async fn link_group(
+                &self,
+                actor: &crate::domain::token::Actor,
+                unified: crate::domain::ResourceId,
+                group: crate::domain::ResourceId,
+                role: crate::domain::cohort::LinkRole,
+            ) -> crate::store::StoreResult<crate::domain::cohort::GroupLink> {
+                let mut tx = self.write_tx().await?;
+                let done =
+                    crate::store::cohort_sync::link_group(&mut tx, actor, unified, group, role)
+                        .await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn unlink_group(
+                &self,
+                actor: &crate::domain::token::Actor,
+                unified: crate::domain::ResourceId,
+                group: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                crate::store::cohort_sync::unlink_group(&mut tx, actor, unified, group).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group_links(
+                &self,
+                unified: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<Vec<crate::domain::cohort::GroupLink>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::cohort_sync::group_links(&mut tx, unified).await
+            }
+
+            async fn unified_members(
+                &self,
+                unified: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<Vec<crate::domain::cohort::EffectiveCohort>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::cohort_sync::members(&mut tx, unified).await
+            }
+
+            async fn sync_plan(
+                &self,
+                unified: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<crate::domain::cohort::SyncPlan> {
+                let mut tx = self.read_tx().await?;
+                crate::store::cohort_sync::plan(&mut tx, unified).await
+            }
+        }
+    };
+}
+
+pub(crate) use impl_cohort_store;
+
 /// Everything roster stores, behind one seam.
 #[async_trait]
 pub trait Store:
-    ResourceStore + MembershipStore + OperationStore + TokenStore + AuditStore + EngineStore
+    ResourceStore
+    + MembershipStore
+    + OperationStore
+    + TokenStore
+    + AuditStore
+    + EngineStore
+    + CohortStore
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

@@ -38,9 +38,12 @@ pub enum Bind {
     AfterChunk,
     AfterLine,
     Limit,
+    /// A resource the statement is about, and another one (or null).
+    Id,
+    Other,
 }
 
-const NAMES: [(&str, Bind); 11] = [
+const NAMES: [(&str, Bind); 13] = [
     ("@source", Bind::Source),
     ("@op", Bind::Op),
     ("@at", Bind::At),
@@ -52,6 +55,8 @@ const NAMES: [(&str, Bind); 11] = [
     ("@after_chunk", Bind::AfterChunk),
     ("@after_line", Bind::AfterLine),
     ("@limit", Bind::Limit),
+    ("@id", Bind::Id),
+    ("@other", Bind::Other),
 ];
 
 /// A statement with numbered parameters and the values to bind to them, in order.
@@ -108,6 +113,29 @@ pub struct Values {
     pub after_chunk: i32,
     pub after_line: i32,
     pub limit: i64,
+    pub id: Uuid,
+    pub other: Option<Uuid>,
+}
+
+impl Values {
+    /// Values for statements about resource `id` (and `other`), written at `at` by `token`.
+    pub fn about(id: Uuid, other: Option<Uuid>, at: DateTime<Utc>, token: Option<&str>) -> Self {
+        Self {
+            source: String::new(),
+            op: 0,
+            at,
+            token: token.map(str::to_owned),
+            fence: at,
+            ty: None,
+            subtype: None,
+            after_id: Uuid::nil(),
+            after_chunk: -1,
+            after_line: -1,
+            limit: 0,
+            id,
+            other,
+        }
+    }
 }
 
 /// Binds `values` to a compiled statement, in the order it names them.
@@ -126,6 +154,7 @@ where
     Option<i16>: Encode<'q, DB> + Type<DB>,
     DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     Uuid: Encode<'q, DB> + Type<DB>,
+    Option<Uuid>: Encode<'q, DB> + Type<DB>,
 {
     for b in &statement.binds {
         query = match b {
@@ -140,6 +169,8 @@ where
             Bind::AfterChunk => query.bind(values.after_chunk),
             Bind::AfterLine => query.bind(values.after_line),
             Bind::Limit => query.bind(values.limit),
+            Bind::Id => query.bind(values.id),
+            Bind::Other => query.bind(values.other),
         };
     }
     query

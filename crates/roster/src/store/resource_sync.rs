@@ -39,15 +39,121 @@ pub(super) trait Conn: Send {
     ) -> StoreResult<Vec<(i32, i32, Option<Uuid>, Option<String>, Option<String>)>>;
     /// The rejected lines of an operation, in (chunk, line) order, at most `limit`.
     async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>>;
+    /// The rows of a query, each read as a `T` (which both backends can read).
+    async fn fetch<T>(&mut self, statement: &Statement, values: &Values) -> StoreResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin
+            + 'static;
+    /// Resources selected with `RESOURCE_COLUMNS`.
+    async fn resources(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<crate::domain::resource::Resource>>;
+    /// A resource, locked for the transaction where the backend locks rows.
+    async fn lock(&mut self, id: ResourceId) -> StoreResult<crate::domain::resource::Resource>;
+    async fn audit(
+        &mut self,
+        actor: &crate::domain::token::Actor,
+        record: crate::domain::audit::AuditRecord,
+    ) -> StoreResult<()>;
+    async fn log_change(
+        &mut self,
+        actor: &crate::domain::token::Actor,
+        change: crate::domain::change::ChangeRecord,
+    ) -> StoreResult<()>;
+    /// Serialises the transactions that take `key` (PostgreSQL: an advisory lock; SQLite has
+    /// one writer).
+    async fn serialize(&mut self, key: &str) -> StoreResult<()>;
 }
 
-/// Implements [`Conn`] for a backend's transaction.
+/// Implements [`Conn`] for a backend's transaction: `$db` the database, `$store` the store
+/// type (with `lock_resource`, `audit`, `log_change`), `$row` its resource row type.
 macro_rules! impl_conn {
-    ($db:ty, $dialect:expr) => {
+    ($db:ty, $dialect:expr, $store:ty, $row:ty) => {
         #[async_trait::async_trait]
         impl crate::store::resource_sync::Conn for sqlx::Transaction<'_, $db> {
             fn dialect(&self) -> crate::store::resource_sql::Dialect {
                 $dialect
+            }
+
+            async fn fetch<T>(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<Vec<T>>
+            where
+                T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+                    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+                    + Send
+                    + Unpin
+                    + 'static,
+            {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let rows = query.fetch_all(&mut **self).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| T::from_row(row))
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn resources(
+                &mut self,
+                statement: &crate::store::resource_sql::Statement,
+                values: &crate::store::resource_sql::Values,
+            ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+                let query = crate::store::resource_sql::bind(
+                    sqlx::query(&statement.sql),
+                    statement,
+                    values,
+                );
+                let rows = query.fetch_all(&mut **self).await?;
+                rows.iter()
+                    .map(|row| {
+                        let row: $row = sqlx::FromRow::from_row(row)?;
+                        crate::domain::resource::Resource::try_from(row)
+                    })
+                    .collect()
+            }
+
+            async fn lock(
+                &mut self,
+                id: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+                <$store>::lock_resource(self, id).await
+            }
+
+            async fn audit(
+                &mut self,
+                actor: &crate::domain::token::Actor,
+                record: crate::domain::audit::AuditRecord,
+            ) -> crate::store::StoreResult<()> {
+                <$store>::audit(self, actor, record).await
+            }
+
+            async fn log_change(
+                &mut self,
+                actor: &crate::domain::token::Actor,
+                change: crate::domain::change::ChangeRecord,
+            ) -> crate::store::StoreResult<()> {
+                <$store>::log_change(self, actor, change).await
+            }
+
+            async fn serialize(&mut self, key: &str) -> crate::store::StoreResult<()> {
+                if $dialect == crate::store::resource_sql::Dialect::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                        .bind(key)
+                        .execute(&mut **self)
+                        .await?;
+                }
+                Ok(())
             }
 
             async fn run(
@@ -206,6 +312,8 @@ pub(super) fn values(
         after_chunk: -1,
         after_line: -1,
         limit: 0,
+        id: Uuid::nil(),
+        other: None,
     }
 }
 

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 /// The columns of `resource` that [`ResourceRow`] reads, in its order.
 pub const RESOURCE_COLUMNS: &str = "id, type, subtype, source_system, identifier, external_id, \
-     displayname, description, notes, tags, active, expires_at, deleted, deleted_at, created, modified";
+     displayname, description, notes, tags, active, expires_at, deleted, deleted_at, created, modified, \
+     prime_id";
 
 /// The columns of `group_member` that [`MembershipRow`] reads.
 pub const MEMBERSHIP_COLUMNS: &str = "id, group_id, member_id, source, member_name, removed, \
@@ -52,6 +53,7 @@ pub struct ResourceRow<T> {
     deleted_at: Option<DateTime<Utc>>,
     created: DateTime<Utc>,
     modified: DateTime<Utc>,
+    prime_id: Option<Uuid>,
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -102,6 +104,7 @@ impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
             tags: r.tags.into_tags(),
             active: r.active,
             expires_at: r.expires_at,
+            prime_id: r.prime_id.map(ResourceId),
             deleted: r.deleted,
             deleted_at: r.deleted_at,
             created: r.created,

@@ -42,6 +42,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/tokens/{id}"),
     ("delete", "/api/v1/tokens/{id}"),
     ("get", "/api/v1/audit"),
+    ("put", "/api/v1/resources/{id}/prime"),
+    ("put", "/api/v1/resources/{id}/parent"),
+    ("get", "/api/v1/resources/{id}/identity"),
+    ("get", "/api/v1/resources/{id}/related"),
+    ("post", "/api/v1/unified-groups"),
+    ("get", "/api/v1/unified-groups/{id}/links"),
+    ("put", "/api/v1/unified-groups/{id}/links/{group_id}"),
+    ("delete", "/api/v1/unified-groups/{id}/links/{group_id}"),
+    ("get", "/api/v1/unified-groups/{id}/members"),
+    ("get", "/api/v1/unified-groups/{id}/plan"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

@@ -36,6 +36,11 @@ struct World {
     to_reject: i64,
     to_cancel: i64,
     pending: i64,
+    /// A prime, a prime to link under it, a unified group and a group linked to it.
+    prime: String,
+    child_prime: String,
+    unified: String,
+    linked: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -65,7 +70,30 @@ async fn world(app: &TestApp) -> World {
         )
         .await;
     assert_eq!(held.json["status"], "pending", "{}", held.text);
+    let prime = app
+        .create(json!({"type": "prime", "source_system": "home", "identifier": "p"}))
+        .await;
+    let child_prime = app
+        .create(json!({"type": "prime", "source_system": "home", "identifier": "c"}))
+        .await;
+    let unified = app
+        .post(
+            "/api/v1/unified-groups",
+            json!({"source_system": "home", "identifier": "ug"}),
+        )
+        .await;
+    let unified = unified.json["id"].as_str().unwrap().to_owned();
+    let linked = app.group("home", "linked").await;
+    app.put(
+        &format!("/api/v1/unified-groups/{unified}/links/{linked}"),
+        Some(json!({"role": "mirror"})),
+    )
+    .await;
     World {
+        prime,
+        child_prime,
+        unified,
+        linked,
         uploading,
         to_complete,
         to_reject,
@@ -93,6 +121,13 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("post", "/api/v1/operations") => Some(json!({"type": "partial-update", "changes": [
             {"group_id": w.group, "member_id": w.other_user, "action": "add"}]})),
         ("put", "/api/v1/operations/{id}/chunks/{n}") => Some(json!({"member_id": w.user})),
+        ("put", "/api/v1/resources/{id}/prime") => Some(json!({"prime_id": w.prime})),
+        ("put", "/api/v1/resources/{id}/parent") => Some(json!({"parent_id": w.prime})),
+        ("post", "/api/v1/unified-groups") => {
+            Some(json!({"source_system": "home", "identifier": "ug-new"}))
+        }
+        ("put", "/api/v1/unified-groups/{id}/links/{group_id}") => Some(json!({"role": "mirror"})),
+        (_, p) if p.starts_with("/api/v1/unified-groups") => None,
         (_, p)
             if p.starts_with("/api/v1/resources")
                 || p.starts_with("/api/v1/groups")
@@ -107,6 +142,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
     let id = match (method, path) {
         ("delete", "/api/v1/resources/{id}") => &w.throwaway,
         ("post", "/api/v1/resources/{id}/restore") => &w.deleted,
+        ("put", "/api/v1/resources/{id}/parent") => &w.child_prime,
+        (_, p) if p.starts_with("/api/v1/unified-groups") => &w.unified,
         (_, p) if p.starts_with("/api/v1/groups") => &w.group,
         (_, p) if p.starts_with("/api/v1/tokens") => &w.token_id,
         _ => &w.user,
@@ -130,6 +167,15 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         .replace("{n}", "0")
         .replace("{id}", id)
         .replace("{member_id}", member)
+        .replace(
+            "{group_id}",
+            if method == "delete" {
+                &w.linked
+            } else {
+                &w.group
+            },
+        )
+        .replace("/related", "/related?scope=cohort")
         .replace(
             "/api/v1/resources/lookup",
             "/api/v1/resources/lookup?source_system=home&identifier=u",

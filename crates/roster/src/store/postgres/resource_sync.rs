@@ -15,7 +15,7 @@ use crate::store::resource_sync::{self as sync, impl_conn};
 use crate::store::{now, ApplyOutcome, StoreResult};
 use sqlx::{Postgres, Transaction};
 
-impl_conn!(Postgres, Dialect::Postgres);
+impl_conn!(Postgres, Dialect::Postgres, super::PgStore, super::Row);
 
 impl CopyRow for StagedResource {
     fn copy(&self, out: &mut String, chunk: i32) {
@@ -130,5 +130,17 @@ impl PgStore {
         let operation = Self::set_counts(&mut tx, op, counts).await?;
         tx.commit().await?;
         Ok(operation)
+    }
+}
+
+crate::store::impl_cohort_store!(PgStore);
+
+impl PgStore {
+    async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
     }
 }

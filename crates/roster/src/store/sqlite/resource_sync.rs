@@ -15,7 +15,7 @@ use crate::store::{now, ApplyOutcome, StoreResult};
 use sqlx::query_builder::Separated;
 use sqlx::Sqlite;
 
-impl_conn!(Sqlite, Dialect::Sqlite);
+impl_conn!(Sqlite, Dialect::Sqlite, super::SqliteStore, super::Row);
 
 impl InsertRow for StagedResource {
     fn push<'a>(&'a self, b: &mut Separated<'_, 'a, Sqlite, &'static str>, chunk: i32) {
@@ -107,5 +107,17 @@ impl SqliteStore {
         let operation = Self::set_counts(&mut tx, op, counts).await?;
         tx.commit().await?;
         Ok(operation)
+    }
+}
+
+crate::store::impl_cohort_store!(SqliteStore);
+
+impl SqliteStore {
+    async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        self.begin().await
+    }
+
+    async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.reader.begin().await?)
     }
 }

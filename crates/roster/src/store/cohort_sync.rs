@@ -1,0 +1,411 @@
+//! Cohorts, identities and unified groups, written once for both backends over [`Conn`]: prime
+//! links (refusing cycles and chains deeper than `MAX_DEPTH`), identity resolution in one
+//! recursive query, and a unified group's effective membership and sync plan, set-based.
+
+use super::resource_sql::{compile, Dialect, Statement, Values};
+use super::resource_sync::Conn;
+use super::rows::RESOURCE_COLUMNS;
+use super::{now, resource_not_found, StoreError, StoreResult};
+use crate::domain::audit::{target, AuditRecord};
+use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::cohort::{
+    Contribution, EffectiveCohort, GroupLink, IdentityTree, LinkKind, LinkRole, PlanRow,
+    RelatedScope, SyncPlan, MAX_DEPTH,
+};
+use crate::domain::resource::{Resource, ResourceType, Subtype};
+use crate::domain::token::Actor;
+use crate::domain::{InvalidInput, ResourceId};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The chain from resource `@id` up to its root, with each step's depth (0: the resource).
+/// Bounded one past `MAX_DEPTH`, so that a longer (or cyclic) chain shows.
+fn up(from: &str) -> String {
+    format!(
+        "up(id, prime_id, depth) AS (SELECT id, prime_id, 0 FROM resource WHERE id = {from} \
+         UNION ALL SELECT r.id, r.prime_id, up.depth + 1 FROM resource r \
+         JOIN up ON r.id = up.prime_id WHERE up.depth <= {MAX_DEPTH})"
+    )
+}
+
+/// Every resource under the root of `@id` (the root included), in one recursive query.
+fn identity_members() -> Statement {
+    compile(&format!(
+        "WITH RECURSIVE {}, root(id) AS (SELECT id FROM up WHERE prime_id IS NULL), \
+         down(id, depth) AS (SELECT id, 0 FROM root UNION ALL SELECT r.id, down.depth + 1 \
+         FROM resource r JOIN down ON r.prime_id = down.id WHERE down.depth <= {MAX_DEPTH}) \
+         SELECT {RESOURCE_COLUMNS} FROM resource WHERE id IN (SELECT id FROM down) \
+         AND NOT deleted ORDER BY id",
+        up("@id")
+    ))
+}
+
+/// The root of `@id`'s chain (itself when it links to nothing).
+fn root() -> Statement {
+    compile(&format!(
+        "WITH RECURSIVE {} SELECT id, depth FROM up WHERE prime_id IS NULL",
+        up("@id")
+    ))
+}
+
+/// The chain above `@other` (the new parent): ids and depths.
+fn chain_above() -> Statement {
+    compile(&format!(
+        "WITH RECURSIVE {} SELECT id, depth FROM up",
+        up("@other")
+    ))
+}
+
+/// How many levels of resources hang below `@id`.
+fn height_below() -> Statement {
+    compile(&format!(
+        "WITH RECURSIVE down(id, depth) AS (SELECT id, 0 FROM resource WHERE id = @id \
+         UNION ALL SELECT r.id, down.depth + 1 FROM resource r JOIN down ON r.prime_id = down.id \
+         WHERE down.depth <= {MAX_DEPTH}) SELECT CAST(max(depth) AS INTEGER) FROM down"
+    ))
+}
+
+/// Links `id` to the prime `target` (its cohort, or as a prime its parent), or unlinks it.
+pub(super) async fn link<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    kind: LinkKind,
+    target: Option<ResourceId>,
+) -> StoreResult<Resource> {
+    conn.serialize("roster:prime-links").await?;
+    let child = conn.lock(id).await?;
+    let prime = match target {
+        Some(t) => Some(conn.lock(t).await?),
+        None => None,
+    };
+    kind.check(&child, prime.as_ref())?;
+    if child.prime_id == target {
+        return Ok(child);
+    }
+    if let Some(parent) = &prime {
+        check_chain(conn, &child, parent).await?;
+    }
+    let at = now();
+    let values = Values::about(id.0, target.map(|t| t.0), at, Some(&actor.token_name));
+    let rows = conn
+        .resources(
+            &compile(&format!(
+                "UPDATE resource SET prime_id = @other, modified = @at WHERE id = @id \
+                 RETURNING {RESOURCE_COLUMNS}"
+            )),
+            &values,
+        )
+        .await?;
+    let resource = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| resource_not_found(id))?;
+    let change_kind = if target.is_some() {
+        ChangeKind::IdentityLinked
+    } else {
+        ChangeKind::IdentityUnlinked
+    };
+    let change = ChangeRecord::resource(change_kind, &resource).with_attrs(serde_json::json!({
+        "prime_id": {"old": child.prime_id, "new": target}
+    }));
+    conn.log_change(actor, change).await?;
+    let record = AuditRecord::new("resource.link", target::resource(id))
+        .with_detail(serde_json::json!({ "prime_id": target }));
+    conn.audit(actor, record).await?;
+    Ok(resource)
+}
+
+/// Refuses a link of `child` under `parent` that would close a cycle or make a chain deeper than
+/// `MAX_DEPTH`.
+async fn check_chain<C: Conn>(
+    conn: &mut C,
+    child: &Resource,
+    parent: &Resource,
+) -> StoreResult<()> {
+    let values = Values::about(child.id.0, Some(parent.id.0), now(), None);
+    let above: Vec<(Uuid, i32)> = conn.fetch(&chain_above(), &values).await?;
+    if let Some(position) = above.iter().position(|(id, _)| *id == child.id.0) {
+        let path: Vec<String> = above[..=position]
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        return Err(StoreError::Conflict(format!(
+            "linking {} under {} would close a cycle: {} is already under {} (chain {})",
+            child.id,
+            parent.id,
+            parent.id,
+            child.id,
+            path.join(" → ")
+        )));
+    }
+    let heights: Vec<(Option<i32>,)> = conn.fetch(&height_below(), &values).await?;
+    let below = heights.first().and_then(|h| h.0).unwrap_or(0) as usize;
+    let depth = above.len() + below;
+    if depth > MAX_DEPTH {
+        return Err(StoreError::Conflict(format!(
+            "linking {} under {} would make a chain of {depth} links; at most {MAX_DEPTH} are \
+             allowed",
+            child.id, parent.id
+        )));
+    }
+    Ok(())
+}
+
+/// The identity of `id`: its root and everything under it.
+pub(super) async fn identity<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<IdentityTree> {
+    let resource = conn.lock(id).await?;
+    let values = Values::about(id.0, None, now(), None);
+    let roots: Vec<(Uuid, i32)> = conn.fetch(&root(), &values).await?;
+    let root = roots.first().map(|(r, _)| ResourceId(*r));
+    let Some(root) = root.filter(|r| *r != id || resource.ty == ResourceType::Prime) else {
+        // Linked to nothing: the resource is a person of its own, with no prime.
+        return Ok(IdentityTree::build(None, Vec::new()));
+    };
+    let members = conn.resources(&identity_members(), &values).await?;
+    Ok(IdentityTree::build(Some(root), members))
+}
+
+/// The accounts of `id`'s cohort or identity (primes left out).
+pub(super) async fn related<C: Conn>(
+    conn: &mut C,
+    id: ResourceId,
+    scope: RelatedScope,
+) -> StoreResult<Vec<Resource>> {
+    let resource = conn.lock(id).await?;
+    let values = Values::about(id.0, resource.prime_id.map(|p| p.0), now(), None);
+    let found = match (scope, resource.ty, resource.prime_id) {
+        (RelatedScope::Cohort, ResourceType::Prime, _) => {
+            conn.resources(&children(), &values).await?
+        }
+        (RelatedScope::Cohort, _, Some(_)) => conn.resources(&cohort(), &values).await?,
+        (RelatedScope::Cohort, _, None) => vec![resource],
+        (RelatedScope::Identity, _, _) => conn.resources(&identity_members(), &values).await?,
+    };
+    Ok(found
+        .into_iter()
+        .filter(|r| r.ty != ResourceType::Prime && !r.deleted)
+        .collect())
+}
+
+fn children() -> Statement {
+    compile(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE prime_id = @id AND NOT deleted ORDER BY id"
+    ))
+}
+
+fn cohort() -> Statement {
+    compile(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE prime_id = @other AND NOT deleted \
+         ORDER BY id"
+    ))
+}
+
+/// A live unified group, or why not.
+async fn unified<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<Resource> {
+    let group = conn.lock(id).await?;
+    if group.ty != ResourceType::Group || group.subtype != Some(Subtype::Unified) || group.deleted {
+        return Err(StoreError::NotFound(format!(
+            "resource {id} is not a live unified group"
+        )));
+    }
+    Ok(group)
+}
+
+/// Links `group` to the unified group `id` with `role` (or changes its role).
+pub(super) async fn link_group<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    group: ResourceId,
+    role: LinkRole,
+) -> StoreResult<GroupLink> {
+    unified(conn, id).await?;
+    let linked = conn.lock(group).await?;
+    if linked.ty != ResourceType::Group || linked.deleted {
+        return Err(InvalidInput::new(format!("resource {group} is not a live group")).into());
+    }
+    if linked.subtype == Some(Subtype::Unified) {
+        return Err(InvalidInput::new(format!(
+            "resource {group} is a unified group itself; link the groups it gathers instead"
+        ))
+        .into());
+    }
+    let values = Values::about(id.0, Some(group.0), now(), None);
+    conn.run(
+        &compile(&format!(
+            "INSERT INTO unified_link (unified_id, group_id, role, created) \
+             VALUES (@id, @other, '{}', @at) \
+             ON CONFLICT (unified_id, group_id) DO UPDATE SET role = excluded.role",
+            role.name()
+        )),
+        &values,
+    )
+    .await?;
+    let record = AuditRecord::new("unified-group.link", target::resource(id))
+        .with_detail(serde_json::json!({ "group_id": group, "role": role }));
+    conn.audit(actor, record).await?;
+    Ok(GroupLink {
+        unified_id: id,
+        group_id: group,
+        role,
+    })
+}
+
+/// Unlinks `group` from the unified group `id`.
+pub(super) async fn unlink_group<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    group: ResourceId,
+) -> StoreResult<()> {
+    unified(conn, id).await?;
+    let values = Values::about(id.0, Some(group.0), now(), None);
+    let removed = conn
+        .run(
+            &compile("DELETE FROM unified_link WHERE unified_id = @id AND group_id = @other"),
+            &values,
+        )
+        .await?;
+    if removed == 0 {
+        return Err(StoreError::NotFound(format!(
+            "group {group} is not linked to unified group {id}"
+        )));
+    }
+    let record = AuditRecord::new("unified-group.unlink", target::resource(id))
+        .with_detail(serde_json::json!({ "group_id": group }));
+    conn.audit(actor, record).await
+}
+
+/// The groups linked to unified group `@id`, as (group, role, source system).
+fn links() -> Statement {
+    compile(
+        "SELECT l.group_id, l.role, g.source_system FROM unified_link l \
+         JOIN resource g ON g.id = l.group_id WHERE l.unified_id = @id AND NOT g.deleted \
+         ORDER BY l.group_id",
+    )
+}
+
+/// The memberships that contribute to unified group `@id`: active, of a live and active
+/// account linked to a cohort, in a linked group whose role (or the membership's own flag) lets
+/// it contribute.
+const CONTRIBUTING: &str = "FROM unified_link l \
+     JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
+     JOIN resource m ON m.id = gm.member_id AND NOT m.deleted AND m.active \
+     WHERE l.unified_id = @id AND m.prime_id IS NOT NULL \
+     AND coalesce(gm.contributing, l.role = 'authoritative')";
+
+fn contributions() -> Statement {
+    compile(&format!(
+        "SELECT m.prime_id, gm.member_id, gm.group_id, l.role, gm.contributing {CONTRIBUTING} \
+         ORDER BY m.prime_id, gm.member_id, gm.group_id"
+    ))
+}
+
+/// The plan rows: per mirror group, the adds (a cohort's one account in the tenant that is not
+/// a member), the cohorts without one or with several, and the members to remove (their cohort
+/// does not contribute) or that have no cohort.
+fn plan_rows(d: Dialect) -> Statement {
+    let add = "'add'";
+    let user = ResourceType::User.code();
+    let text = match d {
+        Dialect::Postgres => "text",
+        Dialect::Sqlite => "TEXT",
+    };
+    compile(&format!(
+        "WITH eff AS (SELECT DISTINCT m.prime_id AS cohort {CONTRIBUTING}), \
+         mirrors AS (SELECT l.group_id, g.source_system FROM unified_link l \
+           JOIN resource g ON g.id = l.group_id \
+           WHERE l.unified_id = @id AND l.role = 'mirror' AND NOT g.deleted), \
+         accounts AS (SELECT mi.group_id, e.cohort, a.id AS account FROM mirrors mi \
+           JOIN resource a ON a.source_system = mi.source_system AND a.type = {user} \
+             AND NOT a.deleted \
+           JOIN eff e ON a.prime_id = e.cohort), \
+         counted AS (SELECT mi.group_id, e.cohort, count(a.account) AS n \
+           FROM mirrors mi CROSS JOIN eff e LEFT JOIN accounts a \
+             ON a.group_id = mi.group_id AND a.cohort = e.cohort \
+           GROUP BY mi.group_id, e.cohort) \
+         SELECT a.group_id, CAST({add} AS {text}), a.account, a.cohort FROM accounts a \
+           JOIN counted c ON c.group_id = a.group_id AND c.cohort = a.cohort AND c.n = 1 \
+           WHERE NOT EXISTS (SELECT 1 FROM group_member gm WHERE gm.group_id = a.group_id \
+             AND gm.member_id = a.account AND NOT gm.removed) \
+         UNION ALL SELECT c.group_id, CASE WHEN c.n = 0 THEN 'no-account' ELSE 'ambiguous' END, \
+           NULL, c.cohort FROM counted c WHERE c.n <> 1 \
+         UNION ALL SELECT mi.group_id, CASE WHEN m.prime_id IS NULL THEN 'uncorrelated' \
+           ELSE 'remove' END, m.id, m.prime_id FROM mirrors mi \
+           JOIN group_member gm ON gm.group_id = mi.group_id AND NOT gm.removed \
+           JOIN resource m ON m.id = gm.member_id \
+           WHERE m.prime_id IS NULL OR m.prime_id NOT IN (SELECT cohort FROM eff) \
+         ORDER BY 1, 2, 3, 4"
+    ))
+}
+
+type ContributionRow = (Uuid, Uuid, Uuid, String, Option<bool>);
+
+fn contribution(row: &ContributionRow) -> Contribution {
+    Contribution {
+        member_id: ResourceId(row.1),
+        group_id: ResourceId(row.2),
+        role: LinkRole::from_name(&row.3).unwrap_or(LinkRole::Mirror),
+        contributing: row.4,
+    }
+}
+
+/// The effective membership of unified group `id`: its cohorts, each with what justifies it.
+pub(super) async fn members<C: Conn>(
+    conn: &mut C,
+    id: ResourceId,
+) -> StoreResult<Vec<EffectiveCohort>> {
+    unified(conn, id).await?;
+    let values = Values::about(id.0, None, now(), None);
+    let rows: Vec<ContributionRow> = conn.fetch(&contributions(), &values).await?;
+    let mut cohorts: Vec<EffectiveCohort> = Vec::new();
+    for row in &rows {
+        match cohorts.last_mut() {
+            Some(last) if last.cohort_id.0 == row.0 => last.via.push(contribution(row)),
+            _ => cohorts.push(EffectiveCohort {
+                cohort_id: ResourceId(row.0),
+                via: vec![contribution(row)],
+            }),
+        }
+    }
+    Ok(cohorts)
+}
+
+/// The sync plan of unified group `id`.
+pub(super) async fn plan<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<SyncPlan> {
+    unified(conn, id).await?;
+    let values = Values::about(id.0, None, now(), None);
+    let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
+    let mirrors = linked
+        .into_iter()
+        .filter(|(_, role, _)| role == LinkRole::Mirror.name())
+        .map(|(group, _, source)| (ResourceId(group), source))
+        .collect();
+    let contributing: Vec<ContributionRow> = conn.fetch(&contributions(), &values).await?;
+    let mut via: HashMap<ResourceId, Contribution> = HashMap::new();
+    for row in &contributing {
+        via.entry(ResourceId(row.0))
+            .or_insert_with(|| contribution(row));
+    }
+    let rows: Vec<PlanRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
+    Ok(SyncPlan::build(id, via.len(), mirrors, rows, &via))
+}
+
+/// The groups linked to unified group `id`.
+pub(super) async fn group_links<C: Conn>(
+    conn: &mut C,
+    id: ResourceId,
+) -> StoreResult<Vec<GroupLink>> {
+    unified(conn, id).await?;
+    let values = Values::about(id.0, None, now(), None);
+    let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
+    Ok(linked
+        .into_iter()
+        .map(|(group, role, _)| GroupLink {
+            unified_id: id,
+            group_id: ResourceId(group),
+            role: LinkRole::from_name(&role).unwrap_or(LinkRole::Mirror),
+        })
+        .collect())
+}
