@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod change;
 pub mod cohort;
+pub mod correlation;
 pub mod full_update;
 pub mod ids;
 pub mod membership;

@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 mod cohorts;
+mod correlation;
 mod groups;
 mod health;
 pub mod operations;
@@ -76,6 +77,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(resources::routes())
         .merge(groups::routes())
         .merge(cohorts::routes())
+        .merge(correlation::routes())
         .merge(operations::routes())
         .merge(tokens::routes())
         .merge(audit::routes())

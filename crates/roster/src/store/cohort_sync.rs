@@ -91,8 +91,8 @@ pub(super) async fn link<C: Conn>(
     let rows = conn
         .resources(
             &compile(&format!(
-                "UPDATE resource SET prime_id = @other, modified = @at WHERE id = @id \
-                 RETURNING {RESOURCE_COLUMNS}"
+                "UPDATE resource SET prime_id = @other, prime_pinned = true, modified = @at \
+                 WHERE id = @id RETURNING {RESOURCE_COLUMNS}"
             )),
             &values,
         )

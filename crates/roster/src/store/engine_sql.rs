@@ -688,6 +688,7 @@ pub const PURGEABLE_RESOURCES: &str = "SELECT r.id FROM resource r \
      AND NOT EXISTS (SELECT 1 FROM group_sync gs WHERE gs.group_id = r.id) \
      AND NOT EXISTS (SELECT 1 FROM resource c WHERE c.prime_id = r.id) \
      AND NOT EXISTS (SELECT 1 FROM unified_link l WHERE l.unified_id = r.id OR l.group_id = r.id) \
+     AND NOT EXISTS (SELECT 1 FROM correlation_case k WHERE k.account_id = r.id) \
      ORDER BY r.id LIMIT $2";
 
 pub fn pg_purge_resources() -> String {

@@ -2,6 +2,7 @@
 //! backend for production and an embedded SQLite backend as the zero-setup default.
 
 mod cohort_sync;
+mod correlation_sync;
 mod engine_sql;
 mod postgres;
 mod resource_sql;
@@ -428,6 +429,27 @@ pub trait CohortStore: Send + Sync {
     ) -> StoreResult<Vec<crate::domain::cohort::EffectiveCohort>>;
     /// The sync plan of a unified group's mirror groups.
     async fn sync_plan(&self, unified: ResourceId) -> StoreResult<crate::domain::cohort::SyncPlan>;
+    async fn create_rule(
+        &self,
+        actor: &Actor,
+        request: &crate::domain::correlation::RuleRequest,
+    ) -> StoreResult<crate::domain::correlation::CorrelationRule>;
+    async fn update_rule(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        request: &crate::domain::correlation::RuleRequest,
+    ) -> StoreResult<crate::domain::correlation::CorrelationRule>;
+    async fn delete_rule(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
+    async fn rules(&self) -> StoreResult<Vec<crate::domain::correlation::CorrelationRule>>;
+    /// Runs a correlation rule as one `correlate` operation.
+    async fn correlate(&self, actor: &Actor, rule: Uuid) -> StoreResult<Operation>;
+    /// The cases of a correlation run (default: the latest).
+    async fn correlation_cases(
+        &self,
+        operation: Option<i64>,
+        situation: Option<crate::domain::correlation::Situation>,
+    ) -> StoreResult<Vec<crate::domain::correlation::CorrelationCase>>;
 }
 
 /// Implements [`CohortStore`] for a store with `write_tx` and `read_tx`, over the shared flows.
@@ -515,6 +537,69 @@ macro_rules! impl_cohort_store {
             ) -> crate::store::StoreResult<crate::domain::cohort::SyncPlan> {
                 let mut tx = self.read_tx().await?;
                 crate::store::cohort_sync::plan(&mut tx, unified).await
+            }
+
+            async fn create_rule(
+                &self,
+                actor: &crate::domain::token::Actor,
+                request: &crate::domain::correlation::RuleRequest,
+            ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+                let mut tx = self.write_tx().await?;
+                let done =
+                    crate::store::correlation_sync::create_rule(&mut tx, actor, request).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn update_rule(
+                &self,
+                actor: &crate::domain::token::Actor,
+                id: uuid::Uuid,
+                request: &crate::domain::correlation::RuleRequest,
+            ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+                let mut tx = self.write_tx().await?;
+                let done = crate::store::correlation_sync::update_rule(&mut tx, actor, id, request)
+                    .await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn delete_rule(
+                &self,
+                actor: &crate::domain::token::Actor,
+                id: uuid::Uuid,
+            ) -> crate::store::StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                crate::store::correlation_sync::delete_rule(&mut tx, actor, id).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rules(
+                &self,
+            ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationRule>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::correlation_sync::rules(&mut tx).await
+            }
+
+            async fn correlate(
+                &self,
+                actor: &crate::domain::token::Actor,
+                rule: uuid::Uuid,
+            ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
+                let mut tx = self.write_tx().await?;
+                let done = crate::store::correlation_sync::run(&mut tx, actor, rule).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn correlation_cases(
+                &self,
+                operation: Option<i64>,
+                situation: Option<crate::domain::correlation::Situation>,
+            ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationCase>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::correlation_sync::cases(&mut tx, operation, situation).await
             }
         }
     };

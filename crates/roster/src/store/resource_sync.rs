@@ -68,6 +68,7 @@ pub(super) trait Conn: Send {
     /// Serialises the transactions that take `key` (PostgreSQL: an advisory lock; SQLite has
     /// one writer).
     async fn serialize(&mut self, key: &str) -> StoreResult<()>;
+    async fn operation(&mut self, id: OperationId) -> StoreResult<Operation>;
 }
 
 /// Implements [`Conn`] for a backend's transaction: `$db` the database, `$store` the store
@@ -144,6 +145,20 @@ macro_rules! impl_conn {
                 change: crate::domain::change::ChangeRecord,
             ) -> crate::store::StoreResult<()> {
                 <$store>::log_change(self, actor, change).await
+            }
+
+            async fn operation(
+                &mut self,
+                id: crate::domain::OperationId,
+            ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
+                let row: crate::store::rows::OperationRow = sqlx::query_as(&format!(
+                    "SELECT {} FROM operation WHERE id = $1",
+                    crate::store::rows::OPERATION_COLUMNS
+                ))
+                .bind(id)
+                .fetch_one(&mut **self)
+                .await?;
+                row.try_into()
             }
 
             async fn serialize(&mut self, key: &str) -> crate::store::StoreResult<()> {

@@ -13,6 +13,7 @@ on_both_backends!(
     uncorrelated_members_are_never_removed,
     a_synced_echo_does_not_keep_a_person_in,
     links_are_checked_and_recorded,
+    correlation_rebuilds_cohorts_and_never_links_a_dispute,
 );
 
 fn resource(source: &str, identifier: &str, ty: &str, subtype: Option<&str>) -> Value {
@@ -457,4 +458,138 @@ async fn links_are_checked_and_recorded(backend: Backend) {
         .get(&format!("/api/v1/unified-groups/{group}/plan"))
         .await;
     not_unified.assert_problem(StatusCode::NOT_FOUND, "not a live unified group");
+}
+
+/// Runs a correlation rule; returns the operation.
+async fn correlate(app: &TestApp, rule: &str) -> Value {
+    let reply = app
+        .post("/api/v1/correlation/runs", json!({"rule_id": rule}))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json["type"], "correlate");
+    reply.json
+}
+
+async fn cases(app: &TestApp, situation: &str) -> Vec<String> {
+    let reply = app
+        .get(&format!("/api/v1/correlation/cases?situation={situation}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let mut ids: Vec<String> = reply.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["account_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn correlation_rebuilds_cohorts_and_never_links_a_dispute(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut personas = Vec::new();
+    for persona in ["sean.one", "sean.two", "sean.pa"] {
+        let home = app
+            .create(resource(
+                "home",
+                &format!("{persona}@home.com"),
+                "user",
+                Some("native"),
+            ))
+            .await;
+        let mut guests = Vec::new();
+        for tenant in ["foo", "bar"] {
+            let upn = format!("{persona}_home.com#EXT#@{tenant}.onmicrosoft.com");
+            guests.push(
+                app.create(resource(tenant, &upn, "user", Some("guest")))
+                    .await,
+            );
+        }
+        personas.push((home, guests));
+    }
+    // A second home account that normalises like Sean Two's makes his guests disputed.
+    let twin = app
+        .create(resource(
+            "home",
+            "SEAN.TWO@home.com",
+            "user",
+            Some("native"),
+        ))
+        .await;
+    let mut rules = Vec::new();
+    for tenant in ["foo", "bar"] {
+        let reply = app
+            .post(
+                "/api/v1/correlation/rules",
+                json!({"name": format!("b2b-{tenant}"), "source_system": tenant,
+                       "target_source_system": "home", "normalize": "entra-b2b"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        rules.push(reply.json["id"].as_str().expect("id").to_owned());
+    }
+    let duplicate = app
+        .post(
+            "/api/v1/correlation/rules",
+            json!({"name": "b2b-foo", "source_system": "foo",
+                   "target_source_system": "home", "normalize": "entra-b2b"}),
+        )
+        .await;
+    duplicate.assert_problem(StatusCode::CONFLICT, "conflicts");
+
+    let run = correlate(&app, &rules[0]).await;
+    assert_eq!(run["counts"]["added"], 2, "{run}");
+    assert_eq!(
+        cases(&app, "disputed").await,
+        vec![personas[1].1[0].clone()]
+    );
+    let run = correlate(&app, &rules[1]).await;
+    assert_eq!(run["counts"]["added"], 2, "{run}");
+
+    // Sean One's and Sean PA's cohorts are rebuilt: each home account with its two guests.
+    for (home, guests) in [&personas[0], &personas[2]] {
+        let cohort = app
+            .get(&format!("/api/v1/resources/{home}/related?scope=cohort"))
+            .await;
+        let mut ids: Vec<String> = cohort.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        let mut expected = guests.clone();
+        expected.push(home.clone());
+        expected.sort();
+        assert_eq!(ids, expected);
+    }
+    // The disputed guests stay unlinked, and so do both candidates.
+    for id in [&personas[1].1[0], &personas[1].1[1], &personas[1].0, &twin] {
+        let r = app.get(&format!("/api/v1/resources/{id}")).await;
+        assert_eq!(r.json["prime_id"], Value::Null, "{}", r.text);
+    }
+
+    // A person decides: manual links (and unlinks) win over the rules.
+    let p2 = prime(&app, "P2").await;
+    link(&app, &personas[1].1[0], &p2).await;
+    let unlinked = app
+        .put(
+            &format!("/api/v1/resources/{}/prime", personas[0].1[0]),
+            Some(json!({"prime_id": null})),
+        )
+        .await;
+    assert_eq!(unlinked.status, StatusCode::OK, "{}", unlinked.text);
+    let again = correlate(&app, &rules[0]).await;
+    assert_eq!(again["counts"]["added"], 0, "{again}");
+    let mut already = vec![
+        personas[1].1[0].clone(),
+        personas[0].1[0].clone(),
+        personas[2].1[0].clone(),
+    ];
+    already.sort();
+    assert_eq!(cases(&app, "already-linked").await, already);
+    let r = app
+        .get(&format!("/api/v1/resources/{}", personas[0].1[0]))
+        .await;
+    assert_eq!(r.json["prime_id"], Value::Null, "the manual unlink holds");
 }

@@ -52,6 +52,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/unified-groups/{id}/links/{group_id}"),
     ("get", "/api/v1/unified-groups/{id}/members"),
     ("get", "/api/v1/unified-groups/{id}/plan"),
+    ("get", "/api/v1/correlation/rules"),
+    ("post", "/api/v1/correlation/rules"),
+    ("put", "/api/v1/correlation/rules/{id}"),
+    ("delete", "/api/v1/correlation/rules/{id}"),
+    ("post", "/api/v1/correlation/runs"),
+    ("get", "/api/v1/correlation/cases"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

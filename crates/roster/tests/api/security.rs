@@ -41,6 +41,9 @@ struct World {
     child_prime: String,
     unified: String,
     linked: String,
+    /// A correlation rule to change and run, and one to delete.
+    rule: String,
+    spare_rule: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -89,7 +92,16 @@ async fn world(app: &TestApp) -> World {
         Some(json!({"role": "mirror"})),
     )
     .await;
+    let rule = |name: &str| {
+        json!({"name": name, "source_system": "foo", "target_source_system": "home",
+               "normalize": "entra-b2b"})
+    };
+    let spare_rule = app.post("/api/v1/correlation/rules", rule("spare")).await;
+    let spare_rule = spare_rule.json["id"].as_str().unwrap().to_owned();
+    let kept_rule = app.post("/api/v1/correlation/rules", rule("kept")).await;
     World {
+        rule: kept_rule.json["id"].as_str().unwrap().to_owned(),
+        spare_rule,
         prime,
         child_prime,
         unified,
@@ -128,6 +140,11 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         }
         ("put", "/api/v1/unified-groups/{id}/links/{group_id}") => Some(json!({"role": "mirror"})),
         (_, p) if p.starts_with("/api/v1/unified-groups") => None,
+        ("post" | "put", p) if p.starts_with("/api/v1/correlation/rules") => Some(json!({
+            "name": format!("rule-{method}"), "source_system": "bar",
+            "target_source_system": "home", "normalize": "lowercase"})),
+        ("post", "/api/v1/correlation/runs") => Some(json!({"rule_id": w.rule})),
+        (_, p) if p.starts_with("/api/v1/correlation") => None,
         (_, p)
             if p.starts_with("/api/v1/resources")
                 || p.starts_with("/api/v1/groups")
@@ -144,6 +161,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("post", "/api/v1/resources/{id}/restore") => &w.deleted,
         ("put", "/api/v1/resources/{id}/parent") => &w.child_prime,
         (_, p) if p.starts_with("/api/v1/unified-groups") => &w.unified,
+        ("delete", "/api/v1/correlation/rules/{id}") => &w.spare_rule,
+        (_, p) if p.starts_with("/api/v1/correlation") => &w.rule,
         (_, p) if p.starts_with("/api/v1/groups") => &w.group,
         (_, p) if p.starts_with("/api/v1/tokens") => &w.token_id,
         _ => &w.user,

@@ -1,0 +1,359 @@
+//! Correlation rules and runs, written once for both backends over [`Conn`]. A run is one
+//! `correlate` operation in one transaction: it decides each account's situation in memory (the
+//! normalisation is Rust, not SQL, so both backends agree), creates a cohort prime for a home
+//! account that has none, links, and records a case per account.
+
+use super::resource_sql::{compile, Values};
+use super::resource_sync::Conn;
+use super::{now, StoreError, StoreResult};
+use crate::domain::audit::{target, AuditRecord};
+use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::correlation::{
+    decide, Account, CorrelationCase, CorrelationRule, Normalize, RuleRequest, Situation, Target,
+};
+use crate::domain::operation::{Operation, OperationCounts};
+use crate::domain::resource::ResourceType;
+use crate::domain::token::Actor;
+use crate::domain::{OperationId, ResourceId};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+type RuleRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+const RULE_COLUMNS: &str =
+    "id, name, source_system, target_source_system, normalize, created, modified";
+
+fn rule(row: RuleRow) -> StoreResult<CorrelationRule> {
+    let normalize = Normalize::from_name(&row.4).ok_or_else(|| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("rule {} has unknown normalisation {:?}", row.0, row.4).into(),
+        ))
+    })?;
+    Ok(CorrelationRule {
+        id: row.0,
+        name: row.1,
+        source_system: row.2,
+        target_source_system: row.3,
+        normalize,
+        created: row.5,
+        modified: row.6,
+    })
+}
+
+/// SQL string literal of a checked value.
+fn quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn rule_not_found(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("correlation rule {id} does not exist"))
+}
+
+pub(super) async fn create_rule<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    request: &RuleRequest,
+) -> StoreResult<CorrelationRule> {
+    let id = Uuid::now_v7();
+    let values = Values::about(id, None, now(), None);
+    let rows: Vec<RuleRow> = conn
+        .fetch(
+            &compile(&format!(
+                "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES (@id, {}, {}, {}, {}, @at, @at) \
+                 RETURNING {RULE_COLUMNS}",
+                quoted(&request.name),
+                quoted(&request.source_system),
+                quoted(&request.target_source_system),
+                quoted(request.normalize.name())
+            )),
+            &values,
+        )
+        .await?;
+    let created = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
+    conn.audit(
+        actor,
+        AuditRecord::new("correlation-rule.create", id.to_string()),
+    )
+    .await?;
+    Ok(created)
+}
+
+pub(super) async fn update_rule<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: Uuid,
+    request: &RuleRequest,
+) -> StoreResult<CorrelationRule> {
+    let values = Values::about(id, None, now(), None);
+    let rows: Vec<RuleRow> = conn
+        .fetch(
+            &compile(&format!(
+                "UPDATE correlation_rule SET name = {}, source_system = {}, \
+                 target_source_system = {}, normalize = {}, modified = @at WHERE id = @id \
+                 RETURNING {RULE_COLUMNS}",
+                quoted(&request.name),
+                quoted(&request.source_system),
+                quoted(&request.target_source_system),
+                quoted(request.normalize.name())
+            )),
+            &values,
+        )
+        .await?;
+    let updated = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
+    conn.audit(
+        actor,
+        AuditRecord::new("correlation-rule.update", id.to_string()),
+    )
+    .await?;
+    Ok(updated)
+}
+
+pub(super) async fn delete_rule<C: Conn>(conn: &mut C, actor: &Actor, id: Uuid) -> StoreResult<()> {
+    let values = Values::about(id, None, now(), None);
+    let removed = conn
+        .run(
+            &compile("DELETE FROM correlation_rule WHERE id = @id"),
+            &values,
+        )
+        .await?;
+    if removed == 0 {
+        return Err(rule_not_found(id));
+    }
+    conn.audit(
+        actor,
+        AuditRecord::new("correlation-rule.delete", id.to_string()),
+    )
+    .await
+}
+
+pub(super) async fn rules<C: Conn>(conn: &mut C) -> StoreResult<Vec<CorrelationRule>> {
+    let rows: Vec<RuleRow> = conn
+        .fetch(
+            &compile(&format!(
+                "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
+            )),
+            &Values::about(Uuid::nil(), None, now(), None),
+        )
+        .await?;
+    rows.into_iter().map(rule).collect()
+}
+
+/// The user accounts of a source system: id, identifier, prime, pinned.
+fn accounts(source: &str) -> String {
+    format!(
+        "SELECT id, identifier, prime_id, prime_pinned FROM resource WHERE source_system = {} \
+         AND type = {} AND NOT deleted ORDER BY id",
+        quoted(source),
+        ResourceType::User.code()
+    )
+}
+
+/// Runs a rule as one `correlate` operation.
+pub(super) async fn run<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    rule_id: Uuid,
+) -> StoreResult<Operation> {
+    conn.serialize("roster:prime-links").await?;
+    let at = now();
+    let nothing = Values::about(rule_id, None, at, Some(&actor.token_name));
+    let found: Vec<RuleRow> = conn
+        .fetch(
+            &compile(&format!(
+                "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = @id"
+            )),
+            &nothing,
+        )
+        .await?;
+    let rule = rule(
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| rule_not_found(rule_id))?,
+    )?;
+    let ids: Vec<(i64,)> = conn
+        .fetch(
+            &compile(&format!(
+                "INSERT INTO operation (type, status, source_system, token_name, created, \
+                 modified, completed, description) VALUES ('correlate', 'complete', {}, @token, \
+                 @at, @at, @at, {}) RETURNING id",
+                quoted(&rule.source_system),
+                quoted(&format!("correlation rule {:?}", rule.name))
+            )),
+            &nothing,
+        )
+        .await?;
+    let op = ids.first().map(|r| r.0).unwrap_or_default();
+    let sources: Vec<Account> = conn
+        .fetch(&compile(&accounts(&rule.source_system)), &nothing)
+        .await?;
+    let targets: Vec<Target> = conn
+        .fetch(&compile(&accounts(&rule.target_source_system)), &nothing)
+        .await?;
+    let mut target_prime: HashMap<Uuid, (Option<Uuid>, bool)> = targets
+        .iter()
+        .map(|(id, _, prime, pinned)| (*id, (*prime, *pinned)))
+        .collect();
+    let mut tally: HashMap<Situation, i64> = HashMap::new();
+    for decision in decide(rule.normalize, &sources, &targets) {
+        let mut situation = decision.situation;
+        let mut prime = sources
+            .iter()
+            .find(|a| a.0 == decision.account)
+            .and_then(|a| a.2);
+        if let Some(target) = decision.target {
+            match cohort_of(conn, actor, op, target, &mut target_prime).await? {
+                Some(cohort) => {
+                    link(conn, actor, op, decision.account, None, cohort).await?;
+                    prime = Some(cohort);
+                }
+                // A home account unlinked by hand has no cohort to join.
+                None => situation = Situation::Unmatched,
+            }
+        }
+        *tally.entry(situation).or_default() += 1;
+        let candidates = serde_json::to_string(&decision.candidates).unwrap_or_default();
+        conn.run(
+            &compile(&format!(
+                "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
+                 candidates) VALUES ({op}, @id, '{}', @other, {})",
+                situation.name(),
+                quoted(&candidates)
+            )),
+            &Values::about(decision.account, prime, at, None),
+        )
+        .await?;
+    }
+    let count = |s: Situation| tally.get(&s).copied().unwrap_or_default();
+    let summary = Situation::ALL
+        .iter()
+        .map(|s| format!("{} {}", count(*s), s.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let counts = OperationCounts {
+        added: count(Situation::Linked),
+        unchanged: count(Situation::AlreadyLinked),
+        ..OperationCounts::default()
+    };
+    conn.run(
+        &compile(&format!(
+            "UPDATE operation SET added = {}, unchanged = {}, reason = {} WHERE id = {op}",
+            counts.added,
+            counts.unchanged,
+            quoted(&summary)
+        )),
+        &nothing,
+    )
+    .await?;
+    let record = AuditRecord::new("operation.correlate", target::operation(OperationId(op)))
+        .with_detail(serde_json::json!({ "rule_id": rule.id }));
+    conn.audit(actor, record).await?;
+    conn.operation(OperationId(op)).await
+}
+
+/// The cohort of a target account, created (a new prime, the account linked to it) when it has
+/// none; none when the account was unlinked by hand.
+async fn cohort_of<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    op: i64,
+    target: Uuid,
+    primes: &mut HashMap<Uuid, (Option<Uuid>, bool)>,
+) -> StoreResult<Option<Uuid>> {
+    match primes.get(&target).copied() {
+        Some((Some(prime), _)) => Ok(Some(prime)),
+        Some((None, true)) => Ok(None),
+        _ => {
+            let prime = Uuid::now_v7();
+            let at = now();
+            let values = Values::about(prime, None, at, Some(&actor.token_name));
+            conn.run(
+                &compile(&format!(
+                    "INSERT INTO resource (id, type, typename, source_system, identifier, \
+                     created, modified) VALUES (@id, {}, 'prime', 'roster', 'cohort:{target}', \
+                     @at, @at)",
+                    ResourceType::Prime.code()
+                )),
+                &values,
+            )
+            .await?;
+            let created = conn.lock(ResourceId(prime)).await?;
+            let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &created)
+                .with_operation(OperationId(op));
+            conn.log_change(actor, change).await?;
+            link(conn, actor, op, target, None, prime).await?;
+            primes.insert(target, (Some(prime), false));
+            Ok(Some(prime))
+        }
+    }
+}
+
+/// Links an account found by a rule (not pinned: a person can still change it).
+async fn link<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    op: i64,
+    account: Uuid,
+    old: Option<Uuid>,
+    prime: Uuid,
+) -> StoreResult<()> {
+    let values = Values::about(account, Some(prime), now(), Some(&actor.token_name));
+    conn.run(
+        &compile("UPDATE resource SET prime_id = @other, modified = @at WHERE id = @id"),
+        &values,
+    )
+    .await?;
+    let linked = conn.lock(ResourceId(account)).await?;
+    let change = ChangeRecord::resource(ChangeKind::IdentityLinked, &linked)
+        .with_operation(OperationId(op))
+        .with_attrs(serde_json::json!({ "prime_id": {"old": old, "new": prime} }));
+    conn.log_change(actor, change).await
+}
+
+type CaseRow = (i64, Uuid, String, Option<Uuid>, String);
+
+/// The cases of a run (default: the latest), optionally of one situation.
+pub(super) async fn cases<C: Conn>(
+    conn: &mut C,
+    operation: Option<i64>,
+    situation: Option<Situation>,
+) -> StoreResult<Vec<CorrelationCase>> {
+    let run = match operation {
+        Some(op) => op.to_string(),
+        None => "(SELECT max(id) FROM operation WHERE type = 'correlate')".to_owned(),
+    };
+    let only = situation
+        .map(|s| format!(" AND situation = '{}'", s.name()))
+        .unwrap_or_default();
+    let rows: Vec<CaseRow> = conn
+        .fetch(
+            &compile(&format!(
+                "SELECT operation_id, account_id, situation, prime_id, candidates \
+                 FROM correlation_case WHERE operation_id = {run}{only} ORDER BY account_id"
+            )),
+            &Values::about(Uuid::nil(), None, now(), None),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(operation_id, account, situation, prime, candidates)| CorrelationCase {
+                operation_id,
+                account_id: ResourceId(account),
+                situation: Situation::from_name(&situation).unwrap_or(Situation::Unmatched),
+                prime_id: prime.map(ResourceId),
+                candidates: serde_json::from_str::<Vec<ResourceId>>(&candidates)
+                    .unwrap_or_default(),
+            },
+        )
+        .collect())
+}
