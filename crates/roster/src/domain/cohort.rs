@@ -52,6 +52,13 @@ impl LinkKind {
                     child.id
                 )))
             }
+            (Self::Prime, false) if child.ty == ResourceType::Group => {
+                return Err(InvalidInput::new(format!(
+                    "resource {} is a group: groups belong to no cohort (link accounts and \
+                     records)",
+                    child.id
+                )))
+            }
             (Self::Parent, false) => {
                 return Err(InvalidInput::new(format!(
                     "resource {} is a {}, not a prime: link it to its cohort with PUT …/prime",

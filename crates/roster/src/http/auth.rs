@@ -223,6 +223,19 @@ impl Caller {
             .check_source(source_system)
             .map_err(ApiError::Forbidden)
     }
+
+    /// Refuses a token bound to a source system: `what` spans sources (cohorts, unified
+    /// groups, correlation), so a connector's token may not do it.
+    pub fn check_unbound(&self, what: &str) -> Result<(), ApiError> {
+        match &self.principal.source_system {
+            None => Ok(()),
+            Some(bound) => Err(ApiError::Forbidden(format!(
+                "token {:?} is bound to source system {bound:?}; {what} spans source systems and \
+                 needs a token bound to none",
+                self.principal.name
+            ))),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

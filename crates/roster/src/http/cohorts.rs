@@ -2,7 +2,6 @@
 //! groups with their effective membership and sync plan (`/api/v1/unified-groups`).
 
 use super::auth::Caller;
-use super::resources::check_owner;
 use super::{Json, Path, Query};
 use crate::app::AppState;
 use crate::domain::cohort::{
@@ -63,7 +62,7 @@ async fn link_prime(
     Path(id): Path<ResourceId>,
     Json(body): Json<PrimeLink>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    check_owner(&state, &caller, id).await?;
+    caller.check_unbound("linking identities")?;
     let linked = state
         .store
         .link_prime(&caller.actor(), id, LinkKind::Prime, body.prime_id)
@@ -86,7 +85,7 @@ async fn link_parent(
     Path(id): Path<ResourceId>,
     Json(body): Json<ParentLink>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    check_owner(&state, &caller, id).await?;
+    caller.check_unbound("linking identities")?;
     let linked = state
         .store
         .link_prime(&caller.actor(), id, LinkKind::Parent, body.parent_id)
@@ -147,7 +146,7 @@ async fn create_unified_group(
         expires_at: None,
     };
     new.validate()?;
-    caller.check_source(&new.source_system)?;
+    caller.check_unbound("a unified group")?;
     let group = state.store.create_resource(&caller.actor(), &new).await?;
     let location = format!("/api/v1/unified-groups/{}", group.id);
     Ok((
@@ -186,7 +185,7 @@ async fn link_group(
     Path((id, group)): Path<(ResourceId, ResourceId)>,
     Json(body): Json<GroupLinkRequest>,
 ) -> Result<axum::Json<GroupLink>, ApiError> {
-    check_owner(&state, &caller, id).await?;
+    caller.check_unbound("a unified group")?;
     let link = state
         .store
         .link_group(&caller.actor(), id, group, body.role)
@@ -205,7 +204,7 @@ async fn unlink_group(
     caller: Caller,
     Path((id, group)): Path<(ResourceId, ResourceId)>,
 ) -> Result<StatusCode, ApiError> {
-    check_owner(&state, &caller, id).await?;
+    caller.check_unbound("a unified group")?;
     state.store.unlink_group(&caller.actor(), id, group).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -56,6 +56,7 @@ async fn create_rule(
     caller: Caller,
     Json(request): Json<RuleRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.check_unbound("correlation")?;
     request.validate()?;
     let rule = state.store.create_rule(&caller.actor(), &request).await?;
     Ok((StatusCode::CREATED, axum::Json(rule)))
@@ -74,6 +75,7 @@ async fn update_rule(
     Path(id): Path<Uuid>,
     Json(request): Json<RuleRequest>,
 ) -> Result<axum::Json<CorrelationRule>, ApiError> {
+    caller.check_unbound("correlation")?;
     request.validate()?;
     Ok(axum::Json(
         state
@@ -93,6 +95,7 @@ async fn delete_rule(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
+    caller.check_unbound("correlation")?;
     state.store.delete_rule(&caller.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -109,6 +112,7 @@ async fn run_rule(
     caller: Caller,
     Json(request): Json<RunRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.check_unbound("correlation")?;
     let op = state
         .store
         .correlate(&caller.actor(), request.rule_id)

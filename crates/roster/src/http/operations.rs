@@ -114,16 +114,19 @@ async fn list_operations(
     )))
 }
 
-/// Get one operation: status, phase, scope, counts and reason.
+/// Get one operation: status, phase, scope, counts and reason. With `wait`, a running operation
+/// is answered once it finishes (or when the wait ends, still running).
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = ["read"])),
-    params(("id" = i64, Path, description = "Operation id")),
+    params(("id" = i64, Path, description = "Operation id"), WaitParams),
     responses((status = 200, description = "The operation", body = Operation),
               (status = 404, description = "No such operation", body = Problem)))]
 async fn get_operation(
     State(state): State<AppState>,
     Path(id): Path<OperationId>,
+    Query(wait): Query<WaitParams>,
 ) -> Result<axum::Json<Operation>, ApiError> {
-    Ok(axum::Json(state.store.get_operation(id).await?))
+    let op = state.store.get_operation(id).await?;
+    Ok(axum::Json(waited(&state, op, wait.wait).await?))
 }
 
 /// Create an operation. A full-update starts `running`/`uploading`: upload its chunks, then

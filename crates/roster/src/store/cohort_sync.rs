@@ -154,7 +154,7 @@ async fn check_chain<C: Conn>(
 
 /// The identity of `id`: its root and everything under it.
 pub(super) async fn identity<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<IdentityTree> {
-    let resource = conn.lock(id).await?;
+    let resource = conn.get(id).await?;
     let values = Values::about(id.0, None, now(), None);
     let roots: Vec<(Uuid, i32)> = conn.fetch(&root(), &values).await?;
     let root = roots.first().map(|(r, _)| ResourceId(*r));
@@ -172,7 +172,7 @@ pub(super) async fn related<C: Conn>(
     id: ResourceId,
     scope: RelatedScope,
 ) -> StoreResult<Vec<Resource>> {
-    let resource = conn.lock(id).await?;
+    let resource = conn.get(id).await?;
     let values = Values::about(id.0, resource.prime_id.map(|p| p.0), now(), None);
     let found = match (scope, resource.ty, resource.prime_id) {
         (RelatedScope::Cohort, ResourceType::Prime, _) => {
@@ -203,7 +203,7 @@ fn cohort() -> Statement {
 
 /// A live unified group, or why not.
 async fn unified<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<Resource> {
-    let group = conn.lock(id).await?;
+    let group = conn.get(id).await?;
     if group.ty != ResourceType::Group || group.subtype != Some(Subtype::Unified) || group.deleted {
         return Err(StoreError::NotFound(format!(
             "resource {id} is not a live unified group"
@@ -286,14 +286,15 @@ fn links() -> Statement {
     )
 }
 
-/// The memberships that contribute to unified group `@id`: active, of a live and active
-/// account linked to a cohort, in a linked group whose role (or the membership's own flag) lets
-/// it contribute.
+/// The memberships that contribute to unified group `@id`: active, of a live, active, unexpired
+/// user account linked to a live cohort prime, in a linked group whose role (or the membership's
+/// own flag) lets it contribute.
 const CONTRIBUTING: &str = "FROM unified_link l \
      JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
-     JOIN resource m ON m.id = gm.member_id AND NOT m.deleted AND m.active \
-     WHERE l.unified_id = @id AND m.prime_id IS NOT NULL \
-     AND coalesce(gm.contributing, l.role = 'authoritative')";
+     JOIN resource m ON m.id = gm.member_id AND NOT m.deleted AND m.active AND m.type = 1 \
+       AND (m.expires_at IS NULL OR m.expires_at > @at) \
+     JOIN resource p ON p.id = m.prime_id AND NOT p.deleted \
+     WHERE l.unified_id = @id AND coalesce(gm.contributing, l.role = 'authoritative')";
 
 fn contributions() -> Statement {
     compile(&format!(
@@ -302,9 +303,9 @@ fn contributions() -> Statement {
     ))
 }
 
-/// The plan rows: per mirror group, the adds (a cohort's one account in the tenant that is not
-/// a member), the cohorts without one or with several, and the members to remove (their cohort
-/// does not contribute) or that have no cohort.
+/// The plan rows: per mirror group, the adds (a cohort's one live, active account in the tenant
+/// that is not a member), the cohorts without one or with several, and the user members to
+/// remove (their cohort does not contribute) or that have no (live) cohort.
 fn plan_rows(d: Dialect) -> Statement {
     let add = "'add'";
     let user = ResourceType::User.code();
@@ -319,7 +320,7 @@ fn plan_rows(d: Dialect) -> Statement {
            WHERE l.unified_id = @id AND l.role = 'mirror' AND NOT g.deleted), \
          accounts AS (SELECT mi.group_id, e.cohort, a.id AS account FROM mirrors mi \
            JOIN resource a ON a.source_system = mi.source_system AND a.type = {user} \
-             AND NOT a.deleted \
+             AND NOT a.deleted AND a.active AND (a.expires_at IS NULL OR a.expires_at > @at) \
            JOIN eff e ON a.prime_id = e.cohort), \
          counted AS (SELECT mi.group_id, e.cohort, count(a.account) AS n \
            FROM mirrors mi CROSS JOIN eff e LEFT JOIN accounts a \
@@ -331,11 +332,12 @@ fn plan_rows(d: Dialect) -> Statement {
              AND gm.member_id = a.account AND NOT gm.removed) \
          UNION ALL SELECT c.group_id, CASE WHEN c.n = 0 THEN 'no-account' ELSE 'ambiguous' END, \
            NULL, c.cohort FROM counted c WHERE c.n <> 1 \
-         UNION ALL SELECT mi.group_id, CASE WHEN m.prime_id IS NULL THEN 'uncorrelated' \
-           ELSE 'remove' END, m.id, m.prime_id FROM mirrors mi \
+         UNION ALL SELECT mi.group_id, CASE WHEN p.id IS NULL OR p.deleted THEN 'uncorrelated' \
+           ELSE 'remove' END, m.id, p.id FROM mirrors mi \
            JOIN group_member gm ON gm.group_id = mi.group_id AND NOT gm.removed \
-           JOIN resource m ON m.id = gm.member_id \
-           WHERE m.prime_id IS NULL OR m.prime_id NOT IN (SELECT cohort FROM eff) \
+           JOIN resource m ON m.id = gm.member_id AND m.type = {user} \
+           LEFT JOIN resource p ON p.id = m.prime_id \
+           WHERE NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = m.prime_id) \
          ORDER BY 1, 2, 3, 4"
     ))
 }

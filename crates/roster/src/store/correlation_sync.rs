@@ -203,13 +203,14 @@ pub(super) async fn run<C: Conn>(
         .iter()
         .map(|(id, _, prime, pinned)| (*id, (*prime, *pinned)))
         .collect();
+    let current: HashMap<Uuid, Option<Uuid>> = sources
+        .iter()
+        .map(|(id, _, prime, _)| (*id, *prime))
+        .collect();
     let mut tally: HashMap<Situation, i64> = HashMap::new();
     for decision in decide(rule.normalize, &sources, &targets) {
         let mut situation = decision.situation;
-        let mut prime = sources
-            .iter()
-            .find(|a| a.0 == decision.account)
-            .and_then(|a| a.2);
+        let mut prime = current.get(&decision.account).copied().flatten();
         if let Some(target) = decision.target {
             match cohort_of(conn, actor, op, target, &mut target_prime).await? {
                 Some(cohort) => {
@@ -279,7 +280,7 @@ async fn cohort_of<C: Conn>(
             conn.run(
                 &compile(&format!(
                     "INSERT INTO resource (id, type, typename, source_system, identifier, \
-                     created, modified) VALUES (@id, {}, 'prime', 'roster', 'cohort:{target}', \
+                     created, modified) VALUES (@id, {}, 'prime', 'roster', 'cohort:{prime}', \
                      @at, @at)",
                     ResourceType::Prime.code()
                 )),

@@ -387,7 +387,7 @@ pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
            ON CONFLICT (group_id, member_id) DO NOTHING RETURNING member_id), \
          back AS (UPDATE group_member gm SET removed = false, removed_timestamp = NULL, \
            last_operation_id = $2, member_name = coalesce(n.member_name, gm.member_name), \
-           contributing = coalesce(n.contributing, gm.contributing) FROM new n \
+           contributing = n.contributing FROM new n \
            WHERE n.reason IS NULL AND gm.group_id = $1 AND gm.member_id = n.member_id \
              AND gm.removed AND coalesce(gm.last_operation_id, 0) < $2 \
            RETURNING gm.member_id), \
@@ -522,9 +522,11 @@ pub fn sqlite_reactivate(staging: &Staging, filter: StagingFilter) -> SqliteStep
         ),
         write: format!(
             "UPDATE group_member AS gm SET removed = false, removed_timestamp = NULL, \
-             last_operation_id = $2, member_name = {}, contributing = {} WHERE {predicate}",
+             last_operation_id = $2, member_name = {}, contributing = (SELECT s.contributing \
+             FROM {staging} s WHERE s.member_id = gm.member_id{} ORDER BY s.chunk DESC, \
+             s.line DESC LIMIT 1) WHERE {predicate}",
             staged_attribute(staging, filter, "member_name"),
-            staged_attribute(staging, filter, "contributing"),
+            filter.and(),
         ),
     }
 }

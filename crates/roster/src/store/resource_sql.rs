@@ -66,14 +66,22 @@ pub struct Statement {
     pub binds: Vec<Bind>,
 }
 
-/// Numbers the named parameters of `sql` (`$1` for the first name met, and so on).
+/// Numbers the named parameters of `sql` (`$1` for the first name met, and so on). Text inside
+/// single-quoted literals is left as it is.
 pub fn compile(sql: &str) -> Statement {
     let mut out = String::with_capacity(sql.len());
     let mut binds: Vec<Bind> = Vec::new();
     let mut rest = sql;
-    while let Some(at) = rest.find('@') {
+    while let Some(at) = rest.find(['@', '\'']) {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
+        if tail.starts_with('\'') {
+            // A literal runs to the next quote ('' inside it is two literals back to back).
+            let end = tail[1..].find('\'').map_or(tail.len(), |i| i + 2);
+            out.push_str(&tail[..end]);
+            rest = &tail[end..];
+            continue;
+        }
         match NAMES.iter().find(|(name, _)| {
             tail.starts_with(name)
                 && !tail[name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
@@ -713,8 +721,11 @@ mod tests {
 
     #[test]
     fn names_are_numbered_in_order_of_first_use() {
-        let s = compile("SELECT @op, @source, @op, @rsubtype, @rtype, '@x', a::text");
-        assert_eq!(s.sql, "SELECT $1, $2, $1, $3, $4, '@x', a::text");
+        let s = compile("SELECT @op, @source, @op, @rsubtype, @rtype, '@x', a::text, 'it''s @op'");
+        assert_eq!(
+            s.sql,
+            "SELECT $1, $2, $1, $3, $4, '@x', a::text, 'it''s @op'"
+        );
         assert_eq!(
             s.binds,
             vec![Bind::Op, Bind::Source, Bind::Subtype, Bind::Type]

@@ -55,6 +55,8 @@ pub(super) trait Conn: Send {
     ) -> StoreResult<Vec<crate::domain::resource::Resource>>;
     /// A resource, locked for the transaction where the backend locks rows.
     async fn lock(&mut self, id: ResourceId) -> StoreResult<crate::domain::resource::Resource>;
+    /// A resource, read without a lock.
+    async fn get(&mut self, id: ResourceId) -> StoreResult<crate::domain::resource::Resource>;
     async fn audit(
         &mut self,
         actor: &crate::domain::token::Actor,
@@ -129,6 +131,18 @@ macro_rules! impl_conn {
                 id: crate::domain::ResourceId,
             ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
                 <$store>::lock_resource(self, id).await
+            }
+
+            async fn get(
+                &mut self,
+                id: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+                let row: Option<$row> = sqlx::query_as(&crate::store::sql::SELECT_RESOURCE)
+                    .bind(id)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                row.ok_or_else(|| crate::store::resource_not_found(id))?
+                    .try_into()
             }
 
             async fn audit(

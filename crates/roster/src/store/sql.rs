@@ -78,7 +78,8 @@ statement!(
      ON CONFLICT (group_id, member_id) DO UPDATE SET \
      removed = false, removed_timestamp = NULL, \
      member_name = COALESCE(excluded.member_name, group_member.member_name), \
-     contributing = COALESCE(excluded.contributing, group_member.contributing), \
+     contributing = CASE WHEN group_member.removed THEN excluded.contributing \
+       ELSE COALESCE(excluded.contributing, group_member.contributing) END, \
      last_operation_id = excluded.last_operation_id RETURNING ",
     MEMBERSHIP_COLUMNS
 );

@@ -352,6 +352,20 @@ async fn uncorrelated_members_are_never_removed(backend: Backend) {
         .create(resource("foo", "stranger@foo", "user", Some("guest")))
         .await;
     add(&app, in_foo, &stranger).await;
+    // A disabled second guest of Sean 1 is no candidate (no ambiguity); a prime that is a
+    // member is no account (never removed).
+    let disabled = app
+        .create(resource("foo", "old-sean1@foo", "user", Some("guest")))
+        .await;
+    link(&app, &disabled, &s.primes[0]).await;
+    let reply = app
+        .patch(
+            &format!("/api/v1/resources/{disabled}"),
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    add(&app, in_foo, &s.primes[1]).await;
     assert_eq!(
         plan(&app, &s.unified).await,
         entries(&[(in_foo, "uncorrelated", &stranger)])
@@ -398,6 +412,21 @@ async fn a_synced_echo_does_not_keep_a_person_in(backend: Backend) {
         plan(&app, &s.unified).await,
         entries(&[(in_foo, "remove", &sean2[1]), (in_bar, "remove", &sean2[2])])
     );
+    // A membership that ends and comes back takes the flag of its new write: an admin's old
+    // `true` does not return with our sync's re-addition.
+    let guest = &sean2[1];
+    app.put(
+        &format!("/api/v1/groups/{in_foo}/members/{guest}"),
+        Some(json!({"contributing": true})),
+    )
+    .await;
+    app.delete(&format!("/api/v1/groups/{in_foo}/members/{guest}"))
+        .await;
+    add(&app, in_foo, guest).await;
+    let again = app
+        .get(&format!("/api/v1/groups/{in_foo}/members/{guest}"))
+        .await;
+    assert_eq!(again.json["contributing"], Value::Null, "{}", again.text);
     // A local admin's addition in a mirror, flagged contributing, keeps the person in.
     let reply = app
         .put(

@@ -349,8 +349,22 @@ impl TestApp {
                 None,
             )
             .await;
-        assert_eq!(reply.status, StatusCode::OK, "complete: {}", reply.text);
-        reply.json
+        assert!(reply.status.is_success(), "complete: {}", reply.text);
+        self.finished(op, reply.json).await
+    }
+
+    /// Waits (the server's `wait`, a few times) until an operation is no longer running.
+    pub async fn finished(&self, op: i64, mut current: Value) -> Value {
+        for _ in 0..10 {
+            if current["status"] != "running" {
+                return current;
+            }
+            current = self
+                .get(&format!("/api/v1/operations/{op}?wait=60"))
+                .await
+                .json;
+        }
+        panic!("operation {op} still runs after ten waits: {current}");
     }
 
     /// The ids of the active members of a group, sorted.

@@ -55,9 +55,30 @@ async fn lock_source(tx: &mut Transaction<'_, Postgres>, source: &str) -> StoreR
 }
 
 impl PgStore {
+    /// Refreshes a table's planner statistics when many rows changed since they were taken:
+    /// right after a large load, before autovacuum gets to it, the planner would take the table
+    /// for empty and join it row by row.
+    pub(super) async fn analyze_if_stale(&self, table: &'static str) -> StoreResult<()> {
+        let stale: bool = sqlx::query_scalar(
+            "SELECT coalesce((SELECT s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2) \
+             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.relname = $1 AND s.schemaname = current_schema()), false)",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await?;
+        if stale {
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Applies a claimed full-update of resources in one transaction.
     pub(super) async fn apply_resource_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
         let params = esql::params(op)?;
+        self.analyze_if_stale("resource").await?;
         let mut tx = self.pool.begin().await?;
         lock_source(&mut tx, op.source_system.as_deref().unwrap_or_default()).await?;
         let outcome = sync::apply_full_update(&mut tx, op, &params, now()).await?;
@@ -140,7 +161,12 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// A read-only transaction on one snapshot, so that the statements of one answer agree.
     async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
