@@ -75,9 +75,9 @@ pub fn compile(sql: &str) -> Statement {
     while let Some(at) = rest.find(['@', '\'']) {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
-        if tail.starts_with('\'') {
+        if let Some(literal) = tail.strip_prefix('\'') {
             // A literal runs to the next quote ('' inside it is two literals back to back).
-            let end = tail[1..].find('\'').map_or(tail.len(), |i| i + 2);
+            let end = literal.find('\'').map_or(tail.len(), |i| i + 2);
             out.push_str(&tail[..end]);
             rest = &tail[end..];
             continue;
