@@ -881,10 +881,13 @@ pub fn purge_summary(memberships: i64, resources: i64) -> String {
 }
 
 /// With `create_missing`: creates a minimal account (of the line's type, default user) for every
-/// member named by its source's keys that matches no live resource. Binds `$1` the token's bound
-/// source system (or null: any source), `$2` the time. Re-resolving the lines afterwards finds the
-/// new resources, and `log_created` records them.
-pub fn create_missing(d: super::resource_sql::Dialect, staging: &Staging) -> String {
+/// member named by its source's keys that matches no live resource of a source the token may
+/// write (`@bound`: its bound source, or null for any). Re-resolving the lines afterwards finds
+/// the new resources, and `log_created` records them.
+pub fn create_missing(
+    d: super::resource_sql::Dialect,
+    staging: &Staging,
+) -> super::resource_sql::Statement {
     let id = match d {
         super::resource_sql::Dialect::Postgres => "gen_random_uuid()",
         super::resource_sql::Dialect::Sqlite => {
@@ -896,27 +899,27 @@ pub fn create_missing(d: super::resource_sql::Dialect, staging: &Staging) -> Str
         super::resource_sql::Dialect::Postgres => "NULL",
         super::resource_sql::Dialect::Sqlite => "hex(randomblob(16))",
     };
-    format!(
+    super::resource_sql::compile(&format!(
         "INSERT INTO resource (id, type, typename, source_system, identifier, external_id, \
          created, modified) \
-         SELECT {id}, m.t, {}, m.src, m.ident, m.ext, $2, $2 FROM (SELECT k.*, {random_hex} AS h \
+         SELECT {id}, m.t, {}, m.src, m.ident, m.ext, @at, @at FROM (SELECT k.*, {random_hex} AS h \
            FROM (SELECT DISTINCT member_source AS src, member_identifier AS ident, \
              member_external_id AS ext, coalesce(member_type, {}) AS t FROM {staging} \
              WHERE member_id IS NULL AND member_source IS NOT NULL \
-             AND ($1 IS NULL OR member_source = $1)) k) m \
+             AND (@bound IS NULL OR member_source = @bound)) k) m \
          WHERE true ON CONFLICT DO NOTHING",
         super::resource_sql::typename("m.t"),
         ResourceType::User.code()
-    )
+    ))
 }
 
-/// Records `resource.created` for the members `create_missing` created (at `$1`, the only
-/// resources of the staged lines created at that instant); binds `$2` operation, `$3` token.
-pub fn log_created(staging: &Staging) -> String {
-    format!(
+/// Records `resource.created` for the members `create_missing` created (at `@at`, the only
+/// resources of the staged lines created at that instant).
+pub fn log_created(staging: &Staging) -> super::resource_sql::Statement {
+    super::resource_sql::compile(&format!(
         "INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name) \
-         SELECT $1, {}, r.id, r.source_system, $2, $3 FROM resource r WHERE r.created = $1 \
+         SELECT @at, {}, r.id, r.source_system, @op, @token FROM resource r WHERE r.created = @at \
          AND r.id IN (SELECT member_id FROM {staging} WHERE member_id IS NOT NULL)",
         crate::domain::change::ChangeKind::ResourceCreated.code()
-    )
+    ))
 }

@@ -41,9 +41,11 @@ pub enum Bind {
     /// A resource the statement is about, and another one (or null).
     Id,
     Other,
+    /// The source system the operation's token is bound to (or null).
+    Bound,
 }
 
-const NAMES: [(&str, Bind); 13] = [
+const NAMES: [(&str, Bind); 14] = [
     ("@source", Bind::Source),
     ("@op", Bind::Op),
     ("@at", Bind::At),
@@ -57,6 +59,7 @@ const NAMES: [(&str, Bind); 13] = [
     ("@limit", Bind::Limit),
     ("@id", Bind::Id),
     ("@other", Bind::Other),
+    ("@bound", Bind::Bound),
 ];
 
 /// A statement with numbered parameters and the values to bind to them, in order.
@@ -123,6 +126,7 @@ pub struct Values {
     pub limit: i64,
     pub id: Uuid,
     pub other: Option<Uuid>,
+    pub bound: Option<String>,
 }
 
 impl Values {
@@ -142,6 +146,7 @@ impl Values {
             limit: 0,
             id,
             other,
+            bound: None,
         }
     }
 }
@@ -179,6 +184,7 @@ where
             Bind::Limit => query.bind(values.limit),
             Bind::Id => query.bind(values.id),
             Bind::Other => query.bind(values.other),
+            Bind::Bound => query.bind(values.bound.clone()),
         };
     }
     query

@@ -343,7 +343,30 @@ pub(super) fn values(
         limit: 0,
         id: Uuid::nil(),
         other: None,
+        bound: None,
     }
+}
+
+/// With `create_missing`: creates the missing members of a membership full-update, resolves the
+/// lines that name them and records their creation, inside the caller's transaction.
+pub(super) async fn create_missing<C: Conn>(
+    conn: &mut C,
+    op: &Operation,
+    params: &FullUpdateParams,
+) -> StoreResult<()> {
+    let staging = Staging(op.id);
+    let mut values = Values::about(Uuid::nil(), None, super::now(), op.token_name.as_deref());
+    values.op = op.id.0;
+    values.bound = params.bound_source.clone();
+    conn.run(&esql::create_missing(conn.dialect(), &staging), &values)
+        .await?;
+    for (statement, binds_source) in esql::resolve_statements(&staging) {
+        if !binds_source {
+            conn.run_sql(&statement).await?;
+        }
+    }
+    conn.run(&esql::log_created(&staging), &values).await?;
+    Ok(())
 }
 
 /// Resolves every line to the resource it names, records the lines that cannot apply and removes

@@ -89,7 +89,7 @@ impl SqliteStore {
             query.execute(&mut **tx).await?;
         }
         if params.create_missing {
-            Self::create_missing(tx, op, params).await?;
+            crate::store::resource_sync::create_missing(&mut *tx, op, params).await?;
         }
         sqlx::query(&esql::record_rejections(&staging, op))
             .bind(op.id)
@@ -107,34 +107,6 @@ impl SqliteStore {
             .fetch_one(&mut **tx)
             .await?;
         Ok(rejected)
-    }
-
-    /// Creates the missing members of a full-update run with `create_missing`, resolves the
-    /// lines that name them and records their creation.
-    async fn create_missing(
-        tx: &mut Transaction<'_, Sqlite>,
-        op: &Operation,
-        params: &FullUpdateParams,
-    ) -> StoreResult<()> {
-        let staging = Staging(op.id);
-        let at = now();
-        sqlx::query(&esql::create_missing(Dialect::Sqlite, &staging))
-            .bind(params.bound_source.as_deref())
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        for (statement, binds_source) in esql::resolve_statements(&staging) {
-            if !binds_source {
-                sqlx::query(&statement).execute(&mut **tx).await?;
-            }
-        }
-        sqlx::query(&esql::log_created(&staging))
-            .bind(at)
-            .bind(op.id)
-            .bind(op.token_name.as_deref())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
 
     /// The groups a full-update covers, in id order.
