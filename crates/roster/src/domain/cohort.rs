@@ -268,6 +268,79 @@ pub struct SyncPlan {
     /// Cohorts in the effective membership.
     pub cohorts: usize,
     pub groups: Vec<GroupPlan>,
+    /// With `group_id`: pass as `cursor` for the next page of that group's entries; null on the
+    /// last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Query of `GET /api/v1/unified-groups/{id}/plan`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PlanParams {
+    /// Only this mirror group's plan, in pages.
+    pub group_id: Option<ResourceId>,
+    /// Entries per page with `group_id`, 1 to 10000 (default 1000).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of one mirror group's plan.
+#[derive(Debug, Clone)]
+pub struct PlanPage {
+    pub group_id: ResourceId,
+    pub limit: usize,
+    /// After this entry: `kind:id`.
+    pub after: Option<(String, uuid::Uuid)>,
+}
+
+impl PlanParams {
+    /// The page asked for, if any.
+    pub fn page(&self) -> Result<Option<PlanPage>, InvalidInput> {
+        let Some(group_id) = self.group_id else {
+            if self.limit.is_some() || self.cursor.is_some() {
+                return Err(InvalidInput::new(
+                    "limit and cursor page one group: add group_id",
+                ));
+            }
+            return Ok(None);
+        };
+        let limit = self.limit.unwrap_or(1000);
+        if !(1..=10_000).contains(&limit) {
+            return Err(InvalidInput::new("limit must be between 1 and 10000"));
+        }
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.split_once(':')
+                    .and_then(|(kind, id)| Some((kind.to_owned(), uuid::Uuid::parse_str(id).ok()?)))
+                    .ok_or_else(|| InvalidInput::new("the plan cursor is not valid"))
+            })
+            .transpose()?;
+        Ok(Some(PlanPage {
+            group_id,
+            limit: limit as usize,
+            after,
+        }))
+    }
+}
+
+/// Keeps the rows of one page (rows come sorted by group, kind, member, cohort); returns the
+/// cursor of the next page.
+pub fn page_rows(rows: &mut Vec<PlanRow>, page: &PlanPage) -> Option<String> {
+    let key = |r: &PlanRow| (r.1.clone(), r.2.or(r.3).unwrap_or_default());
+    rows.retain(|r| r.0 == page.group_id.0);
+    rows.sort_by_key(key);
+    if let Some(after) = &page.after {
+        rows.retain(|r| key(r) > *after);
+    }
+    let more = rows.len() > page.limit;
+    rows.truncate(page.limit);
+    more.then(|| rows.last().map(|r| format!("{}:{}", key(r).0, key(r).1)))
+        .flatten()
 }
 
 /// One row of the plan query: (group, kind, member, cohort).
@@ -361,6 +434,7 @@ impl SyncPlan {
             unified_id,
             cohorts,
             groups,
+            next: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use super::{Json, Path, Query};
 use crate::app::AppState;
 use crate::domain::cohort::{
     EffectiveCohort, GroupLink, GroupLinkRequest, IdentityTree, LinkKind, NewUnifiedGroup,
-    ParentLink, PrimeLink, RelatedParams, SyncPlan,
+    ParentLink, PlanParams, PrimeLink, RelatedParams, SyncPlan,
 };
 use crate::domain::resource::{NewResource, Resource, ResourceType, Subtype};
 use crate::domain::ResourceId;
@@ -226,14 +226,17 @@ async fn unified_members(
 /// The sync plan of a unified group: for each mirror group, the accounts to add (the cohort's
 /// one account in that tenant), to remove (their cohort no longer contributes), and what cannot
 /// be decided (no account, several candidates, a member linked to no cohort), each with its
-/// reason.
+/// reason. With `group_id`, one mirror group's plan in pages of `limit` entries.
 #[utoipa::path(get, path = "/api/v1/unified-groups/{id}/plan", tag = "cohorts", security(("bearer" = ["read"])),
-    params(("id" = ResourceId, Path, description = "Unified group id")),
+    params(("id" = ResourceId, Path, description = "Unified group id"), PlanParams),
     responses((status = 200, description = "The plan", body = SyncPlan),
-              (status = 404, description = "Not a live unified group", body = Problem)))]
+              (status = 400, description = "A bad page", body = Problem),
+              (status = 404, description = "Not a live unified group, or not one of its mirrors", body = Problem)))]
 async fn sync_plan(
     State(state): State<AppState>,
     Path(id): Path<ResourceId>,
+    Query(p): Query<PlanParams>,
 ) -> Result<axum::Json<SyncPlan>, ApiError> {
-    Ok(axum::Json(state.store.sync_plan(id).await?))
+    let page = p.page().map_err(|e| ApiError::BadRequest(e.0))?;
+    Ok(axum::Json(state.store.sync_plan(id, page.as_ref()).await?))
 }

@@ -9,8 +9,8 @@ use super::{now, resource_not_found, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::cohort::{
-    Contribution, EffectiveCohort, GroupLink, IdentityTree, LinkKind, LinkRole, PlanRow,
-    RelatedScope, SyncPlan, MAX_DEPTH,
+    page_rows, Contribution, EffectiveCohort, GroupLink, IdentityTree, LinkKind, LinkRole,
+    PlanPage, PlanRow, RelatedScope, SyncPlan, MAX_DEPTH,
 };
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::Actor;
@@ -375,23 +375,37 @@ pub(super) async fn members<C: Conn>(
 }
 
 /// The sync plan of unified group `id`.
-pub(super) async fn plan<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<SyncPlan> {
+pub(super) async fn plan<C: Conn>(
+    conn: &mut C,
+    id: ResourceId,
+    page: Option<&PlanPage>,
+) -> StoreResult<SyncPlan> {
     unified(conn, id).await?;
     let values = Values::about(id.0, None, now(), None);
     let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
-    let mirrors = linked
+    let mirrors: Vec<(ResourceId, String)> = linked
         .into_iter()
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
+        .filter(|(group, _, _)| page.is_none_or(|p| p.group_id.0 == *group))
         .map(|(group, _, source)| (ResourceId(group), source))
         .collect();
+    if let (Some(p), true) = (page, mirrors.is_empty()) {
+        return Err(StoreError::NotFound(format!(
+            "group {} is not a mirror of unified group {id}",
+            p.group_id
+        )));
+    }
     let contributing: Vec<ContributionRow> = conn.fetch(&contributions(), &values).await?;
     let mut via: HashMap<ResourceId, Contribution> = HashMap::new();
     for row in &contributing {
         via.entry(ResourceId(row.0))
             .or_insert_with(|| contribution(row));
     }
-    let rows: Vec<PlanRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
-    Ok(SyncPlan::build(id, via.len(), mirrors, rows, &via))
+    let mut rows: Vec<PlanRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
+    let next = page.and_then(|p| page_rows(&mut rows, p));
+    let mut plan = SyncPlan::build(id, via.len(), mirrors, rows, &via);
+    plan.next = next;
+    Ok(plan)
 }
 
 /// The groups linked to unified group `id`.

@@ -428,7 +428,12 @@ pub trait CohortStore: Send + Sync {
         unified: ResourceId,
     ) -> StoreResult<Vec<crate::domain::cohort::EffectiveCohort>>;
     /// The sync plan of a unified group's mirror groups.
-    async fn sync_plan(&self, unified: ResourceId) -> StoreResult<crate::domain::cohort::SyncPlan>;
+    /// The sync plan of a unified group's mirror groups (or a page of one group's).
+    async fn sync_plan(
+        &self,
+        unified: ResourceId,
+        page: Option<&crate::domain::cohort::PlanPage>,
+    ) -> StoreResult<crate::domain::cohort::SyncPlan>;
     async fn create_rule(
         &self,
         actor: &Actor,
@@ -534,9 +539,10 @@ macro_rules! impl_cohort_store {
             async fn sync_plan(
                 &self,
                 unified: crate::domain::ResourceId,
+                page: Option<&crate::domain::cohort::PlanPage>,
             ) -> crate::store::StoreResult<crate::domain::cohort::SyncPlan> {
                 let mut tx = self.read_tx().await?;
-                crate::store::cohort_sync::plan(&mut tx, unified).await
+                crate::store::cohort_sync::plan(&mut tx, unified, page).await
             }
 
             async fn create_rule(
