@@ -130,6 +130,11 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     let capture_load = floor::sync(&pool, &captured, &members, Capture::On).await?;
     let capture_resync = floor::sync(&pool, &captured, kept, Capture::On).await?;
 
+    eprintln!("S4: the seed's row-bump re-sync");
+    let bumped = floor::group(&pool, "row-bump").await?;
+    floor::sync(&pool, &bumped, &members, Capture::Off).await?;
+    let row_bump = floor::row_bump(&pool, &bumped, kept).await?;
+
     let cohorts = (scale / 10).clamp(100, 100_000) / 100 * 100;
     eprintln!("S7: the sync plan of a unified group of {cohorts} cohorts and three mirrors");
     let unified = plan::seed(&pool, cohorts).await?;
@@ -147,11 +152,6 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     }
     plan_times.sort();
     let plan_time = plan_times[1];
-
-    eprintln!("S4: the seed's row-bump re-sync");
-    let bumped = floor::group(&pool, "row-bump").await?;
-    floor::sync(&pool, &bumped, &members, Capture::Off).await?;
-    let row_bump = floor::row_bump(&pool, &bumped, kept).await?;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let rows = vec![

@@ -75,7 +75,11 @@ pub async fn seed(pool: &PgPool, n: usize) -> Result<Uuid> {
         .await?;
     }
     tx.commit().await?;
-    sqlx::query("ANALYZE").execute(pool).await?;
+    for table in ["resource", "group_member", "unified_link"] {
+        sqlx::query(&format!("ANALYZE {table}"))
+            .execute(pool)
+            .await?;
+    }
     Ok(unified)
 }
 
