@@ -54,14 +54,11 @@ async fn stage(conn: &mut PgConnection, members: &[Uuid]) -> Result<()> {
         copy.send(buffer.as_bytes()).await?;
     }
     copy.finish().await?;
-    // Indexed and with statistics, as roster's staging is: without them the planner may take
-    // the table for empty and join it row by row.
-    for statement in [
-        "CREATE INDEX ON floor_stage (member_id)",
-        "ANALYZE floor_stage",
-    ] {
-        sqlx::query(statement).execute(&mut *conn).await?;
-    }
+    // With statistics: without them the planner may take the table for empty and join it row
+    // by row.
+    sqlx::query("ANALYZE floor_stage")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
