@@ -63,28 +63,15 @@ pub(super) async fn create_rule<C: Conn>(
     actor: &Actor,
     request: &RuleRequest,
 ) -> StoreResult<CorrelationRule> {
-    let id = Uuid::now_v7();
-    let values = Values::about(id, None, now(), None);
-    let rows: Vec<RuleRow> = conn
-        .fetch(
-            &compile(&format!(
-                "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES (@id, {}, {}, {}, {}, @at, @at) \
-                 RETURNING {RULE_COLUMNS}",
-                quoted(&request.name),
-                quoted(&request.source_system),
-                quoted(&request.target_source_system),
-                quoted(request.normalize.name())
-            )),
-            &values,
-        )
-        .await?;
-    let created = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
-    conn.audit(
-        actor,
-        AuditRecord::new("correlation-rule.create", id.to_string()),
-    )
-    .await?;
-    Ok(created)
+    let sql = format!(
+        "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES (@id, {}, {}, {}, {}, @at, @at) \
+         RETURNING {RULE_COLUMNS}",
+        quoted(&request.name),
+        quoted(&request.source_system),
+        quoted(&request.target_source_system),
+        quoted(request.normalize.name())
+    );
+    save_rule(conn, actor, Uuid::now_v7(), &sql, "correlation-rule.create").await
 }
 
 pub(super) async fn update_rule<C: Conn>(
@@ -93,28 +80,31 @@ pub(super) async fn update_rule<C: Conn>(
     id: Uuid,
     request: &RuleRequest,
 ) -> StoreResult<CorrelationRule> {
+    let sql = format!(
+        "UPDATE correlation_rule SET name = {}, source_system = {}, target_source_system = {}, \
+         normalize = {}, modified = @at WHERE id = @id RETURNING {RULE_COLUMNS}",
+        quoted(&request.name),
+        quoted(&request.source_system),
+        quoted(&request.target_source_system),
+        quoted(request.normalize.name())
+    );
+    save_rule(conn, actor, id, &sql, "correlation-rule.update").await
+}
+
+/// Runs a statement that writes rule `id` and returns it, and audits the write.
+async fn save_rule<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: Uuid,
+    sql: &str,
+    action: &'static str,
+) -> StoreResult<CorrelationRule> {
     let values = Values::about(id, None, now(), None);
-    let rows: Vec<RuleRow> = conn
-        .fetch(
-            &compile(&format!(
-                "UPDATE correlation_rule SET name = {}, source_system = {}, \
-                 target_source_system = {}, normalize = {}, modified = @at WHERE id = @id \
-                 RETURNING {RULE_COLUMNS}",
-                quoted(&request.name),
-                quoted(&request.source_system),
-                quoted(&request.target_source_system),
-                quoted(request.normalize.name())
-            )),
-            &values,
-        )
+    let rows: Vec<RuleRow> = conn.fetch(&compile(sql), &values).await?;
+    let saved = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
+    conn.audit(actor, AuditRecord::new(action, id.to_string()))
         .await?;
-    let updated = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
-    conn.audit(
-        actor,
-        AuditRecord::new("correlation-rule.update", id.to_string()),
-    )
-    .await?;
-    Ok(updated)
+    Ok(saved)
 }
 
 pub(super) async fn delete_rule<C: Conn>(conn: &mut C, actor: &Actor, id: Uuid) -> StoreResult<()> {
