@@ -331,8 +331,13 @@ impl PlanParams {
 /// Keeps the rows of one page (rows come sorted by group, kind, member, cohort); returns the
 /// cursor of the next page.
 pub fn page_rows(rows: &mut Vec<PlanRow>, page: &PlanPage) -> Option<String> {
-    let key = |r: &PlanRow| (r.1.clone(), r.2.or(r.3).unwrap_or_default());
-    rows.retain(|r| r.0 == page.group_id.0);
+    let key = |r: &PlanRow| {
+        (
+            r.kind.clone(),
+            r.member_id.or(r.cohort_id).unwrap_or_default(),
+        )
+    };
+    rows.retain(|r| r.group_id == page.group_id.0);
     rows.sort_by_key(key);
     if let Some(after) = &page.after {
         rows.retain(|r| key(r) > *after);
@@ -343,18 +348,26 @@ pub fn page_rows(rows: &mut Vec<PlanRow>, page: &PlanPage) -> Option<String> {
         .flatten()
 }
 
-/// One row of the plan query: (group, kind, member, cohort).
-pub type PlanRow = (uuid::Uuid, String, Option<uuid::Uuid>, Option<uuid::Uuid>);
+/// One row of the plan query.
+#[derive(Debug, Clone)]
+pub struct PlanRow {
+    pub group_id: uuid::Uuid,
+    /// `add`, `remove`, `no-account`, `ambiguous` or `uncorrelated`.
+    pub kind: String,
+    pub member_id: Option<uuid::Uuid>,
+    pub cohort_id: Option<uuid::Uuid>,
+    /// For adds and unresolved cohorts: one membership that puts the cohort in the unified group.
+    pub via: Option<Contribution>,
+}
 
 impl SyncPlan {
     /// Assembles the plan from the query's rows, with a reason for each entry. `mirrors` are the
-    /// mirror groups and their source systems; `via` one justifying membership per cohort.
+    /// mirror groups and their source systems.
     pub fn build(
         unified_id: ResourceId,
         cohorts: usize,
         mirrors: Vec<(ResourceId, String)>,
         rows: Vec<PlanRow>,
-        via: &HashMap<ResourceId, Contribution>,
     ) -> Self {
         let mut groups: Vec<GroupPlan> = mirrors
             .into_iter()
@@ -371,15 +384,15 @@ impl SyncPlan {
             .enumerate()
             .map(|(i, g)| (g.group_id, i))
             .collect();
-        for (group, kind, member, cohort) in rows {
-            let Some(&i) = index.get(&ResourceId(group)) else {
+        for row in rows {
+            let Some(&i) = index.get(&ResourceId(row.group_id)) else {
                 continue;
             };
             let plan = &mut groups[i];
-            let member = member.map(ResourceId);
-            let cohort = cohort.map(ResourceId);
+            let member = row.member_id.map(ResourceId);
+            let cohort = row.cohort_id.map(ResourceId);
             let tenant = plan.source_system.clone();
-            let because = |c: ResourceId| match via.get(&c) {
+            let because = |c: ResourceId| match &row.via {
                 Some(v) => format!(
                     "cohort {c} is in the unified group through member {} of {} group {}",
                     v.member_id,
@@ -388,7 +401,7 @@ impl SyncPlan {
                 ),
                 None => format!("cohort {c} is in the unified group"),
             };
-            match (kind.as_str(), member, cohort) {
+            match (row.kind.as_str(), member, cohort) {
                 ("add", Some(m), Some(c)) => plan.add.push(PlanEntry {
                     member_id: m,
                     cohort_id: c,

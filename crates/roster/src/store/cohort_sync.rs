@@ -15,7 +15,6 @@ use crate::domain::cohort::{
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::Actor;
 use crate::domain::{InvalidInput, ResourceId};
-use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The chain from resource `@id` up to its root, with each step's depth (0: the resource).
@@ -303,46 +302,98 @@ fn contributions() -> Statement {
     ))
 }
 
-/// The plan rows: per mirror group, the adds (a cohort's one live, active account in the tenant
-/// that is not a member), the cohorts without one or with several, and the user members to
-/// remove (their cohort does not contribute) or that have no (live) cohort.
+/// The plan rows, set-based and proportional to the unified group's size (every step reads the
+/// linked groups' memberships or index ranges of the mirror tenants, never a whole table):
+///
+/// - `lm`: the linked groups' active memberships with what the plan needs of each member, read
+///   once;
+/// - `eff`: the effective membership — cohorts (live primes) of live accounts whose membership
+///   contributes;
+/// - `missing`: per mirror, the effective cohorts with no live account among its members;
+/// - `shared`: per mirror tenant, the cohorts with two or more live accounts there (from the
+///   `(source_system, prime_id)` index);
+/// - `probed`: those cohorts' live accounts in the tenant, counted (0: no account, 1: add it,
+///   more: ambiguous), each with one membership that puts the cohort in the unified group;
+/// - then the members to remove (a user whose cohort does not contribute) or that have no live
+///   cohort, and one `cohorts` row with the size of the effective membership.
 fn plan_rows(d: Dialect) -> Statement {
-    let add = "'add'";
     let user = ResourceType::User.code();
-    let text = match d {
-        Dialect::Postgres => "text",
-        Dialect::Sqlite => "TEXT",
+    let (text, int) = match d {
+        Dialect::Postgres => ("text", "bigint"),
+        Dialect::Sqlite => ("TEXT", "INTEGER"),
     };
+    let live = |a: &str| {
+        format!(
+            "{a}.type = {user} AND NOT {a}.deleted AND {a}.active \
+             AND ({a}.expires_at IS NULL OR {a}.expires_at > @at)"
+        )
+    };
+    let accounts = format!(
+        "FROM resource a WHERE a.source_system = c.source_system AND a.prime_id = c.cohort \
+         AND {}",
+        live("a")
+    );
     compile(&format!(
-        "WITH eff AS (SELECT DISTINCT m.prime_id AS cohort {CONTRIBUTING}), \
+        "WITH lm AS MATERIALIZED (SELECT l.group_id, l.role, gm.member_id, gm.contributing, m.prime_id, \
+           m.type, {} AS live, coalesce(gm.contributing, l.role = 'authoritative') AS contributes \
+           FROM unified_link l JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
+           JOIN resource m ON m.id = gm.member_id WHERE l.unified_id = @id), \
+         eff AS MATERIALIZED (SELECT DISTINCT prime_id AS cohort FROM lm \
+           WHERE live AND contributes AND prime_id IS NOT NULL \
+             AND prime_id NOT IN (SELECT id FROM resource WHERE deleted)), \
          mirrors AS (SELECT l.group_id, g.source_system FROM unified_link l \
            JOIN resource g ON g.id = l.group_id \
            WHERE l.unified_id = @id AND l.role = 'mirror' AND NOT g.deleted), \
-         accounts AS (SELECT mi.group_id, e.cohort, a.id AS account FROM mirrors mi \
-           JOIN resource a ON a.source_system = mi.source_system AND a.type = {user} \
-             AND NOT a.deleted AND a.active AND (a.expires_at IS NULL OR a.expires_at > @at) \
-           JOIN eff e ON a.prime_id = e.cohort), \
-         counted AS (SELECT mi.group_id, e.cohort, count(a.account) AS n \
-           FROM mirrors mi CROSS JOIN eff e LEFT JOIN accounts a \
-             ON a.group_id = mi.group_id AND a.cohort = e.cohort \
-           GROUP BY mi.group_id, e.cohort) \
-         SELECT a.group_id, CAST({add} AS {text}), a.account, a.cohort FROM accounts a \
-           JOIN counted c ON c.group_id = a.group_id AND c.cohort = a.cohort AND c.n = 1 \
-           WHERE NOT EXISTS (SELECT 1 FROM group_member gm WHERE gm.group_id = a.group_id \
-             AND gm.member_id = a.account AND NOT gm.removed) \
-         UNION ALL SELECT c.group_id, CASE WHEN c.n = 0 THEN 'no-account' ELSE 'ambiguous' END, \
-           NULL, c.cohort FROM counted c WHERE c.n <> 1 \
-         UNION ALL SELECT mi.group_id, CASE WHEN p.id IS NULL OR p.deleted THEN 'uncorrelated' \
-           ELSE 'remove' END, m.id, p.id FROM mirrors mi \
-           JOIN group_member gm ON gm.group_id = mi.group_id AND NOT gm.removed \
-           JOIN resource m ON m.id = gm.member_id AND m.type = {user} \
-           LEFT JOIN resource p ON p.id = m.prime_id \
-           WHERE NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = m.prime_id) \
-         ORDER BY 1, 2, 3, 4"
+         missing AS (SELECT mi.group_id, mi.source_system, e.cohort FROM mirrors mi CROSS JOIN eff e \
+           WHERE NOT EXISTS (SELECT 1 FROM lm WHERE lm.group_id = mi.group_id \
+             AND lm.prime_id = e.cohort AND lm.live)), \
+         shared AS (SELECT mi.group_id, mi.source_system, a.prime_id AS cohort FROM mirrors mi \
+           JOIN resource a ON a.source_system = mi.source_system AND a.prime_id IS NOT NULL \
+             AND NOT a.deleted \
+           GROUP BY mi.group_id, mi.source_system, a.prime_id HAVING count(*) > 1), \
+         candidates AS (SELECT group_id, source_system, cohort, 1 AS missing FROM missing \
+           UNION SELECT s.group_id, s.source_system, s.cohort, 0 FROM shared s \
+             JOIN eff e ON e.cohort = s.cohort), \
+         probed AS MATERIALIZED (SELECT c.group_id, c.cohort, c.missing, \
+           (SELECT count(*) {accounts}) AS n, (SELECT a.id {accounts} LIMIT 1) AS account \
+           FROM candidates c), \
+         res AS (SELECT group_id, CASE WHEN n = 0 THEN 'no-account' WHEN n = 1 THEN 'add' \
+             ELSE 'ambiguous' END AS kind, CASE WHEN n = 1 THEN account END AS member, cohort \
+           FROM probed WHERE n > 1 OR missing = 1), \
+         via AS (SELECT r.group_id, r.cohort, lm.member_id, lm.group_id AS via_group, lm.role, \
+             lm.contributing, \
+             row_number() OVER (PARTITION BY r.group_id, r.cohort \
+               ORDER BY lm.member_id, lm.group_id) AS k \
+           FROM res r JOIN lm ON lm.prime_id = r.cohort AND lm.live AND lm.contributes) \
+         SELECT r.group_id, CAST(r.kind AS {text}), r.member, r.cohort, v.member_id, \
+           v.via_group, v.role, v.contributing, CAST(NULL AS {int}) FROM res r \
+           LEFT JOIN via v ON v.group_id = r.group_id AND v.cohort = r.cohort AND v.k = 1 \
+         UNION ALL SELECT lm.group_id, CASE WHEN p.id IS NULL OR p.deleted THEN 'uncorrelated' \
+           ELSE 'remove' END, lm.member_id, p.id, NULL, NULL, NULL, NULL, NULL FROM lm \
+           JOIN mirrors mi ON mi.group_id = lm.group_id LEFT JOIN resource p ON p.id = lm.prime_id \
+           WHERE lm.type = {user} AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
+         UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
+           (SELECT count(*) FROM eff) \
+         ORDER BY 1, 2, 3, 4",
+        live("m")
     ))
 }
 
 type ContributionRow = (Uuid, Uuid, Uuid, String, Option<bool>);
+
+/// A row of [`plan_rows`]: group, kind, member, cohort, the justifying membership's member, group
+/// and role and its own flag, and (on the `cohorts` row) the effective membership's size.
+type PlanQueryRow = (
+    Uuid,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<String>,
+    Option<bool>,
+    Option<i64>,
+);
 
 fn contribution(row: &ContributionRow) -> Contribution {
     Contribution {
@@ -395,15 +446,39 @@ pub(super) async fn plan<C: Conn>(
             p.group_id
         )));
     }
-    let contributing: Vec<ContributionRow> = conn.fetch(&contributions(), &values).await?;
-    let mut via: HashMap<ResourceId, Contribution> = HashMap::new();
-    for row in &contributing {
-        via.entry(ResourceId(row.0))
-            .or_insert_with(|| contribution(row));
+    let fetched: Vec<PlanQueryRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
+    let mut cohorts = 0;
+    let mut rows = Vec::with_capacity(fetched.len());
+    for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count) in
+        fetched
+    {
+        if kind == "cohorts" {
+            cohorts = count
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or_default();
+            continue;
+        }
+        let via = via_member
+            .zip(via_group)
+            .map(|(member, group)| Contribution {
+                member_id: ResourceId(member),
+                group_id: ResourceId(group),
+                role: via_role
+                    .as_deref()
+                    .and_then(LinkRole::from_name)
+                    .unwrap_or(LinkRole::Mirror),
+                contributing: flag,
+            });
+        rows.push(PlanRow {
+            group_id,
+            kind,
+            member_id,
+            cohort_id,
+            via,
+        });
     }
-    let mut rows: Vec<PlanRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
     let next = page.and_then(|p| page_rows(&mut rows, p));
-    let mut plan = SyncPlan::build(id, via.len(), mirrors, rows, &via);
+    let mut plan = SyncPlan::build(id, cohorts, mirrors, rows);
     plan.next = next;
     Ok(plan)
 }

@@ -246,6 +246,23 @@ async fn the_sean_scenario_plans_per_cohort(backend: Backend) {
         ])
     );
 
+    // The plan counts the effective cohorts (Sean 2 only) and names, for each add, the
+    // membership that puts the cohort in.
+    let whole = app
+        .get(&format!("/api/v1/unified-groups/{}/plan", s.unified))
+        .await;
+    assert_eq!(whole.json["cohorts"], json!(1), "{}", whole.text);
+    let reason = whole.json["groups"][0]["add"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "member {} of authoritative group {home}",
+            sean2[0]
+        )),
+        "{reason}"
+    );
+
     // One mirror's plan, a page at a time.
     let base = format!(
         "/api/v1/unified-groups/{}/plan?group_id={in_foo}&limit=1",

@@ -38,7 +38,11 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let options = PgConnectOptions::from_str(url)?.application_name("roster");
+        // JIT off: roster's queries are short or index-driven, and compiling them costs more
+        // than it saves (≈ 0.2 s on the sync plan of 100,000 cohorts).
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("roster")
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
