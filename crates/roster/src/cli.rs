@@ -215,6 +215,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
 
+    /// Keep the change log (the feed's history, point-in-time answers) this many days; a feed
+    /// cursor older than that answers 410 Gone. Default: forever.
+    #[arg(long, env = "ROSTER_HISTORY_RETENTION_DAYS")]
+    pub history_retention_days: Option<u32>,
+
     /// Operation workers in this process.
     #[arg(long, env = "ROSTER_WORKERS", default_value_t = 2)]
     pub workers: usize,

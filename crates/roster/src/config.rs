@@ -70,6 +70,9 @@ impl Settings {
             engine: EngineConfig {
                 workers: args.workers,
                 lease: Duration::from_secs(args.lease_seconds),
+                history_retention: args
+                    .history_retention_days
+                    .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
                 ..EngineConfig::default()
             },
             operations: OperationDefaults {

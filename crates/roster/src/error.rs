@@ -40,6 +40,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Timeout(String),
+    /// What was asked for is no longer kept (a change-feed cursor older than the history).
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     Unavailable(String),
     /// A fault on our side; the detail is logged and a generic sentence is sent.
@@ -75,6 +78,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +97,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Timeout(_) => "timeout",
+            Self::Gone(_) => "gone",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -161,6 +166,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(e) => e.into(),
             StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Gone(m) => Self::Gone(m),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
         }

@@ -60,6 +60,26 @@ impl ChangeKind {
     pub fn from_code(code: i16) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.code() == code)
     }
+
+    /// The name consumers see, e.g. `membership.removed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ResourceCreated => "resource.created",
+            Self::ResourceUpdated => "resource.updated",
+            Self::ResourceDeleted => "resource.deleted",
+            Self::ResourceRestored => "resource.restored",
+            Self::ResourcePurged => "resource.purged",
+            Self::MembershipAdded => "membership.added",
+            Self::MembershipRemoved => "membership.removed",
+            Self::MembershipUpdated => "membership.updated",
+            Self::IdentityLinked => "identity.linked",
+            Self::IdentityUnlinked => "identity.unlinked",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// One change, before it is appended to the log.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod change;
 pub mod cohort;
 pub mod correlation;
+pub mod feed;
 pub mod full_update;
 pub mod ids;
 pub mod membership;
@@ -12,12 +13,13 @@ pub mod operation_request;
 pub mod page;
 pub mod resource;
 pub mod resource_sync;
+pub mod scim_event;
 pub mod token;
 
 pub use ids::{OperationId, ResourceId};
 
 /// A value that breaks a domain rule, with a sentence that says what was wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 

@@ -20,6 +20,7 @@ pub enum ListKind {
     Audit,
     Preview,
     Rejections,
+    History,
 }
 
 impl ListKind {
@@ -33,6 +34,7 @@ impl ListKind {
             Self::Audit => "a",
             Self::Preview => "p",
             Self::Rejections => "j",
+            Self::History => "h",
         }
     }
 }

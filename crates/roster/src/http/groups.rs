@@ -13,6 +13,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -21,24 +24,55 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_membership, put_membership, remove_membership))
 }
 
-/// List the members of a group (active ones unless `include_removed`), in member-id order.
+/// A member of a group at a past time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberAt {
+    pub group_id: ResourceId,
+    pub member_id: ResourceId,
+    /// When the membership in force at that time began.
+    pub since: DateTime<Utc>,
+}
+
+/// The members of a group now (memberships), or at `as_of` (members and since when).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MemberList {
+    Now(Page<Membership>),
+    AsOf(Page<MemberAt>),
+}
+
+/// List the members of a group (active ones unless `include_removed`), in member-id order; with
+/// `as_of`, the members that were active at that time, from the change log.
 #[utoipa::path(get, path = "/api/v1/groups/{id}/members", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Group id"), MembershipListParams),
-    responses((status = 200, description = "A page of memberships", body = Page<Membership>),
+    responses((status = 200, description = "A page of memberships (or, with as_of, of members and since when)", body = MemberList),
               (status = 404, description = "No such group", body = Problem)))]
 async fn list_members(
     State(state): State<AppState>,
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
-) -> Result<axum::Json<Page<Membership>>, ApiError> {
+) -> Result<axum::Json<MemberList>, ApiError> {
+    let as_of = p.as_of()?;
     let (filter, page) = p.split(ListKind::Members)?;
-    let rows = state.store.list_members(id, &filter, &page).await?;
-    Ok(axum::Json(Page::from_rows(
-        rows,
-        page.limit,
-        ListKind::Members,
-        |m| m.member_id.0,
-    )))
+    let Some(at) = as_of else {
+        let rows = state.store.list_members(id, &filter, &page).await?;
+        let page = Page::from_rows(rows, page.limit, ListKind::Members, |m| m.member_id.0);
+        return Ok(axum::Json(MemberList::Now(page)));
+    };
+    state.store.get_resource(id).await?;
+    let rows = state.store.members_at(id, at, &page).await?;
+    let rows = rows
+        .into_iter()
+        .map(|(member_id, since)| MemberAt {
+            group_id: id,
+            member_id,
+            since,
+        })
+        .collect();
+    let page = Page::from_rows(rows, page.limit, ListKind::Members, |m: &MemberAt| {
+        m.member_id.0
+    });
+    Ok(axum::Json(MemberList::AsOf(page)))
 }
 
 /// The membership record of one member of a group, active or ended.

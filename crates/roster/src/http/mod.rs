@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+mod changes;
 mod cohorts;
 mod correlation;
 mod groups;
@@ -49,6 +50,7 @@ pub struct Query<T>(pub T);
         (name = "groups", description = "Memberships of groups"),
         (name = "cohorts", description = "Cohorts, prime identities, unified groups and sync plans"),
         (name = "operations", description = "Units of work that change memberships"),
+        (name = "changes", description = "The change feed: every change in order, exports, history"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "The trail of every write (admin)"),
         (name = "health", description = "Liveness and readiness"),
@@ -81,6 +83,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(operations::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(changes::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,

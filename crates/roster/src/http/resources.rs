@@ -268,6 +268,9 @@ pub struct MembershipListParams {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     ty: Option<ResourceType>,
+    /// Group member lists only: the members that were active at this time (RFC 3339), from the
+    /// change log; takes neither `include_removed` nor `type`.
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
     /// The `next` value of the previous page.
@@ -275,6 +278,18 @@ pub struct MembershipListParams {
 }
 
 impl MembershipListParams {
+    /// The `as_of` time, if asked for; it lists active members only, of any type.
+    pub fn as_of(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        match self.as_of {
+            Some(_) if self.include_removed || self.ty.is_some() => Err(ApiError::BadRequest(
+                "as_of lists the members active at that time; it takes neither include_removed \
+                 nor type"
+                    .to_owned(),
+            )),
+            at => Ok(at),
+        }
+    }
+
     pub fn split(
         self,
         kind: ListKind,
@@ -298,6 +313,13 @@ async fn list_groups_of(
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
 ) -> Result<axum::Json<Page<Membership>>, ApiError> {
+    if p.as_of.is_some() {
+        return Err(ApiError::BadRequest(
+            "as_of is answered for the members of a group (GET /api/v1/groups/{id}/members), \
+             not for the groups of a resource"
+                .to_owned(),
+        ));
+    }
     let (filter, page) = p.split(ListKind::Groups)?;
     let rows = state.store.list_groups_of(id, &filter, &page).await?;
     Ok(axum::Json(Page::from_rows(

@@ -25,6 +25,8 @@ pub struct EngineConfig {
     pub abandon_after: Duration,
     /// Attempts at one operation before it fails.
     pub max_attempts: u32,
+    /// Changes older than this are deleted from the log (once an hour); none: kept forever.
+    pub history_retention: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +37,7 @@ impl Default for EngineConfig {
             poll: Duration::from_secs(1),
             abandon_after: Duration::from_secs(24 * 3600),
             max_attempts: 3,
+            history_retention: None,
         }
     }
 }
@@ -181,11 +184,15 @@ impl Engine {
         })
     }
 
-    /// Fails abandoned uploads, once a minute.
+    /// Fails abandoned uploads, once a minute; trims the change log to its retention, once an
+    /// hour.
     async fn sweep(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
+        for minute in 0_u64.. {
             every.tick().await;
+            if minute % 60 == 0 {
+                self.trim_history().await;
+            }
             let Ok(age) = chrono::Duration::from_std(self.config.abandon_after) else {
                 return;
             };
@@ -194,6 +201,23 @@ impl Engine {
                 Ok(n) => tracing::info!(count = n, "failed abandoned uploads"),
                 Err(e) => tracing::warn!(error = %e, "abandoned-upload sweep failed"),
             }
+        }
+    }
+}
+
+impl Engine {
+    async fn trim_history(&self) {
+        let Some(age) = self
+            .config
+            .history_retention
+            .and_then(|r| chrono::Duration::from_std(r).ok())
+        else {
+            return;
+        };
+        match self.store.trim_history(Utc::now() - age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "deleted changes older than the history retention"),
+            Err(e) => tracing::warn!(error = %e, "history trim failed"),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cohort_sync;
 mod correlation_sync;
 mod engine_sql;
+mod feed;
 mod postgres;
 mod resource_sql;
 mod resource_sync;
@@ -12,6 +13,7 @@ mod sql;
 mod sqlite;
 
 use crate::domain::audit::{AuditEntry, AuditFilter};
+use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
 use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, StagedLine};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope, Target};
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub use feed::ExportItem;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -49,6 +52,9 @@ pub enum StoreError {
     /// Lines of a request break rules that need stored data to check; nothing was written.
     #[error("{0}")]
     InvalidLines(String, Vec<LineError>),
+    /// What was asked for is no longer kept.
+    #[error("{0}")]
+    Gone(String),
     /// The database could not be reached in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -613,6 +619,46 @@ macro_rules! impl_cohort_store {
 
 pub(crate) use impl_cohort_store;
 
+/// The change feed: the log read in order by cursor, exports, history.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
+    /// The changes after `after` that match `filter` (at most `limit`), and where to continue. A
+    /// cursor older than the retained history is [`StoreError::Gone`].
+    async fn changes(
+        &self,
+        after: &Cursor,
+        filter: &ChangeFilter,
+        limit: u32,
+    ) -> StoreResult<ChangeBatch>;
+    /// The cursor of "now": following from it gets every change not yet committed.
+    async fn head(&self) -> StoreResult<Cursor>;
+    /// The changes of a resource and of its memberships (as group or as member), oldest first,
+    /// after sequence number `after`.
+    async fn history(
+        &self,
+        id: ResourceId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredChange>>;
+    /// The members of group `id` that were active at `at`, from the log, by member id after
+    /// `page.after`; each with the time it (last) joined.
+    async fn members_at(
+        &self,
+        id: ResourceId,
+        at: DateTime<Utc>,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>>;
+    /// Sends `scope`'s resources and active memberships, read in one snapshot, then the cursor to
+    /// follow from; stops early when the receiver goes away.
+    async fn export(
+        &self,
+        scope: &ExportScope,
+        sink: tokio::sync::mpsc::Sender<StoreResult<ExportItem>>,
+    ) -> StoreResult<()>;
+    /// Deletes changes recorded before `before`; cursors before them answer Gone from then on.
+    async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
 /// Everything roster stores, behind one seam.
 #[async_trait]
 pub trait Store:
@@ -623,6 +669,7 @@ pub trait Store:
     + AuditStore
     + EngineStore
     + CohortStore
+    + ChangeStore
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

@@ -56,6 +56,12 @@ pub struct ResourceRow<T> {
     prime_id: Option<Uuid>,
 }
 
+impl<T> ResourceRow<T> {
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 fn corrupt(what: String) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.into()))
 }
@@ -130,6 +136,12 @@ pub struct MembershipRow {
     last_operation_id: Option<i64>,
     created_timestamp: DateTime<Utc>,
     removed_timestamp: Option<DateTime<Utc>>,
+}
+
+impl MembershipRow {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 impl From<MembershipRow> for Membership {

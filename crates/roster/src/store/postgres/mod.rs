@@ -21,6 +21,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use uuid::Uuid;
 
+mod changes;
 mod engine;
 mod resource_sync;
 

@@ -162,7 +162,7 @@ impl PgStore {
     }
 
     /// A read-only transaction on one snapshot, so that the statements of one answer agree.
-    async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)

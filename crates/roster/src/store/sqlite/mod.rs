@@ -23,6 +23,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use uuid::Uuid;
 
+mod changes;
 mod engine;
 mod resource_sync;
 

@@ -117,7 +117,7 @@ impl SqliteStore {
         self.begin().await
     }
 
-    async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+    pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.reader.begin().await?)
     }
 }

@@ -1,0 +1,139 @@
+//! Changes as SCIM security events (RFC 9967): the claim set of a Security Event Token per
+//! change. A membership change is a patch of the group's `members`; an update is a patch that
+//! replaces the changed attributes; a soft delete (and a purge) is `prov:delete`; a create or a
+//! restore is `prov:create:full` with the resource as it stands now.
+
+use super::change::ChangeKind;
+use super::feed::{Cursor, StoredChange};
+use super::resource::{Resource, ResourceType};
+use serde_json::{json, Map, Value};
+
+const PREFIX: &str = "urn:ietf:params:scim:event:prov:";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// Roster's attributes that SCIM's core schemas do not name.
+pub const EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:roster:2.0:Resource";
+
+/// The endpoint a resource of this type lives under.
+fn endpoint(ty: Option<ResourceType>) -> &'static str {
+    match ty {
+        Some(ResourceType::Group) => "Groups",
+        _ => "Users",
+    }
+}
+
+/// The SCIM name of a roster attribute.
+fn attribute(name: &str, ty: Option<ResourceType>) -> String {
+    match (name, ty) {
+        ("identifier", Some(ResourceType::Group)) => "displayName".to_owned(),
+        ("identifier", _) => "userName".to_owned(),
+        ("displayname", _) => "displayName".to_owned(),
+        ("external_id", _) => "externalId".to_owned(),
+        ("active", _) => "active".to_owned(),
+        (other, _) => format!("{EXTENSION}:{other}"),
+    }
+}
+
+/// A resource in its SCIM form.
+pub fn resource(r: &Resource) -> Value {
+    let group = r.ty == ResourceType::Group;
+    let mut out = Map::new();
+    out.insert("schemas".into(), json!([if group { GROUP } else { USER }, EXTENSION]));
+    out.insert("id".into(), json!(r.id));
+    if let Some(e) = &r.external_id {
+        out.insert("externalId".into(), json!(e));
+    }
+    if group {
+        out.insert("displayName".into(), json!(r.displayname.as_ref().or(r.identifier.as_ref())));
+    } else {
+        out.insert("userName".into(), json!(r.identifier));
+        out.insert("displayName".into(), json!(r.displayname));
+        out.insert("active".into(), json!(r.active));
+    }
+    out.insert(
+        EXTENSION.into(),
+        json!({"type": r.ty, "subtype": r.subtype, "source_system": r.source_system,
+               "prime_id": r.prime_id, "tags": r.tags}),
+    );
+    out.insert(
+        "meta".into(),
+        json!({"resourceType": if group { "Group" } else { "User" },
+               "created": r.created, "lastModified": r.modified,
+               "location": format!("/{}/{}", endpoint(Some(r.ty)), r.id)}),
+    );
+    Value::Object(out)
+}
+
+/// The claim set of the security event for `change`. `subject` is the changed resource (for
+/// resource changes) as it stands now, if it still exists.
+pub fn claims(change: &StoredChange, subject: Option<&Resource>) -> Value {
+    let txn = Cursor {
+        snapshot: None,
+        ..change.cursor.clone()
+    }
+    .encode();
+    let ty = subject.map(|r| r.ty);
+    let (id, ty) = match change.group_id {
+        Some(group) => (group.0, Some(ResourceType::Group)),
+        None => (change.resource_id.map(|r| r.0).unwrap_or_default(), ty),
+    };
+    let mut sub_id = json!({"format": "scim", "uri": format!("/{}/{id}", endpoint(ty)), "id": id});
+    if let Some(e) = subject.and_then(|r| r.external_id.as_ref()) {
+        sub_id["externalId"] = json!(e);
+    }
+    let (event, payload) = event(change, subject, ty);
+    json!({
+        "iss": "roster",
+        "iat": change.at.timestamp(),
+        "jti": txn,
+        "txn": txn,
+        "sub_id": sub_id,
+        "events": { format!("{PREFIX}{event}"): payload },
+    })
+}
+
+fn patch(operations: Vec<Value>) -> Value {
+    json!({"data": {"schemas": [PATCH_OP], "Operations": operations}})
+}
+
+/// The event name (after `…:prov:`) and its payload.
+fn event(
+    change: &StoredChange,
+    subject: Option<&Resource>,
+    ty: Option<ResourceType>,
+) -> (&'static str, Value) {
+    let member = change.member_id.map(|m| m.0).unwrap_or_default();
+    let attrs = change
+        .attrs
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    match change.kind {
+        ChangeKind::ResourceCreated | ChangeKind::ResourceRestored => match subject {
+            Some(r) => ("create:full", json!({"data": resource(r)})),
+            None => ("create:notice", json!({"attributes": ["id"]})),
+        },
+        ChangeKind::ResourceUpdated | ChangeKind::IdentityLinked | ChangeKind::IdentityUnlinked => {
+            let operations = attrs
+                .iter()
+                .map(|(name, values)| {
+                    json!({"op": "replace", "path": attribute(name, ty), "value": values["new"]})
+                })
+                .collect();
+            ("patch:full", patch(operations))
+        }
+        ChangeKind::ResourceDeleted | ChangeKind::ResourcePurged => ("delete", json!({})),
+        ChangeKind::MembershipAdded => (
+            "patch:full",
+            patch(vec![json!({"op": "add", "path": "members",
+                "value": [{"value": member, "$ref": format!("/Users/{member}")}]})]),
+        ),
+        ChangeKind::MembershipRemoved => (
+            "patch:full",
+            patch(vec![json!({"op": "remove", "path": format!("members[value eq \"{member}\"]")})]),
+        ),
+        ChangeKind::MembershipUpdated => ("patch:notice", json!({"attributes": ["members"]})),
+    }
+}

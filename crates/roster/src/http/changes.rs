@@ -1,0 +1,330 @@
+//! The change feed: `/api/v1/changes` (long-poll), `/api/v1/changes/stream` (Server-Sent Events),
+//! `/api/v1/changes/head`, `/api/v1/export` (a consistent NDJSON snapshot ending with its cursor)
+//! and `/api/v1/resources/{id}/history`. The protocol is in `docs/changes.md`.
+
+use super::{Path, Query};
+use crate::app::AppState;
+use crate::domain::change::ChangeKind;
+use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format, StoredChange};
+use crate::domain::page::{ListKind, Page, MAX_LIMIT};
+use crate::domain::{scim_event, ResourceId};
+use crate::error::{ApiError, Problem};
+use crate::store::{ExportItem, StoreError};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// How often a waiting reader looks for new changes.
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_changes))
+        .routes(routes!(stream_changes))
+        .routes(routes!(head))
+        .routes(routes!(export))
+        .routes(routes!(history))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedParams {
+    /// Continue after this cursor (a `next`, an item's `cursor`, an export's or head's cursor).
+    /// Without it, the feed starts at the oldest change it holds.
+    after: Option<String>,
+    /// Changes per answer, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// Seconds to wait for a change when there is none yet (long poll; capped by the server).
+    wait: Option<u64>,
+    /// Only changes of this source system.
+    source_system: Option<String>,
+    /// Only changes of this group's memberships and of the group itself.
+    group_id: Option<ResourceId>,
+    /// Only these kinds, comma-separated (e.g. `membership.added,membership.removed`).
+    kind: Option<String>,
+    /// `notice` (default), `full` or `scim`.
+    format: Option<Format>,
+}
+
+impl FeedParams {
+    fn read(&self, last_event_id: Option<&str>) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
+        let after = match self.after.as_deref().or(last_event_id) {
+            Some(text) => Cursor::decode(text)?,
+            None => Cursor::start(),
+        };
+        let filter = ChangeFilter {
+            source_system: self.source_system.clone(),
+            group_id: self.group_id,
+            kinds: ChangeFilter::parse_kinds(self.kind.as_deref())?,
+        };
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        Ok((after, filter, limit))
+    }
+}
+
+/// A page of the feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangePage {
+    /// Changes in order: `ChangeItem`s, or SCIM event claim sets with `format=scim`.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// Where to continue (also when `items` is empty).
+    next: String,
+}
+
+/// The changes after a cursor, in commit-consistent order; with `wait`, waits for the first one.
+#[utoipa::path(get, path = "/api/v1/changes", tag = "changes", security(("bearer" = ["read"])),
+    params(FeedParams),
+    responses((status = 200, description = "Changes and the cursor to continue from", body = ChangePage),
+              (status = 400, description = "A malformed cursor or filter", body = Problem),
+              (status = 410, description = "The cursor is older than the retained history: re-export", body = Problem)))]
+async fn list_changes(
+    State(state): State<AppState>,
+    Query(p): Query<FeedParams>,
+) -> Result<axum::Json<ChangePage>, ApiError> {
+    let (after, filter, limit) = p.read(None)?;
+    let wait = Duration::from_secs(p.wait.unwrap_or(0)).min(state.operations.max_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut batch = state.store.changes(&after, &filter, limit).await?;
+    while batch.items.is_empty() && tokio::time::Instant::now() + POLL <= deadline {
+        tokio::time::sleep(POLL).await;
+        batch = state.store.changes(&batch.next, &filter, limit).await?;
+    }
+    let mut items = Vec::with_capacity(batch.items.len());
+    for change in &batch.items {
+        items.push(render(&state, change, p.format.unwrap_or_default()).await?);
+    }
+    Ok(axum::Json(ChangePage {
+        items,
+        next: batch.next.encode(),
+    }))
+}
+
+/// The feed as Server-Sent Events: each change is an event whose `id` is its cursor, so a
+/// reconnecting client resumes with `Last-Event-ID`; a comment line every 15 s keeps it open.
+#[utoipa::path(get, path = "/api/v1/changes/stream", tag = "changes", security(("bearer" = ["read"])),
+    params(FeedParams),
+    responses((status = 200, description = "`text/event-stream` of changes", content_type = "text/event-stream", body = String),
+              (status = 410, description = "The cursor is older than the retained history: re-export", body = Problem)))]
+async fn stream_changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<FeedParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let (after, filter, limit) = p.read(resume)?;
+    // A cursor that is already gone is refused before the stream starts.
+    let first = state.store.changes(&after, &filter, limit).await?;
+    let format = p.format.unwrap_or_default();
+    let events = stream::unfold(
+        (state, filter, Some(first), after),
+        move |(state, filter, ready, cursor)| async move {
+            let batch = match ready {
+                Some(batch) => batch,
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    match state.store.changes(&cursor, &filter, limit).await {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            let event = Event::default().event("error").data(e.to_string());
+                            return Some((vec![event], (state, filter, None, cursor)));
+                        }
+                    }
+                }
+            };
+            let mut events = Vec::with_capacity(batch.items.len());
+            for change in &batch.items {
+                let body = render(&state, change, format)
+                    .await
+                    .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
+                events.push(
+                    Event::default()
+                        .id(change.cursor.encode())
+                        .event(change.kind.name())
+                        .data(body.to_string()),
+                );
+            }
+            Some((events, (state, filter, None, batch.next)))
+        },
+    )
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The current position of the feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Head {
+    /// Follow from here to get every change committed from now on.
+    cursor: String,
+}
+
+/// The cursor of "now", to follow the feed without reading its past.
+#[utoipa::path(get, path = "/api/v1/changes/head", tag = "changes", security(("bearer" = ["read"])),
+    responses((status = 200, description = "The current cursor", body = Head)))]
+async fn head(State(state): State<AppState>) -> Result<axum::Json<Head>, ApiError> {
+    Ok(axum::Json(Head {
+        cursor: state.store.head().await?.encode(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// Export this source system's resources and its groups' active memberships.
+    source_system: Option<String>,
+    /// Or: export this group and its active memberships.
+    group_id: Option<ResourceId>,
+}
+
+/// A consistent snapshot as NDJSON: `{"resource": …}` lines, then `{"membership": …}` lines, all
+/// read in one database snapshot, then `{"cursor": …}`: following the feed from that cursor
+/// repeats and loses nothing.
+#[utoipa::path(get, path = "/api/v1/export", tag = "changes", security(("bearer" = ["read"])),
+    params(ExportParams),
+    responses((status = 200, description = "NDJSON lines, the last one the cursor", content_type = "application/x-ndjson", body = String),
+              (status = 400, description = "Neither or both of source_system and group_id", body = Problem)))]
+async fn export(
+    State(state): State<AppState>,
+    Query(p): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    let scope = match (p.source_system, p.group_id) {
+        (Some(source), None) => ExportScope::Source(source),
+        (None, Some(group)) => ExportScope::Group(group),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "export takes exactly one of source_system and group_id".to_owned(),
+            ))
+        }
+    };
+    let (sink, receiver) = tokio::sync::mpsc::channel(256);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.export(&scope, sink.clone()).await {
+            // The receiver learns of the failure in the stream (the status is already sent).
+            let _ = sink.send(Err(e)).await;
+        }
+    });
+    let lines = tokio_stream_of(receiver).map(|item| {
+        let line = match item {
+            Ok(ExportItem::Resource(r)) => serde_json::json!({ "resource": r }),
+            Ok(ExportItem::Membership(m)) => serde_json::json!({ "membership": m }),
+            Ok(ExportItem::End(cursor)) => serde_json::json!({ "cursor": cursor.encode() }),
+            Err(e) => serde_json::json!({ "error": export_error(&e) }),
+        };
+        Ok::<_, Infallible>(format!("{line}\n"))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+fn export_error(e: &StoreError) -> String {
+    tracing::error!(error = %e, "export failed");
+    "the export failed; the server log has the details. Retry it".to_owned()
+}
+
+/// The receiving half of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> {
+    stream::unfold(receiver, |mut r| async move { r.recv().await.map(|item| (item, r)) })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    cursor: Option<String>,
+}
+
+/// A resource's history, oldest first: its own changes and those of its memberships, as group
+/// and as member, in `full` form.
+#[utoipa::path(get, path = "/api/v1/resources/{id}/history", tag = "changes", security(("bearer" = ["read"])),
+    params(("id" = ResourceId, Path, description = "Resource id"), HistoryParams),
+    responses((status = 200, description = "A page of changes", body = Page<ChangeItem>)))]
+async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<ResourceId>,
+    Query(p): Query<HistoryParams>,
+) -> Result<axum::Json<Page<ChangeItem>>, ApiError> {
+    let page = super::page_request::<i64>(ListKind::History, p.limit, p.cursor.as_deref())?;
+    let rows = state.store.history(id, page.after, page.limit + 1).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for change in &rows {
+        items.push((change.seq, full(&state, change).await?));
+    }
+    let page = Page::from_rows(items, page.limit, ListKind::History, |(seq, _)| *seq);
+    Ok(axum::Json(Page {
+        items: page.items.into_iter().map(|(_, item)| item).collect(),
+        next: page.next,
+    }))
+}
+
+/// A change in the asked-for format.
+async fn render(state: &AppState, change: &StoredChange, format: Format) -> Result<Value, ApiError> {
+    match format {
+        Format::Notice => Ok(serde_json::to_value(ChangeItem::notice(change))
+            .map_err(|e| ApiError::Internal(e.to_string()))?),
+        Format::Full => serde_json::to_value(full(state, change).await?)
+            .map_err(|e| ApiError::Internal(e.to_string())),
+        Format::Scim => {
+            let subject = match change.resource_id {
+                Some(id) => current(state, id).await?,
+                None => None,
+            };
+            Ok(scim_event::claims(change, subject.as_ref()))
+        }
+    }
+}
+
+/// The `full` form: the changed values, and the record as it stands for creates and additions.
+async fn full(state: &AppState, change: &StoredChange) -> Result<ChangeItem, ApiError> {
+    let mut item = ChangeItem::notice(change);
+    item.changes = change.attrs.clone();
+    item.record = match (change.kind, change.resource_id, change.group_id, change.member_id) {
+        (ChangeKind::ResourceCreated | ChangeKind::ResourceRestored, Some(id), _, _) => current(state, id)
+            .await?
+            .map(|r| serde_json::to_value(r).unwrap_or_default()),
+        (ChangeKind::MembershipAdded, _, Some(group), Some(member)) => {
+            match state.store.get_membership(group, member).await {
+                Ok(m) => Some(serde_json::to_value(m).unwrap_or_default()),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => None,
+    };
+    Ok(item)
+}
+
+/// A resource as it stands, if it still exists (purged ones do not).
+async fn current(
+    state: &AppState,
+    id: ResourceId,
+) -> Result<Option<crate::domain::resource::Resource>, ApiError> {
+    match state.store.get_resource(id).await {
+        Ok(r) => Ok(Some(r)),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

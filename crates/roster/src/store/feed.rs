@@ -1,0 +1,166 @@
+//! What both backends share of the change feed: the change row, the filter clause and the export
+//! paging. The reading rules (the fence, snapshots) are each backend's own.
+
+use super::{StoreError, StoreResult};
+use crate::domain::change::ChangeKind;
+use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange};
+use crate::domain::resource::Resource;
+use crate::domain::membership::Membership;
+use crate::domain::ResourceId;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+/// Rows per statement while an export pages through its snapshot.
+pub const EXPORT_PAGE: i64 = 1000;
+
+/// The columns [`ChangeRow`] reads, after the backend's `xid` expression.
+pub const CHANGE_COLUMNS: &str = "seq, at, kind, resource_id, group_id, member_id, \
+     source_system, operation_id, token_name, attrs";
+
+#[derive(sqlx::FromRow)]
+pub struct ChangeRow {
+    xid: String,
+    seq: i64,
+    at: DateTime<Utc>,
+    kind: i16,
+    resource_id: Option<Uuid>,
+    group_id: Option<Uuid>,
+    member_id: Option<Uuid>,
+    source_system: Option<String>,
+    operation_id: Option<i64>,
+    token_name: Option<String>,
+    attrs: Option<Json<serde_json::Value>>,
+}
+
+impl ChangeRow {
+    /// The stored change; its cursor keeps the snapshot of the cursor it was read after.
+    pub fn into_change(self, snapshot: Option<&str>) -> StoreResult<StoredChange> {
+        let kind = ChangeKind::from_code(self.kind).ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Decode(
+                format!("change {} has unknown kind {}", self.seq, self.kind).into(),
+            ))
+        })?;
+        let xid = self.xid.parse().map_err(|_| {
+            StoreError::Database(sqlx::Error::Decode(
+                format!("change {} has xid {:?}", self.seq, self.xid).into(),
+            ))
+        })?;
+        let cursor = Cursor {
+            xid,
+            seq: self.seq,
+            snapshot: snapshot.map(str::to_owned),
+        }
+        .settled();
+        Ok(StoredChange {
+            cursor,
+            seq: self.seq,
+            at: self.at,
+            kind,
+            resource_id: self.resource_id.map(ResourceId),
+            group_id: self.group_id.map(ResourceId),
+            member_id: self.member_id.map(ResourceId),
+            source_system: self.source_system,
+            operation_id: self.operation_id,
+            token_name: self.token_name,
+            attrs: self.attrs.map(|j| j.0),
+        })
+    }
+}
+
+/// A value a filter clause binds.
+pub enum FilterBind {
+    Text(String),
+    Id(Uuid),
+}
+
+/// The `AND …` conditions of a filter, with placeholders numbered from `first` in the backend's
+/// style (`$n` or `?n`), and what they bind.
+pub fn filter_clause(
+    filter: &ChangeFilter,
+    first: usize,
+    mark: char,
+) -> (String, Vec<FilterBind>) {
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    if let Some(source) = &filter.source_system {
+        binds.push(FilterBind::Text(source.clone()));
+        sql.push_str(&format!(" AND source_system = {mark}{}", first + binds.len() - 1));
+    }
+    if let Some(group) = filter.group_id {
+        binds.push(FilterBind::Id(group.0));
+        let n = first + binds.len() - 1;
+        sql.push_str(&format!(
+            " AND (group_id = {mark}{n} OR resource_id = {mark}{n})"
+        ));
+    }
+    if !filter.kinds.is_empty() {
+        let codes: Vec<String> = filter.kinds.iter().map(|k| k.code().to_string()).collect();
+        sql.push_str(&format!(" AND kind IN ({})", codes.join(", ")));
+    }
+    (sql, binds)
+}
+
+/// One item of an export, in the order it is written.
+#[derive(Debug, Clone)]
+pub enum ExportItem {
+    Resource(Resource),
+    Membership(Membership),
+    /// The last item: where to follow the feed from.
+    End(Cursor),
+}
+
+/// The statements an export pages with: resources, then active memberships, each by key. `mark`
+/// is the backend's placeholder (`$` or `?`): the first binds the scope, the second the key to
+/// continue after, the third the page size.
+pub fn export_statements(scope: &ExportScope, columns: (&str, &str), mark: char) -> (String, String) {
+    let (resource_columns, membership_columns) = columns;
+    match scope {
+        ExportScope::Source(_) => (
+            format!(
+                "SELECT {resource_columns} FROM resource WHERE source_system = {mark}1 \
+                 AND NOT deleted AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+            ),
+            format!(
+                "SELECT {membership_columns} FROM group_member WHERE NOT removed \
+                 AND group_id IN (SELECT id FROM resource WHERE source_system = {mark}1 \
+                 AND NOT deleted) AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+            ),
+        ),
+        ExportScope::Group(_) => (
+            format!(
+                "SELECT {resource_columns} FROM resource WHERE id = {mark}1 AND NOT deleted \
+                 AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+            ),
+            format!(
+                "SELECT {membership_columns} FROM group_member WHERE group_id = {mark}1 \
+                 AND NOT removed AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+            ),
+        ),
+    }
+}
+
+/// The members of group `1` active at time `2`, by member id after `3`, at most `4`: each
+/// member's last membership change up to then, where it is an addition. `mark` is the backend's
+/// placeholder.
+pub fn members_at(mark: char) -> String {
+    format!(
+        "SELECT member_id, at FROM (SELECT member_id, kind, at, row_number() OVER \
+           (PARTITION BY member_id ORDER BY seq DESC) AS k FROM change \
+           WHERE group_id = {mark}1 AND kind IN ({}, {}) AND at <= {mark}2) latest \
+         WHERE k = 1 AND kind = {} AND member_id > {mark}3 ORDER BY member_id LIMIT {mark}4",
+        ChangeKind::MembershipAdded.code(),
+        ChangeKind::MembershipRemoved.code(),
+        ChangeKind::MembershipAdded.code(),
+    )
+}
+
+/// What a consumer reading history was told when its cursor fell behind the retained history.
+pub fn gone(after: &Cursor) -> StoreError {
+    StoreError::Gone(format!(
+        "the change log no longer holds what follows cursor {}: history older than the \
+         retention was deleted. Export a fresh snapshot (GET /api/v1/export) and follow the \
+         feed from its cursor",
+        after.encode()
+    ))
+}

@@ -1,0 +1,203 @@
+//! The change feed on SQLite. One writer commits at a time and takes its sequence numbers inside
+//! its transaction, so a reader's snapshot always holds a prefix of the log: `seq` alone is a
+//! gapless cursor, and the newest sequence number a snapshot sees is its exact position.
+
+use super::{MembershipRow, Row, SqliteStore};
+use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
+use crate::domain::page::PageRequest;
+use crate::domain::ResourceId;
+use crate::store::feed::{
+    export_statements, filter_clause, gone, members_at, ChangeRow, ExportItem, FilterBind,
+    CHANGE_COLUMNS, EXPORT_PAGE,
+};
+use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
+use crate::store::{ChangeStore, StoreResult};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, Transaction};
+use tokio::sync::mpsc::Sender;
+use uuid::Uuid;
+
+impl SqliteStore {
+    /// The position of this transaction's snapshot.
+    async fn snapshot_cursor(tx: &mut Transaction<'_, Sqlite>) -> StoreResult<Cursor> {
+        let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM change")
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(Cursor::at_seq(seq))
+    }
+}
+
+#[async_trait]
+impl ChangeStore for SqliteStore {
+    async fn changes(
+        &self,
+        after: &Cursor,
+        filter: &ChangeFilter,
+        limit: u32,
+    ) -> StoreResult<ChangeBatch> {
+        let mut tx = self.read_tx().await?;
+        let fence = Self::snapshot_cursor(&mut tx).await?;
+        if after != &Cursor::start() {
+            let horizon: Option<i64> = sqlx::query_scalar("SELECT seq FROM change_horizon")
+                .fetch_optional(&mut *tx)
+                .await?;
+            if horizon.is_some_and(|h| after.seq < h) {
+                return Err(gone(after));
+            }
+        }
+        let (conditions, binds) = filter_clause(filter, 2, '?');
+        let sql = format!(
+            "SELECT '0' AS xid, {CHANGE_COLUMNS} FROM change WHERE seq > ?1{conditions} \
+             ORDER BY seq LIMIT {limit}"
+        );
+        let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after.seq);
+        for b in binds {
+            query = match b {
+                FilterBind::Text(t) => query.bind(t),
+                FilterBind::Id(id) => query.bind(id),
+            };
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let items = rows
+            .into_iter()
+            .map(|r| r.into_change(None))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = match items.last() {
+            Some(last) if items.len() == limit as usize => last.cursor.clone(),
+            _ => fence.max(after.clone()),
+        };
+        Ok(ChangeBatch { items, next })
+    }
+
+    async fn head(&self) -> StoreResult<Cursor> {
+        let mut tx = self.read_tx().await?;
+        let cursor = Self::snapshot_cursor(&mut tx).await?;
+        tx.commit().await?;
+        Ok(cursor)
+    }
+
+    async fn history(
+        &self,
+        id: ResourceId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredChange>> {
+        let sql = format!(
+            "SELECT '0' AS xid, {CHANGE_COLUMNS} FROM change \
+             WHERE (resource_id = ?1 OR group_id = ?1 OR member_id = ?1) AND seq > ?2 \
+             ORDER BY seq LIMIT ?3"
+        );
+        let rows: Vec<ChangeRow> = sqlx::query_as(&sql)
+            .bind(id)
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.into_iter().map(|r| r.into_change(None)).collect()
+    }
+
+    async fn members_at(
+        &self,
+        id: ResourceId,
+        at: DateTime<Utc>,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>> {
+        let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(&members_at('?'))
+            .bind(id)
+            .bind(at)
+            .bind(page.after.unwrap_or_default())
+            .bind(page.fetch())
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|(m, t)| (ResourceId(m), t)).collect())
+    }
+
+    async fn export(
+        &self,
+        scope: &ExportScope,
+        sink: Sender<StoreResult<ExportItem>>,
+    ) -> StoreResult<()> {
+        let mut tx = self.read_tx().await?;
+        let cursor = Self::snapshot_cursor(&mut tx).await?;
+        let (resources, memberships) =
+            export_statements(scope, (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS), '?');
+        let mut after = Uuid::nil();
+        loop {
+            let rows: Vec<Row> = bind_scope(sqlx::query_as(&resources), scope)
+                .bind(after)
+                .bind(EXPORT_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last) = rows.last().map(|r| r.id()) else {
+                break;
+            };
+            after = last;
+            for row in rows {
+                if sink.send(row.try_into().map(ExportItem::Resource)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut after = 0_i64;
+        loop {
+            let rows: Vec<MembershipRow> = bind_scope(sqlx::query_as(&memberships), scope)
+                .bind(after)
+                .bind(EXPORT_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last) = rows.last().map(MembershipRow::id) else {
+                break;
+            };
+            after = last;
+            for row in rows {
+                if sink.send(Ok(ExportItem::Membership(row.into()))).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        tx.commit().await?;
+        // The receiver may have gone; there is nothing left to tell it.
+        let _ = sink.send(Ok(ExportItem::End(cursor))).await;
+        Ok(())
+    }
+
+    async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM change WHERE at < ?1")
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(seq) = last else {
+            return Ok(0);
+        };
+        let deleted = sqlx::query("DELETE FROM change WHERE seq <= ?1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO change_horizon (id, xid, seq, at) VALUES (1, 0, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+        )
+        .bind(seq)
+        .bind(crate::store::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+/// Binds the scope of an export: a source system's name or a group's id.
+fn bind_scope<'q, T>(
+    query: sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>,
+    scope: &ExportScope,
+) -> sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>> {
+    match scope {
+        ExportScope::Source(source) => query.bind(source.clone()),
+        ExportScope::Group(group) => query.bind(*group),
+    }
+}
