@@ -153,6 +153,9 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     plan_times.sort();
     let plan_time = plan_times[1];
 
+    eprintln!("S8: one follower reads {scale} changes from the feed");
+    let (feed_time, feed_read) = api.follow(scale).await?;
+
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let rows = vec![
         Row {
@@ -229,6 +232,19 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             rowbump_per_roster: None,
             target: "< 2 s at 100,000 cohorts",
             met: (cohorts == 100_000).then(|| plan_time < Duration::from_secs(2)),
+        },
+        Row {
+            scenario: "S8 feed",
+            what: format!(
+                "one follower reads the first {feed_read} changes of the log through \
+                 GET /api/v1/changes?limit=1000 (notice format), end to end"
+            ),
+            time: feed_time,
+            rows: feed_read,
+            roster_per_floor: None,
+            rowbump_per_roster: None,
+            target: "",
+            met: None,
         },
         Row {
             scenario: "S4 row-bump",
@@ -465,6 +481,29 @@ impl Api<'_> {
             bail!("roster answered {status}: {text}");
         }
         Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Reads the change feed from its start, a page of 1000 after another, until `count` changes
+    /// (or the end); returns the time taken and how many were read.
+    async fn follow(&self, count: usize) -> Result<(Duration, usize)> {
+        let started = Instant::now();
+        let mut read = 0;
+        let mut after = String::new();
+        while read < count {
+            let page = self
+                .call(
+                    self.http
+                        .get(format!("{}/api/v1/changes?limit=1000{after}", self.base)),
+                )
+                .await?;
+            let items = page["items"].as_array().map_or(0, Vec::len);
+            if items == 0 {
+                break;
+            }
+            read += items;
+            after = format!("&after={}", page["next"].as_str().context("next")?);
+        }
+        Ok((started.elapsed(), read))
     }
 
     async fn create_group(&self, name: &str) -> Result<Uuid> {

@@ -125,6 +125,9 @@ pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
     );
     let engine = Engine::new(store.clone(), settings.engine.clone());
     engine.start();
+    if let Some(config) = &settings.relay {
+        crate::relay::Relay::new(store.clone(), config.clone(), engine.node().to_owned()).start();
+    }
     let app = router(Services {
         store,
         engine,

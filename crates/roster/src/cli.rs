@@ -220,6 +220,23 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
 
+    /// Publish every change to this NATS server's JetStream (e.g. nats://127.0.0.1:4222). One
+    /// process relays at a time; see docs/changes.md.
+    #[arg(long, env = "ROSTER_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream changes are published to (created when missing).
+    #[arg(long, env = "ROSTER_NATS_STREAM", default_value = "ROSTER")]
+    pub nats_stream: String,
+
+    /// The first token of the subjects: `<prefix>.<kind>.<source_system>`.
+    #[arg(long, env = "ROSTER_NATS_SUBJECT_PREFIX", default_value = "roster")]
+    pub nats_subject_prefix: String,
+
+    /// Days the stream keeps a message (0: forever) when roster creates the stream.
+    #[arg(long, env = "ROSTER_NATS_MAX_AGE_DAYS", default_value_t = 7)]
+    pub nats_max_age_days: u32,
+
     /// Operation workers in this process.
     #[arg(long, env = "ROSTER_WORKERS", default_value_t = 2)]
     pub workers: usize,

@@ -6,6 +6,7 @@ use crate::domain::full_update::Threshold;
 use crate::domain::InvalidInput;
 use crate::http::operations::OperationDefaults;
 use crate::ops::EngineConfig;
+use crate::relay::RelayConfig;
 use crate::store::Location;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct Settings {
     pub tls: Option<Tls>,
     pub engine: EngineConfig,
     pub operations: OperationDefaults,
+    /// Fan-out of the change log to NATS JetStream, when configured.
+    pub relay: Option<RelayConfig>,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Settings {
             .field("tls", &self.tls)
             .field("engine", &self.engine)
             .field("operations", &self.operations)
+            .field("relay", &self.relay.as_ref().map(|r| &r.stream))
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -84,6 +88,14 @@ impl Settings {
                 retention_days: args.retention_days,
                 max_wait: Duration::from_secs(args.request_timeout.saturating_sub(5).max(1)),
             },
+            relay: args.nats_url.as_ref().map(|url| RelayConfig {
+                url: url.clone(),
+                stream: args.nats_stream.clone(),
+                subject_prefix: args.nats_subject_prefix.clone(),
+                max_age: (args.nats_max_age_days > 0)
+                    .then(|| Duration::from_secs(u64::from(args.nats_max_age_days) * 86_400)),
+                lease: Duration::from_secs(args.lease_seconds),
+            }),
         })
     }
 
@@ -96,6 +108,7 @@ impl Settings {
             tls: None,
             engine: EngineConfig::default(),
             operations: OperationDefaults::default(),
+            relay: None,
         })
     }
 }

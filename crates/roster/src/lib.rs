@@ -11,4 +11,5 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod ops;
+pub mod relay;
 pub mod store;

@@ -99,6 +99,16 @@ impl Cursor {
         later.settled()
     }
 
+    /// Whether this position is past every change that was visible at `head` (a head or export
+    /// cursor): a consumer at this position has caught up with it.
+    pub fn covers(&self, head: &Cursor) -> bool {
+        let horizon = match head.snapshot.as_deref().and_then(snapshot_xmax) {
+            Some(xmax) => (xmax.saturating_sub(1), i64::MAX),
+            None => (head.xid, head.seq),
+        };
+        (self.xid, self.seq) >= horizon
+    }
+
     /// Drops the snapshot once the cursor is past every transaction it could have seen.
     pub fn settled(mut self) -> Self {
         if let Some(xmax) = self.snapshot.as_deref().and_then(snapshot_xmax) {
@@ -280,6 +290,23 @@ mod tests {
         for bad in ["", "12", "bm9wZQ", &URL_SAFE_NO_PAD.encode("c1.1.2.x:y:z")] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_position_covers_a_head_once_past_its_snapshot() {
+        let head = Cursor {
+            xid: 799,
+            seq: i64::MAX,
+            snapshot: Some("800:805:801".to_owned()),
+        };
+        assert!(
+            !head.covers(&head),
+            "transactions 800 to 804 may still show"
+        );
+        assert!(!Cursor::before_xid(804).covers(&head));
+        assert!(Cursor::before_xid(805).covers(&head));
+        assert!(Cursor::at_seq(9).covers(&Cursor::at_seq(9)));
+        assert!(!Cursor::at_seq(8).covers(&Cursor::at_seq(9)));
     }
 
     #[test]

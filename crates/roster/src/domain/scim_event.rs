@@ -39,13 +39,19 @@ fn attribute(name: &str, ty: Option<ResourceType>) -> String {
 pub fn resource(r: &Resource) -> Value {
     let group = r.ty == ResourceType::Group;
     let mut out = Map::new();
-    out.insert("schemas".into(), json!([if group { GROUP } else { USER }, EXTENSION]));
+    out.insert(
+        "schemas".into(),
+        json!([if group { GROUP } else { USER }, EXTENSION]),
+    );
     out.insert("id".into(), json!(r.id));
     if let Some(e) = &r.external_id {
         out.insert("externalId".into(), json!(e));
     }
     if group {
-        out.insert("displayName".into(), json!(r.displayname.as_ref().or(r.identifier.as_ref())));
+        out.insert(
+            "displayName".into(),
+            json!(r.displayname.as_ref().or(r.identifier.as_ref())),
+        );
     } else {
         out.insert("userName".into(), json!(r.identifier));
         out.insert("displayName".into(), json!(r.displayname));
@@ -132,7 +138,9 @@ fn event(
         ),
         ChangeKind::MembershipRemoved => (
             "patch:full",
-            patch(vec![json!({"op": "remove", "path": format!("members[value eq \"{member}\"]")})]),
+            patch(vec![
+                json!({"op": "remove", "path": format!("members[value eq \"{member}\"]")}),
+            ]),
         ),
         ChangeKind::MembershipUpdated => ("patch:notice", json!({"attributes": ["members"]})),
     }

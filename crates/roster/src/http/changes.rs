@@ -57,14 +57,15 @@ pub struct FeedParams {
 
 impl FeedParams {
     fn read(&self, last_event_id: Option<&str>) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
+        let bad = |e: crate::domain::InvalidInput| ApiError::BadRequest(e.0);
         let after = match self.after.as_deref().or(last_event_id) {
-            Some(text) => Cursor::decode(text)?,
+            Some(text) => Cursor::decode(text).map_err(bad)?,
             None => Cursor::start(),
         };
         let filter = ChangeFilter {
             source_system: self.source_system.clone(),
             group_id: self.group_id,
-            kinds: ChangeFilter::parse_kinds(self.kind.as_deref())?,
+            kinds: ChangeFilter::parse_kinds(self.kind.as_deref()).map_err(bad)?,
         };
         let limit = self.limit.unwrap_or(100);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -244,7 +245,9 @@ fn export_error(e: &StoreError) -> String {
 fn tokio_stream_of<T: Send + 'static>(
     receiver: tokio::sync::mpsc::Receiver<T>,
 ) -> impl Stream<Item = T> {
-    stream::unfold(receiver, |mut r| async move { r.recv().await.map(|item| (item, r)) })
+    stream::unfold(receiver, |mut r| async move {
+        r.recv().await.map(|item| (item, r))
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -281,7 +284,11 @@ async fn history(
 }
 
 /// A change in the asked-for format.
-async fn render(state: &AppState, change: &StoredChange, format: Format) -> Result<Value, ApiError> {
+async fn render(
+    state: &AppState,
+    change: &StoredChange,
+    format: Format,
+) -> Result<Value, ApiError> {
     match format {
         Format::Notice => Ok(serde_json::to_value(ChangeItem::notice(change))
             .map_err(|e| ApiError::Internal(e.to_string()))?),
@@ -301,10 +308,17 @@ async fn render(state: &AppState, change: &StoredChange, format: Format) -> Resu
 async fn full(state: &AppState, change: &StoredChange) -> Result<ChangeItem, ApiError> {
     let mut item = ChangeItem::notice(change);
     item.changes = change.attrs.clone();
-    item.record = match (change.kind, change.resource_id, change.group_id, change.member_id) {
-        (ChangeKind::ResourceCreated | ChangeKind::ResourceRestored, Some(id), _, _) => current(state, id)
-            .await?
-            .map(|r| serde_json::to_value(r).unwrap_or_default()),
+    item.record = match (
+        change.kind,
+        change.resource_id,
+        change.group_id,
+        change.member_id,
+    ) {
+        (ChangeKind::ResourceCreated | ChangeKind::ResourceRestored, Some(id), _, _) => {
+            current(state, id)
+                .await?
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+        }
         (ChangeKind::MembershipAdded, _, Some(group), Some(member)) => {
             match state.store.get_membership(group, member).await {
                 Ok(m) => Some(serde_json::to_value(m).unwrap_or_default()),

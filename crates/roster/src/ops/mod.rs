@@ -206,6 +206,11 @@ impl Engine {
 }
 
 impl Engine {
+    /// This process's name in claims and leases.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     async fn trim_history(&self) {
         let Some(age) = self
             .config
@@ -216,7 +221,10 @@ impl Engine {
         };
         match self.store.trim_history(Utc::now() - age).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "deleted changes older than the history retention"),
+            Ok(n) => tracing::info!(
+                count = n,
+                "deleted changes older than the history retention"
+            ),
             Err(e) => tracing::warn!(error = %e, "history trim failed"),
         }
     }

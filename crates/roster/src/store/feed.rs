@@ -4,8 +4,8 @@
 use super::{StoreError, StoreResult};
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange};
-use crate::domain::resource::Resource;
 use crate::domain::membership::Membership;
+use crate::domain::resource::Resource;
 use crate::domain::ResourceId;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -76,16 +76,15 @@ pub enum FilterBind {
 
 /// The `AND …` conditions of a filter, with placeholders numbered from `first` in the backend's
 /// style (`$n` or `?n`), and what they bind.
-pub fn filter_clause(
-    filter: &ChangeFilter,
-    first: usize,
-    mark: char,
-) -> (String, Vec<FilterBind>) {
+pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String, Vec<FilterBind>) {
     let mut sql = String::new();
     let mut binds = Vec::new();
     if let Some(source) = &filter.source_system {
         binds.push(FilterBind::Text(source.clone()));
-        sql.push_str(&format!(" AND source_system = {mark}{}", first + binds.len() - 1));
+        sql.push_str(&format!(
+            " AND source_system = {mark}{}",
+            first + binds.len() - 1
+        ));
     }
     if let Some(group) = filter.group_id {
         binds.push(FilterBind::Id(group.0));
@@ -113,7 +112,11 @@ pub enum ExportItem {
 /// The statements an export pages with: resources, then active memberships, each by key. `mark`
 /// is the backend's placeholder (`$` or `?`): the first binds the scope, the second the key to
 /// continue after, the third the page size.
-pub fn export_statements(scope: &ExportScope, columns: (&str, &str), mark: char) -> (String, String) {
+pub fn export_statements(
+    scope: &ExportScope,
+    columns: (&str, &str),
+    mark: char,
+) -> (String, String) {
     let (resource_columns, membership_columns) = columns;
     match scope {
         ExportScope::Source(_) => (
@@ -153,6 +156,18 @@ pub fn members_at(mark: char) -> String {
         ChangeKind::MembershipRemoved.code(),
         ChangeKind::MembershipAdded.code(),
     )
+}
+
+/// A relay's stored position: empty is the start of the log.
+pub fn relay_position(text: &str) -> StoreResult<Cursor> {
+    if text.is_empty() {
+        return Ok(Cursor::start());
+    }
+    Cursor::decode(text).map_err(|e| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("a relay's stored position: {e}").into(),
+        ))
+    })
 }
 
 /// What a consumer reading history was told when its cursor fell behind the retained history.

@@ -657,6 +657,22 @@ pub trait ChangeStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Deletes changes recorded before `before`; cursors before them answer Gone from then on.
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Takes or renews relay `name`'s lease for `holder`; its stored position when `holder`
+    /// holds it now, none while another holder's lease runs.
+    async fn claim_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Cursor>>;
+    /// Stores relay `name`'s position (renewing the lease); false when `holder` lost the lease.
+    async fn advance_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        position: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool>;
 }
 
 /// Everything roster stores, behind one seam.

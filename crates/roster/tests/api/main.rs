@@ -1,6 +1,7 @@
 //! Integration tests: every endpoint over HTTP on a real database, each scenario on both backends.
 
 mod accounts;
+mod changes;
 mod cohorts;
 mod common;
 mod crash;

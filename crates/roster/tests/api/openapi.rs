@@ -58,6 +58,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/correlation/rules/{id}"),
     ("post", "/api/v1/correlation/runs"),
     ("get", "/api/v1/correlation/cases"),
+    ("get", "/api/v1/changes"),
+    ("get", "/api/v1/changes/stream"),
+    ("get", "/api/v1/changes/head"),
+    ("get", "/api/v1/export"),
+    ("get", "/api/v1/resources/{id}/history"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

@@ -150,6 +150,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
                 || p.starts_with("/api/v1/groups")
                 || p.starts_with("/api/v1/operations")
                 || p.starts_with("/api/v1/tokens")
+                || p.starts_with("/api/v1/changes")
+                || p == "/api/v1/export"
                 || p == "/api/v1/audit" =>
         {
             None
@@ -198,7 +200,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         .replace(
             "/api/v1/resources/lookup",
             "/api/v1/resources/lookup?source_system=home&identifier=u",
-        );
+        )
+        .replace("/api/v1/export", "/api/v1/export?source_system=home");
     (concrete, body)
 }
 

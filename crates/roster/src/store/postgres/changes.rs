@@ -8,14 +8,15 @@ use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, Stored
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    export_statements, filter_clause, gone, members_at, ChangeRow, ExportItem, FilterBind, CHANGE_COLUMNS,
-    EXPORT_PAGE,
+    export_statements, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
+    FilterBind, CHANGE_COLUMNS, EXPORT_PAGE,
 };
 use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
 use crate::store::{ChangeStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
+use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
@@ -121,7 +122,7 @@ impl ChangeStore for PgStore {
         let sql = format!(
             "SELECT xid::text AS xid, {CHANGE_COLUMNS} FROM change \
              WHERE (resource_id = $1 OR group_id = $1 OR member_id = $1) AND seq > $2 \
-             AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $3"
+             ORDER BY seq LIMIT $3"
         );
         let rows: Vec<ChangeRow> = sqlx::query_as(&sql)
             .bind(id)
@@ -169,7 +170,11 @@ impl ChangeStore for PgStore {
             };
             after = last;
             for row in rows {
-                if sink.send(row.try_into().map(ExportItem::Resource)).await.is_err() {
+                if sink
+                    .send(row.try_into().map(ExportItem::Resource))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -186,7 +191,11 @@ impl ChangeStore for PgStore {
             };
             after = last;
             for row in rows {
-                if sink.send(Ok(ExportItem::Membership(row.into()))).await.is_err() {
+                if sink
+                    .send(Ok(ExportItem::Membership(row.into())))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -200,8 +209,7 @@ impl ChangeStore for PgStore {
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let last: Option<(String, i64)> = sqlx::query_as(
-            "SELECT xid::text, seq FROM change WHERE at < $1 \
-             AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid DESC, seq DESC LIMIT 1",
+            "SELECT xid::text, seq FROM change WHERE at < $1 ORDER BY xid DESC, seq DESC LIMIT 1",
         )
         .bind(before)
         .fetch_optional(&mut *tx)
@@ -226,6 +234,50 @@ impl ChangeStore for PgStore {
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn claim_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Cursor>> {
+        let position: Option<String> = sqlx::query_scalar(
+            "INSERT INTO relay (name, holder, until) \
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE relay.holder = excluded.holder OR relay.until < now() RETURNING position",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(millis(lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        position.as_deref().map(relay_position).transpose()
+    }
+
+    async fn advance_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        position: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE relay SET position = $3, until = now() + $4 * interval '1 millisecond' \
+             WHERE name = $1 AND holder = $2",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(position.encode())
+        .bind(millis(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Binds the scope of an export: a source system's name or a group's id.

@@ -7,14 +7,15 @@ use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, Stored
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    export_statements, filter_clause, gone, members_at, ChangeRow, ExportItem, FilterBind,
-    CHANGE_COLUMNS, EXPORT_PAGE,
+    export_statements, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
+    FilterBind, CHANGE_COLUMNS, EXPORT_PAGE,
 };
 use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
 use crate::store::{ChangeStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
+use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
@@ -135,7 +136,11 @@ impl ChangeStore for SqliteStore {
             };
             after = last;
             for row in rows {
-                if sink.send(row.try_into().map(ExportItem::Resource)).await.is_err() {
+                if sink
+                    .send(row.try_into().map(ExportItem::Resource))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -152,7 +157,11 @@ impl ChangeStore for SqliteStore {
             };
             after = last;
             for row in rows {
-                if sink.send(Ok(ExportItem::Membership(row.into()))).await.is_err() {
+                if sink
+                    .send(Ok(ExportItem::Membership(row.into())))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -165,11 +174,10 @@ impl ChangeStore for SqliteStore {
 
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM change WHERE at < ?1")
-                .bind(before)
-                .fetch_one(&mut *tx)
-                .await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM change WHERE at < ?1")
+            .bind(before)
+            .fetch_one(&mut *tx)
+            .await?;
         let Some(seq) = last else {
             return Ok(0);
         };
@@ -188,6 +196,53 @@ impl ChangeStore for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn claim_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Cursor>> {
+        let now = crate::store::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
+        let mut tx = self.begin().await?;
+        let position: Option<String> = sqlx::query_scalar(
+            "INSERT INTO relay (name, holder, until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE relay.holder = excluded.holder OR relay.until < ?4 RETURNING position",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        position.as_deref().map(relay_position).transpose()
+    }
+
+    async fn advance_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        position: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let until = crate::store::now()
+            + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE relay SET position = ?3, until = ?4 WHERE name = ?1 AND holder = ?2",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(position.encode())
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
