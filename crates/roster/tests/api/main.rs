@@ -11,5 +11,6 @@ mod groups;
 mod openapi;
 mod operations;
 mod process;
+mod relay;
 mod resources;
 mod security;

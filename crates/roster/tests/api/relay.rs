@@ -1,0 +1,270 @@
+//! The NATS JetStream relay against a real `nats-server -js` (scripts/with-nats starts one): every
+//! change is in the stream once and in order, re-running from an older position adds nothing, and
+//! a relay process killed mid-stream with SIGKILL loses nothing once restarted.
+
+use crate::common::{fresh_postgres_database, Backend, TestApp};
+use crate::on_both_backends;
+use crate::process;
+use async_nats::jetstream::{self, consumer::pull};
+use futures_util::StreamExt;
+use roster::domain::feed::Cursor;
+use roster::relay::{Relay, RelayConfig};
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+on_both_backends!(every_change_reaches_jetstream_once_and_in_order);
+
+/// The NATS server the tests use; the README's test command sets it.
+fn nats_url() -> String {
+    std::env::var("ROSTER_TEST_NATS_URL").unwrap_or_else(|_| {
+        panic!(
+            "ROSTER_TEST_NATS_URL is not set: run the tests with ./scripts/test, which starts \
+             nats-server -js, or point it at a NATS server with JetStream"
+        )
+    })
+}
+
+/// A stream and subject prefix of this test's own.
+fn config() -> RelayConfig {
+    let name = format!("t{}", Uuid::now_v7().simple());
+    RelayConfig {
+        url: nats_url(),
+        stream: name.to_uppercase(),
+        subject_prefix: name,
+        max_age: Some(Duration::from_secs(3600)),
+        lease: Duration::from_secs(2),
+    }
+}
+
+async fn context() -> jetstream::Context {
+    let client = async_nats::connect(nats_url())
+        .await
+        .expect("connect to NATS");
+    jetstream::new(client)
+}
+
+/// How many messages the stream holds (zero while it does not exist yet).
+async fn count(js: &jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits (watching the stream, up to a minute) until it holds `n` messages.
+async fn until_count(js: &jetstream::Context, stream: &str, n: u64) {
+    for _ in 0..600 {
+        if count(js, stream).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "stream {stream} never held {n} messages: {}",
+        count(js, stream).await
+    );
+}
+
+/// Every message of the stream, in order: its `Nats-Msg-Id` and subject.
+async fn messages(js: &jetstream::Context, stream: &str) -> Vec<(String, String)> {
+    let stream = js.get_stream(stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(format!("reader{}", Uuid::now_v7().simple())),
+            ..Default::default()
+        })
+        .await
+        .expect("durable pull consumer");
+    let mut out = Vec::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .expect("fetch");
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            let message = message.expect("message");
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            out.push((id, message.subject.to_string()));
+            message.ack().await.expect("ack");
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// The cursor of every change in the database, in feed order (as the relay publishes them).
+async fn feed_ids(app: &TestApp) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let reply = app.get(&format!("/api/v1/changes?limit=1000{after}")).await;
+        let items = reply.json["items"].as_array().expect("items").clone();
+        if items.is_empty() {
+            return out;
+        }
+        for item in items {
+            let cursor = item["cursor"].as_str().expect("cursor").to_owned();
+            out.push((cursor, item["kind"].as_str().unwrap_or_default().to_owned()));
+        }
+        after = format!("&after={}", reply.json["next"].as_str().expect("next"));
+    }
+}
+
+async fn every_change_reaches_jetstream_once_and_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let config = config();
+    let relay = Relay::new(app.store.clone(), config.clone(), "relay-a".to_owned()).start();
+    let group = app.group("corp.example", "staff").await;
+    for i in 0..20 {
+        let user = app.user("corp.example", &format!("u{i}")).await;
+        app.put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+            .await;
+    }
+    let expected = feed_ids(&app).await;
+    assert_eq!(expected.len(), 41);
+    let js = context().await;
+    until_count(&js, &config.stream, 41).await;
+    let got = messages(&js, &config.stream).await;
+    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(ids, want, "every change once, in feed order");
+    assert_eq!(
+        got[1].1,
+        format!("{}.resource.created.corp_example", config.subject_prefix)
+    );
+    assert_eq!(
+        got[2].1,
+        format!("{}.membership.added.corp_example", config.subject_prefix)
+    );
+
+    // Run the relay again from the start of the log: JetStream drops every repeat, so the stream
+    // still holds each change once.
+    relay.abort();
+    let position = app
+        .text("SELECT position FROM relay WHERE name = 'nats'", &[])
+        .await;
+    assert!(Cursor::decode(&position.expect("a stored position")).is_ok());
+    reset_relay(&app).await;
+    let again = Relay::new(app.store.clone(), config.clone(), "relay-b".to_owned()).start();
+    let later = app.user("corp.example", "late").await;
+    until_count(&js, &config.stream, 42).await;
+    let got = messages(&js, &config.stream).await;
+    assert_eq!(
+        got.len(),
+        42,
+        "the re-run from the start published no duplicate"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/resources/{later}")).await.json["id"],
+        json!(later)
+    );
+    again.abort();
+    js.delete_stream(&config.stream)
+        .await
+        .expect("delete the test's stream");
+}
+
+/// Moves the relay back to the start of the log and frees its lease.
+async fn reset_relay(app: &TestApp) {
+    let sql = "UPDATE relay SET position = '', holder = 'nobody', until = '2000-01-01T00:00:00Z' \
+               WHERE name = 'nats'";
+    match &app.db {
+        crate::common::Db::Sqlite(pool) => {
+            sqlx::query(sql).execute(pool).await.expect("reset");
+        }
+        crate::common::Db::Postgres(pool) => {
+            sqlx::query(sql).execute(pool).await.expect("reset");
+        }
+    }
+}
+
+#[tokio::test]
+async fn postgres_a_relay_killed_mid_stream_loses_nothing() {
+    let (_admin, _name, url) = fresh_postgres_database().await;
+    let config = config();
+    let dir = tempfile::tempdir().expect("dir");
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--nats-url",
+        config.url.as_str(),
+        "--nats-stream",
+        config.stream.as_str(),
+        "--nats-subject-prefix",
+        config.subject_prefix.as_str(),
+        "--lease-seconds",
+        "2",
+    ];
+    let (first, addr) = process::start(dir.path(), &args).await;
+    let (status, group) = process::request(
+        &addr,
+        "POST",
+        "/api/v1/resources",
+        r#"{"type": "group", "source_system": "hr", "identifier": "all"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    let group = group["id"].as_str().expect("id").to_owned();
+    let (status, op) = process::request(
+        &addr,
+        "POST",
+        "/api/v1/operations",
+        &json!({"type": "full-update", "group_id": group, "create_missing": true}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{op}");
+    let op = op["id"].as_i64().expect("op");
+    let lines: String = (0..30_000)
+        .map(|i| format!("{{\"source_system\": \"hr\", \"identifier\": \"u{i}\"}}\n"))
+        .collect();
+    let path = format!("/api/v1/operations/{op}/chunks/0");
+    let (status, chunk) = process::request(&addr, "PUT", &path, &lines).await;
+    assert_eq!(status, 200, "{chunk}");
+    let (status, mut done) = process::request(
+        &addr,
+        "POST",
+        &format!("/api/v1/operations/{op}/complete?wait=20"),
+        "",
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{done}");
+    while done["status"] == "running" {
+        let path = format!("/api/v1/operations/{op}?wait=20");
+        done = process::request(&addr, "GET", &path, "").await.1;
+    }
+    assert_eq!(done["status"], "complete", "{done}");
+
+    // 60,001 changes: kill the relaying process once some, not all, are in the stream.
+    let js = context().await;
+    let total = 60_001;
+    until_count(&js, &config.stream, 1).await;
+    let published = count(&js, &config.stream).await;
+    assert!(
+        published < total,
+        "the relay finished before it could be killed"
+    );
+    let mut first = first;
+    first.kill().await.expect("SIGKILL");
+
+    let (second, _) = process::start(dir.path(), &args).await;
+    until_count(&js, &config.stream, total).await;
+    let got = messages(&js, &config.stream).await;
+    let unique: std::collections::HashSet<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(got.len() as u64, total, "nothing lost, nothing twice");
+    assert_eq!(unique.len() as u64, total);
+    process::terminate(second).await;
+    js.delete_stream(&config.stream)
+        .await
+        .expect("delete the test's stream");
+}
