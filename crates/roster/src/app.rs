@@ -128,6 +128,13 @@ pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
     if let Some(config) = &settings.relay {
         crate::relay::Relay::new(store.clone(), config.clone(), engine.node().to_owned()).start();
     }
+    crate::webhooks::Deliverer::new(
+        store.clone(),
+        settings.webhooks.clone(),
+        engine.node().to_owned(),
+    )
+    .map_err(|e| ServeError::Bootstrap(format!("the webhook client: {e}")))?
+    .start();
     let app = router(Services {
         store,
         engine,

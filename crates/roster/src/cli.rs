@@ -237,6 +237,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_NATS_MAX_AGE_DAYS", default_value_t = 7)]
     pub nats_max_age_days: u32,
 
+    /// A webhook subscription pauses after this many failed deliveries in a row.
+    #[arg(long, env = "ROSTER_WEBHOOK_PAUSE_AFTER", default_value_t = 10)]
+    pub webhook_pause_after: i32,
+
     /// Operation workers in this process.
     #[arg(long, env = "ROSTER_WORKERS", default_value_t = 2)]
     pub workers: usize,

@@ -8,6 +8,7 @@ use crate::http::operations::OperationDefaults;
 use crate::ops::EngineConfig;
 use crate::relay::RelayConfig;
 use crate::store::Location;
+use crate::webhooks::WebhookConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub operations: OperationDefaults,
     /// Fan-out of the change log to NATS JetStream, when configured.
     pub relay: Option<RelayConfig>,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -96,6 +99,10 @@ impl Settings {
                     .then(|| Duration::from_secs(u64::from(args.nats_max_age_days) * 86_400)),
                 lease: Duration::from_secs(args.lease_seconds),
             }),
+            webhooks: WebhookConfig {
+                pause_after: args.webhook_pause_after,
+                ..WebhookConfig::default()
+            },
         })
     }
 
@@ -109,6 +116,7 @@ impl Settings {
             engine: EngineConfig::default(),
             operations: OperationDefaults::default(),
             relay: None,
+            webhooks: WebhookConfig::default(),
         })
     }
 }

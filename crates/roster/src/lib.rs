@@ -12,4 +12,6 @@ pub mod http;
 pub mod import;
 pub mod ops;
 pub mod relay;
+pub mod render;
 pub mod store;
+pub mod webhooks;

@@ -74,4 +74,8 @@ pub mod target {
     pub fn operation(id: OperationId) -> String {
         format!("operation/{id}")
     }
+
+    pub fn subscription(id: Uuid) -> String {
+        format!("subscription/{id}")
+    }
 }

@@ -189,7 +189,7 @@ pub struct ChangeBatch {
 }
 
 /// How much of each change a consumer gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Ids, kind and the names of the changed attributes.
@@ -200,6 +200,22 @@ pub enum Format {
     Full,
     /// Each change as the claim set of a SCIM security event (RFC 9967).
     Scim,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Notice => "notice",
+            Self::Full => "full",
+            Self::Scim => "scim",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Notice, Self::Full, Self::Scim]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
 }
 
 /// What an export covers.

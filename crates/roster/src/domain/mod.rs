@@ -14,6 +14,7 @@ pub mod page;
 pub mod resource;
 pub mod resource_sync;
 pub mod scim_event;
+pub mod subscription;
 pub mod token;
 
 pub use ids::{OperationId, ResourceId};

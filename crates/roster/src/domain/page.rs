@@ -21,6 +21,7 @@ pub enum ListKind {
     Preview,
     Rejections,
     History,
+    Subscriptions,
 }
 
 impl ListKind {
@@ -35,6 +36,7 @@ impl ListKind {
             Self::Preview => "p",
             Self::Rejections => "j",
             Self::History => "h",
+            Self::Subscriptions => "s",
         }
     }
 }

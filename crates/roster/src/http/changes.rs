@@ -4,11 +4,11 @@
 
 use super::{Path, Query};
 use crate::app::AppState;
-use crate::domain::change::ChangeKind;
-use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format, StoredChange};
+use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
 use crate::domain::page::{ListKind, Page, MAX_LIMIT};
-use crate::domain::{scim_event, ResourceId};
+use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::render::{full, render};
 use crate::store::{ExportItem, StoreError};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -107,7 +107,7 @@ async fn list_changes(
     }
     let mut items = Vec::with_capacity(batch.items.len());
     for change in &batch.items {
-        items.push(render(&state, change, p.format.unwrap_or_default()).await?);
+        items.push(render(state.store.as_ref(), change, p.format.unwrap_or_default()).await?);
     }
     Ok(axum::Json(ChangePage {
         items,
@@ -149,7 +149,7 @@ async fn stream_changes(
             };
             let mut events = Vec::with_capacity(batch.items.len());
             for change in &batch.items {
-                let body = render(&state, change, format)
+                let body = render(state.store.as_ref(), change, format)
                     .await
                     .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
                 events.push(
@@ -274,71 +274,11 @@ async fn history(
     let rows = state.store.history(id, page.after, page.limit + 1).await?;
     let mut items = Vec::with_capacity(rows.len());
     for change in &rows {
-        items.push((change.seq, full(&state, change).await?));
+        items.push((change.seq, full(state.store.as_ref(), change).await?));
     }
     let page = Page::from_rows(items, page.limit, ListKind::History, |(seq, _)| *seq);
     Ok(axum::Json(Page {
         items: page.items.into_iter().map(|(_, item)| item).collect(),
         next: page.next,
     }))
-}
-
-/// A change in the asked-for format.
-async fn render(
-    state: &AppState,
-    change: &StoredChange,
-    format: Format,
-) -> Result<Value, ApiError> {
-    match format {
-        Format::Notice => Ok(serde_json::to_value(ChangeItem::notice(change))
-            .map_err(|e| ApiError::Internal(e.to_string()))?),
-        Format::Full => serde_json::to_value(full(state, change).await?)
-            .map_err(|e| ApiError::Internal(e.to_string())),
-        Format::Scim => {
-            let subject = match change.resource_id {
-                Some(id) => current(state, id).await?,
-                None => None,
-            };
-            Ok(scim_event::claims(change, subject.as_ref()))
-        }
-    }
-}
-
-/// The `full` form: the changed values, and the record as it stands for creates and additions.
-async fn full(state: &AppState, change: &StoredChange) -> Result<ChangeItem, ApiError> {
-    let mut item = ChangeItem::notice(change);
-    item.changes = change.attrs.clone();
-    item.record = match (
-        change.kind,
-        change.resource_id,
-        change.group_id,
-        change.member_id,
-    ) {
-        (ChangeKind::ResourceCreated | ChangeKind::ResourceRestored, Some(id), _, _) => {
-            current(state, id)
-                .await?
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
-        }
-        (ChangeKind::MembershipAdded, _, Some(group), Some(member)) => {
-            match state.store.get_membership(group, member).await {
-                Ok(m) => Some(serde_json::to_value(m).unwrap_or_default()),
-                Err(StoreError::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        _ => None,
-    };
-    Ok(item)
-}
-
-/// A resource as it stands, if it still exists (purged ones do not).
-async fn current(
-    state: &AppState,
-    id: ResourceId,
-) -> Result<Option<crate::domain::resource::Resource>, ApiError> {
-    match state.store.get_resource(id).await {
-        Ok(r) => Ok(Some(r)),
-        Err(StoreError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }

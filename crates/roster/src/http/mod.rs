@@ -10,6 +10,7 @@ mod groups;
 mod health;
 pub mod operations;
 mod resources;
+mod subscriptions;
 mod tokens;
 
 use crate::app::{AppState, Limits};
@@ -84,6 +85,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(changes::routes())
+        .merge(subscriptions::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,

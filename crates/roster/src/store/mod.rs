@@ -11,6 +11,7 @@ mod resource_sync;
 mod rows;
 mod sql;
 mod sqlite;
+mod subscriptions;
 
 use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
@@ -675,6 +676,64 @@ pub trait ChangeStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Webhook subscriptions and their deliveries.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// Registers a subscription starting after `cursor`, signing with `secret`.
+    async fn create_subscription(
+        &self,
+        actor: &Actor,
+        spec: &crate::domain::subscription::SubscriptionSpec,
+        cursor: &Cursor,
+        secret: &str,
+    ) -> StoreResult<crate::domain::subscription::Subscription>;
+    async fn list_subscriptions(
+        &self,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<crate::domain::subscription::Subscription>>;
+    async fn get_subscription(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<crate::domain::subscription::Subscription>;
+    async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
+    /// Makes a paused subscription active again, due at once.
+    async fn resume_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
+    /// Leases the most overdue active subscription for `holder`; with its secret.
+    async fn claim_delivery(
+        &self,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<(crate::domain::subscription::Subscription, String)>>;
+    /// Moves a claimed subscription's cursor past one delivered change, renewing the lease;
+    /// false when the lease was lost.
+    async fn record_delivery(
+        &self,
+        id: Uuid,
+        holder: &str,
+        cursor: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool>;
+    /// Ends a round: stores the cursor (past what the filters skipped) and releases the lease,
+    /// due again at `next_attempt_at`.
+    async fn release_delivery(
+        &self,
+        id: Uuid,
+        holder: &str,
+        cursor: &Cursor,
+        next_attempt_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records a failed attempt and releases the lease; the subscription pauses at
+    /// `pause_after` failures in a row.
+    async fn record_failure(
+        &self,
+        id: Uuid,
+        holder: &str,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        pause_after: i32,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything roster stores, behind one seam.
 #[async_trait]
 pub trait Store:
@@ -686,6 +745,7 @@ pub trait Store:
     + EngineStore
     + CohortStore
     + ChangeStore
+    + SubscriptionStore
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

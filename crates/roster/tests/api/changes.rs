@@ -51,7 +51,7 @@ async fn drain(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, 
 /// Reads the feed until it has passed every change committed before this call: PostgreSQL's
 /// fence is cluster-wide, so other databases' open transactions can hold a read back for a while
 /// (the long poll waits for them rather than the test sleeping).
-async fn drain_all(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
+pub async fn drain_all(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
     let target = Cursor::decode(&head(app).await).expect("head cursor");
     let (mut all, mut next) = drain(app, after, query).await;
     while !Cursor::decode(&next).expect("cursor").covers(&target) {

@@ -10,6 +10,7 @@ use roster::domain::token::{Actor, NewToken, Scope, Secret};
 use roster::http::operations::OperationDefaults;
 use roster::ops::{Engine, EngineConfig};
 use roster::store::{self, Location, Store};
+use roster::webhooks::{Deliverer, WebhookConfig};
 use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use std::sync::Arc;
@@ -161,6 +162,16 @@ impl TestApp {
             },
         );
         engine.start();
+        let hooks = WebhookConfig {
+            poll: Duration::from_millis(20),
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            pause_after: 4,
+            ..WebhookConfig::default()
+        };
+        Deliverer::new(store.clone(), hooks, "test-deliverer".to_owned())
+            .expect("webhook client")
+            .start();
         let services = Services {
             store: store.clone(),
             engine,

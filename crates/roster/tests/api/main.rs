@@ -14,3 +14,4 @@ mod process;
 mod relay;
 mod resources;
 mod security;
+mod webhooks;

@@ -63,6 +63,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/changes/head"),
     ("get", "/api/v1/export"),
     ("get", "/api/v1/resources/{id}/history"),
+    ("post", "/api/v1/subscriptions"),
+    ("get", "/api/v1/subscriptions"),
+    ("get", "/api/v1/subscriptions/{id}"),
+    ("delete", "/api/v1/subscriptions/{id}"),
+    ("post", "/api/v1/subscriptions/{id}/resume"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

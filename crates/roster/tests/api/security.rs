@@ -44,6 +44,9 @@ struct World {
     /// A correlation rule to change and run, and one to delete.
     rule: String,
     spare_rule: String,
+    /// A webhook subscription to read and resume, and one to delete.
+    subscription: String,
+    spare_subscription: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -99,7 +102,19 @@ async fn world(app: &TestApp) -> World {
     let spare_rule = app.post("/api/v1/correlation/rules", rule("spare")).await;
     let spare_rule = spare_rule.json["id"].as_str().unwrap().to_owned();
     let kept_rule = app.post("/api/v1/correlation/rules", rule("kept")).await;
+    let hook = || async {
+        let made = app
+            .post(
+                "/api/v1/subscriptions",
+                json!({"url": "http://127.0.0.1:9/hook"}),
+            )
+            .await;
+        made.json["id"].as_str().unwrap().to_owned()
+    };
+    let (subscription, spare_subscription) = (hook().await, hook().await);
     World {
+        subscription,
+        spare_subscription,
         rule: kept_rule.json["id"].as_str().unwrap().to_owned(),
         spare_rule,
         prime,
@@ -144,6 +159,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
             "name": format!("rule-{method}"), "source_system": "bar",
             "target_source_system": "home", "normalize": "lowercase"})),
         ("post", "/api/v1/correlation/runs") => Some(json!({"rule_id": w.rule})),
+        ("post", "/api/v1/subscriptions") => Some(json!({"url": "https://hooks.example/roster"})),
+        (_, p) if p.starts_with("/api/v1/subscriptions") => None,
         (_, p) if p.starts_with("/api/v1/correlation") => None,
         (_, p)
             if p.starts_with("/api/v1/resources")
@@ -164,6 +181,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("put", "/api/v1/resources/{id}/parent") => &w.child_prime,
         (_, p) if p.starts_with("/api/v1/unified-groups") => &w.unified,
         ("delete", "/api/v1/correlation/rules/{id}") => &w.spare_rule,
+        ("delete", "/api/v1/subscriptions/{id}") => &w.spare_subscription,
+        (_, p) if p.starts_with("/api/v1/subscriptions") => &w.subscription,
         (_, p) if p.starts_with("/api/v1/correlation") => &w.rule,
         (_, p) if p.starts_with("/api/v1/groups") => &w.group,
         (_, p) if p.starts_with("/api/v1/tokens") => &w.token_id,

@@ -155,6 +155,7 @@ impl PgStore {
 }
 
 crate::store::impl_cohort_store!(PgStore);
+crate::store::subscriptions::impl_subscription_store!(PgStore);
 
 impl PgStore {
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {

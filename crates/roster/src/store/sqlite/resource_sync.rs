@@ -111,6 +111,7 @@ impl SqliteStore {
 }
 
 crate::store::impl_cohort_store!(SqliteStore);
+crate::store::subscriptions::impl_subscription_store!(SqliteStore);
 
 impl SqliteStore {
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {

@@ -1,0 +1,157 @@
+//! Webhook subscriptions: an endpoint that receives the change feed, each with its own durable
+//! cursor, filters and format, delivered in order and at least once.
+
+use super::change::ChangeKind;
+use super::feed::{ChangeFilter, Format};
+use super::{InvalidInput, ResourceId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Body of `POST /api/v1/subscriptions`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    /// Where each change is POSTed: an `http://` or `https://` URL.
+    pub url: String,
+    /// `notice` (default), `full` or `scim` (RFC 8935 push of signed security event tokens).
+    #[serde(default)]
+    pub format: Format,
+    /// Only changes of this source system.
+    #[serde(default)]
+    pub source_system: Option<String>,
+    /// Only changes of this group's memberships and of the group itself.
+    #[serde(default)]
+    pub group_id: Option<ResourceId>,
+    /// Only these kinds, e.g. `["membership.removed"]`.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Where deliveries start: `now` (default), `start` (the oldest change kept), or a feed
+    /// cursor (an export's, to follow a snapshot).
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Now,
+    Beginning,
+    At(super::feed::Cursor),
+}
+
+/// A checked subscription request.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    pub url: url::Url,
+    pub format: Format,
+    pub filter: ChangeFilter,
+    pub start: Start,
+}
+
+impl NewSubscription {
+    pub fn validate(&self) -> Result<SubscriptionSpec, InvalidInput> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| InvalidInput::new(format!("url {:?} is not a URL: {e}", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(InvalidInput::new(format!(
+                "url {:?} must be an http:// or https:// URL with a host",
+                self.url
+            )));
+        }
+        let joined = self.kinds.join(",");
+        let kinds = ChangeFilter::parse_kinds(Some(joined.as_str()).filter(|k| !k.is_empty()))?;
+        let start = match self.from.as_deref() {
+            None | Some("now") => Start::Now,
+            Some("start") => Start::Beginning,
+            Some(cursor) => Start::At(super::feed::Cursor::decode(cursor)?),
+        };
+        Ok(SubscriptionSpec {
+            url,
+            format: self.format,
+            filter: ChangeFilter {
+                source_system: self.source_system.clone(),
+                group_id: self.group_id,
+                kinds,
+            },
+            start,
+        })
+    }
+}
+
+/// Whether deliveries run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionStatus {
+    Active,
+    /// Stopped after too many failed attempts in a row; `POST …/resume` starts it again.
+    Paused,
+}
+
+impl SubscriptionStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Active, Self::Paused]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+/// A subscription and the state of its deliveries.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub url: String,
+    pub format: Format,
+    pub source_system: Option<String>,
+    pub group_id: Option<ResourceId>,
+    pub kinds: Vec<String>,
+    pub status: SubscriptionStatus,
+    /// The feed cursor after the last change delivered (or skipped by the filters).
+    pub cursor: String,
+    /// Changes delivered so far.
+    pub delivered: i64,
+    /// Failed attempts in a row (0 after a success).
+    pub failures: i32,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due.
+    pub next_attempt_at: DateTime<Utc>,
+    pub created: DateTime<Utc>,
+    /// Matching changes waiting for delivery, counted up to 1000 (on single reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u32>,
+}
+
+impl Subscription {
+    /// The changes this subscription wants.
+    pub fn filter(&self) -> ChangeFilter {
+        ChangeFilter {
+            source_system: self.source_system.clone(),
+            group_id: self.group_id,
+            kinds: self
+                .kinds
+                .iter()
+                .filter_map(|k| ChangeKind::from_name(k))
+                .collect(),
+        }
+    }
+}
+
+/// The answer to `POST /api/v1/subscriptions`: the subscription and its signing secret, shown
+/// only this once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedSubscription {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// Verifies deliveries: `Roster-Signature` is an HMAC-SHA256 with it, and `scim` deliveries
+    /// are HS256 JWTs signed with it.
+    pub secret: String,
+}

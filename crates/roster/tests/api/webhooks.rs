@@ -1,0 +1,309 @@
+//! Webhook subscriptions against loopback receivers: a receiver that fails the first attempts
+//! gets every event in order once it recovers, signatures verify, a receiver that keeps failing
+//! pauses its subscription with the reason visible and resume restarts it, and `scim` deliveries
+//! are RFC 8935 signed security events.
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+on_both_backends!(
+    a_receiver_that_fails_at_first_gets_every_event_in_order,
+    a_failing_receiver_pauses_its_subscription_until_resumed,
+    scim_deliveries_are_signed_security_events,
+    subscriptions_refuse_bad_input,
+);
+
+/// A loopback receiver: answers 503 to its first `fail_first` requests (or to all while
+/// `failing`), then `accept`; keeps what it accepted.
+struct Receiver {
+    url: String,
+    fail_first: AtomicUsize,
+    failing: AtomicBool,
+    accept: StatusCode,
+    received: Mutex<Vec<(HeaderMap, String)>>,
+    attempts: watch::Sender<usize>,
+    accepted: watch::Sender<usize>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize, accept: StatusCode) -> Arc<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let receiver = Arc::new(Self {
+            url,
+            fail_first: AtomicUsize::new(fail_first),
+            failing: AtomicBool::new(false),
+            accept,
+            received: Mutex::new(Vec::new()),
+            attempts: watch::channel(0).0,
+            accepted: watch::channel(0).0,
+        });
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    /// Waits (up to 30 s) until `watch` reaches `n`.
+    async fn until(watch: &watch::Sender<usize>, n: usize) {
+        let mut rx = watch.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|c| *c >= n)).await;
+        assert!(reached.is_ok(), "only {} of {n}", *watch.borrow());
+    }
+
+    fn bodies(&self) -> Vec<(HeaderMap, String)> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> StatusCode {
+    r.attempts.send_modify(|n| *n += 1);
+    let first = r
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if first || r.failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r.received.lock().expect("lock").push((headers, body));
+    r.accepted.send_modify(|n| *n += 1);
+    r.accept
+}
+
+async fn subscribe(app: &TestApp, body: Value) -> (String, String, String) {
+    let reply = app.post("/api/v1/subscriptions", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.json["id"].as_str().expect("id").to_owned();
+    let secret = reply.json["secret"].as_str().expect("secret").to_owned();
+    let cursor = reply.json["cursor"].as_str().expect("cursor").to_owned();
+    (id, secret, cursor)
+}
+
+/// A group, four accounts added to it and one removed: ten changes.
+async fn ten_changes(app: &TestApp) {
+    let group = app.group("hr", "staff").await;
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let user = app.user("hr", &format!("u{i}")).await;
+        app.put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+            .await;
+        users.push(user);
+    }
+    app.delete(&format!("/api/v1/groups/{group}/members/{}", users[0]))
+        .await;
+}
+
+/// The feed's changes after `cursor`, as a webhook of `format` gets them.
+async fn feed(app: &TestApp, cursor: &str, format: &str) -> Vec<Value> {
+    let reply = app
+        .get(&format!(
+            "/api/v1/changes?after={cursor}&limit=1000&format={format}"
+        ))
+        .await;
+    reply.json["items"].as_array().expect("items").clone()
+}
+
+/// Polls a subscription (up to 30 s) until `done` holds.
+async fn until_subscription(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let reply = app.get(&format!("/api/v1/subscriptions/{id}")).await;
+        if done(&reply.json) {
+            return reply.json;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("subscription {id} never reached the state asked for");
+}
+
+async fn a_receiver_that_fails_at_first_gets_every_event_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(3, StatusCode::OK).await;
+    let (id, secret, cursor) =
+        subscribe(&app, json!({"url": receiver.url, "format": "full"})).await;
+    ten_changes(&app).await;
+    Receiver::until(&receiver.accepted, 10).await;
+    let expected = feed(&app, &cursor, "full").await;
+    assert_eq!(expected.len(), 10);
+    let got = receiver.bodies();
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).expect("JSON body"))
+        .collect();
+    assert_eq!(
+        bodies, expected,
+        "every change once, in order, in full form"
+    );
+    for (headers, body) in &got {
+        let header = headers["roster-signature"].to_str().expect("signature");
+        let at: i64 = header
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("a timestamp");
+        assert_eq!(header, roster::webhooks::signature(&secret, at, body));
+        assert_ne!(
+            header,
+            roster::webhooks::signature("another secret", at, body)
+        );
+    }
+    assert_eq!(
+        *receiver.attempts.borrow(),
+        13,
+        "three refusals, then ten deliveries"
+    );
+    let state = until_subscription(&app, &id, |s| s["pending"] == 0).await;
+    assert_eq!(state["delivered"], 10, "{state}");
+    assert_eq!(state["failures"], 0);
+    assert_eq!(state["status"], "active");
+    assert_eq!(state["last_error"], Value::Null);
+}
+
+async fn a_failing_receiver_pauses_its_subscription_until_resumed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(0, StatusCode::NO_CONTENT).await;
+    receiver.failing.store(true, Ordering::SeqCst);
+    let (id, _, cursor) = subscribe(&app, json!({"url": receiver.url})).await;
+    ten_changes(&app).await;
+    // (`pending` counts what the feed can serve: PostgreSQL's fence may lag a moment.)
+    let paused =
+        until_subscription(&app, &id, |s| s["status"] == "paused" && s["pending"] == 10).await;
+    assert_eq!(paused["failures"], 4, "{paused}");
+    assert_eq!(paused["delivered"], 0);
+    let error = paused["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("503"), "{error}");
+    assert_eq!(*receiver.attempts.borrow(), 4, "no attempt after the pause");
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    let resumed = app
+        .post(&format!("/api/v1/subscriptions/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text);
+    assert_eq!(resumed.json["status"], "active");
+    Receiver::until(&receiver.accepted, 10).await;
+    let got: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .map(|(_, b)| serde_json::from_str::<Value>(b).expect("body")["cursor"].to_string())
+        .collect();
+    let want: Vec<String> = feed(&app, &cursor, "notice")
+        .await
+        .iter()
+        .map(|i| i["cursor"].to_string())
+        .collect();
+    assert_eq!(got, want);
+    let audit = app
+        .get(&format!("/api/v1/audit?target=subscription/{id}"))
+        .await;
+    let actions: Vec<&str> = audit.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, vec!["subscription.resume", "subscription.create"]);
+}
+
+async fn scim_deliveries_are_signed_security_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(0, StatusCode::ACCEPTED).await;
+    let (_, secret, _) = subscribe(&app, json!({"url": receiver.url, "format": "scim"})).await;
+    let group = app.group("hr", "staff").await;
+    let user = app.user("hr", "u").await;
+    app.put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+        .await;
+    Receiver::until(&receiver.accepted, 3).await;
+    let got = receiver.bodies();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.set_audience(&[receiver.url.as_str()]);
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    let claims: Vec<Value> = got
+        .iter()
+        .map(|(headers, body)| {
+            assert_eq!(headers["content-type"], "application/secevent+jwt");
+            jsonwebtoken::decode::<Value>(body, &key, &validation)
+                .expect("a JWT signed with the secret")
+                .claims
+        })
+        .collect();
+    let event = |i: usize, uri: &str| {
+        claims[i]["events"][format!("urn:ietf:params:scim:event:prov:{uri}")].clone()
+    };
+    assert_eq!(event(0, "create:full")["data"]["id"], json!(group));
+    assert_eq!(event(1, "create:full")["data"]["userName"], "u");
+    assert_eq!(claims[1]["sub_id"]["uri"], format!("/Users/{user}"));
+    let patch = event(2, "patch:full");
+    assert_eq!(
+        patch["data"]["Operations"][0]["value"][0]["value"],
+        json!(user)
+    );
+    let forged = jsonwebtoken::DecodingKey::from_secret(b"not the secret");
+    assert!(jsonwebtoken::decode::<Value>(&got[0].1, &forged, &validation).is_err());
+}
+
+async fn subscriptions_refuse_bad_input(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.fingerprint().await;
+    for (body, needle) in [
+        (json!({"url": "ftp://example.com/x"}), "http:// or https://"),
+        (json!({"url": "not a url"}), "not a URL"),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "kinds": ["membership.exploded"]}),
+            "not a change kind",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "from": "garbage"}),
+            "not a change-feed cursor",
+        ),
+    ] {
+        let reply = app.post("/api/v1/subscriptions", body).await;
+        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, needle);
+    }
+    let unknown = app
+        .post(
+            "/api/v1/subscriptions",
+            json!({"url": "http://x", "colour": 1}),
+        )
+        .await;
+    unknown.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "colour");
+    assert_eq!(app.fingerprint().await, before);
+    let missing = uuid::Uuid::now_v7();
+    let reply = app.get(&format!("/api/v1/subscriptions/{missing}")).await;
+    reply.assert_problem(StatusCode::NOT_FOUND, "no subscription");
+    let reply = app
+        .post(
+            &format!("/api/v1/subscriptions/{missing}/resume"),
+            json!({}),
+        )
+        .await;
+    reply.assert_problem(StatusCode::NOT_FOUND, "no subscription");
+    let (id, _, _) = subscribe(&app, json!({"url": "http://127.0.0.1:9/h"})).await;
+    let listed = app.get("/api/v1/subscriptions").await;
+    assert_eq!(listed.json["items"][0]["id"], json!(id));
+    assert!(
+        listed.json["items"][0].get("secret").is_none(),
+        "the secret is shown once only"
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/subscriptions/{id}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM subscription", &[]).await,
+        0
+    );
+}
