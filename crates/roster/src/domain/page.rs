@@ -80,6 +80,10 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next: Option<String>,
+    /// Lists of resources and memberships, first page: the change-feed cursor taken before the
+    /// list was read. Following the feed from it after paging converges to the server's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 impl<T> Page<T> {
@@ -97,7 +101,17 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Self { items: rows, next }
+        Self {
+            items: rows,
+            next,
+            as_of: None,
+        }
+    }
+
+    /// The same page with the feed cursor it was read after.
+    pub fn as_of(mut self, cursor: Option<String>) -> Self {
+        self.as_of = cursor;
+        self
     }
 }
 

@@ -55,9 +55,10 @@ async fn list_members(
     let as_of = p.as_of()?;
     let (filter, page) = p.split(ListKind::Members)?;
     let Some(at) = as_of else {
+        let cursor = super::changes::as_of(&state, &page).await?;
         let rows = state.store.list_members(id, &filter, &page).await?;
         let page = Page::from_rows(rows, page.limit, ListKind::Members, |m| m.member_id.0);
-        return Ok(axum::Json(MemberList::Now(page)));
+        return Ok(axum::Json(MemberList::Now(page.as_of(cursor))));
     };
     state.store.get_resource(id).await?;
     let rows = state.store.members_at(id, at, &page).await?;

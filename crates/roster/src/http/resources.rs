@@ -117,13 +117,11 @@ async fn list_resources(
         active: p.active,
         include_deleted: p.include_deleted,
     };
+    let as_of = super::changes::as_of(&state, &page).await?;
     let rows = state.store.list_resources(&filter, &page).await?;
-    Ok(axum::Json(Page::from_rows(
-        rows,
-        page.limit,
-        ListKind::Resources,
-        |r| r.id,
-    )))
+    Ok(axum::Json(
+        Page::from_rows(rows, page.limit, ListKind::Resources, |r| r.id).as_of(as_of),
+    ))
 }
 
 /// Find the live resource of a source system by its identifier or external id.
@@ -321,11 +319,9 @@ async fn list_groups_of(
         ));
     }
     let (filter, page) = p.split(ListKind::Groups)?;
+    let as_of = super::changes::as_of(&state, &page).await?;
     let rows = state.store.list_groups_of(id, &filter, &page).await?;
-    Ok(axum::Json(Page::from_rows(
-        rows,
-        page.limit,
-        ListKind::Groups,
-        |m| m.group_id.0,
-    )))
+    Ok(axum::Json(
+        Page::from_rows(rows, page.limit, ListKind::Groups, |m| m.group_id.0).as_of(as_of),
+    ))
 }

@@ -23,6 +23,7 @@ on_both_backends!(
     a_cursor_older_than_the_history_is_gone,
     the_stream_resumes_from_last_event_id,
     a_resource_history_lists_its_changes,
+    a_paged_list_then_the_feed_converges,
 );
 
 /// One read of the feed: its items and `next`.
@@ -673,4 +674,56 @@ async fn a_resource_history_lists_its_changes(backend: Backend) {
         vec!["membership.removed"]
     );
     assert_eq!(rest.json["next"], Value::Null);
+}
+
+async fn a_paged_list_then_the_feed_converges(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let group = big_group(&app, 2_500).await;
+    let mut extra = Vec::new();
+    for i in 0..3 {
+        extra.push(app.user("hr", &format!("x{i}")).await);
+    }
+    let first = app
+        .get(&format!("/api/v1/groups/{group}/members?limit=1000"))
+        .await;
+    let as_of = first.json["as_of"]
+        .as_str()
+        .expect("as_of on the first page")
+        .to_owned();
+    let mut state: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut page = first.json;
+    let mut round = 0;
+    loop {
+        for m in page["items"].as_array().expect("items") {
+            state.insert((
+                group.clone(),
+                m["member_id"].as_str().expect("id").to_owned(),
+            ));
+        }
+        // Writes land while the client pages: one joins, one (already listed) leaves.
+        if let Some(new) = extra.get(round) {
+            app.put(&format!("/api/v1/groups/{group}/members/{new}"), None)
+                .await;
+            let (_, listed) = state.iter().nth(round).expect("listed").clone();
+            app.delete(&format!("/api/v1/groups/{group}/members/{listed}"))
+                .await;
+        }
+        round += 1;
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        let reply = app
+            .get(&format!(
+                "/api/v1/groups/{group}/members?limit=1000&cursor={next}"
+            ))
+            .await;
+        assert!(
+            reply.json.get("as_of").is_none(),
+            "only the first page has as_of"
+        );
+        page = reply.json;
+    }
+    let (follow, _) = drain_all(&app, Some(&as_of), &format!("&group_id={group}")).await;
+    apply(&mut state, &follow);
+    assert_eq!(state, all_members(&app, &group).await);
 }
