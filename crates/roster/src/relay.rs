@@ -3,17 +3,17 @@
 //! One relay runs at a time across every roster process on a database: it holds the lease of the
 //! `relay` row named `nats` (renewed as it works, taken over by another process once it expires).
 //! It reads the feed after its stored position, publishes each change to
-//! `<prefix>.<kind>.<source_system>` with `Nats-Msg-Id` set from the change's position, waits for
-//! JetStream's acknowledgements, and only then stores its new position. A relay that dies between
-//! publishing and storing publishes those changes again from the stored position, and JetStream
-//! drops the repeats (within the stream's duplicate window), so every change is in the stream
-//! once.
+//! `<prefix>.<kind>.<source_system>` with `Nats-Msg-Id` set from the change's position, one at a
+//! time, each acknowledged before the next, and then stores its new position. A relay that starts
+//! reads the newest message of the stream and does not publish again what it already holds, so a
+//! relay that died between publishing and storing causes no repeats (and JetStream's duplicate
+//! window drops any that race): every change is in the stream once, in feed order.
 
 use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, StoredChange};
 use crate::store::{Store, StoreError};
 use async_nats::jetstream::{self, stream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The relay's row in `relay`.
 const NAME: &str = "nats";
@@ -88,75 +88,114 @@ impl Relay {
     async fn session(&self) -> Result<(), RelayError> {
         let client = async_nats::connect(&self.config.url).await.map_err(nats)?;
         let js = jetstream::new(client);
-        js.get_or_create_stream(stream::Config {
-            name: self.config.stream.clone(),
-            subjects: vec![format!("{}.>", self.config.subject_prefix)],
-            max_age: self.config.max_age.unwrap_or_default(),
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(nats)?;
+        let mut stream = js
+            .get_or_create_stream(stream::Config {
+                name: self.config.stream.clone(),
+                subjects: vec![format!("{}.>", self.config.subject_prefix)],
+                max_age: self.config.max_age.unwrap_or_default(),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        // What the stream already holds is not published again, however long ago a relay died
+        // between publishing and storing its position.
+        let mut published = last_published(&mut stream).await?;
         tracing::info!(stream = %self.config.stream, "NATS relay connected");
+        let mut held: Option<(Cursor, Instant)> = None;
         loop {
-            let Some(position) = self
-                .store
-                .claim_relay(NAME, &self.node, self.config.lease)
-                .await?
-            else {
-                tokio::time::sleep(self.config.lease / 3).await;
-                continue;
+            let position = match held.take() {
+                Some((position, renewed)) if renewed.elapsed() < self.config.lease / 3 => {
+                    (position, renewed)
+                }
+                _ => match self
+                    .store
+                    .claim_relay(NAME, &self.node, self.config.lease)
+                    .await?
+                {
+                    Some(position) => (position, Instant::now()),
+                    None => {
+                        tokio::time::sleep(self.config.lease / 3).await;
+                        continue;
+                    }
+                },
             };
+            let (position, renewed) = position;
             let batch = self
                 .store
                 .changes(&position, &ChangeFilter::default(), BATCH)
                 .await?;
-            if !batch.items.is_empty() {
-                self.publish(&js, &batch.items).await?;
+            let fresh: Vec<&StoredChange> = batch
+                .items
+                .iter()
+                .filter(|c| {
+                    published
+                        .as_ref()
+                        .is_none_or(|p| (c.cursor.xid, c.cursor.seq) > (p.xid, p.seq))
+                })
+                .collect();
+            for change in &fresh {
+                self.publish(&js, change).await?;
             }
-            if batch.next != position {
-                let held = self
-                    .store
-                    .advance_relay(NAME, &self.node, &batch.next, self.config.lease)
-                    .await?;
-                if !held {
-                    tracing::warn!("NATS relay lost its lease; another process relays now");
-                }
+            if let Some(last) = fresh.last() {
+                published = Some(last.cursor.clone());
             }
-            if batch.items.is_empty() {
+            if batch.next == position {
+                held = Some((position, renewed));
                 tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let kept = self
+                .store
+                .advance_relay(NAME, &self.node, &batch.next, self.config.lease)
+                .await?;
+            if kept {
+                held = Some((batch.next, Instant::now()));
+            } else {
+                tracing::warn!("NATS relay lost its lease; another process relays now");
             }
         }
     }
 
-    /// Publishes a batch and waits until JetStream has acknowledged all of it.
+    /// Publishes one change and waits for JetStream's acknowledgement, so that the stream holds
+    /// the changes in feed order even when a publish fails.
     async fn publish(
         &self,
         js: &jetstream::Context,
-        changes: &[StoredChange],
+        change: &StoredChange,
     ) -> Result<(), RelayError> {
-        let mut acks = Vec::with_capacity(changes.len());
-        for change in changes {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", message_id(change).as_str());
-            let mut item = ChangeItem::notice(change);
-            item.changes = change.attrs.clone();
-            let payload = serde_json::to_vec(&item).map_err(nats)?;
-            let ack = js
-                .publish_with_headers(
-                    subject(&self.config.subject_prefix, change),
-                    headers,
-                    payload.into(),
-                )
-                .await
-                .map_err(nats)?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.map_err(nats)?;
-        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message_id(change).as_str());
+        let mut item = ChangeItem::notice(change);
+        item.changes = change.attrs.clone();
+        let payload = serde_json::to_vec(&item).map_err(nats)?;
+        js.publish_with_headers(
+            subject(&self.config.subject_prefix, change),
+            headers,
+            payload.into(),
+        )
+        .await
+        .map_err(nats)?
+        .await
+        .map_err(nats)?;
         Ok(())
     }
+}
+
+/// The position of the newest message in the stream (its `Nats-Msg-Id`), if any.
+async fn last_published(stream: &mut stream::Stream) -> Result<Option<Cursor>, RelayError> {
+    let state = stream.info().await.map_err(nats)?.state.clone();
+    if state.messages == 0 {
+        return Ok(None);
+    }
+    let message = stream
+        .get_raw_message(state.last_sequence)
+        .await
+        .map_err(nats)?;
+    Ok(message
+        .headers
+        .get("Nats-Msg-Id")
+        .and_then(|id| Cursor::decode(id.as_str()).ok()))
 }
 
 /// The de-duplication id of a change: its position in the log, without an export's snapshot.

@@ -35,6 +35,10 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Changes per claim.
     pub batch: u32,
+    /// Subscriptions served at once by this process (one slow receiver holds up only its own).
+    pub workers: usize,
+    /// How soon a subscription with nothing to deliver is looked at again.
+    pub idle: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -47,6 +51,8 @@ impl Default for WebhookConfig {
             pause_after: 10,
             timeout: Duration::from_secs(10),
             batch: 100,
+            workers: 4,
+            idle: Duration::from_secs(1),
         }
     }
 }
@@ -86,8 +92,14 @@ impl Deliverer {
         }))
     }
 
-    /// Delivers until the process ends.
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Delivers until the process ends, with `workers` loops.
+    pub fn start(self: &Arc<Self>) {
+        for _ in 0..self.config.workers.max(1) {
+            self.spawn_worker();
+        }
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
         let deliverer = self.clone();
         tokio::spawn(async move {
             loop {
@@ -108,7 +120,7 @@ impl Deliverer {
                     }
                 }
             }
-        })
+        });
     }
 
     /// One claimed round: the pending changes in order, until one fails.
@@ -158,7 +170,7 @@ impl Deliverer {
             }
         }
         let next = if batch.items.is_empty() {
-            Utc::now() + chrono::Duration::from_std(self.config.poll).unwrap_or_default()
+            Utc::now() + chrono::Duration::from_std(self.config.idle).unwrap_or_default()
         } else {
             Utc::now()
         };

@@ -120,7 +120,7 @@ impl Cursor {
     }
 }
 
-/// `xmin:xmax:xip,…` with numbers only.
+/// `xmin:xmax:xip,…` as PostgreSQL writes a snapshot: `xmin ≤ xip < xmax`, ascending.
 fn valid_snapshot(s: &str) -> bool {
     let mut parts = s.split(':');
     let (Some(xmin), Some(xmax), Some(xip), None) =
@@ -128,8 +128,21 @@ fn valid_snapshot(s: &str) -> bool {
     else {
         return false;
     };
-    let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-    number(xmin) && number(xmax) && (xip.is_empty() || xip.split(',').all(number))
+    let (Ok(xmin), Ok(xmax)) = (xmin.parse::<u64>(), xmax.parse::<u64>()) else {
+        return false;
+    };
+    let running: Option<Vec<u64>> = if xip.is_empty() {
+        Some(Vec::new())
+    } else {
+        xip.split(',').map(|x| x.parse().ok()).collect()
+    };
+    let Some(running) = running else {
+        return false;
+    };
+    xmin >= 1
+        && xmin <= xmax
+        && running.iter().all(|x| (xmin..xmax).contains(x))
+        && running.windows(2).all(|w| w[0] < w[1])
 }
 
 fn snapshot_xmax(s: &str) -> Option<u64> {
@@ -303,7 +316,16 @@ mod tests {
             snapshot: Some("800:805:801,803".to_owned()),
         };
         assert_eq!(Cursor::decode(&exported.encode()), Ok(exported));
-        for bad in ["", "12", "bm9wZQ", &URL_SAFE_NO_PAD.encode("c1.1.2.x:y:z")] {
+        for bad in [
+            "",
+            "12",
+            "bm9wZQ",
+            &URL_SAFE_NO_PAD.encode("c1.1.2.x:y:z"),
+            &URL_SAFE_NO_PAD.encode("c1.1.2.5:3:"),
+            &URL_SAFE_NO_PAD.encode("c1.1.2.5:9:12"),
+            &URL_SAFE_NO_PAD.encode("c1.1.2.5:9:7,6"),
+            &URL_SAFE_NO_PAD.encode("c1.1.2.5:99999999999999999999:"),
+        ] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
     }

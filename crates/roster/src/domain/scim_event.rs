@@ -1,7 +1,8 @@
 //! Changes as SCIM security events (RFC 9967): the claim set of a Security Event Token per
 //! change. A membership change is a patch of the group's `members`; an update is a patch that
-//! replaces the changed attributes; a soft delete (and a purge) is `prov:delete`; a create or a
-//! restore is `prov:create:full` with the resource as it stands now.
+//! replaces the changed attributes (a change of `active` is `prov:activate` or
+//! `prov:deactivate`); a soft delete (and a purge) is `prov:delete`; a create or a restore is
+//! `prov:create:full` with the resource as it stands now.
 
 use super::change::ChangeKind;
 use super::feed::{Cursor, StoredChange};
@@ -88,19 +89,54 @@ pub fn claims(change: &StoredChange, subject: Option<&Resource>) -> Value {
     if let Some(e) = subject.and_then(|r| r.external_id.as_ref()) {
         sub_id["externalId"] = json!(e);
     }
-    let (event, payload) = event(change, subject, ty);
+    let events: Map<String, Value> = events(change, subject, ty)
+        .into_iter()
+        .map(|(event, payload)| (format!("{PREFIX}{event}"), payload))
+        .collect();
     json!({
         "iss": "roster",
         "iat": change.at.timestamp(),
         "jti": txn,
         "txn": txn,
         "sub_id": sub_id,
-        "events": { format!("{PREFIX}{event}"): payload },
+        "events": events,
     })
 }
 
 fn patch(operations: Vec<Value>) -> Value {
     json!({"data": {"schemas": [PATCH_OP], "Operations": operations}})
+}
+
+/// The events of a change (after `…:prov:`) with their payloads: one, or for an update that
+/// changes `active`, the patch of the other attributes (if any) and `activate` or `deactivate`.
+fn events(
+    change: &StoredChange,
+    subject: Option<&Resource>,
+    ty: Option<ResourceType>,
+) -> Vec<(&'static str, Value)> {
+    let active = change
+        .attrs
+        .as_ref()
+        .and_then(|a| a.get("active"))
+        .and_then(|a| a["new"].as_bool());
+    let (Some(active), ChangeKind::ResourceUpdated) = (active, change.kind) else {
+        return vec![event(change, subject, ty)];
+    };
+    let mut out = Vec::new();
+    let others = change
+        .attrs
+        .as_ref()
+        .and_then(Value::as_object)
+        .map_or(0, |a| a.len() - 1);
+    if others > 0 {
+        let mut rest = change.clone();
+        if let Some(Value::Object(attrs)) = rest.attrs.as_mut() {
+            attrs.remove("active");
+        }
+        out.push(event(&rest, subject, ty));
+    }
+    out.push((if active { "activate" } else { "deactivate" }, json!({})));
+    out
 }
 
 /// The event name (after `…:prov:`) and its payload.
@@ -143,5 +179,37 @@ fn event(
             ]),
         ),
         ChangeKind::MembershipUpdated => ("patch:notice", json!({"attributes": ["members"]})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_of_active_is_a_deactivation_beside_the_patch() {
+        let change = StoredChange {
+            cursor: Cursor::at_seq(3),
+            seq: 3,
+            at: chrono::Utc::now(),
+            kind: ChangeKind::ResourceUpdated,
+            resource_id: Some(crate::domain::ResourceId(uuid::Uuid::nil())),
+            group_id: None,
+            member_id: None,
+            source_system: Some("home".to_owned()),
+            operation_id: None,
+            token_name: None,
+            attrs: Some(json!({"active": {"old": true, "new": false},
+                               "displayname": {"old": "A", "new": "B"}})),
+        };
+        let set = claims(&change, None);
+        let events = set["events"].as_object().expect("events");
+        assert!(events.contains_key(&format!("{PREFIX}deactivate")), "{set}");
+        let patch = &events[&format!("{PREFIX}patch:full")];
+        assert_eq!(patch["data"]["Operations"][0]["path"], "displayName");
+        assert_eq!(
+            patch["data"]["Operations"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 }

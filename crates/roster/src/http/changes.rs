@@ -58,7 +58,9 @@ pub struct FeedParams {
 impl FeedParams {
     fn read(&self, last_event_id: Option<&str>) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
         let bad = |e: crate::domain::InvalidInput| ApiError::BadRequest(e.0);
-        let after = match self.after.as_deref().or(last_event_id) {
+        // A reconnecting EventSource repeats its URL (with `after`) and adds Last-Event-ID,
+        // which is where it really stands.
+        let after = match last_event_id.or(self.after.as_deref()) {
             Some(text) => Cursor::decode(text).map_err(bad)?,
             None => Cursor::start(),
         };
@@ -131,39 +133,88 @@ async fn stream_changes(
     // A cursor that is already gone is refused before the stream starts.
     let first = state.store.changes(&after, &filter, limit).await?;
     let format = p.format.unwrap_or_default();
-    let events = stream::unfold(
-        (state, filter, Some(first), after),
-        move |(state, filter, ready, cursor)| async move {
-            let batch = match ready {
-                Some(batch) => batch,
-                None => {
-                    tokio::time::sleep(POLL).await;
-                    match state.store.changes(&cursor, &filter, limit).await {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            let event = Event::default().event("error").data(e.to_string());
-                            return Some((vec![event], (state, filter, None, cursor)));
-                        }
-                    }
-                }
-            };
-            let mut events = Vec::with_capacity(batch.items.len());
-            for change in &batch.items {
-                let body = render(state.store.as_ref(), change, format)
+    let feed = Feed {
+        state,
+        filter,
+        limit,
+        format,
+    };
+    let events = stream::unfold(Step::Ready(first), move |step| {
+        let feed = feed.clone();
+        async move { feed.step(step).await }
+    })
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What an event stream reads from.
+#[derive(Clone)]
+struct Feed {
+    state: AppState,
+    filter: ChangeFilter,
+    limit: u32,
+    format: Format,
+}
+
+/// Where an event stream stands.
+enum Step {
+    /// A batch to send.
+    Ready(crate::domain::feed::ChangeBatch),
+    /// Look for changes after this cursor.
+    After(Cursor),
+    /// An error event was sent; the stream ends (the client reconnects with Last-Event-ID).
+    Done,
+}
+
+impl Feed {
+    /// The events of one step and the next step. A change whose rendering fails is not sent
+    /// (its cursor would let the client skip it): the stream ends with an `error` event instead.
+    async fn step(&self, step: Step) -> Option<(Vec<Event>, Step)> {
+        let batch = match step {
+            Step::Done => return None,
+            Step::Ready(batch) => batch,
+            Step::After(cursor) => {
+                tokio::time::sleep(POLL).await;
+                match self
+                    .state
+                    .store
+                    .changes(&cursor, &self.filter, self.limit)
                     .await
-                    .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
-                events.push(
+                {
+                    Ok(batch) => batch,
+                    Err(e) => return Some((vec![error_event(&e)], Step::Done)),
+                }
+            }
+        };
+        let mut events = Vec::with_capacity(batch.items.len());
+        for change in &batch.items {
+            match render(self.state.store.as_ref(), change, self.format).await {
+                Ok(body) => events.push(
                     Event::default()
                         .id(change.cursor.encode())
                         .event(change.kind.name())
                         .data(body.to_string()),
-                );
+                ),
+                Err(e) => {
+                    events.push(error_event(&e));
+                    return Some((events, Step::Done));
+                }
             }
-            Some((events, (state, filter, None, batch.next)))
-        },
-    )
-    .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        }
+        Some((events, Step::After(batch.next)))
+    }
+}
+
+/// The last event of a stream that cannot go on: what the client should do, never internals.
+fn error_event(e: &StoreError) -> Event {
+    let detail = match e {
+        StoreError::Gone(why) => why.clone(),
+        other => {
+            tracing::warn!(error = %other, "change stream ended");
+            "the stream ended on a server error; reconnect with Last-Event-ID to resume".to_owned()
+        }
+    };
+    Event::default().event("error").data(detail)
 }
 
 /// The current position of the feed.

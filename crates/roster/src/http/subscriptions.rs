@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -123,16 +123,40 @@ async fn delete_subscription(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Resume a paused subscription: deliveries start again at once, from its cursor.
+/// Optional body of `POST /api/v1/subscriptions/{id}/resume`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    /// Start again from here instead of the subscription's cursor: `now`, `start` or a feed
+    /// cursor (an export's, after the history behind the old cursor was deleted).
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// Resume a paused subscription: deliveries start again at once, from its cursor (or `from`). An
+/// active subscription is left as it is.
 #[utoipa::path(post, path = "/api/v1/subscriptions/{id}/resume", tag = "changes", security(("bearer" = ["admin"])),
     params(("id" = Uuid, Path, description = "Subscription id")),
+    request_body(content = Option<Resume>, description = "Optional: where to start again"),
     responses((status = 200, description = "The subscription, active", body = Subscription),
-              (status = 404, description = "No such subscription", body = Problem)))]
+              (status = 404, description = "No such subscription", body = Problem),
+              (status = 409, description = "`from` given for an active subscription", body = Problem)))]
 async fn resume_subscription(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
 ) -> Result<axum::Json<Subscription>, ApiError> {
-    state.store.resume_subscription(&caller.actor(), id).await?;
+    let resume: Resume = super::optional_json(&body)?;
+    let from = match resume.from.as_deref() {
+        None => None,
+        Some("now") => Some(state.store.head().await?),
+        Some("start") => Some(Cursor::start()),
+        Some(cursor) => Some(Cursor::decode(cursor)?),
+    };
+    state
+        .store
+        .resume_subscription(&caller.actor(), id, from.as_ref())
+        .await?;
     Ok(axum::Json(state.store.get_subscription(id).await?))
 }

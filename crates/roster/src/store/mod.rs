@@ -696,8 +696,13 @@ pub trait SubscriptionStore: Send + Sync {
         id: Uuid,
     ) -> StoreResult<crate::domain::subscription::Subscription>;
     async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
-    /// Makes a paused subscription active again, due at once.
-    async fn resume_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
+    /// Makes a paused subscription active again, due at once, from `from` when given.
+    async fn resume_subscription(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        from: Option<&Cursor>,
+    ) -> StoreResult<()>;
     /// Leases the most overdue active subscription for `holder`; with its secret.
     async fn claim_delivery(
         &self,

@@ -18,8 +18,11 @@ pub const INSERT: &str = "INSERT INTO subscription (id, url, format, source_syst
      kinds, secret, cursor, next_attempt_at, created) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
 
+/// Resumes a paused subscription (from cursor `$3` when given); an active one is left alone, so
+/// a delivery in flight keeps its lease.
 pub const RESUME: &str = "UPDATE subscription SET status = 'active', failures = 0, \
-     next_attempt_at = $2, holder = NULL, until = NULL WHERE id = $1";
+     next_attempt_at = $2, cursor = coalesce($3, cursor), holder = NULL, until = NULL \
+     WHERE id = $1 AND status = 'paused'";
 
 /// Whether any active subscription is due and free at `$1`.
 pub const DUE: &str = "SELECT id FROM subscription WHERE status = 'active' \
@@ -233,15 +236,30 @@ macro_rules! impl_subscription_store {
                 &self,
                 actor: &crate::domain::token::Actor,
                 id: uuid::Uuid,
+                from: Option<&crate::domain::feed::Cursor>,
             ) -> crate::store::StoreResult<()> {
                 let mut tx = self.write_tx().await?;
                 let done = sqlx::query(crate::store::subscriptions::RESUME)
                     .bind(id)
                     .bind(crate::store::now())
+                    .bind(from.map(crate::domain::feed::Cursor::encode))
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 0 {
-                    return Err(crate::store::subscriptions::not_found(id));
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM subscription WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    return match (status, from) {
+                        (None, _) => Err(crate::store::subscriptions::not_found(id)),
+                        // Already active: nothing to do (its deliveries keep their lease).
+                        (Some(_), None) => Ok(()),
+                        (Some(_), Some(_)) => Err(crate::store::StoreError::Conflict(format!(
+                            "subscription {id} is active; it is moved to another cursor only \
+                             while paused"
+                        ))),
+                    };
                 }
                 let record = crate::domain::audit::AuditRecord::new(
                     "subscription.resume",

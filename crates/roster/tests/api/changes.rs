@@ -54,13 +54,18 @@ async fn drain(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, 
 /// (the long poll waits for them rather than the test sleeping).
 pub async fn drain_all(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
     let target = Cursor::decode(&head(app).await).expect("head cursor");
-    let (mut all, mut next) = drain(app, after, query).await;
-    while !Cursor::decode(&next).expect("cursor").covers(&target) {
-        let (mut items, later) = read(app, Some(&next), &format!("{query}&wait=1")).await;
-        all.append(&mut items);
-        next = later;
-    }
-    (all, next)
+    let caught_up = async {
+        let (mut all, mut next) = drain(app, after, query).await;
+        while !Cursor::decode(&next).expect("cursor").covers(&target) {
+            let (mut items, later) = read(app, Some(&next), &format!("{query}&wait=1")).await;
+            all.append(&mut items);
+            next = later;
+        }
+        (all, next)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), caught_up)
+        .await
+        .expect("the feed caught up with its head within two minutes")
 }
 
 /// Applies membership changes to a set of (group, member).
@@ -184,12 +189,14 @@ async fn a_follower_sees_every_change_once_while_writers_run(backend: Backend) {
     };
     let ((), seen) = tokio::join!(writers, follower);
 
-    let cursors: HashSet<&str> = seen.iter().filter_map(|i| i["cursor"].as_str()).collect();
-    assert_eq!(
-        cursors.len(),
-        seen.len(),
-        "a cursor position was seen twice"
-    );
+    let positions: HashSet<(u64, i64)> = seen
+        .iter()
+        .map(|i| {
+            let c = Cursor::decode(i["cursor"].as_str().expect("cursor")).expect("a cursor");
+            (c.xid, c.seq)
+        })
+        .collect();
+    assert_eq!(positions.len(), seen.len(), "a position was seen twice");
     let total = app.scalar("SELECT count(*) FROM change", &[]).await;
     let (everything, _) = drain_all(&app, None, "").await;
     assert_eq!(
@@ -352,22 +359,22 @@ async fn an_export_then_the_feed_converges_while_writes_continue(backend: Backen
             )
         })
         .collect();
-    assert!(state.len() >= 100_000 - 40, "{}", state.len());
+    let exported = state.clone();
     let (follow, _) = drain_all(&app, Some(cursor), &format!("&group_id={group}")).await;
+    // Exactly what the export did not see: every addition is new to it, every removal was in it.
+    for item in &follow {
+        let key = (
+            group.clone(),
+            item["member_id"].as_str().unwrap_or_default().to_owned(),
+        );
+        match item["kind"].as_str() {
+            Some("membership.added") => assert!(!exported.contains(&key), "repeated: {item}"),
+            Some("membership.removed") => assert!(exported.contains(&key), "repeated: {item}"),
+            _ => {}
+        }
+    }
     apply(&mut state, &follow);
     assert_eq!(state, all_members(&app, &group).await);
-    let removals = follow
-        .iter()
-        .filter(|i| i["kind"] == "membership.removed")
-        .count();
-    let additions = follow
-        .iter()
-        .filter(|i| i["kind"] == "membership.added")
-        .count();
-    assert!(
-        removals <= 40 && additions <= 40,
-        "nothing is repeated: {removals} {additions}"
-    );
 }
 
 async fn no_op_writes_record_nothing_and_churn_records_exactly_the_difference(backend: Backend) {
@@ -593,7 +600,13 @@ async fn events(
     let mut body = response.into_body();
     let mut text = String::new();
     let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while out.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} events",
+            out.len()
+        );
         let frame = body
             .frame()
             .await
@@ -634,7 +647,9 @@ async fn the_stream_resumes_from_last_event_id(backend: Backend) {
     .await;
     let ids: Vec<&Value> = first.iter().map(|(_, e)| &e["resource_id"]).collect();
     assert_eq!(ids, vec![&json!(users[0]), &json!(users[1])]);
-    let resumed = events(&app, "/api/v1/changes/stream", Some(&first[1].0), 2).await;
+    // A reconnecting EventSource repeats its URL and adds Last-Event-ID: the header wins.
+    let path = format!("/api/v1/changes/stream?after={start}");
+    let resumed = events(&app, &path, Some(&first[1].0), 2).await;
     let ids: Vec<&Value> = resumed.iter().map(|(_, e)| &e["resource_id"]).collect();
     assert_eq!(ids, vec![&json!(users[2]), &json!(users[3])]);
     // A change made while a stream is open arrives on it.

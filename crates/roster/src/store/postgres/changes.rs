@@ -62,9 +62,6 @@ impl ChangeStore for PgStore {
         filter: &ChangeFilter,
         limit: u32,
     ) -> StoreResult<ChangeBatch> {
-        if after != &Cursor::start() {
-            self.check_horizon(after).await?;
-        }
         let fence: String = sqlx::query_scalar(FENCE).fetch_one(&self.pool).await?;
         let (conditions, binds) = filter_clause(filter, 5, '$');
         let seen = if after.snapshot.is_some() {
@@ -75,7 +72,7 @@ impl ChangeStore for PgStore {
         let sql = format!(
             "SELECT xid::text AS xid, {CHANGE_COLUMNS} FROM change \
              WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < $3::text::xid8{seen}{conditions} \
-             ORDER BY xid, seq LIMIT {limit}"
+             ORDER BY change.xid, change.seq LIMIT {limit}"
         );
         let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
             .bind(after.xid.to_string())
@@ -89,6 +86,8 @@ impl ChangeStore for PgStore {
             };
         }
         let rows = query.fetch_all(&self.pool).await?;
+        // Checked after the read: a trim that committed meanwhile is seen, never skipped over.
+        self.check_horizon(after).await?;
         let items = rows
             .into_iter()
             .map(|r| r.into_change(after.snapshot.as_deref()))
@@ -209,7 +208,8 @@ impl ChangeStore for PgStore {
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let last: Option<(String, i64)> = sqlx::query_as(
-            "SELECT xid::text, seq FROM change WHERE at < $1 ORDER BY xid DESC, seq DESC LIMIT 1",
+            "SELECT xid::text, seq FROM change WHERE at < $1 \
+             ORDER BY change.xid DESC, change.seq DESC LIMIT 1",
         )
         .bind(before)
         .fetch_optional(&mut *tx)
@@ -225,7 +225,8 @@ impl ChangeStore for PgStore {
             .rows_affected();
         sqlx::query(
             "INSERT INTO change_horizon (id, xid, seq, at) VALUES (1, $1::text::xid8, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, at = now()",
+             ON CONFLICT (id) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, at = now() \
+             WHERE (change_horizon.xid, change_horizon.seq) < (excluded.xid, excluded.seq)",
         )
         .bind(&xid)
         .bind(seq)

@@ -22,9 +22,13 @@ use uuid::Uuid;
 impl SqliteStore {
     /// The position of this transaction's snapshot.
     async fn snapshot_cursor(tx: &mut Transaction<'_, Sqlite>) -> StoreResult<Cursor> {
-        let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM change")
-            .fetch_one(&mut **tx)
-            .await?;
+        // The newest change, or where trimmed history ended when nothing newer is left.
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT max(coalesce((SELECT max(seq) FROM change), 0), \
+             coalesce((SELECT seq FROM change_horizon), 0))",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
         Ok(Cursor::at_seq(seq))
     }
 }
@@ -39,13 +43,11 @@ impl ChangeStore for SqliteStore {
     ) -> StoreResult<ChangeBatch> {
         let mut tx = self.read_tx().await?;
         let fence = Self::snapshot_cursor(&mut tx).await?;
-        if after != &Cursor::start() {
-            let horizon: Option<i64> = sqlx::query_scalar("SELECT seq FROM change_horizon")
-                .fetch_optional(&mut *tx)
-                .await?;
-            if horizon.is_some_and(|h| after.seq < h) {
-                return Err(gone(after));
-            }
+        let horizon: Option<i64> = sqlx::query_scalar("SELECT seq FROM change_horizon")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if horizon.is_some_and(|h| after.seq < h) {
+            return Err(gone(after));
         }
         let (conditions, binds) = filter_clause(filter, 2, '?');
         let sql = format!(
@@ -188,7 +190,8 @@ impl ChangeStore for SqliteStore {
             .rows_affected();
         sqlx::query(
             "INSERT INTO change_horizon (id, xid, seq, at) VALUES (1, 0, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at = excluded.at \
+             WHERE change_horizon.seq < excluded.seq",
         )
         .bind(seq)
         .bind(crate::store::now())
