@@ -128,17 +128,13 @@ impl Relay {
             let fresh: Vec<&StoredChange> = batch
                 .items
                 .iter()
-                .filter(|c| {
-                    published
-                        .as_ref()
-                        .is_none_or(|p| (c.cursor.xid, c.cursor.seq) > (p.xid, p.seq))
-                })
+                .filter(|c| published.as_ref().is_none_or(|p| c.cursor > *p))
                 .collect();
             for change in &fresh {
                 self.publish(&js, change).await?;
             }
             if let Some(last) = fresh.last() {
-                published = Some(last.cursor.clone());
+                published = Some(last.cursor);
             }
             if batch.next == position {
                 held = Some((position, renewed));
@@ -198,13 +194,9 @@ async fn last_published(stream: &mut stream::Stream) -> Result<Option<Cursor>, R
         .and_then(|id| Cursor::decode(id.as_str()).ok()))
 }
 
-/// The de-duplication id of a change: its position in the log, without an export's snapshot.
+/// The de-duplication id of a change: its position in the log.
 pub fn message_id(change: &StoredChange) -> String {
-    Cursor {
-        snapshot: None,
-        ..change.cursor.clone()
-    }
-    .encode()
+    change.cursor.encode()
 }
 
 /// `<prefix>.<kind>.<source_system>`; characters a subject token cannot hold become `_`, and a

@@ -158,7 +158,7 @@ impl Deliverer {
                     .await?;
                 return Ok(());
             }
-            cursor = change.cursor.clone();
+            cursor = change.cursor;
             // Progress is stored per change: a crash repeats at most the one in flight.
             let held = self
                 .store

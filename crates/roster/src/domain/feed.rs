@@ -1,13 +1,11 @@
 //! The change feed: cursors, filters and the changes a consumer reads.
 //!
-//! A cursor is a position in the change log, `(xid, seq)`: every change with a smaller pair has
-//! been read. On PostgreSQL `xid` is the writing transaction's id and readers only read changes of
-//! transactions older than every transaction still running, so a transaction that took its
-//! sequence numbers early and commits late is never skipped (see `docs/changes.md`). On SQLite,
-//! which has one writer, `xid` is 0 and `seq` alone orders the log.
-//!
-//! An export's cursor also carries the snapshot the export was read in: changes of transactions
-//! that snapshot already saw are in the export, so following from it skips them.
+//! A cursor is a position in the change log, `(tx, seq)`: every change with a smaller pair has
+//! been read. `tx` is the commit position of the transaction that wrote the change: on PostgreSQL
+//! every writing transaction takes the next position under a short lock just before it commits,
+//! so positions are handed out in commit order and a reader that sees a position also sees every
+//! smaller one (see `docs/changes.md`). On SQLite, which has one writer, `tx` is 0 and `seq` alone
+//! orders the log.
 
 use super::change::ChangeKind;
 use super::InvalidInput;
@@ -17,16 +15,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A position in the change log.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Cursor {
-    pub xid: u64,
+    /// The writing transaction's commit position (PostgreSQL; 0 on SQLite).
+    pub tx: u64,
     pub seq: i64,
-    /// PostgreSQL only: the snapshot an export was read in (`xmin:xmax:xip,…`), kept until the
-    /// cursor passes its `xmax`.
-    pub snapshot: Option<String>,
 }
 
-const VERSION: &str = "c1";
+const VERSION: &str = "c2";
 
 impl Cursor {
     /// The start of the log.
@@ -34,31 +30,19 @@ impl Cursor {
         Self::default()
     }
 
-    /// Just past every change of transactions before `xid` (PostgreSQL's fence).
-    pub fn before_xid(xid: u64) -> Self {
-        Self {
-            xid: xid.saturating_sub(1),
-            seq: i64::MAX,
-            snapshot: None,
-        }
+    /// Just past every change of the transactions committed up to position `tx` (PostgreSQL).
+    pub fn after_tx(tx: u64) -> Self {
+        Self { tx, seq: i64::MAX }
     }
 
     /// The position after the change with this sequence number (SQLite).
     pub fn at_seq(seq: i64) -> Self {
-        Self {
-            xid: 0,
-            seq,
-            snapshot: None,
-        }
+        Self { tx: 0, seq }
     }
 
     /// The opaque string form.
     pub fn encode(&self) -> String {
-        let plain = match &self.snapshot {
-            Some(s) => format!("{VERSION}.{}.{}.{s}", self.xid, self.seq),
-            None => format!("{VERSION}.{}.{}", self.xid, self.seq),
-        };
-        URL_SAFE_NO_PAD.encode(plain)
+        URL_SAFE_NO_PAD.encode(format!("{VERSION}.{}.{}", self.tx, self.seq))
     }
 
     pub fn decode(text: &str) -> Result<Self, InvalidInput> {
@@ -70,83 +54,23 @@ impl Cursor {
         };
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
         let plain = String::from_utf8(bytes).map_err(|_| bad())?;
-        let mut parts = plain.splitn(4, '.');
+        let mut parts = plain.split('.');
         if parts.next() != Some(VERSION) {
             return Err(bad());
         }
-        let xid = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let tx = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
         let seq = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let snapshot = parts.next().map(str::to_owned);
-        if snapshot.as_deref().is_some_and(|s| !valid_snapshot(s)) {
+        if parts.next().is_some() {
             return Err(bad());
         }
-        Ok(Self { xid, seq, snapshot })
-    }
-
-    /// The later of two positions (a snapshot is kept only while it still matters).
-    pub fn max(self, other: Self) -> Self {
-        let later = if (other.xid, other.seq) > (self.xid, self.seq) {
-            Cursor {
-                snapshot: other.snapshot.or(self.snapshot),
-                ..other
-            }
-        } else {
-            Cursor {
-                snapshot: self.snapshot.or(other.snapshot),
-                ..self
-            }
-        };
-        later.settled()
+        Ok(Self { tx, seq })
     }
 
     /// Whether this position is past every change that was visible at `head` (a head or export
     /// cursor): a consumer at this position has caught up with it.
     pub fn covers(&self, head: &Cursor) -> bool {
-        let horizon = match head.snapshot.as_deref().and_then(snapshot_xmax) {
-            Some(xmax) => (xmax.saturating_sub(1), i64::MAX),
-            None => (head.xid, head.seq),
-        };
-        (self.xid, self.seq) >= horizon
+        self >= head
     }
-
-    /// Drops the snapshot once the cursor is past every transaction it could have seen.
-    pub fn settled(mut self) -> Self {
-        if let Some(xmax) = self.snapshot.as_deref().and_then(snapshot_xmax) {
-            if self.xid >= xmax {
-                self.snapshot = None;
-            }
-        }
-        self
-    }
-}
-
-/// `xmin:xmax:xip,…` as PostgreSQL writes a snapshot: `xmin ≤ xip < xmax`, ascending.
-fn valid_snapshot(s: &str) -> bool {
-    let mut parts = s.split(':');
-    let (Some(xmin), Some(xmax), Some(xip), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let (Ok(xmin), Ok(xmax)) = (xmin.parse::<u64>(), xmax.parse::<u64>()) else {
-        return false;
-    };
-    let running: Option<Vec<u64>> = if xip.is_empty() {
-        Some(Vec::new())
-    } else {
-        xip.split(',').map(|x| x.parse().ok()).collect()
-    };
-    let Some(running) = running else {
-        return false;
-    };
-    xmin >= 1
-        && xmin <= xmax
-        && running.iter().all(|x| (xmin..xmax).contains(x))
-        && running.windows(2).all(|w| w[0] < w[1])
-}
-
-fn snapshot_xmax(s: &str) -> Option<u64> {
-    s.split(':').nth(1)?.parse().ok()
 }
 
 /// Which changes a consumer wants.
@@ -304,64 +228,30 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
-        let plain = Cursor {
-            xid: 812,
-            seq: 9,
-            snapshot: None,
-        };
+        let plain = Cursor { tx: 812, seq: 9 };
         assert_eq!(Cursor::decode(&plain.encode()), Ok(plain));
-        let exported = Cursor {
-            xid: 799,
-            seq: i64::MAX,
-            snapshot: Some("800:805:801,803".to_owned()),
-        };
-        assert_eq!(Cursor::decode(&exported.encode()), Ok(exported));
+        let after = Cursor::after_tx(7);
+        assert_eq!(Cursor::decode(&after.encode()), Ok(after));
         for bad in [
             "",
             "12",
             "bm9wZQ",
-            &URL_SAFE_NO_PAD.encode("c1.1.2.x:y:z"),
-            &URL_SAFE_NO_PAD.encode("c1.1.2.5:3:"),
-            &URL_SAFE_NO_PAD.encode("c1.1.2.5:9:12"),
-            &URL_SAFE_NO_PAD.encode("c1.1.2.5:9:7,6"),
-            &URL_SAFE_NO_PAD.encode("c1.1.2.5:99999999999999999999:"),
+            &URL_SAFE_NO_PAD.encode("c2.1.2.3"),
+            &URL_SAFE_NO_PAD.encode("c2.-1.2"),
+            &URL_SAFE_NO_PAD.encode("c1.1.2"),
+            &URL_SAFE_NO_PAD.encode("c2.99999999999999999999.2"),
         ] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn a_position_covers_a_head_once_past_its_snapshot() {
-        let head = Cursor {
-            xid: 799,
-            seq: i64::MAX,
-            snapshot: Some("800:805:801".to_owned()),
-        };
-        assert!(
-            !head.covers(&head),
-            "transactions 800 to 804 may still show"
-        );
-        assert!(!Cursor::before_xid(804).covers(&head));
-        assert!(Cursor::before_xid(805).covers(&head));
+    fn positions_order_by_transaction_then_change() {
+        assert!(Cursor { tx: 3, seq: 900 } < Cursor { tx: 4, seq: 1 });
+        assert!(Cursor { tx: 4, seq: 1 } < Cursor::after_tx(4));
+        assert!(Cursor::after_tx(4).covers(&Cursor::after_tx(4)));
+        assert!(!Cursor { tx: 4, seq: 5 }.covers(&Cursor::after_tx(4)));
         assert!(Cursor::at_seq(9).covers(&Cursor::at_seq(9)));
         assert!(!Cursor::at_seq(8).covers(&Cursor::at_seq(9)));
-    }
-
-    #[test]
-    fn a_cursor_forgets_its_snapshot_past_xmax() {
-        let exported = Cursor {
-            xid: 799,
-            seq: i64::MAX,
-            snapshot: Some("800:805:801".to_owned()),
-        };
-        let inside = exported.clone().max(Cursor {
-            xid: 802,
-            seq: 4,
-            snapshot: None,
-        });
-        assert_eq!(inside.snapshot.as_deref(), Some("800:805:801"));
-        let past = inside.max(Cursor::before_xid(900));
-        assert_eq!(past.snapshot, None);
-        assert_eq!((past.xid, past.seq), (899, i64::MAX));
     }
 }

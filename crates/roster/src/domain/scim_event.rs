@@ -5,7 +5,7 @@
 //! `prov:create:full` with the resource as it stands now.
 
 use super::change::ChangeKind;
-use super::feed::{Cursor, StoredChange};
+use super::feed::StoredChange;
 use super::resource::{Resource, ResourceType};
 use serde_json::{json, Map, Value};
 
@@ -75,11 +75,7 @@ pub fn resource(r: &Resource) -> Value {
 /// The claim set of the security event for `change`. `subject` is the changed resource (for
 /// resource changes) as it stands now, if it still exists.
 pub fn claims(change: &StoredChange, subject: Option<&Resource>) -> Value {
-    let txn = Cursor {
-        snapshot: None,
-        ..change.cursor.clone()
-    }
-    .encode();
+    let txn = change.cursor.encode();
     let ty = subject.map(|r| r.ty);
     let (id, ty) = match change.group_id {
         Some(group) => (group.0, Some(ResourceType::Group)),
@@ -189,7 +185,7 @@ mod tests {
     #[test]
     fn a_change_of_active_is_a_deactivation_beside_the_patch() {
         let change = StoredChange {
-            cursor: Cursor::at_seq(3),
+            cursor: crate::domain::feed::Cursor::at_seq(3),
             seq: 3,
             at: chrono::Utc::now(),
             kind: ChangeKind::ResourceUpdated,

@@ -245,7 +245,8 @@ pub struct ExportParams {
 
 /// A consistent snapshot as NDJSON: `{"resource": …}` lines, then `{"membership": …}` lines, all
 /// read in one database snapshot, then `{"cursor": …}`: following the feed from that cursor
-/// repeats and loses nothing.
+/// repeats and loses nothing. Should reading fail midway, the last line is `{"error": …}` instead
+/// (the status is already sent): retry the export.
 #[utoipa::path(get, path = "/api/v1/export", tag = "changes", security(("bearer" = ["read"])),
     params(ExportParams),
     responses((status = 200, description = "NDJSON lines, the last one the cursor", content_type = "application/x-ndjson", body = String),

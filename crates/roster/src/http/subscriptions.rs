@@ -52,7 +52,7 @@ async fn create_subscription(
     let cursor = match &spec.start {
         Start::Now => state.store.head().await?,
         Start::Beginning => Cursor::start(),
-        Start::At(cursor) => cursor.clone(),
+        Start::At(cursor) => *cursor,
     };
     let secret = Secret::generate()
         .map_err(|e| ApiError::Internal(format!("no randomness for a signing secret: {e}")))?;

@@ -14,13 +14,14 @@ use uuid::Uuid;
 /// Rows per statement while an export pages through its snapshot.
 pub const EXPORT_PAGE: i64 = 1000;
 
-/// The columns [`ChangeRow`] reads, after the backend's `xid` expression.
-pub const CHANGE_COLUMNS: &str = "seq, at, kind, resource_id, group_id, member_id, \
-     source_system, operation_id, token_name, attrs";
+/// The columns of `change` (alias `c`) that [`ChangeRow`] reads, after the backend's `tx`
+/// expression.
+pub const CHANGE_COLUMNS: &str = "c.seq, c.at, c.kind, c.resource_id, c.group_id, c.member_id, \
+     c.source_system, c.operation_id, c.token_name, c.attrs";
 
 #[derive(sqlx::FromRow)]
 pub struct ChangeRow {
-    xid: String,
+    tx: i64,
     seq: i64,
     at: DateTime<Utc>,
     kind: i16,
@@ -34,24 +35,17 @@ pub struct ChangeRow {
 }
 
 impl ChangeRow {
-    /// The stored change; its cursor keeps the snapshot of the cursor it was read after.
-    pub fn into_change(self, snapshot: Option<&str>) -> StoreResult<StoredChange> {
+    /// The stored change.
+    pub fn into_change(self) -> StoreResult<StoredChange> {
         let kind = ChangeKind::from_code(self.kind).ok_or_else(|| {
             StoreError::Database(sqlx::Error::Decode(
                 format!("change {} has unknown kind {}", self.seq, self.kind).into(),
             ))
         })?;
-        let xid = self.xid.parse().map_err(|_| {
-            StoreError::Database(sqlx::Error::Decode(
-                format!("change {} has xid {:?}", self.seq, self.xid).into(),
-            ))
-        })?;
         let cursor = Cursor {
-            xid,
+            tx: u64::try_from(self.tx).unwrap_or_default(),
             seq: self.seq,
-            snapshot: snapshot.map(str::to_owned),
-        }
-        .settled();
+        };
         Ok(StoredChange {
             cursor,
             seq: self.seq,
@@ -82,7 +76,7 @@ pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String
     if let Some(source) = &filter.source_system {
         binds.push(FilterBind::Text(source.clone()));
         sql.push_str(&format!(
-            " AND source_system = {mark}{}",
+            " AND c.source_system = {mark}{}",
             first + binds.len() - 1
         ));
     }
@@ -90,12 +84,12 @@ pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String
         binds.push(FilterBind::Id(group.0));
         let n = first + binds.len() - 1;
         sql.push_str(&format!(
-            " AND (group_id = {mark}{n} OR resource_id = {mark}{n})"
+            " AND (c.group_id = {mark}{n} OR c.resource_id = {mark}{n})"
         ));
     }
     if !filter.kinds.is_empty() {
         let codes: Vec<String> = filter.kinds.iter().map(|k| k.code().to_string()).collect();
-        sql.push_str(&format!(" AND kind IN ({})", codes.join(", ")));
+        sql.push_str(&format!(" AND c.kind IN ({})", codes.join(", ")));
     }
     (sql, binds)
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use feed::ExportItem;
-pub use postgres::PgStore;
+pub use postgres::{PgStore, COMMIT_STAMP};
 pub use sqlite::SqliteStore;
 
 /// Errors of the store layer.
@@ -479,7 +479,7 @@ macro_rules! impl_cohort_store {
                 let mut tx = self.write_tx().await?;
                 let done =
                     crate::store::cohort_sync::link(&mut tx, actor, id, kind, target).await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(done)
             }
 
@@ -511,7 +511,7 @@ macro_rules! impl_cohort_store {
                 let done =
                     crate::store::cohort_sync::link_group(&mut tx, actor, unified, group, role)
                         .await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(done)
             }
 
@@ -523,7 +523,7 @@ macro_rules! impl_cohort_store {
             ) -> crate::store::StoreResult<()> {
                 let mut tx = self.write_tx().await?;
                 crate::store::cohort_sync::unlink_group(&mut tx, actor, unified, group).await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(())
             }
 
@@ -560,7 +560,7 @@ macro_rules! impl_cohort_store {
                 let mut tx = self.write_tx().await?;
                 let done =
                     crate::store::correlation_sync::create_rule(&mut tx, actor, request).await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(done)
             }
 
@@ -573,7 +573,7 @@ macro_rules! impl_cohort_store {
                 let mut tx = self.write_tx().await?;
                 let done = crate::store::correlation_sync::update_rule(&mut tx, actor, id, request)
                     .await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(done)
             }
 
@@ -584,7 +584,7 @@ macro_rules! impl_cohort_store {
             ) -> crate::store::StoreResult<()> {
                 let mut tx = self.write_tx().await?;
                 crate::store::correlation_sync::delete_rule(&mut tx, actor, id).await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(())
             }
 
@@ -602,7 +602,7 @@ macro_rules! impl_cohort_store {
             ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
                 let mut tx = self.write_tx().await?;
                 let done = crate::store::correlation_sync::run(&mut tx, actor, rule).await?;
-                tx.commit().await?;
+                <$store>::finish(tx).await?;
                 Ok(done)
             }
 

@@ -1,7 +1,9 @@
-//! The change feed on PostgreSQL. Changes are read in `(xid, seq)` order and only below the
-//! fence `pg_snapshot_xmin(pg_current_snapshot())`: every transaction with a smaller id has ended,
-//! so nothing can still appear below the fence, and a consumer that continues after the last
-//! change it read never skips a transaction that committed late.
+//! The change feed on PostgreSQL. Every transaction that writes changes takes, just before it
+//! commits and under a short lock, the next commit position (`change_commit`), so positions are
+//! handed out in commit order and any snapshot sees a prefix of them. Changes are read in
+//! `(position, seq)` order: a consumer that continues after the last change it read never skips a
+//! transaction that took its sequence numbers early and committed late, and sees conflicting
+//! transactions in the order they committed.
 
 use super::{MembershipRow, PgStore, Row};
 use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
@@ -15,38 +17,50 @@ use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
 use crate::store::{ChangeStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Executor, Postgres, Transaction};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
-/// The transactions that have ended: everything below this id is final.
-const FENCE: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
+/// The newest commit position a snapshot sees (or where trimmed history ended, when nothing newer
+/// is left): every change it sees is at or before it.
+const HEAD: &str = "SELECT greatest(coalesce((SELECT max(position) FROM change_commit), 0), \
+     coalesce((SELECT position FROM change_horizon), 0))";
+
+/// Stamps a transaction that wrote changes with the next commit position; run just before commit.
+/// The advisory lock is held until the commit is visible, so the next transaction's position is
+/// taken after it: positions follow commit order.
+pub const STAMP: &str = "WITH mine AS (SELECT pg_current_xact_id_if_assigned() AS xid), \
+     wrote AS (SELECT xid FROM mine WHERE xid IS NOT NULL \
+       AND EXISTS (SELECT 1 FROM change c WHERE c.xid = mine.xid)), \
+     locked AS (SELECT xid, pg_advisory_xact_lock(7234101) FROM wrote) \
+     INSERT INTO change_commit (xid, position) \
+     SELECT xid, nextval('change_commit_seq') FROM locked";
 
 impl PgStore {
-    /// The exact position of this transaction's snapshot: every change it sees is before it.
-    async fn snapshot_cursor(tx: &mut Transaction<'_, Postgres>) -> StoreResult<Cursor> {
-        let (snapshot, xmin): (String, String) = sqlx::query_as(
-            "SELECT pg_current_snapshot()::text, pg_snapshot_xmin(pg_current_snapshot())::text",
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        let xmin: u64 = xmin.parse().unwrap_or_default();
-        Ok(Cursor {
-            snapshot: Some(snapshot),
-            ..Cursor::before_xid(xmin)
-        }
-        .settled())
+    /// Commits a write transaction, stamping its changes with their commit position.
+    pub(super) async fn finish(mut tx: Transaction<'_, Postgres>) -> StoreResult<()> {
+        tx.execute(STAMP).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The position of this transaction's snapshot.
+    async fn snapshot_cursor<'e>(executor: impl sqlx::PgExecutor<'e>) -> StoreResult<Cursor> {
+        let position: i64 = sqlx::query_scalar(HEAD).fetch_one(executor).await?;
+        Ok(Cursor::after_tx(
+            u64::try_from(position).unwrap_or_default(),
+        ))
     }
 
     /// Refuses a cursor older than the retained history.
     async fn check_horizon(&self, after: &Cursor) -> StoreResult<()> {
-        let horizon: Option<(String, i64)> =
-            sqlx::query_as("SELECT xid::text, seq FROM change_horizon")
+        let horizon: Option<(i64, i64)> =
+            sqlx::query_as("SELECT position, seq FROM change_horizon")
                 .fetch_optional(&self.pool)
                 .await?;
         match horizon {
-            Some((xid, seq)) if (after.xid, after.seq) < (xid.parse().unwrap_or(u64::MAX), seq) => {
+            Some((tx, seq)) if (after.tx, after.seq) < (u64::try_from(tx).unwrap_or(0), seq) => {
                 Err(gone(after))
             }
             _ => Ok(()),
@@ -62,23 +76,20 @@ impl ChangeStore for PgStore {
         filter: &ChangeFilter,
         limit: u32,
     ) -> StoreResult<ChangeBatch> {
-        let fence: String = sqlx::query_scalar(FENCE).fetch_one(&self.pool).await?;
-        let (conditions, binds) = filter_clause(filter, 5, '$');
-        let seen = if after.snapshot.is_some() {
-            " AND NOT pg_visible_in_snapshot(xid, $4::text::pg_snapshot)"
-        } else {
-            " AND $4::text IS NULL"
-        };
+        // The head first: rows are read up to it, so `next` never passes a change not returned.
+        let head = Self::snapshot_cursor(&self.pool).await?;
+        let (conditions, binds) = filter_clause(filter, 4, '$');
         let sql = format!(
-            "SELECT xid::text AS xid, {CHANGE_COLUMNS} FROM change \
-             WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < $3::text::xid8{seen}{conditions} \
-             ORDER BY change.xid, change.seq LIMIT {limit}"
+            "SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change_commit k \
+             JOIN change c ON c.xid = k.xid \
+             WHERE (k.position > $1 OR (k.position = $1 AND c.seq > $2)) \
+             AND k.position <= $3{conditions} \
+             ORDER BY k.position, c.seq LIMIT {limit}"
         );
         let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
-            .bind(after.xid.to_string())
+            .bind(i64::try_from(after.tx).unwrap_or(i64::MAX))
             .bind(after.seq)
-            .bind(&fence)
-            .bind(after.snapshot.clone());
+            .bind(i64::try_from(head.tx).unwrap_or(i64::MAX));
         for b in binds {
             query = match b {
                 FilterBind::Text(t) => query.bind(t),
@@ -90,26 +101,21 @@ impl ChangeStore for PgStore {
         self.check_horizon(after).await?;
         let items = rows
             .into_iter()
-            .map(|r| r.into_change(after.snapshot.as_deref()))
+            .map(ChangeRow::into_change)
             .collect::<StoreResult<Vec<_>>>()?;
-        let last = items.last().map(|c| c.cursor.clone());
-        let next = match last {
-            Some(last) if items.len() == limit as usize => last,
-            last => {
-                let fence = Cursor::before_xid(fence.parse().unwrap_or_default());
-                last.unwrap_or_else(|| after.clone())
-                    .max(after.clone())
-                    .max(fence)
-            }
+        let next = match items.last() {
+            Some(last) if items.len() == limit as usize => last.cursor,
+            last => last
+                .map(|c| c.cursor)
+                .unwrap_or(*after)
+                .max(*after)
+                .max(head),
         };
         Ok(ChangeBatch { items, next })
     }
 
     async fn head(&self) -> StoreResult<Cursor> {
-        let mut tx = self.read_tx().await?;
-        let cursor = Self::snapshot_cursor(&mut tx).await?;
-        tx.commit().await?;
-        Ok(cursor)
+        Self::snapshot_cursor(&self.pool).await
     }
 
     async fn history(
@@ -119,9 +125,10 @@ impl ChangeStore for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<StoredChange>> {
         let sql = format!(
-            "SELECT xid::text AS xid, {CHANGE_COLUMNS} FROM change \
-             WHERE (resource_id = $1 OR group_id = $1 OR member_id = $1) AND seq > $2 \
-             ORDER BY seq LIMIT $3"
+            "SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change c \
+             JOIN change_commit k ON k.xid = c.xid \
+             WHERE (c.resource_id = $1 OR c.group_id = $1 OR c.member_id = $1) AND c.seq > $2 \
+             ORDER BY c.seq LIMIT $3"
         );
         let rows: Vec<ChangeRow> = sqlx::query_as(&sql)
             .bind(id)
@@ -129,7 +136,7 @@ impl ChangeStore for PgStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(|r| r.into_change(None)).collect()
+        rows.into_iter().map(ChangeRow::into_change).collect()
     }
 
     async fn members_at(
@@ -154,7 +161,7 @@ impl ChangeStore for PgStore {
         sink: Sender<StoreResult<ExportItem>>,
     ) -> StoreResult<()> {
         let mut tx = self.read_tx().await?;
-        let cursor = Self::snapshot_cursor(&mut tx).await?;
+        let cursor = Self::snapshot_cursor(&mut *tx).await?;
         let (resources, memberships) =
             export_statements(scope, (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS), '$');
         let mut after = Uuid::nil();
@@ -207,29 +214,39 @@ impl ChangeStore for PgStore {
 
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let last: Option<(String, i64)> = sqlx::query_as(
-            "SELECT xid::text, seq FROM change WHERE at < $1 \
-             ORDER BY change.xid DESC, change.seq DESC LIMIT 1",
+        // Whole transactions, oldest first, up to the first one with a change at or after
+        // `before`.
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM change WHERE at >= $1) \
+             THEN (SELECT min(k.position) - 1 FROM change_commit k \
+                   JOIN change c ON c.xid = k.xid WHERE c.at >= $1) \
+             ELSE (SELECT max(position) FROM change_commit) END",
         )
         .bind(before)
-        .fetch_optional(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let Some((xid, seq)) = last else {
+        let Some(position) = last.filter(|p| *p > 0) else {
             return Ok(0);
         };
-        let deleted = sqlx::query("DELETE FROM change WHERE (xid, seq) <= ($1::text::xid8, $2)")
-            .bind(&xid)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(
-            "INSERT INTO change_horizon (id, xid, seq, at) VALUES (1, $1::text::xid8, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, at = now() \
-             WHERE (change_horizon.xid, change_horizon.seq) < (excluded.xid, excluded.seq)",
+        let deleted = sqlx::query(
+            "DELETE FROM change c USING change_commit k WHERE k.xid = c.xid AND k.position <= $1",
         )
-        .bind(&xid)
-        .bind(seq)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM change_commit WHERE position <= $1")
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO change_horizon (id, position, seq, at) VALUES (1, $1, $2, now()) \
+             ON CONFLICT (id) DO UPDATE SET position = excluded.position, seq = excluded.seq, \
+             at = now() WHERE (change_horizon.position, change_horizon.seq) \
+             < (excluded.position, excluded.seq)",
+        )
+        .bind(position)
+        .bind(i64::MAX)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

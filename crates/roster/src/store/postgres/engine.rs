@@ -74,7 +74,7 @@ impl PgStore {
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         let rejected = Self::resolve_in(&mut tx, op, params, validate).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(rejected)
     }
 
@@ -320,7 +320,7 @@ impl PgStore {
             .bind(now())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(ChunkReceipt {
             staged,
             rejected: rejected_count,
@@ -486,7 +486,7 @@ impl EngineStore for PgStore {
             AuditRecord::new("operation.create", target::operation(operation.id)),
         )
         .await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(operation)
     }
 
@@ -528,7 +528,7 @@ impl EngineStore for PgStore {
             AuditRecord::new("operation.complete", target::operation(id)),
         )
         .await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         row.try_into()
     }
 
@@ -661,12 +661,12 @@ impl EngineStore for PgStore {
                 + group_counts.removed
                 + group_counts.updated;
             if in_tx >= params.batch_size {
-                tx.commit().await?;
+                Self::finish(tx).await?;
                 tx = self.pool.begin().await?;
                 in_tx = 0;
             }
         }
-        tx.commit().await?;
+        Self::finish(tx).await?;
         if superseded > 0 && op.group_id.is_some() {
             return Ok(ApplyOutcome::Failed {
                 reason: "superseded: a newer full-update of the group was applied first".to_owned(),
@@ -702,7 +702,7 @@ impl EngineStore for PgStore {
         let record = AuditRecord::new("operation.finish", target::operation(id))
             .with_detail(serde_json::json!({ "status": status }));
         Self::audit(&mut tx, &Actor::system(esql::ENGINE_ACTOR), record).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         let operation: Operation = row.try_into()?;
         if esql::staging_done(&operation)? {
             self.drop_staging(id).await?;
@@ -818,7 +818,7 @@ impl EngineStore for PgStore {
             AuditRecord::new(action, target::operation(id)),
         )
         .await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         if !approve {
             self.drop_staging(id).await?;
         }
@@ -905,7 +905,7 @@ impl EngineStore for PgStore {
         Self::audit(&mut tx, actor, record).await?;
         Self::describe(&mut tx, op, description).await?;
         let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(operation)
     }
 
@@ -999,7 +999,7 @@ impl EngineStore for PgStore {
         )
         .await?;
         let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(operation)
     }
 
@@ -1016,7 +1016,7 @@ impl EngineStore for PgStore {
         let record = AuditRecord::new("operation.purge", target::operation(op))
             .with_detail(serde_json::json!({ "before": before }));
         Self::audit(&mut tx, actor, record).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         let mut memberships = 0i64;
         loop {
             let n = sqlx::query(esql::PURGE_MEMBERSHIPS)
@@ -1072,7 +1072,7 @@ impl EngineStore for PgStore {
             .execute(&mut *tx)
             .await?;
         let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(operation)
     }
 

@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 mod changes;
 mod engine;
+
+pub use changes::STAMP as COMMIT_STAMP;
 mod resource_sync;
 
 type Row = ResourceRow<Vec<String>>;
@@ -228,7 +230,7 @@ impl ResourceStore for PgStore {
         let resource: Resource = row.try_into()?;
         let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
         Self::log_change(&mut tx, actor, change).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(resource)
     }
 
@@ -284,7 +286,7 @@ impl ResourceStore for PgStore {
         let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &updated)
             .with_attrs(changed_attributes(&current, &updated, &changed));
         Self::log_change(&mut tx, actor, change).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(updated)
     }
 
@@ -325,7 +327,7 @@ impl ResourceStore for PgStore {
             ..OperationCounts::default()
         };
         let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(Deletion {
             resource,
             operation: Some(operation),
@@ -353,7 +355,7 @@ impl ResourceStore for PgStore {
         let restored: Resource = row.try_into()?;
         let change = ChangeRecord::resource(ChangeKind::ResourceRestored, &restored);
         Self::log_change(&mut tx, actor, change).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(restored)
     }
 }
@@ -455,7 +457,7 @@ impl MembershipStore for PgStore {
             Self::log_change(&mut tx, actor, change).await?;
         }
         Self::set_counts(&mut tx, op, write.counts()).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(MembershipChange {
             membership,
             write,
@@ -499,7 +501,7 @@ impl MembershipStore for PgStore {
         );
         Self::log_change(&mut tx, actor, change).await?;
         Self::set_counts(&mut tx, op, MembershipWrite::Removed.counts()).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(MembershipChange {
             membership,
             write: MembershipWrite::Removed,
@@ -579,7 +581,7 @@ impl TokenStore for PgStore {
                 )),
                 _ => e.into(),
             })?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         row.try_into()
     }
 
@@ -600,7 +602,7 @@ impl TokenStore for PgStore {
             let record = AuditRecord::new("token.bootstrap", target::token(id));
             Self::audit(&mut tx, &Actor::system("roster"), record).await?;
         }
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(inserted)
     }
 
@@ -649,7 +651,7 @@ impl TokenStore for PgStore {
             AuditRecord::new("token.revoke", target::token(id)),
         )
         .await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         row.try_into()
     }
 

@@ -82,7 +82,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         lock_source(&mut tx, op.source_system.as_deref().unwrap_or_default()).await?;
         let outcome = sync::apply_full_update(&mut tx, op, &params, now()).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(outcome)
     }
 
@@ -149,7 +149,7 @@ impl PgStore {
             .with_detail(serde_json::json!({ "resources": lines.len() }));
         Self::audit(&mut tx, actor, record).await?;
         let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
+        Self::finish(tx).await?;
         Ok(operation)
     }
 }

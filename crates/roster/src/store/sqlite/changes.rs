@@ -20,6 +20,12 @@ use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
 impl SqliteStore {
+    /// Commits a write transaction (one writer at a time: commit order is sequence order).
+    pub(super) async fn finish(tx: Transaction<'_, Sqlite>) -> StoreResult<()> {
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The position of this transaction's snapshot.
     async fn snapshot_cursor(tx: &mut Transaction<'_, Sqlite>) -> StoreResult<Cursor> {
         // The newest change, or where trimmed history ended when nothing newer is left.
@@ -51,8 +57,8 @@ impl ChangeStore for SqliteStore {
         }
         let (conditions, binds) = filter_clause(filter, 2, '?');
         let sql = format!(
-            "SELECT '0' AS xid, {CHANGE_COLUMNS} FROM change WHERE seq > ?1{conditions} \
-             ORDER BY seq LIMIT {limit}"
+            "SELECT 0 AS tx, {CHANGE_COLUMNS} FROM change c WHERE c.seq > ?1{conditions} \
+             ORDER BY c.seq LIMIT {limit}"
         );
         let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after.seq);
         for b in binds {
@@ -65,11 +71,11 @@ impl ChangeStore for SqliteStore {
         tx.commit().await?;
         let items = rows
             .into_iter()
-            .map(|r| r.into_change(None))
+            .map(ChangeRow::into_change)
             .collect::<StoreResult<Vec<_>>>()?;
         let next = match items.last() {
-            Some(last) if items.len() == limit as usize => last.cursor.clone(),
-            _ => fence.max(after.clone()),
+            Some(last) if items.len() == limit as usize => last.cursor,
+            _ => fence.max(*after),
         };
         Ok(ChangeBatch { items, next })
     }
@@ -88,9 +94,9 @@ impl ChangeStore for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<StoredChange>> {
         let sql = format!(
-            "SELECT '0' AS xid, {CHANGE_COLUMNS} FROM change \
-             WHERE (resource_id = ?1 OR group_id = ?1 OR member_id = ?1) AND seq > ?2 \
-             ORDER BY seq LIMIT ?3"
+            "SELECT 0 AS tx, {CHANGE_COLUMNS} FROM change c \
+             WHERE (c.resource_id = ?1 OR c.group_id = ?1 OR c.member_id = ?1) AND c.seq > ?2 \
+             ORDER BY c.seq LIMIT ?3"
         );
         let rows: Vec<ChangeRow> = sqlx::query_as(&sql)
             .bind(id)
@@ -98,7 +104,7 @@ impl ChangeStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
-        rows.into_iter().map(|r| r.into_change(None)).collect()
+        rows.into_iter().map(ChangeRow::into_change).collect()
     }
 
     async fn members_at(
