@@ -137,6 +137,77 @@ pub fn export_statements(
     }
 }
 
+/// The body of a backend's `export`: pages through `$scope` on `$tx` (a read transaction, one
+/// snapshot) with `$row` resource rows and `$mark` placeholders, sends each item to `$sink` (and
+/// returns early when the receiver has gone), commits, then sends `$cursor`.
+macro_rules! export_body {
+    ($tx:ident, $scope:ident, $sink:ident, $cursor:expr, $mark:expr, $row:ty) => {{
+        use crate::domain::feed::ExportScope;
+        use crate::store::feed::{ExportItem, EXPORT_PAGE};
+        use crate::store::rows::{MembershipRow, MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
+        let (resources, memberships) = crate::store::feed::export_statements(
+            $scope,
+            (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS),
+            $mark,
+        );
+        let mut after = uuid::Uuid::nil();
+        loop {
+            let query = sqlx::query_as::<_, $row>(&resources);
+            let query = match $scope {
+                ExportScope::Source(source) => query.bind(source.clone()),
+                ExportScope::Group(group) => query.bind(*group),
+            };
+            let rows = query
+                .bind(after)
+                .bind(EXPORT_PAGE)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let Some(last) = rows.last().map(|r| r.id()) else {
+                break;
+            };
+            after = last;
+            for row in rows {
+                let item = row.try_into().map(ExportItem::Resource);
+                if $sink.send(item).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut after = 0_i64;
+        loop {
+            let query = sqlx::query_as::<_, MembershipRow>(&memberships);
+            let query = match $scope {
+                ExportScope::Source(source) => query.bind(source.clone()),
+                ExportScope::Group(group) => query.bind(*group),
+            };
+            let rows = query
+                .bind(after)
+                .bind(EXPORT_PAGE)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let Some(last) = rows.last().map(MembershipRow::id) else {
+                break;
+            };
+            after = last;
+            for row in rows {
+                if $sink
+                    .send(Ok(ExportItem::Membership(row.into())))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        $tx.commit().await?;
+        // The receiver may have gone; there is nothing left to tell it.
+        let _ = $sink.send(Ok(ExportItem::End($cursor))).await;
+        Ok(())
+    }};
+}
+
+pub(crate) use export_body;
+
 /// The members of group `1` active at time `2`, by member id after `3`, at most `4`: each
 /// member's last membership change up to then, where it is an addition. `mark` is the backend's
 /// placeholder.

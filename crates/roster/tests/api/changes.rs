@@ -544,6 +544,34 @@ async fn the_feed_filters_formats_and_refuses_bad_input(backend: Backend) {
     );
     assert!(scim[1]["txn"].is_string() && scim[1]["iat"].is_i64());
 
+    // A source's export: its resources, its groups' active memberships, then the cursor.
+    app.put(&format!("/api/v1/groups/{hr}/members/{u2}"), None)
+        .await;
+    let export = app.get("/api/v1/export?source_system=hr").await;
+    let lines: Vec<Value> = export
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+        .collect();
+    let ids: Vec<&Value> = lines
+        .iter()
+        .filter_map(|l| l.get("resource"))
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "the hr group and u1, not it's resources: {}",
+        export.text
+    );
+    assert!(ids.contains(&&json!(hr)) && ids.contains(&&json!(u1)));
+    let members: Vec<&Value> = lines
+        .iter()
+        .filter_map(|l| l.get("membership"))
+        .map(|m| &m["member_id"])
+        .collect();
+    assert_eq!(members.len(), 2, "u1, and u2 of it in an hr group");
+    assert!(lines.last().and_then(|l| l.get("cursor")).is_some());
     let before = app.fingerprint().await;
     for (query, needle) in [
         ("after=nonsense", "not a change-feed cursor"),

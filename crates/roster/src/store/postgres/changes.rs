@@ -5,15 +5,14 @@
 //! transaction that took its sequence numbers early and committed late, and sees conflicting
 //! transactions in the order they committed.
 
-use super::{MembershipRow, PgStore, Row};
+use super::{PgStore, Row};
 use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    export_statements, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
-    FilterBind, CHANGE_COLUMNS, EXPORT_PAGE,
+    filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem, FilterBind,
+    CHANGE_COLUMNS,
 };
-use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
 use crate::store::{ChangeStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -162,54 +161,7 @@ impl ChangeStore for PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.read_tx().await?;
         let cursor = Self::snapshot_cursor(&mut *tx).await?;
-        let (resources, memberships) =
-            export_statements(scope, (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS), '$');
-        let mut after = Uuid::nil();
-        loop {
-            let rows: Vec<Row> = bind_scope(sqlx::query_as(&resources), scope)
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let Some(last) = rows.last().map(|r| r.id()) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                if sink
-                    .send(row.try_into().map(ExportItem::Resource))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        let mut after = 0_i64;
-        loop {
-            let rows: Vec<MembershipRow> = bind_scope(sqlx::query_as(&memberships), scope)
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let Some(last) = rows.last().map(MembershipRow::id) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                if sink
-                    .send(Ok(ExportItem::Membership(row.into())))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        tx.commit().await?;
-        // The receiver may have gone; there is nothing left to tell it.
-        let _ = sink.send(Ok(ExportItem::End(cursor))).await;
-        Ok(())
+        crate::store::feed::export_body!(tx, scope, sink, cursor, '$', Row)
     }
 
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -296,15 +248,4 @@ impl ChangeStore for PgStore {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Binds the scope of an export: a source system's name or a group's id.
-fn bind_scope<'q, T>(
-    query: sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>,
-    scope: &ExportScope,
-) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments> {
-    match scope {
-        ExportScope::Source(source) => query.bind(source.clone()),
-        ExportScope::Group(group) => query.bind(*group),
-    }
 }

@@ -2,15 +2,14 @@
 //! its transaction, so a reader's snapshot always holds a prefix of the log: `seq` alone is a
 //! gapless cursor, and the newest sequence number a snapshot sees is its exact position.
 
-use super::{MembershipRow, Row, SqliteStore};
+use super::{Row, SqliteStore};
 use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    export_statements, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
-    FilterBind, CHANGE_COLUMNS, EXPORT_PAGE,
+    filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem, FilterBind,
+    CHANGE_COLUMNS,
 };
-use crate::store::rows::{MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
 use crate::store::{ChangeStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -130,54 +129,7 @@ impl ChangeStore for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.read_tx().await?;
         let cursor = Self::snapshot_cursor(&mut tx).await?;
-        let (resources, memberships) =
-            export_statements(scope, (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS), '?');
-        let mut after = Uuid::nil();
-        loop {
-            let rows: Vec<Row> = bind_scope(sqlx::query_as(&resources), scope)
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let Some(last) = rows.last().map(|r| r.id()) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                if sink
-                    .send(row.try_into().map(ExportItem::Resource))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        let mut after = 0_i64;
-        loop {
-            let rows: Vec<MembershipRow> = bind_scope(sqlx::query_as(&memberships), scope)
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let Some(last) = rows.last().map(MembershipRow::id) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                if sink
-                    .send(Ok(ExportItem::Membership(row.into())))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        tx.commit().await?;
-        // The receiver may have gone; there is nothing left to tell it.
-        let _ = sink.send(Ok(ExportItem::End(cursor))).await;
-        Ok(())
+        crate::store::feed::export_body!(tx, scope, sink, cursor, '?', Row)
     }
 
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -252,16 +204,5 @@ impl ChangeStore for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
-    }
-}
-
-/// Binds the scope of an export: a source system's name or a group's id.
-fn bind_scope<'q, T>(
-    query: sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>,
-    scope: &ExportScope,
-) -> sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>> {
-    match scope {
-        ExportScope::Source(source) => query.bind(source.clone()),
-        ExportScope::Group(group) => query.bind(*group),
     }
 }
