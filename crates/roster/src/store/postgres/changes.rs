@@ -36,6 +36,11 @@ pub const STAMP: &str = "WITH mine AS (SELECT pg_current_xact_id_if_assigned() A
      INSERT INTO change_commit (xid, position) \
      SELECT xid, nextval('change_commit_seq') FROM locked";
 
+/// A commit position as PostgreSQL stores it.
+fn position(tx: u64) -> i64 {
+    i64::try_from(tx).unwrap_or(i64::MAX)
+}
+
 impl PgStore {
     /// Commits a write transaction, stamping its changes with their commit position.
     pub(super) async fn finish(mut tx: Transaction<'_, Postgres>) -> StoreResult<()> {
@@ -77,18 +82,36 @@ impl ChangeStore for PgStore {
     ) -> StoreResult<ChangeBatch> {
         // The head first: rows are read up to it, so `next` never passes a change not returned.
         let head = Self::snapshot_cursor(&self.pool).await?;
+        let (from, to) = (position(after.tx), position(head.tx));
+        // Up to `limit` transactions after the cursor's are read per answer; `window` is the last.
+        let window: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
+             AND position <= $2 ORDER BY position OFFSET $3 LIMIT 1), $2)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit) - 1)
+        .fetch_one(&self.pool)
+        .await?;
+        // The rest of the cursor's transaction, then each later one in the window, each read in
+        // `seq` order from the (xid, seq) key: a transaction of a million changes is paged
+        // through, not read whole for every page.
         let (conditions, binds) = filter_clause(filter, 4, '$');
         let sql = format!(
-            "SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change_commit k \
-             JOIN change c ON c.xid = k.xid \
-             WHERE (k.position > $1 OR (k.position = $1 AND c.seq > $2)) \
-             AND k.position <= $3{conditions} \
-             ORDER BY k.position, c.seq LIMIT {limit}"
+            "(SELECT $1::bigint AS tx, {CHANGE_COLUMNS} FROM change c \
+               WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) \
+               AND c.seq > $2{conditions} ORDER BY c.seq LIMIT {limit}) \
+             UNION ALL \
+             (SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change_commit k \
+               CROSS JOIN LATERAL (SELECT * FROM change c WHERE c.xid = k.xid{conditions} \
+                 ORDER BY c.seq LIMIT {limit}) c \
+               WHERE k.position > $1 AND k.position <= $3) \
+             ORDER BY 1, 2 LIMIT {limit}"
         );
         let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
-            .bind(i64::try_from(after.tx).unwrap_or(i64::MAX))
+            .bind(from)
             .bind(after.seq)
-            .bind(i64::try_from(head.tx).unwrap_or(i64::MAX));
+            .bind(window);
         for b in binds {
             query = match b {
                 FilterBind::Text(t) => query.bind(t),
@@ -108,7 +131,7 @@ impl ChangeStore for PgStore {
                 .map(|c| c.cursor)
                 .unwrap_or(*after)
                 .max(*after)
-                .max(head),
+                .max(Cursor::after_tx(u64::try_from(window).unwrap_or_default())),
         };
         Ok(ChangeBatch { items, next })
     }
