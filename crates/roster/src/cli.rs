@@ -215,6 +215,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
 
+    /// A deactivation (an action, an HR termination) of more accounts than this waits for an
+    /// admin's approval.
+    #[arg(long, env = "ROSTER_LIFECYCLE_THRESHOLD", default_value_t = 50)]
+    pub lifecycle_threshold: i64,
+
+    /// How often the expiry sweeper looks for accounts whose expires_at passed.
+    #[arg(long, env = "ROSTER_EXPIRY_SWEEP_SECONDS", default_value_t = 60)]
+    pub expiry_sweep_seconds: u64,
+
     /// Keep the change log (the feed's history, point-in-time answers) this many days; a feed
     /// cursor older than that answers 410 Gone. Default: forever.
     #[arg(long, env = "ROSTER_HISTORY_RETENTION_DAYS")]

@@ -80,6 +80,7 @@ impl Settings {
                 history_retention: args
                     .history_retention_days
                     .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+                expiry_sweep: Duration::from_secs(args.expiry_sweep_seconds.max(1)),
                 ..EngineConfig::default()
             },
             operations: OperationDefaults {
@@ -90,6 +91,9 @@ impl Settings {
                 batch_size: args.apply_batch_size,
                 retention_days: args.retention_days,
                 max_wait: Duration::from_secs(args.request_timeout.saturating_sub(5).max(1)),
+                lifecycle: crate::domain::lifecycle::Policy {
+                    threshold: args.lifecycle_threshold.max(0),
+                },
             },
             relay: args.nats_url.as_ref().map(|url| RelayConfig {
                 url: url.clone(),

@@ -25,10 +25,16 @@ pub enum ChangeKind {
     IdentityLinked,
     #[serde(rename = "identity.unlinked")]
     IdentityUnlinked,
+    /// An account's `active` became false (its attrs carry every attribute the write changed).
+    #[serde(rename = "resource.deactivated")]
+    ResourceDeactivated,
+    /// An account's `active` became true.
+    #[serde(rename = "resource.activated")]
+    ResourceActivated,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 10] = [
+    pub const ALL: [ChangeKind; 12] = [
         Self::ResourceCreated,
         Self::ResourceUpdated,
         Self::ResourceDeleted,
@@ -39,6 +45,8 @@ impl ChangeKind {
         Self::MembershipUpdated,
         Self::IdentityLinked,
         Self::IdentityUnlinked,
+        Self::ResourceDeactivated,
+        Self::ResourceActivated,
     ];
 
     /// The code stored in `change.kind`.
@@ -54,6 +62,8 @@ impl ChangeKind {
             Self::MembershipUpdated => 8,
             Self::IdentityLinked => 9,
             Self::IdentityUnlinked => 10,
+            Self::ResourceDeactivated => 11,
+            Self::ResourceActivated => 12,
         }
     }
 
@@ -74,11 +84,23 @@ impl ChangeKind {
             Self::MembershipUpdated => "membership.updated",
             Self::IdentityLinked => "identity.linked",
             Self::IdentityUnlinked => "identity.unlinked",
+            Self::ResourceDeactivated => "resource.deactivated",
+            Self::ResourceActivated => "resource.activated",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind of a write that changed a resource's attributes `changed`, `active` now being
+    /// `active`: a flip of `active` is a deactivation or an activation, the rest an update.
+    pub fn of_update(changed: &[&str], active: bool) -> Self {
+        match (changed.contains(&"active"), active) {
+            (true, false) => Self::ResourceDeactivated,
+            (true, true) => Self::ResourceActivated,
+            (false, _) => Self::ResourceUpdated,
+        }
     }
 }
 

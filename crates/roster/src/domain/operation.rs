@@ -15,16 +15,28 @@ pub enum OperationType {
     Reconcile,
     Purge,
     Correlate,
+    /// Deactivates the accounts of an identity, a cohort or one account.
+    Deactivate,
+    /// Re-activates them.
+    Activate,
+    /// The expiry sweeper's deactivation of the accounts whose `expires_at` passed.
+    Expire,
+    /// A persona's attributes written to every account of its cohort.
+    Propagate,
 }
 
 impl OperationType {
-    pub const ALL: [OperationType; 6] = [
+    pub const ALL: [OperationType; 10] = [
         Self::FullUpdate,
         Self::PartialUpdate,
         Self::Delete,
         Self::Reconcile,
         Self::Purge,
         Self::Correlate,
+        Self::Deactivate,
+        Self::Activate,
+        Self::Expire,
+        Self::Propagate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,11 +47,20 @@ impl OperationType {
             Self::Reconcile => "reconcile",
             Self::Purge => "purge",
             Self::Correlate => "correlate",
+            Self::Deactivate => "deactivate",
+            Self::Activate => "activate",
+            Self::Expire => "expire",
+            Self::Propagate => "propagate",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether the operation sets accounts' `active` state (and lists them in `lifecycle_target`).
+    pub fn is_lifecycle(self) -> bool {
+        matches!(self, Self::Deactivate | Self::Activate | Self::Expire)
     }
 }
 

@@ -162,6 +162,9 @@ pub struct Resource {
     pub tags: Vec<String>,
     pub active: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Why the account is inactive, when roster deactivated it: `hr-terminated`, `expired`, or
+    /// the reason given to a deactivate action. Null when active (or deactivated by a source).
+    pub deactivation_reason: Option<String>,
     /// The prime this resource hangs under: an account's cohort prime, a prime's parent.
     pub prime_id: Option<ResourceId>,
     pub deleted: bool,
@@ -406,6 +409,7 @@ mod tests {
             tags: vec![],
             active: true,
             expires_at: None,
+            deactivation_reason: None,
             prime_id: None,
             deleted: false,
             deleted_at: None,

@@ -115,7 +115,11 @@ fn events(
         .as_ref()
         .and_then(|a| a.get("active"))
         .and_then(|a| a["new"].as_bool());
-    let (Some(active), ChangeKind::ResourceUpdated) = (active, change.kind) else {
+    let updates = matches!(
+        change.kind,
+        ChangeKind::ResourceUpdated | ChangeKind::ResourceDeactivated | ChangeKind::ResourceActivated
+    );
+    let (Some(active), true) = (active, updates) else {
         return vec![event(change, subject, ty)];
     };
     let mut out = Vec::new();
@@ -153,7 +157,11 @@ fn event(
             Some(r) => ("create:full", json!({"data": resource(r)})),
             None => ("create:notice", json!({"attributes": ["id"]})),
         },
-        ChangeKind::ResourceUpdated | ChangeKind::IdentityLinked | ChangeKind::IdentityUnlinked => {
+        ChangeKind::ResourceUpdated
+        | ChangeKind::ResourceDeactivated
+        | ChangeKind::ResourceActivated
+        | ChangeKind::IdentityLinked
+        | ChangeKind::IdentityUnlinked => {
             let operations = attrs
                 .iter()
                 .map(|(name, values)| {

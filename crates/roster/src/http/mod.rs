@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod changes;
 mod cohorts;
+mod lifecycle;
 mod correlation;
 mod groups;
 mod health;
@@ -80,6 +81,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(resources::routes())
         .merge(groups::routes())
         .merge(cohorts::routes())
+        .merge(lifecycle::routes())
         .merge(correlation::routes())
         .merge(operations::routes())
         .merge(tokens::routes())

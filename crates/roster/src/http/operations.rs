@@ -55,6 +55,8 @@ pub struct OperationDefaults {
     /// The longest a call waits for an operation (`?wait=`); kept below the request timeout, so
     /// a long apply answers 202 and the client polls.
     pub max_wait: Duration,
+    /// Identity lifecycle: the deactivation threshold.
+    pub lifecycle: crate::domain::lifecycle::Policy,
 }
 
 impl Default for OperationDefaults {
@@ -64,6 +66,7 @@ impl Default for OperationDefaults {
             batch_size: crate::domain::operation::default_batch_size(),
             retention_days: 90,
             max_wait: Duration::from_secs(25),
+            lifecycle: crate::domain::lifecycle::Policy::default(),
         }
     }
 }
@@ -154,7 +157,7 @@ async fn create_operation(
             check_owner(&state, &caller, request.resource_id).await?;
             let deletion = state
                 .store
-                .delete_resource(&caller.actor(), request.resource_id)
+                .delete_resource(&caller.actor(), request.resource_id, &state.operations.lifecycle)
                 .await?;
             deletion.operation.ok_or_else(|| {
                 ApiError::Conflict(format!(

@@ -3,6 +3,7 @@
 use super::auth::Caller;
 use super::{Json, Path, Query};
 use crate::app::AppState;
+use crate::domain::lifecycle::{PatchParams, Propagate, Propagation};
 use crate::domain::membership::{Membership, MembershipFilter};
 use crate::domain::operation::Operation;
 use crate::domain::page::{ListKind, Page, PageRequest};
@@ -184,27 +185,42 @@ async fn get_resource(
     Ok(axum::Json(state.store.get_resource(id).await?))
 }
 
+/// What a patch answers: the resource, or with `propagate=cohort` the propagation.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PatchResult {
+    Resource(Resource),
+    Propagation(Propagation),
+}
+
 /// Update some attributes of a resource; `null` clears a field. `type` and `source_system` cannot
-/// change. A patch that changes nothing writes nothing.
+/// change. A patch that changes nothing writes nothing. With `propagate=cohort` the persona
+/// attributes (displayname, description, notes, tags) go to every account of the account's
+/// cohort as one `propagate` operation, and the answer is the propagation.
 #[utoipa::path(patch, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["write"])),
-    params(("id" = ResourceId, Path, description = "Resource id")),
+    params(("id" = ResourceId, Path, description = "Resource id"), PatchParams),
     request_body = ResourcePatch,
-    responses((status = 200, description = "The updated resource", body = Resource),
+    responses((status = 200, description = "The updated resource (or, propagated, the propagation)", body = PatchResult),
               (status = 404, description = "No such resource", body = Problem),
-              (status = 409, description = "The new identifier or external id is taken", body = Problem),
-              (status = 422, description = "A value breaks a rule", body = Problem)))]
+              (status = 409, description = "The new identifier or external id is taken, or (propagate) the account has no cohort", body = Problem),
+              (status = 422, description = "A value breaks a rule, or (propagate) an attribute of one account is named", body = Problem)))]
 async fn update_resource(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<ResourceId>,
+    Query(params): Query<PatchParams>,
     Json(patch): Json<ResourcePatch>,
-) -> Result<axum::Json<Resource>, ApiError> {
+) -> Result<axum::Json<PatchResult>, ApiError> {
+    let actor = caller.actor();
+    if params.propagate == Some(Propagate::Cohort) {
+        caller.check_unbound("propagating to a cohort")?;
+        let done = state.store.propagate(&actor, id, &patch).await?;
+        return Ok(axum::Json(PatchResult::Propagation(done)));
+    }
     check_owner(&state, &caller, id).await?;
-    let resource = state
-        .store
-        .update_resource(&caller.actor(), id, &patch)
-        .await?;
-    Ok(axum::Json(resource))
+    let policy = &state.operations.lifecycle;
+    let resource = state.store.update_resource(&actor, id, &patch, policy).await?;
+    Ok(axum::Json(PatchResult::Resource(resource)))
 }
 
 /// Soft-delete a resource and end its memberships (as a group and as a member) in one delete
@@ -219,7 +235,8 @@ async fn delete_resource(
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<DeleteResult>, ApiError> {
     check_owner(&state, &caller, id).await?;
-    let deletion = state.store.delete_resource(&caller.actor(), id).await?;
+    let policy = &state.operations.lifecycle;
+    let deletion = state.store.delete_resource(&caller.actor(), id, policy).await?;
     Ok(axum::Json(DeleteResult {
         resource: deletion.resource,
         operation: deletion.operation,

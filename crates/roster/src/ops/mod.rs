@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// Changes older than this are deleted from the log (once an hour); none: kept forever.
     pub history_retention: Option<Duration>,
+    /// How often the expiry sweeper deactivates the accounts whose `expires_at` passed.
+    pub expiry_sweep: Duration,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             abandon_after: Duration::from_secs(24 * 3600),
             max_attempts: 3,
             history_retention: None,
+            expiry_sweep: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +79,8 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move { engine.sweep().await });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.expire().await });
     }
 
     /// Tells an idle worker that an operation was queued.
@@ -206,6 +211,25 @@ impl Engine {
 }
 
 impl Engine {
+    /// Deactivates the accounts whose `expires_at` passed, every `expiry_sweep`. The sweep is
+    /// serialised in the database, so with several processes an account expires once.
+    async fn expire(self: Arc<Self>) {
+        let mut every = tokio::time::interval(self.config.expiry_sweep);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match self.store.expire_due().await {
+                Ok(Some(op)) => tracing::info!(
+                    operation = %op.id,
+                    accounts = op.counts.updated,
+                    "deactivated expired accounts"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+            }
+        }
+    }
+
     /// This process's name in claims and leases.
     pub fn node(&self) -> &str {
         &self.node

@@ -27,15 +27,22 @@ fn up(from: &str) -> String {
     )
 }
 
-/// Every resource under the root of `@id` (the root included), in one recursive query.
-fn identity_members() -> Statement {
-    compile(&format!(
+/// The ids of every resource under the root of `@id` (the root included): one recursive query.
+pub(super) fn identity_ids() -> String {
+    format!(
         "WITH RECURSIVE {}, root(id) AS (SELECT id FROM up WHERE prime_id IS NULL), \
          down(id, depth) AS (SELECT id, 0 FROM root UNION ALL SELECT r.id, down.depth + 1 \
          FROM resource r JOIN down ON r.prime_id = down.id WHERE down.depth <= {MAX_DEPTH}) \
-         SELECT {RESOURCE_COLUMNS} FROM resource WHERE id IN (SELECT id FROM down) \
-         AND NOT deleted ORDER BY id",
+         SELECT id FROM down",
         up("@id")
+    )
+}
+
+/// Every live resource under the root of `@id` (the root included).
+fn identity_members() -> Statement {
+    compile(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE id IN ({}) AND NOT deleted ORDER BY id",
+        identity_ids()
     ))
 }
 

@@ -50,7 +50,7 @@ fn rule(row: RuleRow) -> StoreResult<CorrelationRule> {
 }
 
 /// SQL string literal of a checked value.
-fn quoted(value: &str) -> String {
+pub(super) fn quoted(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

@@ -110,6 +110,15 @@ pub fn params(op: &Operation) -> StoreResult<FullUpdateParams> {
     })
 }
 
+/// The parameters of an operation a person approved: as they were, marked `approved`.
+pub fn approved_params(op: &Operation) -> serde_json::Value {
+    let mut params = op.params.clone();
+    if let Some(fields) = params.as_object_mut() {
+        fields.insert("approved".to_owned(), serde_json::Value::Bool(true));
+    }
+    params
+}
+
 pub fn rejection_reason(id: OperationId, rejected: i64) -> String {
     format!(
         "{rejected} uploaded line(s) were rejected; GET /api/v1/operations/{id}/rejections lists \

@@ -5,6 +5,7 @@ mod cohort_sync;
 mod correlation_sync;
 mod engine_sql;
 mod feed;
+mod lifecycle_sync;
 mod postgres;
 mod resource_sql;
 mod resource_sync;
@@ -16,6 +17,7 @@ mod subscriptions;
 use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
 use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, StagedLine};
+use crate::domain::lifecycle::{Action, Policy, Propagation, Source, SourceRequest};
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope, Target};
 use crate::domain::page::PageRequest;
@@ -111,15 +113,24 @@ pub trait ResourceStore: Send + Sync {
         filter: &ResourceFilter,
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<Resource>>;
-    /// Applies a partial update; a patch that changes nothing writes nothing.
+    /// Applies a partial update; a patch that changes nothing writes nothing. Deactivating a
+    /// lifecycle authority's record deactivates its identity (under `policy`) in the same
+    /// transaction.
     async fn update_resource(
         &self,
         actor: &Actor,
         id: ResourceId,
         patch: &ResourcePatch,
+        policy: &Policy,
     ) -> StoreResult<Resource>;
-    /// Soft-deletes a resource and ends its memberships, as one delete operation.
-    async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion>;
+    /// Soft-deletes a resource and ends its memberships, as one delete operation; deleting a
+    /// lifecycle authority's record deactivates its identity in the same transaction.
+    async fn delete_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        policy: &Policy,
+    ) -> StoreResult<Deletion>;
     async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource>;
 }
 
@@ -620,6 +631,119 @@ macro_rules! impl_cohort_store {
 
 pub(crate) use impl_cohort_store;
 
+/// Identity lifecycle: actions on the accounts of an identity, a cohort or one account, the
+/// expiry sweep, cohort-local propagation and the sources' lifecycle settings.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync {
+    /// Carries out an action as one operation (pending past the threshold): the operation and
+    /// the accounts it changed, or would change.
+    async fn act(
+        &self,
+        actor: &Actor,
+        action: &Action,
+        policy: &Policy,
+    ) -> StoreResult<(Operation, Vec<ResourceId>)>;
+    /// Applies a patch's persona attributes to every account of the cohort, as one operation.
+    async fn propagate(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        patch: &ResourcePatch,
+    ) -> StoreResult<Propagation>;
+    /// Deactivates the accounts whose `expires_at` passed, as one operation (none: none due).
+    async fn expire_due(&self) -> StoreResult<Option<Operation>>;
+    /// The accounts a lifecycle operation lists, in id order; fetches one more than the page.
+    async fn lifecycle_targets(
+        &self,
+        op: OperationId,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Resource>>;
+    async fn source(&self, source_system: &str) -> StoreResult<Source>;
+    async fn put_source(
+        &self,
+        actor: &Actor,
+        source_system: &str,
+        request: &SourceRequest,
+    ) -> StoreResult<Source>;
+}
+
+/// Implements [`LifecycleStore`] for a store with `write_tx`, `read_tx` and `finish`.
+macro_rules! impl_lifecycle_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::store::LifecycleStore for $store {
+            async fn act(
+                &self,
+                actor: &crate::domain::token::Actor,
+                action: &crate::domain::lifecycle::Action,
+                policy: &crate::domain::lifecycle::Policy,
+            ) -> crate::store::StoreResult<(
+                crate::domain::operation::Operation,
+                Vec<crate::domain::ResourceId>,
+            )> {
+                let mut tx = self.write_tx().await?;
+                let done = crate::store::lifecycle_sync::act(&mut tx, actor, action, policy).await?;
+                <$store>::finish(tx).await?;
+                Ok(done)
+            }
+
+            async fn propagate(
+                &self,
+                actor: &crate::domain::token::Actor,
+                id: crate::domain::ResourceId,
+                patch: &crate::domain::resource::ResourcePatch,
+            ) -> crate::store::StoreResult<crate::domain::lifecycle::Propagation> {
+                let mut tx = self.write_tx().await?;
+                let done = crate::store::lifecycle_sync::propagate(&mut tx, actor, id, patch).await?;
+                <$store>::finish(tx).await?;
+                Ok(done)
+            }
+
+            async fn expire_due(
+                &self,
+            ) -> crate::store::StoreResult<Option<crate::domain::operation::Operation>> {
+                let mut tx = self.write_tx().await?;
+                let done = crate::store::lifecycle_sync::expire(&mut tx, crate::store::now()).await?;
+                <$store>::finish(tx).await?;
+                Ok(done)
+            }
+
+            async fn lifecycle_targets(
+                &self,
+                op: crate::domain::OperationId,
+                page: &crate::domain::page::PageRequest<uuid::Uuid>,
+            ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+                let mut tx = self.read_tx().await?;
+                crate::store::lifecycle_sync::targets(&mut tx, op, page).await
+            }
+
+            async fn source(
+                &self,
+                source_system: &str,
+            ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+                let mut tx = self.read_tx().await?;
+                crate::store::lifecycle_sync::source(&mut tx, source_system).await
+            }
+
+            async fn put_source(
+                &self,
+                actor: &crate::domain::token::Actor,
+                source_system: &str,
+                request: &crate::domain::lifecycle::SourceRequest,
+            ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+                let mut tx = self.write_tx().await?;
+                let done =
+                    crate::store::lifecycle_sync::put_source(&mut tx, actor, source_system, request)
+                        .await?;
+                <$store>::finish(tx).await?;
+                Ok(done)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_lifecycle_store;
+
 /// The change feed: the log read in order by cursor, exports, history.
 #[async_trait]
 pub trait ChangeStore: Send + Sync {
@@ -749,6 +873,7 @@ pub trait Store:
     + AuditStore
     + EngineStore
     + CohortStore
+    + LifecycleStore
     + ChangeStore
     + SubscriptionStore
 {

@@ -43,9 +43,11 @@ pub enum Bind {
     Other,
     /// The source system the operation's token is bound to (or null).
     Bound,
+    /// Why accounts are deactivated (or null).
+    Reason,
 }
 
-const NAMES: [(&str, Bind); 14] = [
+const NAMES: [(&str, Bind); 15] = [
     ("@source", Bind::Source),
     ("@op", Bind::Op),
     ("@at", Bind::At),
@@ -60,6 +62,7 @@ const NAMES: [(&str, Bind); 14] = [
     ("@id", Bind::Id),
     ("@other", Bind::Other),
     ("@bound", Bind::Bound),
+    ("@reason", Bind::Reason),
 ];
 
 /// A statement with numbered parameters and the values to bind to them, in order.
@@ -127,6 +130,7 @@ pub struct Values {
     pub id: Uuid,
     pub other: Option<Uuid>,
     pub bound: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl Values {
@@ -147,6 +151,7 @@ impl Values {
             id,
             other,
             bound: None,
+            reason: None,
         }
     }
 }
@@ -185,6 +190,7 @@ where
             Bind::Id => query.bind(values.id),
             Bind::Other => query.bind(values.other),
             Bind::Bound => query.bind(values.bound.clone()),
+            Bind::Reason => query.bind(values.reason.clone()),
         };
     }
     query

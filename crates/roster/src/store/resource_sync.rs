@@ -57,6 +57,12 @@ pub(super) trait Conn: Send {
     async fn lock(&mut self, id: ResourceId) -> StoreResult<crate::domain::resource::Resource>;
     /// A resource, read without a lock.
     async fn get(&mut self, id: ResourceId) -> StoreResult<crate::domain::resource::Resource>;
+    /// Writes `next` over the stored `current` (the same resource); what was stored.
+    async fn write_resource(
+        &mut self,
+        current: &crate::domain::resource::Resource,
+        next: &crate::domain::resource::Resource,
+    ) -> StoreResult<crate::domain::resource::Resource>;
     async fn audit(
         &mut self,
         actor: &crate::domain::token::Actor,
@@ -131,6 +137,14 @@ macro_rules! impl_conn {
                 id: crate::domain::ResourceId,
             ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
                 <$store>::lock_resource(self, id).await
+            }
+
+            async fn write_resource(
+                &mut self,
+                current: &crate::domain::resource::Resource,
+                next: &crate::domain::resource::Resource,
+            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+                <$store>::write_resource(self, current, next).await
             }
 
             async fn get(
@@ -344,6 +358,7 @@ pub(super) fn values(
         id: Uuid::nil(),
         other: None,
         bound: None,
+        reason: None,
     }
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// The columns of `resource` that [`ResourceRow`] reads, in its order.
 pub const RESOURCE_COLUMNS: &str = "id, type, subtype, source_system, identifier, external_id, \
      displayname, description, notes, tags, active, expires_at, deleted, deleted_at, created, modified, \
-     prime_id";
+     prime_id, deactivation_reason";
 
 /// The columns of `group_member` that [`MembershipRow`] reads.
 pub const MEMBERSHIP_COLUMNS: &str = "id, group_id, member_id, source, member_name, removed, \
@@ -54,6 +54,7 @@ pub struct ResourceRow<T> {
     created: DateTime<Utc>,
     modified: DateTime<Utc>,
     prime_id: Option<Uuid>,
+    deactivation_reason: Option<String>,
 }
 
 impl<T> ResourceRow<T> {
@@ -110,6 +111,7 @@ impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
             tags: r.tags.into_tags(),
             active: r.active,
             expires_at: r.expires_at,
+            deactivation_reason: r.deactivation_reason,
             prime_id: r.prime_id.map(ResourceId),
             deleted: r.deleted,
             deleted_at: r.deleted_at,

@@ -39,7 +39,8 @@ statement!(
 statement!(
     UPDATE_RESOURCE,
     "UPDATE resource SET subtype = $2, identifier = $3, external_id = $4, displayname = $5, \
-     description = $6, notes = $7, tags = $8, active = $9, expires_at = $10, modified = $11 \
+     description = $6, notes = $7, tags = $8, active = $9, expires_at = $10, modified = $11, \
+     deactivation_reason = CASE WHEN $9 THEN NULL ELSE deactivation_reason END \
      WHERE id = $1 RETURNING ",
     RESOURCE_COLUMNS
 );

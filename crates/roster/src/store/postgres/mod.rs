@@ -1,12 +1,14 @@
 //! The PostgreSQL backend: native types, row locks for read-modify-write, one pool.
 
+use super::lifecycle_sync;
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
 use super::{
     now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
     OperationStore, ResourceStore, Store, StoreError, StoreResult, TokenStore,
 };
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
-use crate::domain::change::{changed_attributes, ChangeKind, ChangeRecord};
+use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::lifecycle::Policy;
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
 use crate::domain::page::PageRequest;
@@ -66,6 +68,30 @@ impl PgStore {
             .fetch_optional(&mut **tx)
             .await?;
         row.ok_or_else(|| resource_not_found(id))?.try_into()
+    }
+
+    /// Writes `next` over the stored resource `current` (same id), returning what was stored.
+    pub(super) async fn write_resource(
+        tx: &mut Transaction<'_, Postgres>,
+        current: &Resource,
+        next: &Resource,
+    ) -> StoreResult<Resource> {
+        let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
+            .bind(current.id)
+            .bind(next.subtype.map(|s| s.code()))
+            .bind(&next.identifier)
+            .bind(&next.external_id)
+            .bind(&next.displayname)
+            .bind(&next.description)
+            .bind(&next.notes)
+            .bind(&next.tags)
+            .bind(next.active)
+            .bind(next.expires_at)
+            .bind(now())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| resource_conflict(e, &current.source_system))?;
+        row.try_into()
     }
 
     pub(super) async fn audit(
@@ -257,40 +283,20 @@ impl ResourceStore for PgStore {
         actor: &Actor,
         id: ResourceId,
         patch: &ResourcePatch,
+        policy: &Policy,
     ) -> StoreResult<Resource> {
         let mut tx = self.pool.begin().await?;
-        let current = Self::lock_resource(&mut tx, id).await?;
-        let (next, changed) = patch.apply(&current)?;
-        if changed.is_empty() {
-            return Ok(current);
-        }
-        let record = AuditRecord::new("resource.update", target::resource(id))
-            .with_detail(serde_json::json!({ "changed": changed }));
-        Self::audit(&mut tx, actor, record).await?;
-        let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
-            .bind(id)
-            .bind(next.subtype.map(|s| s.code()))
-            .bind(&next.identifier)
-            .bind(&next.external_id)
-            .bind(&next.displayname)
-            .bind(&next.description)
-            .bind(&next.notes)
-            .bind(&next.tags)
-            .bind(next.active)
-            .bind(next.expires_at)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| resource_conflict(e, &current.source_system))?;
-        let updated: Resource = row.try_into()?;
-        let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &updated)
-            .with_attrs(changed_attributes(&current, &updated, &changed));
-        Self::log_change(&mut tx, actor, change).await?;
+        let updated = lifecycle_sync::update(&mut tx, actor, id, patch, policy).await?;
         Self::finish(tx).await?;
         Ok(updated)
     }
 
-    async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion> {
+    async fn delete_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        policy: &Policy,
+    ) -> StoreResult<Deletion> {
         let mut tx = self.pool.begin().await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if current.deleted {
@@ -322,6 +328,7 @@ impl ResourceStore for PgStore {
         let change =
             ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
         Self::log_change(&mut tx, actor, change).await?;
+        lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
         let counts = OperationCounts {
             removed: ended,
             ..OperationCounts::default()

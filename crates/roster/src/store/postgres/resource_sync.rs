@@ -76,6 +76,14 @@ impl PgStore {
     }
 
     /// Applies a claimed full-update of resources in one transaction.
+    /// Applies an approved lifecycle operation in one transaction.
+    pub(super) async fn apply_lifecycle(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        let mut tx = self.write_tx().await?;
+        let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
+        Self::finish(tx).await?;
+        Ok(ApplyOutcome::Complete(counts))
+    }
+
     pub(super) async fn apply_resource_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
         let params = esql::params(op)?;
         self.analyze_if_stale("resource").await?;
@@ -155,6 +163,7 @@ impl PgStore {
 }
 
 crate::store::impl_cohort_store!(PgStore);
+crate::store::impl_lifecycle_store!(PgStore);
 crate::store::subscriptions::impl_subscription_store!(PgStore);
 
 impl PgStore {

@@ -533,6 +533,9 @@ impl EngineStore for SqliteStore {
     }
 
     async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        if op.ty.is_lifecycle() {
+            return self.apply_lifecycle(op).await;
+        }
         if op.target == Target::Resources {
             return self.apply_resource_update(op).await;
         }
@@ -739,8 +742,7 @@ impl EngineStore for SqliteStore {
         let op = Self::lock_operation(&mut tx, id).await?;
         let row: OperationRow = if approve {
             esql::check_pending(&op)?;
-            let mut params = esql::params(&op)?;
-            params.approved = true;
+            let params = esql::approved_params(&op);
             sqlx::query_as(&esql::APPROVE_OPERATION)
                 .bind(id)
                 .bind(Json(&params))

@@ -2,13 +2,15 @@
 //! writer; `BEGIN IMMEDIATE` takes the write lock up front so read-modify-write cannot race) and a
 //! pool of readers, which WAL mode lets run beside the writer.
 
+use super::lifecycle_sync;
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
 use super::{
     now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
     OperationStore, ResourceStore, Store, StoreError, StoreResult, TokenStore,
 };
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
-use crate::domain::change::{changed_attributes, ChangeKind, ChangeRecord};
+use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::lifecycle::Policy;
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
 use crate::domain::page::PageRequest;
@@ -86,6 +88,30 @@ impl SqliteStore {
             .fetch_optional(&mut **tx)
             .await?;
         row.ok_or_else(|| resource_not_found(id))?.try_into()
+    }
+
+    /// Writes `next` over the stored resource `current` (same id), returning what was stored.
+    pub(super) async fn write_resource(
+        tx: &mut Transaction<'_, Sqlite>,
+        current: &Resource,
+        next: &Resource,
+    ) -> StoreResult<Resource> {
+        let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
+            .bind(current.id)
+            .bind(next.subtype.map(|s| s.code()))
+            .bind(&next.identifier)
+            .bind(&next.external_id)
+            .bind(&next.displayname)
+            .bind(&next.description)
+            .bind(&next.notes)
+            .bind(Json(&next.tags))
+            .bind(next.active)
+            .bind(next.expires_at)
+            .bind(now())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| resource_conflict(e, &current.source_system))?;
+        row.try_into()
     }
 
     pub(super) async fn audit(
@@ -282,40 +308,20 @@ impl ResourceStore for SqliteStore {
         actor: &Actor,
         id: ResourceId,
         patch: &ResourcePatch,
+        policy: &Policy,
     ) -> StoreResult<Resource> {
         let mut tx = self.begin().await?;
-        let current = Self::lock_resource(&mut tx, id).await?;
-        let (next, changed) = patch.apply(&current)?;
-        if changed.is_empty() {
-            return Ok(current);
-        }
-        let record = AuditRecord::new("resource.update", target::resource(id))
-            .with_detail(serde_json::json!({ "changed": changed }));
-        Self::audit(&mut tx, actor, record).await?;
-        let row: Row = sqlx::query_as(&sql::UPDATE_RESOURCE)
-            .bind(id)
-            .bind(next.subtype.map(|s| s.code()))
-            .bind(&next.identifier)
-            .bind(&next.external_id)
-            .bind(&next.displayname)
-            .bind(&next.description)
-            .bind(&next.notes)
-            .bind(Json(&next.tags))
-            .bind(next.active)
-            .bind(next.expires_at)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| resource_conflict(e, &current.source_system))?;
-        let updated: Resource = row.try_into()?;
-        let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &updated)
-            .with_attrs(changed_attributes(&current, &updated, &changed));
-        Self::log_change(&mut tx, actor, change).await?;
+        let updated = lifecycle_sync::update(&mut tx, actor, id, patch, policy).await?;
         tx.commit().await?;
         Ok(updated)
     }
 
-    async fn delete_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Deletion> {
+    async fn delete_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        policy: &Policy,
+    ) -> StoreResult<Deletion> {
         let mut tx = self.begin().await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if current.deleted {
@@ -347,6 +353,7 @@ impl ResourceStore for SqliteStore {
         let change =
             ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
         Self::log_change(&mut tx, actor, change).await?;
+        lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
         let counts = OperationCounts {
             removed: ended,
             ..OperationCounts::default()

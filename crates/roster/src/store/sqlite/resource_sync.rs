@@ -39,6 +39,14 @@ impl InsertRow for StagedResource {
 
 impl SqliteStore {
     /// Applies a claimed full-update of resources in one transaction.
+    /// Applies an approved lifecycle operation in one transaction.
+    pub(super) async fn apply_lifecycle(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+        let mut tx = self.write_tx().await?;
+        let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
+        Self::finish(tx).await?;
+        Ok(ApplyOutcome::Complete(counts))
+    }
+
     pub(super) async fn apply_resource_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
         let params = esql::params(op)?;
         let mut tx = self.begin().await?;
@@ -111,6 +119,7 @@ impl SqliteStore {
 }
 
 crate::store::impl_cohort_store!(SqliteStore);
+crate::store::impl_lifecycle_store!(SqliteStore);
 crate::store::subscriptions::impl_subscription_store!(SqliteStore);
 
 impl SqliteStore {

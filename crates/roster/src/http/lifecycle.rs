@@ -1,0 +1,126 @@
+//! Identity lifecycle: deactivate or activate the accounts of an identity, a cohort or one account
+//! (`/api/v1/resources/{id}/actions/…`), and the sources' lifecycle settings
+//! (`/api/v1/sources/{source_system}`).
+
+use super::auth::Caller;
+use super::{Json, Path};
+use crate::app::AppState;
+use crate::domain::lifecycle::{
+    Action, ActionRequest, ActionResult, ActionScope, Source, SourceRequest,
+};
+use crate::domain::operation::OperationStatus;
+use crate::domain::ResourceId;
+use crate::error::{ApiError, Problem};
+use axum::extract::State;
+use axum::http::StatusCode;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
+        .routes(routes!(get_source, put_source))
+}
+
+/// Deactivate every account of the scope (`identity`: all under the root prime; `cohort`: the
+/// persona's; `account`: this one) as one operation: all change or none does. More accounts
+/// than the lifecycle threshold wait for approval (202, status `pending`).
+#[utoipa::path(post, path = "/api/v1/resources/{id}/actions/deactivate", tag = "lifecycle", security(("bearer" = ["write"])),
+    params(("id" = ResourceId, Path, description = "The account, record or prime to start from")),
+    request_body = ActionRequest,
+    responses((status = 200, description = "Applied", body = ActionResult),
+              (status = 202, description = "Held for approval: past the threshold", body = ActionResult),
+              (status = 403, description = "A source-bound token acting beyond one account of its source", body = Problem),
+              (status = 404, description = "No such resource", body = Problem),
+              (status = 422, description = "No reason, or scope account on a non-account", body = Problem)))]
+async fn deactivate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<ResourceId>,
+    Json(request): Json<ActionRequest>,
+) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
+    act(state, caller, id, request, false).await
+}
+
+/// Activate every account of the scope again, as one operation. Nothing re-activates accounts by
+/// itself (restoring an HR record does not): a person decides.
+#[utoipa::path(post, path = "/api/v1/resources/{id}/actions/activate", tag = "lifecycle", security(("bearer" = ["write"])),
+    params(("id" = ResourceId, Path, description = "The account, record or prime to start from")),
+    request_body = ActionRequest,
+    responses((status = 200, description = "Applied", body = ActionResult),
+              (status = 403, description = "A source-bound token acting beyond one account of its source", body = Problem),
+              (status = 404, description = "No such resource", body = Problem),
+              (status = 422, description = "Scope account on a non-account", body = Problem)))]
+async fn activate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<ResourceId>,
+    Json(request): Json<ActionRequest>,
+) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
+    act(state, caller, id, request, true).await
+}
+
+async fn act(
+    state: AppState,
+    caller: Caller,
+    id: ResourceId,
+    request: ActionRequest,
+    active: bool,
+) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
+    if request.scope == ActionScope::Account {
+        super::resources::check_owner(&state, &caller, id).await?;
+    } else {
+        caller.check_unbound("an identity or cohort action")?;
+    }
+    let action = Action::from_request(id, request, active)?;
+    let (operation, accounts) = state
+        .store
+        .act(&caller.actor(), &action, &state.operations.lifecycle)
+        .await?;
+    let status = if operation.status == OperationStatus::Pending {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(ActionResult {
+            operation,
+            accounts,
+        }),
+    ))
+}
+
+/// A source system's settings (defaults for one never configured).
+#[utoipa::path(get, path = "/api/v1/sources/{source_system}", tag = "lifecycle", security(("bearer" = ["read"])),
+    params(("source_system" = String, Path, description = "Source system")),
+    responses((status = 200, description = "The settings", body = Source)))]
+async fn get_source(
+    State(state): State<AppState>,
+    Path(source_system): Path<String>,
+) -> Result<axum::Json<Source>, ApiError> {
+    Ok(axum::Json(state.store.source(&source_system).await?))
+}
+
+/// Mark a source system as the identity-lifecycle authority (an HR system such as Workday): when
+/// one of its records linked under a root prime is soft-deleted or deactivated, roster deactivates
+/// the identity with the reason `hr-terminated`. Restoring the record re-activates nothing.
+#[utoipa::path(put, path = "/api/v1/sources/{source_system}", tag = "lifecycle", security(("bearer" = ["admin"])),
+    params(("source_system" = String, Path, description = "Source system")),
+    request_body = SourceRequest,
+    responses((status = 200, description = "Stored", body = Source),
+              (status = 422, description = "A bad source system name", body = Problem)))]
+async fn put_source(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_system): Path<String>,
+    Json(request): Json<SourceRequest>,
+) -> Result<axum::Json<Source>, ApiError> {
+    crate::domain::resource::check_optional_key("source_system", Some(&source_system))?;
+    Ok(axum::Json(
+        state
+            .store
+            .put_source(&caller.actor(), &source_system, &request)
+            .await?,
+    ))
+}

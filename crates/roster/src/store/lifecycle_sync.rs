@@ -1,0 +1,548 @@
+//! Identity lifecycle's flows, written once for both backends over [`Conn`]: deactivating or
+//! activating the accounts of an identity, a cohort or one account as one operation (held for
+//! approval past the threshold), the HR trigger, the expiry sweep, cohort-local propagation and
+//! the single-account patch they build on. Accounts change set-based, each with its change record
+//! in the same statement (PostgreSQL) or transaction (SQLite).
+
+use super::cohort_sync::identity_ids;
+use super::correlation_sync::quoted;
+use super::resource_sql::{compile, Dialect, Statement, Values};
+use super::resource_sync::Conn;
+use super::rows::RESOURCE_COLUMNS;
+use super::{now, StoreError, StoreResult};
+use crate::domain::audit::{target, AuditRecord};
+use crate::domain::change::{changed_attributes, ChangeKind, ChangeRecord};
+use crate::domain::lifecycle::{
+    check_persona_patch, Action, ActionScope, Policy, Propagation, Source, SourceRequest, EXPIRED,
+    HR_TERMINATED,
+};
+use crate::domain::operation::{Operation, OperationCounts, OperationStatus, OperationType};
+use crate::domain::page::PageRequest;
+use crate::domain::resource::{Resource, ResourcePatch, ResourceType};
+use crate::domain::token::Actor;
+use crate::domain::{OperationId, ResourceId};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Most accounts an action's answer lists while it is pending (the preview pages through all).
+const LISTED: u32 = 1000;
+
+/// Serialises everything that resolves or changes identities (links, correlation, actions).
+const LINK_LOCK: &str = "roster:prime-links";
+
+/// The ids of the resources `scope` reaches from `@id` (accounts are picked from them).
+fn scope_ids(scope: ActionScope) -> String {
+    let prime = ResourceType::Prime.code();
+    match scope {
+        ActionScope::Identity => identity_ids(),
+        ActionScope::Cohort => format!(
+            "SELECT id FROM resource WHERE id = @id UNION SELECT id FROM resource \
+             WHERE prime_id = (SELECT CASE WHEN type = {prime} THEN id ELSE prime_id END \
+             FROM resource WHERE id = @id)"
+        ),
+        ActionScope::Account => "SELECT id FROM resource WHERE id = @id".to_owned(),
+    }
+}
+
+fn literal(active: bool) -> &'static str {
+    if active {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// Lists as targets of operation `@op` the live accounts of `scope` not yet in state `active`.
+fn plan_targets(scope: ActionScope, active: bool) -> Statement {
+    compile(&format!(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, r.id FROM resource r \
+         WHERE r.id IN ({}) AND r.type = {} AND NOT r.deleted AND r.active <> {}",
+        scope_ids(scope),
+        ResourceType::User.code(),
+        literal(active)
+    ))
+}
+
+/// Lists as targets of operation `@op` the live active resources whose expiry passed at `@at`.
+fn plan_expiry() -> Statement {
+    compile(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, id FROM resource \
+         WHERE active AND NOT deleted AND expires_at IS NOT NULL AND expires_at <= @at",
+    )
+}
+
+/// Sets the targets of `@op` still in the other state to `active` (with `@reason`), each with a
+/// `resource.deactivated` or `resource.activated` change: a statement that returns the ids it
+/// changes, and on SQLite (no data-modifying CTEs) the update that follows it.
+fn flip(d: Dialect, active: bool) -> (Statement, Option<Statement>) {
+    let kind = if active {
+        ChangeKind::ResourceActivated
+    } else {
+        ChangeKind::ResourceDeactivated
+    }
+    .code();
+    let (new, old) = (literal(active), literal(!active));
+    let change = "INSERT INTO change (at, kind, resource_id, source_system, operation_id, \
+                  token_name, attrs)";
+    match d {
+        Dialect::Postgres => (
+            compile(&format!(
+            "WITH flipped AS (UPDATE resource r SET active = {new}, \
+               deactivation_reason = CAST(@reason AS text), modified = @at \
+               FROM lifecycle_target t JOIN resource o ON o.id = t.resource_id \
+               WHERE t.operation_id = @op AND r.id = t.resource_id AND NOT r.deleted \
+                 AND r.active <> {new} \
+               RETURNING r.id, r.source_system, o.deactivation_reason AS old_reason) \
+             {change} SELECT @at, {kind}, id, source_system, @op, @token, \
+               jsonb_build_object('active', jsonb_build_object('old', {old}, 'new', {new}), \
+                 'deactivation_reason', jsonb_build_object('old', old_reason, \
+                 'new', CAST(@reason AS text))) FROM flipped RETURNING resource_id"
+            )),
+            None,
+        ),
+        Dialect::Sqlite => {
+            let which = format!(
+                "id IN (SELECT resource_id FROM lifecycle_target WHERE operation_id = @op) \
+                 AND NOT deleted AND active <> {new}"
+            );
+            (
+                compile(&format!(
+                    "{change} SELECT @at, {kind}, id, source_system, @op, @token, \
+                     json_object('active', json_object('old', json('{old}'), 'new', \
+                     json('{new}')), 'deactivation_reason', json_object('old', \
+                     deactivation_reason, 'new', @reason)) FROM resource WHERE {which} \
+                     RETURNING resource_id"
+                )),
+                Some(compile(&format!(
+                    "UPDATE resource SET active = {new}, deactivation_reason = @reason, \
+                     modified = @at WHERE {which}"
+                ))),
+            )
+        }
+    }
+}
+
+/// Runs [`flip`]; the accounts it changed.
+async fn apply<C: Conn>(conn: &mut C, active: bool, values: &Values) -> StoreResult<Vec<Uuid>> {
+    let (returning, then) = flip(conn.dialect(), active);
+    let rows: Vec<(Uuid,)> = conn.fetch(&returning, values).await?;
+    if let Some(then) = then {
+        conn.run(&then, values).await?;
+    }
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Creates an operation of `ty` (resources), running, with `params`; returns its id.
+async fn new_operation<C: Conn>(
+    conn: &mut C,
+    ty: OperationType,
+    description: &str,
+    params: &serde_json::Value,
+    values: &Values,
+) -> StoreResult<i64> {
+    let ids: Vec<(i64,)> = conn
+        .fetch(
+            &compile(&format!(
+                "INSERT INTO operation (type, status, target, token_name, created, modified, \
+                 description, params) VALUES ('{}', 'running', 'resources', @token, @at, @at, \
+                 {}, {}) RETURNING id",
+                ty.name(),
+                quoted(description),
+                quoted(&params.to_string())
+            )),
+            values,
+        )
+        .await?;
+    ids.first()
+        .map(|r| r.0)
+        .ok_or_else(|| StoreError::Conflict("the operation was not created".to_owned()))
+}
+
+/// Ends operation `@op`: complete, or pending with `reason`; `updated` accounts changed (or, while
+/// pending, to change).
+async fn settle<C: Conn>(
+    conn: &mut C,
+    values: &Values,
+    status: OperationStatus,
+    updated: usize,
+    reason: Option<&str>,
+) -> StoreResult<Operation> {
+    let completed = if status == OperationStatus::Complete {
+        "@at"
+    } else {
+        "NULL"
+    };
+    conn.run(
+        &compile(&format!(
+            "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, reason = {}, \
+             modified = @at, completed = {completed} WHERE id = @op",
+            status.name(),
+            reason.map_or_else(|| "NULL".to_owned(), quoted)
+        )),
+        values,
+    )
+    .await?;
+    conn.operation(OperationId(values.op)).await
+}
+
+fn ids(rows: Vec<Uuid>) -> Vec<ResourceId> {
+    rows.into_iter().map(ResourceId).collect()
+}
+
+/// Carries out `action` as one operation: every account of its scope (found by one resolution)
+/// changes in this transaction, or, when a deactivation passes the threshold, none does and the
+/// operation waits for approval. Returns the operation and the accounts it changed (or would).
+pub(super) async fn act<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    action: &Action,
+    policy: &Policy,
+) -> StoreResult<(Operation, Vec<ResourceId>)> {
+    conn.serialize(LINK_LOCK).await?;
+    let resource = conn.get(action.resource_id).await?;
+    if action.scope == ActionScope::Account && resource.ty != ResourceType::User {
+        return Err(StoreError::Invalid(crate::domain::InvalidInput::new(format!(
+            "resource {} is a {}: scope account acts on an account (a user); use scope cohort or \
+             identity from a prime or a record",
+            resource.id,
+            resource.ty.name()
+        ))));
+    }
+    let ty = if action.active {
+        OperationType::Activate
+    } else {
+        OperationType::Deactivate
+    };
+    let mut values = Values::about(action.resource_id.0, None, now(), Some(&actor.token_name));
+    values.reason = action.reason.clone().filter(|_| !action.active);
+    let description = format!(
+        "{} the {} of {}{}",
+        ty.name(),
+        action.scope.name(),
+        resource.id,
+        action
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    let params = serde_json::to_value(action).unwrap_or_default();
+    values.op = new_operation(conn, ty, &description, &params, &values).await?;
+    let planned = conn
+        .run(&plan_targets(action.scope, action.active), &values)
+        .await?;
+    let record = AuditRecord::new(
+        if action.active {
+            "resource.activate"
+        } else {
+            "resource.deactivate"
+        },
+        target::resource(action.resource_id),
+    )
+    .with_detail(serde_json::json!({
+        "operation_id": values.op, "scope": action.scope.name(), "reason": action.reason,
+        "accounts": planned,
+    }));
+    conn.audit(actor, record).await?;
+    let planned = usize::try_from(planned).unwrap_or(usize::MAX);
+    let over = i64::try_from(planned).unwrap_or(i64::MAX) > policy.threshold;
+    if !action.active && !action.approved && over {
+        let reason = format!(
+            "would deactivate {planned} accounts, more than the threshold of {}: GET \
+             /api/v1/operations/{}/preview lists them; an admin approves or rejects",
+            policy.threshold, values.op
+        );
+        let op = settle(conn, &values, OperationStatus::Pending, planned, Some(&reason)).await?;
+        let page = PageRequest {
+            after: None,
+            limit: LISTED,
+        };
+        let mut listed = targets(conn, OperationId(values.op), &page).await?;
+        listed.truncate(LISTED as usize);
+        return Ok((op, listed.into_iter().map(|r| r.id).collect()));
+    }
+    let changed = apply(conn, action.active, &values).await?;
+    let op = settle(
+        conn,
+        &values,
+        OperationStatus::Complete,
+        changed.len(),
+        None,
+    )
+    .await?;
+    Ok((op, ids(changed)))
+}
+
+/// Applies a lifecycle operation a person approved (or one the sweeper planned): its listed
+/// accounts still in the other state change, in this transaction.
+pub(super) async fn apply_approved<C: Conn>(
+    conn: &mut C,
+    op: &Operation,
+) -> StoreResult<OperationCounts> {
+    let action: Action = serde_json::from_value(op.params.clone()).map_err(|e| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("operation {} has unreadable params: {e}", op.id).into(),
+        ))
+    })?;
+    let mut values = Values::about(action.resource_id.0, None, now(), op.token_name.as_deref());
+    values.op = op.id.0;
+    values.reason = action.reason.filter(|_| !action.active);
+    let changed = apply(conn, action.active, &values).await?;
+    Ok(OperationCounts {
+        updated: i64::try_from(changed.len()).unwrap_or(i64::MAX),
+        ..OperationCounts::default()
+    })
+}
+
+/// When `record` (just soft-deleted or deactivated) is a lifecycle authority's record linked under
+/// a prime, deactivates its identity with the reason `hr-terminated`.
+pub(super) async fn hr_trigger<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    record: &Resource,
+    policy: &Policy,
+) -> StoreResult<Option<Operation>> {
+    if record.prime_id.is_none() || !authority(conn, &record.source_system).await? {
+        return Ok(None);
+    }
+    let action = Action {
+        resource_id: record.id,
+        scope: ActionScope::Identity,
+        active: false,
+        reason: Some(HR_TERMINATED.to_owned()),
+        approved: false,
+    };
+    let (op, _) = act(conn, actor, &action, policy).await?;
+    Ok(Some(op))
+}
+
+async fn authority<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<bool> {
+    let mut values = Values::about(Uuid::nil(), None, now(), None);
+    values.source = source_system.to_owned();
+    let rows: Vec<(bool,)> = conn
+        .fetch(
+            &compile("SELECT lifecycle_authority FROM source WHERE source_system = @source"),
+            &values,
+        )
+        .await?;
+    Ok(rows.first().is_some_and(|r| r.0))
+}
+
+/// Patches one resource (a write that changes nothing writes nothing). Deactivating a lifecycle
+/// authority's record deactivates its identity in the same transaction.
+pub(super) async fn update<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    patch: &ResourcePatch,
+    policy: &Policy,
+) -> StoreResult<Resource> {
+    let (updated, changed) = write(conn, actor, id, patch, None).await?;
+    if changed.contains(&"active") && !updated.active {
+        hr_trigger(conn, actor, &updated, policy).await?;
+    }
+    Ok(updated)
+}
+
+/// Writes `patch` to resource `id` with its audit and change records (by operation `op`); returns
+/// the resource and the attributes that changed.
+async fn write<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    patch: &ResourcePatch,
+    op: Option<OperationId>,
+) -> StoreResult<(Resource, Vec<&'static str>)> {
+    let current = conn.lock(id).await?;
+    let (next, changed) = patch.apply(&current)?;
+    if changed.is_empty() {
+        return Ok((current, changed));
+    }
+    let record = AuditRecord::new("resource.update", target::resource(id))
+        .with_detail(serde_json::json!({ "changed": changed, "operation_id": op }));
+    conn.audit(actor, record).await?;
+    let updated = conn.write_resource(&current, &next).await?;
+    let mut change = ChangeRecord::resource(ChangeKind::of_update(&changed, updated.active), &updated)
+        .with_attrs(changed_attributes(&current, &updated, &changed));
+    change.operation_id = op;
+    conn.log_change(actor, change).await?;
+    Ok((updated, changed))
+}
+
+/// Applies the persona attributes of `patch` to every live account of the cohort of account
+/// `id`, as one `propagate` operation.
+pub(super) async fn propagate<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    id: ResourceId,
+    patch: &ResourcePatch,
+) -> StoreResult<Propagation> {
+    check_persona_patch(patch)?;
+    conn.serialize(LINK_LOCK).await?;
+    let account = conn.get(id).await?;
+    let Some(cohort) = account.prime_id.filter(|_| account.ty == ResourceType::User) else {
+        return Err(StoreError::Conflict(format!(
+            "resource {id} is not an account linked to a cohort: patch it without propagate, or \
+             link it with PUT /api/v1/resources/{id}/prime"
+        )));
+    };
+    let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
+    let members: Vec<(Uuid,)> = conn
+        .fetch(
+            &compile(&format!(
+                "SELECT id FROM resource WHERE prime_id = @other AND type = {} AND NOT deleted \
+                 ORDER BY id",
+                ResourceType::User.code()
+            )),
+            &values,
+        )
+        .await?;
+    let params = serde_json::json!({ "resource_id": id, "cohort_id": cohort });
+    let description = format!("propagate a patch of {id} to cohort {cohort}");
+    values.op = new_operation(
+        conn,
+        OperationType::Propagate,
+        &description,
+        &params,
+        &values,
+    )
+    .await?;
+    let mut accounts = Vec::new();
+    let mut resource = account;
+    for (member,) in members {
+        let (written, changed) =
+            write(conn, actor, ResourceId(member), patch, Some(OperationId(values.op))).await?;
+        if !changed.is_empty() {
+            accounts.push(written.id);
+        }
+        if written.id == id {
+            resource = written;
+        }
+    }
+    let operation = settle(
+        conn,
+        &values,
+        OperationStatus::Complete,
+        accounts.len(),
+        None,
+    )
+    .await?;
+    Ok(Propagation {
+        resource,
+        operation,
+        accounts,
+    })
+}
+
+/// Deactivates, as one `expire` operation, every live active resource whose `expires_at` has
+/// passed at `at`. Serialised across processes, so an account expires once; none due, nothing
+/// written.
+pub(super) async fn expire<C: Conn>(
+    conn: &mut C,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<Operation>> {
+    conn.serialize("roster:expiry-sweep").await?;
+    let mut values = Values::about(Uuid::nil(), None, at, Some("roster"));
+    let due: Vec<(i64,)> = conn
+        .fetch(
+            &compile(
+                "SELECT count(*) FROM resource WHERE active AND NOT deleted \
+                 AND expires_at IS NOT NULL AND expires_at <= @at",
+            ),
+            &values,
+        )
+        .await?;
+    if due.first().is_none_or(|r| r.0 == 0) {
+        return Ok(None);
+    }
+    values.reason = Some(EXPIRED.to_owned());
+    let params = serde_json::json!({ "reason": EXPIRED });
+    values.op = new_operation(
+        conn,
+        OperationType::Expire,
+        "deactivate the accounts whose expires_at passed",
+        &params,
+        &values,
+    )
+    .await?;
+    conn.run(&plan_expiry(), &values).await?;
+    let changed = apply(conn, false, &values).await?;
+    let op = settle(
+        conn,
+        &values,
+        OperationStatus::Complete,
+        changed.len(),
+        None,
+    )
+    .await?;
+    Ok(Some(op))
+}
+
+/// The accounts a lifecycle operation lists, in id order.
+pub(super) async fn targets<C: Conn>(
+    conn: &mut C,
+    op: OperationId,
+    page: &PageRequest<Uuid>,
+) -> StoreResult<Vec<Resource>> {
+    let mut values = Values::about(page.after.unwrap_or_default(), None, now(), None);
+    values.op = op.0;
+    values.limit = page.fetch();
+    let columns = RESOURCE_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.resources(
+        &compile(&format!(
+            "SELECT {columns} FROM lifecycle_target t JOIN resource r ON r.id = t.resource_id \
+             WHERE t.operation_id = @op AND r.id > @id ORDER BY r.id LIMIT @limit"
+        )),
+        &values,
+    )
+    .await
+}
+
+/// What roster knows about a source system (defaults for one never configured).
+pub(super) async fn source<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<Source> {
+    let mut values = Values::about(Uuid::nil(), None, now(), None);
+    values.source = source_system.to_owned();
+    let rows: Vec<(bool, DateTime<Utc>)> = conn
+        .fetch(
+            &compile(
+                "SELECT lifecycle_authority, modified FROM source WHERE source_system = @source",
+            ),
+            &values,
+        )
+        .await?;
+    let found = rows.first();
+    Ok(Source {
+        source_system: source_system.to_owned(),
+        lifecycle_authority: found.is_some_and(|r| r.0),
+        modified: found.map(|r| r.1),
+    })
+}
+
+/// Sets a source system's lifecycle settings.
+pub(super) async fn put_source<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    source_system: &str,
+    request: &SourceRequest,
+) -> StoreResult<Source> {
+    let mut values = Values::about(Uuid::nil(), None, now(), None);
+    values.source = source_system.to_owned();
+    let flag = literal(request.lifecycle_authority);
+    conn.run(
+        &compile(&format!(
+            "INSERT INTO source (source_system, lifecycle_authority, modified) \
+             VALUES (@source, {flag}, @at) ON CONFLICT (source_system) DO UPDATE \
+             SET lifecycle_authority = {flag}, modified = @at"
+        )),
+        &values,
+    )
+    .await?;
+    let record = AuditRecord::new("source.update", format!("source:{source_system}"))
+        .with_detail(serde_json::json!({ "lifecycle_authority": request.lifecycle_authority }));
+    conn.audit(actor, record).await?;
+    source(conn, source_system).await
+}
