@@ -356,8 +356,30 @@ pub struct PlanRow {
     pub kind: String,
     pub member_id: Option<uuid::Uuid>,
     pub cohort_id: Option<uuid::Uuid>,
-    /// For adds and unresolved cohorts: one membership that puts the cohort in the unified group.
+    /// For adds and unresolved cohorts: one membership that puts the cohort in the unified group;
+    /// for removals, one that would, but for its account being inactive or expired.
     pub via: Option<Contribution>,
+    /// For removals: why that account was deactivated (`hr-terminated`, `expired`…), if roster
+    /// deactivated it.
+    pub deactivation_reason: Option<String>,
+}
+
+/// Why cohort `c` leaves the mirrors: no contributing membership, or one whose account lapsed.
+fn removal_reason(c: ResourceId, lapsed: Option<&Contribution>, why: Option<&str>) -> String {
+    let Some(v) = lapsed else {
+        return format!("cohort {c} has no active contributing membership in the unified group");
+    };
+    let state = match why {
+        Some(why) => format!("was deactivated: {why}"),
+        None => "is inactive or expired".to_owned(),
+    };
+    format!(
+        "cohort {c} has no active contributing membership in the unified group: its account {} \
+         in {} group {} {state}",
+        v.member_id,
+        v.role.name(),
+        v.group_id
+    )
 }
 
 impl SyncPlan {
@@ -413,9 +435,7 @@ impl SyncPlan {
                 ("remove", Some(m), Some(c)) => plan.remove.push(PlanEntry {
                     member_id: m,
                     cohort_id: c,
-                    reason: format!(
-                        "cohort {c} has no active contributing membership in the unified group"
-                    ),
+                    reason: removal_reason(c, row.via.as_ref(), row.deactivation_reason.as_deref()),
                 }),
                 ("no-account", _, Some(c)) => plan.unresolved.push(Unresolved {
                     kind: UnresolvedKind::NoAccount,

@@ -23,6 +23,10 @@ pub struct Membership {
     pub last_operation_id: Option<OperationId>,
     pub created_timestamp: DateTime<Utc>,
     pub removed_timestamp: Option<DateTime<Utc>>,
+    /// In member lists: whether the member account is active. An inactive account's memberships
+    /// stay recorded (its directory still holds them) but contribute to no unified group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
 }
 
 /// Attributes a caller may set when adding a single membership. Omitted fields keep their stored
@@ -52,6 +56,8 @@ pub struct MembershipFilter {
     pub include_removed: bool,
     /// Only members (or groups) of this type.
     pub ty: Option<ResourceType>,
+    /// Only memberships whose member is (or is not) active.
+    pub active: Option<bool>,
 }
 
 impl MembershipWrite {

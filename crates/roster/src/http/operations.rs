@@ -634,6 +634,8 @@ pub struct PreviewParams {
 pub enum PreviewItem {
     Membership(PreviewEntry),
     Resource(ResourcePreviewEntry),
+    /// An account a deactivate, activate or expire operation changes (or, pending, would).
+    Account(crate::domain::resource::Resource),
 }
 
 /// A page of a preview; the first page also carries the totals.
@@ -660,12 +662,15 @@ async fn preview_operation(
     Path(id): Path<OperationId>,
     Query(p): Query<PreviewParams>,
 ) -> Result<axum::Json<PreviewPage>, ApiError> {
+    let op = state.store.get_operation(id).await?;
+    if op.ty.is_lifecycle() {
+        return Ok(axum::Json(lifecycle_preview(&state, &op, &p).await?));
+    }
     let page = super::page_request(ListKind::Preview, p.limit, p.cursor.as_deref())?;
     let totals = match page.after {
         None => Some(state.store.preview_totals(id).await?),
         Some(_) => None,
     };
-    let op = state.store.get_operation(id).await?;
     let action = p.action.unwrap_or(PreviewAction::Remove);
     let (items, next) = match op.target {
         Target::Memberships => {
@@ -695,6 +700,27 @@ async fn preview_operation(
         to_add: totals.map(|t| t.0),
         to_remove: totals.map(|t| t.1),
     }))
+}
+
+/// The accounts of a lifecycle operation, in id order; the totals count what it changes (or,
+/// pending, would change): `to_add` activations, `to_remove` deactivations.
+async fn lifecycle_preview(
+    state: &AppState,
+    op: &Operation,
+    p: &PreviewParams,
+) -> Result<PreviewPage, ApiError> {
+    let page = super::page_request(ListKind::Preview, p.limit, p.cursor.as_deref())?;
+    let first = page.after.is_none();
+    let rows = state.store.lifecycle_targets(op.id, &page).await?;
+    let page = Page::from_rows(rows, page.limit, ListKind::Preview, |r| r.id);
+    let activates = op.ty == crate::domain::operation::OperationType::Activate;
+    let count = first.then_some(op.counts.updated);
+    Ok(PreviewPage {
+        items: page.items.into_iter().map(PreviewItem::Account).collect(),
+        next: page.next,
+        to_add: if activates { count } else { first.then_some(0) },
+        to_remove: if activates { first.then_some(0) } else { count },
+    })
 }
 
 /// Cancel a full-update whose upload is not complete (say, after a dry run): it fails and

@@ -283,6 +283,8 @@ pub struct MembershipListParams {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     ty: Option<ResourceType>,
+    /// Only memberships whose member account is active (true) or inactive (false).
+    active: Option<bool>,
     /// Group member lists only: the members that were active at this time (RFC 3339), from the
     /// change log; takes neither `include_removed` nor `type`.
     as_of: Option<chrono::DateTime<chrono::Utc>>,
@@ -296,11 +298,13 @@ impl MembershipListParams {
     /// The `as_of` time, if asked for; it lists active members only, of any type.
     pub fn as_of(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
         match self.as_of {
-            Some(_) if self.include_removed || self.ty.is_some() => Err(ApiError::BadRequest(
-                "as_of lists the members active at that time; it takes neither include_removed \
-                 nor type"
+            Some(_) if self.include_removed || self.ty.is_some() || self.active.is_some() => {
+                Err(ApiError::BadRequest(
+                "as_of lists the members active at that time; it takes neither include_removed, \
+                 type nor active"
                     .to_owned(),
-            )),
+                ))
+            }
             at => Ok(at),
         }
     }
@@ -313,6 +317,7 @@ impl MembershipListParams {
         let filter = MembershipFilter {
             include_removed: self.include_removed,
             ty: self.ty,
+            active: self.active,
         };
         Ok((filter, page))
     }

@@ -321,6 +321,8 @@ fn contributions() -> Statement {
 ///   `(source_system, prime_id)` index);
 /// - `probed`: those cohorts' live accounts in the tenant, counted (0: no account, 1: add it,
 ///   more: ambiguous), each with one membership that puts the cohort in the unified group;
+/// - `lapsed`: per cohort, one membership that would contribute but for its account being
+///   inactive or expired (with the account's deactivation reason), to say why a removal;
 /// - then the members to remove (a user whose cohort does not contribute) or that have no live
 ///   cohort, and one `cohorts` row with the size of the effective membership.
 fn plan_rows(d: Dialect) -> Statement {
@@ -342,7 +344,8 @@ fn plan_rows(d: Dialect) -> Statement {
     );
     compile(&format!(
         "WITH lm AS MATERIALIZED (SELECT l.group_id, l.role, gm.member_id, gm.contributing, m.prime_id, \
-           m.type, {} AS live, coalesce(gm.contributing, l.role = 'authoritative') AS contributes \
+           m.type, {} AS live, coalesce(gm.contributing, l.role = 'authoritative') AS contributes, \
+           m.deactivation_reason AS why \
            FROM unified_link l JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
            JOIN resource m ON m.id = gm.member_id WHERE l.unified_id = @id), \
          eff AS MATERIALIZED (SELECT DISTINCT prime_id AS cohort FROM lm \
@@ -372,15 +375,21 @@ fn plan_rows(d: Dialect) -> Statement {
              row_number() OVER (PARTITION BY r.group_id, r.cohort \
                ORDER BY lm.member_id, lm.group_id) AS k \
            FROM res r JOIN lm ON lm.prime_id = r.cohort AND lm.live AND lm.contributes) \
+         lapsed AS (SELECT prime_id, member_id, group_id, role, why, \
+             row_number() OVER (PARTITION BY prime_id ORDER BY member_id, group_id) AS k \
+           FROM lm WHERE contributes AND NOT live AND prime_id IS NOT NULL) \
          SELECT r.group_id, CAST(r.kind AS {text}), r.member, r.cohort, v.member_id, \
-           v.via_group, v.role, v.contributing, CAST(NULL AS {int}) FROM res r \
+           v.via_group, v.role, v.contributing, CAST(NULL AS {int}), CAST(NULL AS {text}) \
+           FROM res r \
            LEFT JOIN via v ON v.group_id = r.group_id AND v.cohort = r.cohort AND v.k = 1 \
          UNION ALL SELECT lm.group_id, CASE WHEN p.id IS NULL OR p.deleted THEN 'uncorrelated' \
-           ELSE 'remove' END, lm.member_id, p.id, NULL, NULL, NULL, NULL, NULL FROM lm \
+           ELSE 'remove' END, lm.member_id, p.id, x.member_id, x.group_id, x.role, NULL, NULL, \
+           x.why FROM lm \
            JOIN mirrors mi ON mi.group_id = lm.group_id LEFT JOIN resource p ON p.id = lm.prime_id \
+           LEFT JOIN lapsed x ON x.prime_id = lm.prime_id AND x.k = 1 \
            WHERE lm.type = {user} AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
          UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
-           (SELECT count(*) FROM eff) \
+           (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
         live("m")
     ))
@@ -400,6 +409,7 @@ type PlanQueryRow = (
     Option<String>,
     Option<bool>,
     Option<i64>,
+    Option<String>,
 );
 
 fn contribution(row: &ContributionRow) -> Contribution {
@@ -456,7 +466,7 @@ pub(super) async fn plan<C: Conn>(
     let fetched: Vec<PlanQueryRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
     let mut cohorts = 0;
     let mut rows = Vec::with_capacity(fetched.len());
-    for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count) in
+    for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count, why) in
         fetched
     {
         if kind == "cohorts" {
@@ -482,6 +492,7 @@ pub(super) async fn plan<C: Conn>(
             member_id,
             cohort_id,
             via,
+            deactivation_reason: why,
         });
     }
     let next = page.and_then(|p| page_rows(&mut rows, p));

@@ -500,9 +500,16 @@ const ATTRIBUTES: [(&str, i16, Json); 9] = [
     ("expires_at", present::EXPIRES_AT, Json::Text),
 ];
 
-/// The value attribute `name` takes from line `s` over resource `r`.
+/// The value attribute `name` takes from line `s` over resource `r`. An account roster
+/// deactivated (its `deactivation_reason` is set) stays inactive whatever its source reports,
+/// until a person activates it.
 fn new_value(name: &str, bit: i16) -> String {
-    if bit == 0 {
+    if name == "active" {
+        format!(
+            "CASE WHEN r.deactivation_reason IS NOT NULL THEN r.active \
+             WHEN (s.present & {bit}) <> 0 THEN s.active ELSE r.active END"
+        )
+    } else if bit == 0 {
         format!("coalesce(s.{name}, r.{name})")
     } else {
         format!("CASE WHEN (s.present & {bit}) <> 0 THEN s.{name} ELSE r.{name} END")
@@ -601,7 +608,16 @@ fn rewrite(
     kind: ChangeKind,
 ) -> Vec<Statement> {
     let set = format!("{extra}modified = @at, {}", assignments());
-    let kind = kind.code();
+    // An update that flips `active` is recorded as a deactivation or an activation.
+    let kind_of = |old: &str, new: &str| match kind {
+        ChangeKind::ResourceUpdated => format!(
+            "CASE WHEN {old} = {new} THEN {} WHEN {new} THEN {} ELSE {} END",
+            kind.code(),
+            ChangeKind::ResourceActivated.code(),
+            ChangeKind::ResourceDeactivated.code()
+        ),
+        _ => kind.code().to_string(),
+    };
     match d {
         Dialect::Postgres => {
             // The rows to write, with their old and new values, found in one join; the UPDATE
@@ -624,11 +640,12 @@ fn rewrite(
                 "WITH c AS MATERIALIZED (SELECT r.id, {} FROM {staging} s \
                  JOIN resource r ON s.resource_id = r.id WHERE {which}), \
                  upd AS (UPDATE resource r SET {extra}modified = @at, {} FROM c WHERE r.id = c.id \
-                 RETURNING r.id, r.source_system, {changed} AS attrs) \
-                 {RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, id, source_system, @op, @token, \
+                 RETURNING r.id, r.source_system, {changed} AS attrs, c.old_active, c.new_active) \
+                 {RESOURCE_CHANGE}, attrs) SELECT @at, {}, id, source_system, @op, @token, \
                  attrs FROM upd",
                 columns.join(", "),
-                set.join(", ")
+                set.join(", "),
+                kind_of("old_active", "new_active")
             ))]
         }
         Dialect::Sqlite => {
@@ -643,6 +660,7 @@ fn rewrite(
                     new_value(n, bit)
                 },
             );
+            let kind = kind_of("r.active", &new_value("active", present::ACTIVE));
             vec![
                 compile(&format!(
                     "{RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, r.id, r.source_system, @op, \

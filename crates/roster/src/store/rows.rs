@@ -138,6 +138,9 @@ pub struct MembershipRow {
     last_operation_id: Option<i64>,
     created_timestamp: DateTime<Utc>,
     removed_timestamp: Option<DateTime<Utc>>,
+    /// The member's `active`, read by the member lists only.
+    #[sqlx(default)]
+    member_active: Option<bool>,
 }
 
 impl MembershipRow {
@@ -159,6 +162,7 @@ impl From<MembershipRow> for Membership {
             last_operation_id: r.last_operation_id.map(OperationId),
             created_timestamp: r.created_timestamp,
             removed_timestamp: r.removed_timestamp,
+            active: r.member_active,
         }
     }
 }

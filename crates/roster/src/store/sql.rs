@@ -285,7 +285,10 @@ where
         .map(|c| format!("m.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut q = QueryBuilder::new(format!("SELECT {columns} FROM group_member m"));
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {columns}, a.active AS member_active FROM group_member m \
+         JOIN resource a ON a.id = m.member_id"
+    ));
     if filter.ty.is_some() {
         q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
     }
@@ -299,6 +302,11 @@ where
     if let Some(ty) = filter.ty {
         q.push(" AND r.type = ").push_bind(ty.code());
     }
+    match filter.active {
+        Some(true) => q.push(" AND a.active"),
+        Some(false) => q.push(" AND NOT a.active"),
+        None => &mut q,
+    };
     q.push(format!(" ORDER BY m.{ordered} LIMIT "))
         .push_bind(page.fetch());
     q
