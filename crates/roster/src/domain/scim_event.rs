@@ -117,7 +117,9 @@ fn events(
         .and_then(|a| a["new"].as_bool());
     let updates = matches!(
         change.kind,
-        ChangeKind::ResourceUpdated | ChangeKind::ResourceDeactivated | ChangeKind::ResourceActivated
+        ChangeKind::ResourceUpdated
+            | ChangeKind::ResourceDeactivated
+            | ChangeKind::ResourceActivated
     );
     let (Some(active), true) = (active, updates) else {
         return vec![event(change, subject, ty)];

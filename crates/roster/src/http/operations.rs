@@ -157,7 +157,11 @@ async fn create_operation(
             check_owner(&state, &caller, request.resource_id).await?;
             let deletion = state
                 .store
-                .delete_resource(&caller.actor(), request.resource_id, &state.operations.lifecycle)
+                .delete_resource(
+                    &caller.actor(),
+                    request.resource_id,
+                    &state.operations.lifecycle,
+                )
                 .await?;
             deletion.operation.ok_or_else(|| {
                 ApiError::Conflict(format!(

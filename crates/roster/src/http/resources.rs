@@ -219,7 +219,10 @@ async fn update_resource(
     }
     check_owner(&state, &caller, id).await?;
     let policy = &state.operations.lifecycle;
-    let resource = state.store.update_resource(&actor, id, &patch, policy).await?;
+    let resource = state
+        .store
+        .update_resource(&actor, id, &patch, policy)
+        .await?;
     Ok(axum::Json(PatchResult::Resource(resource)))
 }
 
@@ -236,7 +239,10 @@ async fn delete_resource(
 ) -> Result<axum::Json<DeleteResult>, ApiError> {
     check_owner(&state, &caller, id).await?;
     let policy = &state.operations.lifecycle;
-    let deletion = state.store.delete_resource(&caller.actor(), id, policy).await?;
+    let deletion = state
+        .store
+        .delete_resource(&caller.actor(), id, policy)
+        .await?;
     Ok(axum::Json(DeleteResult {
         resource: deletion.resource,
         operation: deletion.operation,

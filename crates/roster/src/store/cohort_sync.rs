@@ -374,7 +374,7 @@ fn plan_rows(d: Dialect) -> Statement {
              lm.contributing, \
              row_number() OVER (PARTITION BY r.group_id, r.cohort \
                ORDER BY lm.member_id, lm.group_id) AS k \
-           FROM res r JOIN lm ON lm.prime_id = r.cohort AND lm.live AND lm.contributes) \
+           FROM res r JOIN lm ON lm.prime_id = r.cohort AND lm.live AND lm.contributes), \
          lapsed AS (SELECT prime_id, member_id, group_id, role, why, \
              row_number() OVER (PARTITION BY prime_id ORDER BY member_id, group_id) AS k \
            FROM lm WHERE contributes AND NOT live AND prime_id IS NOT NULL) \

@@ -87,7 +87,7 @@ fn flip(d: Dialect, active: bool) -> (Statement, Option<Statement>) {
     match d {
         Dialect::Postgres => (
             compile(&format!(
-            "WITH flipped AS (UPDATE resource r SET active = {new}, \
+                "WITH flipped AS (UPDATE resource r SET active = {new}, \
                deactivation_reason = CAST(@reason AS text), modified = @at \
                FROM lifecycle_target t JOIN resource o ON o.id = t.resource_id \
                WHERE t.operation_id = @op AND r.id = t.resource_id AND NOT r.deleted \
@@ -201,12 +201,14 @@ pub(super) async fn act<C: Conn>(
     conn.serialize(LINK_LOCK).await?;
     let resource = conn.get(action.resource_id).await?;
     if action.scope == ActionScope::Account && resource.ty != ResourceType::User {
-        return Err(StoreError::Invalid(crate::domain::InvalidInput::new(format!(
+        return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
+            format!(
             "resource {} is a {}: scope account acts on an account (a user); use scope cohort or \
              identity from a prime or a record",
             resource.id,
             resource.ty.name()
-        ))));
+        ),
+        )));
     }
     let ty = if action.active {
         OperationType::Activate
@@ -252,7 +254,14 @@ pub(super) async fn act<C: Conn>(
              /api/v1/operations/{}/preview lists them; an admin approves or rejects",
             policy.threshold, values.op
         );
-        let op = settle(conn, &values, OperationStatus::Pending, planned, Some(&reason)).await?;
+        let op = settle(
+            conn,
+            &values,
+            OperationStatus::Pending,
+            planned,
+            Some(&reason),
+        )
+        .await?;
         let page = PageRequest {
             after: None,
             limit: LISTED,
@@ -362,8 +371,9 @@ async fn write<C: Conn>(
         .with_detail(serde_json::json!({ "changed": changed, "operation_id": op }));
     conn.audit(actor, record).await?;
     let updated = conn.write_resource(&current, &next).await?;
-    let mut change = ChangeRecord::resource(ChangeKind::of_update(&changed, updated.active), &updated)
-        .with_attrs(changed_attributes(&current, &updated, &changed));
+    let mut change =
+        ChangeRecord::resource(ChangeKind::of_update(&changed, updated.active), &updated)
+            .with_attrs(changed_attributes(&current, &updated, &changed));
     change.operation_id = op;
     conn.log_change(actor, change).await?;
     Ok((updated, changed))
@@ -380,7 +390,10 @@ pub(super) async fn propagate<C: Conn>(
     check_persona_patch(patch)?;
     conn.serialize(LINK_LOCK).await?;
     let account = conn.get(id).await?;
-    let Some(cohort) = account.prime_id.filter(|_| account.ty == ResourceType::User) else {
+    let Some(cohort) = account
+        .prime_id
+        .filter(|_| account.ty == ResourceType::User)
+    else {
         return Err(StoreError::Conflict(format!(
             "resource {id} is not an account linked to a cohort: patch it without propagate, or \
              link it with PUT /api/v1/resources/{id}/prime"
@@ -410,8 +423,14 @@ pub(super) async fn propagate<C: Conn>(
     let mut accounts = Vec::new();
     let mut resource = account;
     for (member,) in members {
-        let (written, changed) =
-            write(conn, actor, ResourceId(member), patch, Some(OperationId(values.op))).await?;
+        let (written, changed) = write(
+            conn,
+            actor,
+            ResourceId(member),
+            patch,
+            Some(OperationId(values.op)),
+        )
+        .await?;
         if !changed.is_empty() {
             accounts.push(written.id);
         }

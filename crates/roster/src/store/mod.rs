@@ -682,7 +682,8 @@ macro_rules! impl_lifecycle_store {
                 Vec<crate::domain::ResourceId>,
             )> {
                 let mut tx = self.write_tx().await?;
-                let done = crate::store::lifecycle_sync::act(&mut tx, actor, action, policy).await?;
+                let done =
+                    crate::store::lifecycle_sync::act(&mut tx, actor, action, policy).await?;
                 <$store>::finish(tx).await?;
                 Ok(done)
             }
@@ -694,7 +695,8 @@ macro_rules! impl_lifecycle_store {
                 patch: &crate::domain::resource::ResourcePatch,
             ) -> crate::store::StoreResult<crate::domain::lifecycle::Propagation> {
                 let mut tx = self.write_tx().await?;
-                let done = crate::store::lifecycle_sync::propagate(&mut tx, actor, id, patch).await?;
+                let done =
+                    crate::store::lifecycle_sync::propagate(&mut tx, actor, id, patch).await?;
                 <$store>::finish(tx).await?;
                 Ok(done)
             }
@@ -703,7 +705,8 @@ macro_rules! impl_lifecycle_store {
                 &self,
             ) -> crate::store::StoreResult<Option<crate::domain::operation::Operation>> {
                 let mut tx = self.write_tx().await?;
-                let done = crate::store::lifecycle_sync::expire(&mut tx, crate::store::now()).await?;
+                let done =
+                    crate::store::lifecycle_sync::expire(&mut tx, crate::store::now()).await?;
                 <$store>::finish(tx).await?;
                 Ok(done)
             }
@@ -732,9 +735,13 @@ macro_rules! impl_lifecycle_store {
                 request: &crate::domain::lifecycle::SourceRequest,
             ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
                 let mut tx = self.write_tx().await?;
-                let done =
-                    crate::store::lifecycle_sync::put_source(&mut tx, actor, source_system, request)
-                        .await?;
+                let done = crate::store::lifecycle_sync::put_source(
+                    &mut tx,
+                    actor,
+                    source_system,
+                    request,
+                )
+                .await?;
                 <$store>::finish(tx).await?;
                 Ok(done)
             }

@@ -27,7 +27,7 @@ on_both_backends!(
 );
 
 /// One read of the feed: its items and `next`.
-async fn read(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
+pub async fn read(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
     let after = after.map(|c| format!("&after={c}")).unwrap_or_default();
     let reply = app
         .get(&format!("/api/v1/changes?limit=1000{after}{query}"))

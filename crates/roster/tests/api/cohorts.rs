@@ -16,7 +16,7 @@ on_both_backends!(
     correlation_rebuilds_cohorts_and_never_links_a_dispute,
 );
 
-fn resource(source: &str, identifier: &str, ty: &str, subtype: Option<&str>) -> Value {
+pub fn resource(source: &str, identifier: &str, ty: &str, subtype: Option<&str>) -> Value {
     let mut body = json!({"type": ty, "source_system": source, "identifier": identifier});
     if let Some(subtype) = subtype {
         body["subtype"] = json!(subtype);
@@ -24,11 +24,11 @@ fn resource(source: &str, identifier: &str, ty: &str, subtype: Option<&str>) -> 
     body
 }
 
-async fn prime(app: &TestApp, name: &str) -> String {
+pub async fn prime(app: &TestApp, name: &str) -> String {
     app.create(resource("roster", name, "prime", None)).await
 }
 
-async fn link(app: &TestApp, id: &str, prime: &str) {
+pub async fn link(app: &TestApp, id: &str, prime: &str) {
     let reply = app
         .put(
             &format!("/api/v1/resources/{id}/prime"),
@@ -46,7 +46,7 @@ async fn parent(app: &TestApp, id: &str, parent: &str) -> crate::common::Reply {
     .await
 }
 
-async fn add(app: &TestApp, group: &str, member: &str) {
+pub async fn add(app: &TestApp, group: &str, member: &str) {
     let reply = app
         .put(&format!("/api/v1/groups/{group}/members/{member}"), None)
         .await;
@@ -75,7 +75,7 @@ async fn unified(app: &TestApp, name: &str, links: &[(&str, &str)]) -> String {
 }
 
 /// The plan as sorted (group, action, member-or-cohort) triples.
-async fn plan(app: &TestApp, unified: &str) -> Vec<(String, String, String)> {
+pub async fn plan(app: &TestApp, unified: &str) -> Vec<(String, String, String)> {
     let reply = app
         .get(&format!("/api/v1/unified-groups/{unified}/plan"))
         .await;
@@ -105,7 +105,7 @@ async fn plan(app: &TestApp, unified: &str) -> Vec<(String, String, String)> {
     out
 }
 
-fn entries(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+pub fn entries(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     let mut out: Vec<_> = items
         .iter()
         .map(|(g, a, m)| ((*g).to_owned(), (*a).to_owned(), (*m).to_owned()))
@@ -115,16 +115,16 @@ fn entries(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 }
 
 /// Sean's accounts: per persona (1, 2, PA) the home account and its guests in foo and bar.
-struct Sean {
-    accounts: Vec<[String; 3]>,
-    primes: Vec<String>,
-    root: String,
-    workday: String,
-    groups: [String; 3],
-    unified: String,
+pub struct Sean {
+    pub accounts: Vec<[String; 3]>,
+    pub primes: Vec<String>,
+    pub root: String,
+    pub workday: String,
+    pub groups: [String; 3],
+    pub unified: String,
 }
 
-async fn sean(app: &TestApp, multi_tier: bool) -> Sean {
+pub async fn sean(app: &TestApp, multi_tier: bool) -> Sean {
     let mut accounts = Vec::new();
     for (persona, subtype) in [
         ("sean1", "native"),

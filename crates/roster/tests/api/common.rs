@@ -158,6 +158,7 @@ impl TestApp {
             store.clone(),
             EngineConfig {
                 poll: Duration::from_millis(50),
+                expiry_sweep: Duration::from_millis(100),
                 ..EngineConfig::default()
             },
         );
