@@ -159,6 +159,11 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
             "name": format!("rule-{method}"), "source_system": "bar",
             "target_source_system": "home", "normalize": "lowercase"})),
         ("post", "/api/v1/correlation/runs") => Some(json!({"rule_id": w.rule})),
+        ("post", p) if p.starts_with("/api/v1/resources/{id}/actions/") => {
+            Some(json!({"scope": "account", "reason": "security check"}))
+        }
+        ("put", "/api/v1/sources/{source_system}") => Some(json!({"lifecycle_authority": false})),
+        ("get", "/api/v1/sources/{source_system}") => None,
         ("post", "/api/v1/subscriptions") => Some(json!({"url": "https://hooks.example/roster"})),
         (_, p) if p.starts_with("/api/v1/subscriptions") => None,
         (_, p) if p.starts_with("/api/v1/correlation") => None,
@@ -216,6 +221,7 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
             },
         )
         .replace("/related", "/related?scope=cohort")
+        .replace("{source_system}", "home")
         .replace(
             "/api/v1/resources/lookup",
             "/api/v1/resources/lookup?source_system=home&identifier=u",
