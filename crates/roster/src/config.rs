@@ -81,6 +81,9 @@ impl Settings {
                     .history_retention_days
                     .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
                 expiry_sweep: Duration::from_secs(args.expiry_sweep_seconds.max(1)),
+                lifecycle: crate::domain::lifecycle::Policy {
+                    threshold: args.lifecycle_threshold.max(0),
+                },
                 ..EngineConfig::default()
             },
             operations: OperationDefaults {

@@ -198,7 +198,7 @@ mod tests {
             cursor: crate::domain::feed::Cursor::at_seq(3),
             seq: 3,
             at: chrono::Utc::now(),
-            kind: ChangeKind::ResourceUpdated,
+            kind: ChangeKind::ResourceDeactivated,
             resource_id: Some(crate::domain::ResourceId(uuid::Uuid::nil())),
             group_id: None,
             member_id: None,
@@ -217,5 +217,26 @@ mod tests {
             patch["data"]["Operations"].as_array().map(Vec::len),
             Some(1)
         );
+    }
+
+    #[test]
+    fn an_activation_alone_is_one_activate_event() {
+        let change = StoredChange {
+            cursor: crate::domain::feed::Cursor::at_seq(4),
+            seq: 4,
+            at: chrono::Utc::now(),
+            kind: ChangeKind::ResourceActivated,
+            resource_id: Some(crate::domain::ResourceId(uuid::Uuid::nil())),
+            group_id: None,
+            member_id: None,
+            source_system: Some("home".to_owned()),
+            operation_id: None,
+            token_name: None,
+            attrs: Some(json!({"active": {"old": false, "new": true}})),
+        };
+        let set = claims(&change, None);
+        let events = set["events"].as_object().expect("events");
+        assert_eq!(events.len(), 1, "{set}");
+        assert!(events.contains_key(&format!("{PREFIX}activate")), "{set}");
     }
 }

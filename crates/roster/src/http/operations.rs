@@ -448,7 +448,13 @@ async fn resource_changes(
     let batch = stage_inline(request.resources, &scope, OnError::Fail)?;
     Ok(state
         .store
-        .apply_resource_changes(&caller.actor(), request.description, &scope, &batch.lines)
+        .apply_resource_changes(
+            &caller.actor(),
+            request.description,
+            &scope,
+            &batch.lines,
+            &state.operations.lifecycle,
+        )
         .await?)
 }
 

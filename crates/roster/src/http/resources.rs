@@ -189,8 +189,8 @@ async fn get_resource(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum PatchResult {
-    Resource(Resource),
-    Propagation(Propagation),
+    Resource(Box<Resource>),
+    Propagation(Box<Propagation>),
 }
 
 /// Update some attributes of a resource; `null` clears a field. `type` and `source_system` cannot
@@ -215,7 +215,7 @@ async fn update_resource(
     if params.propagate == Some(Propagate::Cohort) {
         caller.check_unbound("propagating to a cohort")?;
         let done = state.store.propagate(&actor, id, &patch).await?;
-        return Ok(axum::Json(PatchResult::Propagation(done)));
+        return Ok(axum::Json(PatchResult::Propagation(Box::new(done))));
     }
     check_owner(&state, &caller, id).await?;
     let policy = &state.operations.lifecycle;
@@ -223,7 +223,7 @@ async fn update_resource(
         .store
         .update_resource(&actor, id, &patch, policy)
         .await?;
-    Ok(axum::Json(PatchResult::Resource(resource)))
+    Ok(axum::Json(PatchResult::Resource(Box::new(resource))))
 }
 
 /// Soft-delete a resource and end its memberships (as a group and as a member) in one delete

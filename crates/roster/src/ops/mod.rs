@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub history_retention: Option<Duration>,
     /// How often the expiry sweeper deactivates the accounts whose `expires_at` passed.
     pub expiry_sweep: Duration,
+    /// The lifecycle rules applies follow (an HR termination in an account sync).
+    pub lifecycle: crate::domain::lifecycle::Policy,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +43,7 @@ impl Default for EngineConfig {
             max_attempts: 3,
             history_retention: None,
             expiry_sweep: Duration::from_secs(60),
+            lifecycle: crate::domain::lifecycle::Policy::default(),
         }
     }
 }
@@ -139,7 +142,10 @@ impl Engine {
         };
         tracing::info!(operation = %op.id, "applying");
         let renewal = self.renew_while_applying(op.id);
-        let outcome = self.store.apply_full_update(&op).await;
+        let outcome = self
+            .store
+            .apply_full_update(&op, &self.config.lifecycle)
+            .await;
         renewal.abort();
         let outcome = match outcome {
             Ok(outcome) => outcome,

@@ -314,6 +314,21 @@ pub(super) async fn hr_trigger<C: Conn>(
     if record.prime_id.is_none() || !authority(conn, &record.source_system).await? {
         return Ok(None);
     }
+    let mut values = Values::about(record.id.0, None, now(), None);
+    let remaining: Vec<(i64,)> = conn
+        .fetch(
+            &compile(&format!(
+                "SELECT count(*) FROM resource r WHERE r.id IN ({}) AND r.type = {} \
+                 AND NOT r.deleted AND r.active",
+                scope_ids(ActionScope::Identity),
+                ResourceType::User.code()
+            )),
+            &values,
+        )
+        .await?;
+    if remaining.first().is_none_or(|r| r.0 == 0) {
+        return Ok(None);
+    }
     let action = Action {
         resource_id: record.id,
         scope: ActionScope::Identity,
@@ -323,6 +338,36 @@ pub(super) async fn hr_trigger<C: Conn>(
     };
     let (op, _) = act(conn, actor, &action, policy).await?;
     Ok(Some(op))
+}
+
+/// After an account sync of `source_system` applied at `at`: the lifecycle authority's records
+/// linked under a prime that it deleted or deactivated end their identities.
+pub(super) async fn after_sync<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    source_system: &str,
+    at: DateTime<Utc>,
+    policy: &Policy,
+) -> StoreResult<()> {
+    if !authority(conn, source_system).await? {
+        return Ok(());
+    }
+    let mut values = Values::about(Uuid::nil(), None, at, None);
+    values.source = source_system.to_owned();
+    let ended = conn
+        .resources(
+            &compile(&format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resource WHERE source_system = @source \
+                 AND prime_id IS NOT NULL AND modified = @at AND (deleted OR NOT active) \
+                 ORDER BY id"
+            )),
+            &values,
+        )
+        .await?;
+    for record in ended {
+        hr_trigger(conn, actor, &record, policy).await?;
+    }
+    Ok(())
 }
 
 async fn authority<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<bool> {

@@ -329,7 +329,12 @@ pub trait EngineStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Resolves, checks and applies a claimed full-update: of memberships, one group per
     /// transaction at least; of resources, in one transaction.
-    async fn apply_full_update(&self, operation: &Operation) -> StoreResult<ApplyOutcome>;
+    /// Lifecycle authorities' records it deletes or deactivates end their identities (`policy`).
+    async fn apply_full_update(
+        &self,
+        operation: &Operation,
+        policy: &Policy,
+    ) -> StoreResult<ApplyOutcome>;
     /// Records the outcome of an apply and releases the lease; refused (conflict) when `node`
     /// no longer holds the lease, whose new holder records the outcome instead.
     async fn finish_operation(
@@ -380,6 +385,7 @@ pub trait EngineStore: Send + Sync {
         description: Option<String>,
         scope: &ResourceScope,
         lines: &[StagedResource],
+        policy: &Policy,
     ) -> StoreResult<Operation>;
     /// Ends the memberships of a scope that its latest completed full-update did not confirm,
     /// refusing (and changing nothing) when a group would pass the deletion threshold.

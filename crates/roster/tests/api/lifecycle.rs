@@ -16,6 +16,7 @@ on_both_backends!(
     an_expired_contractor_is_deactivated_once_by_the_sweeper,
     a_deactivation_past_the_threshold_waits_for_approval,
     actions_refuse_bad_input_and_change_nothing,
+    an_hr_sync_that_deactivates_a_record_terminates_the_identity,
 );
 
 fn ids(values: &Value) -> BTreeSet<String> {
@@ -457,4 +458,79 @@ async fn actions_refuse_bad_input_and_change_nothing(backend: Backend) {
     let source = app.get("/api/v1/sources/workday").await;
     assert_eq!(source.json["lifecycle_authority"], false);
     assert_eq!(source.json["modified"], Value::Null);
+}
+
+async fn partial(app: &TestApp, source: &str, lines: Value) -> Value {
+    let reply = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "target": "resources", "source_system": source,
+                   "resources": lines}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json
+}
+
+async fn an_hr_sync_that_deactivates_a_record_terminates_the_identity(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = organisation(&app).await;
+    let reply = app
+        .put(
+            "/api/v1/sources/workday",
+            Some(json!({"lifecycle_authority": true})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    // Another source's sync of its own records triggers nothing.
+    partial(
+        &app,
+        "home",
+        json!([{"identifier": "sean1@home", "type": "user", "displayname": "Sean"}]),
+    )
+    .await;
+    assert_eq!(inactive(&app, "hr-terminated").await, 0);
+    // Workday reports the worker inactive: the identity ends in the same operation's transaction.
+    let op = partial(
+        &app,
+        "workday",
+        json!([{"identifier": "W-1", "type": "worker", "active": false}]),
+    )
+    .await;
+    assert_eq!(op["counts"]["updated"], 1, "{op}");
+    assert_eq!(inactive(&app, "hr-terminated").await, 9);
+    let (deactivated, _) = drain_all(&app, None, "&kind=resource.deactivated").await;
+    let worker: Vec<&Value> = deactivated
+        .iter()
+        .filter(|c| c["resource_id"] == s.workday.as_str())
+        .collect();
+    assert_eq!(worker.len(), 1, "the record's own flip is a deactivation");
+    assert_eq!(deactivated.len(), 10);
+    // A source reporting an account active again does not undo roster's deactivation.
+    partial(
+        &app,
+        "home",
+        json!([{"identifier": "sean1@home", "type": "user", "active": true}]),
+    )
+    .await;
+    let account = app
+        .get(&format!("/api/v1/resources/{}", s.accounts[0][0]))
+        .await;
+    assert_eq!(account.json["active"], false);
+    assert_eq!(account.json["deactivation_reason"], "hr-terminated");
+    // A second report of the same state starts no second termination.
+    partial(
+        &app,
+        "workday",
+        json!([{"identifier": "W-1", "type": "worker", "active": false,
+                "displayname": "Worker"}]),
+    )
+    .await;
+    let terminations = app
+        .scalar(
+            "SELECT count(*) FROM operation WHERE type = 'deactivate'",
+            &[],
+        )
+        .await;
+    assert_eq!(terminations, 1);
 }

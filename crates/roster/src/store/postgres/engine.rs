@@ -10,6 +10,7 @@ use crate::domain::change::ChangeRecord;
 use crate::domain::full_update::{
     GroupRef, LineError, MemberRef, PreviewAction, PreviewEntry, StagedLine,
 };
+use crate::domain::lifecycle::Policy;
 use crate::domain::operation::Target;
 use crate::domain::operation::{
     FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
@@ -567,12 +568,16 @@ impl EngineStore for PgStore {
             == 1)
     }
 
-    async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+    async fn apply_full_update(
+        &self,
+        op: &Operation,
+        policy: &Policy,
+    ) -> StoreResult<ApplyOutcome> {
         if op.ty.is_lifecycle() {
             return self.apply_lifecycle(op).await;
         }
         if op.target == Target::Resources {
-            return self.apply_resource_update(op).await;
+            return self.apply_resource_update(op, policy).await;
         }
         let params: FullUpdateParams = esql::params(op)?;
         // A source-scoped apply commits group by group, so it checks every line first; a
@@ -917,8 +922,9 @@ impl EngineStore for PgStore {
         description: Option<String>,
         scope: &ResourceScope,
         lines: &[StagedResource],
+        policy: &Policy,
     ) -> StoreResult<Operation> {
-        self.resource_changes(actor, description, scope, lines)
+        self.resource_changes(actor, description, scope, lines, policy)
             .await
     }
 

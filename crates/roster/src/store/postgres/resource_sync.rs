@@ -6,10 +6,12 @@ use super::engine::{copy_field, CopyRow};
 use super::PgStore;
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::full_update::PreviewAction;
+use crate::domain::lifecycle::Policy;
 use crate::domain::operation::{Operation, OperationType};
 use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::Actor;
 use crate::store::engine_sql::{self as esql, Staging};
+use crate::store::lifecycle_sync;
 use crate::store::resource_sql::{self as rsql, Dialect};
 use crate::store::resource_sync::{self as sync, impl_conn};
 use crate::store::{now, ApplyOutcome, StoreResult};
@@ -75,7 +77,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Applies a claimed full-update of resources in one transaction.
     /// Applies an approved lifecycle operation in one transaction.
     pub(super) async fn apply_lifecycle(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
         let mut tx = self.write_tx().await?;
@@ -84,12 +85,22 @@ impl PgStore {
         Ok(ApplyOutcome::Complete(counts))
     }
 
-    pub(super) async fn apply_resource_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+    /// Applies a claimed full-update of resources in one transaction; a lifecycle authority's
+    /// records it deletes or deactivates end their identities in the same transaction.
+    pub(super) async fn apply_resource_update(
+        &self,
+        op: &Operation,
+        policy: &Policy,
+    ) -> StoreResult<ApplyOutcome> {
         let params = esql::params(op)?;
         self.analyze_if_stale("resource").await?;
         let mut tx = self.pool.begin().await?;
         lock_source(&mut tx, op.source_system.as_deref().unwrap_or_default()).await?;
-        let outcome = sync::apply_full_update(&mut tx, op, &params, now()).await?;
+        let at = now();
+        let outcome = sync::apply_full_update(&mut tx, op, &params, at).await?;
+        let actor = Actor::system(op.token_name.as_deref().unwrap_or("roster"));
+        let source = op.source_system.as_deref().unwrap_or_default();
+        lifecycle_sync::after_sync(&mut tx, &actor, source, at, policy).await?;
         Self::finish(tx).await?;
         Ok(outcome)
     }
@@ -120,6 +131,7 @@ impl PgStore {
         description: Option<String>,
         scope: &ResourceScope,
         lines: &[StagedResource],
+        policy: &Policy,
     ) -> StoreResult<Operation> {
         let mut tx = self.pool.begin().await?;
         lock_source(&mut tx, &scope.source_system).await?;
@@ -152,7 +164,9 @@ impl PgStore {
         }
         copy.send(buffer.as_bytes()).await?;
         copy.finish().await?;
-        let counts = sync::apply_changes(&mut tx, op, scope, &actor.token_name, now()).await?;
+        let at = now();
+        let counts = sync::apply_changes(&mut tx, op, scope, &actor.token_name, at).await?;
+        lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, at, policy).await?;
         let record = AuditRecord::new("operation.partial-update", target::operation(op))
             .with_detail(serde_json::json!({ "resources": lines.len() }));
         Self::audit(&mut tx, actor, record).await?;

@@ -9,6 +9,7 @@ use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::full_update::{
     GroupRef, LineError, MemberRef, PreviewAction, PreviewEntry, StagedLine,
 };
+use crate::domain::lifecycle::Policy;
 use crate::domain::operation::Target;
 use crate::domain::operation::{
     FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
@@ -532,12 +533,16 @@ impl EngineStore for SqliteStore {
             == 1)
     }
 
-    async fn apply_full_update(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
+    async fn apply_full_update(
+        &self,
+        op: &Operation,
+        policy: &Policy,
+    ) -> StoreResult<ApplyOutcome> {
         if op.ty.is_lifecycle() {
             return self.apply_lifecycle(op).await;
         }
         if op.target == Target::Resources {
-            return self.apply_resource_update(op).await;
+            return self.apply_resource_update(op, policy).await;
         }
         let params: FullUpdateParams = esql::params(op)?;
         let rejected = self.resolve(op, &params).await?;
@@ -856,8 +861,9 @@ impl EngineStore for SqliteStore {
         description: Option<String>,
         scope: &ResourceScope,
         lines: &[StagedResource],
+        policy: &Policy,
     ) -> StoreResult<Operation> {
-        self.resource_changes(actor, description, scope, lines)
+        self.resource_changes(actor, description, scope, lines, policy)
             .await
     }
 
