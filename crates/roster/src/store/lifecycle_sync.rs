@@ -314,7 +314,7 @@ pub(super) async fn hr_trigger<C: Conn>(
     if record.prime_id.is_none() || !authority(conn, &record.source_system).await? {
         return Ok(None);
     }
-    let mut values = Values::about(record.id.0, None, now(), None);
+    let values = Values::about(record.id.0, None, now(), None);
     let remaining: Vec<(i64,)> = conn
         .fetch(
             &compile(&format!(
