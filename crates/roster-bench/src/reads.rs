@@ -54,7 +54,8 @@ impl Read {
             Self::MemberPage => {
                 "\\set n random(1, :scale)\n\
                  SELECT m.id, m.group_id, m.member_id, m.source, m.member_name, m.removed, \
-                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp \
+                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp, \
+                 (SELECT a.active FROM resource a WHERE a.id = m.member_id) \
                  FROM group_member m WHERE m.group_id = (SELECT id FROM bench_group) AND m.member_id > \
                  (SELECT id FROM bench_member WHERE n = :n) AND NOT m.removed \
                  ORDER BY m.member_id LIMIT 1001;\n"
@@ -62,7 +63,8 @@ impl Read {
             Self::GroupsOfMember => {
                 "\\set n random(1, :scale)\n\
                  SELECT m.id, m.group_id, m.member_id, m.source, m.member_name, m.removed, \
-                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp \
+                 m.contributing, m.last_operation_id, m.created_timestamp, m.removed_timestamp, \
+                 (SELECT a.active FROM resource a WHERE a.id = m.member_id) \
                  FROM group_member m WHERE m.member_id = (SELECT id FROM bench_member WHERE n = :n) \
                  AND NOT m.removed ORDER BY m.group_id LIMIT 101;\n"
             }

@@ -57,9 +57,6 @@ pub struct Action {
     /// The state the accounts end in.
     pub active: bool,
     pub reason: Option<String>,
-    /// Set when a person approved a held deactivation.
-    #[serde(default)]
-    pub approved: bool,
 }
 
 impl Action {
@@ -82,7 +79,6 @@ impl Action {
             scope: request.scope,
             active,
             reason,
-            approved: false,
         })
     }
 }
@@ -146,12 +142,24 @@ pub struct PatchParams {
 
 /// Refuses a patch to propagate that names more than persona attributes.
 pub fn check_persona_patch(patch: &ResourcePatch) -> Result<(), InvalidInput> {
+    // Taken apart whole, so that a new attribute cannot propagate before it is classed here.
+    let ResourcePatch {
+        subtype,
+        identifier,
+        external_id,
+        displayname: _,
+        description: _,
+        notes: _,
+        tags: _,
+        active,
+        expires_at,
+    } = patch;
     let account_only = [
-        ("subtype", patch.subtype.is_some()),
-        ("identifier", patch.identifier.is_some()),
-        ("external_id", patch.external_id.is_some()),
-        ("active", patch.active.is_some()),
-        ("expires_at", patch.expires_at.is_some()),
+        ("subtype", subtype.is_some()),
+        ("identifier", identifier.is_some()),
+        ("external_id", external_id.is_some()),
+        ("active", active.is_some()),
+        ("expires_at", expires_at.is_some()),
     ];
     let named: Vec<&str> = account_only
         .iter()

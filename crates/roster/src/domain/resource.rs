@@ -387,6 +387,8 @@ pub struct ResourceFilter {
     pub external_id: Option<String>,
     pub tag: Option<String>,
     pub active: Option<bool>,
+    /// Only resources whose `expires_at` is before this time.
+    pub expires_before: Option<DateTime<Utc>>,
     pub include_deleted: bool,
 }
 

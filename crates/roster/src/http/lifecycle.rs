@@ -69,6 +69,9 @@ async fn act(
 ) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
     if request.scope == ActionScope::Account {
         super::resources::check_owner(&state, &caller, id).await?;
+        if active {
+            check_reactivation(&state, &caller, id).await?;
+        }
     } else {
         caller.check_unbound("an identity or cohort action")?;
     }
@@ -91,6 +94,26 @@ async fn act(
     ))
 }
 
+/// Refuses a source-bound token the activation of an account roster deactivated (an HR
+/// termination, an expiry, an action): a person decides that, with a token bound to no source.
+pub async fn check_reactivation(
+    state: &AppState,
+    caller: &Caller,
+    id: ResourceId,
+) -> Result<(), ApiError> {
+    if caller.principal.source_system.is_none() {
+        return Ok(());
+    }
+    let account = state.store.get_resource(id).await?;
+    match account.deactivation_reason {
+        Some(reason) if !account.active => Err(ApiError::Forbidden(format!(
+            "account {id} was deactivated by roster ({reason}); a token bound to a source system \
+             cannot activate it: a person does, with a token bound to none"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A source system's settings (defaults for one never configured).
 #[utoipa::path(get, path = "/api/v1/sources/{source_system}", tag = "lifecycle", security(("bearer" = ["read"])),
     params(("source_system" = String, Path, description = "Source system")),
@@ -109,6 +132,7 @@ async fn get_source(
     params(("source_system" = String, Path, description = "Source system")),
     request_body = SourceRequest,
     responses((status = 200, description = "Stored", body = Source),
+              (status = 403, description = "A token bound to a source system", body = Problem),
               (status = 422, description = "A bad source system name", body = Problem)))]
 async fn put_source(
     State(state): State<AppState>,
@@ -116,6 +140,7 @@ async fn put_source(
     Path(source_system): Path<String>,
     Json(request): Json<SourceRequest>,
 ) -> Result<axum::Json<Source>, ApiError> {
+    caller.check_unbound("marking a lifecycle authority")?;
     crate::domain::resource::check_optional_key("source_system", Some(&source_system))?;
     Ok(axum::Json(
         state

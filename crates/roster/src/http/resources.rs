@@ -42,6 +42,9 @@ pub struct ListParams {
     /// Only resources carrying this tag.
     tag: Option<String>,
     active: Option<bool>,
+    /// Only resources whose `expires_at` is before this time (RFC 3339): the contractors whose
+    /// accounts expire by then.
+    expires_before: Option<chrono::DateTime<chrono::Utc>>,
     /// Also list soft-deleted resources.
     #[serde(default)]
     include_deleted: bool,
@@ -116,6 +119,7 @@ async fn list_resources(
         external_id: p.external_id,
         tag: p.tag,
         active: p.active,
+        expires_before: p.expires_before,
         include_deleted: p.include_deleted,
     };
     let as_of = super::changes::as_of(&state, &page).await?;
@@ -218,6 +222,9 @@ async fn update_resource(
         return Ok(axum::Json(PatchResult::Propagation(Box::new(done))));
     }
     check_owner(&state, &caller, id).await?;
+    if patch.active == Some(true) {
+        super::lifecycle::check_reactivation(&state, &caller, id).await?;
+    }
     let policy = &state.operations.lifecycle;
     let resource = state
         .store

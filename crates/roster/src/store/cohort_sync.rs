@@ -29,12 +29,20 @@ fn up(from: &str) -> String {
 
 /// The ids of every resource under the root of `@id` (the root included): one recursive query.
 pub(super) fn identity_ids() -> String {
+    identities_of("id = @id")
+}
+
+/// The ids of every resource under the roots of the resources `seeds` selects (a condition on
+/// `resource`), in one recursive query.
+pub(super) fn identities_of(seeds: &str) -> String {
     format!(
-        "WITH RECURSIVE {}, root(id) AS (SELECT id FROM up WHERE prime_id IS NULL), \
+        "WITH RECURSIVE up(id, prime_id, depth) AS (SELECT id, prime_id, 0 FROM resource \
+         WHERE {seeds} UNION ALL SELECT r.id, r.prime_id, up.depth + 1 FROM resource r \
+         JOIN up ON r.id = up.prime_id WHERE up.depth <= {MAX_DEPTH}), \
+         root(id) AS (SELECT DISTINCT id FROM up WHERE prime_id IS NULL), \
          down(id, depth) AS (SELECT id, 0 FROM root UNION ALL SELECT r.id, down.depth + 1 \
          FROM resource r JOIN down ON r.prime_id = down.id WHERE down.depth <= {MAX_DEPTH}) \
-         SELECT id FROM down",
-        up("@id")
+         SELECT id FROM down"
     )
 }
 

@@ -372,8 +372,10 @@ pub fn pg_remove_unconfirmed(staging: &Staging, filter: StagingFilter) -> String
 
 /// In one statement, for group `$1`: the snapshot lines without an active membership (one
 /// anti-join over the staging table), checked against their member resource; the invalid ones
-/// recorded as rejections; new memberships inserted and ended ones the snapshot confirms
-/// re-activated (unless a newer operation wrote them), each with its change record. Binds `$6`,
+/// recorded as rejections; new memberships inserted (in member order, so that the membership and
+/// change-log indexes keyed by member are written in key order rather than at random) and ended
+/// ones the snapshot confirms re-activated (unless a newer operation wrote them), each with its
+/// change record. Binds `$6`,
 /// the token's bound source system. Returns (added, re-activated, rejected).
 pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
     let added = crate::domain::change::ChangeKind::MembershipAdded.code();
@@ -393,6 +395,7 @@ pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
            SELECT $4, $1, n.member_id, n.member_name, n.contributing, $2, $3 FROM new n \
            WHERE n.reason IS NULL AND NOT EXISTS (SELECT 1 FROM group_member gm \
              WHERE gm.group_id = $1 AND gm.member_id = n.member_id) \
+           ORDER BY n.member_id \
            ON CONFLICT (group_id, member_id) DO NOTHING RETURNING member_id), \
          back AS (UPDATE group_member gm SET removed = false, removed_timestamp = NULL, \
            last_operation_id = $2, member_name = coalesce(n.member_name, gm.member_name), \

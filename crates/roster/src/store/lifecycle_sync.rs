@@ -4,7 +4,7 @@
 //! the single-account patch they build on. Accounts change set-based, each with its change record
 //! in the same statement (PostgreSQL) or transaction (SQLite).
 
-use super::cohort_sync::identity_ids;
+use super::cohort_sync::{identities_of, identity_ids};
 use super::correlation_sync::quoted;
 use super::resource_sql::{compile, Dialect, Statement, Values};
 use super::resource_sync::Conn;
@@ -52,29 +52,54 @@ fn literal(active: bool) -> &'static str {
     }
 }
 
-/// Lists as targets of operation `@op` the live accounts of `scope` not yet in state `active`.
-fn plan_targets(scope: ActionScope, active: bool) -> Statement {
-    compile(&format!(
-        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, r.id FROM resource r \
-         WHERE r.id IN ({}) AND r.type = {} AND NOT r.deleted AND r.active <> {}",
-        scope_ids(scope),
+/// The live accounts among `ids` not yet in state `active` (for a deactivation, not already
+/// waiting in a pending one), as `r`.
+fn candidates(ids: &str, active: bool) -> String {
+    let waiting = if active {
+        String::new()
+    } else {
+        "AND r.id NOT IN (SELECT t.resource_id FROM lifecycle_target t JOIN operation o \
+         ON o.id = t.operation_id WHERE o.status = 'pending' AND o.type = 'deactivate')"
+            .to_owned()
+    };
+    format!(
+        "FROM resource r WHERE r.id IN ({ids}) AND r.type = {} AND NOT r.deleted \
+         AND r.active <> {} {waiting}",
         ResourceType::User.code(),
         literal(active)
-    ))
-}
-
-/// Lists as targets of operation `@op` the live active resources whose expiry passed at `@at`.
-fn plan_expiry() -> Statement {
-    compile(
-        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, id FROM resource \
-         WHERE active AND NOT deleted AND expires_at IS NOT NULL AND expires_at <= @at",
     )
 }
 
-/// Sets the targets of `@op` still in the other state to `active` (with `@reason`), each with a
-/// `resource.deactivated` or `resource.activated` change: a statement that returns the ids it
-/// changes, and on SQLite (no data-modifying CTEs) the update that follows it.
-fn flip(d: Dialect, active: bool) -> (Statement, Option<Statement>) {
+/// Lists as targets of operation `@op` the candidates among `ids`.
+fn plan_targets(ids: &str, active: bool) -> Statement {
+    compile(&format!(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, r.id {}",
+        candidates(ids, active)
+    ))
+}
+
+/// Lists as targets of operation `@op` the live active accounts whose expiry passed at `@at`.
+fn plan_expiry() -> Statement {
+    compile(&format!(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, id FROM resource \
+         WHERE {}",
+        due()
+    ))
+}
+
+/// Live active accounts whose `expires_at` passed at `@at`.
+fn due() -> String {
+    format!(
+        "type = {} AND active AND NOT deleted AND expires_at IS NOT NULL AND expires_at <= @at",
+        ResourceType::User.code()
+    )
+}
+
+/// Sets the targets of `@op` still in the other state (and, for `expiring`, still expired at
+/// `@at`) to `active` with `@reason`, each with a `resource.deactivated` or `resource.activated`
+/// change whose attrs carry `active` and, when it changes, `deactivation_reason`: a statement that
+/// returns the ids it changes, and on SQLite (no data-modifying CTEs) the update that follows it.
+fn flip(d: Dialect, active: bool, expiring: bool) -> (Statement, Option<Statement>) {
     let kind = if active {
         ChangeKind::ResourceActivated
     } else {
@@ -85,32 +110,47 @@ fn flip(d: Dialect, active: bool) -> (Statement, Option<Statement>) {
     let change = "INSERT INTO change (at, kind, resource_id, source_system, operation_id, \
                   token_name, attrs)";
     match d {
-        Dialect::Postgres => (
-            compile(&format!(
-                "WITH flipped AS (UPDATE resource r SET active = {new}, \
-               deactivation_reason = CAST(@reason AS text), modified = @at \
-               FROM lifecycle_target t JOIN resource o ON o.id = t.resource_id \
-               WHERE t.operation_id = @op AND r.id = t.resource_id AND NOT r.deleted \
-                 AND r.active <> {new} \
-               RETURNING r.id, r.source_system, o.deactivation_reason AS old_reason) \
-             {change} SELECT @at, {kind}, id, source_system, @op, @token, \
-               jsonb_build_object('active', jsonb_build_object('old', {old}, 'new', {new}), \
-                 'deactivation_reason', jsonb_build_object('old', old_reason, \
-                 'new', CAST(@reason AS text))) FROM flipped RETURNING resource_id"
-            )),
-            None,
-        ),
+        Dialect::Postgres => {
+            let still = if expiring {
+                "AND r.expires_at <= @at"
+            } else {
+                ""
+            };
+            (
+                compile(&format!(
+                    "WITH flipped AS (UPDATE resource r SET active = {new}, \
+                       deactivation_reason = CAST(@reason AS text), modified = @at \
+                       FROM lifecycle_target t JOIN resource o ON o.id = t.resource_id \
+                       WHERE t.operation_id = @op AND r.id = t.resource_id AND NOT r.deleted \
+                         AND r.active <> {new} {still} \
+                       RETURNING r.id, r.source_system, o.deactivation_reason AS old_reason) \
+                     {change} SELECT @at, {kind}, id, source_system, @op, @token, \
+                       jsonb_build_object('active', jsonb_build_object('old', {old}, 'new', {new})) \
+                       || CASE WHEN old_reason IS NOT DISTINCT FROM CAST(@reason AS text) \
+                         THEN '{{}}'::jsonb ELSE jsonb_build_object('deactivation_reason', \
+                         jsonb_build_object('old', old_reason, 'new', CAST(@reason AS text))) END \
+                     FROM flipped RETURNING resource_id"
+                )),
+                None,
+            )
+        }
         Dialect::Sqlite => {
+            let still = if expiring {
+                "AND expires_at <= @at"
+            } else {
+                ""
+            };
             let which = format!(
                 "id IN (SELECT resource_id FROM lifecycle_target WHERE operation_id = @op) \
-                 AND NOT deleted AND active <> {new}"
+                 AND NOT deleted AND active <> {new} {still}"
             );
+            let flag = format!("'active', json_object('old', json('{old}'), 'new', json('{new}'))");
             (
                 compile(&format!(
                     "{change} SELECT @at, {kind}, id, source_system, @op, @token, \
-                     json_object('active', json_object('old', json('{old}'), 'new', \
-                     json('{new}')), 'deactivation_reason', json_object('old', \
-                     deactivation_reason, 'new', @reason)) FROM resource WHERE {which} \
+                     CASE WHEN deactivation_reason IS @reason THEN json_object({flag}) \
+                     ELSE json_object({flag}, 'deactivation_reason', json_object('old', \
+                     deactivation_reason, 'new', @reason)) END FROM resource WHERE {which} \
                      RETURNING resource_id"
                 )),
                 Some(compile(&format!(
@@ -123,8 +163,13 @@ fn flip(d: Dialect, active: bool) -> (Statement, Option<Statement>) {
 }
 
 /// Runs [`flip`]; the accounts it changed.
-async fn apply<C: Conn>(conn: &mut C, active: bool, values: &Values) -> StoreResult<Vec<Uuid>> {
-    let (returning, then) = flip(conn.dialect(), active);
+async fn apply<C: Conn>(
+    conn: &mut C,
+    active: bool,
+    expiring: bool,
+    values: &Values,
+) -> StoreResult<Vec<Uuid>> {
+    let (returning, then) = flip(conn.dialect(), active, expiring);
     let rows: Vec<(Uuid,)> = conn.fetch(&returning, values).await?;
     if let Some(then) = then {
         conn.run(&then, values).await?;
@@ -210,16 +255,14 @@ pub(super) async fn act<C: Conn>(
         ),
         )));
     }
-    let ty = if action.active {
-        OperationType::Activate
-    } else {
-        OperationType::Deactivate
-    };
     let mut values = Values::about(action.resource_id.0, None, now(), Some(&actor.token_name));
-    values.reason = action.reason.clone().filter(|_| !action.active);
     let description = format!(
         "{} the {} of {}{}",
-        ty.name(),
+        if action.active {
+            "activate"
+        } else {
+            "deactivate"
+        },
         action.scope.name(),
         resource.id,
         action
@@ -228,11 +271,14 @@ pub(super) async fn act<C: Conn>(
             .map(|r| format!(": {r}"))
             .unwrap_or_default()
     );
-    let params = serde_json::to_value(action).unwrap_or_default();
-    values.op = new_operation(conn, ty, &description, &params, &values).await?;
-    let planned = conn
-        .run(&plan_targets(action.scope, action.active), &values)
-        .await?;
+    let planned = start(
+        conn,
+        action,
+        &description,
+        &scope_ids(action.scope),
+        &mut values,
+    )
+    .await?;
     let record = AuditRecord::new(
         if action.active {
             "resource.activate"
@@ -246,9 +292,40 @@ pub(super) async fn act<C: Conn>(
         "accounts": planned,
     }));
     conn.audit(actor, record).await?;
-    let planned = usize::try_from(planned).unwrap_or(usize::MAX);
-    let over = i64::try_from(planned).unwrap_or(i64::MAX) > policy.threshold;
-    if !action.active && !action.approved && over {
+    conclude(conn, action.active, planned, policy, &values).await
+}
+
+/// Creates the operation of `action` and lists its targets, the candidates among `ids`; returns
+/// how many (`values.op` is the operation's id from then on).
+async fn start<C: Conn>(
+    conn: &mut C,
+    action: &Action,
+    description: &str,
+    ids: &str,
+    values: &mut Values,
+) -> StoreResult<usize> {
+    let ty = if action.active {
+        OperationType::Activate
+    } else {
+        OperationType::Deactivate
+    };
+    values.reason = action.reason.clone().filter(|_| !action.active);
+    let params = serde_json::to_value(action).unwrap_or_default();
+    values.op = new_operation(conn, ty, description, &params, values).await?;
+    let planned = conn.run(&plan_targets(ids, action.active), values).await?;
+    Ok(usize::try_from(planned).unwrap_or(usize::MAX))
+}
+
+/// Applies the listed targets of operation `@op`, or holds a deactivation of more than the
+/// threshold for approval.
+async fn conclude<C: Conn>(
+    conn: &mut C,
+    active: bool,
+    planned: usize,
+    policy: &Policy,
+    values: &Values,
+) -> StoreResult<(Operation, Vec<ResourceId>)> {
+    if !active && i64::try_from(planned).unwrap_or(i64::MAX) > policy.threshold {
         let reason = format!(
             "would deactivate {planned} accounts, more than the threshold of {}: GET \
              /api/v1/operations/{}/preview lists them; an admin approves or rejects",
@@ -256,7 +333,7 @@ pub(super) async fn act<C: Conn>(
         );
         let op = settle(
             conn,
-            &values,
+            values,
             OperationStatus::Pending,
             planned,
             Some(&reason),
@@ -270,20 +347,13 @@ pub(super) async fn act<C: Conn>(
         listed.truncate(LISTED as usize);
         return Ok((op, listed.into_iter().map(|r| r.id).collect()));
     }
-    let changed = apply(conn, action.active, &values).await?;
-    let op = settle(
-        conn,
-        &values,
-        OperationStatus::Complete,
-        changed.len(),
-        None,
-    )
-    .await?;
+    let changed = apply(conn, active, false, values).await?;
+    let op = settle(conn, values, OperationStatus::Complete, changed.len(), None).await?;
     Ok((op, ids(changed)))
 }
 
-/// Applies a lifecycle operation a person approved (or one the sweeper planned): its listed
-/// accounts still in the other state change, in this transaction.
+/// Applies a lifecycle operation a person approved: its listed accounts still in the other state
+/// change, in this transaction.
 pub(super) async fn apply_approved<C: Conn>(
     conn: &mut C,
     op: &Operation,
@@ -296,15 +366,70 @@ pub(super) async fn apply_approved<C: Conn>(
     let mut values = Values::about(action.resource_id.0, None, now(), op.token_name.as_deref());
     values.op = op.id.0;
     values.reason = action.reason.filter(|_| !action.active);
-    let changed = apply(conn, action.active, &values).await?;
+    let changed = apply(conn, action.active, false, &values).await?;
     Ok(OperationCounts {
         updated: i64::try_from(changed.len()).unwrap_or(i64::MAX),
         ..OperationCounts::default()
     })
 }
 
-/// When `record` (just soft-deleted or deactivated) is a lifecycle authority's record linked under
-/// a prime, deactivates its identity with the reason `hr-terminated`.
+/// Deactivates, with the reason `hr-terminated` and as one operation, the identities of the
+/// records `seeds` selects (a condition on `resource`): every active account under their roots
+/// not already waiting in a pending deactivation. Nothing to deactivate: nothing written.
+async fn terminate<C: Conn>(
+    conn: &mut C,
+    actor: &Actor,
+    seeds: &str,
+    values: &mut Values,
+    policy: &Policy,
+) -> StoreResult<Option<Operation>> {
+    let ids = identities_of(seeds);
+    let remaining: Vec<(i64,)> = conn
+        .fetch(
+            &compile(&format!("SELECT count(*) {}", candidates(&ids, false))),
+            values,
+        )
+        .await?;
+    if remaining.first().is_none_or(|r| r.0 == 0) {
+        return Ok(None);
+    }
+    let action = Action {
+        resource_id: ResourceId(values.id),
+        scope: ActionScope::Identity,
+        active: false,
+        reason: Some(HR_TERMINATED.to_owned()),
+    };
+    let description = "deactivate the identities a lifecycle authority's records ended: \
+                       hr-terminated";
+    let planned = start(conn, &action, description, &ids, values).await?;
+    let record = AuditRecord::new("resource.deactivate", target::resource(action.resource_id))
+        .with_detail(serde_json::json!({
+            "operation_id": values.op, "scope": "identity", "reason": HR_TERMINATED,
+            "accounts": planned, "cause": values.cause,
+        }));
+    conn.audit(actor, record).await?;
+    let (op, _) = conclude(conn, false, planned, policy, values).await?;
+    Ok(Some(op))
+}
+
+/// Before a write to resource `id` that may end a lifecycle authority's record: takes the link
+/// lock first when the resource's source is an authority, in the order every identity writer
+/// takes it (link lock, then rows), so that a termination never deadlocks with a link.
+pub(super) async fn prepare<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<()> {
+    let resource = conn.get(id).await?;
+    before_sync(conn, &resource.source_system).await
+}
+
+/// Before an account sync of `source_system`: the link lock, when it is an authority.
+pub(super) async fn before_sync<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<()> {
+    if authority(conn, source_system).await? {
+        conn.serialize(LINK_LOCK).await?;
+    }
+    Ok(())
+}
+
+/// When `record`, just soft-deleted while active or just deactivated, is a lifecycle
+/// authority's record linked under a prime, deactivates its identity (`hr-terminated`).
 pub(super) async fn hr_trigger<C: Conn>(
     conn: &mut C,
     actor: &Actor,
@@ -314,60 +439,36 @@ pub(super) async fn hr_trigger<C: Conn>(
     if record.prime_id.is_none() || !authority(conn, &record.source_system).await? {
         return Ok(None);
     }
-    let values = Values::about(record.id.0, None, now(), None);
-    let remaining: Vec<(i64,)> = conn
-        .fetch(
-            &compile(&format!(
-                "SELECT count(*) FROM resource r WHERE r.id IN ({}) AND r.type = {} \
-                 AND NOT r.deleted AND r.active",
-                scope_ids(ActionScope::Identity),
-                ResourceType::User.code()
-            )),
-            &values,
-        )
-        .await?;
-    if remaining.first().is_none_or(|r| r.0 == 0) {
-        return Ok(None);
-    }
-    let action = Action {
-        resource_id: record.id,
-        scope: ActionScope::Identity,
-        active: false,
-        reason: Some(HR_TERMINATED.to_owned()),
-        approved: false,
-    };
-    let (op, _) = act(conn, actor, &action, policy).await?;
-    Ok(Some(op))
+    let mut values = Values::about(record.id.0, None, now(), Some(&actor.token_name));
+    terminate(conn, actor, "id = @id", &mut values, policy).await
 }
 
-/// After an account sync of `source_system` applied at `at`: the lifecycle authority's records
-/// linked under a prime that it deleted or deactivated end their identities.
+/// After account sync operation `op` of `source_system` applied at `at`: the lifecycle
+/// authority's records linked under a prime that it deactivated, or deleted while active, end
+/// their identities — all in one operation, against one threshold.
 pub(super) async fn after_sync<C: Conn>(
     conn: &mut C,
     actor: &Actor,
     source_system: &str,
+    op: OperationId,
     at: DateTime<Utc>,
     policy: &Policy,
-) -> StoreResult<()> {
+) -> StoreResult<Option<Operation>> {
     if !authority(conn, source_system).await? {
-        return Ok(());
+        return Ok(None);
     }
-    let mut values = Values::about(Uuid::nil(), None, at, None);
+    let mut values = Values::about(Uuid::nil(), None, at, Some(&actor.token_name));
     values.source = source_system.to_owned();
-    let ended = conn
-        .resources(
-            &compile(&format!(
-                "SELECT {RESOURCE_COLUMNS} FROM resource WHERE source_system = @source \
-                 AND prime_id IS NOT NULL AND modified = @at AND (deleted OR NOT active) \
-                 ORDER BY id"
-            )),
-            &values,
-        )
-        .await?;
-    for record in ended {
-        hr_trigger(conn, actor, &record, policy).await?;
-    }
-    Ok(())
+    values.cause = op.0;
+    let seeds = format!(
+        "id IN (SELECT r.id FROM resource r WHERE r.source_system = @source \
+         AND r.prime_id IS NOT NULL AND r.modified = @at AND EXISTS (SELECT 1 FROM change c \
+         WHERE c.resource_id = r.id AND c.operation_id = @cause AND (c.kind = {} \
+         OR (c.kind = {} AND r.active))))",
+        ChangeKind::ResourceDeactivated.code(),
+        ChangeKind::ResourceDeleted.code()
+    );
+    terminate(conn, actor, &seeds, &mut values, policy).await
 }
 
 async fn authority<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<bool> {
@@ -391,6 +492,7 @@ pub(super) async fn update<C: Conn>(
     patch: &ResourcePatch,
     policy: &Policy,
 ) -> StoreResult<Resource> {
+    prepare(conn, id).await?;
     let (updated, changed) = write(conn, actor, id, patch, None).await?;
     if changed.contains(&"active") && !updated.active {
         hr_trigger(conn, actor, &updated, policy).await?;
@@ -416,9 +518,13 @@ async fn write<C: Conn>(
         .with_detail(serde_json::json!({ "changed": changed, "operation_id": op }));
     conn.audit(actor, record).await?;
     let updated = conn.write_resource(&current, &next).await?;
+    let mut named = changed.clone();
+    if updated.deactivation_reason != current.deactivation_reason {
+        named.push("deactivation_reason");
+    }
     let mut change =
         ChangeRecord::resource(ChangeKind::of_update(&changed, updated.active), &updated)
-            .with_attrs(changed_attributes(&current, &updated, &changed));
+            .with_attrs(changed_attributes(&current, &updated, &named));
     change.operation_id = op;
     conn.log_change(actor, change).await?;
     Ok((updated, changed))
@@ -509,10 +615,7 @@ pub(super) async fn expire<C: Conn>(
     let mut values = Values::about(Uuid::nil(), None, at, Some("roster"));
     let due: Vec<(i64,)> = conn
         .fetch(
-            &compile(
-                "SELECT count(*) FROM resource WHERE active AND NOT deleted \
-                 AND expires_at IS NOT NULL AND expires_at <= @at",
-            ),
+            &compile(&format!("SELECT count(*) FROM resource WHERE {}", due())),
             &values,
         )
         .await?;
@@ -530,7 +633,7 @@ pub(super) async fn expire<C: Conn>(
     )
     .await?;
     conn.run(&plan_expiry(), &values).await?;
-    let changed = apply(conn, false, &values).await?;
+    let changed = apply(conn, false, true, &values).await?;
     let op = settle(
         conn,
         &values,

@@ -45,9 +45,11 @@ pub enum Bind {
     Bound,
     /// Why accounts are deactivated (or null).
     Reason,
+    /// The operation whose writes set off another one (an account sync's HR terminations).
+    Cause,
 }
 
-const NAMES: [(&str, Bind); 15] = [
+const NAMES: [(&str, Bind); 16] = [
     ("@source", Bind::Source),
     ("@op", Bind::Op),
     ("@at", Bind::At),
@@ -63,6 +65,7 @@ const NAMES: [(&str, Bind); 15] = [
     ("@other", Bind::Other),
     ("@bound", Bind::Bound),
     ("@reason", Bind::Reason),
+    ("@cause", Bind::Cause),
 ];
 
 /// A statement with numbered parameters and the values to bind to them, in order.
@@ -131,6 +134,7 @@ pub struct Values {
     pub other: Option<Uuid>,
     pub bound: Option<String>,
     pub reason: Option<String>,
+    pub cause: i64,
 }
 
 impl Values {
@@ -152,6 +156,7 @@ impl Values {
             other,
             bound: None,
             reason: None,
+            cause: 0,
         }
     }
 }
@@ -191,6 +196,7 @@ where
             Bind::Other => query.bind(values.other),
             Bind::Bound => query.bind(values.bound.clone()),
             Bind::Reason => query.bind(values.reason.clone()),
+            Bind::Cause => query.bind(values.cause),
         };
     }
     query

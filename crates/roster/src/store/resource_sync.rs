@@ -359,6 +359,7 @@ pub(super) fn values(
         other: None,
         bound: None,
         reason: None,
+        cause: 0,
     }
 }
 

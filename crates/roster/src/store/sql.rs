@@ -217,6 +217,7 @@ where
     i64: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
     String: Encode<'a, DB> + Type<DB>,
+    chrono::DateTime<chrono::Utc>: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(format!(
         "SELECT {RESOURCE_COLUMNS} FROM resource WHERE true"
@@ -244,6 +245,10 @@ where
     }
     if let Some(v) = filter.active {
         q.push(" AND active = ").push_bind(v);
+    }
+    if let Some(at) = filter.expires_before {
+        q.push(" AND expires_at IS NOT NULL AND expires_at < ")
+            .push_bind(at);
     }
     if let Some(tag) = &filter.tag {
         q.push(" AND ")
@@ -285,9 +290,11 @@ where
         .map(|c| format!("m.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    // The member's state is looked up for the rows of the page only (a scalar subquery by
+    // primary key), never by joining the member table as a whole.
+    let member_active = "(SELECT a.active FROM resource a WHERE a.id = m.member_id)";
     let mut q = QueryBuilder::new(format!(
-        "SELECT {columns}, a.active AS member_active FROM group_member m \
-         JOIN resource a ON a.id = m.member_id"
+        "SELECT {columns}, {member_active} AS member_active FROM group_member m"
     ));
     if filter.ty.is_some() {
         q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
@@ -303,8 +310,8 @@ where
         q.push(" AND r.type = ").push_bind(ty.code());
     }
     match filter.active {
-        Some(true) => q.push(" AND a.active"),
-        Some(false) => q.push(" AND NOT a.active"),
+        Some(true) => q.push(format!(" AND {member_active}")),
+        Some(false) => q.push(format!(" AND NOT {member_active}")),
         None => &mut q,
     };
     q.push(format!(" ORDER BY m.{ordered} LIMIT "))

@@ -17,6 +17,7 @@ on_both_backends!(
     a_deactivation_past_the_threshold_waits_for_approval,
     actions_refuse_bad_input_and_change_nothing,
     an_hr_sync_that_deactivates_a_record_terminates_the_identity,
+    a_patch_that_deactivates_an_hr_record_terminates_the_identity,
 );
 
 fn ids(values: &Value) -> BTreeSet<String> {
@@ -252,6 +253,17 @@ async fn an_expired_contractor_is_deactivated_once_by_the_sweeper(backend: Backe
     assert_eq!(account.json["deactivation_reason"], "expired");
     let other = app.get(&format!("/api/v1/resources/{staying}")).await;
     assert_eq!(other.json["active"], true);
+    let listed = app
+        .get("/api/v1/resources?expires_before=2030-01-01T00:00:00Z&active=false")
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let listed: Vec<&str> = listed.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(listed, vec![contractor.as_str()]);
     // Later sweeps find nothing due: the next sweep's long poll sees no new deactivation.
     let (more, _) = read(&app, Some(&next), "&kind=resource.deactivated&wait=1").await;
     assert!(more.is_empty(), "{more:?}");
@@ -303,6 +315,21 @@ async fn postgres_two_processes_expire_each_account_once() {
     let unique: BTreeSet<String> = seen.iter().cloned().collect();
     assert_eq!(seen.len(), unique.len(), "an account was deactivated twice");
     assert_eq!(unique, due);
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let (sweeps, empty, total): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE updated = 0), coalesce(sum(updated), 0)::bigint \
+         FROM operation WHERE type = 'expire'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("expire operations");
+    assert!(sweeps >= 1);
+    assert_eq!(
+        empty, 0,
+        "a sweep that found nothing due recorded an operation"
+    );
+    assert_eq!(total, 6, "the sweeps' counts add up to the accounts");
+    pool.close().await;
     drop((a, b));
 }
 
@@ -373,6 +400,8 @@ async fn a_deactivation_past_the_threshold_waits_for_approval(backend: Backend) 
             json!({"scope": "identity", "reason": "again"}),
         )
         .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.json["operation"]["status"], "pending");
     let op = reply.json["operation"]["id"].as_i64().expect("op");
     let reply = app
         .post(&format!("/api/v1/operations/{op}/reject"), json!({}))
@@ -518,7 +547,32 @@ async fn an_hr_sync_that_deactivates_a_record_terminates_the_identity(backend: B
         .await;
     assert_eq!(account.json["active"], false);
     assert_eq!(account.json["deactivation_reason"], "hr-terminated");
-    // A second report of the same state starts no second termination.
+    // A connector (a token bound to the account's source) cannot undo it; a person can.
+    let connector = app
+        .token(
+            "home-connector",
+            &[roster::domain::token::Scope::Write],
+            Some("home"),
+        )
+        .await;
+    let path = format!("/api/v1/resources/{}", s.accounts[0][0]);
+    app.call_as(
+        Some(&connector),
+        axum::http::Method::PATCH,
+        &path,
+        Some(json!({"active": true})),
+    )
+    .await
+    .assert_problem(StatusCode::FORBIDDEN, "deactivated by roster");
+    let reply = app
+        .post(
+            &format!("/api/v1/resources/{}/actions/activate", s.root),
+            json!({"scope": "identity"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(inactive(&app, "hr-terminated").await, 0);
+    // A later report about the record, still inactive, is no new termination.
     partial(
         &app,
         "workday",
@@ -533,4 +587,50 @@ async fn an_hr_sync_that_deactivates_a_record_terminates_the_identity(backend: B
         )
         .await;
     assert_eq!(terminations, 1);
+    let still_active = app
+        .scalar(
+            "SELECT count(*) FROM resource WHERE type = 1 AND active",
+            &[],
+        )
+        .await;
+    assert_eq!(still_active, 9);
+}
+
+async fn a_patch_that_deactivates_an_hr_record_terminates_the_identity(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = organisation(&app).await;
+    let reply = app
+        .put(
+            "/api/v1/sources/workday",
+            Some(json!({"lifecycle_authority": true})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = app
+        .patch(
+            &format!("/api/v1/resources/{}", s.workday),
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(inactive(&app, "hr-terminated").await, 9);
+    let (changes, _) = drain_all(&app, None, "&kind=resource.deactivated").await;
+    assert_eq!(changes.len(), 10, "nine accounts and the record itself");
+    let history = app
+        .get(&format!("/api/v1/resources/{}/history", s.accounts[2][0]))
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    let last = history.json["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .cloned()
+        .expect("history");
+    assert_eq!(last["kind"], "resource.deactivated");
+    assert_eq!(last["source_system"], "home");
+    assert_eq!(last["changes"]["active"]["new"], false);
+    assert_eq!(
+        last["changes"]["deactivation_reason"]["new"],
+        "hr-terminated"
+    );
+    assert_eq!(last["changes"]["deactivation_reason"]["old"], Value::Null);
 }

@@ -298,6 +298,7 @@ impl ResourceStore for PgStore {
         policy: &Policy,
     ) -> StoreResult<Deletion> {
         let mut tx = self.pool.begin().await?;
+        lifecycle_sync::prepare(&mut tx, id).await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if current.deleted {
             return Ok(Deletion {
@@ -328,7 +329,9 @@ impl ResourceStore for PgStore {
         let change =
             ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
         Self::log_change(&mut tx, actor, change).await?;
-        lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
+        if resource.active {
+            lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
+        }
         let counts = OperationCounts {
             removed: ended,
             ..OperationCounts::default()

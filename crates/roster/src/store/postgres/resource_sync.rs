@@ -95,12 +95,13 @@ impl PgStore {
         let params = esql::params(op)?;
         self.analyze_if_stale("resource").await?;
         let mut tx = self.pool.begin().await?;
-        lock_source(&mut tx, op.source_system.as_deref().unwrap_or_default()).await?;
+        let source = op.source_system.as_deref().unwrap_or_default();
+        lock_source(&mut tx, source).await?;
+        lifecycle_sync::before_sync(&mut tx, source).await?;
         let at = now();
         let outcome = sync::apply_full_update(&mut tx, op, &params, at).await?;
         let actor = Actor::system(op.token_name.as_deref().unwrap_or("roster"));
-        let source = op.source_system.as_deref().unwrap_or_default();
-        lifecycle_sync::after_sync(&mut tx, &actor, source, at, policy).await?;
+        lifecycle_sync::after_sync(&mut tx, &actor, source, op.id, at, policy).await?;
         Self::finish(tx).await?;
         Ok(outcome)
     }
@@ -135,6 +136,7 @@ impl PgStore {
     ) -> StoreResult<Operation> {
         let mut tx = self.pool.begin().await?;
         lock_source(&mut tx, &scope.source_system).await?;
+        lifecycle_sync::before_sync(&mut tx, &scope.source_system).await?;
         let op = Self::insert_operation(
             &mut tx,
             actor,
@@ -166,7 +168,7 @@ impl PgStore {
         copy.finish().await?;
         let at = now();
         let counts = sync::apply_changes(&mut tx, op, scope, &actor.token_name, at).await?;
-        lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, at, policy).await?;
+        lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, op, at, policy).await?;
         let record = AuditRecord::new("operation.partial-update", target::operation(op))
             .with_detail(serde_json::json!({ "resources": lines.len() }));
         Self::audit(&mut tx, actor, record).await?;

@@ -323,6 +323,7 @@ impl ResourceStore for SqliteStore {
         policy: &Policy,
     ) -> StoreResult<Deletion> {
         let mut tx = self.begin().await?;
+        lifecycle_sync::prepare(&mut tx, id).await?;
         let current = Self::lock_resource(&mut tx, id).await?;
         if current.deleted {
             return Ok(Deletion {
@@ -353,7 +354,9 @@ impl ResourceStore for SqliteStore {
         let change =
             ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
         Self::log_change(&mut tx, actor, change).await?;
-        lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
+        if resource.active {
+            lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
+        }
         let counts = OperationCounts {
             removed: ended,
             ..OperationCounts::default()

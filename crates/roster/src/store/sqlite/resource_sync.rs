@@ -61,7 +61,7 @@ impl SqliteStore {
         let outcome = sync::apply_full_update(&mut tx, op, &params, at).await?;
         let actor = Actor::system(op.token_name.as_deref().unwrap_or("roster"));
         let source = op.source_system.as_deref().unwrap_or_default();
-        lifecycle_sync::after_sync(&mut tx, &actor, source, at, policy).await?;
+        lifecycle_sync::after_sync(&mut tx, &actor, source, op.id, at, policy).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -122,7 +122,7 @@ impl SqliteStore {
         }
         let at = now();
         let counts = sync::apply_changes(&mut tx, op, scope, &actor.token_name, at).await?;
-        lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, at, policy).await?;
+        lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, op, at, policy).await?;
         let record = AuditRecord::new("operation.partial-update", target::operation(op))
             .with_detail(serde_json::json!({ "resources": lines.len() }));
         Self::audit(&mut tx, actor, record).await?;
