@@ -333,7 +333,7 @@ fn contributions() -> Statement {
 ///   inactive or expired (with the account's deactivation reason), to say why a removal;
 /// - then the members to remove (a user whose cohort does not contribute) or that have no live
 ///   cohort, and one `cohorts` row with the size of the effective membership.
-fn plan_rows(d: Dialect) -> Statement {
+fn plan_rows(d: Dialect, groups: &[Uuid]) -> Statement {
     let user = ResourceType::User.code();
     let (text, int) = match d {
         Dialect::Postgres => ("text", "bigint"),
@@ -355,7 +355,8 @@ fn plan_rows(d: Dialect) -> Statement {
            m.type, {} AS live, coalesce(gm.contributing, l.role = 'authoritative') AS contributes, \
            m.deactivation_reason AS why \
            FROM unified_link l JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
-           JOIN resource m ON m.id = gm.member_id WHERE l.unified_id = @id), \
+           JOIN resource m ON m.id = gm.member_id WHERE l.unified_id = @id \
+             AND gm.group_id IN ({})), \
          eff AS MATERIALIZED (SELECT DISTINCT prime_id AS cohort FROM lm \
            WHERE live AND contributes AND prime_id IS NOT NULL \
              AND prime_id NOT IN (SELECT id FROM resource WHERE deleted)), \
@@ -399,8 +400,25 @@ fn plan_rows(d: Dialect) -> Statement {
          UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
            (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
-        live("m")
+        live("m"),
+        id_list(d, groups)
     ))
+}
+
+/// `ids` as SQL literals of the dialect, for an `IN` list: naming the linked groups lets the
+/// planner read only their memberships (by the `(group_id, member_id)` key) however many other
+/// large groups the table holds.
+fn id_list(d: Dialect, ids: &[Uuid]) -> String {
+    if ids.is_empty() {
+        return "NULL".to_owned();
+    }
+    ids.iter()
+        .map(|id| match d {
+            Dialect::Postgres => format!("'{id}'"),
+            Dialect::Sqlite => format!("X'{}'", id.simple()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type ContributionRow = (Uuid, Uuid, Uuid, String, Option<bool>);
@@ -459,6 +477,7 @@ pub(super) async fn plan<C: Conn>(
     unified(conn, id).await?;
     let values = Values::about(id.0, None, now(), None);
     let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
+    let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
     let mirrors: Vec<(ResourceId, String)> = linked
         .into_iter()
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
@@ -471,7 +490,8 @@ pub(super) async fn plan<C: Conn>(
             p.group_id
         )));
     }
-    let fetched: Vec<PlanQueryRow> = conn.fetch(&plan_rows(conn.dialect()), &values).await?;
+    let statement = plan_rows(conn.dialect(), &groups);
+    let fetched: Vec<PlanQueryRow> = conn.fetch(&statement, &values).await?;
     let mut cohorts = 0;
     let mut rows = Vec::with_capacity(fetched.len());
     for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count, why) in
