@@ -371,7 +371,8 @@ pub fn pg_remove_unconfirmed(staging: &Staging, filter: StagingFilter) -> String
 }
 
 /// In one statement, for group `$1`: the snapshot lines without an active membership (one
-/// anti-join over the staging table), checked against their member resource; the invalid ones
+/// anti-join over the staging table, materialised first so that only those lines, usually few,
+/// are looked up), checked against their member resource; the invalid ones
 /// recorded as rejections; new memberships inserted (in member order, so that the membership and
 /// change-log indexes keyed by member are written in key order rather than at random) and ended
 /// ones the snapshot confirms re-activated (unless a newer operation wrote them), each with its
@@ -380,13 +381,15 @@ pub fn pg_remove_unconfirmed(staging: &Staging, filter: StagingFilter) -> String
 pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
     let added = crate::domain::change::ChangeKind::MembershipAdded.code();
     format!(
-        "WITH new AS MATERIALIZED ( \
+        "WITH fresh AS MATERIALIZED ( \
+           SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing FROM {staging} s \
+           WHERE true{} AND NOT EXISTS (SELECT 1 FROM group_member gm \
+             WHERE gm.group_id = $1 AND gm.member_id = s.member_id AND NOT gm.removed)), \
+         new AS MATERIALIZED ( \
            SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing, \
              CASE {} WHEN s.member_id = $1 THEN 'a group cannot be a member of itself' END \
                AS reason \
-           FROM {staging} s LEFT JOIN resource m ON m.id = s.member_id \
-           WHERE true{} AND NOT EXISTS (SELECT 1 FROM group_member gm \
-             WHERE gm.group_id = $1 AND gm.member_id = s.member_id AND NOT gm.removed)), \
+           FROM fresh s LEFT JOIN resource m ON m.id = s.member_id), \
          rejected AS (INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
            SELECT $2, chunk, line, reason FROM new WHERE reason IS NOT NULL \
            ON CONFLICT DO NOTHING), \
@@ -408,8 +411,8 @@ pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
            UNION ALL SELECT $3, {added}, $1, member_id, $4, $2, $5 FROM back) \
          SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM back), \
            (SELECT count(*) FROM new WHERE reason IS NOT NULL)",
-        member_reason("$6::text"),
-        filter.and()
+        filter.and(),
+        member_reason("$6::text")
     )
 }
 
