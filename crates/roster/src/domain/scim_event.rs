@@ -192,22 +192,29 @@ fn event(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_change_of_active_is_a_deactivation_beside_the_patch() {
-        let change = StoredChange {
+    fn account_change(kind: ChangeKind, attrs: Value) -> StoredChange {
+        StoredChange {
             cursor: crate::domain::feed::Cursor::at_seq(3),
             seq: 3,
             at: chrono::Utc::now(),
-            kind: ChangeKind::ResourceDeactivated,
+            kind,
             resource_id: Some(crate::domain::ResourceId(uuid::Uuid::nil())),
             group_id: None,
             member_id: None,
             source_system: Some("home".to_owned()),
             operation_id: None,
             token_name: None,
-            attrs: Some(json!({"active": {"old": true, "new": false},
-                               "displayname": {"old": "A", "new": "B"}})),
-        };
+            attrs: Some(attrs),
+        }
+    }
+
+    #[test]
+    fn a_change_of_active_is_a_deactivation_beside_the_patch() {
+        let change = account_change(
+            ChangeKind::ResourceDeactivated,
+            json!({"active": {"old": true, "new": false},
+                   "displayname": {"old": "A", "new": "B"}}),
+        );
         let set = claims(&change, None);
         let events = set["events"].as_object().expect("events");
         assert!(events.contains_key(&format!("{PREFIX}deactivate")), "{set}");
@@ -221,19 +228,10 @@ mod tests {
 
     #[test]
     fn an_activation_alone_is_one_activate_event() {
-        let change = StoredChange {
-            cursor: crate::domain::feed::Cursor::at_seq(4),
-            seq: 4,
-            at: chrono::Utc::now(),
-            kind: ChangeKind::ResourceActivated,
-            resource_id: Some(crate::domain::ResourceId(uuid::Uuid::nil())),
-            group_id: None,
-            member_id: None,
-            source_system: Some("home".to_owned()),
-            operation_id: None,
-            token_name: None,
-            attrs: Some(json!({"active": {"old": false, "new": true}})),
-        };
+        let change = account_change(
+            ChangeKind::ResourceActivated,
+            json!({"active": {"old": false, "new": true}}),
+        );
         let set = claims(&change, None);
         let events = set["events"].as_object().expect("events");
         assert_eq!(events.len(), 1, "{set}");

@@ -676,6 +676,19 @@ pub trait LifecycleStore: Send + Sync {
 /// Implements [`LifecycleStore`] for a store with `write_tx`, `read_tx` and `finish`.
 macro_rules! impl_lifecycle_store {
     ($store:ty) => {
+        impl $store {
+            /// Applies an approved lifecycle operation in one transaction.
+            pub(super) async fn apply_lifecycle(
+                &self,
+                op: &crate::domain::operation::Operation,
+            ) -> crate::store::StoreResult<crate::store::ApplyOutcome> {
+                let mut tx = self.write_tx().await?;
+                let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
+                <$store>::finish(tx).await?;
+                Ok(crate::store::ApplyOutcome::Complete(counts))
+            }
+        }
+
         #[async_trait::async_trait]
         impl crate::store::LifecycleStore for $store {
             async fn act(

@@ -56,6 +56,18 @@ async fn organisation(app: &TestApp) -> Sean {
     s
 }
 
+/// Marks the Workday source as the identity-lifecycle authority.
+async fn workday_is_the_authority(app: &TestApp) {
+    let reply = app
+        .put(
+            "/api/v1/sources/workday",
+            Some(json!({"lifecycle_authority": true})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["lifecycle_authority"], true);
+}
+
 async fn inactive(app: &TestApp, reason: &str) -> i64 {
     app.scalar(
         &format!(
@@ -504,13 +516,7 @@ async fn partial(app: &TestApp, source: &str, lines: Value) -> Value {
 async fn an_hr_sync_that_deactivates_a_record_terminates_the_identity(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let s = organisation(&app).await;
-    let reply = app
-        .put(
-            "/api/v1/sources/workday",
-            Some(json!({"lifecycle_authority": true})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    workday_is_the_authority(&app).await;
     // Another source's sync of its own records triggers nothing.
     partial(
         &app,
@@ -599,13 +605,7 @@ async fn an_hr_sync_that_deactivates_a_record_terminates_the_identity(backend: B
 async fn a_patch_that_deactivates_an_hr_record_terminates_the_identity(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let s = organisation(&app).await;
-    let reply = app
-        .put(
-            "/api/v1/sources/workday",
-            Some(json!({"lifecycle_authority": true})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    workday_is_the_authority(&app).await;
     let reply = app
         .patch(
             &format!("/api/v1/resources/{}", s.workday),

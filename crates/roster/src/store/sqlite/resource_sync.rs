@@ -40,14 +40,6 @@ impl InsertRow for StagedResource {
 }
 
 impl SqliteStore {
-    /// Applies an approved lifecycle operation in one transaction.
-    pub(super) async fn apply_lifecycle(&self, op: &Operation) -> StoreResult<ApplyOutcome> {
-        let mut tx = self.write_tx().await?;
-        let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
-        Self::finish(tx).await?;
-        Ok(ApplyOutcome::Complete(counts))
-    }
-
     /// Applies a claimed full-update of resources in one transaction; a lifecycle authority's
     /// records it deletes or deactivates end their identities in the same transaction.
     pub(super) async fn apply_resource_update(
