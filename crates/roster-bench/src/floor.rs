@@ -81,16 +81,6 @@ fn logged(capture: Capture, dml: &str, kind: i16) -> String {
     }
 }
 
-/// Plans the baselines' bulk statements as a person tuning them would: hash anti-joins, never a
-/// join row by row. A group filled earlier in the same transaction (or since the last ANALYZE)
-/// looks small to the planner, which then scans the staging table once per membership.
-async fn no_row_by_row_joins(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("SET LOCAL enable_nestloop = off")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// A full sync as the floor does it, in one transaction: stage, insert the new, end the missing.
 pub async fn sync(
     pool: &PgPool,
@@ -100,7 +90,6 @@ pub async fn sync(
 ) -> Result<Duration> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    no_row_by_row_joins(&mut tx).await?;
     let op = operation(&mut tx).await?;
     stage(&mut tx, members).await?;
     let insert = logged(
@@ -137,7 +126,6 @@ pub async fn sync(
 pub async fn row_bump(pool: &PgPool, group: &FloorGroup, members: &[Uuid]) -> Result<Duration> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    no_row_by_row_joins(&mut tx).await?;
     let op = operation(&mut tx).await?;
     stage(&mut tx, members).await?;
     sqlx::query(
