@@ -580,13 +580,6 @@ impl EngineStore for PgStore {
             return self.apply_resource_update(op, policy).await;
         }
         let params: FullUpdateParams = esql::params(op)?;
-        // The diff joins the snapshot with the groups' memberships: both need statistics that
-        // know their sizes (a freshly loaded group or snapshot otherwise looks tiny to the
-        // planner, which then hashes a million rows in a few megabytes of memory).
-        sqlx::query(&format!("ANALYZE {}", Staging(op.id)))
-            .execute(&self.pool)
-            .await?;
-        self.analyze_if_stale("group_member").await?;
         // A source-scoped apply commits group by group, so it checks every line first; a
         // group-scoped one checks them in its single transaction.
         let rejected = self.resolve(op, &params, op.group_id.is_none()).await?;
