@@ -413,10 +413,16 @@ async fn terminate<C: Conn>(
 }
 
 /// Before a write to resource `id` that may end a lifecycle authority's record: takes the link
-/// lock first when the resource's source is an authority, in the order every identity writer
-/// takes it (link lock, then rows), so that a termination never deadlocks with a link.
+/// lock first when the resource is linked and its source is an authority, in the order every
+/// identity writer takes it (link lock, then rows), so that a termination never deadlocks with a
+/// link. An unlinked resource needs neither lookup: a link committed before the row is locked has
+/// released the link lock, and one still in flight leaves the row unlinked, which terminates
+/// nothing.
 pub(super) async fn prepare<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<()> {
     let resource = conn.get(id).await?;
+    if resource.prime_id.is_none() {
+        return Ok(());
+    }
     before_sync(conn, &resource.source_system).await
 }
 

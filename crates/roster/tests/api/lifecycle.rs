@@ -117,14 +117,7 @@ async fn the_sean_lifecycle_scenario(backend: Backend) {
     assert_eq!(resources_of(&updated), sean1);
 
     // The Workday record is the lifecycle authority: deleting it terminates the identity.
-    let reply = app
-        .put(
-            "/api/v1/sources/workday",
-            Some(json!({"lifecycle_authority": true})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.json["lifecycle_authority"], true);
+    workday_is_the_authority(&app).await;
     let reply = app
         .delete(&format!("/api/v1/resources/{}", s.workday))
         .await;
