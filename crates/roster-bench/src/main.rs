@@ -224,7 +224,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             scenario: "S7 sync plan",
             what: format!(
                 "plan of a unified group of {cohorts} cohorts across 3 mirrors (1% to add, 1% to \
-                 remove per mirror) through the API, median of 3"
+                 remove per mirror) through the API, median of 3, on the vacuumed database"
             ),
             time: plan_time,
             rows: cohorts * 3,

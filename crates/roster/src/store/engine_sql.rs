@@ -360,36 +360,50 @@ fn staged_attribute(staging: &Staging, filter: StagingFilter, column: &str) -> S
     )
 }
 
-pub fn pg_remove_unconfirmed(staging: &Staging, filter: StagingFilter) -> String {
-    format!(
-        "WITH ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = $3, \
-         last_operation_id = $2 WHERE {} RETURNING gm.member_id) \
-         {MEMBERSHIP_CHANGE} SELECT $3, {}, $1, member_id, $4, $2, $5 FROM ended",
-        unconfirmed(staging, filter, "$2"),
-        crate::domain::change::ChangeKind::MembershipRemoved.code()
-    )
-}
-
-/// In one statement, for group `$1`: the snapshot lines without an active membership (one
-/// anti-join over the staging table, materialised first so that only those lines, usually few,
-/// are looked up), checked against their member resource; the invalid ones
-/// recorded as rejections; new memberships inserted (in member order, so that the membership and
-/// change-log indexes keyed by member are written in key order rather than at random) and ended
-/// ones the snapshot confirms re-activated (unless a newer operation wrote them), each with its
-/// change record. Binds `$6`,
-/// the token's bound source system. Returns (added, re-activated, rejected).
-pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
+/// In one statement, for group `$1`: one pass over the staging table and the group's memberships
+/// (a full join, materialised) finds what differs: the active memberships the snapshot does not
+/// confirm (ended, with `remove`, unless a newer operation wrote them) and the snapshot lines
+/// without an active membership. Only those, usually few, are then looked up: checked against
+/// their member resource (the invalid ones recorded as rejections), new memberships inserted (in
+/// member order, so that the membership and change-log indexes keyed by member are written in key
+/// order rather than at random) and ended ones the snapshot confirms re-activated (unless a newer
+/// operation wrote them), each write with its change record. The ending and the additions touch
+/// different members, so they cannot meet. Binds `$6`, the token's bound source system. Returns
+/// (removed, added, re-activated, rejected).
+pub fn pg_apply_diff(staging: &Staging, filter: StagingFilter, remove: bool) -> String {
     let added = crate::domain::change::ChangeKind::MembershipAdded.code();
+    let removed = crate::domain::change::ChangeKind::MembershipRemoved.code();
+    let (ended, ended_count) = if remove {
+        (
+            format!(
+                "ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = $3, \
+                   last_operation_id = $2 FROM diff d WHERE NOT d.staged \
+                   AND gm.group_id = $1 AND gm.member_id = d.member_id AND NOT gm.removed \
+                   AND coalesce(gm.last_operation_id, 0) < $2 RETURNING gm.member_id), \
+                 ended_logged AS ({MEMBERSHIP_CHANGE} \
+                   SELECT $3, {removed}, $1, member_id, $4, $2, $5 FROM ended), "
+            ),
+            "(SELECT count(*) FROM ended)",
+        )
+    } else {
+        (String::new(), "0::bigint")
+    };
     format!(
-        "WITH fresh AS MATERIALIZED ( \
-           SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing FROM {staging} s \
-           WHERE true{} AND NOT EXISTS (SELECT 1 FROM group_member gm \
-             WHERE gm.group_id = $1 AND gm.member_id = s.member_id AND NOT gm.removed)), \
+        "WITH diff AS MATERIALIZED ( \
+           SELECT coalesce(s.member_id, gm.member_id) AS member_id, s.chunk, s.line, \
+             s.member_name, s.contributing, s.line IS NOT NULL AS staged \
+           FROM (SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing \
+             FROM {staging} s WHERE true{}) s \
+           FULL JOIN (SELECT member_id, removed, last_operation_id FROM group_member \
+             WHERE group_id = $1) gm ON gm.member_id = s.member_id \
+           WHERE (s.line IS NULL AND NOT gm.removed AND coalesce(gm.last_operation_id, 0) < $2) \
+             OR (s.line IS NOT NULL AND (gm.member_id IS NULL OR gm.removed))), \
+         {ended}\
          new AS MATERIALIZED ( \
            SELECT s.chunk, s.line, s.member_id, s.member_name, s.contributing, \
              CASE {} WHEN s.member_id = $1 THEN 'a group cannot be a member of itself' END \
                AS reason \
-           FROM fresh s LEFT JOIN resource m ON m.id = s.member_id), \
+           FROM diff s LEFT JOIN resource m ON m.id = s.member_id WHERE s.staged), \
          rejected AS (INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
            SELECT $2, chunk, line, reason FROM new WHERE reason IS NOT NULL \
            ON CONFLICT DO NOTHING), \
@@ -409,7 +423,7 @@ pub fn pg_apply_new_lines(staging: &Staging, filter: StagingFilter) -> String {
          logged AS ({MEMBERSHIP_CHANGE} \
            SELECT $3, {added}, $1, member_id, $4, $2, $5 FROM added \
            UNION ALL SELECT $3, {added}, $1, member_id, $4, $2, $5 FROM back) \
-         SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM back), \
+         SELECT {ended_count}, (SELECT count(*) FROM added), (SELECT count(*) FROM back), \
            (SELECT count(*) FROM new WHERE reason IS NOT NULL)",
         filter.and(),
         member_reason("$6::text")

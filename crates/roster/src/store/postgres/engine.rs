@@ -175,13 +175,8 @@ impl PgStore {
             token: op.token_name.as_deref(),
         };
         let mut counts = OperationCounts::default();
-        if params.gc == Gc::Now {
-            counts.removed = step
-                .run(tx, &esql::pg_remove_unconfirmed(&staging, filter))
-                .await?;
-        }
-        let (added, reactivated, rejected): (i64, i64, i64) =
-            sqlx::query_as(&esql::pg_apply_new_lines(&staging, filter))
+        let (removed, added, reactivated, rejected): (i64, i64, i64, i64) =
+            sqlx::query_as(&esql::pg_apply_diff(&staging, filter, params.gc == Gc::Now))
                 .bind(step.group)
                 .bind(step.op)
                 .bind(step.at)
@@ -190,6 +185,7 @@ impl PgStore {
                 .bind(params.bound_source.as_deref())
                 .fetch_one(&mut **tx)
                 .await?;
+        counts.removed = removed;
         counts.added = added;
         counts.reactivated = reactivated;
         counts.rejected = rejected;
@@ -594,6 +590,7 @@ impl EngineStore for PgStore {
             });
         }
         let staging = Staging(op.id);
+        self.analyze_if_stale("group_member").await?;
         let groups = self.scope_groups(op).await?;
         if op.group_id.is_none() {
             sqlx::query(&format!(
