@@ -89,7 +89,6 @@ pub async fn sync(
     capture: Capture,
 ) -> Result<Duration> {
     let started = Instant::now();
-    analyze_if_stale(pool).await?;
     let mut tx = pool.begin().await?;
     let op = operation(&mut tx).await?;
     stage(&mut tx, members).await?;
@@ -120,23 +119,6 @@ pub async fn sync(
         .await?;
     tx.commit().await?;
     Ok(started.elapsed())
-}
-
-/// Refreshes the membership table's statistics when many rows changed since they were taken, as
-/// roster does before a full-update (and autovacuum would, later): without them a group loaded
-/// since looks nearly empty to the planner, which then joins it row by row.
-async fn analyze_if_stale(pool: &PgPool) -> Result<()> {
-    let stale: bool = sqlx::query_scalar(
-        "SELECT coalesce((SELECT s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2) \
-         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-         WHERE s.relname = 'group_member' AND s.schemaname = current_schema()), false)",
-    )
-    .fetch_one(pool)
-    .await?;
-    if stale {
-        sqlx::query("ANALYZE group_member").execute(pool).await?;
-    }
-    Ok(())
 }
 
 /// A re-sync the seed's way: upsert every member with the new operation id, then soft-delete

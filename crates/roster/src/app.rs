@@ -89,6 +89,7 @@ pub fn router(services: Services) -> Router {
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_bytes))
     .layer(CatchPanicLayer::custom(http::panic_response))
+    .layer(axum::middleware::from_fn(http::scim::scim_errors))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

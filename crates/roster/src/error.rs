@@ -103,7 +103,7 @@ impl ApiError {
         }
     }
 
-    fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -161,7 +161,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(m) => Self::NotFound(m),
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(m) | StoreError::Stale(m) => Self::Conflict(m),
             StoreError::Forbidden(m) => Self::Forbidden(m),
             StoreError::Invalid(e) => e.into(),
             StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),

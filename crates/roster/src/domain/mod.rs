@@ -14,6 +14,7 @@ pub mod operation_request;
 pub mod page;
 pub mod resource;
 pub mod resource_sync;
+pub mod scim;
 pub mod scim_event;
 pub mod subscription;
 pub mod token;

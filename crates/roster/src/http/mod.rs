@@ -11,6 +11,7 @@ mod health;
 mod lifecycle;
 pub mod operations;
 mod resources;
+pub mod scim;
 mod subscriptions;
 mod tokens;
 
@@ -56,6 +57,7 @@ pub struct Query<T>(pub T);
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "The trail of every write (admin)"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "scim", description = "The SCIM 2.0 service provider, one base per source system (see docs/scim.md)"),
     )
 )]
 struct ApiDoc;
@@ -88,6 +90,7 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(changes::routes())
         .merge(subscriptions::routes())
+        .merge(scim::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,

@@ -206,7 +206,7 @@ async fn scope(
     Ok((scope, source))
 }
 
-async fn create_full_update(
+pub(crate) async fn create_full_update(
     state: &AppState,
     caller: &Caller,
     request: NewFullUpdate,

@@ -10,6 +10,8 @@ mod postgres;
 mod resource_sql;
 mod resource_sync;
 mod rows;
+mod scim;
+mod scim_sql;
 mod sql;
 mod sqlite;
 mod subscriptions;
@@ -35,6 +37,7 @@ use uuid::Uuid;
 
 pub use feed::ExportItem;
 pub use postgres::{PgStore, COMMIT_STAMP};
+pub use scim::{ScimStore, MAX_MEMBERS_PER_EDIT};
 pub use sqlite::SqliteStore;
 
 /// Errors of the store layer.
@@ -58,6 +61,9 @@ pub enum StoreError {
     /// What was asked for is no longer kept.
     #[error("{0}")]
     Gone(String),
+    /// The record changed since the version the write was based on.
+    #[error("{0}")]
+    Stale(String),
     /// The database could not be reached in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -902,6 +908,7 @@ pub trait Store:
     + LifecycleStore
     + ChangeStore
     + SubscriptionStore
+    + ScimStore
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

@@ -68,6 +68,23 @@ pub(super) trait Conn: Send {
         actor: &crate::domain::token::Actor,
         record: crate::domain::audit::AuditRecord,
     ) -> StoreResult<()>;
+    /// Creates a resource with its audit and change records.
+    async fn insert_resource(
+        &mut self,
+        actor: &crate::domain::token::Actor,
+        new: &crate::domain::resource::NewResource,
+    ) -> StoreResult<crate::domain::resource::Resource>;
+    /// A resource's SCIM document (empty when it has none).
+    async fn scim_doc(
+        &mut self,
+        id: ResourceId,
+    ) -> StoreResult<serde_json::Map<String, serde_json::Value>>;
+    /// Stores a resource's SCIM document, as a modification of the resource.
+    async fn write_scim_doc(
+        &mut self,
+        id: ResourceId,
+        doc: &serde_json::Map<String, serde_json::Value>,
+    ) -> StoreResult<()>;
     async fn log_change(
         &mut self,
         actor: &crate::domain::token::Actor,
@@ -165,6 +182,41 @@ macro_rules! impl_conn {
                 record: crate::domain::audit::AuditRecord,
             ) -> crate::store::StoreResult<()> {
                 <$store>::audit(self, actor, record).await
+            }
+
+            async fn insert_resource(
+                &mut self,
+                actor: &crate::domain::token::Actor,
+                new: &crate::domain::resource::NewResource,
+            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+                <$store>::insert_resource(self, actor, new).await
+            }
+
+            async fn scim_doc(
+                &mut self,
+                id: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<serde_json::Map<String, serde_json::Value>> {
+                let doc: Option<
+                    Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
+                > = sqlx::query_scalar("SELECT scim FROM resource WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                Ok(crate::store::scim::doc_of(doc.flatten()))
+            }
+
+            async fn write_scim_doc(
+                &mut self,
+                id: crate::domain::ResourceId,
+                doc: &serde_json::Map<String, serde_json::Value>,
+            ) -> crate::store::StoreResult<()> {
+                sqlx::query("UPDATE resource SET scim = $2, modified = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(sqlx::types::Json(doc))
+                    .bind(crate::store::now())
+                    .execute(&mut **self)
+                    .await?;
+                Ok(())
             }
 
             async fn log_change(

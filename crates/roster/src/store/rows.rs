@@ -325,3 +325,24 @@ impl From<AuditRow> for AuditEntry {
         }
     }
 }
+
+/// A `resource` row (`Row`, the backend's [`ResourceRow`]) with its SCIM document.
+#[derive(sqlx::FromRow)]
+pub struct ScimRow<Row> {
+    #[sqlx(flatten)]
+    resource: Row,
+    scim: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl<Row: TryInto<Resource, Error = StoreError>> TryFrom<ScimRow<Row>>
+    for crate::domain::scim::ScimRecord
+{
+    type Error = StoreError;
+
+    fn try_from(r: ScimRow<Row>) -> Result<Self, StoreError> {
+        Ok(Self {
+            resource: r.resource.try_into()?,
+            doc: r.scim.map(|d| d.0).unwrap_or_default(),
+        })
+    }
+}

@@ -14,5 +14,6 @@ mod operations;
 mod process;
 mod relay;
 mod resources;
+mod scim;
 mod security;
 mod webhooks;

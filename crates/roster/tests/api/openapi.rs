@@ -72,6 +72,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/subscriptions/{id}"),
     ("delete", "/api/v1/subscriptions/{id}"),
     ("post", "/api/v1/subscriptions/{id}/resume"),
+    ("get", "/scim/v2/{source_system}/Users"),
+    ("post", "/scim/v2/{source_system}/Users"),
+    ("get", "/scim/v2/{source_system}/Users/{id}"),
+    ("put", "/scim/v2/{source_system}/Users/{id}"),
+    ("patch", "/scim/v2/{source_system}/Users/{id}"),
+    ("delete", "/scim/v2/{source_system}/Users/{id}"),
+    ("get", "/scim/v2/{source_system}/Groups"),
+    ("post", "/scim/v2/{source_system}/Groups"),
+    ("get", "/scim/v2/{source_system}/Groups/{id}"),
+    ("put", "/scim/v2/{source_system}/Groups/{id}"),
+    ("patch", "/scim/v2/{source_system}/Groups/{id}"),
+    ("delete", "/scim/v2/{source_system}/Groups/{id}"),
+    ("get", "/scim/v2/{source_system}/ServiceProviderConfig"),
+    ("get", "/scim/v2/{source_system}/ResourceTypes"),
+    ("get", "/scim/v2/{source_system}/Schemas"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

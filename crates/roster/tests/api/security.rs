@@ -47,6 +47,9 @@ struct World {
     /// A webhook subscription to read and resume, and one to delete.
     subscription: String,
     spare_subscription: String,
+    /// A user and a group to delete through SCIM.
+    scim_user: String,
+    scim_group: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -59,6 +62,8 @@ async fn world(app: &TestApp) -> World {
     let deleted = app.user("home", "deleted").await;
     app.delete(&format!("/api/v1/resources/{deleted}")).await;
     let throwaway = app.user("home", "throwaway").await;
+    let scim_user = app.user("home", "scim-throwaway").await;
+    let scim_group = app.group("home", "scim-throwaway").await;
     let token = app
         .post(
             "/api/v1/tokens",
@@ -115,6 +120,8 @@ async fn world(app: &TestApp) -> World {
     World {
         subscription,
         spare_subscription,
+        scim_user,
+        scim_group,
         rule: kept_rule.json["id"].as_str().unwrap().to_owned(),
         spare_rule,
         prime,
@@ -167,6 +174,13 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("post", "/api/v1/subscriptions") => Some(json!({"url": "https://hooks.example/roster"})),
         (_, p) if p.starts_with("/api/v1/subscriptions") => None,
         (_, p) if p.starts_with("/api/v1/correlation") => None,
+        ("post", "/scim/v2/{source_system}/Users") => Some(json!({"userName": "scim-new"})),
+        ("put", "/scim/v2/{source_system}/Users/{id}") => Some(json!({"userName": "u"})),
+        ("post", "/scim/v2/{source_system}/Groups") => Some(json!({"displayName": "scim-new"})),
+        ("put", "/scim/v2/{source_system}/Groups/{id}") => Some(json!({"displayName": "G"})),
+        ("patch", p) if p.starts_with("/scim/") => Some(json!({"Operations": [
+            {"op": "replace", "path": "displayName", "value": "Patched"}]})),
+        (_, p) if p.starts_with("/scim/") => None,
         (_, p)
             if p.starts_with("/api/v1/resources")
                 || p.starts_with("/api/v1/groups")
@@ -182,6 +196,9 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
     };
     let id = match (method, path) {
         ("delete", "/api/v1/resources/{id}") => &w.throwaway,
+        ("delete", "/scim/v2/{source_system}/Users/{id}") => &w.scim_user,
+        ("delete", "/scim/v2/{source_system}/Groups/{id}") => &w.scim_group,
+        (_, "/scim/v2/{source_system}/Groups/{id}") => &w.group,
         ("post", "/api/v1/resources/{id}/restore") => &w.deleted,
         ("put", "/api/v1/resources/{id}/parent") => &w.child_prime,
         (_, p) if p.starts_with("/api/v1/unified-groups") => &w.unified,
@@ -230,6 +247,18 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
     (concrete, body)
 }
 
+/// A refusal: a problem document, or under `/scim/` a SCIM error document.
+fn assert_refused(reply: &Reply, status: StatusCode, needle: &str) {
+    if reply.content_type != "application/scim+json" {
+        reply.assert_problem(status, needle);
+        return;
+    }
+    assert_eq!(reply.status, status, "body: {}", reply.text);
+    assert_eq!(reply.json["status"], status.as_u16().to_string());
+    let detail = reply.json["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+}
+
 async fn every_documented_route_needs_a_token_and_its_scope(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let w = world(&app).await;
@@ -251,7 +280,7 @@ async fn every_documented_route_needs_a_token_and_its_scope(backend: Backend) {
         let anonymous = app
             .call_as(None, verb.clone(), &concrete, body.clone())
             .await;
-        anonymous.assert_problem(StatusCode::UNAUTHORIZED, "bearer token");
+        assert_refused(&anonymous, StatusCode::UNAUTHORIZED, "bearer token");
         assert_eq!(
             anonymous.www_authenticate.as_deref(),
             Some(r#"Bearer realm="roster""#),
@@ -265,7 +294,7 @@ async fn every_documented_route_needs_a_token_and_its_scope(backend: Backend) {
                 body.clone(),
             )
             .await;
-        garbage.assert_problem(StatusCode::UNAUTHORIZED, "not valid");
+        assert_refused(&garbage, StatusCode::UNAUTHORIZED, "not valid");
 
         let others: Vec<Scope> = Scope::ALL
             .into_iter()
@@ -277,7 +306,7 @@ async fn every_documented_route_needs_a_token_and_its_scope(backend: Backend) {
         let refused = app
             .call_as(Some(&lacking), verb.clone(), &concrete, body.clone())
             .await;
-        refused.assert_problem(StatusCode::FORBIDDEN, scope_name);
+        assert_refused(&refused, StatusCode::FORBIDDEN, scope_name);
 
         let right = app
             .token(&format!("has-{method}-{path}"), &[scope], None)

@@ -173,6 +173,7 @@ impl PgStore {
 crate::store::impl_cohort_store!(PgStore);
 crate::store::impl_lifecycle_store!(PgStore);
 crate::store::subscriptions::impl_subscription_store!(PgStore);
+crate::store::scim::impl_scim_store!(PgStore, Postgres, Dialect::Postgres, super::Row);
 
 impl PgStore {
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {

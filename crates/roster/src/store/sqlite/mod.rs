@@ -79,6 +79,43 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Creates a resource with its audit and change records, in the caller's transaction.
+    pub(super) async fn insert_resource(
+        tx: &mut Transaction<'_, Sqlite>,
+        actor: &Actor,
+        new: &NewResource,
+    ) -> StoreResult<Resource> {
+        let id = ResourceId::generate();
+        Self::audit(
+            tx,
+            actor,
+            AuditRecord::new("resource.create", target::resource(id)),
+        )
+        .await?;
+        let row: Row = sqlx::query_as(&sql::INSERT_RESOURCE)
+            .bind(id)
+            .bind(new.ty.code())
+            .bind(new.ty.name())
+            .bind(new.subtype.map(|s| s.code()))
+            .bind(&new.source_system)
+            .bind(&new.identifier)
+            .bind(&new.external_id)
+            .bind(&new.displayname)
+            .bind(&new.description)
+            .bind(&new.notes)
+            .bind(Json(&new.tags))
+            .bind(new.active.unwrap_or(true))
+            .bind(new.expires_at)
+            .bind(now())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| resource_conflict(e, &new.source_system))?;
+        let resource: Resource = row.try_into()?;
+        let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
+        Self::log_change(tx, actor, change).await?;
+        Ok(resource)
+    }
+
     pub(super) async fn lock_resource(
         tx: &mut Transaction<'_, Sqlite>,
         id: ResourceId,
@@ -252,35 +289,8 @@ fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
 #[async_trait]
 impl ResourceStore for SqliteStore {
     async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
-        let id = ResourceId::generate();
         let mut tx = self.begin().await?;
-        Self::audit(
-            &mut tx,
-            actor,
-            AuditRecord::new("resource.create", target::resource(id)),
-        )
-        .await?;
-        let row: Row = sqlx::query_as(&sql::INSERT_RESOURCE)
-            .bind(id)
-            .bind(new.ty.code())
-            .bind(new.ty.name())
-            .bind(new.subtype.map(|s| s.code()))
-            .bind(&new.source_system)
-            .bind(&new.identifier)
-            .bind(&new.external_id)
-            .bind(&new.displayname)
-            .bind(&new.description)
-            .bind(&new.notes)
-            .bind(Json(&new.tags))
-            .bind(new.active.unwrap_or(true))
-            .bind(new.expires_at)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| resource_conflict(e, &new.source_system))?;
-        let resource: Resource = row.try_into()?;
-        let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
-        Self::log_change(&mut tx, actor, change).await?;
+        let resource = Self::insert_resource(&mut tx, actor, new).await?;
         tx.commit().await?;
         Ok(resource)
     }

@@ -127,6 +127,7 @@ impl SqliteStore {
 crate::store::impl_cohort_store!(SqliteStore);
 crate::store::impl_lifecycle_store!(SqliteStore);
 crate::store::subscriptions::impl_subscription_store!(SqliteStore);
+crate::store::scim::impl_scim_store!(SqliteStore, Sqlite, Dialect::Sqlite, super::Row);
 
 impl SqliteStore {
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {

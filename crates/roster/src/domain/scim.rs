@@ -1,0 +1,504 @@
+//! SCIM filters (RFC 7644 §3.4.2.2) as a tree: what the HTTP layer parses and the store turns
+//! into SQL. Attribute names keep the case they were written in; SCIM compares them without case.
+
+use super::InvalidInput;
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    /// `attr op value`.
+    Compare(AttrPath, CompareOp, CompValue),
+    /// `attr pr`.
+    Present(AttrPath),
+    /// `attr[filter]`: some value of the multi-valued `attr` matches `filter`, whose paths name
+    /// sub-attributes of that value. `emails[type eq "work"].value eq "x"` is read as
+    /// `emails[type eq "work" and value eq "x"]`.
+    Any(AttrPath, Box<Filter>),
+}
+
+/// `[URI ":"] name ["." sub]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrPath {
+    /// The schema URI, when written (`urn:ietf:params:scim:schemas:core:2.0:User`).
+    pub schema: Option<String>,
+    pub name: String,
+    pub sub: Option<String>,
+}
+
+impl AttrPath {
+    pub fn new(name: &str, sub: Option<&str>) -> Self {
+        Self {
+            schema: None,
+            name: name.to_owned(),
+            sub: sub.map(str::to_owned),
+        }
+    }
+
+    /// Whether this path names `name` (and `sub`), ignoring case as SCIM does.
+    pub fn is(&self, name: &str, sub: Option<&str>) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            && match (&self.sub, sub) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => false,
+            }
+    }
+}
+
+impl std::fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(schema) = &self.schema {
+            write!(f, "{schema}:")?;
+        }
+        f.write_str(&self.name)?;
+        if let Some(sub) = &self.sub {
+            write!(f, ".{sub}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Co,
+    Sw,
+    Ew,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CompareOp {
+    pub fn parse(word: &str) -> Option<Self> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "eq" => Self::Eq,
+            "ne" => Self::Ne,
+            "co" => Self::Co,
+            "sw" => Self::Sw,
+            "ew" => Self::Ew,
+            "gt" => Self::Gt,
+            "ge" => Self::Ge,
+            "lt" => Self::Lt,
+            "le" => Self::Le,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Eq => "eq",
+            Self::Ne => "ne",
+            Self::Co => "co",
+            Self::Sw => "sw",
+            Self::Ew => "ew",
+            Self::Gt => "gt",
+            Self::Ge => "ge",
+            Self::Lt => "lt",
+            Self::Le => "le",
+        }
+    }
+
+    /// Whether the operator is one of the substring operators, which take strings only.
+    pub fn is_substring(self) -> bool {
+        matches!(self, Self::Co | Self::Sw | Self::Ew)
+    }
+
+    /// Whether the operator orders values, which booleans and null do not have.
+    pub fn is_ordering(self) -> bool {
+        matches!(self, Self::Gt | Self::Ge | Self::Lt | Self::Le)
+    }
+}
+
+/// The value a comparison compares with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompValue {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Null,
+}
+
+impl std::fmt::Display for CompValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Str(s) => write!(f, "{s:?}"),
+            Self::Num(n) => write!(f, "{n}"),
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// The two SCIM resource types roster serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimType {
+    User,
+    Group,
+}
+
+impl ScimType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+        }
+    }
+
+    pub fn core_schema(self) -> &'static str {
+        match self {
+            Self::User => USER_SCHEMA,
+            Self::Group => GROUP_SCHEMA,
+        }
+    }
+}
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// Where a SCIM attribute is kept: in one of roster's columns, or in the resource's SCIM
+/// document (every attribute without a column, extensions included, as it was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attr {
+    Id,
+    /// Compared exactly (`caseExact`).
+    ExternalId,
+    /// A user's `userName`: roster's identifier, compared without case.
+    UserName,
+    DisplayName,
+    Active,
+    Created,
+    LastModified,
+    /// A single value in the document, by its keys; compared without case unless `exact`.
+    Doc(Vec<String>),
+    /// One element of a multi-valued attribute inside [`Cond::Any`]: a sub-attribute, or the
+    /// element itself when it is a plain value.
+    Element(Option<String>),
+    /// A member's id inside `Cond::Any` over a group's members.
+    MemberId,
+    /// A member's display name inside `Cond::Any` over a group's members.
+    MemberDisplay,
+}
+
+/// A filter resolved against roster's storage: what the store turns into SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Not(Box<Cond>),
+    Compare(Attr, CompareOp, CompValue),
+    Present(Attr),
+    /// Some element of a multi-valued attribute matches.
+    Any(List, Box<Cond>),
+    /// What can never match (an attribute roster does not keep for this type).
+    Never,
+}
+
+/// A multi-valued attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum List {
+    /// An array in the SCIM document, by its keys.
+    Doc(Vec<String>),
+    /// A group's active members.
+    Members,
+}
+
+/// The multi-valued attributes of the core User schema.
+const USER_LISTS: [&str; 9] = [
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "addresses",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+    "groups",
+];
+
+/// Single-valued attributes of the core User schema kept in the document, as RFC 7643 spells them.
+const USER_SINGLES: [&str; 9] = [
+    "name",
+    "nickName",
+    "profileUrl",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "password",
+];
+
+/// The name as RFC 7643 spells it, when it is one of the core attributes; else as written.
+pub fn canonical(name: &str) -> String {
+    USER_LISTS
+        .iter()
+        .chain(USER_SINGLES.iter())
+        .chain(
+            [
+                "id",
+                "externalId",
+                "userName",
+                "displayName",
+                "active",
+                "meta",
+                "members",
+                "schemas",
+                "givenName",
+                "familyName",
+                "middleName",
+                "formatted",
+                "honorificPrefix",
+                "honorificSuffix",
+                "value",
+                "display",
+                "type",
+                "primary",
+                "employeeNumber",
+                "costCenter",
+                "organization",
+                "division",
+                "department",
+                "manager",
+                "streetAddress",
+                "locality",
+                "region",
+                "postalCode",
+                "country",
+            ]
+            .iter(),
+        )
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_owned(), |k| (*k).to_owned())
+}
+
+/// Resolves a parsed filter for `ty`; an attribute path that cannot be used is an error.
+pub fn resolve(ty: ScimType, filter: &Filter) -> Result<Cond, InvalidInput> {
+    Ok(match filter {
+        Filter::And(a, b) => Cond::And(Box::new(resolve(ty, a)?), Box::new(resolve(ty, b)?)),
+        Filter::Or(a, b) => Cond::Or(Box::new(resolve(ty, a)?), Box::new(resolve(ty, b)?)),
+        Filter::Not(a) => Cond::Not(Box::new(resolve(ty, a)?)),
+        Filter::Present(path) => match place(ty, path)? {
+            Place::Single(attr) => Cond::Present(attr),
+            Place::List(list, None) => {
+                Cond::Any(list, Box::new(Cond::Present(Attr::Element(None))))
+            }
+            Place::List(list, Some(sub)) => Cond::Any(list, Box::new(Cond::Present(sub))),
+            Place::Nowhere => Cond::Never,
+        },
+        Filter::Compare(path, op, value) => match place(ty, path)? {
+            Place::Single(attr) => compare(attr, *op, value)?,
+            Place::List(list, sub) => {
+                let sub = sub.unwrap_or_else(|| element(&list, None));
+                Cond::Any(list, Box::new(compare(sub, *op, value)?))
+            }
+            Place::Nowhere => Cond::Never,
+        },
+        Filter::Any(path, inner) => match place(ty, path)? {
+            Place::List(list, None) => {
+                let cond = resolve_element(&list, inner)?;
+                Cond::Any(list, Box::new(cond))
+            }
+            Place::Nowhere => Cond::Never,
+            _ => {
+                return Err(InvalidInput::new(format!(
+                "{path}[…]: a value filter needs a multi-valued attribute, and {path} is not one"
+            )))
+            }
+        },
+    })
+}
+
+fn resolve_element(list: &List, filter: &Filter) -> Result<Cond, InvalidInput> {
+    Ok(match filter {
+        Filter::And(a, b) => Cond::And(
+            Box::new(resolve_element(list, a)?),
+            Box::new(resolve_element(list, b)?),
+        ),
+        Filter::Or(a, b) => Cond::Or(
+            Box::new(resolve_element(list, a)?),
+            Box::new(resolve_element(list, b)?),
+        ),
+        Filter::Not(a) => Cond::Not(Box::new(resolve_element(list, a)?)),
+        Filter::Present(path) => Cond::Present(element_attr(list, path)?),
+        Filter::Compare(path, op, value) => compare(element_attr(list, path)?, *op, value)?,
+        Filter::Any(path, _) => {
+            return Err(InvalidInput::new(format!(
+                "{path}[…] inside a value filter: value filters do not nest"
+            )))
+        }
+    })
+}
+
+fn element_attr(list: &List, path: &AttrPath) -> Result<Attr, InvalidInput> {
+    if path.schema.is_some() || path.sub.is_some() {
+        return Err(InvalidInput::new(format!(
+            "{path} inside a value filter: name a sub-attribute of the value, such as type or value"
+        )));
+    }
+    Ok(element(list, Some(&path.name)))
+}
+
+fn element(list: &List, sub: Option<&str>) -> Attr {
+    let sub = sub.unwrap_or("value");
+    match list {
+        List::Members if sub.eq_ignore_ascii_case("value") => Attr::MemberId,
+        List::Members if sub.eq_ignore_ascii_case("display") => Attr::MemberDisplay,
+        _ => Attr::Element(Some(canonical(sub))),
+    }
+}
+
+enum Place {
+    Single(Attr),
+    List(List, Option<Attr>),
+    Nowhere,
+}
+
+fn place(ty: ScimType, path: &AttrPath) -> Result<Place, InvalidInput> {
+    let name = canonical(&path.name);
+    let sub = path.sub.as_deref().map(canonical);
+    let core = path
+        .schema
+        .as_deref()
+        .is_none_or(|s| s.eq_ignore_ascii_case(ty.core_schema()));
+    if !core {
+        let schema = path.schema.clone().unwrap_or_default();
+        if ty == ScimType::Group && schema.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
+            return Ok(Place::Nowhere);
+        }
+        let schema = if schema.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) {
+            ENTERPRISE_SCHEMA.to_owned()
+        } else {
+            schema
+        };
+        let mut keys = vec![schema, name];
+        keys.extend(sub);
+        return Ok(Place::Single(Attr::Doc(keys)));
+    }
+    let column = match (name.as_str(), sub.as_deref()) {
+        ("id", None) => Some(Attr::Id),
+        ("externalId", None) => Some(Attr::ExternalId),
+        ("displayName", None) => Some(Attr::DisplayName),
+        ("meta", Some("created")) => Some(Attr::Created),
+        ("meta", Some("lastModified")) => Some(Attr::LastModified),
+        ("userName", None) if ty == ScimType::User => Some(Attr::UserName),
+        ("active", None) if ty == ScimType::User => Some(Attr::Active),
+        _ => None,
+    };
+    if let Some(attr) = column {
+        return Ok(Place::Single(attr));
+    }
+    if name == "meta" || name == "schemas" || name == "id" {
+        return Err(InvalidInput::new(format!("{path} cannot be filtered on")));
+    }
+    match ty {
+        ScimType::Group if name == "members" => Ok(Place::List(
+            List::Members,
+            sub.map(|s| element(&List::Members, Some(&s))),
+        )),
+        ScimType::Group => Ok(Place::Nowhere),
+        ScimType::User if USER_LISTS.contains(&name.as_str()) && name != "groups" => {
+            let list = List::Doc(vec![name]);
+            let sub = sub.map(|s| element(&list, Some(&s)));
+            Ok(Place::List(list, sub))
+        }
+        ScimType::User if name == "groups" => Err(InvalidInput::new(
+            "groups cannot be filtered on: read the group's members instead",
+        )),
+        ScimType::User => {
+            let mut keys = vec![name];
+            keys.extend(sub);
+            Ok(Place::Single(Attr::Doc(keys)))
+        }
+    }
+}
+
+/// The attribute a list is sorted by: a single-valued one.
+pub fn sort_attr(ty: ScimType, path: &AttrPath) -> Result<Attr, InvalidInput> {
+    match place(ty, path)? {
+        Place::Single(attr) => Ok(attr),
+        _ => Err(InvalidInput::new(format!(
+            "sortBy {path}: only a single-valued attribute that {} has can order a list",
+            ty.name()
+        ))),
+    }
+}
+
+/// A comparison of `attr`, checking that the value fits the attribute's type.
+fn compare(attr: Attr, op: CompareOp, value: &CompValue) -> Result<Cond, InvalidInput> {
+    let fits = match (&attr, value) {
+        (Attr::Active, CompValue::Bool(_)) => true,
+        (Attr::Active, CompValue::Str(s)) => {
+            return match s.to_ascii_lowercase().as_str() {
+                "true" => compare(attr, op, &CompValue::Bool(true)),
+                "false" => compare(attr, op, &CompValue::Bool(false)),
+                _ => Err(InvalidInput::new(format!(
+                    "active {} {value}: active is true or false",
+                    op.name()
+                ))),
+            }
+        }
+        (Attr::Active, _) => false,
+        (Attr::Id | Attr::MemberId, CompValue::Str(_)) => {
+            matches!(op, CompareOp::Eq | CompareOp::Ne)
+        }
+        (Attr::Id | Attr::MemberId, _) => false,
+        (Attr::Created | Attr::LastModified, CompValue::Str(s)) => {
+            if chrono::DateTime::parse_from_rfc3339(s).is_err() {
+                return Err(InvalidInput::new(format!(
+                    "{value} is not a dateTime (RFC 3339, such as \"2026-01-31T12:00:00Z\")"
+                )));
+            }
+            true
+        }
+        (Attr::Created | Attr::LastModified, CompValue::Null) => {
+            op == CompareOp::Eq || op == CompareOp::Ne
+        }
+        (Attr::Created | Attr::LastModified, _) => false,
+        _ => true,
+    };
+    if !fits {
+        return Err(InvalidInput::new(format!(
+            "\"{}\" with {value} does not fit this attribute",
+            op.name()
+        )));
+    }
+    Ok(Cond::Compare(attr, op, value.clone()))
+}
+
+/// A resource as SCIM serves it: roster's record and its SCIM document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimRecord {
+    pub resource: super::resource::Resource,
+    /// The attributes kept in no column, by their SCIM names.
+    pub doc: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A user or group as a SCIM write gives it: the attributes roster keeps in columns, and the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimWrite {
+    pub ty: ScimType,
+    pub source_system: String,
+    /// `userName` of a user; none for a group.
+    pub identifier: Option<String>,
+    pub external_id: Option<String>,
+    pub displayname: Option<String>,
+    pub active: Option<bool>,
+    pub doc: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A list request: the filter, the order and the page (0-based offset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimQuery {
+    pub cond: Option<Cond>,
+    pub sort: Option<Attr>,
+    pub descending: bool,
+    pub offset: i64,
+    pub count: i64,
+}

@@ -1,0 +1,236 @@
+//! SCIM discovery (RFC 7644 §4): what this service provider supports, its resource types and
+//! their schemas (RFC 7643 §7), as roster actually implements them.
+
+use super::{scim_response, ScimError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::scim::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+use crate::http::auth::Caller;
+use crate::http::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+
+/// What the service provider supports.
+#[utoipa::path(get, path = "/scim/v2/{source_system}/ServiceProviderConfig", tag = "scim",
+    security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+    responses((status = 200, description = "The ServiceProviderConfig")))]
+pub async fn service_provider_config(
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": "https://github.com/roster/roster/blob/main/docs/scim.md",
+        "patch": {"supported": true},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": MAX_PAGE_SIZE},
+        "changePassword": {"supported": false},
+        "sort": {"supported": true},
+        "etag": {"supported": true},
+        "pagination": {
+            "cursor": false,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": DEFAULT_PAGE_SIZE,
+            "maxPageSize": MAX_PAGE_SIZE
+        },
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "Bearer token",
+            "description": "A roster API token with the scim scope, bound to this source system",
+            "primary": true
+        }],
+        "meta": {"resourceType": "ServiceProviderConfig",
+                 "location": format!("/scim/v2/{source}/ServiceProviderConfig")}
+    });
+    Ok(scim_response(StatusCode::OK, &body, None))
+}
+
+/// The resource types: User (with the enterprise extension) and Group.
+#[utoipa::path(get, path = "/scim/v2/{source_system}/ResourceTypes", tag = "scim",
+    security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+    responses((status = 200, description = "A ListResponse of ResourceTypes")))]
+pub async fn resource_types(
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let types = [
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "User", "name": "User", "endpoint": "/Users",
+            "schema": USER_SCHEMA,
+            "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA, "required": false}],
+            "meta": {"resourceType": "ResourceType",
+                     "location": format!("/scim/v2/{source}/ResourceTypes/User")}
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "Group", "name": "Group", "endpoint": "/Groups",
+            "schema": GROUP_SCHEMA,
+            "meta": {"resourceType": "ResourceType",
+                     "location": format!("/scim/v2/{source}/ResourceTypes/Group")}
+        }),
+    ];
+    Ok(scim_response(StatusCode::OK, &list(&types), None))
+}
+
+/// The schemas of users, groups and the enterprise extension.
+#[utoipa::path(get, path = "/scim/v2/{source_system}/Schemas", tag = "scim",
+    security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+    responses((status = 200, description = "A ListResponse of Schemas")))]
+pub async fn schemas(caller: Caller, Path(source): Path<String>) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let schemas = [user_schema(), group_schema(), enterprise_schema()];
+    Ok(scim_response(StatusCode::OK, &list(&schemas), None))
+}
+
+fn list(items: &[Value]) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": items.len(),
+        "startIndex": 1,
+        "itemsPerPage": items.len(),
+        "Resources": items,
+    })
+}
+
+/// One attribute definition; `sub` for a complex one.
+fn attribute(name: &str, ty: &str, multi: bool, sub: &[Value]) -> Value {
+    let mut a = json!({
+        "name": name,
+        "type": ty,
+        "multiValued": multi,
+        "required": name == "userName",
+        "caseExact": matches!(name, "id" | "externalId"),
+        "mutability": if matches!(name, "id" | "groups") { "readOnly" } else { "readWrite" },
+        "returned": if name == "password" { "never" } else { "default" },
+        "uniqueness": if name == "userName" { "server" } else { "none" },
+    });
+    if !sub.is_empty() {
+        a["subAttributes"] = Value::Array(sub.to_vec());
+    }
+    a
+}
+
+fn string(name: &str) -> Value {
+    attribute(name, "string", false, &[])
+}
+
+/// `value`, `display`, `type` and `primary`: the sub-attributes of the multi-valued attributes.
+fn multi(name: &str) -> Value {
+    attribute(
+        name,
+        "complex",
+        true,
+        &[
+            string("value"),
+            string("display"),
+            string("type"),
+            attribute("primary", "boolean", false, &[]),
+        ],
+    )
+}
+
+fn schema(id: &str, name: &str, attributes: Vec<Value>) -> Value {
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": id,
+        "name": name,
+        "attributes": attributes,
+        "meta": {"resourceType": "Schema", "location": format!("/Schemas/{id}")}
+    })
+}
+
+fn user_schema() -> Value {
+    let name = attribute(
+        "name",
+        "complex",
+        false,
+        &[
+            string("formatted"),
+            string("familyName"),
+            string("givenName"),
+            string("middleName"),
+            string("honorificPrefix"),
+            string("honorificSuffix"),
+        ],
+    );
+    let mut attributes = vec![
+        string("userName"),
+        name,
+        string("displayName"),
+        string("nickName"),
+        attribute("profileUrl", "reference", false, &[]),
+        string("title"),
+        string("userType"),
+        string("preferredLanguage"),
+        string("locale"),
+        string("timezone"),
+        attribute("active", "boolean", false, &[]),
+        string("password"),
+    ];
+    attributes.extend(
+        [
+            "emails",
+            "phoneNumbers",
+            "ims",
+            "photos",
+            "entitlements",
+            "roles",
+            "x509Certificates",
+        ]
+        .map(multi),
+    );
+    attributes.push(attribute(
+        "addresses",
+        "complex",
+        true,
+        &[
+            string("formatted"),
+            string("streetAddress"),
+            string("locality"),
+            string("region"),
+            string("postalCode"),
+            string("country"),
+            string("type"),
+        ],
+    ));
+    attributes.push(multi("groups"));
+    schema(USER_SCHEMA, "User", attributes)
+}
+
+fn group_schema() -> Value {
+    schema(
+        GROUP_SCHEMA,
+        "Group",
+        vec![string("displayName"), multi("members")],
+    )
+}
+
+fn enterprise_schema() -> Value {
+    let manager = attribute(
+        "manager",
+        "complex",
+        false,
+        &[
+            string("value"),
+            attribute("$ref", "reference", false, &[]),
+            string("displayName"),
+        ],
+    );
+    schema(
+        ENTERPRISE_SCHEMA,
+        "EnterpriseUser",
+        vec![
+            string("employeeNumber"),
+            string("costCenter"),
+            string("organization"),
+            string("division"),
+            string("department"),
+            manager,
+        ],
+    )
+}

@@ -1,0 +1,721 @@
+//! The SCIM 2.0 service provider (RFC 7643/7644) under `/scim/v2/{source_system}`: one base per
+//! source, so that each tenant connection of Entra ID or Okta gets its own URL and a token bound
+//! to that source. SCIM users and groups are roster resources of that source; writes go through
+//! the same store paths (and change feed) as the REST API. Errors are SCIM error documents.
+
+mod discovery;
+pub mod filter;
+mod patch;
+mod wire;
+
+use crate::app::AppState;
+use crate::domain::scim::{self, ScimQuery, ScimRecord, ScimType};
+use crate::domain::ResourceId;
+use crate::error::ApiError;
+use crate::http::auth::Caller;
+use crate::http::{Path, Query};
+use crate::store::StoreError;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+/// Largest page a list returns (`count` above it is lowered to it).
+pub const MAX_PAGE_SIZE: i64 = 1000;
+/// Page size when the client names none.
+pub const DEFAULT_PAGE_SIZE: i64 = 100;
+/// Most members a group document lists; a larger group is read with `excludedAttributes=members`
+/// and its members paged through the REST API.
+pub const MAX_MEMBERS_IN_DOCUMENT: i64 = 10_000;
+/// How long a `replace` of all members waits for its full-update before answering.
+const REPLACE_WAIT_SECONDS: u64 = 25;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, replace_user, patch_user, delete_user))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(get_group, replace_group, patch_group, delete_group))
+        .routes(routes!(discovery::service_provider_config))
+        .routes(routes!(discovery::resource_types))
+        .routes(routes!(discovery::schemas))
+}
+
+/// A SCIM error: its status, `scimType` when RFC 7644 names one, and what was wrong.
+#[derive(Debug)]
+pub struct ScimError {
+    status: StatusCode,
+    scim_type: Option<&'static str>,
+    detail: String,
+}
+
+impl ScimError {
+    fn new(status: StatusCode, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            scim_type,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid_syntax(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("invalidSyntax"), detail)
+    }
+
+    pub fn invalid_value(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("invalidValue"), detail)
+    }
+
+    pub fn invalid_filter(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("invalidFilter"), detail)
+    }
+
+    pub fn invalid_path(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("invalidPath"), detail)
+    }
+
+    pub fn no_target(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("noTarget"), detail)
+    }
+
+    fn too_many(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("tooMany"), detail)
+    }
+}
+
+impl From<ApiError> for ScimError {
+    fn from(e: ApiError) -> Self {
+        let status = e.status();
+        let scim_type = match status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Some("invalidValue"),
+            _ => None,
+        };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        Self::new(status, scim_type, e.detail())
+    }
+}
+
+impl From<StoreError> for ScimError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, Some("uniqueness"), m),
+            StoreError::Stale(m) => Self::new(StatusCode::PRECONDITION_FAILED, None, m),
+            other => ApiError::from(other).into(),
+        }
+    }
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "schemas": [ERROR_SCHEMA],
+            "status": self.status.as_u16().to_string(),
+            "detail": self.detail,
+        });
+        if let Some(scim_type) = self.scim_type {
+            body["scimType"] = Value::from(scim_type);
+        }
+        scim_response(self.status, &body, None)
+    }
+}
+
+fn scim_response(status: StatusCode, body: &Value, etag: Option<String>) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SCIM_CONTENT_TYPE),
+    );
+    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// Middleware: answers for SCIM paths that failed before a SCIM handler (no token, a bad path
+/// or parameter, a timeout, a body too large) with a SCIM error document instead of a problem
+/// document.
+pub async fn scim_errors(request: Request, next: Next) -> Response {
+    let scim = request.uri().path().starts_with("/scim/");
+    let response = next.run(request).await;
+    let problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !scim || !problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| parts.status.to_string());
+    let scim_type = (parts.status == StatusCode::BAD_REQUEST).then_some("invalidValue");
+    let mut converted = ScimError::new(parts.status, scim_type, detail).into_response();
+    if let Some(challenge) = parts.headers.get(header::WWW_AUTHENTICATE) {
+        converted
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    converted
+}
+
+/// The list parameters of RFC 7644 §3.4.2; numbers are read here so a bad one gets a SCIM error.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    /// A filter (RFC 7644 §3.4.2.2), e.g. `userName eq "ada@example.com"`.
+    filter: Option<String>,
+    /// 1-based index of the first result (default 1).
+    start_index: Option<String>,
+    /// Results per page (default 100, at most 1000).
+    count: Option<String>,
+    sort_by: Option<String>,
+    /// `ascending` (default) or `descending`.
+    sort_order: Option<String>,
+    /// Comma-separated attributes to return (besides id, schemas and meta).
+    attributes: Option<String>,
+    /// Comma-separated attributes to leave out (`members` for groups).
+    excluded_attributes: Option<String>,
+}
+
+/// `attributes` and `excludedAttributes` of a read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadParams {
+    attributes: Option<String>,
+    excluded_attributes: Option<String>,
+}
+
+fn names(list: Option<&str>) -> Vec<String> {
+    list.map(|l| {
+        l.split(',')
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// What to leave out of (or keep in) the documents answered.
+struct Projection {
+    attributes: Vec<String>,
+    excluded: Vec<String>,
+}
+
+impl Projection {
+    fn new(attributes: Option<&str>, excluded: Option<&str>) -> Self {
+        Self {
+            attributes: names(attributes),
+            excluded: names(excluded),
+        }
+    }
+
+    fn wants_members(&self) -> bool {
+        let named = |list: &[String]| list.iter().any(|a| a.eq_ignore_ascii_case("members"));
+        !named(&self.excluded) && (self.attributes.is_empty() || named(&self.attributes))
+    }
+}
+
+fn base(source: &str) -> String {
+    format!("/scim/v2/{source}")
+}
+
+/// A stored record as the document answered, with its members when they are wanted.
+async fn document(
+    state: &AppState,
+    ty: ScimType,
+    source: &str,
+    record: &ScimRecord,
+    projection: &Projection,
+) -> Result<Value, ScimError> {
+    let members = if ty == ScimType::Group && projection.wants_members() {
+        let rows = state
+            .store
+            .scim_members(record.resource.id, None, MAX_MEMBERS_IN_DOCUMENT + 1)
+            .await?;
+        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
+            return Err(ScimError::too_many(format!(
+                "group {} has more than {MAX_MEMBERS_IN_DOCUMENT} members: read it with \
+                 excludedAttributes=members and page its members through \
+                 GET /api/v1/groups/{}/members",
+                record.resource.id, record.resource.id
+            )));
+        }
+        Some(
+            rows.into_iter()
+                .map(|(id, name, is_group)| wire::member_json(&base(source), id, name, is_group))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let mut value = wire::resource_json(ty, record, &base(source), members);
+    wire::project(&mut value, &projection.attributes, &projection.excluded);
+    Ok(value)
+}
+
+fn number(name: &str, value: Option<&str>, default: i64) -> Result<i64, ScimError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<i64>().map_err(|_| {
+            ScimError::new(
+                StatusCode::BAD_REQUEST,
+                Some("invalidValue"),
+                format!("{name} must be an integer, not {v:?}"),
+            )
+        }),
+    }
+}
+
+/// The list query a request asks for.
+fn list_query(ty: ScimType, params: &ListParams) -> Result<ScimQuery, ScimError> {
+    let cond = params
+        .filter
+        .as_deref()
+        .map(|text| {
+            let parsed = filter::parse(text).map_err(|e| ScimError::invalid_filter(e.0))?;
+            scim::resolve(ty, &parsed).map_err(|e| ScimError::invalid_filter(e.0))
+        })
+        .transpose()?;
+    let sort = params
+        .sort_by
+        .as_deref()
+        .map(|text| {
+            let path = filter::attr_path(text.trim(), 0)
+                .map_err(|e| ScimError::invalid_value(format!("sortBy: {e}")))?;
+            scim::sort_attr(ty, &path).map_err(|e| ScimError::invalid_value(e.0))
+        })
+        .transpose()?;
+    let descending = match params.sort_order.as_deref().map(str::to_ascii_lowercase) {
+        None => false,
+        Some(o) if o == "ascending" => false,
+        Some(o) if o == "descending" => true,
+        Some(o) => {
+            return Err(ScimError::invalid_value(format!(
+                "sortOrder must be ascending or descending, not {o:?}"
+            )))
+        }
+    };
+    let start = number("startIndex", params.start_index.as_deref(), 1)?.max(1);
+    let count =
+        number("count", params.count.as_deref(), DEFAULT_PAGE_SIZE)?.clamp(0, MAX_PAGE_SIZE);
+    Ok(ScimQuery {
+        cond,
+        sort,
+        descending,
+        offset: start - 1,
+        count,
+    })
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    source: &str,
+    params: &ListParams,
+) -> Result<Response, ScimError> {
+    caller.check_source(source)?;
+    let query = list_query(ty, params)?;
+    let (total, records) = state.store.scim_list(source, ty, &query).await?;
+    let projection = Projection::new(
+        params.attributes.as_deref(),
+        params.excluded_attributes.as_deref(),
+    );
+    let mut resources = Vec::with_capacity(records.len());
+    for record in &records {
+        resources.push(document(state, ty, source, record, &projection).await?);
+    }
+    let body = json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": query.offset + 1,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    });
+    Ok(scim_response(StatusCode::OK, &body, None))
+}
+
+async fn get(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    (source, id): (String, ResourceId),
+    params: &ReadParams,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let record = state.store.scim_get(&source, ty, id).await?;
+    let projection = Projection::new(
+        params.attributes.as_deref(),
+        params.excluded_attributes.as_deref(),
+    );
+    let body = document(state, ty, &source, &record, &projection).await?;
+    Ok(scim_response(
+        StatusCode::OK,
+        &body,
+        Some(wire::version(&record)),
+    ))
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ScimError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+}
+
+/// The answer to a write: the resource as stored now.
+async fn written(
+    state: &AppState,
+    ty: ScimType,
+    source: &str,
+    id: ResourceId,
+    status: StatusCode,
+) -> Result<Response, ScimError> {
+    let record = state.store.scim_get(source, ty, id).await?;
+    let body = document(state, ty, source, &record, &Projection::new(None, None)).await?;
+    let mut response = scim_response(status, &body, Some(wire::version(&record)));
+    if status == StatusCode::CREATED {
+        if let Ok(location) =
+            HeaderValue::from_str(&format!("{}/{}s/{id}", base(source), ty.name()))
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    source: &str,
+    body: &Bytes,
+) -> Result<Response, ScimError> {
+    caller.check_source(source)?;
+    let body = json_body(body)?;
+    wire::check_schemas(ty, &body)?;
+    let parsed = wire::parse(ty, source, body)?;
+    let actor = caller.actor();
+    let record = state.store.scim_create(&actor, &parsed.write).await?;
+    let id = record.resource.id;
+    if let Some(members) = parsed.members.filter(|m| !m.is_empty()) {
+        if let Err(e) = state
+            .store
+            .scim_edit_members(&actor, source, id, &members, &[])
+            .await
+        {
+            // The group is not kept without the members it was created with.
+            state
+                .store
+                .delete_resource(&actor, id, &state.operations.lifecycle)
+                .await?;
+            return Err(e.into());
+        }
+    }
+    written(state, ty, source, id, StatusCode::CREATED).await
+}
+
+/// The version an `If-Match` header asks for, checked against the stored record.
+fn check_if_match(headers: &HeaderMap, record: &ScimRecord) -> Result<(), ScimError> {
+    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        Some(tag) if !wire::matches(tag, record) => Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            format!(
+                "If-Match {tag} does not match the current version {}",
+                wire::version(record)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes new attributes over a stored record, unless it changed since it was read.
+async fn store_write(
+    state: &AppState,
+    caller: &Caller,
+    record: &ScimRecord,
+    write: &scim::ScimWrite,
+) -> Result<(), ScimError> {
+    state
+        .store
+        .scim_replace(
+            &caller.actor(),
+            record.resource.id,
+            write,
+            Some(record.resource.modified),
+            &state.operations.lifecycle,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn replace(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    (source, id): (String, ResourceId),
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let body = json_body(body)?;
+    wire::check_schemas(ty, &body)?;
+    let parsed = wire::parse(ty, &source, body)?;
+    let record = state.store.scim_get(&source, ty, id).await?;
+    check_if_match(headers, &record)?;
+    store_write(state, caller, &record, &parsed.write).await?;
+    if let Some(members) = parsed.members {
+        replace_members(state, caller, id, members).await?;
+    }
+    written(state, ty, &source, id, StatusCode::OK).await
+}
+
+/// A full push of a group's members: a full-update of the group, with its deletion threshold.
+async fn replace_members(
+    state: &AppState,
+    caller: &Caller,
+    group: ResourceId,
+    members: Vec<ResourceId>,
+) -> Result<(), ScimError> {
+    let lines: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"member_id": m.to_string()}))
+        .collect();
+    let request = serde_json::from_value(json!({
+        "group_id": group.to_string(),
+        "members": lines,
+        "complete": true,
+        "description": "SCIM replace of members",
+    }))
+    .map_err(|e| ScimError::invalid_value(e.to_string()))?;
+    let op = crate::http::operations::create_full_update(
+        state,
+        caller,
+        request,
+        Some(REPLACE_WAIT_SECONDS),
+    )
+    .await?;
+    use crate::domain::operation::OperationStatus;
+    match op.status {
+        OperationStatus::Complete => Ok(()),
+        OperationStatus::Pending => Err(ScimError::new(
+            StatusCode::CONFLICT,
+            None,
+            format!(
+                "the replace of members was held for approval and changed nothing yet: {}; a \
+                 person approves or rejects operation {} (POST /api/v1/operations/{}/approve)",
+                op.reason.unwrap_or_default(),
+                op.id.0,
+                op.id.0
+            ),
+        )),
+        OperationStatus::Running => Err(ScimError::new(
+            StatusCode::ACCEPTED,
+            None,
+            format!(
+                "the replace of members is still being applied as operation {}",
+                op.id.0
+            ),
+        )),
+        _ => Err(ScimError::invalid_value(format!(
+            "the replace of members failed and changed nothing: {}",
+            op.reason.unwrap_or_default()
+        ))),
+    }
+}
+
+async fn patch_resource(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    (source, id): (String, ResourceId),
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let operations = patch::parse(&json_body(body)?)?;
+    let record = state.store.scim_get(&source, ty, id).await?;
+    check_if_match(headers, &record)?;
+    if ty == ScimType::User {
+        apply_attributes(state, caller, &record, &operations).await?;
+        return written(state, ty, &source, id, StatusCode::OK).await;
+    }
+    let split = patch::split_group(operations)?;
+    if !split.attributes.is_empty() {
+        apply_attributes(state, caller, &record, &split.attributes).await?;
+    }
+    if let Some(members) = split.replace {
+        replace_members(state, caller, id, members).await?;
+    } else if !split.add.is_empty() || !split.remove.is_empty() {
+        state
+            .store
+            .scim_edit_members(&caller.actor(), &source, id, &split.add, &split.remove)
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Applies operations to the record's attributes as one document and stores the result.
+async fn apply_attributes(
+    state: &AppState,
+    caller: &Caller,
+    record: &ScimRecord,
+    operations: &[patch::Operation],
+) -> Result<(), ScimError> {
+    let ty = if record.resource.ty == crate::domain::resource::ResourceType::Group {
+        ScimType::Group
+    } else {
+        ScimType::User
+    };
+    let mut body = wire::as_body(ty, record);
+    patch::apply(&mut body, operations)?;
+    let parsed = wire::parse(ty, &record.resource.source_system, Value::Object(body))?;
+    store_write(state, caller, record, &parsed.write).await
+}
+
+async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    ty: ScimType,
+    (source, id): (String, ResourceId),
+    headers: &HeaderMap,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let record = state.store.scim_get(&source, ty, id).await?;
+    check_if_match(headers, &record)?;
+    state
+        .store
+        .delete_resource(&caller.actor(), id, &state.operations.lifecycle)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+macro_rules! scim_handlers {
+    ($ty:expr, $many:literal, $one:literal, $list:ident, $create:ident, $get:ident, $replace:ident, $patch:ident, $delete:ident) => {
+        /// List (and filter) the resources of a source.
+        #[utoipa::path(get, path = $many, tag = "scim",
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ListParams),
+            responses((status = 200, description = "A SCIM ListResponse")))]
+        async fn $list(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(source): Path<String>,
+            Query(params): Query<ListParams>,
+        ) -> Result<Response, ScimError> {
+            list(&state, &caller, $ty, &source, &params).await
+        }
+
+        /// Create a resource of the source.
+        #[utoipa::path(post, path = $many, tag = "scim",
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+            request_body(content = Object, content_type = "application/scim+json"),
+            responses((status = 201, description = "Created"),
+                      (status = 409, description = "uniqueness")))]
+        async fn $create(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(source): Path<String>,
+            body: Bytes,
+        ) -> Result<Response, ScimError> {
+            create(&state, &caller, $ty, &source, &body).await
+        }
+
+        /// Read one resource.
+        #[utoipa::path(get, path = $one, tag = "scim",
+            security(("bearer" = ["scim"])),
+            params(("source_system" = String, Path), ("id" = ResourceId, Path), ReadParams),
+            responses((status = 200, description = "The resource"),
+                      (status = 404, description = "No such resource in the source")))]
+        async fn $get(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, ResourceId)>,
+            Query(params): Query<ReadParams>,
+        ) -> Result<Response, ScimError> {
+            get(&state, &caller, $ty, key, &params).await
+        }
+
+        /// Replace a resource's attributes.
+        #[utoipa::path(put, path = $one, tag = "scim",
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            request_body(content = Object, content_type = "application/scim+json"),
+            responses((status = 200, description = "The resource as stored"),
+                      (status = 412, description = "If-Match does not match")))]
+        async fn $replace(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, ResourceId)>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Result<Response, ScimError> {
+            replace(&state, &caller, $ty, key, &headers, &body).await
+        }
+
+        /// Modify a resource with PatchOp operations.
+        #[utoipa::path(patch, path = $one, tag = "scim",
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            request_body(content = Object, content_type = "application/scim+json"),
+            responses((status = 200, description = "The user as stored"),
+                      (status = 204, description = "The group was modified")))]
+        async fn $patch(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, ResourceId)>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Result<Response, ScimError> {
+            patch_resource(&state, &caller, $ty, key, &headers, &body).await
+        }
+
+        /// Delete a resource (roster soft-deletes it and ends its memberships).
+        #[utoipa::path(delete, path = $one, tag = "scim",
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            responses((status = 204, description = "Deleted")))]
+        async fn $delete(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, ResourceId)>,
+            headers: HeaderMap,
+        ) -> Result<Response, ScimError> {
+            delete(&state, &caller, $ty, key, &headers).await
+        }
+    };
+}
+
+scim_handlers!(
+    ScimType::User,
+    "/scim/v2/{source_system}/Users",
+    "/scim/v2/{source_system}/Users/{id}",
+    list_users,
+    create_user,
+    get_user,
+    replace_user,
+    patch_user,
+    delete_user
+);
+scim_handlers!(
+    ScimType::Group,
+    "/scim/v2/{source_system}/Groups",
+    "/scim/v2/{source_system}/Groups/{id}",
+    list_groups,
+    create_group,
+    get_group,
+    replace_group,
+    patch_group,
+    delete_group
+);

@@ -1,0 +1,653 @@
+//! SCIM reads' SQL, shared by both backends: a resolved filter becomes a WHERE clause whose
+//! values are all bound, never spliced. Columns serve the attributes roster keeps in columns; the
+//! rest are read from the resource's SCIM document with each dialect's JSON functions. Every
+//! atom is made two-valued (`coalesce(…, false)`), so `not (…)` means what SCIM means.
+
+use crate::domain::change::ChangeKind;
+use crate::domain::resource::ResourceType;
+use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType};
+use crate::domain::{OperationId, ResourceId};
+use crate::store::resource_sql::Dialect;
+use crate::store::rows::RESOURCE_COLUMNS;
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use uuid::Uuid;
+
+/// The resource columns, read through the alias `r`, then the SCIM document.
+pub fn columns() -> String {
+    let mut out: Vec<String> = RESOURCE_COLUMNS
+        .split(',')
+        .map(|c| format!("r.{}", c.trim()))
+        .collect();
+    out.push("r.scim".to_owned());
+    out.join(", ")
+}
+
+/// The roster type a SCIM type is kept as.
+pub fn resource_type(ty: ScimType) -> ResourceType {
+    match ty {
+        ScimType::User => ResourceType::User,
+        ScimType::Group => ResourceType::Group,
+    }
+}
+
+/// A sort key: the column or document value a list is ordered by.
+pub fn sort_expression(d: Dialect, attr: &Attr) -> String {
+    text(d, attr)
+}
+
+/// Appends `cond` to `q`.
+pub fn push_cond<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, cond: &Cond)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    f64: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    match cond {
+        Cond::And(a, b) | Cond::Or(a, b) => {
+            q.push("(");
+            push_cond(q, d, a);
+            q.push(if matches!(cond, Cond::And(..)) {
+                " AND "
+            } else {
+                " OR "
+            });
+            push_cond(q, d, b);
+            q.push(")");
+        }
+        Cond::Not(a) => {
+            q.push("NOT ");
+            push_cond(q, d, a);
+        }
+        Cond::Never => {
+            q.push("FALSE");
+        }
+        Cond::Present(attr) => {
+            q.push(present(d, attr));
+        }
+        Cond::Any(list, inner) => {
+            q.push(exists(d, list));
+            push_cond(q, d, inner);
+            q.push(")");
+        }
+        Cond::Compare(attr, op, value) => {
+            q.push("coalesce(");
+            push_compare(q, d, attr, *op, value);
+            q.push(", FALSE)");
+        }
+    }
+}
+
+fn push_compare<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    d: Dialect,
+    attr: &Attr,
+    op: CompareOp,
+    value: &CompValue,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    f64: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    let negate = op == CompareOp::Ne;
+    match value {
+        CompValue::Null => {
+            let test = if negate { "IS NOT NULL" } else { "IS NULL" };
+            q.push(format!("{} {test}", text(d, attr)));
+        }
+        CompValue::Bool(b) => {
+            let test = boolean(d, attr, *b);
+            if negate {
+                q.push(format!("NOT coalesce({test}, FALSE)"));
+            } else {
+                q.push(test);
+            }
+        }
+        CompValue::Num(n) => {
+            if negate {
+                q.push("NOT coalesce(");
+            }
+            q.push(format!("{} {} ", number(d, attr), sql_op(op)))
+                .push_bind(*n);
+            if negate {
+                q.push(", FALSE)");
+            }
+        }
+        CompValue::Str(s) => push_string(q, d, attr, op, s),
+    }
+}
+
+fn push_string<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    d: Dialect,
+    attr: &Attr,
+    op: CompareOp,
+    s: &str,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    let negate = op == CompareOp::Ne;
+    if negate {
+        q.push("NOT coalesce(");
+    }
+    match attr {
+        Attr::Id | Attr::MemberId => match Uuid::parse_str(s) {
+            Ok(id) => {
+                q.push(format!("{} = ", column(attr))).push_bind(id);
+            }
+            Err(_) => {
+                q.push("FALSE");
+            }
+        },
+        Attr::Created | Attr::LastModified => {
+            match DateTime::parse_from_rfc3339(s) {
+                Ok(at) => {
+                    let op = if negate { CompareOp::Eq } else { op };
+                    q.push(format!("{} {} ", column(attr), sql_op(op)))
+                        .push_bind(at.with_timezone(&Utc));
+                }
+                Err(_) => {
+                    q.push("FALSE");
+                }
+            };
+        }
+        _ if s.is_empty() && op.is_substring() => {
+            q.push(format!("{} IS NOT NULL", text(d, attr)));
+        }
+        _ => {
+            let exact = matches!(attr, Attr::ExternalId);
+            let left = if exact {
+                text(d, attr)
+            } else {
+                format!("lower({})", text(d, attr))
+            };
+            let right = |q: &mut QueryBuilder<'a, DB>| {
+                if exact {
+                    q.push("(").push_bind(s.to_owned()).push(")");
+                } else {
+                    q.push("lower(").push_bind(s.to_owned()).push(")");
+                }
+            };
+            match op {
+                CompareOp::Co => {
+                    q.push(match d {
+                        Dialect::Postgres => format!("strpos({left}, "),
+                        Dialect::Sqlite => format!("instr({left}, "),
+                    });
+                    right(q);
+                    q.push(") > 0");
+                }
+                CompareOp::Sw => {
+                    q.push(format!("substr({left}, 1, length("));
+                    right(q);
+                    q.push(")) = ");
+                    right(q);
+                }
+                CompareOp::Ew => {
+                    q.push(match d {
+                        Dialect::Postgres => format!("right({left}, length("),
+                        Dialect::Sqlite => format!("substr({left}, -length("),
+                    });
+                    right(q);
+                    q.push(")) = ");
+                    right(q);
+                }
+                CompareOp::Ne => {
+                    q.push(format!("{left} = "));
+                    right(q);
+                }
+                _ => {
+                    q.push(format!("{left} {} ", sql_op(op)));
+                    right(q);
+                }
+            }
+        }
+    }
+    if negate {
+        q.push(", FALSE)");
+    }
+}
+
+fn sql_op(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+        _ => "=",
+    }
+}
+
+/// The column of an attribute kept in one.
+fn column(attr: &Attr) -> &'static str {
+    match attr {
+        Attr::Id => "r.id",
+        Attr::ExternalId => "r.external_id",
+        Attr::UserName => "r.identifier",
+        Attr::DisplayName => "r.displayname",
+        Attr::Active => "r.active",
+        Attr::Created => "r.created",
+        Attr::LastModified => "r.modified",
+        Attr::MemberId => "gm.member_id",
+        Attr::MemberDisplay => "gm.member_name",
+        Attr::Doc(_) | Attr::Element(_) => "NULL",
+    }
+}
+
+/// `'{"a","b"}'` (PostgreSQL) or `'$."a"."b"'` (SQLite). The keys come from validated attribute
+/// names and schema URNs, which hold no quotes, braces or backslashes.
+fn json_path(d: Dialect, keys: &[String]) -> String {
+    let quoted: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{}\"", k.replace(['"', '\'', '\\', '{', '}'], "")))
+        .collect();
+    match d {
+        Dialect::Postgres => format!("'{{{}}}'", quoted.join(",")),
+        Dialect::Sqlite => format!("'$.{}'", quoted.join(".")),
+    }
+}
+
+/// The JSON value of a document attribute or an element's sub-attribute (PostgreSQL: `jsonb`).
+fn json(d: Dialect, attr: &Attr) -> Option<String> {
+    Some(match (attr, d) {
+        (Attr::Doc(keys), Dialect::Postgres) => format!("(r.scim #> {})", json_path(d, keys)),
+        (Attr::Doc(keys), Dialect::Sqlite) => {
+            format!("json_extract(r.scim, {})", json_path(d, keys))
+        }
+        (Attr::Element(Some(sub)), Dialect::Postgres) => {
+            format!("(e.value -> {})", quote(sub))
+        }
+        (Attr::Element(Some(sub)), Dialect::Sqlite) => {
+            format!(
+                "json_extract(e.value, {})",
+                json_path(d, std::slice::from_ref(sub))
+            )
+        }
+        (Attr::Element(None), _) => "e.value".to_owned(),
+        _ => return None,
+    })
+}
+
+/// A SQL string literal of a validated name.
+fn quote(name: &str) -> String {
+    format!("'{}'", name.replace('\'', ""))
+}
+
+/// The attribute as text.
+fn text(d: Dialect, attr: &Attr) -> String {
+    match (json(d, attr), d) {
+        (Some(j), Dialect::Postgres) => format!("({j} #>> '{{}}')"),
+        (Some(_), Dialect::Sqlite) if matches!(attr, Attr::Element(None)) => {
+            "CASE WHEN e.type = 'text' THEN e.value END".to_owned()
+        }
+        (Some(j), Dialect::Sqlite) => format!(
+            "CASE WHEN json_type({}) = 'text' THEN {j} END",
+            json_type_args(d, attr)
+        ),
+        (None, _) => column(attr).to_owned(),
+    }
+}
+
+/// The arguments of SQLite's `json_type` for a document attribute or an element's sub-attribute.
+fn json_type_args(d: Dialect, attr: &Attr) -> String {
+    match attr {
+        Attr::Doc(keys) => format!("r.scim, {}", json_path(d, keys)),
+        Attr::Element(Some(sub)) => format!("e.value, {}", json_path(d, std::slice::from_ref(sub))),
+        _ => "NULL".to_owned(),
+    }
+}
+
+/// The JSON type name of a document value: PostgreSQL's `jsonb_typeof` names, SQLite's
+/// `json_type` ones (`true`, `false`, `integer`, `real`, `text`, `array`, `object`, `null`).
+fn json_kind(d: Dialect, attr: &Attr) -> String {
+    match (d, attr) {
+        (Dialect::Sqlite, Attr::Element(None)) => "e.type".to_owned(),
+        (Dialect::Sqlite, _) => format!("json_type({})", json_type_args(d, attr)),
+        (Dialect::Postgres, _) => format!(
+            "jsonb_typeof({})",
+            json(d, attr).unwrap_or_else(|| "NULL::jsonb".to_owned())
+        ),
+    }
+}
+
+/// A test that the attribute is the boolean `b`.
+fn boolean(d: Dialect, attr: &Attr, b: bool) -> String {
+    match attr {
+        Attr::Active => format!("r.active = {}", if b { "TRUE" } else { "FALSE" }),
+        Attr::Doc(_) | Attr::Element(_) => match d {
+            Dialect::Postgres => format!(
+                "coalesce({} = '{b}'::jsonb, FALSE)",
+                json(d, attr).unwrap_or_default()
+            ),
+            Dialect::Sqlite => format!("coalesce({} = '{b}', FALSE)", json_kind(d, attr)),
+        },
+        _ => "FALSE".to_owned(),
+    }
+}
+
+/// The attribute as a number, or null when it is not one.
+fn number(d: Dialect, attr: &Attr) -> String {
+    match (d, json(d, attr)) {
+        (Dialect::Postgres, Some(j)) => {
+            format!("(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j} #>> '{{}}')::float8 END)")
+        }
+        (Dialect::Sqlite, Some(j)) => format!(
+            "(CASE WHEN {} IN ('integer', 'real') THEN {j} END)",
+            json_kind(d, attr)
+        ),
+        (_, None) => "NULL".to_owned(),
+    }
+}
+
+/// A test that the attribute has a value: not null, not an empty string, array or object.
+fn present(d: Dialect, attr: &Attr) -> String {
+    match attr {
+        Attr::Active | Attr::Created | Attr::LastModified | Attr::Id | Attr::MemberId => {
+            "TRUE".to_owned()
+        }
+        Attr::Doc(_) | Attr::Element(_) => {
+            let kind = json_kind(d, attr);
+            let empty = match d {
+                Dialect::Postgres => format!(
+                    "{} IN ('\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb)",
+                    json(d, attr).unwrap_or_default()
+                ),
+                Dialect::Sqlite => format!(
+                    "coalesce({}, '') IN ('', '[]', '{{}}')",
+                    json(d, attr).unwrap_or_default()
+                ),
+            };
+            format!("coalesce({kind} <> 'null' AND NOT ({empty}), FALSE)")
+        }
+        _ => format!("coalesce({} <> '', FALSE)", column(attr)),
+    }
+}
+
+/// The opening of an `EXISTS` over the elements of a multi-valued attribute; the caller closes it.
+fn exists(d: Dialect, list: &List) -> String {
+    match (list, d) {
+        (List::Members, _) => "EXISTS (SELECT 1 FROM group_member gm \
+             WHERE gm.group_id = r.id AND NOT gm.removed AND "
+            .to_owned(),
+        (List::Doc(keys), Dialect::Postgres) => {
+            let j = format!("(r.scim #> {})", json_path(d, keys));
+            format!(
+                "EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' \
+                 THEN {j} ELSE '[]'::jsonb END) AS e(value) WHERE "
+            )
+        }
+        (List::Doc(keys), Dialect::Sqlite) => {
+            let path = json_path(d, keys);
+            format!(
+                "EXISTS (SELECT 1 FROM json_each(r.scim, {path}) AS e \
+                 WHERE json_type(r.scim, {path}) = 'array' AND "
+            )
+        }
+    }
+}
+
+/// `r.source_system = … AND r.type = … AND NOT r.deleted`, then the filter.
+pub fn push_scope<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    d: Dialect,
+    source: &str,
+    ty: ScimType,
+    cond: Option<&Cond>,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    f64: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    // The type is written out, not bound, so that the partial indexes of SCIM's lookups apply.
+    q.push("r.source_system = ")
+        .push_bind(source.to_owned())
+        .push(format!(
+            " AND r.type = {} AND NOT r.deleted",
+            resource_type(ty).code()
+        ));
+    if let Some(cond) = cond {
+        q.push(" AND ");
+        push_cond(q, d, cond);
+    }
+}
+
+/// `ORDER BY` the sort key (missing values last), then id; the page.
+pub fn push_order<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, query: &ScimQuery)
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    q.push(" ORDER BY ");
+    if let Some(attr) = &query.sort {
+        let direction = if query.descending { "DESC" } else { "ASC" };
+        q.push(format!(
+            "{} {direction} NULLS LAST, ",
+            sort_expression(d, attr)
+        ));
+    }
+    q.push("r.id LIMIT ")
+        .push_bind(query.count)
+        .push(" OFFSET ")
+        .push_bind(query.offset);
+}
+
+/// What a membership edit's statements bind.
+pub struct MemberStep<'s> {
+    pub group: ResourceId,
+    pub op: OperationId,
+    pub at: DateTime<Utc>,
+    pub source: &'s str,
+    pub token: Option<&'s str>,
+}
+
+/// `WITH input(member_id) AS (VALUES (…), …) ` over the named members.
+fn push_input<'a, DB>(q: &mut QueryBuilder<'a, DB>, ids: &[ResourceId])
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    q.push("WITH input(member_id) AS (VALUES ");
+    let mut values = q.separated(", ");
+    for id in ids {
+        values
+            .push("(")
+            .push_bind_unseparated(id.0)
+            .push_unseparated(")");
+    }
+    q.push(") ");
+}
+
+/// The named members that are not live users or groups of the group's source, or the group.
+pub fn push_invalid_members<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    step: &MemberStep<'_>,
+    ids: &[ResourceId],
+) where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    push_input(q, ids);
+    q.push(
+        "SELECT i.member_id FROM input i LEFT JOIN resource m ON m.id = i.member_id \
+         AND NOT m.deleted AND m.type IN (1, 2) AND m.source_system = ",
+    )
+    .push_bind(step.source.to_owned())
+    .push(" WHERE m.id IS NULL OR m.id = ")
+    .push_bind(step.group.0);
+}
+
+/// How many of the named members have no membership row yet, and how many an ended one.
+pub fn push_count_fresh<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    step: &MemberStep<'_>,
+    ids: &[ResourceId],
+) where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    push_input(q, ids);
+    q.push(
+        "SELECT coalesce(sum(CASE WHEN gm.member_id IS NULL THEN 1 ELSE 0 END), 0), \
+         coalesce(sum(CASE WHEN gm.removed THEN 1 ELSE 0 END), 0) \
+         FROM input i LEFT JOIN group_member gm ON gm.member_id = i.member_id AND gm.group_id = ",
+    )
+    .push_bind(step.group.0);
+}
+
+/// A statement of a membership edit, written into an empty builder.
+pub type MemberStatement<'a, DB> = fn(&mut QueryBuilder<'a, DB>, &MemberStep<'_>, &[ResourceId]);
+
+/// The change record of each named member that `predicate` (on `gm`, with the group bound
+/// first) selects, as the SQLite form writes it before the write itself.
+fn push_log_of<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    step: &MemberStep<'_>,
+    kind: ChangeKind,
+    from: &str,
+) where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    q.push("INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, token_name) SELECT ")
+        .push_bind(step.at)
+        .push(format!(", {}, ", kind.code()))
+        .push_bind(step.group.0)
+        .push(", member_id, ")
+        .push_bind(step.source.to_owned())
+        .push(", ")
+        .push_bind(step.op.0)
+        .push(", ")
+        .push_bind(step.token.map(str::to_owned))
+        .push(format!(" FROM {from}"));
+}
+
+/// The statements that add the named members (new or re-activated), each with its change record:
+/// one on PostgreSQL (`WITH … RETURNING` into the log), two on SQLite (the log, then the write).
+pub fn add_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    match d {
+        Dialect::Postgres => vec![|q, step, ids| {
+            push_input(q, ids);
+            q.push(", ins AS (");
+            push_upsert(q, step);
+            q.push(" RETURNING member_id) ");
+            push_log_of(q, step, ChangeKind::MembershipAdded, "ins");
+        }],
+        Dialect::Sqlite => vec![
+            |q, step, ids| {
+                push_input(q, ids);
+                push_log_of(
+                    q,
+                    step,
+                    ChangeKind::MembershipAdded,
+                    "input i WHERE NOT EXISTS (SELECT 1 FROM group_member gm \
+                     WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ",
+                );
+                q.push_bind(step.group.0).push(")");
+            },
+            |q, step, ids| {
+                push_input(q, ids);
+                push_upsert(q, step);
+            },
+        ],
+    }
+}
+
+/// Inserts a membership for each input member, or re-activates its ended one.
+fn push_upsert<'a, DB>(q: &mut QueryBuilder<'a, DB>, step: &MemberStep<'_>)
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    q.push(
+        "INSERT INTO group_member (source, group_id, member_id, last_operation_id, \
+         created_timestamp) SELECT ",
+    )
+    .push_bind(step.source.to_owned())
+    .push(", ")
+    .push_bind(step.group.0)
+    .push(", member_id, ")
+    .push_bind(step.op.0)
+    .push(", ")
+    .push_bind(step.at)
+    .push(
+        " FROM input WHERE true ORDER BY member_id ON CONFLICT (group_id, member_id) DO UPDATE \
+         SET removed = false, removed_timestamp = NULL, \
+         last_operation_id = excluded.last_operation_id WHERE group_member.removed",
+    );
+}
+
+/// The statements that end the named members' active memberships, each with its change record;
+/// the last one's row count is the number ended.
+pub fn remove_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    match d {
+        Dialect::Postgres => vec![|q, step, ids| {
+            push_input(q, ids);
+            q.push(", gone AS (UPDATE group_member gm SET removed = true, removed_timestamp = ")
+                .push_bind(step.at)
+                .push(", last_operation_id = ")
+                .push_bind(step.op.0)
+                .push(" FROM input i WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ")
+                .push_bind(step.group.0)
+                .push(" RETURNING gm.member_id) ");
+            push_log_of(q, step, ChangeKind::MembershipRemoved, "gone");
+        }],
+        Dialect::Sqlite => vec![
+            |q, step, ids| {
+                push_input(q, ids);
+                push_log_of(
+                    q,
+                    step,
+                    ChangeKind::MembershipRemoved,
+                    "input i WHERE EXISTS (SELECT 1 FROM group_member gm \
+                     WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ",
+                );
+                q.push_bind(step.group.0).push(")");
+            },
+            |q, step, ids| {
+                push_input(q, ids);
+                q.push("UPDATE group_member SET removed = true, removed_timestamp = ")
+                    .push_bind(step.at)
+                    .push(", last_operation_id = ")
+                    .push_bind(step.op.0)
+                    .push(" WHERE NOT removed AND member_id IN (SELECT member_id FROM input) AND group_id = ")
+                    .push_bind(step.group.0);
+            },
+        ],
+    }
+}

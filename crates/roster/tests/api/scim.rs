@@ -1,0 +1,943 @@
+//! The SCIM 2.0 service provider: users and groups through `/scim/v2/{source}`, checked in the
+//! database; every filter operator and value path against an in-test model; index paging with
+//! inserts between pages; the identity providers' quirks, each its own test; membership PATCHes
+//! that touch only the members named; the threshold on a full push of members; source binding.
+
+use crate::common::{Backend, Reply, TestApp};
+use crate::on_both_backends;
+use axum::http::{Method, StatusCode};
+use roster::domain::token::Scope;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+on_both_backends!(
+    a_user_round_trips_with_its_extensions,
+    every_filter_operator_matches_the_model,
+    index_paging_with_inserts_between_pages_has_no_gaps_or_duplicates,
+    duplicate_user_name_is_409_uniqueness,
+    entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
+    patch_op_names_ignore_case_and_boolean_strings_are_read,
+    no_path_replace_takes_dotted_and_urn_keys,
+    group_patch_adds_and_removes_only_the_members_named,
+    entra_remove_of_members_with_a_value_list,
+    remove_of_members_with_a_value_filter,
+    okta_replace_of_members_is_a_full_push,
+    okta_no_path_group_replace_with_id_and_display_name,
+    a_push_that_would_empty_a_large_group_is_held_and_changes_nothing,
+    excluded_members_are_not_read,
+    if_match_with_an_old_version_is_412,
+    a_token_bound_to_foo_cannot_read_or_write_bar,
+    bad_requests_answer_scim_errors_and_change_nothing,
+);
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A SCIM token bound to `source`.
+async fn token(app: &TestApp, source: &str) -> String {
+    app.token(&format!("scim-{source}"), &[Scope::Scim], Some(source))
+        .await
+}
+
+async fn scim(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    app.call_as(Some(token), method, &format!("/scim/v2{path}"), body)
+        .await
+}
+
+fn assert_scim_error(reply: &Reply, status: StatusCode, scim_type: Option<&str>, needle: &str) {
+    assert_eq!(reply.status, status, "body: {}", reply.text);
+    assert_eq!(reply.content_type, "application/scim+json");
+    assert_eq!(reply.json["status"], status.as_u16().to_string());
+    assert_eq!(
+        reply.json["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    if let Some(t) = scim_type {
+        assert_eq!(reply.json["scimType"], t, "body: {}", reply.text);
+    }
+    let detail = reply.json["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+}
+
+async fn create_user(app: &TestApp, token: &str, source: &str, body: Value) -> String {
+    let reply = scim(
+        app,
+        token,
+        Method::POST,
+        &format!("/{source}/Users"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json["id"].as_str().expect("id").to_owned()
+}
+
+async fn user_named(app: &TestApp, token: &str, source: &str, name: &str) -> String {
+    create_user(
+        app,
+        token,
+        source,
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}),
+    )
+    .await
+}
+
+async fn create_group(
+    app: &TestApp,
+    token: &str,
+    source: &str,
+    name: &str,
+    members: &[&str],
+) -> String {
+    let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+    let reply = scim(
+        app,
+        token,
+        Method::POST,
+        &format!("/{source}/Groups"),
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": name, "members": members}),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json["id"].as_str().expect("id").to_owned()
+}
+
+/// The active members of a group, from the database.
+async fn members(app: &TestApp, group: &str) -> BTreeSet<String> {
+    app.members(group).await.into_iter().collect()
+}
+
+/// A query parameter's value, percent-encoded.
+fn enc(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn set(ids: &[&String]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).clone()).collect()
+}
+
+async fn a_user_round_trips_with_its_extensions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE, "urn:example:custom"],
+        "userName": "Ada@Example.com",
+        "externalId": "e-1",
+        "displayName": "Ada Lovelace",
+        "password": "never-stored",
+        "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "emails": [{"type": "work", "value": "ada@example.com", "primary": true}],
+        ENTERPRISE: {"employeeNumber": "42", "manager": {"value": "m-1"}},
+        "urn:example:custom": {"badge": 7}
+    });
+    let reply = scim(&app, &t, Method::POST, "/foo/Users", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.json["id"].as_str().expect("id").to_owned();
+    assert!(reply.location.as_deref().is_some_and(|l| l.ends_with(&id)));
+    assert_eq!(
+        app.text("SELECT identifier FROM resource WHERE id = $1", &[&id])
+            .await
+            .as_deref(),
+        Some("Ada@Example.com")
+    );
+    assert_eq!(
+        app.text("SELECT external_id FROM resource WHERE id = $1", &[&id])
+            .await
+            .as_deref(),
+        Some("e-1")
+    );
+    let read = scim(&app, &t, Method::GET, &format!("/foo/Users/{id}"), None).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json["name"]["givenName"], "Ada");
+    assert_eq!(read.json[ENTERPRISE]["employeeNumber"], "42");
+    assert_eq!(read.json["urn:example:custom"]["badge"], 7);
+    assert_eq!(read.json["active"], true);
+    assert!(read.json.get("password").is_none(), "{}", read.text);
+    assert!(!read.text.contains("never-stored"));
+    assert_eq!(read.json["meta"]["resourceType"], "User");
+    let created = app
+        .scalar("SELECT count(*) FROM change WHERE resource_id = $1", &[&id])
+        .await;
+    assert!(created >= 1);
+
+    let replaced = scim(
+        &app,
+        &t,
+        Method::PUT,
+        &format!("/foo/Users/{id}"),
+        Some(
+            json!({"userName": "ada@example.com", "displayName": "Ada L.", "active": false,
+                    "name": {"givenName": "Ada"}}),
+        ),
+    )
+    .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+    assert_eq!(replaced.json["displayName"], "Ada L.");
+    assert!(replaced.json.get("emails").is_none());
+    assert!(replaced.json.get(ENTERPRISE).is_none());
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND NOT active",
+            &[&id]
+        )
+        .await,
+        1
+    );
+    let deleted = scim(&app, &t, Method::DELETE, &format!("/foo/Users/{id}"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND deleted",
+            &[&id]
+        )
+        .await,
+        1
+    );
+    let gone = scim(&app, &t, Method::GET, &format!("/foo/Users/{id}"), None).await;
+    assert_scim_error(&gone, StatusCode::NOT_FOUND, None, &id);
+}
+
+/// One user of the filter data set, as the model sees it.
+struct Person {
+    user_name: &'static str,
+    display: Option<&'static str>,
+    title: Option<&'static str>,
+    active: bool,
+    emails: &'static [(&'static str, &'static str)],
+    employee: Option<&'static str>,
+    age: Option<i64>,
+}
+
+const PEOPLE: [Person; 6] = [
+    Person {
+        user_name: "alice",
+        display: Some("Alice Smith"),
+        title: Some("Engineer"),
+        active: true,
+        emails: &[("work", "alice@corp.com"), ("home", "alice@home.org")],
+        employee: Some("100"),
+        age: Some(31),
+    },
+    Person {
+        user_name: "bob",
+        display: Some("Bob Jones"),
+        title: Some("Manager"),
+        active: false,
+        emails: &[("work", "bob@corp.com")],
+        employee: Some("200"),
+        age: Some(45),
+    },
+    Person {
+        user_name: "carol",
+        display: Some("Carol King"),
+        title: None,
+        active: true,
+        emails: &[("home", "carol@home.org")],
+        employee: None,
+        age: Some(28),
+    },
+    Person {
+        user_name: "dave",
+        display: None,
+        title: Some("engineer"),
+        active: true,
+        emails: &[],
+        employee: Some("300"),
+        age: None,
+    },
+    Person {
+        user_name: "Eve",
+        display: Some("Eve Adams"),
+        title: Some("Director"),
+        active: false,
+        emails: &[("work", "eve@corp.com"), ("other", "eve@else.net")],
+        employee: None,
+        age: Some(52),
+    },
+    Person {
+        user_name: "frank",
+        display: Some("Frank"),
+        title: Some("Engineer II"),
+        active: true,
+        emails: &[("work", "FRANK@CORP.COM")],
+        employee: Some("150"),
+        age: Some(39),
+    },
+];
+
+fn person_body(p: &Person) -> Value {
+    let mut body = json!({"userName": p.user_name, "active": p.active});
+    if let Some(d) = p.display {
+        body["displayName"] = json!(d);
+    }
+    if let Some(t) = p.title {
+        body["title"] = json!(t);
+    }
+    if !p.emails.is_empty() {
+        body["emails"] = Value::Array(
+            p.emails
+                .iter()
+                .map(|(ty, v)| json!({"type": ty, "value": v}))
+                .collect(),
+        );
+    }
+    if let Some(e) = p.employee {
+        body[ENTERPRISE] = json!({"employeeNumber": e});
+    }
+    if let Some(a) = p.age {
+        body["urn:example:custom"] = json!({"age": a});
+    }
+    body
+}
+
+async fn every_filter_operator_matches_the_model(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    for p in &PEOPLE {
+        create_user(&app, &t, "foo", person_body(p)).await;
+    }
+    let lower = |s: &str| s.to_lowercase();
+    type Model = Box<dyn Fn(&Person) -> bool>;
+    let cases: Vec<(&str, Model)> = vec![
+        (
+            r#"userName eq "ALICE""#,
+            Box::new(|p| p.user_name == "alice"),
+        ),
+        (
+            r#"userName ne "alice""#,
+            Box::new(|p| p.user_name != "alice"),
+        ),
+        (
+            r#"displayName co "o""#,
+            Box::new(move |p| p.display.is_some_and(|d| lower(d).contains('o'))),
+        ),
+        (
+            r#"displayName sw "ca""#,
+            Box::new(|p| {
+                p.display
+                    .is_some_and(|d| d.to_lowercase().starts_with("ca"))
+            }),
+        ),
+        (
+            r#"displayName ew "S""#,
+            Box::new(|p| p.display.is_some_and(|d| d.to_lowercase().ends_with('s'))),
+        ),
+        (
+            r#"userName gt "carol""#,
+            Box::new(|p| p.user_name.to_lowercase().as_str() > "carol"),
+        ),
+        (
+            r#"userName ge "carol""#,
+            Box::new(|p| p.user_name.to_lowercase().as_str() >= "carol"),
+        ),
+        (
+            r#"userName lt "carol""#,
+            Box::new(|p| p.user_name.to_lowercase().as_str() < "carol"),
+        ),
+        (
+            r#"userName le "carol""#,
+            Box::new(|p| p.user_name.to_lowercase().as_str() <= "carol"),
+        ),
+        ("title pr", Box::new(|p| p.title.is_some())),
+        ("not (title pr)", Box::new(|p| p.title.is_none())),
+        ("active eq false", Box::new(|p| !p.active)),
+        (
+            r#"title eq "engineer" and active eq true"#,
+            Box::new(|p| p.title.is_some_and(|t| t.eq_ignore_ascii_case("engineer")) && p.active),
+        ),
+        (
+            r#"title sw "eng" or displayName eq "eve adams""#,
+            Box::new(|p| {
+                p.title.is_some_and(|t| t.to_lowercase().starts_with("eng"))
+                    || p.display == Some("Eve Adams")
+            }),
+        ),
+        (
+            r#"emails[type eq "work" and value ew "corp.com"]"#,
+            Box::new(|p| {
+                p.emails
+                    .iter()
+                    .any(|(t, v)| *t == "work" && v.to_lowercase().ends_with("corp.com"))
+            }),
+        ),
+        (
+            r#"emails[type eq "work"].value eq "frank@corp.com""#,
+            Box::new(|p| {
+                p.emails
+                    .iter()
+                    .any(|(t, v)| *t == "work" && v.eq_ignore_ascii_case("frank@corp.com"))
+            }),
+        ),
+        (
+            r#"emails co "home.org""#,
+            Box::new(|p| p.emails.iter().any(|(_, v)| v.contains("home.org"))),
+        ),
+        (
+            r#"emails.type eq "other""#,
+            Box::new(|p| p.emails.iter().any(|(t, _)| *t == "other")),
+        ),
+        ("emails pr", Box::new(|p| !p.emails.is_empty())),
+        (
+            r#"not (emails[type eq "work"])"#,
+            Box::new(|p| !p.emails.iter().any(|(t, _)| *t == "work")),
+        ),
+        (
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber ge "150""#,
+            Box::new(|p| p.employee.is_some_and(|e| e >= "150")),
+        ),
+        (
+            "urn:example:custom:age gt 35",
+            Box::new(|p| p.age.is_some_and(|a| a > 35)),
+        ),
+        (
+            "urn:example:custom:age le 31",
+            Box::new(|p| p.age.is_some_and(|a| a <= 31)),
+        ),
+        (
+            r#"(userName eq "bob" or userName eq "dave") and not (active eq true)"#,
+            Box::new(|p| p.user_name == "bob"),
+        ),
+        (
+            r#"meta.created gt "2000-01-01T00:00:00Z""#,
+            Box::new(|_| true),
+        ),
+        (
+            r#"meta.lastModified lt "2000-01-01T00:00:00Z""#,
+            Box::new(|_| false),
+        ),
+        (r#"nickName eq "nobody""#, Box::new(|_| false)),
+    ];
+    for (filter, model) in cases {
+        let path = format!("/foo/Users?count=100&filter={}", enc(filter));
+        let reply = scim(&app, &t, Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{filter}: {}", reply.text);
+        let got: BTreeSet<String> = reply.json["Resources"]
+            .as_array()
+            .expect("Resources")
+            .iter()
+            .map(|r| r["userName"].as_str().expect("userName").to_owned())
+            .collect();
+        let expected: BTreeSet<String> = PEOPLE
+            .iter()
+            .filter(|p| model(p))
+            .map(|p| p.user_name.to_owned())
+            .collect();
+        assert_eq!(got, expected, "filter {filter}");
+        assert_eq!(
+            reply.json["totalResults"],
+            expected.len(),
+            "filter {filter}"
+        );
+    }
+}
+
+async fn index_paging_with_inserts_between_pages_has_no_gaps_or_duplicates(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let mut before = BTreeSet::new();
+    for i in 0..10 {
+        before.insert(user_named(&app, &t, "foo", &format!("user{i:02}")).await);
+    }
+    let mut seen = Vec::new();
+    let mut start = 1;
+    loop {
+        let reply = scim(
+            &app,
+            &t,
+            Method::GET,
+            &format!("/foo/Users?startIndex={start}&count=3"),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json["startIndex"], start);
+        let page = reply.json["Resources"].as_array().expect("page").clone();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(
+            page.iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        user_named(&app, &t, "foo", &format!("late{start:02}")).await;
+        start += 3;
+    }
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a user was listed twice");
+    assert!(
+        before.is_subset(&unique),
+        "a user present from the start was skipped"
+    );
+}
+
+async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    user_named(&app, &t, "foo", "ada").await;
+    let before = app.fingerprint().await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Users",
+        Some(json!({"userName": "ada"})),
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::CONFLICT, Some("uniqueness"), "");
+    assert_eq!(app.fingerprint().await, before);
+    // The same userName in another source is another user.
+    let bar = token(&app, "bar").await;
+    user_named(&app, &bar, "bar", "ada").await;
+}
+
+async fn entra_test_connection_filter_on_a_random_value_answers_an_empty_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    user_named(&app, &t, "foo", "someone").await;
+    let path = format!(
+        "/foo/Users?filter={}",
+        enc(r#"userName eq "6f1a7b2c-5d3e-4f60-9a8b-7c6d5e4f3a2b""#)
+    );
+    let reply = scim(&app, &t, Method::GET, &path, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type, "application/scim+json");
+    assert_eq!(reply.json["totalResults"], 0);
+    assert_eq!(reply.json["Resources"], json!([]));
+    assert_eq!(
+        reply.json["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+    );
+}
+
+async fn patch_op_names_ignore_case_and_boolean_strings_are_read(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let id = user_named(&app, &t, "foo", "ada").await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Users/{id}"),
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "Replace", "path": "active", "value": "False"},
+                           {"op": "Add", "path": "title", "value": "Engineer"}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["active"], false);
+    assert_eq!(reply.json["title"], "Engineer");
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND NOT active",
+            &[&id]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM change WHERE resource_id = $1 AND kind = 11",
+            &[&id]
+        )
+        .await,
+        1,
+        "the deactivation is on the feed"
+    );
+}
+
+async fn no_path_replace_takes_dotted_and_urn_keys(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let id = user_named(&app, &t, "foo", "ada").await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Users/{id}"),
+        Some(json!({
+            "Operations": [{"op": "replace", "value": {
+                "name.givenName": "Ada",
+                "displayName": "Ada L",
+                format!("{ENTERPRISE}:department"): "R&D"
+            }}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["name"]["givenName"], "Ada");
+    assert_eq!(reply.json[ENTERPRISE]["department"], "R&D");
+    assert_eq!(
+        app.text("SELECT displayname FROM resource WHERE id = $1", &[&id])
+            .await
+            .as_deref(),
+        Some("Ada L")
+    );
+}
+
+async fn group_patch_adds_and_removes_only_the_members_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        users.push(user_named(&app, &t, "foo", &format!("u{i}")).await);
+    }
+    let group = create_group(
+        &app,
+        &t,
+        "foo",
+        "Engineering",
+        &[&users[0], &users[1], &users[2]],
+    )
+    .await;
+    assert_eq!(
+        members(&app, &group).await,
+        set(&[&users[0], &users[1], &users[2]])
+    );
+    let changes_before = app.scalar("SELECT count(*) FROM change", &[]).await;
+    let reply = scim(&app, &t, Method::PATCH, &format!("/foo/Groups/{group}"), Some(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": users[3]}, {"value": users[4]}]},
+            {"op": "remove", "path": "members", "value": [{"value": users[0]}]}
+        ]
+    }))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert!(reply.text.is_empty());
+    assert_eq!(
+        members(&app, &group).await,
+        set(&[&users[1], &users[2], &users[3], &users[4]])
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM change", &[]).await - changes_before,
+        3,
+        "one change per member added or removed, none for the others"
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM operation WHERE type = 'partial-update' AND added = 2 AND removed = 1",
+            &[]
+        )
+        .await,
+        1
+    );
+    // Adding members already there and removing absent ones changes nothing.
+    let before = app.scalar("SELECT count(*) FROM change", &[]).await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": users[3]}]},
+                {"op": "remove", "path": "members", "value": [{"value": users[0]}]}
+            ]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.scalar("SELECT count(*) FROM change", &[]).await, before);
+}
+
+async fn entra_remove_of_members_with_a_value_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let a = user_named(&app, &t, "foo", "a").await;
+    let b = user_named(&app, &t, "foo", "b").await;
+    let group = create_group(&app, &t, "foo", "G", &[&a, &b]).await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [{"op": "Remove", "path": "members", "value": [{"value": a}]}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(members(&app, &group).await, set(&[&b]));
+}
+
+async fn remove_of_members_with_a_value_filter(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let a = user_named(&app, &t, "foo", "a").await;
+    let b = user_named(&app, &t, "foo", "b").await;
+    let group = create_group(&app, &t, "foo", "G", &[&a, &b]).await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [{"op": "remove", "path": format!("members[value eq \"{b}\"]")}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(members(&app, &group).await, set(&[&a]));
+}
+
+async fn okta_replace_of_members_is_a_full_push(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let a = user_named(&app, &t, "foo", "a").await;
+    let b = user_named(&app, &t, "foo", "b").await;
+    let c = user_named(&app, &t, "foo", "c").await;
+    let group = create_group(&app, &t, "foo", "G", &[&a, &b]).await;
+    let reply = scim(&app, &t, Method::PATCH, &format!("/foo/Groups/{group}"), Some(json!({
+        "Operations": [{"op": "replace", "path": "members", "value": [{"value": b}, {"value": c}]}]
+    }))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(members(&app, &group).await, set(&[&b, &c]));
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM operation WHERE type = 'full-update' AND status = 'complete' \
+             AND added = 1 AND removed = 1",
+            &[]
+        )
+        .await,
+        1
+    );
+}
+
+async fn okta_no_path_group_replace_with_id_and_display_name(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let group = create_group(&app, &t, "foo", "Old", &[]).await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [{"op": "replace", "value": {"id": group, "displayName": "New"}}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(
+        app.text("SELECT displayname FROM resource WHERE id = $1", &[&group])
+            .await
+            .as_deref(),
+        Some("New")
+    );
+}
+
+async fn a_push_that_would_empty_a_large_group_is_held_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let group = create_group(&app, &t, "foo", "Big", &[]).await;
+    let mut users = Vec::new();
+    for i in 0..120 {
+        users.push(user_named(&app, &t, "foo", &format!("u{i:03}")).await);
+    }
+    let value: Vec<Value> = users.iter().map(|u| json!({"value": u})).collect();
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [{"op": "add", "path": "members", "value": value}]
+        })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(members(&app, &group).await.len(), 120);
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+            "Operations": [{"op": "replace", "path": "members", "value": []}]
+        })),
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::CONFLICT, None, "held for approval");
+    assert_eq!(
+        members(&app, &group).await.len(),
+        120,
+        "nothing was removed"
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM operation WHERE status = 'pending'",
+            &[]
+        )
+        .await,
+        1
+    );
+}
+
+async fn excluded_members_are_not_read(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let a = user_named(&app, &t, "foo", "a").await;
+    let group = create_group(&app, &t, "foo", "Ops Team", &[&a]).await;
+    let path = format!(
+        "/foo/Groups?excludedAttributes=members&filter={}",
+        enc(r#"displayName eq "ops team""#)
+    );
+    let reply = scim(&app, &t, Method::GET, &path, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["totalResults"], 1);
+    assert_eq!(reply.json["Resources"][0]["id"], group.as_str());
+    assert!(reply.json["Resources"][0].get("members").is_none());
+    let full = scim(&app, &t, Method::GET, &format!("/foo/Groups/{group}"), None).await;
+    assert_eq!(full.json["members"][0]["value"], a.as_str());
+    assert_eq!(full.json["members"][0]["type"], "User");
+    let filtered = format!(
+        "/foo/Groups?filter={}",
+        enc(&format!(r#"members[value eq "{a}"]"#))
+    );
+    let reply = scim(&app, &t, Method::GET, &filtered, None).await;
+    assert_eq!(reply.json["totalResults"], 1, "{}", reply.text);
+}
+
+async fn if_match_with_an_old_version_is_412(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let id = user_named(&app, &t, "foo", "ada").await;
+    let read = scim(&app, &t, Method::GET, &format!("/foo/Users/{id}"), None).await;
+    let version = read.json["meta"]["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let patch =
+        |title: &str| json!({"Operations": [{"op": "replace", "path": "title", "value": title}]});
+    let request = |body: Value| {
+        axum::http::Request::builder()
+            .method(Method::PATCH)
+            .uri(format!("/scim/v2/foo/Users/{id}"))
+            .header("authorization", format!("Bearer {t}"))
+            .header("content-type", "application/scim+json")
+            .header("if-match", version.clone())
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("request")
+    };
+    let first = app.send_raw(request(patch("one"))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let before = app.fingerprint().await;
+    let second = app.send_raw(request(patch("two"))).await;
+    assert_scim_error(&second, StatusCode::PRECONDITION_FAILED, None, "If-Match");
+    assert_eq!(app.fingerprint().await, before);
+}
+
+async fn a_token_bound_to_foo_cannot_read_or_write_bar(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let foo_token = token(&app, "foo").await;
+    let bar = token(&app, "bar").await;
+    let id = user_named(&app, &bar, "bar", "bob").await;
+    let before = app.fingerprint().await;
+    for (method, path, body) in [
+        (Method::GET, "/bar/Users".to_owned(), None),
+        (Method::GET, format!("/bar/Users/{id}"), None),
+        (
+            Method::POST,
+            "/bar/Users".to_owned(),
+            Some(json!({"userName": "mallory"})),
+        ),
+        (Method::DELETE, format!("/bar/Users/{id}"), None),
+    ] {
+        let reply = scim(&app, &foo_token, method, &path, body).await;
+        assert_scim_error(&reply, StatusCode::FORBIDDEN, None, "bar");
+    }
+    // Through its own base, bar's user does not exist for foo either.
+    let reply = scim(
+        &app,
+        &foo_token,
+        Method::GET,
+        &format!("/foo/Users/{id}"),
+        None,
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::NOT_FOUND, None, "foo");
+    assert_eq!(app.fingerprint().await, before);
+}
+
+async fn bad_requests_answer_scim_errors_and_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let id = user_named(&app, &t, "foo", "ada").await;
+    let before = app.fingerprint().await;
+    let bad_filter = format!("/foo/Users?filter={}", enc("userName eq"));
+    assert_scim_error(
+        &scim(&app, &t, Method::GET, &bad_filter, None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidFilter"),
+        "expected a value",
+    );
+    let list_filter = format!("/foo/Users?filter={}", enc("name[givenName eq \"x\"]"));
+    assert_scim_error(
+        &scim(&app, &t, Method::GET, &list_filter, None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidFilter"),
+        "multi-valued",
+    );
+    assert_scim_error(
+        &scim(&app, &t, Method::GET, "/foo/Users?count=ten", None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        "count",
+    );
+    assert_scim_error(
+        &scim(
+            &app,
+            &t,
+            Method::POST,
+            "/foo/Users",
+            Some(json!({"displayName": "x"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        "userName",
+    );
+    assert_scim_error(
+        &scim(
+            &app,
+            &t,
+            Method::PATCH,
+            &format!("/foo/Users/{id}"),
+            Some(json!({"Operations": [{"op": "jump", "path": "title"}]})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidSyntax"),
+        "jump",
+    );
+    let group = create_group(&app, &t, "foo", "G", &[]).await;
+    let before_group = app.fingerprint().await;
+    let stranger = uuid::Uuid::now_v7().to_string();
+    assert_scim_error(
+        &scim(&app, &t, Method::PATCH, &format!("/foo/Groups/{group}"),
+              Some(json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": stranger}]}]}))).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        &stranger,
+    );
+    assert_eq!(app.fingerprint().await, before_group);
+    let no_token = app
+        .call_as(None, Method::GET, "/scim/v2/foo/Users", None)
+        .await;
+    assert_scim_error(&no_token, StatusCode::UNAUTHORIZED, None, "token");
+    let read_token = app.token("reader", &[Scope::Read], None).await;
+    let wrong_scope = app
+        .call_as(Some(&read_token), Method::GET, "/scim/v2/foo/Users", None)
+        .await;
+    assert_scim_error(&wrong_scope, StatusCode::FORBIDDEN, None, "scim");
+    let _ = before;
+}
