@@ -29,6 +29,7 @@ pub struct AttrPath {
 }
 
 impl AttrPath {
+    #[cfg(test)]
     pub fn new(name: &str, sub: Option<&str>) -> Self {
         Self {
             schema: None,
@@ -107,11 +108,6 @@ impl CompareOp {
     /// Whether the operator is one of the substring operators, which take strings only.
     pub fn is_substring(self) -> bool {
         matches!(self, Self::Co | Self::Sw | Self::Ew)
-    }
-
-    /// Whether the operator orders values, which booleans and null do not have.
-    pub fn is_ordering(self) -> bool {
-        matches!(self, Self::Gt | Self::Ge | Self::Lt | Self::Le)
     }
 }
 
@@ -286,6 +282,9 @@ pub fn resolve(ty: ScimType, filter: &Filter) -> Result<Cond, InvalidInput> {
         Filter::Not(a) => Cond::Not(Box::new(resolve(ty, a)?)),
         Filter::Present(path) => match place(ty, path)? {
             Place::Single(attr) => Cond::Present(attr),
+            Place::List(List::Members, None) => {
+                Cond::Any(List::Members, Box::new(Cond::Present(Attr::MemberId)))
+            }
             Place::List(list, None) => {
                 Cond::Any(list, Box::new(Cond::Present(Attr::Element(None))))
             }
@@ -295,7 +294,10 @@ pub fn resolve(ty: ScimType, filter: &Filter) -> Result<Cond, InvalidInput> {
         Filter::Compare(path, op, value) => match place(ty, path)? {
             Place::Single(attr) => compare(attr, *op, value)?,
             Place::List(list, sub) => {
-                let sub = sub.unwrap_or_else(|| element(&list, None));
+                let sub = match sub {
+                    Some(sub) => sub,
+                    None => element(&list, None)?,
+                };
                 Cond::Any(list, Box::new(compare(sub, *op, value)?))
             }
             Place::Nowhere => Cond::Never,
@@ -342,15 +344,18 @@ fn element_attr(list: &List, path: &AttrPath) -> Result<Attr, InvalidInput> {
             "{path} inside a value filter: name a sub-attribute of the value, such as type or value"
         )));
     }
-    Ok(element(list, Some(&path.name)))
+    element(list, Some(&path.name))
 }
 
-fn element(list: &List, sub: Option<&str>) -> Attr {
+fn element(list: &List, sub: Option<&str>) -> Result<Attr, InvalidInput> {
     let sub = sub.unwrap_or("value");
     match list {
-        List::Members if sub.eq_ignore_ascii_case("value") => Attr::MemberId,
-        List::Members if sub.eq_ignore_ascii_case("display") => Attr::MemberDisplay,
-        _ => Attr::Element(Some(canonical(sub))),
+        List::Members if sub.eq_ignore_ascii_case("value") => Ok(Attr::MemberId),
+        List::Members if sub.eq_ignore_ascii_case("display") => Ok(Attr::MemberDisplay),
+        List::Members => Err(InvalidInput::new(format!(
+            "members.{sub} cannot be filtered on: a member filter takes value or display"
+        ))),
+        List::Doc(_) => Ok(Attr::Element(Some(canonical(sub)))),
     }
 }
 
@@ -400,12 +405,12 @@ fn place(ty: ScimType, path: &AttrPath) -> Result<Place, InvalidInput> {
     match ty {
         ScimType::Group if name == "members" => Ok(Place::List(
             List::Members,
-            sub.map(|s| element(&List::Members, Some(&s))),
+            sub.map(|s| element(&List::Members, Some(&s))).transpose()?,
         )),
         ScimType::Group => Ok(Place::Nowhere),
         ScimType::User if USER_LISTS.contains(&name.as_str()) && name != "groups" => {
             let list = List::Doc(vec![name]);
-            let sub = sub.map(|s| element(&list, Some(&s)));
+            let sub = sub.map(|s| element(&list, Some(&s))).transpose()?;
             Ok(Place::List(list, sub))
         }
         ScimType::User if name == "groups" => Err(InvalidInput::new(
@@ -491,6 +496,19 @@ pub struct ScimWrite {
     pub displayname: Option<String>,
     pub active: Option<bool>,
     pub doc: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Members to add to a group and members to remove from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberEdit {
+    pub add: Vec<super::ResourceId>,
+    pub remove: Vec<super::ResourceId>,
+}
+
+impl MemberEdit {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// A list request: the filter, the order and the page (0-based offset).

@@ -74,6 +74,14 @@ pub(super) trait Conn: Send {
         actor: &crate::domain::token::Actor,
         new: &crate::domain::resource::NewResource,
     ) -> StoreResult<crate::domain::resource::Resource>;
+    /// Whether a live user of `source` other than `except` has `name` as its identifier, without
+    /// regard to case.
+    async fn user_name_taken(
+        &mut self,
+        source: &str,
+        name: &str,
+        except: Option<ResourceId>,
+    ) -> StoreResult<bool>;
     /// A resource's SCIM document (empty when it has none).
     async fn scim_doc(
         &mut self,
@@ -190,6 +198,24 @@ macro_rules! impl_conn {
                 new: &crate::domain::resource::NewResource,
             ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
                 <$store>::insert_resource(self, actor, new).await
+            }
+
+            async fn user_name_taken(
+                &mut self,
+                source: &str,
+                name: &str,
+                except: Option<crate::domain::ResourceId>,
+            ) -> crate::store::StoreResult<bool> {
+                let taken: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND type = 1 \
+                     AND NOT deleted AND lower(identifier) = lower($2) AND id <> $3)",
+                )
+                .bind(source)
+                .bind(name)
+                .bind(except.map_or(uuid::Uuid::nil(), |id| id.0))
+                .fetch_one(&mut **self)
+                .await?;
+                Ok(taken)
             }
 
             async fn scim_doc(

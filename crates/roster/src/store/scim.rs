@@ -9,7 +9,7 @@ use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::lifecycle::Policy;
 use crate::domain::resource::{NewResource, Resource, ResourcePatch};
-use crate::domain::scim::{ScimRecord, ScimType, ScimWrite};
+use crate::domain::scim::{MemberEdit, ScimRecord, ScimType, ScimWrite};
 use crate::domain::token::Actor;
 use crate::domain::ResourceId;
 use async_trait::async_trait;
@@ -31,33 +31,48 @@ pub trait ScimStore: Send + Sync {
     /// One live user or group of `source`.
     async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
         -> StoreResult<ScimRecord>;
-    /// The active members of a group in member-id order, after `after`, at most `limit`: each
-    /// member's id, its name in the group, and whether it is a group.
+    /// The active members of a group in member-id order, at most `limit`: each member's id, its
+    /// name in the group, and whether it is a group.
     async fn scim_members(
         &self,
         group: ResourceId,
-        after: Option<ResourceId>,
         limit: i64,
     ) -> StoreResult<Vec<(ResourceId, Option<String>, bool)>>;
-    async fn scim_create(&self, actor: &Actor, write: &ScimWrite) -> StoreResult<ScimRecord>;
-    /// Replaces the attributes of a live user or group of `write.source_system`.
+    /// Creates a user or group (with its members), in one transaction.
+    async fn scim_create(
+        &self,
+        actor: &Actor,
+        write: &ScimWrite,
+        members: &[ResourceId],
+    ) -> StoreResult<ScimRecord>;
+    /// Replaces the attributes of a live user or group of `write.source_system` (and edits a
+    /// group's members), in one transaction, unless it changed since version `expected`.
     async fn scim_replace(
         &self,
         actor: &Actor,
         id: ResourceId,
         write: &ScimWrite,
+        edit: &MemberEdit,
         expected: Option<chrono::DateTime<chrono::Utc>>,
         policy: &Policy,
-    ) -> StoreResult<ScimRecord>;
-    /// Adds and removes members of a live group of `source`, as one partial-update operation.
+    ) -> StoreResult<()>;
+    /// Adds and removes members of a live group of `source`, as one partial-update operation,
+    /// unless the group changed since version `expected`.
     async fn scim_edit_members(
         &self,
         actor: &Actor,
         source: &str,
         group: ResourceId,
-        add: &[ResourceId],
-        remove: &[ResourceId],
-    ) -> StoreResult<crate::domain::operation::Operation>;
+        edit: &MemberEdit,
+        expected: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<()>;
+    /// Refuses members that are not live users or groups of the group's source.
+    async fn scim_check_members(
+        &self,
+        source: &str,
+        group: ResourceId,
+        members: &[ResourceId],
+    ) -> StoreResult<()>;
 }
 
 fn not_found(ty: ScimType, id: ResourceId, source: &str) -> StoreError {
@@ -74,6 +89,54 @@ pub(super) fn check_scim(resource: &Resource, ty: ScimType, source: &str) -> Sto
         || resource.source_system != source
     {
         return Err(not_found(ty, resource.id, source));
+    }
+    Ok(())
+}
+
+/// Refuses a write based on a version older than the stored one.
+pub(super) fn check_version(
+    current: &Resource,
+    ty: ScimType,
+    expected: Option<chrono::DateTime<chrono::Utc>>,
+) -> StoreResult<()> {
+    if expected.is_some_and(|at| at != current.modified) {
+        return Err(StoreError::Stale(format!(
+            "{} {} changed since it was read; read it again and retry",
+            ty.name(),
+            current.id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a `userName` another live user of the source has, without regard to case (SCIM's
+/// uniqueness of `userName`); holds the name for the transaction.
+async fn check_user_name<C: Conn>(
+    conn: &mut C,
+    write: &ScimWrite,
+    except: Option<ResourceId>,
+) -> StoreResult<()> {
+    let Some(name) = write.identifier.as_deref() else {
+        return Ok(());
+    };
+    if write.ty != ScimType::User {
+        return Ok(());
+    }
+    conn.serialize(&format!(
+        "scim-user-name:{}:{}",
+        write.source_system,
+        name.to_lowercase()
+    ))
+    .await?;
+    if conn
+        .user_name_taken(&write.source_system, name, except)
+        .await?
+    {
+        return Err(StoreError::Conflict(format!(
+            "userName {name:?} is taken by another user of source system {:?} (compared \
+             without regard to case)",
+            write.source_system
+        )));
     }
     Ok(())
 }
@@ -98,16 +161,17 @@ pub(super) async fn create<C: Conn>(
         expires_at: None,
     };
     new.validate()?;
-    let resource = conn.insert_resource(actor, &new).await?;
-    conn.write_scim_doc(resource.id, &write.doc).await?;
+    check_user_name(conn, write, None).await?;
+    let created = conn.insert_resource(actor, &new).await?;
+    conn.write_scim_doc(created.id, &write.doc).await?;
     Ok(ScimRecord {
-        resource,
+        resource: conn.get(created.id).await?,
         doc: write.doc.clone(),
     })
 }
 
-/// Replaces a user's or group's attributes and document; a change of the document alone is
-/// recorded as an update of `scim`.
+/// Replaces a user's or group's attributes and document, unless it changed since `expected`; a
+/// change of the document alone is recorded as an update of `scim`.
 pub(super) async fn replace<C: Conn>(
     conn: &mut C,
     actor: &Actor,
@@ -115,16 +179,12 @@ pub(super) async fn replace<C: Conn>(
     write: &ScimWrite,
     expected: Option<chrono::DateTime<chrono::Utc>>,
     policy: &Policy,
-) -> StoreResult<ScimRecord> {
+) -> StoreResult<()> {
     lifecycle_sync::prepare(conn, id).await?;
     let current = conn.lock(id).await?;
     check_scim(&current, write.ty, &write.source_system)?;
-    if expected.is_some_and(|at| at != current.modified) {
-        return Err(StoreError::Stale(format!(
-            "{} {id} changed since it was read; read it again and retry",
-            write.ty.name()
-        )));
-    }
+    check_version(&current, write.ty, expected)?;
+    check_user_name(conn, write, Some(id)).await?;
     let patch = ResourcePatch {
         // A group's identifier is its source's key, which SCIM does not carry: it stays.
         identifier: (write.ty == ScimType::User).then(|| write.identifier.clone()),
@@ -133,16 +193,16 @@ pub(super) async fn replace<C: Conn>(
         active: write.active,
         ..ResourcePatch::default()
     };
-    let mut resource = lifecycle_sync::update(conn, actor, id, &patch, policy).await?;
+    let updated = lifecycle_sync::update(conn, actor, id, &patch, policy).await?;
     let old = conn.scim_doc(id).await?;
     if old != write.doc {
-        if resource == current {
+        if updated == current {
             let record = AuditRecord::new("resource.update", target::resource(id))
                 .with_detail(serde_json::json!({ "changed": ["scim"] }));
             conn.audit(actor, record).await?;
         }
         conn.write_scim_doc(id, &write.doc).await?;
-        resource = conn.get(id).await?;
+        let resource = conn.get(id).await?;
         let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &resource).with_attrs(
             serde_json::json!({
                 "scim": { "old": Value::Object(old), "new": Value::Object(write.doc.clone()) }
@@ -150,26 +210,27 @@ pub(super) async fn replace<C: Conn>(
         );
         conn.log_change(actor, change).await?;
     }
-    Ok(ScimRecord {
-        resource,
-        doc: write.doc.clone(),
-    })
+    Ok(())
 }
 
-/// The distinct ids of `ids`, in order, refusing more than [`MAX_MEMBERS_PER_EDIT`].
-pub(super) fn distinct(ids: &[ResourceId]) -> StoreResult<Vec<ResourceId>> {
-    let mut out: Vec<ResourceId> = ids.to_vec();
-    out.sort();
-    out.dedup();
-    if out.len() > MAX_MEMBERS_PER_EDIT {
+/// The distinct ids of an edit, refusing more than [`MAX_MEMBERS_PER_EDIT`] in all.
+pub(super) fn distinct(edit: &MemberEdit) -> StoreResult<(Vec<ResourceId>, Vec<ResourceId>)> {
+    let sorted = |ids: &[ResourceId]| {
+        let mut out = ids.to_vec();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let (add, remove) = (sorted(&edit.add), sorted(&edit.remove));
+    if add.len() + remove.len() > MAX_MEMBERS_PER_EDIT {
         return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
             format!(
                 "{} members named in one request; the limit is {MAX_MEMBERS_PER_EDIT}",
-                out.len()
+                add.len() + remove.len()
             ),
         )));
     }
-    Ok(out)
+    Ok((add, remove))
 }
 
 /// A document read back from the database.
@@ -182,6 +243,108 @@ pub(super) fn doc_of(value: Option<sqlx::types::Json<Map<String, Value>>>) -> Ma
 /// `$row`.
 macro_rules! impl_scim_store {
     ($store:ty, $db:ty, $dialect:expr, $row:ty) => {
+        impl $store {
+            /// The named members that are not live users or groups of the group's source.
+            async fn scim_invalid_members(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                step: &crate::store::scim_sql::MemberStep<'_>,
+                ids: &[crate::domain::ResourceId],
+            ) -> crate::store::StoreResult<()> {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let mut check = sqlx::QueryBuilder::<$db>::new("");
+                crate::store::scim_sql::push_invalid_members(&mut check, step, ids);
+                let invalid: Vec<uuid::Uuid> =
+                    check.build_query_scalar().fetch_all(&mut **tx).await?;
+                if invalid.is_empty() {
+                    Ok(())
+                } else {
+                    Err(crate::store::scim::invalid_members(&invalid, step.source))
+                }
+            }
+
+            /// Edits a group's members in the caller's transaction, as one partial-update
+            /// operation (none when the edit is empty), with a change record per membership
+            /// that changed; the group's version moves when one did.
+            async fn scim_members_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                actor: &crate::domain::token::Actor,
+                source: &str,
+                group: crate::domain::ResourceId,
+                edit: &crate::domain::scim::MemberEdit,
+                expected: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> crate::store::StoreResult<()> {
+                use crate::store::resource_sync::Conn;
+                use crate::store::scim_sql as ssql;
+                let (add, remove) = crate::store::scim::distinct(edit)?;
+                tx.serialize(&group.to_string()).await?;
+                let current = tx.get(group).await?;
+                let ty = crate::domain::scim::ScimType::Group;
+                crate::store::scim::check_scim(&current, ty, source)?;
+                crate::store::scim::check_version(&current, ty, expected)?;
+                if add.is_empty() && remove.is_empty() {
+                    return Ok(());
+                }
+                let op = <$store>::insert_operation(
+                    tx,
+                    actor,
+                    crate::domain::operation::OperationType::PartialUpdate,
+                    Some(group),
+                    Some(source),
+                )
+                .await?;
+                let step = ssql::MemberStep {
+                    group,
+                    op,
+                    at: crate::store::now(),
+                    source,
+                    token: Some(actor.token_name.as_str()),
+                };
+                Self::scim_invalid_members(tx, &step, &add).await?;
+                let mut counts = crate::domain::operation::OperationCounts::default();
+                if !add.is_empty() {
+                    let mut fresh = sqlx::QueryBuilder::<$db>::new("");
+                    ssql::push_count_fresh(&mut fresh, &step, &add);
+                    let (added, reactivated): (i64, i64) =
+                        fresh.build_query_as().fetch_one(&mut **tx).await?;
+                    for statement in ssql::add_statements($dialect) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        statement(&mut q, &step, &add);
+                        q.build().execute(&mut **tx).await?;
+                    }
+                    counts.added = added;
+                    counts.reactivated = reactivated;
+                }
+                if !remove.is_empty() {
+                    let mut removed = 0;
+                    for statement in ssql::remove_statements($dialect) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        statement(&mut q, &step, &remove);
+                        removed = q.build().execute(&mut **tx).await?.rows_affected();
+                    }
+                    counts.removed = i64::try_from(removed).unwrap_or(i64::MAX);
+                }
+                if counts.added + counts.reactivated + counts.removed > 0 {
+                    sqlx::query("UPDATE resource SET modified = $2 WHERE id = $1")
+                        .bind(group)
+                        .bind(step.at)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let record = crate::domain::audit::AuditRecord::new(
+                    "operation.partial-update",
+                    crate::domain::audit::target::operation(op),
+                )
+                .with_detail(serde_json::json!({
+                    "added": add.len(), "removed": remove.len(), "via": "scim"
+                }));
+                <$store>::audit(tx, actor, record).await?;
+                <$store>::set_counts(tx, op, counts).await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl crate::store::scim::ScimStore for $store {
             async fn scim_list(
@@ -192,9 +355,8 @@ macro_rules! impl_scim_store {
             ) -> crate::store::StoreResult<(i64, Vec<crate::domain::scim::ScimRecord>)> {
                 use crate::store::scim_sql as ssql;
                 let mut tx = self.read_tx().await?;
-                let mut count = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT count(*) FROM resource r WHERE ",
-                );
+                let mut count =
+                    sqlx::QueryBuilder::<$db>::new("SELECT count(*) FROM resource r WHERE ");
                 ssql::push_scope(&mut count, $dialect, source, ty, query.cond.as_ref());
                 let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
                 let mut page = sqlx::QueryBuilder::<$db>::new(format!(
@@ -242,7 +404,6 @@ macro_rules! impl_scim_store {
             async fn scim_members(
                 &self,
                 group: crate::domain::ResourceId,
-                after: Option<crate::domain::ResourceId>,
                 limit: i64,
             ) -> crate::store::StoreResult<
                 Vec<(crate::domain::ResourceId, Option<String>, bool)>,
@@ -251,11 +412,9 @@ macro_rules! impl_scim_store {
                 let rows: Vec<(uuid::Uuid, Option<String>, bool)> = sqlx::query_as(
                     "SELECT gm.member_id, coalesce(gm.member_name, m.displayname, m.identifier), \
                      m.type = 2 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
-                     WHERE gm.group_id = $1 AND NOT gm.removed AND gm.member_id > $2 \
-                     ORDER BY gm.member_id LIMIT $3",
+                     WHERE gm.group_id = $1 AND NOT gm.removed ORDER BY gm.member_id LIMIT $2",
                 )
                 .bind(group)
-                .bind(after.map_or(uuid::Uuid::nil(), |a| a.0))
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -269,9 +428,20 @@ macro_rules! impl_scim_store {
                 &self,
                 actor: &crate::domain::token::Actor,
                 write: &crate::domain::scim::ScimWrite,
+                members: &[crate::domain::ResourceId],
             ) -> crate::store::StoreResult<crate::domain::scim::ScimRecord> {
                 let mut tx = self.write_tx().await?;
-                let record = crate::store::scim::create(&mut tx, actor, write).await?;
+                let mut record = crate::store::scim::create(&mut tx, actor, write).await?;
+                if !members.is_empty() {
+                    let edit = crate::domain::scim::MemberEdit {
+                        add: members.to_vec(),
+                        remove: Vec::new(),
+                    };
+                    let id = record.resource.id;
+                    Self::scim_members_in(&mut tx, actor, &write.source_system, id, &edit, None)
+                        .await?;
+                    record.resource = crate::store::resource_sync::Conn::get(&mut tx, id).await?;
+                }
                 <$store>::finish(tx).await?;
                 Ok(record)
             }
@@ -281,15 +451,23 @@ macro_rules! impl_scim_store {
                 actor: &crate::domain::token::Actor,
                 id: crate::domain::ResourceId,
                 write: &crate::domain::scim::ScimWrite,
+                edit: &crate::domain::scim::MemberEdit,
                 expected: Option<chrono::DateTime<chrono::Utc>>,
                 policy: &crate::domain::lifecycle::Policy,
-            ) -> crate::store::StoreResult<crate::domain::scim::ScimRecord> {
+            ) -> crate::store::StoreResult<()> {
                 let mut tx = self.write_tx().await?;
-                let record =
-                    crate::store::scim::replace(&mut tx, actor, id, write, expected, policy)
+                if !edit.is_empty() {
+                    // The group's lock first, as every membership write takes it.
+                    crate::store::resource_sync::Conn::serialize(&mut tx, &id.to_string())
                         .await?;
+                }
+                crate::store::scim::replace(&mut tx, actor, id, write, expected, policy).await?;
+                if !edit.is_empty() {
+                    Self::scim_members_in(&mut tx, actor, &write.source_system, id, edit, None)
+                        .await?;
+                }
                 <$store>::finish(tx).await?;
-                Ok(record)
+                Ok(())
             }
 
             async fn scim_edit_members(
@@ -297,77 +475,35 @@ macro_rules! impl_scim_store {
                 actor: &crate::domain::token::Actor,
                 source: &str,
                 group: crate::domain::ResourceId,
-                add: &[crate::domain::ResourceId],
-                remove: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
-                use crate::store::resource_sync::Conn;
-                use crate::store::scim_sql as ssql;
-                let add = crate::store::scim::distinct(add)?;
-                let remove = crate::store::scim::distinct(remove)?;
+                edit: &crate::domain::scim::MemberEdit,
+                expected: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> crate::store::StoreResult<()> {
                 let mut tx = self.write_tx().await?;
-                tx.serialize(&group.to_string()).await?;
-                let current = tx.get(group).await?;
-                crate::store::scim::check_scim(
-                    &current,
-                    crate::domain::scim::ScimType::Group,
-                    source,
-                )?;
-                let op = <$store>::insert_operation(
-                    &mut tx,
-                    actor,
-                    crate::domain::operation::OperationType::PartialUpdate,
-                    Some(group),
-                    Some(source),
-                )
-                .await?;
-                let step = ssql::MemberStep {
+                Self::scim_members_in(&mut tx, actor, source, group, edit, expected).await?;
+                <$store>::finish(tx).await?;
+                Ok(())
+            }
+
+            async fn scim_check_members(
+                &self,
+                source: &str,
+                group: crate::domain::ResourceId,
+                members: &[crate::domain::ResourceId],
+            ) -> crate::store::StoreResult<()> {
+                let mut tx = self.read_tx().await?;
+                let step = crate::store::scim_sql::MemberStep {
                     group,
-                    op,
+                    op: crate::domain::OperationId(0),
                     at: crate::store::now(),
                     source,
-                    token: Some(actor.token_name.as_str()),
+                    token: None,
                 };
-                let mut counts = crate::domain::operation::OperationCounts::default();
-                if !add.is_empty() {
-                    let mut check = sqlx::QueryBuilder::<$db>::new("");
-                    ssql::push_invalid_members(&mut check, &step, &add);
-                    let invalid: Vec<uuid::Uuid> =
-                        check.build_query_scalar().fetch_all(&mut *tx).await?;
-                    if !invalid.is_empty() {
-                        return Err(crate::store::scim::invalid_members(&invalid, source));
-                    }
-                    let mut fresh = sqlx::QueryBuilder::<$db>::new("");
-                    ssql::push_count_fresh(&mut fresh, &step, &add);
-                    let (added, reactivated): (i64, i64) =
-                        fresh.build_query_as().fetch_one(&mut *tx).await?;
-                    for statement in ssql::add_statements($dialect) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("");
-                        statement(&mut q, &step, &add);
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    counts.added = added;
-                    counts.reactivated = reactivated;
-                }
-                if !remove.is_empty() {
-                    let mut removed = 0;
-                    for statement in ssql::remove_statements($dialect) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("");
-                        statement(&mut q, &step, &remove);
-                        removed = q.build().execute(&mut *tx).await?.rows_affected();
-                    }
-                    counts.removed = i64::try_from(removed).unwrap_or(i64::MAX);
-                }
-                let record = crate::domain::audit::AuditRecord::new(
-                    "operation.partial-update",
-                    crate::domain::audit::target::operation(op),
-                )
-                .with_detail(serde_json::json!({
-                    "added": add.len(), "removed": remove.len(), "via": "scim"
-                }));
-                <$store>::audit(&mut tx, actor, record).await?;
-                let operation = <$store>::set_counts(&mut tx, op, counts).await?;
-                <$store>::finish(tx).await?;
-                Ok(operation)
+                let edit = crate::domain::scim::MemberEdit {
+                    add: members.to_vec(),
+                    remove: Vec::new(),
+                };
+                let (add, _) = crate::store::scim::distinct(&edit)?;
+                Self::scim_invalid_members(&mut tx, &step, &add).await
             }
         }
     };

@@ -1,7 +1,9 @@
 //! SCIM reads' SQL, shared by both backends: a resolved filter becomes a WHERE clause whose
 //! values are all bound, never spliced. Columns serve the attributes roster keeps in columns; the
-//! rest are read from the resource's SCIM document with each dialect's JSON functions. Every
-//! atom is made two-valued (`coalesce(…, false)`), so `not (…)` means what SCIM means.
+//! rest are read from the resource's SCIM document with each dialect's JSON functions. An
+//! attribute without a value makes a comparison null, which a WHERE clause takes for false, as
+//! SCIM does; under `not` the operand is made two-valued first (`NOT coalesce(…, FALSE)`). Positive
+//! comparisons stay plain (`lower(r.identifier) = lower($1)`), so that indexes serve them.
 
 use crate::domain::change::ChangeKind;
 use crate::domain::resource::ResourceType;
@@ -31,9 +33,15 @@ pub fn resource_type(ty: ScimType) -> ResourceType {
     }
 }
 
-/// A sort key: the column or document value a list is ordered by.
-pub fn sort_expression(d: Dialect, attr: &Attr) -> String {
-    text(d, attr)
+/// A sort key: the column or document value a list is ordered by, without regard to case where
+/// SCIM compares without it.
+fn sort_expression(d: Dialect, attr: &Attr) -> String {
+    match attr {
+        Attr::Id | Attr::ExternalId | Attr::Active | Attr::Created | Attr::LastModified => {
+            text(d, attr)
+        }
+        _ => format!("lower({})", text(d, attr)),
+    }
 }
 
 /// Appends `cond` to `q`.
@@ -59,8 +67,9 @@ where
             q.push(")");
         }
         Cond::Not(a) => {
-            q.push("NOT ");
+            q.push("NOT coalesce(");
             push_cond(q, d, a);
+            q.push(", FALSE)");
         }
         Cond::Never => {
             q.push("FALSE");
@@ -74,9 +83,9 @@ where
             q.push(")");
         }
         Cond::Compare(attr, op, value) => {
-            q.push("coalesce(");
+            q.push("(");
             push_compare(q, d, attr, *op, value);
-            q.push(", FALSE)");
+            q.push(")");
         }
     }
 }
@@ -238,7 +247,10 @@ fn column(attr: &Attr) -> &'static str {
         Attr::Created => "r.created",
         Attr::LastModified => "r.modified",
         Attr::MemberId => "gm.member_id",
-        Attr::MemberDisplay => "gm.member_name",
+        Attr::MemberDisplay => {
+            "(SELECT coalesce(gm.member_name, m.displayname, m.identifier) FROM resource m \
+             WHERE m.id = gm.member_id)"
+        }
         Attr::Doc(_) | Attr::Element(_) => "NULL",
     }
 }
@@ -266,12 +278,11 @@ fn json(d: Dialect, attr: &Attr) -> Option<String> {
         (Attr::Element(Some(sub)), Dialect::Postgres) => {
             format!("(e.value -> {})", quote(sub))
         }
-        (Attr::Element(Some(sub)), Dialect::Sqlite) => {
-            format!(
-                "json_extract(e.value, {})",
-                json_path(d, std::slice::from_ref(sub))
-            )
-        }
+        // A list may hold plain values, which are not JSON documents to look into.
+        (Attr::Element(Some(sub)), Dialect::Sqlite) => format!(
+            "CASE WHEN e.type = 'object' THEN json_extract(e.value, {}) END",
+            json_path(d, std::slice::from_ref(sub))
+        ),
         (Attr::Element(None), _) => "e.value".to_owned(),
         _ => return None,
     })
@@ -282,17 +293,15 @@ fn quote(name: &str) -> String {
     format!("'{}'", name.replace('\'', ""))
 }
 
-/// The attribute as text.
+/// The attribute as text: a string value only, on both backends.
 fn text(d: Dialect, attr: &Attr) -> String {
     match (json(d, attr), d) {
-        (Some(j), Dialect::Postgres) => format!("({j} #>> '{{}}')"),
-        (Some(_), Dialect::Sqlite) if matches!(attr, Attr::Element(None)) => {
-            "CASE WHEN e.type = 'text' THEN e.value END".to_owned()
+        (Some(j), Dialect::Postgres) => {
+            format!("(CASE WHEN jsonb_typeof({j}) = 'string' THEN {j} #>> '{{}}' END)")
         }
-        (Some(j), Dialect::Sqlite) => format!(
-            "CASE WHEN json_type({}) = 'text' THEN {j} END",
-            json_type_args(d, attr)
-        ),
+        (Some(j), Dialect::Sqlite) => {
+            format!("(CASE WHEN {} = 'text' THEN {j} END)", json_kind(d, attr))
+        }
         (None, _) => column(attr).to_owned(),
     }
 }
@@ -301,7 +310,9 @@ fn text(d: Dialect, attr: &Attr) -> String {
 fn json_type_args(d: Dialect, attr: &Attr) -> String {
     match attr {
         Attr::Doc(keys) => format!("r.scim, {}", json_path(d, keys)),
-        Attr::Element(Some(sub)) => format!("e.value, {}", json_path(d, std::slice::from_ref(sub))),
+        Attr::Element(Some(sub)) => {
+            format!("e.value, {}", json_path(d, std::slice::from_ref(sub)))
+        }
         _ => "NULL".to_owned(),
     }
 }
@@ -311,6 +322,10 @@ fn json_type_args(d: Dialect, attr: &Attr) -> String {
 fn json_kind(d: Dialect, attr: &Attr) -> String {
     match (d, attr) {
         (Dialect::Sqlite, Attr::Element(None)) => "e.type".to_owned(),
+        (Dialect::Sqlite, Attr::Element(Some(_))) => format!(
+            "CASE WHEN e.type = 'object' THEN json_type({}) END",
+            json_type_args(d, attr)
+        ),
         (Dialect::Sqlite, _) => format!("json_type({})", json_type_args(d, attr)),
         (Dialect::Postgres, _) => format!(
             "jsonb_typeof({})",

@@ -18,6 +18,7 @@ on_both_backends!(
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
     no_path_replace_takes_dotted_and_urn_keys,
+    entra_add_through_a_value_filter_path_creates_the_value,
     group_patch_adds_and_removes_only_the_members_named,
     entra_remove_of_members_with_a_value_list,
     remove_of_members_with_a_value_filter,
@@ -492,7 +493,26 @@ async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {
     )
     .await;
     assert_scim_error(&reply, StatusCode::CONFLICT, Some("uniqueness"), "");
+    let reply = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Users",
+        Some(json!({"userName": "ADA"})),
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::CONFLICT, Some("uniqueness"), "ADA");
     assert_eq!(app.fingerprint().await, before);
+    let other = user_named(&app, &t, "foo", "grace").await;
+    let renamed = scim(
+        &app,
+        &t,
+        Method::PUT,
+        &format!("/foo/Users/{other}"),
+        Some(json!({"userName": "Ada"})),
+    )
+    .await;
+    assert_scim_error(&renamed, StatusCode::CONFLICT, Some("uniqueness"), "Ada");
     // The same userName in another source is another user.
     let bar = token(&app, "bar").await;
     user_named(&app, &bar, "bar", "ada").await;
@@ -553,6 +573,39 @@ async fn patch_op_names_ignore_case_and_boolean_strings_are_read(backend: Backen
         1,
         "the deactivation is on the feed"
     );
+}
+
+async fn entra_add_through_a_value_filter_path_creates_the_value(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let id = create_user(
+        &app,
+        &t,
+        "foo",
+        json!({"userName": "ada", "roles": ["admin", "ops"]}),
+    )
+    .await;
+    let reply = scim(&app, &t, Method::PATCH, &format!("/foo/Users/{id}"), Some(json!({
+        "Operations": [{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "ada@corp.com"},
+                       {"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"}]
+    }))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json["emails"],
+        json!([{"type": "work", "value": "ada@corp.com"}])
+    );
+    assert_eq!(reply.json["phoneNumbers"][0]["value"], "+1 555");
+    // A list of plain values is filtered like any other, on both backends.
+    for (filter, expected) in [
+        (r#"emails[type eq "work"].value eq "ADA@corp.com""#, 1),
+        (r#"roles[type eq "x"]"#, 0),
+        (r#"roles pr"#, 1),
+    ] {
+        let path = format!("/foo/Users?filter={}", enc(filter));
+        let reply = scim(&app, &t, Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{filter}: {}", reply.text);
+        assert_eq!(reply.json["totalResults"], expected, "{filter}");
+    }
 }
 
 async fn no_path_replace_takes_dotted_and_urn_keys(backend: Backend) {
@@ -828,6 +881,38 @@ async fn if_match_with_an_old_version_is_412(backend: Backend) {
             .body(axum::body::Body::from(body.to_string()))
             .expect("request")
     };
+    let group = create_group(&app, &t, "foo", "G", &[]).await;
+    let group_version = scim(&app, &t, Method::GET, &format!("/foo/Groups/{group}"), None)
+        .await
+        .json["meta"]["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let add = |member: &str| {
+        axum::http::Request::builder()
+            .method(Method::PATCH)
+            .uri(format!("/scim/v2/foo/Groups/{group}"))
+            .header("authorization", format!("Bearer {t}"))
+            .header("if-match", group_version.clone())
+            .header("content-type", "application/scim+json")
+            .body(axum::body::Body::from(
+                json!({"Operations": [
+                {"op": "add", "path": "members", "value": [{"value": member}]}]})
+                .to_string(),
+            ))
+            .expect("request")
+    };
+    assert_eq!(app.send_raw(add(&id)).await.status, StatusCode::NO_CONTENT);
+    let moved = scim(&app, &t, Method::GET, &format!("/foo/Groups/{group}"), None).await;
+    assert_ne!(
+        moved.json["meta"]["version"],
+        group_version.as_str(),
+        "the members changed the version"
+    );
+    let other = user_named(&app, &t, "foo", "other").await;
+    let stale = app.send_raw(add(&other)).await;
+    assert_scim_error(&stale, StatusCode::PRECONDITION_FAILED, None, "");
+    assert_eq!(members(&app, &group).await, set(&[&id]));
     let first = app.send_raw(request(patch("one"))).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     let before = app.fingerprint().await;
@@ -919,8 +1004,89 @@ async fn bad_requests_answer_scim_errors_and_change_nothing(backend: Backend) {
         Some("invalidSyntax"),
         "jump",
     );
+    let nul = format!("/foo/Users?filter={}", enc("userName eq \"a\\u0000b\""));
+    assert_scim_error(
+        &scim(&app, &t, Method::GET, &nul, None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidFilter"),
+        "NUL",
+    );
+    assert_scim_error(
+        &scim(
+            &app,
+            &t,
+            Method::POST,
+            "/foo/Users",
+            Some(json!({"userName": "n", "title": "a\u{0}b"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        "NUL",
+    );
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "the refused user requests changed nothing"
+    );
     let group = create_group(&app, &t, "foo", "G", &[]).await;
     let before_group = app.fingerprint().await;
+    for filter in [
+        "members pr",
+        "members[type eq \"User\"]",
+        "members.type eq \"Group\"",
+    ] {
+        let path = format!("/foo/Groups?filter={}", enc(filter));
+        let reply = scim(&app, &t, Method::GET, &path, None).await;
+        if filter == "members pr" {
+            assert_eq!(reply.status, StatusCode::OK, "{filter}: {}", reply.text);
+            assert_eq!(reply.json["totalResults"], 0, "{filter}");
+        } else {
+            assert_scim_error(
+                &reply,
+                StatusCode::BAD_REQUEST,
+                Some("invalidFilter"),
+                "value or display",
+            );
+        }
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let reply = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Groups",
+        Some(json!({
+        "displayName": "H", "members": [{"value": unknown}]})),
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        &unknown,
+    );
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed"},
+                       {"op": "add", "path": "members", "value": [{"value": unknown}]}]})),
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        &unknown,
+    );
+    assert_eq!(
+        app.fingerprint().await,
+        before_group,
+        "a refused group write changed nothing"
+    );
     let stranger = uuid::Uuid::now_v7().to_string();
     assert_scim_error(
         &scim(&app, &t, Method::PATCH, &format!("/foo/Groups/{group}"),
@@ -939,5 +1105,4 @@ async fn bad_requests_answer_scim_errors_and_change_nothing(backend: Backend) {
         .call_as(Some(&read_token), Method::GET, "/scim/v2/foo/Users", None)
         .await;
     assert_scim_error(&wrong_scope, StatusCode::FORBIDDEN, None, "scim");
-    let _ = before;
 }

@@ -99,6 +99,11 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                 let value: String = serde_json::from_str(&text[offset..end]).map_err(|e| {
                     FilterError(format!("the string at byte {offset} is not valid: {e}"))
                 })?;
+                if value.contains('\0') {
+                    return Err(FilterError(format!(
+                        "the string at byte {offset} contains a NUL character"
+                    )));
+                }
                 while chars.peek().is_some_and(|&(i, _)| i < end) {
                     chars.next();
                 }

@@ -9,7 +9,7 @@ mod patch;
 mod wire;
 
 use crate::app::AppState;
-use crate::domain::scim::{self, ScimQuery, ScimRecord, ScimType};
+use crate::domain::scim::{self, MemberEdit, ScimQuery, ScimRecord, ScimType};
 use crate::domain::ResourceId;
 use crate::error::ApiError;
 use crate::http::auth::Caller;
@@ -246,7 +246,7 @@ async fn document(
     let members = if ty == ScimType::Group && projection.wants_members() {
         let rows = state
             .store
-            .scim_members(record.resource.id, None, MAX_MEMBERS_IN_DOCUMENT + 1)
+            .scim_members(record.resource.id, MAX_MEMBERS_IN_DOCUMENT + 1)
             .await?;
         if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
             return Err(ScimError::too_many(format!(
@@ -409,24 +409,12 @@ async fn create(
     let body = json_body(body)?;
     wire::check_schemas(ty, &body)?;
     let parsed = wire::parse(ty, source, body)?;
-    let actor = caller.actor();
-    let record = state.store.scim_create(&actor, &parsed.write).await?;
-    let id = record.resource.id;
-    if let Some(members) = parsed.members.filter(|m| !m.is_empty()) {
-        if let Err(e) = state
-            .store
-            .scim_edit_members(&actor, source, id, &members, &[])
-            .await
-        {
-            // The group is not kept without the members it was created with.
-            state
-                .store
-                .delete_resource(&actor, id, &state.operations.lifecycle)
-                .await?;
-            return Err(e.into());
-        }
-    }
-    written(state, ty, source, id, StatusCode::CREATED).await
+    let members = parsed.members.unwrap_or_default();
+    let record = state
+        .store
+        .scim_create(&caller.actor(), &parsed.write, &members)
+        .await?;
+    written(state, ty, source, record.resource.id, StatusCode::CREATED).await
 }
 
 /// The version an `If-Match` header asks for, checked against the stored record.
@@ -444,12 +432,14 @@ fn check_if_match(headers: &HeaderMap, record: &ScimRecord) -> Result<(), ScimEr
     }
 }
 
-/// Writes new attributes over a stored record, unless it changed since it was read.
+/// Writes new attributes over a stored record (and edits a group's members), unless it changed
+/// since it was read.
 async fn store_write(
     state: &AppState,
     caller: &Caller,
     record: &ScimRecord,
     write: &scim::ScimWrite,
+    edit: &MemberEdit,
 ) -> Result<(), ScimError> {
     state
         .store
@@ -457,6 +447,7 @@ async fn store_write(
             &caller.actor(),
             record.resource.id,
             write,
+            edit,
             Some(record.resource.modified),
             &state.operations.lifecycle,
         )
@@ -478,10 +469,18 @@ async fn replace(
     let parsed = wire::parse(ty, &source, body)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
-    store_write(state, caller, &record, &parsed.write).await?;
+    // A held push of the members answers before any attribute is written.
     if let Some(members) = parsed.members {
-        replace_members(state, caller, id, members).await?;
+        replace_members(state, caller, &source, id, members).await?;
     }
+    store_write(
+        state,
+        caller,
+        &record,
+        &parsed.write,
+        &MemberEdit::default(),
+    )
+    .await?;
     written(state, ty, &source, id, StatusCode::OK).await
 }
 
@@ -489,9 +488,14 @@ async fn replace(
 async fn replace_members(
     state: &AppState,
     caller: &Caller,
+    source: &str,
     group: ResourceId,
     members: Vec<ResourceId>,
 ) -> Result<(), ScimError> {
+    state
+        .store
+        .scim_check_members(source, group, &members)
+        .await?;
     let lines: Vec<Value> = members
         .iter()
         .map(|m| json!({"member_id": m.to_string()}))
@@ -552,19 +556,28 @@ async fn patch_resource(
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
     if ty == ScimType::User {
-        apply_attributes(state, caller, &record, &operations).await?;
+        apply_attributes(state, caller, &record, &operations, &MemberEdit::default()).await?;
         return written(state, ty, &source, id, StatusCode::OK).await;
     }
     let split = patch::split_group(operations)?;
-    if !split.attributes.is_empty() {
-        apply_attributes(state, caller, &record, &split.attributes).await?;
-    }
+    // A held push of the members answers before anything else is written.
     if let Some(members) = split.replace {
-        replace_members(state, caller, id, members).await?;
-    } else if !split.add.is_empty() || !split.remove.is_empty() {
+        replace_members(state, caller, &source, id, members).await?;
+    }
+    let edit = MemberEdit {
+        add: split.add,
+        remove: split.remove,
+    };
+    if !split.attributes.is_empty() {
+        apply_attributes(state, caller, &record, &split.attributes, &edit).await?;
+    } else if !edit.is_empty() {
+        // Member edits commute, so they are checked against a version only when asked to be.
+        let expected = headers
+            .contains_key(header::IF_MATCH)
+            .then_some(record.resource.modified);
         state
             .store
-            .scim_edit_members(&caller.actor(), &source, id, &split.add, &split.remove)
+            .scim_edit_members(&caller.actor(), &source, id, &edit, expected)
             .await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -576,6 +589,7 @@ async fn apply_attributes(
     caller: &Caller,
     record: &ScimRecord,
     operations: &[patch::Operation],
+    edit: &MemberEdit,
 ) -> Result<(), ScimError> {
     let ty = if record.resource.ty == crate::domain::resource::ResourceType::Group {
         ScimType::Group
@@ -585,7 +599,7 @@ async fn apply_attributes(
     let mut body = wire::as_body(ty, record);
     patch::apply(&mut body, operations)?;
     let parsed = wire::parse(ty, &record.resource.source_system, Value::Object(body))?;
-    store_write(state, caller, record, &parsed.write).await
+    store_write(state, caller, record, &parsed.write, edit).await
 }
 
 async fn delete(

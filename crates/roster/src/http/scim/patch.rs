@@ -278,13 +278,11 @@ fn apply_filtered(
     then: Option<&str>,
     value: Option<Value>,
 ) -> Result<(), ScimError> {
+    if op != Op::Remove && !holder.get(name).is_some_and(Value::is_array) {
+        holder.insert(name.to_owned(), Value::Array(Vec::new()));
+    }
     let Some(Value::Array(items)) = holder.get_mut(name) else {
-        if op == Op::Remove {
-            return Ok(());
-        }
-        return Err(ScimError::no_target(format!(
-            "{name} has no values for the filter to select"
-        )));
+        return Ok(());
     };
     if op == Op::Remove && then.is_none() {
         items.retain(|item| !matches_element(filter, item));
@@ -318,11 +316,48 @@ fn apply_filtered(
         }
     }
     if !found && op != Op::Remove {
-        return Err(ScimError::no_target(format!(
-            "no value of {name} matches the path's filter"
-        )));
+        // Entra ID adds a value this way (`emails[type eq "work"].value`): the new element is
+        // what the filter's equalities say, with the value.
+        let mut element = Map::new();
+        if !equalities(filter, &mut element) {
+            return Err(ScimError::no_target(format!(
+                "no value of {name} matches the path's filter, and the filter does not describe a \
+                 new one (it is not attribute eq \"…\" conditions joined by and)"
+            )));
+        }
+        match (then, value) {
+            (Some(sub), Some(value)) => {
+                element.insert(canonical(sub), value);
+            }
+            (None, Some(Value::Object(value))) => element.extend(value),
+            (None, Some(other)) => {
+                element.insert("value".into(), other);
+            }
+            (_, None) => {}
+        }
+        items.push(Value::Object(element));
     }
     Ok(())
+}
+
+/// Collects `attr eq value` conditions joined by `and` into `element`; false for any other filter.
+fn equalities(filter: &Filter, element: &mut Map<String, Value>) -> bool {
+    match filter {
+        Filter::And(a, b) => equalities(a, element) && equalities(b, element),
+        Filter::Compare(path, CompareOp::Eq, value) if path.sub.is_none() => {
+            let value = match value {
+                CompValue::Str(s) => Value::from(s.as_str()),
+                CompValue::Bool(b) => Value::from(*b),
+                CompValue::Num(n) => {
+                    serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+                }
+                CompValue::Null => Value::Null,
+            };
+            element.insert(canonical(&path.name), value);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether an element of a multi-valued attribute matches a value filter; strings are compared
