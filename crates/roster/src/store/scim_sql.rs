@@ -553,6 +553,36 @@ fn push_log_of<'a, DB>(
         .push(format!(" FROM {from}"));
 }
 
+/// SQLite: the change record of each named member whose membership is active (or is not), written
+/// before the write that changes it.
+fn push_sqlite_log<'a, DB>(
+    q: &mut QueryBuilder<'a, DB>,
+    step: &MemberStep<'_>,
+    ids: &[ResourceId],
+    kind: ChangeKind,
+    active: bool,
+) where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+{
+    push_input(q, ids);
+    let test = if active { "EXISTS" } else { "NOT EXISTS" };
+    push_log_of(
+        q,
+        step,
+        kind,
+        &format!(
+            "input i WHERE {test} (SELECT 1 FROM group_member gm \
+             WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = "
+        ),
+    );
+    q.push_bind(step.group.0).push(")");
+}
+
 /// The statements that add the named members (new or re-activated), each with its change record:
 /// one on PostgreSQL (`WITH … RETURNING` into the log), two on SQLite (the log, then the write).
 pub fn add_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
@@ -573,17 +603,7 @@ where
             push_log_of(q, step, ChangeKind::MembershipAdded, "ins");
         }],
         Dialect::Sqlite => vec![
-            |q, step, ids| {
-                push_input(q, ids);
-                push_log_of(
-                    q,
-                    step,
-                    ChangeKind::MembershipAdded,
-                    "input i WHERE NOT EXISTS (SELECT 1 FROM group_member gm \
-                     WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ",
-                );
-                q.push_bind(step.group.0).push(")");
-            },
+            |q, step, ids| push_sqlite_log(q, step, ids, ChangeKind::MembershipAdded, false),
             |q, step, ids| {
                 push_input(q, ids);
                 push_upsert(q, step);
@@ -643,17 +663,7 @@ where
             push_log_of(q, step, ChangeKind::MembershipRemoved, "gone");
         }],
         Dialect::Sqlite => vec![
-            |q, step, ids| {
-                push_input(q, ids);
-                push_log_of(
-                    q,
-                    step,
-                    ChangeKind::MembershipRemoved,
-                    "input i WHERE EXISTS (SELECT 1 FROM group_member gm \
-                     WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ",
-                );
-                q.push_bind(step.group.0).push(")");
-            },
+            |q, step, ids| push_sqlite_log(q, step, ids, ChangeKind::MembershipRemoved, true),
             |q, step, ids| {
                 push_input(q, ids);
                 q.push("UPDATE group_member SET removed = true, removed_timestamp = ")
