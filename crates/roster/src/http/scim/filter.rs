@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn and_binds_tighter_than_or() {
-        let f = parse(r#"a eq "1" or b eq "2" and c eq "3""#).unwrap();
+        let f = parse(r#"a eq "1" or b eq "2" and c eq "3""#).expect("the input is accepted");
         assert_eq!(
             f,
             Filter::Or(
@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn keywords_and_operators_ignore_case() {
-        let f = parse(r#"userName EQ "x" AND NOT (title PR)"#).unwrap();
+        let f = parse(r#"userName EQ "x" AND NOT (title PR)"#).expect("the input is accepted");
         assert_eq!(
             f,
             Filter::And(
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn value_path_followed_by_sub_attribute_is_one_element_match() {
-        let f = parse(r#"emails[type eq "work"].value eq "a@b.c""#).unwrap();
+        let f = parse(r#"emails[type eq "work"].value eq "a@b.c""#).expect("the input is accepted");
         assert_eq!(
             f,
             Filter::Any(
@@ -524,7 +524,7 @@ mod tests {
         let f = parse(
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq \"m\"",
         )
-        .unwrap();
+        .expect("the input is accepted");
         let Filter::Compare(path, _, _) = f else {
             panic!("not a comparison: {f:?}")
         };
@@ -538,15 +538,15 @@ mod tests {
     #[test]
     fn literals_are_typed() {
         assert_eq!(
-            parse("active eq True").unwrap(),
+            parse("active eq True").expect("the input is accepted"),
             cmp("active", None, CompareOp::Eq, CompValue::Bool(true))
         );
         assert_eq!(
-            parse("x gt -1.5e2").unwrap(),
+            parse("x gt -1.5e2").expect("the input is accepted"),
             cmp("x", None, CompareOp::Gt, CompValue::Num(-150.0))
         );
         assert_eq!(
-            parse(r#"x eq "a \"q\" \u00e9""#).unwrap(),
+            parse(r#"x eq "a \"q\" \u00e9""#).expect("the input is accepted"),
             cmp("x", None, CompareOp::Eq, s("a \"q\" é"))
         );
     }
@@ -569,7 +569,7 @@ mod tests {
             ("foo:bar eq \"x\"", "a URN"),
         ];
         for (text, expected) in cases {
-            let err = parse(text).unwrap_err();
+            let err = parse(text).expect_err("the input is refused");
             assert!(err.0.contains(expected), "{text}: {err}");
         }
     }
@@ -577,9 +577,15 @@ mod tests {
     #[test]
     fn length_and_depth_are_bounded() {
         let long = format!("x eq \"{}\"", "a".repeat(MAX_FILTER_LEN));
-        assert!(parse(&long).unwrap_err().0.contains("limit"));
+        assert!(parse(&long)
+            .expect_err("the input is refused")
+            .0
+            .contains("limit"));
         let deep = format!("{}x pr{}", "(".repeat(40), ")".repeat(40));
-        assert!(parse(&deep).unwrap_err().0.contains("deeper"));
+        assert!(parse(&deep)
+            .expect_err("the input is refused")
+            .0
+            .contains("deeper"));
         let ok = format!("{}x pr{}", "(".repeat(30), ")".repeat(30));
         assert!(parse(&ok).is_ok());
     }

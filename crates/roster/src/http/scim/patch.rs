@@ -539,7 +539,7 @@ mod tests {
     use serde_json::json;
 
     fn ops(body: Value) -> Vec<Operation> {
-        parse(&body).unwrap()
+        parse(&body).expect("the input is accepted")
     }
 
     #[test]
@@ -558,7 +558,7 @@ mod tests {
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "7",
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}
         }}]}));
-        apply(&mut body, &list).unwrap();
+        apply(&mut body, &list).expect("the input is accepted");
         assert_eq!(body["name"]["givenName"], json!("Ada"));
         let ext = &body[crate::domain::scim::ENTERPRISE_SCHEMA];
         assert_eq!(ext["employeeNumber"], json!("7"));
@@ -572,16 +572,16 @@ mod tests {
         ]})
         .as_object()
         .cloned()
-        .unwrap();
+        .expect("the input is accepted");
         let list = ops(json!({"Operations": [
             {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "b@w"}
         ]}));
-        apply(&mut body, &list).unwrap();
+        apply(&mut body, &list).expect("the input is accepted");
         assert_eq!(body["emails"][0]["value"], json!("b@w"));
         assert_eq!(body["emails"][1]["value"], json!("a@h"));
         let list =
             ops(json!({"Operations": [{"op": "remove", "path": "emails[type eq \"home\"]"}]}));
-        apply(&mut body, &list).unwrap();
+        apply(&mut body, &list).expect("the input is accepted");
         assert_eq!(body["emails"].as_array().map(Vec::len), Some(1));
     }
 
@@ -595,7 +595,7 @@ mod tests {
             {"op": "remove", "path": format!("members[value eq \"{a}\"]")},
             {"op": "replace", "value": {"id": "x", "displayName": "Ops"}}
         ]})))
-        .unwrap();
+        .expect("the input is accepted");
         assert_eq!(patch.add, Vec::<ResourceId>::new());
         assert_eq!(patch.remove, vec![ResourceId(b), ResourceId(a)]);
         assert_eq!(patch.replace, None);
@@ -603,7 +603,7 @@ mod tests {
         let full = split_group(ops(json!({"Operations": [
             {"op": "replace", "path": "members", "value": [{"value": a.to_string()}]}
         ]})))
-        .unwrap();
+        .expect("the input is accepted");
         assert_eq!(full.replace, Some(vec![ResourceId(a)]));
     }
 
