@@ -511,7 +511,8 @@ impl MemberEdit {
     }
 }
 
-/// A list request: the filter, the order and the page (0-based offset).
+/// A list request: the filter, the order and the page (a 0-based offset, or a cursor's
+/// position).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScimQuery {
     pub cond: Option<Cond>,
@@ -519,4 +520,26 @@ pub struct ScimQuery {
     pub descending: bool,
     pub offset: i64,
     pub count: i64,
+    /// Cursor paging: the page starts just after this row of the order.
+    pub after: Option<After>,
+}
+
+/// A row's place in a list's order: its sort key as text (`None` when it has no value) and its
+/// id. A cursor carries the last row of its page, so inserts and deletes between pages shift
+/// nothing: the next page starts after that row wherever it now stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct After {
+    pub key: Option<String>,
+    pub id: uuid::Uuid,
+}
+
+/// A page of a list: how many resources match, the page, whether more follow, and the sort key of
+/// its last row (when the list is sorted), for the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct ScimPage {
+    pub total: i64,
+    pub records: Vec<ScimRecord>,
+    /// Whether rows follow the page.
+    pub more: bool,
+    pub last_key: Option<String>,
 }

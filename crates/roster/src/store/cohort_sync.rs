@@ -336,7 +336,7 @@ fn contributions() -> Statement {
 ///   inactive or expired (with the account's deactivation reason), to say why a removal;
 /// - then the members to remove (a user whose cohort does not contribute) or that have no live
 ///   cohort, and one `cohorts` row with the size of the effective membership.
-fn plan_rows(d: Dialect, groups: &[Uuid]) -> Statement {
+fn plan_rows(d: Dialect, groups: &[Uuid], sources: &[String]) -> Statement {
     let user = ResourceType::User.code();
     let (text, int) = match d {
         Dialect::Postgres => ("text", "bigint"),
@@ -363,15 +363,17 @@ fn plan_rows(d: Dialect, groups: &[Uuid]) -> Statement {
          eff AS MATERIALIZED (SELECT d.cohort FROM (SELECT DISTINCT prime_id AS cohort FROM lm \
              WHERE live AND contributes AND prime_id IS NOT NULL) d \
            WHERE NOT (SELECT p.deleted FROM resource p WHERE p.id = d.cohort)), \
-         mirrors AS (SELECT l.group_id, g.source_system FROM unified_link l \
-           JOIN resource g ON g.id = l.group_id \
-           WHERE l.unified_id = @id AND l.role = 'mirror' AND NOT g.deleted), \
+         mirrors AS (SELECT group_id, source_system FROM (SELECT l.group_id, \
+             (SELECT g.source_system FROM resource g WHERE g.id = l.group_id AND NOT g.deleted) \
+               AS source_system \
+           FROM unified_link l WHERE l.unified_id = @id AND l.role = 'mirror') k \
+           WHERE source_system IS NOT NULL), \
          missing AS (SELECT mi.group_id, mi.source_system, e.cohort FROM mirrors mi CROSS JOIN eff e \
            WHERE NOT EXISTS (SELECT 1 FROM lm WHERE lm.group_id = mi.group_id \
              AND lm.prime_id = e.cohort AND lm.live)), \
          shared AS (SELECT mi.group_id, mi.source_system, t.cohort FROM mirrors mi \
            JOIN (SELECT a.source_system, a.prime_id AS cohort FROM resource a \
-             WHERE a.source_system IN (SELECT source_system FROM mirrors) \
+             WHERE a.source_system IN ({}) \
                AND a.prime_id IS NOT NULL AND NOT a.deleted \
              GROUP BY a.source_system, a.prime_id HAVING count(*) > 1) t \
            ON t.source_system = mi.source_system), \
@@ -396,18 +398,31 @@ fn plan_rows(d: Dialect, groups: &[Uuid]) -> Statement {
            v.via_group, v.role, v.contributing, CAST(NULL AS {int}), CAST(NULL AS {text}) \
            FROM res r \
            LEFT JOIN via v ON v.group_id = r.group_id AND v.cohort = r.cohort AND v.k = 1 \
-         UNION ALL SELECT lm.group_id, CASE WHEN p.id IS NULL OR p.deleted THEN 'uncorrelated' \
-           ELSE 'remove' END, lm.member_id, p.id, x.member_id, x.group_id, x.role, NULL, NULL, \
-           x.why FROM lm \
-           JOIN mirrors mi ON mi.group_id = lm.group_id LEFT JOIN resource p ON p.id = lm.prime_id \
+         UNION ALL SELECT lm.group_id, CASE WHEN coalesce((SELECT NOT p.deleted FROM resource p \
+             WHERE p.id = lm.prime_id), FALSE) THEN 'remove' ELSE 'uncorrelated' END, \
+           lm.member_id, lm.prime_id, x.member_id, x.group_id, x.role, NULL, NULL, x.why FROM lm \
+           JOIN mirrors mi ON mi.group_id = lm.group_id \
            LEFT JOIN lapsed x ON x.prime_id = lm.prime_id AND x.k = 1 \
            WHERE lm.type = {user} AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
          UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
            (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
         live("m"),
-        id_list(d, groups)
+        id_list(d, groups),
+        text_list(sources)
     ))
+}
+
+/// `texts` as SQL string literals for an `IN` list (quotes doubled).
+fn text_list(texts: &[String]) -> String {
+    if texts.is_empty() {
+        return "NULL".to_owned();
+    }
+    texts
+        .iter()
+        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ids` as SQL literals of the dialect, for an `IN` list: naming the linked groups lets the
@@ -474,9 +489,17 @@ pub(super) async fn members<C: Conn>(
 }
 
 /// PostgreSQL settings for the plan's transaction. Its one statement joins a few hundred thousand
-/// rows: compiling it just in time costs more (1.7 s of 4 s at 100,000 cohorts) than it saves,
-/// and its hash tables spill to disk at the default `work_mem`.
-const PLAN_SETTINGS: [&str; 2] = ["SET LOCAL jit = off", "SET LOCAL work_mem = '64MB'"];
+/// rows, and the planner cannot know how many its CTEs hold:
+/// - no nested-loop joins, so a misestimate cannot turn a join of two large sets into their
+///   product (it did: a removal anti-join looped 300,000 × 100,000); the statement's key lookups
+///   are scalar subqueries, which this setting leaves alone;
+/// - no JIT: compiling the statement costs more (1.7 s of 4 s at 100,000 cohorts) than it saves;
+/// - hash tables in memory rather than spilled at the default `work_mem`.
+const PLAN_SETTINGS: [&str; 3] = [
+    "SET LOCAL enable_nestloop = off",
+    "SET LOCAL jit = off",
+    "SET LOCAL work_mem = '64MB'",
+];
 
 /// The sync plan of unified group `id`.
 pub(super) async fn plan<C: Conn>(
@@ -489,10 +512,10 @@ pub(super) async fn plan<C: Conn>(
     let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
     let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
     let mirrors: Vec<(ResourceId, String)> = linked
-        .into_iter()
+        .iter()
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
         .filter(|(group, _, _)| page.is_none_or(|p| p.group_id.0 == *group))
-        .map(|(group, _, source)| (ResourceId(group), source))
+        .map(|(group, _, source)| (ResourceId(*group), source.clone()))
         .collect();
     if let (Some(p), true) = (page, mirrors.is_empty()) {
         return Err(StoreError::NotFound(format!(
@@ -500,7 +523,12 @@ pub(super) async fn plan<C: Conn>(
             p.group_id
         )));
     }
-    let statement = plan_rows(conn.dialect(), &groups);
+    let sources: Vec<String> = linked
+        .iter()
+        .filter(|(_, role, _)| role == LinkRole::Mirror.name())
+        .map(|(_, _, source)| source.clone())
+        .collect();
+    let statement = plan_rows(conn.dialect(), &groups, &sources);
     if conn.dialect() == Dialect::Postgres {
         for setting in PLAN_SETTINGS {
             conn.run_sql(setting).await?;

@@ -21,13 +21,21 @@ pub const MAX_MEMBERS_PER_EDIT: usize = 10_000;
 #[async_trait]
 pub trait ScimStore: Send + Sync {
     /// The live users or groups of `source` that match, in the asked order: the total, and the
-    /// page.
+    /// page (after an offset or after a cursor's row).
     async fn scim_list(
         &self,
         source: &str,
         ty: ScimType,
         query: &crate::domain::scim::ScimQuery,
-    ) -> StoreResult<(i64, Vec<ScimRecord>)>;
+    ) -> StoreResult<crate::domain::scim::ScimPage>;
+    /// The users or groups of `source` among `ids`, deleted ones included (a delta query answers
+    /// those as tombstones); ids of other sources or types, or purged, are left out.
+    async fn scim_records(
+        &self,
+        source: &str,
+        ty: ScimType,
+        ids: &[ResourceId],
+    ) -> StoreResult<Vec<ScimRecord>>;
     /// One live user or group of `source`.
     async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
         -> StoreResult<ScimRecord>;
@@ -352,7 +360,7 @@ macro_rules! impl_scim_store {
                 source: &str,
                 ty: crate::domain::scim::ScimType,
                 query: &crate::domain::scim::ScimQuery,
-            ) -> crate::store::StoreResult<(i64, Vec<crate::domain::scim::ScimRecord>)> {
+            ) -> crate::store::StoreResult<crate::domain::scim::ScimPage> {
                 use crate::store::scim_sql as ssql;
                 let mut tx = self.read_tx().await?;
                 let mut count =
@@ -364,14 +372,61 @@ macro_rules! impl_scim_store {
                     ssql::columns()
                 ));
                 ssql::push_scope(&mut page, $dialect, source, ty, query.cond.as_ref());
+                ssql::push_after(&mut page, $dialect, query);
                 ssql::push_order(&mut page, $dialect, query);
                 let rows: Vec<crate::store::rows::ScimRow<$row>> =
                     page.build_query_as().fetch_all(&mut *tx).await?;
-                let records = rows
+                let mut records: Vec<crate::domain::scim::ScimRecord> = rows
                     .into_iter()
                     .map(crate::domain::scim::ScimRecord::try_from)
                     .collect::<Result<_, _>>()?;
-                Ok((total, records))
+                let more = records.len() as i64 > query.count;
+                records.truncate(usize::try_from(query.count).unwrap_or_default());
+                let last_key = match (&query.sort, records.last()) {
+                    (Some(attr), Some(last)) => {
+                        sqlx::query_scalar(&ssql::sort_key_of(attr, $dialect))
+                            .bind(last.resource.id)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                    _ => None,
+                };
+                Ok(crate::domain::scim::ScimPage {
+                    total,
+                    records,
+                    more,
+                    last_key,
+                })
+            }
+
+            async fn scim_records(
+                &self,
+                source: &str,
+                ty: crate::domain::scim::ScimType,
+                ids: &[crate::domain::ResourceId],
+            ) -> crate::store::StoreResult<Vec<crate::domain::scim::ScimRecord>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.read_tx().await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM resource r WHERE r.source_system = ",
+                    crate::store::scim_sql::columns()
+                ));
+                q.push_bind(source.to_owned()).push(format!(
+                    " AND r.type = {} AND r.id IN (",
+                    crate::store::scim_sql::resource_type(ty).code()
+                ));
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id.0);
+                }
+                q.push(") ORDER BY r.id");
+                let rows: Vec<crate::store::rows::ScimRow<$row>> =
+                    q.build_query_as().fetch_all(&mut *tx).await?;
+                rows.into_iter()
+                    .map(crate::domain::scim::ScimRecord::try_from)
+                    .collect()
             }
 
             async fn scim_get(

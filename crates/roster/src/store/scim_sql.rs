@@ -438,6 +438,73 @@ pub fn push_scope<'a, DB>(
     }
 }
 
+/// A statement reading the sort key of one row (bound by id) as text, for a cursor to carry.
+pub fn sort_key_of(attr: &Attr, d: Dialect) -> String {
+    format!(
+        "SELECT CAST({} AS {}) FROM resource r WHERE r.id = {}",
+        sort_expression(d, attr),
+        if d == Dialect::Postgres {
+            "text"
+        } else {
+            "TEXT"
+        },
+        if d == Dialect::Postgres { "$1" } else { "?1" }
+    )
+}
+
+/// A cursor's key bound back as the type of the sort expression.
+fn typed_key(d: Dialect, attr: &Attr) -> (&'static str, &'static str) {
+    match (d, attr) {
+        (Dialect::Postgres, Attr::Active) => ("CAST(", " AS boolean)"),
+        (Dialect::Postgres, Attr::Created | Attr::LastModified) => ("CAST(", " AS timestamptz)"),
+        (Dialect::Sqlite, Attr::Active) => ("CAST(", " AS INTEGER)"),
+        _ => ("", ""),
+    }
+}
+
+/// ` AND ` the rows after a cursor's row in the order of [`push_order`] (missing values last,
+/// then by id).
+pub fn push_after<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, query: &ScimQuery)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let Some(after) = &query.after else {
+        return;
+    };
+    let sort = query.sort.as_ref().filter(|a| **a != Attr::Id);
+    match (sort, &after.key) {
+        (None, _) => {
+            let past = if query.descending && query.sort.is_some() {
+                " AND r.id < "
+            } else {
+                " AND r.id > "
+            };
+            q.push(past).push_bind(after.id);
+        }
+        (Some(attr), None) => {
+            q.push(format!(
+                " AND {} IS NULL AND r.id > ",
+                sort_expression(d, attr)
+            ))
+            .push_bind(after.id);
+        }
+        (Some(attr), Some(key)) => {
+            let e = sort_expression(d, attr);
+            let (open, close) = typed_key(d, attr);
+            let beyond = if query.descending { "<" } else { ">" };
+            q.push(format!(" AND ({e} {beyond} {open}"))
+                .push_bind(key.clone())
+                .push(format!("{close} OR ({e} = {open}"))
+                .push_bind(key.clone())
+                .push(format!("{close} AND r.id > "))
+                .push_bind(after.id)
+                .push(format!(") OR {e} IS NULL)"));
+        }
+    }
+}
+
 /// `ORDER BY` the sort key (missing values last), then id; the page.
 pub fn push_order<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, query: &ScimQuery)
 where
@@ -452,8 +519,9 @@ where
             sort_expression(d, attr)
         ));
     }
+    // One row more than the page tells whether another page follows.
     q.push("r.id LIMIT ")
-        .push_bind(query.count)
+        .push_bind(query.count + 1)
         .push(" OFFSET ")
         .push_bind(query.offset);
 }

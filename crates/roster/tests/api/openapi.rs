@@ -84,6 +84,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/scim/v2/{source_system}/Groups/{id}"),
     ("patch", "/scim/v2/{source_system}/Groups/{id}"),
     ("delete", "/scim/v2/{source_system}/Groups/{id}"),
+    ("post", "/scim/v2/{source_system}/Users/.search"),
+    ("post", "/scim/v2/{source_system}/Groups/.search"),
     ("get", "/scim/v2/{source_system}/ServiceProviderConfig"),
     ("get", "/scim/v2/{source_system}/ResourceTypes"),
     ("get", "/scim/v2/{source_system}/Schemas"),

@@ -14,6 +14,11 @@ on_both_backends!(
     a_user_round_trips_with_its_extensions,
     every_filter_operator_matches_the_model,
     index_paging_with_inserts_between_pages_has_no_gaps_or_duplicates,
+    cursor_paging_with_inserts_and_deletes_between_pages_has_no_gaps_or_duplicates,
+    bad_cursors_are_invalid_cursor_or_invalid_count,
+    delta_query_follows_creates_updates_and_deletes,
+    a_delta_token_older_than_the_history_is_expired,
+    a_search_post_answers_as_the_get_list,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -477,6 +482,417 @@ async fn index_paging_with_inserts_between_pages_has_no_gaps_or_duplicates(backe
         before.is_subset(&unique),
         "a user present from the start was skipped"
     );
+}
+
+/// Pages through `path` (which ends in `cursor` parameters' neighbours) by cursor; the ids in
+/// order, and the last page's body.
+async fn by_cursor(
+    app: &TestApp,
+    t: &str,
+    path: &str,
+    mut between: impl FnMut(usize) -> Option<(Method, String, Option<Value>)>,
+) -> (Vec<String>, Value) {
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for page_no in 0.. {
+        let reply = scim(
+            app,
+            t,
+            Method::GET,
+            &format!("{path}&cursor={cursor}"),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert!(reply.json.get("startIndex").is_none(), "{}", reply.text);
+        let page = reply.json["Resources"].as_array().expect("page").clone();
+        seen.extend(
+            page.iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        let Some(next) = reply.json["nextCursor"].as_str() else {
+            return (seen, reply.json);
+        };
+        assert!(!page.is_empty(), "a page before the last is empty");
+        cursor = enc(next);
+        if let Some((method, at, body)) = between(page_no) {
+            let r = scim(app, t, method, &at, body).await;
+            assert!(r.status.is_success(), "{}", r.text);
+        }
+    }
+    unreachable!("the loop returns on the last page")
+}
+
+async fn cursor_paging_with_inserts_and_deletes_between_pages_has_no_gaps_or_duplicates(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let mut names = std::collections::BTreeMap::new();
+    for i in 0..12 {
+        let name = format!("user{i:02}");
+        names.insert(user_named(&app, &t, "foo", &name).await, name);
+    }
+    let config = scim(&app, &t, Method::GET, "/foo/ServiceProviderConfig", None).await;
+    assert_eq!(config.json["pagination"]["cursor"], true);
+    // Sorted by userName, descending: insert names that sort on both sides of the position and
+    // delete one user not yet listed (user00, the last in this order) between pages.
+    let doomed = names
+        .iter()
+        .find(|(_, n)| *n == "user00")
+        .map(|(id, _)| id.clone())
+        .expect("user00");
+    let path = "/foo/Users?sortBy=userName&sortOrder=descending&count=5".to_owned();
+    let (seen, last) = by_cursor(&app, &t, &path, |page| {
+        Some(match page {
+            0 => (Method::DELETE, format!("/foo/Users/{doomed}"), None),
+            _ => (
+                Method::POST,
+                "/foo/Users".to_owned(),
+                Some(
+                    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                            "userName": format!("user{:02}", 90 + page)}),
+                ),
+            ),
+        })
+    })
+    .await;
+    assert!(last.get("nextCursor").is_none());
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "a user was listed twice: {seen:?}"
+    );
+    let kept: BTreeSet<&String> = names.keys().filter(|id| **id != doomed).collect();
+    assert!(
+        kept.is_subset(&unique),
+        "a user present throughout was skipped"
+    );
+    assert!(
+        !unique.contains(&doomed),
+        "the user deleted before its page was listed"
+    );
+    let listed: Vec<&String> = seen.iter().filter_map(|id| names.get(id)).collect();
+    let mut sorted = listed.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(
+        listed, sorted,
+        "the pages are not in descending userName order"
+    );
+    // Unsorted, by id: every page follows the last row of the one before.
+    let (plain, _) = by_cursor(&app, &t, "/foo/Users?count=4", |_| None).await;
+    let live = app
+        .scalar(
+            "SELECT count(*) FROM resource WHERE source_system = 'foo' AND NOT deleted",
+            &[],
+        )
+        .await;
+    assert_eq!(plain.len() as i64, live);
+    let unique: BTreeSet<&String> = plain.iter().collect();
+    assert_eq!(unique.len(), plain.len());
+}
+
+async fn bad_cursors_are_invalid_cursor_or_invalid_count(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    for i in 0..3 {
+        user_named(&app, &t, "foo", &format!("u{i}")).await;
+    }
+    let first = scim(&app, &t, Method::GET, "/foo/Users?count=1&cursor", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let next = enc(first.json["nextCursor"].as_str().expect("nextCursor"));
+    let cases = [
+        (
+            "/foo/Users?count=1&cursor=not-a-cursor".to_owned(),
+            "invalidCursor",
+            "not a cursor",
+        ),
+        (
+            format!("/foo/Users?count=1&sortBy=userName&cursor={next}"),
+            "invalidCursor",
+            "another query",
+        ),
+        (
+            format!("/foo/Users?count=2&cursor={next}"),
+            "invalidCount",
+            "count must stay",
+        ),
+        (
+            format!("/foo/Users?startIndex=2&cursor={next}"),
+            "invalidValue",
+            "give one",
+        ),
+        (
+            "/foo/Users?deltaToken=abc".to_owned(),
+            "invalidValue",
+            "with deltaQuery",
+        ),
+        (
+            "/foo/Users?deltaQuery&deltaToken=abc".to_owned(),
+            "invalidValue",
+            "not a delta token",
+        ),
+        (
+            format!("/foo/Users?deltaQuery&filter={}", enc("userName eq \"u1\"")),
+            "invalidValue",
+            "no filter",
+        ),
+    ];
+    for (path, scim_type, needle) in cases {
+        let reply = scim(&app, &t, Method::GET, &path, None).await;
+        assert_scim_error(&reply, StatusCode::BAD_REQUEST, Some(scim_type), needle);
+    }
+    // The cursor of foo's list does not page bar's.
+    let bar = token(&app, "bar").await;
+    let reply = scim(
+        &app,
+        &bar,
+        Method::GET,
+        &format!("/bar/Users?count=1&cursor={next}"),
+        None,
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("invalidCursor"),
+        "another query",
+    );
+}
+
+/// Follows a delta token to its end by cursor: the resources answered, by id, and the next token.
+async fn follow_delta(app: &TestApp, t: &str, path: &str, token: &str) -> (Vec<Value>, String) {
+    let mut items = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let reply = scim(
+            app,
+            t,
+            Method::GET,
+            &format!(
+                "{path}?deltaQuery&deltaToken={}&count=1&cursor={cursor}",
+                enc(token)
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let page = reply.json["Resources"].as_array().expect("page").clone();
+        assert!(page.len() <= 1, "count=1 answered {}", page.len());
+        items.extend(page);
+        match reply.json["nextCursor"].as_str() {
+            Some(next) => {
+                assert!(reply.json.get("nextDeltaToken").is_none());
+                cursor = enc(next);
+            }
+            None => {
+                let token = reply.json["nextDeltaToken"]
+                    .as_str()
+                    .expect("nextDeltaToken");
+                return (items, token.to_owned());
+            }
+        }
+    }
+}
+
+async fn delta_query_follows_creates_updates_and_deletes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let u1 = user_named(&app, &t, "foo", "u1").await;
+    let u2 = user_named(&app, &t, "foo", "u2").await;
+    let u3 = user_named(&app, &t, "foo", "u3").await;
+    let g = create_group(&app, &t, "foo", "Engineering", &[&u1]).await;
+    // The full read pages by cursor; a user created while it pages is seen by the delta after.
+    let (read, last) = by_cursor(&app, &t, "/foo/Users?deltaQuery&count=2", |page| {
+        (page == 0).then(|| {
+            (
+                Method::POST,
+                "/foo/Users".to_owned(),
+                Some(
+                    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                            "userName": "u4"}),
+                ),
+            )
+        })
+    })
+    .await;
+    assert!(set(&[&u1, &u2, &u3]).is_subset(&read.iter().cloned().collect()));
+    let token = last["nextDeltaToken"]
+        .as_str()
+        .expect("nextDeltaToken")
+        .to_owned();
+    let found = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users?filter={}", enc("userName eq \"u4\"")),
+        None,
+    )
+    .await;
+    let u4 = found.json["Resources"][0]["id"]
+        .as_str()
+        .expect("u4")
+        .to_owned();
+    let patched = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Users/{u1}"),
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    let deleted = scim(&app, &t, Method::DELETE, &format!("/foo/Users/{u2}"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let u5 = user_named(&app, &t, "foo", "u5").await;
+    let added = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{g}"),
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": u3}]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::NO_CONTENT, "{}", added.text);
+
+    let (users, next) = follow_delta(&app, &t, "/foo/Users", &token).await;
+    let by_id: std::collections::BTreeMap<String, &Value> = users
+        .iter()
+        .map(|u| (u["id"].as_str().expect("id").to_owned(), u))
+        .collect();
+    assert_eq!(by_id.len(), users.len(), "a user was answered twice");
+    let expected = set(&[&u1, &u2, &u4, &u5]);
+    assert_eq!(by_id.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(by_id[&u1]["displayName"], "Ada");
+    assert_eq!(by_id[&u2]["meta"]["isDeleted"], true);
+    assert!(by_id[&u2].get("userName").is_none());
+    assert_eq!(by_id[&u5]["userName"], "u5");
+    assert!(by_id[&u1]["meta"].get("isDeleted").is_none());
+
+    // The group's membership change makes the group part of the groups' delta.
+    let (groups, _) = follow_delta(&app, &t, "/foo/Groups", &token).await;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["id"], g.as_str());
+    assert_eq!(groups[0]["members"].as_array().map(Vec::len), Some(2));
+
+    // Nothing changed since the new token: an empty page, and a token again.
+    let (none, again) = follow_delta(&app, &t, "/foo/Users", &next).await;
+    assert!(none.is_empty(), "{none:?}");
+    let u6 = user_named(&app, &t, "foo", "u6").await;
+    let (later, _) = follow_delta(&app, &t, "/foo/Users", &again).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0]["id"], u6.as_str());
+}
+
+async fn a_delta_token_older_than_the_history_is_expired(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    user_named(&app, &t, "foo", "u1").await;
+    let first = scim(&app, &t, Method::GET, "/foo/Users?deltaQuery", None).await;
+    let token = first.json["nextDeltaToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    user_named(&app, &t, "foo", "u2").await;
+    app.store
+        .trim_history(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("trim");
+    let reply = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users?deltaQuery&deltaToken={}", enc(&token)),
+        None,
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("expiredDeltaToken"),
+        "read everything again",
+    );
+}
+
+async fn a_search_post_answers_as_the_get_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    for i in 0..5 {
+        user_named(&app, &t, "foo", &format!("ada{i}")).await;
+    }
+    user_named(&app, &t, "foo", "grace").await;
+    let filter = "userName sw \"ada\"";
+    let got = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!(
+            "/foo/Users?filter={}&sortBy=userName&sortOrder=descending&startIndex=2&count=2\
+             &attributes=userName",
+            enc(filter)
+        ),
+        None,
+    )
+    .await;
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": filter, "sortBy": "userName", "sortOrder": "descending",
+        "startIndex": 2, "count": 2, "attributes": ["userName"]});
+    let posted = scim(&app, &t, Method::POST, "/foo/Users/.search", Some(search)).await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.text);
+    assert_eq!(posted.json["totalResults"], 5);
+    assert_eq!(posted.json, got.json);
+    let names: Vec<&str> = posted.json["Resources"]
+        .as_array()
+        .expect("page")
+        .iter()
+        .filter_map(|r| r["userName"].as_str())
+        .collect();
+    assert_eq!(names, ["ada3", "ada2"]);
+    // A cursor from a search pages the search.
+    let first = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "count": 4, "cursor": ""});
+    let page = scim(&app, &t, Method::POST, "/foo/Users/.search", Some(first)).await;
+    let next = page.json["nextCursor"].as_str().expect("nextCursor");
+    let second = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "count": 4, "cursor": next});
+    let rest = scim(&app, &t, Method::POST, "/foo/Users/.search", Some(second)).await;
+    assert_eq!(rest.json["Resources"].as_array().map(Vec::len), Some(2));
+    assert!(rest.json.get("nextCursor").is_none());
+    for (body, scim_type, needle) in [
+        (json!({"filter": filter}), "invalidValue", "SearchRequest"),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                   "attributes": [1]}),
+            "invalidValue",
+            "attribute names",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                   "filter": "userName zz 1"}),
+            "invalidFilter",
+            "",
+        ),
+    ] {
+        let reply = scim(&app, &t, Method::POST, "/foo/Users/.search", Some(body)).await;
+        assert_scim_error(&reply, StatusCode::BAD_REQUEST, Some(scim_type), needle);
+    }
+    let bar = token(&app, "bar").await;
+    let reply = scim(
+        &app,
+        &bar,
+        Method::POST,
+        "/foo/Groups/.search",
+        Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
 }
 
 async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {

@@ -30,12 +30,13 @@ pub async fn service_provider_config(
         "sort": {"supported": true},
         "etag": {"supported": true},
         "pagination": {
-            "cursor": false,
+            "cursor": true,
             "index": true,
             "defaultPaginationMethod": "index",
             "defaultPageSize": DEFAULT_PAGE_SIZE,
             "maxPageSize": MAX_PAGE_SIZE
         },
+        "deltaQuery": {"supported": true},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
             "name": "Bearer token",

@@ -5,7 +5,9 @@
 
 mod discovery;
 pub mod filter;
+mod paging;
 mod patch;
+mod search;
 mod wire;
 
 use crate::app::AppState;
@@ -44,6 +46,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_user, replace_user, patch_user, delete_user))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, replace_group, patch_group, delete_group))
+        .routes(routes!(search::search_users))
+        .routes(routes!(search::search_groups))
         .routes(routes!(discovery::service_provider_config))
         .routes(routes!(discovery::resource_types))
         .routes(routes!(discovery::schemas))
@@ -191,6 +195,13 @@ pub struct ListParams {
     attributes: Option<String>,
     /// Comma-separated attributes to leave out (`members` for groups).
     excluded_attributes: Option<String>,
+    /// Cursor paging (RFC 9865): empty for the first page, then a `nextCursor`.
+    cursor: Option<String>,
+    /// A delta query: on a full read, its last page gives `nextDeltaToken`; with `deltaToken`,
+    /// the users or groups changed since.
+    delta_query: Option<String>,
+    /// The `nextDeltaToken` of an earlier delta query.
+    delta_token: Option<String>,
 }
 
 /// `attributes` and `excludedAttributes` of a read.
@@ -320,6 +331,7 @@ fn list_query(ty: ScimType, params: &ListParams) -> Result<ScimQuery, ScimError>
         descending,
         offset: start - 1,
         count,
+        after: None,
     })
 }
 
@@ -332,23 +344,44 @@ async fn list(
 ) -> Result<Response, ScimError> {
     caller.check_source(source)?;
     let query = list_query(ty, params)?;
-    let (total, records) = state.store.scim_list(source, ty, &query).await?;
     let projection = Projection::new(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
     );
-    let mut resources = Vec::with_capacity(records.len());
-    for record in &records {
-        resources.push(document(state, ty, source, record, &projection).await?);
+    let body = match paging::mode(ty, source, params, query.count)? {
+        paging::Mode::Index => index_page(state, ty, source, &query, &projection).await?,
+        paging::Mode::Cursor { state: page, delta } => {
+            let key = (source, params);
+            paging::cursor_page(state, ty, key, query, (page, delta), &projection).await?
+        }
+        paging::Mode::Delta { state: page, token } => {
+            let key = (source, params);
+            paging::delta_page(state, ty, key, query.count, (page, token), &projection).await?
+        }
+    };
+    Ok(scim_response(StatusCode::OK, &body, None))
+}
+
+/// A page by `startIndex`.
+async fn index_page(
+    state: &AppState,
+    ty: ScimType,
+    source: &str,
+    query: &ScimQuery,
+    projection: &Projection,
+) -> Result<Value, ScimError> {
+    let page = state.store.scim_list(source, ty, query).await?;
+    let mut resources = Vec::with_capacity(page.records.len());
+    for record in &page.records {
+        resources.push(document(state, ty, source, record, projection).await?);
     }
-    let body = json!({
+    Ok(json!({
         "schemas": [LIST_SCHEMA],
-        "totalResults": total,
+        "totalResults": page.total,
         "startIndex": query.offset + 1,
         "itemsPerPage": resources.len(),
         "Resources": resources,
-    });
-    Ok(scim_response(StatusCode::OK, &body, None))
+    }))
 }
 
 async fn get(

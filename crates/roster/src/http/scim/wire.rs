@@ -69,6 +69,22 @@ pub fn resource_json(
     Value::Object(out)
 }
 
+/// A deleted user or group as a delta query answers it: its id and `meta.isDeleted`.
+pub fn tombstone(ty: ScimType, record: &ScimRecord, base: &str) -> Value {
+    let r = &record.resource;
+    let at = r.deleted_at.unwrap_or(r.modified);
+    json!({
+        "schemas": [ty.core_schema()],
+        "id": r.id.to_string(),
+        "meta": {
+            "resourceType": ty.name(),
+            "isDeleted": true,
+            "lastModified": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "location": format!("{base}/{}s/{}", ty.name(), r.id),
+        },
+    })
+}
+
 /// A member as a group lists it.
 pub fn member_json(base: &str, id: ResourceId, display: Option<String>, is_group: bool) -> Value {
     let ty = if is_group { "Group" } else { "User" };
