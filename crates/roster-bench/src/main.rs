@@ -8,6 +8,7 @@ mod accounts;
 mod floor;
 mod plan;
 mod reads;
+mod scim;
 mod server;
 
 use anyhow::{bail, Context, Result};
@@ -153,6 +154,15 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     plan_times.sort();
     let plan_time = plan_times[1];
 
+    let scim_members = (scale / 10).clamp(1000, 100_000);
+    eprintln!(
+        "S9: {} SCIM member PATCHes on a group of {scim_members} members, then {} lookups",
+        scim::PATCHES,
+        scim::LOOKUPS
+    );
+    let seeded = scim::seed(&pool, scim_members).await?;
+    let scim_measured = scim::run(&pool, &http, &server.base, TOKEN, &seeded, scim_members).await?;
+
     eprintln!("S8: one follower reads {scale} changes from the feed");
     let (feed_time, feed_read) = api.follow(scale).await?;
 
@@ -296,6 +306,8 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
         load: capture_load.as_secs_f64() / floor_load.as_secs_f64(),
         resync: capture_resync.as_secs_f64() / floor_resync.as_secs_f64(),
     };
+    reads.push('\n');
+    reads.push_str(&scim::report(&scim_measured, scim_members));
     report(scale, &rows, &reads, rss, capture, admin_url).await
 }
 

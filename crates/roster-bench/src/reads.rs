@@ -92,7 +92,7 @@ pub struct Load {
     pub p99_ms: f64,
 }
 
-fn summarise(mut latencies: Vec<f64>, elapsed: Duration) -> Load {
+pub fn summarise(mut latencies: Vec<f64>, elapsed: Duration) -> Load {
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         latencies

@@ -321,12 +321,10 @@ fn contributions() -> Statement {
 /// linked groups' memberships or index ranges of the mirror tenants, never a whole table):
 ///
 /// - `lm`: the linked groups' active memberships with what the plan needs of each member, read
-///   once;
+///   once (see [`pick`]);
 /// - `eff`: the effective membership — cohorts (live primes) of live accounts whose membership
-///   contributes; each distinct prime is looked up by its key, in a scalar subquery that the planner
-///   keeps per row (a `NOT IN` over the deleted
-///   resources, as this once was, degrades to a scan per row once they outgrow `work_mem`, and a
-///   hash join reads the whole table);
+///   contributes; deleted primes come from their own small index (a `NOT IN` over every deleted
+///   resource, as this once was, degrades to a scan per row once they outgrow `work_mem`);
 /// - `missing`: per mirror, the effective cohorts with no live account among its members;
 /// - `shared`: per mirror tenant, the cohorts with two or more live accounts there (from the
 ///   `(source_system, prime_id)` index, grouped once per tenant rather than per mirror);
@@ -336,8 +334,14 @@ fn contributions() -> Statement {
 ///   inactive or expired (with the account's deactivation reason), to say why a removal;
 /// - then the members to remove (a user whose cohort does not contribute) or that have no live
 ///   cohort, and one `cohorts` row with the size of the effective membership.
-fn plan_rows(d: Dialect, groups: &[Uuid], sources: &[String]) -> Statement {
+fn plan_rows(
+    d: Dialect,
+    groups: &[Uuid],
+    linked_sources: &[String],
+    mirror_sources: &[String],
+) -> Statement {
     let user = ResourceType::User.code();
+    let prime = ResourceType::Prime.code();
     let (text, int) = match d {
         Dialect::Postgres => ("text", "bigint"),
         Dialect::Sqlite => ("TEXT", "INTEGER"),
@@ -354,15 +358,16 @@ fn plan_rows(d: Dialect, groups: &[Uuid], sources: &[String]) -> Statement {
         live("a")
     );
     compile(&format!(
-        "WITH lm AS MATERIALIZED (SELECT l.group_id, l.role, gm.member_id, gm.contributing, m.prime_id, \
-           m.type, {} AS live, coalesce(gm.contributing, l.role = 'authoritative') AS contributes, \
-           m.deactivation_reason AS why \
+        "WITH lm AS MATERIALIZED (SELECT l.group_id, l.role, gm.member_id, gm.contributing, \
+           {} AS prime_id, {} AS type, {} AS live, \
+           coalesce(gm.contributing, l.role = 'authoritative') AS contributes, {} AS why \
            FROM unified_link l JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
-           JOIN resource m ON m.id = gm.member_id WHERE l.unified_id = @id \
-             AND gm.group_id IN ({})), \
-         eff AS MATERIALIZED (SELECT d.cohort FROM (SELECT DISTINCT prime_id AS cohort FROM lm \
-             WHERE live AND contributes AND prime_id IS NOT NULL) d \
-           WHERE NOT (SELECT p.deleted FROM resource p WHERE p.id = d.cohort)), \
+           LEFT JOIN resource m ON m.id = gm.member_id AND m.source_system IN ({}) \
+             AND NOT m.deleted AND m.identifier IS NOT NULL \
+           WHERE l.unified_id = @id AND gm.group_id IN ({})), \
+         eff AS MATERIALIZED (SELECT DISTINCT prime_id AS cohort FROM lm \
+           WHERE live AND contributes AND prime_id IS NOT NULL AND NOT EXISTS (SELECT 1 \
+             FROM resource p WHERE p.id = lm.prime_id AND p.deleted AND p.type = {prime})), \
          mirrors AS (SELECT group_id, source_system FROM (SELECT l.group_id, \
              (SELECT g.source_system FROM resource g WHERE g.id = l.group_id AND NOT g.deleted) \
                AS source_system \
@@ -407,10 +412,24 @@ fn plan_rows(d: Dialect, groups: &[Uuid], sources: &[String]) -> Statement {
          UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
            (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
-        live("m"),
+        pick("m.prime_id", "x.prime_id"),
+        pick("m.type", "x.type"),
+        pick(&live("m"), &live("x")),
+        pick("m.deactivation_reason", "x.deactivation_reason"),
+        text_list(linked_sources),
         id_list(d, groups),
-        text_list(sources)
+        text_list(mirror_sources)
     ))
+}
+
+/// A member's column: from `m`, the join over the linked groups' own sources (where nearly every
+/// member is, found by a hash join on their index ranges), or else from `x`, the member looked
+/// up by its key (evaluated only for the members found elsewhere).
+fn pick(joined: &str, looked_up: &str) -> String {
+    format!(
+        "CASE WHEN m.id IS NOT NULL THEN {joined} \
+         ELSE (SELECT {looked_up} FROM resource x WHERE x.id = gm.member_id) END"
+    )
 }
 
 /// `texts` as SQL string literals for an `IN` list (quotes doubled).
@@ -523,12 +542,13 @@ pub(super) async fn plan<C: Conn>(
             p.group_id
         )));
     }
-    let sources: Vec<String> = linked
+    let sources: Vec<String> = linked.iter().map(|(_, _, s)| s.clone()).collect();
+    let mirror_sources: Vec<String> = linked
         .iter()
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
         .map(|(_, _, source)| source.clone())
         .collect();
-    let statement = plan_rows(conn.dialect(), &groups, &sources);
+    let statement = plan_rows(conn.dialect(), &groups, &sources, &mirror_sources);
     if conn.dialect() == Dialect::Postgres {
         for setting in PLAN_SETTINGS {
             conn.run_sql(setting).await?;

@@ -465,7 +465,7 @@ macro_rules! impl_scim_store {
             > {
                 let mut tx = self.read_tx().await?;
                 let rows: Vec<(uuid::Uuid, Option<String>, bool)> = sqlx::query_as(
-                    "SELECT gm.member_id, coalesce(gm.member_name, m.displayname, m.identifier), \
+                    "SELECT gm.member_id, coalesce(gm.member_name, m.displayname), \
                      m.type = 2 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
                      WHERE gm.group_id = $1 AND NOT gm.removed ORDER BY gm.member_id LIMIT $2",
                 )

@@ -248,7 +248,7 @@ fn column(attr: &Attr) -> &'static str {
         Attr::LastModified => "r.modified",
         Attr::MemberId => "gm.member_id",
         Attr::MemberDisplay => {
-            "(SELECT coalesce(gm.member_name, m.displayname, m.identifier) FROM resource m \
+            "(SELECT coalesce(gm.member_name, m.displayname) FROM resource m \
              WHERE m.id = gm.member_id)"
         }
         Attr::Doc(_) | Attr::Element(_) => "NULL",

@@ -84,11 +84,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/scim/v2/{source_system}/Groups/{id}"),
     ("patch", "/scim/v2/{source_system}/Groups/{id}"),
     ("delete", "/scim/v2/{source_system}/Groups/{id}"),
+    ("post", "/scim/v2/{source_system}/.search"),
     ("post", "/scim/v2/{source_system}/Users/.search"),
     ("post", "/scim/v2/{source_system}/Groups/.search"),
     ("get", "/scim/v2/{source_system}/ServiceProviderConfig"),
     ("get", "/scim/v2/{source_system}/ResourceTypes"),
     ("get", "/scim/v2/{source_system}/Schemas"),
+    ("get", "/scim/v2/{source_system}/ResourceTypes/{id}"),
+    ("get", "/scim/v2/{source_system}/Schemas/{id}"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

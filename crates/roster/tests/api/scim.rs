@@ -19,6 +19,7 @@ on_both_backends!(
     delta_query_follows_creates_updates_and_deletes,
     a_delta_token_older_than_the_history_is_expired,
     a_search_post_answers_as_the_get_list,
+    discovery_documents_are_read_by_id,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -883,6 +884,32 @@ async fn a_search_post_answers_as_the_get_list(backend: Backend) {
         let reply = scim(&app, &t, Method::POST, "/foo/Users/.search", Some(body)).await;
         assert_scim_error(&reply, StatusCode::BAD_REQUEST, Some(scim_type), needle);
     }
+    // At the root: users, then groups, paged by index across the boundary.
+    let group = create_group(&app, &t, "foo", "adagroup", &[]).await;
+    let root = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "startIndex": 6, "count": 3, "attributes": ["displayName"]});
+    let both = scim(&app, &t, Method::POST, "/foo/.search", Some(root)).await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.text);
+    assert_eq!(both.json["totalResults"], 7);
+    assert_eq!(both.json["startIndex"], 6);
+    let items = both.json["Resources"].as_array().expect("page");
+    assert_eq!(items.len(), 2, "{}", both.text);
+    assert_eq!(items[0]["meta"]["resourceType"], "User");
+    assert_eq!(items[1]["id"], group.as_str());
+    assert_eq!(items[1]["displayName"], "adagroup");
+    let by_name = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "userName eq \"grace\""});
+    let grace = scim(&app, &t, Method::POST, "/foo/.search", Some(by_name)).await;
+    assert_eq!(grace.json["totalResults"], 1, "{}", grace.text);
+    let cursor = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "cursor": ""});
+    let refused = scim(&app, &t, Method::POST, "/foo/.search", Some(cursor)).await;
+    assert_scim_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+        "pages by index",
+    );
     let bar = token(&app, "bar").await;
     let reply = scim(
         &app,
@@ -893,6 +920,50 @@ async fn a_search_post_answers_as_the_get_list(backend: Backend) {
     )
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+}
+
+async fn discovery_documents_are_read_by_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let user_type = scim(&app, &t, Method::GET, "/foo/ResourceTypes/User", None).await;
+    assert_eq!(user_type.status, StatusCode::OK, "{}", user_type.text);
+    assert_eq!(user_type.json["endpoint"], "/Users");
+    let group = scim(
+        &app,
+        &t,
+        Method::GET,
+        "/foo/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group",
+        None,
+    )
+    .await;
+    assert_eq!(group.status, StatusCode::OK, "{}", group.text);
+    let attributes = group.json["attributes"].as_array().expect("attributes");
+    let display = attributes
+        .iter()
+        .find(|a| a["name"] == "displayName")
+        .expect("displayName");
+    assert_eq!(display["required"], true);
+    let members = attributes
+        .iter()
+        .find(|a| a["name"] == "members")
+        .expect("members");
+    let value = members["subAttributes"]
+        .as_array()
+        .and_then(|s| s.iter().find(|a| a["name"] == "value"))
+        .expect("members.value");
+    assert_eq!(value["mutability"], "immutable");
+    for missing in [
+        "/foo/ResourceTypes/Printer",
+        "/foo/Schemas/urn:example:nope",
+    ] {
+        let reply = scim(&app, &t, Method::GET, missing, None).await;
+        assert_scim_error(&reply, StatusCode::NOT_FOUND, None, "there is no");
+    }
+    let config = scim(&app, &t, Method::GET, "/foo/ServiceProviderConfig", None).await;
+    assert_eq!(config.json["deltaQuery"]["supported"], true);
+    let bar = token(&app, "bar").await;
+    let reply = scim(&app, &bar, Method::GET, "/foo/ResourceTypes/User", None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
 
 async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {

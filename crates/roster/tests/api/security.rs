@@ -196,7 +196,11 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         }
         _ => panic!("no fixture for {method} {path}: add one to security.rs"),
     };
+    let user_type = "User".to_owned();
+    let user_schema = "urn:ietf:params:scim:schemas:core:2.0:User".to_owned();
     let id = match (method, path) {
+        (_, "/scim/v2/{source_system}/ResourceTypes/{id}") => &user_type,
+        (_, "/scim/v2/{source_system}/Schemas/{id}") => &user_schema,
         ("delete", "/api/v1/resources/{id}") => &w.throwaway,
         ("delete", "/scim/v2/{source_system}/Users/{id}") => &w.scim_user,
         ("delete", "/scim/v2/{source_system}/Groups/{id}") => &w.scim_group,

@@ -58,7 +58,48 @@ pub async fn resource_types(
     Path(source): Path<String>,
 ) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
-    let types = [
+    Ok(scim_response(StatusCode::OK, &list(&types(&source)), None))
+}
+
+/// One resource type, by id (`User` or `Group`).
+#[utoipa::path(get, path = "/scim/v2/{source_system}/ResourceTypes/{id}", tag = "scim",
+    security(("bearer" = ["scim"])),
+    params(("source_system" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "The ResourceType"),
+              (status = 404, description = "No such resource type")))]
+pub async fn resource_type(
+    caller: Caller,
+    Path((source, id)): Path<(String, String)>,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    one(types(&source), &id, "resource type")
+}
+
+/// One schema, by its URN.
+#[utoipa::path(get, path = "/scim/v2/{source_system}/Schemas/{id}", tag = "scim",
+    security(("bearer" = ["scim"])),
+    params(("source_system" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "The Schema"),
+              (status = 404, description = "No such schema")))]
+pub async fn schema_by_id(
+    caller: Caller,
+    Path((source, id)): Path<(String, String)>,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    one(all_schemas(), &id, "schema")
+}
+
+/// The document of `documents` whose `id` is `id`.
+fn one<const N: usize>(documents: [Value; N], id: &str, what: &str) -> Result<Response, ScimError> {
+    documents
+        .into_iter()
+        .find(|d| d["id"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(id)))
+        .map(|d| scim_response(StatusCode::OK, &d, None))
+        .ok_or_else(|| ScimError::not_found(format!("there is no {what} {id:?}")))
+}
+
+fn types(source: &str) -> [Value; 2] {
+    [
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
             "id": "User", "name": "User", "endpoint": "/Users",
@@ -74,8 +115,7 @@ pub async fn resource_types(
             "meta": {"resourceType": "ResourceType",
                      "location": format!("/scim/v2/{source}/ResourceTypes/Group")}
         }),
-    ];
-    Ok(scim_response(StatusCode::OK, &list(&types), None))
+    ]
 }
 
 /// The schemas of users, groups and the enterprise extension.
@@ -84,8 +124,11 @@ pub async fn resource_types(
     responses((status = 200, description = "A ListResponse of Schemas")))]
 pub async fn schemas(caller: Caller, Path(source): Path<String>) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
-    let schemas = [user_schema(), group_schema(), enterprise_schema()];
-    Ok(scim_response(StatusCode::OK, &list(&schemas), None))
+    Ok(scim_response(StatusCode::OK, &list(&all_schemas()), None))
+}
+
+fn all_schemas() -> [Value; 3] {
+    [user_schema(), group_schema(), enterprise_schema()]
 }
 
 fn list(items: &[Value]) -> Value {
@@ -106,7 +149,11 @@ fn attribute(name: &str, ty: &str, multi: bool, sub: &[Value]) -> Value {
         "multiValued": multi,
         "required": name == "userName",
         "caseExact": matches!(name, "id" | "externalId"),
-        "mutability": if matches!(name, "id" | "groups") { "readOnly" } else { "readWrite" },
+        "mutability": match name {
+            "id" | "groups" => "readOnly",
+            "password" => "writeOnly",
+            _ => "readWrite",
+        },
         "returned": if name == "password" { "never" } else { "default" },
         "uniqueness": if name == "userName" { "server" } else { "none" },
     });
@@ -170,7 +217,13 @@ fn user_schema() -> Value {
         string("preferredLanguage"),
         string("locale"),
         string("timezone"),
-        attribute("active", "boolean", false, &[]),
+        // Every user has an active state, answered always (a new user that leaves it out is
+        // active; a write that leaves it out keeps it): advertised as required, so that no
+        // client expects to remove it.
+        with(
+            attribute("active", "boolean", false, &[]),
+            json!({"required": true}),
+        ),
         string("password"),
     ];
     attributes.extend(
@@ -203,11 +256,40 @@ fn user_schema() -> Value {
     schema(USER_SCHEMA, "User", attributes)
 }
 
+/// `attribute` with some of its characteristics replaced.
+fn with(mut attribute: Value, changes: Value) -> Value {
+    if let (Value::Object(a), Value::Object(c)) = (&mut attribute, changes) {
+        a.extend(c);
+    }
+    attribute
+}
+
 fn group_schema() -> Value {
+    let kinds = json!(["User", "Group"]);
+    let members = attribute(
+        "members",
+        "complex",
+        true,
+        &[
+            with(string("value"), json!({"mutability": "immutable"})),
+            with(
+                attribute("$ref", "reference", false, &[]),
+                json!({"mutability": "immutable", "referenceTypes": kinds}),
+            ),
+            with(
+                string("type"),
+                json!({"mutability": "immutable", "canonicalValues": kinds}),
+            ),
+            with(string("display"), json!({"mutability": "readOnly"})),
+        ],
+    );
     schema(
         GROUP_SCHEMA,
         "Group",
-        vec![string("displayName"), multi("members")],
+        vec![
+            with(string("displayName"), json!({"required": true})),
+            members,
+        ],
     )
 }
 

@@ -46,11 +46,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_user, replace_user, patch_user, delete_user))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, replace_group, patch_group, delete_group))
+        .routes(routes!(search::search_all))
         .routes(routes!(search::search_users))
         .routes(routes!(search::search_groups))
         .routes(routes!(discovery::service_provider_config))
         .routes(routes!(discovery::resource_types))
+        .routes(routes!(discovery::resource_type))
         .routes(routes!(discovery::schemas))
+        .routes(routes!(discovery::schema_by_id))
 }
 
 /// A SCIM error: its status, `scimType` when RFC 7644 names one, and what was wrong.
@@ -88,6 +91,10 @@ impl ScimError {
 
     pub fn no_target(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Some("noTarget"), detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, None, detail)
     }
 
     fn too_many(detail: impl Into<String>) -> Self {

@@ -7,7 +7,7 @@
 
 use super::filter::{self, FilterError};
 use super::ScimError;
-use crate::domain::scim::{canonical, AttrPath, CompValue, CompareOp, Filter};
+use crate::domain::scim::{canonical, AttrPath, CompValue, CompareOp, Filter, ENTERPRISE_SCHEMA};
 use crate::domain::ResourceId;
 use serde_json::{Map, Value};
 
@@ -75,9 +75,26 @@ fn operation(value: &Value) -> Result<Operation, ScimError> {
             )))
         }
     };
+    let mut value = field("value");
     let path = match field("path") {
         None | Some(Value::Null) => None,
         Some(Value::String(p)) if p.trim().is_empty() => None,
+        Some(Value::String(p)) if p.trim().eq_ignore_ascii_case(ENTERPRISE_SCHEMA) => {
+            // The whole extension (as scim2-tester sends it): its object, without the
+            // `schemas` some clients repeat inside it.
+            if let Some(Value::Object(extension)) = &mut value {
+                extension.retain(|k, _| !k.eq_ignore_ascii_case("schemas"));
+            }
+            Some(Path {
+                attr: AttrPath {
+                    schema: None,
+                    name: ENTERPRISE_SCHEMA.to_owned(),
+                    sub: None,
+                },
+                filter: None,
+                then: None,
+            })
+        }
         Some(Value::String(p)) => Some(parse_path(&p)?),
         Some(other) => {
             return Err(ScimError::invalid_path(format!(
@@ -85,7 +102,6 @@ fn operation(value: &Value) -> Result<Operation, ScimError> {
             )))
         }
     };
-    let value = field("value");
     if op != Op::Remove && value.is_none() {
         return Err(ScimError::invalid_value("add and replace need a value"));
     }
@@ -605,6 +621,20 @@ mod tests {
         ]})))
         .expect("the input is accepted");
         assert_eq!(full.replace, Some(vec![ResourceId(a)]));
+    }
+
+    #[test]
+    fn the_bare_extension_urn_as_path_is_the_whole_extension() {
+        let mut body = Map::new();
+        let added = ops(
+            json!({"Operations": [{"op": "add", "path": ENTERPRISE_SCHEMA,
+            "value": {"schemas": [ENTERPRISE_SCHEMA], "department": "R&D"}}]}),
+        );
+        apply(&mut body, &added).expect("add");
+        assert_eq!(body[ENTERPRISE_SCHEMA], json!({"department": "R&D"}));
+        let removed = ops(json!({"Operations": [{"op": "remove", "path": ENTERPRISE_SCHEMA}]}));
+        apply(&mut body, &removed).expect("remove");
+        assert!(!body.contains_key(ENTERPRISE_SCHEMA), "{body:?}");
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! `POST …/.search` (RFC 7644 §3.4.3): a list query in a `SearchRequest` body, for queries too
-//! long for a URL or that should stay out of access logs. It answers exactly as the GET list with
-//! the same parameters would, cursors and delta queries included.
+//! long for a URL or that should stay out of access logs. On `/Users` or `/Groups` it answers
+//! exactly as the GET list with the same parameters would, cursors and delta queries included; at
+//! the source's root it searches users, then groups, paged by index.
 
-use super::{json_body, list, ListParams, ScimError};
+use super::{
+    document, json_body, list, list_query, scim_response, ListParams, Projection, ScimError,
+    LIST_SCHEMA,
+};
 use crate::app::AppState;
 use crate::domain::scim::ScimType;
 use crate::http::auth::Caller;
 use crate::http::Path;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const SEARCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 
@@ -102,4 +107,66 @@ pub async fn search_groups(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     list(&state, &caller, ScimType::Group, &source, &params(&body)?).await
+}
+
+/// Search the users and then the groups of a source (an attribute one type lacks matches none
+/// of that type). Sorting applies within each type; paging is by index.
+#[utoipa::path(post, path = "/scim/v2/{source_system}/.search", tag = "scim",
+    security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+    request_body(content = Object, content_type = "application/scim+json"),
+    responses((status = 200, description = "A SCIM ListResponse of users, then groups")))]
+pub async fn search_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let params = params(&body)?;
+    if params.cursor.is_some() || params.delta_query.is_some() || params.delta_token.is_some() {
+        return Err(ScimError::invalid_value(
+            "a search of every resource type pages by index: search /Users/.search or \
+             /Groups/.search to page by cursor or to follow a delta token",
+        ));
+    }
+    let (users, groups) = match (
+        list_query(ScimType::User, &params),
+        list_query(ScimType::Group, &params),
+    ) {
+        (Err(e), Err(_)) => return Err(e),
+        pair => pair,
+    };
+    let projection = Projection::new(
+        params.attributes.as_deref(),
+        params.excluded_attributes.as_deref(),
+    );
+    let (mut skip, mut room) = match (&users, &groups) {
+        (Ok(q), _) | (_, Ok(q)) => (q.offset, q.count),
+        _ => (0, 0),
+    };
+    let start = skip + 1;
+    let mut total = 0;
+    let mut resources = Vec::new();
+    for (ty, query) in [(ScimType::User, users), (ScimType::Group, groups)] {
+        let Ok(mut query) = query else {
+            continue;
+        };
+        query.offset = skip;
+        query.count = room;
+        let page = state.store.scim_list(&source, ty, &query).await?;
+        total += page.total;
+        skip = (skip - page.total).max(0);
+        room -= page.records.len() as i64;
+        for record in &page.records {
+            resources.push(document(&state, ty, &source, record, &projection).await?);
+        }
+    }
+    let body = json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    });
+    Ok(scim_response(StatusCode::OK, &body, None))
 }
