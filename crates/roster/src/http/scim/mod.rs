@@ -532,6 +532,24 @@ async fn replace_members(
     group: ResourceId,
     members: Vec<ResourceId>,
 ) -> Result<(), ScimError> {
+    if members.is_empty() {
+        // Emptying a group below the threshold's size is an explicit edit, not a broken push:
+        // it removes the members one edit names. A larger group goes through the full-update,
+        // and its threshold holds it.
+        let small = state.operations.threshold.min_group_size;
+        let current = state.store.scim_members(group, small).await?;
+        if (current.len() as i64) < small {
+            let edit = MemberEdit {
+                add: Vec::new(),
+                remove: current.into_iter().map(|(id, _, _)| id).collect(),
+            };
+            state
+                .store
+                .scim_edit_members(&caller.actor(), source, group, &edit, None)
+                .await?;
+            return Ok(());
+        }
+    }
     state
         .store
         .scim_check_members(source, group, &members)
