@@ -25,6 +25,7 @@ pub struct AppState {
     pub route_scopes: Arc<auth::RouteScopes>,
     pub operations: OperationDefaults,
     pub limits: Limits,
+    pub scim_limiter: Arc<http::scim::rate::ScimLimiter>,
 }
 
 /// Limits applied to requests.
@@ -38,6 +39,8 @@ pub struct Limits {
     pub upload_bytes: usize,
     /// Longest a chunk upload may take.
     pub upload_timeout: Duration,
+    /// SCIM requests each token may send (none: unlimited).
+    pub scim_rate: Option<http::scim::rate::ScimRate>,
 }
 
 impl Default for Limits {
@@ -47,9 +50,13 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             upload_bytes: 1024 * 1024 * 1024,
             upload_timeout: Duration::from_secs(3600),
+            scim_rate: http::scim::rate::ScimRate::per_second(DEFAULT_SCIM_RATE),
         }
     }
 }
+
+/// SCIM requests a second each token may send, by default.
+pub const DEFAULT_SCIM_RATE: u32 = 1000;
 
 /// The parts the router is built from.
 pub struct Services {
@@ -78,7 +85,9 @@ pub fn router(services: Services) -> Router {
         route_scopes: Arc::new(route_scopes),
         operations: services.operations,
         limits,
+        scim_limiter: Arc::new(http::scim::rate::ScimLimiter::new(limits.scim_rate)),
     };
+    let rate_state = state.clone();
     api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::authorize,
@@ -89,6 +98,10 @@ pub fn router(services: Services) -> Router {
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_bytes))
     .layer(CatchPanicLayer::custom(http::panic_response))
+    .layer(axum::middleware::from_fn_with_state(
+        rate_state,
+        http::scim::rate::limit,
+    ))
     .layer(axum::middleware::from_fn(http::scim::scim_errors))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())

@@ -190,6 +190,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_UPLOAD_LIMIT", default_value_t = 1024 * 1024 * 1024)]
     pub upload_limit: usize,
 
+    /// SCIM requests a second each token may send (in bursts of as many); more answer 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, env = "ROSTER_SCIM_RATE_LIMIT", default_value_t = crate::app::DEFAULT_SCIM_RATE)]
+    pub scim_rate_limit: u32,
+
     /// A full-update that would remove more than this share (in percent) of a group's active
     /// members waits for approval.
     #[arg(

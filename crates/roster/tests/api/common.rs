@@ -260,11 +260,15 @@ impl TestApp {
             .get(header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header_text = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header_text(header::LOCATION);
+        let retry_after = header_text(header::RETRY_AFTER);
         // An event stream does not end: its body is read by the tests that follow it.
         let bytes = if content_type.starts_with("text/event-stream") {
             Default::default()
@@ -282,6 +286,7 @@ impl TestApp {
             www_authenticate,
             content_type,
             location,
+            retry_after,
             text: String::from_utf8_lossy(&bytes).into_owned(),
             json,
         }
@@ -483,6 +488,7 @@ pub struct Reply {
     pub www_authenticate: Option<String>,
     pub content_type: String,
     pub location: Option<String>,
+    pub retry_after: Option<String>,
     pub text: String,
     pub json: Value,
 }

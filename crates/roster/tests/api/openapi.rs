@@ -85,6 +85,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/scim/v2/{source_system}/Groups/{id}"),
     ("delete", "/scim/v2/{source_system}/Groups/{id}"),
     ("post", "/scim/v2/{source_system}/.search"),
+    ("post", "/scim/v2/{source_system}/Bulk"),
     ("post", "/scim/v2/{source_system}/Users/.search"),
     ("post", "/scim/v2/{source_system}/Groups/.search"),
     ("get", "/scim/v2/{source_system}/ServiceProviderConfig"),

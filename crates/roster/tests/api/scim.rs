@@ -7,6 +7,7 @@ use crate::common::{Backend, Reply, TestApp};
 use crate::on_both_backends;
 use axum::http::{Method, StatusCode};
 use roster::domain::token::Scope;
+use roster::http::scim::rate::ScimRate;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -21,6 +22,8 @@ on_both_backends!(
     a_search_post_answers_as_the_get_list,
     discovery_documents_are_read_by_id,
     emptying_a_small_group_is_an_edit_not_a_held_push,
+    a_token_over_its_rate_gets_429_with_retry_after,
+    bulk_applies_each_operation_in_order_and_resolves_bulk_ids,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -995,6 +998,160 @@ async fn emptying_a_small_group_is_an_edit_not_a_held_push(backend: Backend) {
         )
         .await;
     assert_eq!(pending, 0);
+}
+
+async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
+    // Bursts of 3, one more an hour: the fourth request in a row is over the rate.
+    let rate = ScimRate {
+        burst: std::num::NonZeroU32::new(3).expect("3"),
+        replenish: std::time::Duration::from_secs(3600),
+    };
+    let limits = roster::app::Limits {
+        scim_rate: Some(rate),
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let t = token(&app, "foo").await;
+    for i in 0..3 {
+        user_named(&app, &t, "foo", &format!("u{i}")).await;
+    }
+    let over = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Users",
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": "one-too-many"}),
+        ),
+    )
+    .await;
+    assert_scim_error(&over, StatusCode::TOO_MANY_REQUESTS, None, "rate");
+    let retry: u64 = over
+        .retry_after
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=3600).contains(&retry), "Retry-After: {retry}");
+    let users = app
+        .scalar(
+            "SELECT count(*) FROM resource WHERE source_system = 'foo' AND type = 1",
+            &[],
+        )
+        .await;
+    assert_eq!(users, 3, "the refused request created a user");
+    // Another token (another tenant connection) has its own rate; the REST API has none.
+    let other = token(&app, "bar").await;
+    let fine = scim(&app, &other, Method::GET, "/bar/Users", None).await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.text);
+    let rest = app.get("/api/v1/resources?source_system=foo").await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.text);
+}
+
+async fn bulk_applies_each_operation_in_order_and_resolves_bulk_ids(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let old = user_named(&app, &t, "foo", "old").await;
+    let user = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let request = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "ada",
+             "data": {"schemas": [user], "userName": "ada"}},
+            {"method": "POST", "path": "/Groups", "bulkId": "eng",
+             "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                      "displayName": "Engineering", "members": [{"value": "bulkId:ada"}]}},
+            {"method": "PATCH", "path": "/Users/bulkId:ada",
+             "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}]}},
+            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "old"}},
+            {"method": "DELETE", "path": format!("/Users/{old}")},
+            {"method": "PUT", "path": "/Users/bulkId:nobody",
+             "data": {"schemas": [user], "userName": "x"}},
+        ]
+    });
+    let reply = scim(&app, &t, Method::POST, "/foo/Bulk", Some(request)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+    );
+    let results = reply.json["Operations"].as_array().expect("operations");
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["201", "201", "200", "409", "204", "409"],
+        "{}",
+        reply.text
+    );
+    assert_eq!(results[0]["bulkId"], "ada");
+    assert_eq!(results[3]["response"]["scimType"], "uniqueness");
+    assert!(results[5]["response"]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("nobody")));
+    let ada = results[0]["location"]
+        .as_str()
+        .and_then(|l| l.rsplit('/').next())
+        .expect("location")
+        .to_owned();
+    let group = results[1]["location"]
+        .as_str()
+        .and_then(|l| l.rsplit('/').next())
+        .expect("location")
+        .to_owned();
+    assert_eq!(members(&app, &group).await, set(&[&ada]));
+    assert_eq!(
+        app.text(
+            "SELECT displayname FROM resource WHERE identifier = 'ada'",
+            &[]
+        )
+        .await
+        .as_deref(),
+        Some("Ada")
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND deleted",
+            &[&old]
+        )
+        .await,
+        1
+    );
+    // failOnErrors stops after that many errors; more than maxOperations is refused whole.
+    let failing = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "failOnErrors": 1,
+        "Operations": [
+            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "ada"}},
+            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "new"}},
+        ]
+    });
+    let reply = scim(&app, &t, Method::POST, "/foo/Bulk", Some(failing)).await;
+    assert_eq!(reply.json["Operations"].as_array().map(Vec::len), Some(1));
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"method": "DELETE", "path": format!("/Users/{i}")}))
+        .collect();
+    let reply = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Bulk",
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": too_many}),
+        ),
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, None, "at most 1000");
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE identifier = 'new'",
+            &[]
+        )
+        .await,
+        0
+    );
 }
 
 async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {

@@ -178,6 +178,8 @@ fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
         ("put", "/scim/v2/{source_system}/Users/{id}") => Some(json!({"userName": "u"})),
         ("post", "/scim/v2/{source_system}/Groups") => Some(json!({"displayName": "scim-new"})),
         ("put", "/scim/v2/{source_system}/Groups/{id}") => Some(json!({"displayName": "G"})),
+        ("post", "/scim/v2/{source_system}/Bulk") => Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": []})),
         ("post", p) if p.ends_with("/.search") => Some(json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "count": 1})),
         ("patch", p) if p.starts_with("/scim/") => Some(json!({"Operations": [

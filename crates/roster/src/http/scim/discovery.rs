@@ -2,9 +2,11 @@
 //! their schemas (RFC 7643 §7), as roster actually implements them.
 
 use super::{scim_response, ScimError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::app::AppState;
 use crate::domain::scim::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use crate::http::auth::Caller;
 use crate::http::Path;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -16,15 +18,18 @@ const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
     security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
     responses((status = 200, description = "The ServiceProviderConfig")))]
 pub async fn service_provider_config(
+    State(state): State<AppState>,
     caller: Caller,
     Path(source): Path<String>,
 ) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
+    let body_limit = state.limits.body_bytes;
     let body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/roster/roster/blob/main/docs/scim.md",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": true, "maxOperations": super::bulk::MAX_OPERATIONS,
+                 "maxPayloadSize": body_limit},
         "filter": {"supported": true, "maxResults": MAX_PAGE_SIZE},
         "changePassword": {"supported": false},
         "sort": {"supported": true},

@@ -3,10 +3,12 @@
 //! to that source. SCIM users and groups are roster resources of that source; writes go through
 //! the same store paths (and change feed) as the REST API. Errors are SCIM error documents.
 
+mod bulk;
 mod discovery;
 pub mod filter;
 mod paging;
 mod patch;
+pub mod rate;
 mod search;
 mod wire;
 
@@ -47,6 +49,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, replace_group, patch_group, delete_group))
         .routes(routes!(search::search_all))
+        .routes(routes!(bulk::bulk))
         .routes(routes!(search::search_users))
         .routes(routes!(search::search_groups))
         .routes(routes!(discovery::service_provider_config))

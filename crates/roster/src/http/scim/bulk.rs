@@ -1,0 +1,235 @@
+//! `POST /Bulk` (RFC 7644 §3.7): many writes in one request. Each operation is applied in order
+//! as its own request would be (bulk is not atomic), with the same checks, audit and change
+//! records; `bulkId:` references to resources created earlier in the same request are resolved;
+//! `failOnErrors` stops after that many errors.
+
+use super::{create, delete, json_body, patch_resource, replace, scim_response, ScimError};
+use crate::app::AppState;
+use crate::domain::scim::ScimType;
+use crate::domain::ResourceId;
+use crate::http::auth::Caller;
+use crate::http::Path;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+/// Most operations one bulk request may carry (advertised in ServiceProviderConfig).
+pub const MAX_OPERATIONS: usize = 1000;
+
+/// A field of a JSON object, its name matched without regard to case.
+fn field<'v>(object: &'v Value, name: &str) -> Option<&'v Value> {
+    object
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Apply many writes in order, each as its own request would be.
+#[utoipa::path(post, path = "/scim/v2/{source_system}/Bulk", tag = "scim",
+    security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
+    request_body(content = Object, content_type = "application/scim+json"),
+    responses((status = 200, description = "A BulkResponse: each operation's status"),
+              (status = 413, description = "More operations than maxOperations")))]
+pub async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    caller.check_source(&source)?;
+    let body = json_body(&body)?;
+    let named = field(&body, "schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(BULK_REQUEST)));
+    if !named {
+        return Err(ScimError::invalid_value(format!(
+            "schemas must name {BULK_REQUEST}"
+        )));
+    }
+    let operations = field(&body, "Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ScimError::invalid_syntax("a BulkRequest needs \"Operations\": a list"))?;
+    if operations.len() > MAX_OPERATIONS {
+        return Err(ScimError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!(
+                "a bulk request carries at most {MAX_OPERATIONS} operations, not {}",
+                operations.len()
+            ),
+        ));
+    }
+    let fail_on = match field(&body, "failOnErrors") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ScimError::invalid_value("failOnErrors is a positive integer"))?,
+        ),
+    };
+    let mut created = HashMap::new();
+    let mut results = Vec::with_capacity(operations.len());
+    let mut errors = 0;
+    for operation in operations {
+        if fail_on.is_some_and(|n| errors >= n) {
+            break;
+        }
+        let result = one(&state, &caller, &source, operation, &mut created).await;
+        if result["status"]
+            .as_str()
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_none_or(|s| s >= 400)
+        {
+            errors += 1;
+        }
+        results.push(result);
+    }
+    let answer = json!({"schemas": [BULK_RESPONSE], "Operations": results});
+    Ok(scim_response(StatusCode::OK, &answer, None))
+}
+
+/// Replaces every `bulkId:X` string in `value` by the id created for X.
+fn resolve(value: &mut Value, created: &HashMap<String, String>) -> Result<(), ScimError> {
+    match value {
+        Value::String(s) => {
+            if let Some(key) = s.strip_prefix("bulkId:") {
+                *s = created.get(key).cloned().ok_or_else(|| {
+                    ScimError::new(
+                        StatusCode::CONFLICT,
+                        Some("invalidValue"),
+                        format!("bulkId {key:?} names no resource created earlier in this request"),
+                    )
+                })?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                resolve(item, created)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                resolve(item, created)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What one bulk operation asks: its method, resource type, id (but for POST), body and
+/// `If-Match`.
+struct Request {
+    method: String,
+    ty: ScimType,
+    id: Option<ResourceId>,
+    body: Bytes,
+    headers: HeaderMap,
+}
+
+fn request(operation: &Value, created: &HashMap<String, String>) -> Result<Request, ScimError> {
+    let text = |name: &str| field(operation, name).and_then(Value::as_str);
+    let method = text("method")
+        .map(str::to_ascii_uppercase)
+        .filter(|m| matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+        .ok_or_else(|| ScimError::invalid_value("method is POST, PUT, PATCH or DELETE"))?;
+    let path = text("path").unwrap_or_default().trim_start_matches('/');
+    let (kind, id) = path.split_once('/').unwrap_or((path, ""));
+    let mut id = Value::from(id);
+    resolve(&mut id, created)?;
+    let id = id.as_str().unwrap_or_default();
+    let ty = match kind {
+        "Users" => ScimType::User,
+        "Groups" => ScimType::Group,
+        _ => {
+            return Err(ScimError::invalid_path(format!(
+                "path {path:?}: a bulk operation writes /Users or /Groups"
+            )))
+        }
+    };
+    let id = match (method.as_str(), id) {
+        ("POST", "") => None,
+        ("POST", _) => {
+            return Err(ScimError::invalid_path("a POST names /Users or /Groups"));
+        }
+        (_, id) => Some(id.parse::<uuid::Uuid>().map(ResourceId).map_err(|_| {
+            ScimError::invalid_path(format!("path {path:?} does not end in a resource id"))
+        })?),
+    };
+    let mut data = field(operation, "data").cloned().unwrap_or(Value::Null);
+    resolve(&mut data, created)?;
+    let mut headers = HeaderMap::new();
+    if let Some(version) = text("version").and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(header::IF_MATCH, version);
+    }
+    Ok(Request {
+        method,
+        ty,
+        id,
+        body: Bytes::from(data.to_string()),
+        headers,
+    })
+}
+
+/// Applies one operation; its entry in the BulkResponse.
+async fn one(
+    state: &AppState,
+    caller: &Caller,
+    source: &str,
+    operation: &Value,
+    created: &mut HashMap<String, String>,
+) -> Value {
+    let bulk_id = field(operation, "bulkId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let method = field(operation, "method").cloned().unwrap_or(Value::Null);
+    let outcome = match request(operation, created) {
+        Ok(r) => {
+            let key = |id: ResourceId| (source.to_owned(), id);
+            match (r.method.as_str(), r.id) {
+                ("POST", _) => create(state, caller, r.ty, source, &r.body).await,
+                ("PUT", Some(id)) => {
+                    replace(state, caller, r.ty, key(id), &r.headers, &r.body).await
+                }
+                ("PATCH", Some(id)) => {
+                    patch_resource(state, caller, r.ty, key(id), &r.headers, &r.body).await
+                }
+                (_, Some(id)) => delete(state, caller, r.ty, key(id), &r.headers).await,
+                (_, None) => Err(ScimError::invalid_path("the operation names no resource")),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let response = outcome.unwrap_or_else(axum::response::IntoResponse::into_response);
+    let status = response.status();
+    let mut entry = Map::new();
+    entry.insert("method".into(), method);
+    entry.insert("status".into(), Value::from(status.as_u16().to_string()));
+    for (name, key) in [(header::LOCATION, "location"), (header::ETAG, "version")] {
+        if let Some(value) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+            entry.insert(key.into(), Value::from(value));
+        }
+    }
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    if let Some(id) = bulk_id {
+        if status == StatusCode::CREATED {
+            if let Some(new) = body.as_ref().and_then(|b| b["id"].as_str()) {
+                created.insert(id.clone(), new.to_owned());
+            }
+        }
+        entry.insert("bulkId".into(), Value::from(id));
+    }
+    if status.is_client_error() || status.is_server_error() {
+        entry.insert("response".into(), body.unwrap_or(Value::Null));
+    }
+    Value::Object(entry)
+}
