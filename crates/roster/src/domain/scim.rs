@@ -180,6 +180,8 @@ pub enum Attr {
     MemberId,
     /// A member's display name inside `Cond::Any` over a group's members.
     MemberDisplay,
+    /// A group's id inside `Cond::Any` over a user's groups.
+    GroupId,
 }
 
 /// A filter resolved against roster's storage: what the store turns into SQL.
@@ -203,6 +205,8 @@ pub enum List {
     Doc(Vec<String>),
     /// A group's active members.
     Members,
+    /// The groups a user is an active member of (`groups`, from the membership table).
+    Groups,
 }
 
 /// The multi-valued attributes of the core User schema.
@@ -285,6 +289,9 @@ pub fn resolve(ty: ScimType, filter: &Filter) -> Result<Cond, InvalidInput> {
             Place::List(List::Members, None) => {
                 Cond::Any(List::Members, Box::new(Cond::Present(Attr::MemberId)))
             }
+            Place::List(List::Groups, None) => {
+                Cond::Any(List::Groups, Box::new(Cond::Present(Attr::GroupId)))
+            }
             Place::List(list, None) => {
                 Cond::Any(list, Box::new(Cond::Present(Attr::Element(None))))
             }
@@ -355,6 +362,10 @@ fn element(list: &List, sub: Option<&str>) -> Result<Attr, InvalidInput> {
         List::Members => Err(InvalidInput::new(format!(
             "members.{sub} cannot be filtered on: a member filter takes value or display"
         ))),
+        List::Groups if sub.eq_ignore_ascii_case("value") => Ok(Attr::GroupId),
+        List::Groups => Err(InvalidInput::new(format!(
+            "groups.{sub} cannot be filtered on: a groups filter takes value"
+        ))),
         List::Doc(_) => Ok(Attr::Element(Some(canonical(sub)))),
     }
 }
@@ -413,8 +424,9 @@ fn place(ty: ScimType, path: &AttrPath) -> Result<Place, InvalidInput> {
             let sub = sub.map(|s| element(&list, Some(&s))).transpose()?;
             Ok(Place::List(list, sub))
         }
-        ScimType::User if name == "groups" => Err(InvalidInput::new(
-            "groups cannot be filtered on: read the group's members instead",
+        ScimType::User if name == "groups" => Ok(Place::List(
+            List::Groups,
+            sub.map(|s| element(&List::Groups, Some(&s))).transpose()?,
         )),
         ScimType::User => {
             let mut keys = vec![name];
@@ -450,10 +462,10 @@ fn compare(attr: Attr, op: CompareOp, value: &CompValue) -> Result<Cond, Invalid
             }
         }
         (Attr::Active, _) => false,
-        (Attr::Id | Attr::MemberId, CompValue::Str(_)) => {
+        (Attr::Id | Attr::MemberId | Attr::GroupId, CompValue::Str(_)) => {
             matches!(op, CompareOp::Eq | CompareOp::Ne)
         }
-        (Attr::Id | Attr::MemberId, _) => false,
+        (Attr::Id | Attr::MemberId | Attr::GroupId, _) => false,
         (Attr::Created | Attr::LastModified, CompValue::Str(s)) => {
             if chrono::DateTime::parse_from_rfc3339(s).is_err() {
                 return Err(InvalidInput::new(format!(

@@ -149,7 +149,7 @@ fn push_string<'a, DB>(
         q.push("NOT coalesce(");
     }
     match attr {
-        Attr::Id | Attr::MemberId => match Uuid::parse_str(s) {
+        Attr::Id | Attr::MemberId | Attr::GroupId => match Uuid::parse_str(s) {
             Ok(id) => {
                 q.push(format!("{} = ", column(attr))).push_bind(id);
             }
@@ -247,6 +247,7 @@ fn column(attr: &Attr) -> &'static str {
         Attr::Created => "r.created",
         Attr::LastModified => "r.modified",
         Attr::MemberId => "gm.member_id",
+        Attr::GroupId => "gm.group_id",
         Attr::MemberDisplay => {
             "(SELECT coalesce(gm.member_name, m.displayname) FROM resource m \
              WHERE m.id = gm.member_id)"
@@ -366,9 +367,12 @@ fn number(d: Dialect, attr: &Attr) -> String {
 /// A test that the attribute has a value: not null, not an empty string, array or object.
 fn present(d: Dialect, attr: &Attr) -> String {
     match attr {
-        Attr::Active | Attr::Created | Attr::LastModified | Attr::Id | Attr::MemberId => {
-            "TRUE".to_owned()
-        }
+        Attr::Active
+        | Attr::Created
+        | Attr::LastModified
+        | Attr::Id
+        | Attr::MemberId
+        | Attr::GroupId => "TRUE".to_owned(),
         Attr::Doc(_) | Attr::Element(_) => {
             let kind = json_kind(d, attr);
             let empty = match d {
@@ -392,6 +396,9 @@ fn exists(d: Dialect, list: &List) -> String {
     match (list, d) {
         (List::Members, _) => "EXISTS (SELECT 1 FROM group_member gm \
              WHERE gm.group_id = r.id AND NOT gm.removed AND "
+            .to_owned(),
+        (List::Groups, _) => "EXISTS (SELECT 1 FROM group_member gm \
+             WHERE gm.member_id = r.id AND NOT gm.removed AND "
             .to_owned(),
         (List::Doc(keys), Dialect::Postgres) => {
             let j = format!("(r.scim #> {})", json_path(d, keys));

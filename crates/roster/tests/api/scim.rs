@@ -24,6 +24,7 @@ on_both_backends!(
     emptying_a_small_group_is_an_edit_not_a_held_push,
     a_token_over_its_rate_gets_429_with_retry_after,
     bulk_applies_each_operation_in_order_and_resolves_bulk_ids,
+    a_groups_users_page_by_cursor_through_a_groups_value_filter,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -1151,6 +1152,65 @@ async fn bulk_applies_each_operation_in_order_and_resolves_bulk_ids(backend: Bac
         )
         .await,
         0
+    );
+}
+
+async fn a_groups_users_page_by_cursor_through_a_groups_value_filter(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let mut inside = Vec::new();
+    for i in 0..7 {
+        inside.push(user_named(&app, &t, "foo", &format!("in{i}")).await);
+    }
+    let outside = user_named(&app, &t, "foo", "out").await;
+    let refs: Vec<&str> = inside.iter().map(String::as_str).collect();
+    let group = create_group(&app, &t, "foo", "Big", &refs).await;
+    create_group(&app, &t, "foo", "Other", &[&outside]).await;
+    // One member leaves: an ended membership does not list its user.
+    let left = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/foo/Groups/{group}"),
+        Some(json!({"Operations": [{"op": "remove",
+            "path": format!("members[value eq \"{}\"]", inside[0])}]})),
+    )
+    .await;
+    assert_eq!(left.status, StatusCode::NO_CONTENT, "{}", left.text);
+    let filter = enc(&format!("groups.value eq \"{group}\""));
+    let (paged, last) = by_cursor(
+        &app,
+        &t,
+        &format!("/foo/Users?filter={filter}&count=2"),
+        |_| None,
+    )
+    .await;
+    assert_eq!(last["totalResults"], 6);
+    let expected: BTreeSet<String> = inside[1..].iter().cloned().collect();
+    assert_eq!(paged.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(paged.len(), 6, "a user was listed twice");
+    let any = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users?filter={}", enc("groups pr")),
+        None,
+    )
+    .await;
+    assert_eq!(any.json["totalResults"], 7, "{}", any.text);
+    let bad = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users?filter={}", enc("groups.display eq \"Big\"")),
+        None,
+    )
+    .await;
+    assert_scim_error(
+        &bad,
+        StatusCode::BAD_REQUEST,
+        Some("invalidFilter"),
+        "groups.display",
     );
 }
 

@@ -271,10 +271,12 @@ async fn document(
             .await?;
         if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
             return Err(ScimError::too_many(format!(
-                "group {} has more than {MAX_MEMBERS_IN_DOCUMENT} members: read it with \
-                 excludedAttributes=members and page its members through \
-                 GET /api/v1/groups/{}/members",
-                record.resource.id, record.resource.id
+                "group {id} has more than {MAX_MEMBERS_IN_DOCUMENT} members: read it with \
+                 excludedAttributes=members, and page its users with \
+                 GET {}/Users?filter=groups.value eq \"{id}\"&cursor (or all its members \
+                 through GET /api/v1/groups/{id}/members)",
+                base(source),
+                id = record.resource.id
             )));
         }
         Some(
