@@ -36,7 +36,7 @@ pub async fn seed(pool: &PgPool, n: usize) -> Result<Seeded> {
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
-        "CREATE TABLE scim_user AS SELECT i, gen_random_uuid() AS id \
+        "CREATE TEMP TABLE scim_user ON COMMIT DROP AS SELECT i, gen_random_uuid() AS id \
          FROM generate_series(1, $1::int) i",
     )
     .bind(i32::try_from(n + PATCHES / 2)?)

@@ -534,6 +534,8 @@ pub struct ScimQuery {
     pub count: i64,
     /// Cursor paging: the page starts just after this row of the order.
     pub after: Option<After>,
+    /// Cursor paging: the answer carries its last row's sort key, for the next cursor.
+    pub keyed: bool,
 }
 
 /// A row's place in a list's order: its sort key as text (`None` when it has no value) and its

@@ -416,9 +416,9 @@ fn plan_rows(
         pick("m.type", "x.type"),
         pick(&live("m"), &live("x")),
         pick("m.deactivation_reason", "x.deactivation_reason"),
-        text_list(linked_sources),
+        text_list(d, linked_sources),
         id_list(d, groups),
-        text_list(mirror_sources)
+        text_list(d, mirror_sources)
     ))
 }
 
@@ -432,14 +432,19 @@ fn pick(joined: &str, looked_up: &str) -> String {
     )
 }
 
-/// `texts` as SQL string literals for an `IN` list (quotes doubled).
-fn text_list(texts: &[String]) -> String {
+/// `texts` as SQL string literals of the dialect for an `IN` list: quotes doubled, and on
+/// PostgreSQL an escape string (`E'…'`, backslashes doubled), which reads the same whatever
+/// `standard_conforming_strings` says.
+fn text_list(d: Dialect, texts: &[String]) -> String {
     if texts.is_empty() {
         return "NULL".to_owned();
     }
     texts
         .iter()
-        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .map(|t| match d {
+            Dialect::Postgres => format!("E'{}'", t.replace('\\', "\\\\").replace('\'', "''")),
+            Dialect::Sqlite => format!("'{}'", t.replace('\'', "''")),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -36,6 +36,9 @@ pub trait ScimStore: Send + Sync {
         ty: ScimType,
         ids: &[ResourceId],
     ) -> StoreResult<Vec<ScimRecord>>;
+    /// Which of `ids` are resources at all (of any source, type or state): the others were
+    /// purged.
+    async fn scim_existing(&self, ids: &[ResourceId]) -> StoreResult<Vec<ResourceId>>;
     /// One live user or group of `source`.
     async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
         -> StoreResult<ScimRecord>;
@@ -382,7 +385,10 @@ macro_rules! impl_scim_store {
                     .collect::<Result<_, _>>()?;
                 let more = records.len() as i64 > query.count;
                 records.truncate(usize::try_from(query.count).unwrap_or_default());
-                let last_key = match (&query.sort, records.last()) {
+                let sorted = query.sort.as_ref().filter(|a| {
+                    query.keyed && more && **a != crate::domain::scim::Attr::Id
+                });
+                let last_key = match (sorted, records.last()) {
                     (Some(attr), Some(last)) => {
                         sqlx::query_scalar(&ssql::sort_key_of(attr, $dialect))
                             .bind(last.resource.id)
@@ -397,6 +403,24 @@ macro_rules! impl_scim_store {
                     more,
                     last_key,
                 })
+            }
+
+            async fn scim_existing(
+                &self,
+                ids: &[crate::domain::ResourceId],
+            ) -> crate::store::StoreResult<Vec<crate::domain::ResourceId>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.read_tx().await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.id FROM resource r WHERE r.id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id.0);
+                }
+                q.push(")");
+                let found: Vec<uuid::Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                Ok(found.into_iter().map(crate::domain::ResourceId).collect())
             }
 
             async fn scim_records(

@@ -25,6 +25,9 @@ on_both_backends!(
     a_token_over_its_rate_gets_429_with_retry_after,
     bulk_applies_each_operation_in_order_and_resolves_bulk_ids,
     a_groups_users_page_by_cursor_through_a_groups_value_filter,
+    cursors_page_every_sort_order_and_refuse_forged_positions,
+    a_delta_longer_than_a_feed_batch_pages_every_change_once,
+    bulk_operations_count_against_the_rate_whatever_the_scheme_case,
     duplicate_user_name_is_409_uniqueness,
     entra_test_connection_filter_on_a_random_value_answers_an_empty_list,
     patch_op_names_ignore_case_and_boolean_strings_are_read,
@@ -1212,6 +1215,231 @@ async fn a_groups_users_page_by_cursor_through_a_groups_value_filter(backend: Ba
         Some("invalidFilter"),
         "groups.display",
     );
+}
+
+async fn cursors_page_every_sort_order_and_refuse_forged_positions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let mut all = BTreeSet::new();
+    for i in 0..7 {
+        let body = if i % 2 == 0 {
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                   "userName": format!("u{i}"), "active": i % 3 == 0, "title": format!("t{i}")})
+        } else {
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                   "userName": format!("u{i}")})
+        };
+        all.insert(create_user(&app, &t, "foo", body).await);
+    }
+    for sort in [
+        "id",
+        "meta.created",
+        "meta.lastModified",
+        "active",
+        "title",
+        "externalId",
+    ] {
+        for order in ["ascending", "descending"] {
+            let path = format!("/foo/Users?sortBy={sort}&sortOrder={order}&count=2");
+            let (seen, _) = by_cursor(&app, &t, &path, |_| None).await;
+            let unique: BTreeSet<String> = seen.iter().cloned().collect();
+            assert_eq!(seen.len(), 7, "{sort} {order}: {seen:?}");
+            assert_eq!(unique, all, "{sort} {order}");
+            let by_index = scim(
+                &app,
+                &t,
+                Method::GET,
+                &format!("/foo/Users?sortBy={sort}&sortOrder={order}&count=7"),
+                None,
+            )
+            .await;
+            let listed: Vec<&str> = by_index.json["Resources"]
+                .as_array()
+                .expect("page")
+                .iter()
+                .filter_map(|r| r["id"].as_str())
+                .collect();
+            assert_eq!(
+                listed, seen,
+                "{sort} {order}: index and cursor orders differ"
+            );
+        }
+    }
+    // A cursor whose position is not a value of the sort attribute is refused, not tried.
+    let first = scim(
+        &app,
+        &t,
+        Method::GET,
+        "/foo/Users?sortBy=meta.created&count=2&cursor",
+        None,
+    )
+    .await;
+    let next = first.json["nextCursor"].as_str().expect("nextCursor");
+    let mut state: Value = base64_json(next);
+    state["a"]["key"] = json!("not a time");
+    let forged = encode_json(&state);
+    let reply = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users?sortBy=meta.created&count=2&cursor={forged}"),
+        None,
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("invalidCursor"),
+        "not one roster",
+    );
+}
+
+fn base64_json(text: &str) -> Value {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+fn encode_json(value: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+async fn bulk_create(app: &TestApp, t: &str, names: impl Iterator<Item = String>) {
+    let operations: Vec<Value> = names
+        .map(|n| {
+            json!({"method": "POST", "path": "/Users",
+            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": n}})
+        })
+        .collect();
+    let reply = scim(
+        app,
+        t,
+        Method::POST,
+        "/foo/Bulk",
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": operations}),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let failed = reply.json["Operations"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| r["status"] != "201")
+        .count();
+    assert_eq!(failed, 0, "{}", reply.text);
+}
+
+async fn a_delta_longer_than_a_feed_batch_pages_every_change_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    user_named(&app, &t, "foo", "before").await;
+    let first = scim(
+        &app,
+        &t,
+        Method::GET,
+        "/foo/Users?deltaQuery&count=0&cursor",
+        None,
+    )
+    .await;
+    assert_eq!(first.json["totalResults"], 1);
+    assert!(
+        first.json.get("nextDeltaToken").is_none(),
+        "count=0 handed out a token: {}",
+        first.text
+    );
+    let read = scim(&app, &t, Method::GET, "/foo/Users?deltaQuery", None).await;
+    let token = read.json["nextDeltaToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    bulk_create(&app, &t, (0..700).map(|i| format!("a{i}"))).await;
+    bulk_create(&app, &t, (0..700).map(|i| format!("b{i}"))).await;
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let reply = scim(
+            &app,
+            &t,
+            Method::GET,
+            &format!(
+                "/foo/Users?deltaQuery&deltaToken={}&count=300&cursor={cursor}",
+                enc(&token)
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let page = reply.json["Resources"].as_array().expect("page");
+        assert!(page.len() <= 300);
+        seen.extend(
+            page.iter()
+                .filter_map(|r| r["userName"].as_str().map(str::to_owned)),
+        );
+        match reply.json["nextCursor"].as_str() {
+            Some(next) => cursor = enc(next),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 1400, "every user once");
+    assert_eq!(unique.len(), 1400);
+}
+
+async fn bulk_operations_count_against_the_rate_whatever_the_scheme_case(backend: Backend) {
+    let rate = ScimRate {
+        burst: std::num::NonZeroU32::new(4).expect("4"),
+        replenish: std::time::Duration::from_secs(3600),
+    };
+    let limits = roster::app::Limits {
+        scim_rate: Some(rate),
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let t = token(&app, "foo").await;
+    // Two requests, one with the scheme in lower case: the same token, the same rate.
+    user_named(&app, &t, "foo", "a").await;
+    let lower = app
+        .send(
+            axum::http::Request::builder()
+                .method(Method::GET)
+                .uri("/scim/v2/foo/Users")
+                .header("authorization", format!("bearer {t}"))
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(lower.status, StatusCode::OK, "{}", lower.text);
+    // A bulk of three operations is three requests: over the two left.
+    let operations: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"method": "POST", "path": "/Users",
+            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                     "userName": format!("b{i}")}})
+        })
+        .collect();
+    let reply = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/foo/Bulk",
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": operations}),
+        ),
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::TOO_MANY_REQUESTS, None, "rate");
+    assert!(reply.retry_after.is_some());
+    let users = app
+        .scalar("SELECT count(*) FROM resource WHERE type = 1", &[])
+        .await;
+    assert_eq!(users, 1, "the refused bulk wrote nothing");
 }
 
 async fn duplicate_user_name_is_409_uniqueness(backend: Backend) {

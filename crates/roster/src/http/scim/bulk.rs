@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::time::Instant;
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
@@ -40,6 +41,7 @@ pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
     Path(source): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
@@ -65,6 +67,14 @@ pub async fn bulk(
             ),
         ));
     }
+    // Each operation counts against the token's rate (the request itself counted as one).
+    let more = u32::try_from(operations.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if let Some(seconds) = auth.and_then(|a| state.scim_limiter.charge(a, more)) {
+        return Ok(super::rate::too_many(seconds));
+    }
     let fail_on = match field(&body, "failOnErrors") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -73,11 +83,13 @@ pub async fn bulk(
                 .ok_or_else(|| ScimError::invalid_value("failOnErrors is a positive integer"))?,
         ),
     };
+    // Stop in time to answer what was done before the request's timeout would drop it all.
+    let deadline = Instant::now() + state.limits.request_timeout / 2;
     let mut created = HashMap::new();
     let mut results = Vec::with_capacity(operations.len());
     let mut errors = 0;
     for operation in operations {
-        if fail_on.is_some_and(|n| errors >= n) {
+        if fail_on.is_some_and(|n| errors >= n) || Instant::now() >= deadline {
             break;
         }
         let result = one(&state, &caller, &source, operation, &mut created).await;
@@ -94,7 +106,8 @@ pub async fn bulk(
     Ok(scim_response(StatusCode::OK, &answer, None))
 }
 
-/// Replaces every `bulkId:X` string in `value` by the id created for X.
+/// Replaces every `bulkId:X` reference in `value` (a string, or the `value` of an object in it)
+/// by the id created for X earlier in the request.
 fn resolve(value: &mut Value, created: &HashMap<String, String>) -> Result<(), ScimError> {
     match value {
         Value::String(s) => {
@@ -114,8 +127,12 @@ fn resolve(value: &mut Value, created: &HashMap<String, String>) -> Result<(), S
             }
         }
         Value::Object(map) => {
-            for item in map.values_mut() {
-                resolve(item, created)?;
+            for (key, item) in map.iter_mut() {
+                // A reference is a value (`members[].value`, `manager.value`); other strings that
+                // happen to start with `bulkId:` are left as written.
+                if key.eq_ignore_ascii_case("value") || item.is_array() || item.is_object() {
+                    resolve(item, created)?;
+                }
             }
         }
         _ => {}
@@ -165,8 +182,10 @@ fn request(operation: &Value, created: &HashMap<String, String>) -> Result<Reque
     let mut data = field(operation, "data").cloned().unwrap_or(Value::Null);
     resolve(&mut data, created)?;
     let mut headers = HeaderMap::new();
-    if let Some(version) = text("version").and_then(|v| HeaderValue::from_str(v).ok()) {
-        headers.insert(header::IF_MATCH, version);
+    if let Some(version) = text("version") {
+        let tag = HeaderValue::from_str(version)
+            .map_err(|_| ScimError::invalid_value(format!("version {version:?} is not an ETag")))?;
+        headers.insert(header::IF_MATCH, tag);
     }
     Ok(Request {
         method,

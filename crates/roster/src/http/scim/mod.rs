@@ -236,6 +236,9 @@ fn names(list: Option<&str>) -> Vec<String> {
 struct Projection {
     attributes: Vec<String>,
     excluded: Vec<String>,
+    /// A list's documents: a group too large for one document comes without its members
+    /// (rather than failing the page, which would strand a reader there).
+    listing: bool,
 }
 
 impl Projection {
@@ -243,6 +246,14 @@ impl Projection {
         Self {
             attributes: names(attributes),
             excluded: names(excluded),
+            listing: false,
+        }
+    }
+
+    fn listing(attributes: Option<&str>, excluded: Option<&str>) -> Self {
+        Self {
+            listing: true,
+            ..Self::new(attributes, excluded)
         }
     }
 
@@ -269,7 +280,9 @@ async fn document(
             .store
             .scim_members(record.resource.id, MAX_MEMBERS_IN_DOCUMENT + 1)
             .await?;
-        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
+        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT && projection.listing {
+            None
+        } else if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
             return Err(ScimError::too_many(format!(
                 "group {id} has more than {MAX_MEMBERS_IN_DOCUMENT} members: read it with \
                  excludedAttributes=members, and page its users with \
@@ -278,12 +291,15 @@ async fn document(
                 base(source),
                 id = record.resource.id
             )));
+        } else {
+            Some(
+                rows.into_iter()
+                    .map(|(id, name, is_group)| {
+                        wire::member_json(&base(source), id, name, is_group)
+                    })
+                    .collect(),
+            )
         }
-        Some(
-            rows.into_iter()
-                .map(|(id, name, is_group)| wire::member_json(&base(source), id, name, is_group))
-                .collect(),
-        )
     } else {
         None
     };
@@ -344,6 +360,7 @@ fn list_query(ty: ScimType, params: &ListParams) -> Result<ScimQuery, ScimError>
         offset: start - 1,
         count,
         after: None,
+        keyed: false,
     })
 }
 
@@ -356,7 +373,7 @@ async fn list(
 ) -> Result<Response, ScimError> {
     caller.check_source(source)?;
     let query = list_query(ty, params)?;
-    let projection = Projection::new(
+    let projection = Projection::listing(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
     );

@@ -17,12 +17,13 @@ use super::{document, wire, ListParams, Projection, ScimError, LIST_SCHEMA};
 use crate::app::AppState;
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::{ChangeFilter, Cursor, StoredChange};
-use crate::domain::scim::{After, ScimQuery, ScimRecord, ScimType};
+use crate::domain::scim::{After, Attr, ScimQuery, ScimRecord, ScimType};
 use crate::domain::ResourceId;
 use crate::store::StoreError;
 use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -92,6 +93,11 @@ fn digest(ty: ScimType, source: &str, params: &ListParams) -> String {
         params.sort_by.as_deref().unwrap_or_default(),
         params.sort_order.as_deref().unwrap_or_default(),
         params.delta_token.as_deref().unwrap_or_default(),
+        if params.delta_query.is_some() {
+            "delta"
+        } else {
+            ""
+        },
     ] {
         hash.update(part.as_bytes());
         hash.update([0]);
@@ -228,7 +234,11 @@ pub async fn cursor_page(
         None => None,
     };
     query.offset = 0;
+    query.keyed = true;
     query.after = token.and_then(|t| t.a);
+    if let (Some(attr), Some(after)) = (&query.sort, &query.after) {
+        check_key(attr, after.key.as_deref())?;
+    }
     let page = state.store.scim_list(source, ty, &query).await?;
     let mut resources = Vec::with_capacity(page.records.len());
     for record in &page.records {
@@ -236,6 +246,9 @@ pub async fn cursor_page(
     }
     let mut extra = Map::new();
     match page.records.last() {
+        _ if page.more && page.records.is_empty() => {
+            // count=0: only totalResults; the token comes with the last page of a real read.
+        }
         Some(last) if page.more => {
             let next = PageToken {
                 q: digest(ty, source, params),
@@ -258,12 +271,36 @@ pub async fn cursor_page(
     Ok(list_body(resources, Some(page.total), extra))
 }
 
+/// Checks that a cursor's sort key can be the value of `attr` (a forged one could not be
+/// compared with it).
+fn check_key(attr: &Attr, key: Option<&str>) -> Result<(), ScimError> {
+    let fits = match (attr, key) {
+        (_, None) => true,
+        (Attr::Active, Some(k)) => matches!(k, "true" | "false" | "t" | "f" | "1" | "0"),
+        (Attr::Created | Attr::LastModified, Some(k)) => {
+            let k = k.replacen('T', " ", 1);
+            ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"]
+                .iter()
+                .any(|f| DateTime::parse_from_str(&k, f).is_ok())
+        }
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(invalid_cursor(
+            "the cursor's position is not one roster issued",
+        ))
+    }
+}
+
 /// The kinds of change that change a user (or a group, which its memberships change too).
 fn kinds(ty: ScimType) -> Vec<ChangeKind> {
     let mut kinds = vec![
         ChangeKind::ResourceCreated,
         ChangeKind::ResourceUpdated,
         ChangeKind::ResourceDeleted,
+        ChangeKind::ResourcePurged,
         ChangeKind::ResourceRestored,
         ChangeKind::ResourceDeactivated,
         ChangeKind::ResourceActivated,
@@ -288,15 +325,16 @@ fn changed(change: &StoredChange) -> Option<ResourceId> {
     }
 }
 
-/// Up to `count` resources changed after `from`, in the order of their first change since, and
-/// the position just past the changes they account for; `true` when changes follow it.
+/// Up to `count` resources changed after `from`, in the order of their first change since (each
+/// with its last change's time), and the position just past the changes they account for; `true`
+/// when changes follow it.
 async fn changed_since(
     state: &AppState,
     source: &str,
     ty: ScimType,
     from: Cursor,
     count: i64,
-) -> Result<(Vec<ResourceId>, Cursor, bool), ScimError> {
+) -> Result<(Vec<(ResourceId, DateTime<Utc>)>, Cursor, bool), ScimError> {
     let filter = ChangeFilter {
         source_system: Some(source.to_owned()),
         group_id: None,
@@ -309,8 +347,8 @@ async fn changed_since(
         )),
         other => other.into(),
     };
-    let mut ids = Vec::new();
-    let mut seen = HashSet::new();
+    let mut ids: Vec<(ResourceId, DateTime<Utc>)> = Vec::new();
+    let mut seen: HashMap<ResourceId, usize> = HashMap::new();
     let mut position = from;
     let mut read = 0;
     loop {
@@ -323,12 +361,13 @@ async fn changed_since(
         read += batch.items.len();
         for change in &batch.items {
             if let Some(id) = changed(change) {
-                if !seen.contains(&id) {
-                    if ids.len() as i64 >= count {
-                        return Ok((ids, position, true));
+                match seen.get(&id) {
+                    Some(&at) => ids[at].1 = change.at,
+                    None if ids.len() as i64 >= count => return Ok((ids, position, true)),
+                    None => {
+                        seen.insert(id, ids.len());
+                        ids.push((id, change.at));
                     }
-                    seen.insert(id);
-                    ids.push(id);
                 }
             }
             position = change.cursor;
@@ -363,24 +402,27 @@ pub async fn delta_page(
         Some(p) => Cursor::decode(&p).map_err(|e| invalid_cursor(e.0))?,
         None => token,
     };
-    let (ids, reached, more) = changed_since(state, source, ty, from, count).await?;
-    let records: HashMap<ResourceId, ScimRecord> = state
-        .store
-        .scim_records(source, ty, &ids)
-        .await?
-        .into_iter()
-        .map(|r| (r.resource.id, r))
-        .collect();
-    let mut resources = Vec::with_capacity(records.len());
-    for id in &ids {
-        let Some(record) = records.get(id) else {
-            continue;
-        };
-        resources.push(if record.resource.deleted {
-            wire::tombstone(ty, record, &super::base(source))
-        } else {
-            document(state, ty, source, record, projection).await?
-        });
+    let (changed, reached, more) = changed_since(state, source, ty, from, count).await?;
+    let ids: Vec<ResourceId> = changed.iter().map(|(id, _)| *id).collect();
+    let stored: Vec<ScimRecord> = state.store.scim_records(source, ty, &ids).await?;
+    let present: HashSet<ResourceId> = state.store.scim_existing(&ids).await?.into_iter().collect();
+    let records: HashMap<ResourceId, ScimRecord> =
+        stored.into_iter().map(|r| (r.resource.id, r)).collect();
+    let base = super::base(source);
+    let mut resources = Vec::with_capacity(changed.len());
+    for (id, at) in &changed {
+        match records.get(id) {
+            Some(r) if r.resource.deleted => resources.push(wire::tombstone(
+                ty,
+                *id,
+                r.resource.deleted_at.unwrap_or(*at),
+                &base,
+            )),
+            Some(r) => resources.push(document(state, ty, source, r, projection).await?),
+            // Purged: its type went with it, so both deltas answer its tombstone.
+            None if !present.contains(id) => resources.push(wire::tombstone(ty, *id, *at, &base)),
+            None => {}
+        }
     }
     let mut extra = Map::new();
     if more {

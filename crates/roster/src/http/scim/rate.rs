@@ -12,7 +12,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The rate each token may send SCIM requests at: bursts of `burst` requests, one more allowed
 /// every `replenish`.
@@ -35,10 +36,28 @@ impl ScimRate {
 /// The SCIM limiter: none when limiting is off.
 pub struct ScimLimiter {
     limiter: Option<DefaultKeyedRateLimiter<[u8; 16]>>,
+    /// When idle keys were last dropped.
+    swept: Mutex<Instant>,
 }
 
 /// Keys (tokens seen lately) kept before the idle ones are dropped.
 const MAX_KEYS: usize = 10_000;
+/// Idle keys are dropped at most this often, so many keys cannot make every request sweep.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The limiter's key for an `Authorization` header: a digest of the bearer token itself, so
+/// `Bearer` and `bearer` (both accepted) share one rate.
+fn key(authorization: &[u8]) -> [u8; 16] {
+    let text = String::from_utf8_lossy(authorization);
+    let token = match text.trim().split_once(char::is_whitespace) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => text.trim(),
+    };
+    let digest = Sha256::digest(token.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
 
 impl ScimLimiter {
     pub fn new(rate: Option<ScimRate>) -> Self {
@@ -49,6 +68,22 @@ impl ScimLimiter {
         };
         Self {
             limiter: rate.map(|r| RateLimiter::keyed(quota(r))),
+            swept: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Charges `n` more requests (a bulk request's operations beyond the first) to the token;
+    /// how many whole seconds to wait when its rate does not allow them.
+    pub fn charge(&self, authorization: &[u8], n: u32) -> Option<u64> {
+        let limiter = self.limiter.as_ref()?;
+        let n = NonZeroU32::new(n)?;
+        match limiter.check_key_n(&key(authorization), n) {
+            Ok(Ok(())) => None,
+            Ok(Err(refused)) => Some(seconds(
+                refused.wait_time_from(DefaultClock::default().now()),
+            )),
+            // More than a whole burst: never allowed at once.
+            Err(_) => Some(1),
         }
     }
 
@@ -56,15 +91,37 @@ impl ScimLimiter {
     fn wait(&self, authorization: &[u8]) -> Option<u64> {
         let limiter = self.limiter.as_ref()?;
         if limiter.len() > MAX_KEYS {
-            limiter.retain_recent();
+            if let Ok(mut swept) = self.swept.try_lock() {
+                if swept.elapsed() >= SWEEP_EVERY {
+                    limiter.retain_recent();
+                    *swept = Instant::now();
+                }
+            }
         }
-        let digest = Sha256::digest(authorization);
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        let refused = limiter.check_key(&key).err()?;
-        let wait = refused.wait_time_from(DefaultClock::default().now());
-        Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        let refused = limiter.check_key(&key(authorization)).err()?;
+        Some(seconds(
+            refused.wait_time_from(DefaultClock::default().now()),
+        ))
     }
+}
+
+/// A wait in whole seconds, rounded up, at least 1.
+fn seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// The 429 answer.
+pub fn too_many(seconds: u64) -> Response {
+    let mut response = ScimError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        None,
+        format!("this token sent more SCIM requests than its rate allows; retry in {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// Middleware: refuses a SCIM request whose token is over its rate with 429 and `Retry-After`.
@@ -75,17 +132,8 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         }
         _ => None,
     };
-    let Some(seconds) = wait else {
-        return next.run(request).await;
-    };
-    let mut response = ScimError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        None,
-        format!("this token sent more SCIM requests than its rate allows; retry in {seconds} s"),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response
+    match wait {
+        Some(seconds) => too_many(seconds),
+        None => next.run(request).await,
+    }
 }

@@ -136,7 +136,7 @@ pub async fn search_all(
         (Err(e), Err(_)) => return Err(e),
         pair => pair,
     };
-    let projection = Projection::new(
+    let projection = Projection::listing(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
     );

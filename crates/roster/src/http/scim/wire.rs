@@ -7,6 +7,7 @@ use crate::domain::scim::{
     canonical, ScimRecord, ScimType, ScimWrite, ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA,
 };
 use crate::domain::ResourceId;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 /// `W/"…"`: changes with every write of the resource.
@@ -69,18 +70,17 @@ pub fn resource_json(
     Value::Object(out)
 }
 
-/// A deleted user or group as a delta query answers it: its id and `meta.isDeleted`.
-pub fn tombstone(ty: ScimType, record: &ScimRecord, base: &str) -> Value {
-    let r = &record.resource;
-    let at = r.deleted_at.unwrap_or(r.modified);
+/// A deleted user or group as a delta query answers it: its id and `meta.isDeleted`, deleted at
+/// `at`.
+pub fn tombstone(ty: ScimType, id: ResourceId, at: DateTime<Utc>, base: &str) -> Value {
     json!({
         "schemas": [ty.core_schema()],
-        "id": r.id.to_string(),
+        "id": id.to_string(),
         "meta": {
             "resourceType": ty.name(),
             "isDeleted": true,
             "lastModified": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "location": format!("{base}/{}s/{}", ty.name(), r.id),
+            "location": format!("{base}/{}s/{id}", ty.name()),
         },
     })
 }
