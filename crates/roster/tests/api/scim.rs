@@ -1057,23 +1057,21 @@ async fn bulk_applies_each_operation_in_order_and_resolves_bulk_ids(backend: Bac
     let t = token(&app, "foo").await;
     let old = user_named(&app, &t, "foo", "old").await;
     let user = "urn:ietf:params:scim:schemas:core:2.0:User";
-    let request = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-        "Operations": [
-            {"method": "POST", "path": "/Users", "bulkId": "ada",
-             "data": {"schemas": [user], "userName": "ada"}},
-            {"method": "POST", "path": "/Groups", "bulkId": "eng",
+    let mut ada = bulk_user("ada");
+    ada["bulkId"] = json!("ada");
+    let operations = vec![
+        ada,
+        json!({"method": "POST", "path": "/Groups", "bulkId": "eng",
              "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                      "displayName": "Engineering", "members": [{"value": "bulkId:ada"}]}},
-            {"method": "PATCH", "path": "/Users/bulkId:ada",
-             "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}]}},
-            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "old"}},
-            {"method": "DELETE", "path": format!("/Users/{old}")},
-            {"method": "PUT", "path": "/Users/bulkId:nobody",
-             "data": {"schemas": [user], "userName": "x"}},
-        ]
-    });
-    let reply = scim(&app, &t, Method::POST, "/foo/Bulk", Some(request)).await;
+                      "displayName": "Engineering", "members": [{"value": "bulkId:ada"}]}}),
+        json!({"method": "PATCH", "path": "/Users/bulkId:ada",
+             "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}]}}),
+        bulk_user("old"),
+        json!({"method": "DELETE", "path": format!("/Users/{old}")}),
+        json!({"method": "PUT", "path": "/Users/bulkId:nobody",
+             "data": {"schemas": [user], "userName": "x"}}),
+    ];
+    let reply = post_bulk(&app, &t, operations, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(
         reply.json["schemas"][0],
@@ -1124,29 +1122,13 @@ async fn bulk_applies_each_operation_in_order_and_resolves_bulk_ids(backend: Bac
         1
     );
     // failOnErrors stops after that many errors; more than maxOperations is refused whole.
-    let failing = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "failOnErrors": 1,
-        "Operations": [
-            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "ada"}},
-            {"method": "POST", "path": "/Users", "data": {"schemas": [user], "userName": "new"}},
-        ]
-    });
-    let reply = scim(&app, &t, Method::POST, "/foo/Bulk", Some(failing)).await;
+    let failing = vec![bulk_user("ada"), bulk_user("new")];
+    let reply = post_bulk(&app, &t, failing, Some(1)).await;
     assert_eq!(reply.json["Operations"].as_array().map(Vec::len), Some(1));
     let too_many: Vec<Value> = (0..1001)
         .map(|i| json!({"method": "DELETE", "path": format!("/Users/{i}")}))
         .collect();
-    let reply = scim(
-        &app,
-        &t,
-        Method::POST,
-        "/foo/Bulk",
-        Some(
-            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-                    "Operations": too_many}),
-        ),
-    )
-    .await;
+    let reply = post_bulk(&app, &t, too_many, None).await;
     assert_scim_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, None, "at most 1000");
     assert_eq!(
         app.scalar(
@@ -1307,24 +1289,24 @@ fn encode_json(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
+/// Posts a BulkRequest of `operations` (with `failOnErrors` when given) to foo.
+async fn post_bulk(app: &TestApp, t: &str, operations: Vec<Value>, fail_on: Option<u32>) -> Reply {
+    let mut request = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                             "Operations": operations});
+    if let Some(n) = fail_on {
+        request["failOnErrors"] = json!(n);
+    }
+    scim(app, t, Method::POST, "/foo/Bulk", Some(request)).await
+}
+
+/// A bulk POST of a user named `name`.
+fn bulk_user(name: &str) -> Value {
+    json!({"method": "POST", "path": "/Users",
+           "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}})
+}
+
 async fn bulk_create(app: &TestApp, t: &str, names: impl Iterator<Item = String>) {
-    let operations: Vec<Value> = names
-        .map(|n| {
-            json!({"method": "POST", "path": "/Users",
-            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": n}})
-        })
-        .collect();
-    let reply = scim(
-        app,
-        t,
-        Method::POST,
-        "/foo/Bulk",
-        Some(
-            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-                    "Operations": operations}),
-        ),
-    )
-    .await;
+    let reply = post_bulk(app, t, names.map(|n| bulk_user(&n)).collect(), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let failed = reply.json["Operations"]
         .as_array()
@@ -1416,24 +1398,8 @@ async fn bulk_operations_count_against_the_rate_whatever_the_scheme_case(backend
         .await;
     assert_eq!(lower.status, StatusCode::OK, "{}", lower.text);
     // A bulk of three operations is three requests: over the two left.
-    let operations: Vec<Value> = (0..3)
-        .map(|i| {
-            json!({"method": "POST", "path": "/Users",
-            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                     "userName": format!("b{i}")}})
-        })
-        .collect();
-    let reply = scim(
-        &app,
-        &t,
-        Method::POST,
-        "/foo/Bulk",
-        Some(
-            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-                    "Operations": operations}),
-        ),
-    )
-    .await;
+    let operations = (0..3).map(|i| bulk_user(&format!("b{i}"))).collect();
+    let reply = post_bulk(&app, &t, operations, None).await;
     assert_scim_error(&reply, StatusCode::TOO_MANY_REQUESTS, None, "rate");
     assert!(reply.retry_after.is_some());
     let users = app
