@@ -828,6 +828,35 @@ async fn a_delta_token_older_than_the_history_is_expired(backend: Backend) {
         Some("expiredDeltaToken"),
         "read everything again",
     );
+    // A delta paged by cursor whose history goes between pages: the cursor has expired.
+    let read = scim(&app, &t, Method::GET, "/foo/Users?deltaQuery", None).await;
+    let token = read.json["nextDeltaToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    user_named(&app, &t, "foo", "u3").await;
+    user_named(&app, &t, "foo", "u4").await;
+    let delta = format!("/foo/Users?deltaQuery&deltaToken={}&count=1", enc(&token));
+    let first = scim(&app, &t, Method::GET, &format!("{delta}&cursor"), None).await;
+    let next = enc(first.json["nextCursor"].as_str().expect("nextCursor"));
+    app.store
+        .trim_history(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("trim");
+    let reply = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("{delta}&cursor={next}"),
+        None,
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        Some("expiredCursor"),
+        "read everything",
+    );
 }
 
 async fn a_search_post_answers_as_the_get_list(backend: Backend) {

@@ -79,8 +79,14 @@ fn invalid_cursor(detail: impl Into<String>) -> ScimError {
     ScimError::new(StatusCode::BAD_REQUEST, Some("invalidCursor"), detail)
 }
 
-fn expired_delta_token(detail: impl Into<String>) -> ScimError {
-    ScimError::new(StatusCode::BAD_REQUEST, Some("expiredDeltaToken"), detail)
+/// The history since a delta token (or a delta page's cursor: `expiredCursor`) is gone.
+fn expired(by_cursor: bool, detail: impl Into<String>) -> ScimError {
+    let scim_type = if by_cursor {
+        "expiredCursor"
+    } else {
+        "expiredDeltaToken"
+    };
+    ScimError::new(StatusCode::BAD_REQUEST, Some(scim_type), detail)
 }
 
 /// The digest naming a query: what it reads and in which order.
@@ -332,7 +338,7 @@ async fn changed_since(
     state: &AppState,
     source: &str,
     ty: ScimType,
-    from: Cursor,
+    (from, by_cursor): (Cursor, bool),
     count: i64,
 ) -> Result<(Vec<(ResourceId, DateTime<Utc>)>, Cursor, bool), ScimError> {
     let filter = ChangeFilter {
@@ -341,10 +347,13 @@ async fn changed_since(
         kinds: kinds(ty),
     };
     let gone = |e: StoreError| match e {
-        StoreError::Gone(m) => expired_delta_token(format!(
-            "{m}: the history since this delta token is no longer kept; read everything again \
-             with ?deltaQuery"
-        )),
+        StoreError::Gone(m) => expired(
+            by_cursor,
+            format!(
+                "{m}: the history since this delta token is no longer kept; read everything \
+                 again with ?deltaQuery"
+            ),
+        ),
         other => other.into(),
     };
     let mut ids: Vec<(ResourceId, DateTime<Utc>)> = Vec::new();
@@ -399,8 +408,8 @@ pub async fn delta_page(
         ));
     }
     let from = match page.and_then(|p| p.p) {
-        Some(p) => Cursor::decode(&p).map_err(|e| invalid_cursor(e.0))?,
-        None => token,
+        Some(p) => (Cursor::decode(&p).map_err(|e| invalid_cursor(e.0))?, true),
+        None => (token, false),
     };
     let (changed, reached, more) = changed_since(state, source, ty, from, count).await?;
     let ids: Vec<ResourceId> = changed.iter().map(|(id, _)| *id).collect();
