@@ -14,6 +14,7 @@ on_both_backends!(
     a_synced_echo_does_not_keep_a_person_in,
     links_are_checked_and_recorded,
     correlation_rebuilds_cohorts_and_never_links_a_dispute,
+    a_member_from_another_source_contributes_and_a_deleted_prime_does_not,
 );
 
 pub fn resource(source: &str, identifier: &str, ty: &str, subtype: Option<&str>) -> Value {
@@ -663,4 +664,38 @@ async fn correlation_rebuilds_cohorts_and_never_links_a_dispute(backend: Backend
         .await;
     assert_eq!(r.json["prime_id"], Value::Null, "the manual unlink holds");
     assert_eq!(cases(&app, "disputed").await, Vec::<String>::new());
+}
+
+async fn a_member_from_another_source_contributes_and_a_deleted_prime_does_not(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = sean(&app, true).await;
+    let [home, in_foo, in_bar] = &s.groups;
+    // Sean 2's HR-side account, of a source no linked group has, joins the authoritative group:
+    // it is read by its key, and its cohort is in.
+    let hr = app
+        .create(resource("hr", "sean2@hr", "user", Some("native")))
+        .await;
+    link(&app, &hr, &s.primes[1]).await;
+    add(&app, home, &hr).await;
+    assert_eq!(
+        plan(&app, &s.unified).await,
+        entries(&[
+            (in_foo, "add", &s.accounts[1][1]),
+            (in_bar, "add", &s.accounts[1][2]),
+        ])
+    );
+    // Once Sean 2's prime is deleted his cohort is no more: nothing to add.
+    let reply = app
+        .delete(&format!("/api/v1/resources/{}", s.primes[1]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND deleted",
+            &[&s.primes[1]]
+        )
+        .await,
+        1
+    );
+    assert_eq!(plan(&app, &s.unified).await, entries(&[]));
 }
