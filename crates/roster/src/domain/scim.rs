@@ -139,6 +139,14 @@ pub enum ScimType {
 }
 
 impl ScimType {
+    /// The roster resource type this SCIM resource type is.
+    pub fn resource_type(self) -> super::resource::ResourceType {
+        match self {
+            Self::User => super::resource::ResourceType::User,
+            Self::Group => super::resource::ResourceType::Group,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::User => "User",

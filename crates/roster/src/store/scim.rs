@@ -28,17 +28,9 @@ pub trait ScimStore: Send + Sync {
         ty: ScimType,
         query: &crate::domain::scim::ScimQuery,
     ) -> StoreResult<crate::domain::scim::ScimPage>;
-    /// The users or groups of `source` among `ids`, deleted ones included (a delta query answers
-    /// those as tombstones); ids of other sources or types, or purged, are left out.
-    async fn scim_records(
-        &self,
-        source: &str,
-        ty: ScimType,
-        ids: &[ResourceId],
-    ) -> StoreResult<Vec<ScimRecord>>;
-    /// Which of `ids` are resources at all (of any source, type or state): the others were
-    /// purged.
-    async fn scim_existing(&self, ids: &[ResourceId]) -> StoreResult<Vec<ResourceId>>;
+    /// The stored records among `ids`, deleted ones included (a delta query answers those as
+    /// tombstones), whatever their source and type; purged ones are missing.
+    async fn scim_records(&self, ids: &[ResourceId]) -> StoreResult<Vec<ScimRecord>>;
     /// One live user or group of `source`.
     async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
         -> StoreResult<ScimRecord>;
@@ -95,10 +87,7 @@ fn not_found(ty: ScimType, id: ResourceId, source: &str) -> StoreError {
 
 /// Checks that `resource` is a live `ty` of `source`.
 pub(super) fn check_scim(resource: &Resource, ty: ScimType, source: &str) -> StoreResult<()> {
-    if resource.deleted
-        || resource.ty != super::scim_sql::resource_type(ty)
-        || resource.source_system != source
-    {
+    if resource.deleted || resource.ty != ty.resource_type() || resource.source_system != source {
         return Err(not_found(ty, resource.id, source));
     }
     Ok(())
@@ -159,7 +148,7 @@ pub(super) async fn create<C: Conn>(
     write: &ScimWrite,
 ) -> StoreResult<ScimRecord> {
     let new = NewResource {
-        ty: super::scim_sql::resource_type(write.ty),
+        ty: write.ty.resource_type(),
         subtype: None,
         source_system: write.source_system.clone(),
         identifier: write.identifier.clone(),
@@ -405,28 +394,8 @@ macro_rules! impl_scim_store {
                 })
             }
 
-            async fn scim_existing(
-                &self,
-                ids: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<Vec<crate::domain::ResourceId>> {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.read_tx().await?;
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.id FROM resource r WHERE r.id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(id.0);
-                }
-                q.push(")");
-                let found: Vec<uuid::Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                Ok(found.into_iter().map(crate::domain::ResourceId).collect())
-            }
-
             async fn scim_records(
                 &self,
-                source: &str,
-                ty: crate::domain::scim::ScimType,
                 ids: &[crate::domain::ResourceId],
             ) -> crate::store::StoreResult<Vec<crate::domain::scim::ScimRecord>> {
                 if ids.is_empty() {
@@ -434,12 +403,8 @@ macro_rules! impl_scim_store {
                 }
                 let mut tx = self.read_tx().await?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                    "SELECT {} FROM resource r WHERE r.source_system = ",
+                    "SELECT {} FROM resource r WHERE r.id IN (",
                     crate::store::scim_sql::columns()
-                ));
-                q.push_bind(source.to_owned()).push(format!(
-                    " AND r.type = {} AND r.id IN (",
-                    crate::store::scim_sql::resource_type(ty).code()
                 ));
                 let mut list = q.separated(", ");
                 for id in ids {

@@ -6,7 +6,6 @@
 //! comparisons stay plain (`lower(r.identifier) = lower($1)`), so that indexes serve them.
 
 use crate::domain::change::ChangeKind;
-use crate::domain::resource::ResourceType;
 use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType};
 use crate::domain::{OperationId, ResourceId};
 use crate::store::resource_sql::Dialect;
@@ -23,14 +22,6 @@ pub fn columns() -> String {
         .collect();
     out.push("r.scim".to_owned());
     out.join(", ")
-}
-
-/// The roster type a SCIM type is kept as.
-pub fn resource_type(ty: ScimType) -> ResourceType {
-    match ty {
-        ScimType::User => ResourceType::User,
-        ScimType::Group => ResourceType::Group,
-    }
 }
 
 /// A sort key: the column or document value a list is ordered by, without regard to case where
@@ -437,7 +428,7 @@ pub fn push_scope<'a, DB>(
         .push_bind(source.to_owned())
         .push(format!(
             " AND r.type = {} AND NOT r.deleted",
-            resource_type(ty).code()
+            ty.resource_type().code()
         ));
     if let Some(cond) = cond {
         q.push(" AND ");

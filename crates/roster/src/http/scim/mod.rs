@@ -308,6 +308,21 @@ async fn document(
     Ok(value)
 }
 
+/// The documents of a page of records.
+async fn documents(
+    state: &AppState,
+    ty: ScimType,
+    source: &str,
+    records: &[ScimRecord],
+    projection: &Projection,
+) -> Result<Vec<Value>, ScimError> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        out.push(document(state, ty, source, record, projection).await?);
+    }
+    Ok(out)
+}
+
 fn number(name: &str, value: Option<&str>, default: i64) -> Result<i64, ScimError> {
     match value {
         None => Ok(default),
@@ -400,10 +415,7 @@ async fn index_page(
     projection: &Projection,
 ) -> Result<Value, ScimError> {
     let page = state.store.scim_list(source, ty, query).await?;
-    let mut resources = Vec::with_capacity(page.records.len());
-    for record in &page.records {
-        resources.push(document(state, ty, source, record, projection).await?);
-    }
+    let resources = documents(state, ty, source, &page.records, projection).await?;
     Ok(json!({
         "schemas": [LIST_SCHEMA],
         "totalResults": page.total,

@@ -13,7 +13,7 @@
 //! (deleted ones as tombstones with `meta.isDeleted`), in pages, and a new token on the last one.
 //! A change made while the full read pages is seen by both, never by neither.
 
-use super::{document, wire, ListParams, Projection, ScimError, LIST_SCHEMA};
+use super::{document, documents, wire, ListParams, Projection, ScimError, LIST_SCHEMA};
 use crate::app::AppState;
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::{ChangeFilter, Cursor, StoredChange};
@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Changes read per feed batch while a delta page fills.
 const FEED_BATCH: u32 = 1000;
@@ -246,10 +246,7 @@ pub async fn cursor_page(
         check_key(attr, after.key.as_deref())?;
     }
     let page = state.store.scim_list(source, ty, &query).await?;
-    let mut resources = Vec::with_capacity(page.records.len());
-    for record in &page.records {
-        resources.push(document(state, ty, source, record, projection).await?);
-    }
+    let resources = documents(state, ty, source, &page.records, projection).await?;
     let mut extra = Map::new();
     match page.records.last() {
         _ if page.more && page.records.is_empty() => {
@@ -413,14 +410,20 @@ pub async fn delta_page(
     };
     let (changed, reached, more) = changed_since(state, source, ty, from, count).await?;
     let ids: Vec<ResourceId> = changed.iter().map(|(id, _)| *id).collect();
-    let stored: Vec<ScimRecord> = state.store.scim_records(source, ty, &ids).await?;
-    let present: HashSet<ResourceId> = state.store.scim_existing(&ids).await?.into_iter().collect();
-    let records: HashMap<ResourceId, ScimRecord> =
-        stored.into_iter().map(|r| (r.resource.id, r)).collect();
+    let records: HashMap<ResourceId, ScimRecord> = state
+        .store
+        .scim_records(&ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.resource.id, r))
+        .collect();
+    let kind = ty.resource_type();
     let base = super::base(source);
     let mut resources = Vec::with_capacity(changed.len());
     for (id, at) in &changed {
         match records.get(id) {
+            // Another type (or source) of resource: the other list's delta answers it.
+            Some(r) if r.resource.ty != kind || r.resource.source_system != source => {}
             Some(r) if r.resource.deleted => resources.push(wire::tombstone(
                 ty,
                 *id,
@@ -429,8 +432,7 @@ pub async fn delta_page(
             )),
             Some(r) => resources.push(document(state, ty, source, r, projection).await?),
             // Purged: its type went with it, so both deltas answer its tombstone.
-            None if !present.contains(id) => resources.push(wire::tombstone(ty, *id, *at, &base)),
-            None => {}
+            None => resources.push(wire::tombstone(ty, *id, *at, &base)),
         }
     }
     let mut extra = Map::new();

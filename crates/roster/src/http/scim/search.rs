@@ -4,7 +4,7 @@
 //! the source's root it searches users, then groups, paged by index.
 
 use super::{
-    document, json_body, list, list_query, scim_response, ListParams, Projection, ScimError,
+    documents, json_body, list, list_query, scim_response, ListParams, Projection, ScimError,
     LIST_SCHEMA,
 };
 use crate::app::AppState;
@@ -157,9 +157,7 @@ pub async fn search_all(
         total += page.total;
         skip = (skip - page.total).max(0);
         room -= page.records.len() as i64;
-        for record in &page.records {
-            resources.push(document(&state, ty, &source, record, &projection).await?);
-        }
+        resources.extend(documents(&state, ty, &source, &page.records, &projection).await?);
     }
     let body = json!({
         "schemas": [LIST_SCHEMA],
