@@ -31,7 +31,8 @@ pub struct ChangeRow {
     source_system: Option<String>,
     operation_id: Option<i64>,
     token_name: Option<String>,
-    attrs: Option<Json<serde_json::Value>>,
+    /// Read as raw text, which never fails on depth, then parsed by [`readable_attrs`].
+    attrs: Option<Json<Box<serde_json::value::RawValue>>>,
 }
 
 impl ChangeRow {
@@ -57,10 +58,23 @@ impl ChangeRow {
             source_system: self.source_system,
             operation_id: self.operation_id,
             token_name: self.token_name,
-            attrs: self.attrs.map(|j| j.0),
+            attrs: self.attrs.map(|j| readable_attrs(self.seq, &j.0)),
         })
     }
 }
+
+/// The attribute values of a stored change, or, when they cannot be rendered (a document nested
+/// deeper than a JSON reader accepts, stored before roster bounded depth on writes), a marker that
+/// says so: one such change must never stop a reader of the feed.
+pub fn readable_attrs(seq: i64, raw: &serde_json::value::RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or_else(|e| {
+        tracing::warn!(seq, error = %e, "a change's attribute values cannot be rendered");
+        serde_json::json!({ UNRENDERABLE: format!("the attribute values of this change cannot be rendered ({e}); the resource itself has its current values") })
+    })
+}
+
+/// The key of the marker that stands in for attribute values that cannot be rendered.
+pub const UNRENDERABLE: &str = "_unrenderable";
 
 /// A value a filter clause binds.
 pub enum FilterBind {

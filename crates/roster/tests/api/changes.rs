@@ -613,7 +613,7 @@ async fn a_cursor_older_than_the_history_is_gone(backend: Backend) {
 }
 
 /// Reads `n` events of a Server-Sent Events response, then hangs up.
-async fn events(
+pub async fn events(
     app: &TestApp,
     path: &str,
     last_event_id: Option<&str>,

@@ -8,6 +8,7 @@ mod crash;
 mod engine;
 mod errors;
 mod groups;
+mod hardening;
 mod lifecycle;
 mod openapi;
 mod operations;
