@@ -172,6 +172,13 @@ impl Threshold {
         Ok(())
     }
 
+    /// Whether this threshold holds fewer operations than `base` would: a higher share of
+    /// removals, or a larger group size before the share applies.
+    pub fn loosens(&self, base: &Threshold) -> bool {
+        self.max_removed_percent > base.max_removed_percent
+            || self.min_group_size > base.min_group_size
+    }
+
     /// Why applying `diff` needs approval, if it does. An empty snapshot for a non-empty group
     /// always does, whatever the threshold.
     pub fn hold_reason(&self, diff: &GroupDiff) -> Option<String> {

@@ -49,7 +49,8 @@ pub struct NewFullUpdate {
     pub complete: bool,
     #[serde(default)]
     pub on_error: OnError,
-    /// Overrides the server's deletion threshold for this operation.
+    /// Overrides the server's deletion threshold for this operation: any token may tighten it,
+    /// only an `admin` token may loosen it.
     #[serde(default)]
     pub threshold: Option<Threshold>,
     #[serde(default)]
@@ -138,7 +139,8 @@ pub struct NewReconcile {
     pub group_id: Option<ResourceId>,
     #[serde(default)]
     pub source_system: Option<String>,
-    /// Overrides the server's deletion threshold: a reconcile that would pass it is refused.
+    /// Overrides the server's deletion threshold (only `admin` may loosen it): a reconcile that
+    /// would pass it is refused.
     #[serde(default)]
     pub threshold: Option<Threshold>,
 }

@@ -88,6 +88,13 @@ impl NewToken {
                     "source_system must not be empty; omit it for a token of every source",
                 ));
             }
+            if self.scopes.contains(&Scope::Admin) {
+                return Err(InvalidInput::new(
+                    "an admin token cannot be bound to a source system: admin acts across \
+                     sources (tokens, approvals, subscriptions, purge); bind a token of the \
+                     read, write or scim scopes instead",
+                ));
+            }
         }
         if self.expires_at.is_some_and(|at| at <= now) {
             return Err(InvalidInput::new("expires_at must be in the future"));
@@ -162,8 +169,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether the token grants `scope`. `admin` includes every scope, and is granted only to a
+    /// token bound to no source: a bound token holding it (created before roster refused such
+    /// tokens) gets its other scopes only.
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+        let admin = self.scopes.contains(&Scope::Admin) && self.source_system.is_none();
+        admin || (scope != Scope::Admin && self.scopes.contains(&scope))
     }
 
     /// Whether the token may write data of `source_system`.
@@ -229,6 +240,26 @@ mod tests {
         assert!(Scope::ALL.iter().all(|s| p(vec![Scope::Admin]).has(*s)));
         assert!(!p(vec![Scope::Write]).has(Scope::Read));
         assert!(!p(vec![Scope::Read]).has(Scope::Write));
+    }
+
+    #[test]
+    fn a_bound_token_is_never_admin() {
+        let bound = Principal {
+            token_id: Uuid::nil(),
+            name: "t".into(),
+            scopes: vec![Scope::Admin, Scope::Read],
+            source_system: Some("foo".into()),
+        };
+        assert!(!bound.has(Scope::Admin));
+        assert!(!bound.has(Scope::Write));
+        assert!(bound.has(Scope::Read));
+        let new = NewToken {
+            name: "t".into(),
+            scopes: vec![Scope::Admin],
+            source_system: Some("foo".into()),
+            expires_at: None,
+        };
+        assert!(new.validate(Utc::now()).is_err());
     }
 
     #[test]

@@ -206,6 +206,29 @@ async fn scope(
     Ok((scope, source))
 }
 
+/// The deletion threshold of an operation: the server's, or the request's. A connector's token
+/// may only tighten it; loosening it (a higher share, a larger minimum group) needs `admin`, so a
+/// broken or malicious connector cannot switch off the safety that holds its own removals.
+fn threshold(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<Threshold>,
+) -> Result<Threshold, ApiError> {
+    let base = state.operations.threshold;
+    let Some(requested) = requested else {
+        return Ok(base);
+    };
+    requested.validate()?;
+    if requested.loosens(&base) && !caller.principal.has(TokenScope::Admin) {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} may only tighten the deletion threshold (at most {}% removed, applied \
+             from {} members); loosening it needs an admin token",
+            caller.principal.name, base.max_removed_percent, base.min_group_size
+        )));
+    }
+    Ok(requested)
+}
+
 pub(crate) async fn create_full_update(
     state: &AppState,
     caller: &Caller,
@@ -215,8 +238,7 @@ pub(crate) async fn create_full_update(
     check_target_fields(&request)?;
     let (scope, source_system) =
         scope(state, caller, request.group_id, request.source_system).await?;
-    let threshold = request.threshold.unwrap_or(state.operations.threshold);
-    threshold.validate()?;
+    let threshold = threshold(state, caller, request.threshold)?;
     let batch_size = request.batch_size.unwrap_or(state.operations.batch_size);
     if batch_size < 1 {
         return Err(ApiError::Unprocessable(
@@ -464,8 +486,7 @@ async fn reconcile(
     request: NewReconcile,
 ) -> Result<Operation, ApiError> {
     let (scope, _) = scope(state, caller, request.group_id, request.source_system).await?;
-    let threshold = request.threshold.unwrap_or(state.operations.threshold);
-    threshold.validate()?;
+    let threshold = threshold(state, caller, request.threshold)?;
     Ok(state
         .store
         .reconcile(&caller.actor(), request.description, &scope, &threshold)

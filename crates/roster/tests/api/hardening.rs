@@ -16,6 +16,8 @@ use tokio::sync::watch;
 on_both_backends!(
     a_change_that_cannot_be_rendered_never_stops_a_reader,
     a_scim_document_nested_too_deep_is_refused_and_the_feed_reads_on,
+    an_admin_token_cannot_be_bound_and_a_bound_one_is_no_admin,
+    only_admin_may_loosen_the_deletion_threshold,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -220,7 +222,7 @@ async fn a_scim_document_nested_too_deep_is_refused_and_the_feed_reads_on(backen
     let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
     let before = app.fingerprint().await;
     let attack = json!({"schemas": [SCIM_USER, "urn:example:custom"], "userName": "deep",
-                        "urn:example:custom": {"x": nested(126)}});
+                        "urn:example:custom": {"x": nested(123)}});
     let refused = app
         .call_as(
             Some(&scim),
@@ -249,11 +251,164 @@ async fn a_scim_document_nested_too_deep_is_refused_and_the_feed_reads_on(backen
             Method::PATCH,
             &format!("/scim/v2/foo/Users/{id}"),
             Some(json!({"schemas": [PATCH_OP],
-                        "Operations": [{"op": "add", "path": "nickName", "value": nested(126)}]})),
+                        "Operations": [{"op": "add", "path": "nickName", "value": nested(120)}]})),
         )
         .await;
     assert_eq!(patch.status, StatusCode::BAD_REQUEST, "{}", patch.text);
     assert_eq!(app.fingerprint().await, before);
     let feed = app.get("/api/v1/changes?limit=100").await;
     assert_eq!(feed.status, StatusCode::OK, "{}", feed.text);
+}
+
+/// `n` users of `source` in a new group of that source, and the group.
+async fn group_of(app: &TestApp, source: &str, n: usize) -> (String, Vec<String>) {
+    let group = app.group(source, "staff").await;
+    let mut users = Vec::new();
+    for i in 0..n {
+        users.push(app.user(source, &format!("u{i}")).await);
+    }
+    let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+    app.full_update(&group, &ids).await;
+    (group, users)
+}
+
+async fn an_admin_token_cannot_be_bound_and_a_bound_one_is_no_admin(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.scalar("SELECT count(*) FROM api_token", &[]).await;
+    let refused = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "foo-admin", "scopes": ["admin"], "source_system": "foo"}),
+        )
+        .await;
+    refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "cannot be bound");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM api_token", &[]).await,
+        before
+    );
+    // A bound admin token created before roster refused them holds none of admin's powers.
+    let (bar, _) = group_of(&app, "bar", 2).await;
+    let held = app
+        .post(
+            "/api/v1/operations?wait=60",
+            json!({"type": "full-update", "group_id": bar, "members": [], "complete": true}),
+        )
+        .await;
+    assert_eq!(held.json["status"], "pending", "{}", held.text);
+    let pending = held.json["id"].as_i64().expect("id");
+    let bound = app
+        .token("old-foo-admin", &[Scope::Admin], Some("foo"))
+        .await;
+    let as_bound = |method: Method, path: &str, body: Option<Value>| {
+        let (bound, path) = (bound.clone(), path.to_owned());
+        let app = &app;
+        async move { app.call_as(Some(&bound), method, &path, body).await }
+    };
+    let tokens = app.scalar("SELECT count(*) FROM api_token", &[]).await;
+    as_bound(
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "minted", "scopes": ["admin"]})),
+    )
+    .await
+    .assert_problem(StatusCode::FORBIDDEN, "admin");
+    for verb in ["approve", "reject"] {
+        as_bound(
+            Method::POST,
+            &format!("/api/v1/operations/{pending}/{verb}"),
+            Some(json!({"reason": "mine now"})),
+        )
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin");
+    }
+    as_bound(
+        Method::POST,
+        "/api/v1/subscriptions",
+        Some(json!({"url": "https://hooks.example/x", "source_system": "bar"})),
+    )
+    .await
+    .assert_problem(StatusCode::FORBIDDEN, "admin");
+    as_bound(
+        Method::POST,
+        "/api/v1/operations",
+        Some(json!({"type": "purge", "retention_days": 0})),
+    )
+    .await
+    .assert_problem(StatusCode::FORBIDDEN, "admin");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM api_token", &[]).await,
+        tokens
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/operations/{pending}")).await.json["status"],
+        "pending"
+    );
+    assert_eq!(app.members(&bar).await.len(), 2);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM subscription", &[]).await,
+        0
+    );
+}
+
+async fn only_admin_may_loosen_the_deletion_threshold(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (group, users) = group_of(&app, "foo", 120).await;
+    let connector = app
+        .token("foo-connector", &[Scope::Write, Scope::Read], Some("foo"))
+        .await;
+    let loose = json!({"max_removed_percent": 100, "min_group_size": 0});
+    let before = app.fingerprint().await;
+    for body in [
+        json!({"type": "full-update", "group_id": group, "complete": true,
+               "members": [{"member_id": users[0]}], "threshold": loose}),
+        json!({"type": "reconcile", "group_id": group, "threshold": loose}),
+    ] {
+        app.call_as(
+            Some(&connector),
+            Method::POST,
+            "/api/v1/operations?wait=60",
+            Some(body),
+        )
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "only tighten");
+    }
+    assert_eq!(app.fingerprint().await, before);
+    // Without an override the same request is held; tightening is allowed.
+    let held = app
+        .call_as(
+            Some(&connector),
+            Method::POST,
+            "/api/v1/operations?wait=60",
+            Some(
+                json!({"type": "full-update", "group_id": group, "complete": true,
+                        "members": [{"member_id": users[0]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(held.json["status"], "pending", "{}", held.text);
+    let tight = app
+        .call_as(
+            Some(&connector),
+            Method::POST,
+            "/api/v1/operations?wait=60",
+            Some(json!({"type": "full-update", "group_id": group, "complete": true,
+                        "members": users[..119].iter().map(|u| json!({"member_id": u})).collect::<Vec<_>>(),
+                        "threshold": {"max_removed_percent": 0.5, "min_group_size": 10}})),
+        )
+        .await;
+    assert_eq!(tight.json["status"], "pending", "{}", tight.text);
+    assert_eq!(app.members(&group).await.len(), 120);
+    // An admin may loosen it.
+    let admin = app
+        .post(
+            "/api/v1/operations?wait=60",
+            json!({"type": "full-update", "group_id": group, "complete": true,
+                   "members": [{"member_id": users[0]}], "threshold": loose}),
+        )
+        .await;
+    let admin = app
+        .finished(admin.json["id"].as_i64().expect("id"), admin.json)
+        .await;
+    assert_eq!(admin["status"], "complete", "{admin}");
+    assert_eq!(app.members(&group).await, vec![users[0].clone()]);
 }
