@@ -39,6 +39,8 @@ pub struct Limits {
     pub upload_bytes: usize,
     /// Longest a chunk upload may take.
     pub upload_timeout: Duration,
+    /// Longest an event stream stays open before the client must reconnect.
+    pub stream_lifetime: Duration,
     /// SCIM requests each token may send (none: unlimited).
     pub scim_rate: Option<http::scim::rate::ScimRate>,
 }
@@ -50,6 +52,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             upload_bytes: 1024 * 1024 * 1024,
             upload_timeout: Duration::from_secs(3600),
+            stream_lifetime: Duration::from_secs(3600),
             scim_rate: http::scim::rate::ScimRate::per_second(DEFAULT_SCIM_RATE),
         }
     }

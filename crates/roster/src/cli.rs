@@ -186,6 +186,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
 
+    /// Longest an event stream (`/api/v1/changes/stream`) stays open, in seconds; the client then
+    /// reconnects with Last-Event-ID and authenticates again.
+    #[arg(long, env = "ROSTER_STREAM_LIFETIME", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stream_lifetime: u64,
+
     /// Largest accepted chunk upload of a full-update, in bytes (uploads stream to the database).
     #[arg(long, env = "ROSTER_UPLOAD_LIMIT", default_value_t = 1024 * 1024 * 1024)]
     pub upload_limit: usize,

@@ -104,21 +104,25 @@ impl Authenticator {
                 token
             }
         };
-        if token.revoked_at.is_some() {
-            return Err(unauthorized(&format!(
-                "token {:?} has been revoked",
-                token.name
-            )));
-        }
-        if token.expires_at.is_some_and(|at| at <= Utc::now()) {
-            return Err(unauthorized(&format!("token {:?} has expired", token.name)));
-        }
+        standing(&token)?;
         Ok(Principal {
             token_id: token.id,
             name: token.name,
             scopes: token.scopes,
             source_system: token.source_system,
         })
+    }
+
+    /// Whether a token still stands (neither revoked nor expired), read from the database rather
+    /// than the cache: for work that outlives its request, such as an event stream.
+    pub async fn still_stands(&self, token_id: uuid::Uuid) -> Result<(), ApiError> {
+        match self.store.get_token(token_id).await {
+            Ok(token) => standing(&token),
+            Err(crate::store::StoreError::NotFound(_)) => {
+                Err(unauthorized("the bearer token no longer exists"))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Forgets a token on this node (after it was revoked here).
@@ -142,6 +146,20 @@ impl Authenticator {
             cache.insert(hash, (token, Instant::now()));
         }
     }
+}
+
+/// Refuses a token that was revoked or has expired.
+fn standing(token: &Token) -> Result<(), ApiError> {
+    if token.revoked_at.is_some() {
+        return Err(unauthorized(&format!(
+            "token {:?} has been revoked",
+            token.name
+        )));
+    }
+    if token.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(unauthorized(&format!("token {:?} has expired", token.name)));
+    }
+    Ok(())
 }
 
 fn unauthorized(detail: &str) -> ApiError {

@@ -2,6 +2,7 @@
 //! `/api/v1/changes/head`, `/api/v1/export` (a consistent NDJSON snapshot ending with its cursor)
 //! and `/api/v1/resources/{id}/history`. The protocol is in `docs/changes.md`.
 
+use super::auth::Caller;
 use super::{Path, Query};
 use crate::app::AppState;
 use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::time::Duration;
+use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -125,6 +127,7 @@ async fn list_changes(
               (status = 410, description = "The cursor is older than the retained history: re-export", body = Problem)))]
 async fn stream_changes(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(p): Query<FeedParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -134,12 +137,14 @@ async fn stream_changes(
     let first = state.store.changes(&after, &filter, limit).await?;
     let format = p.format.unwrap_or_default();
     let feed = Feed {
+        ends_at: Instant::now() + state.limits.stream_lifetime,
         state,
         filter,
         limit,
         format,
+        token_id: caller.principal.token_id,
     };
-    let events = stream::unfold(Step::Ready(first), move |step| {
+    let events = stream::unfold(Step::Ready(first, Instant::now()), move |step| {
         let feed = feed.clone();
         async move { feed.step(step).await }
     })
@@ -154,14 +159,21 @@ struct Feed {
     filter: ChangeFilter,
     limit: u32,
     format: Format,
+    /// The token the stream was opened with: it is checked again every [`TOKEN_RECHECK`].
+    token_id: uuid::Uuid,
+    /// When the stream ends so that the client reconnects (and authenticates) again.
+    ends_at: Instant,
 }
 
-/// Where an event stream stands.
+/// How often an open event stream checks that its token still stands.
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(5);
+
+/// Where an event stream stands; each carries when the token was last checked.
 enum Step {
     /// A batch to send.
-    Ready(crate::domain::feed::ChangeBatch),
+    Ready(crate::domain::feed::ChangeBatch, Instant),
     /// Look for changes after this cursor.
-    After(Cursor),
+    After(Cursor, Instant),
     /// An error event was sent; the stream ends (the client reconnects with Last-Event-ID).
     Done,
 }
@@ -170,12 +182,21 @@ impl Feed {
     /// The events of one step and the next step. A change whose rendering fails is not sent
     /// (its cursor would let the client skip it): the stream ends with an `error` event instead.
     async fn step(&self, step: Step) -> Option<(Vec<Event>, Step)> {
-        let batch = match step {
+        let (batch, checked) = match step {
             Step::Done => return None,
-            Step::Ready(batch) => batch,
-            Step::After(cursor) => {
+            Step::Ready(batch, checked) => (batch, checked),
+            Step::After(cursor, mut checked) => {
                 tokio::time::sleep(POLL).await;
-                match self
+                if Instant::now() >= self.ends_at {
+                    return Some((vec![end_event(LIFETIME_ENDED)], Step::Done));
+                }
+                if checked.elapsed() >= TOKEN_RECHECK {
+                    if let Err(e) = self.state.authenticator.still_stands(self.token_id).await {
+                        return Some((vec![end_event(&e.to_string())], Step::Done));
+                    }
+                    checked = Instant::now();
+                }
+                let batch = match self
                     .state
                     .store
                     .changes(&cursor, &self.filter, self.limit)
@@ -183,7 +204,8 @@ impl Feed {
                 {
                     Ok(batch) => batch,
                     Err(e) => return Some((vec![error_event(&e)], Step::Done)),
-                }
+                };
+                (batch, checked)
             }
         };
         let mut events = Vec::with_capacity(batch.items.len());
@@ -201,8 +223,17 @@ impl Feed {
                 }
             }
         }
-        Some((events, Step::After(batch.next)))
+        Some((events, Step::After(batch.next, checked)))
     }
+}
+
+const LIFETIME_ENDED: &str =
+    "the stream reached the longest life the server allows; reconnect with Last-Event-ID to resume";
+
+/// The last event of a stream that ends for its caller's sake: the token no longer stands, or
+/// the stream's life is over.
+fn end_event(why: &str) -> Event {
+    Event::default().event("error").data(why)
 }
 
 /// The last event of a stream that cannot go on: what the client should do, never internals.

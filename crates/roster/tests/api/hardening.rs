@@ -4,20 +4,25 @@
 use crate::changes::events;
 use crate::common::{Backend, Db, TestApp};
 use crate::on_both_backends;
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use http_body_util::BodyExt;
 use roster::domain::token::Scope;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 on_both_backends!(
     a_change_that_cannot_be_rendered_never_stops_a_reader,
     a_scim_document_nested_too_deep_is_refused_and_the_feed_reads_on,
     an_admin_token_cannot_be_bound_and_a_bound_one_is_no_admin,
     only_admin_may_loosen_the_deletion_threshold,
+    an_open_stream_ends_when_its_token_is_revoked,
+    an_open_stream_ends_when_its_life_is_over,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -411,4 +416,85 @@ async fn only_admin_may_loosen_the_deletion_threshold(backend: Backend) {
         .await;
     assert_eq!(admin["status"], "complete", "{admin}");
     assert_eq!(app.members(&group).await, vec![users[0].clone()]);
+}
+
+/// Opens an event stream as the holder of `token` and reads it, in a task, until the server ends
+/// it (at most 60 s): the whole text it sent.
+async fn read_stream_to_its_end(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+) -> tokio::task::JoinHandle<String> {
+    let request = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("router is infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("a readable frame").into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the stream did not end; it sent {text}");
+        text
+    })
+}
+
+async fn an_open_stream_ends_when_its_token_is_revoked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let reply = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "reader", "scopes": ["read"]}),
+        )
+        .await;
+    let (id, secret) = (
+        reply.json["token"]["id"].as_str().expect("id").to_owned(),
+        reply.json["secret"].as_str().expect("secret").to_owned(),
+    );
+    let before = app.user("foo", "before-revocation").await;
+    let stream = read_stream_to_its_end(&app, &secret, "/api/v1/changes/stream").await;
+    let revoked = app.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    let text = stream.await.expect("reader");
+    assert!(text.contains(&before), "{text}");
+    let end = text
+        .trim_end()
+        .lines()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        end.contains("event: error") && end.contains("revoked"),
+        "{text}"
+    );
+}
+
+async fn an_open_stream_ends_when_its_life_is_over(backend: Backend) {
+    let limits = roster::app::Limits {
+        stream_lifetime: Duration::from_secs(1),
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let reader = app.token("reader", &[Scope::Read], None).await;
+    let stream = read_stream_to_its_end(&app, &reader, "/api/v1/changes/stream").await;
+    let text = stream.await.expect("reader");
+    assert!(
+        text.contains("event: error") && text.contains("reconnect with Last-Event-ID"),
+        "{text}"
+    );
 }
