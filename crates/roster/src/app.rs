@@ -26,6 +26,7 @@ pub struct AppState {
     pub operations: OperationDefaults,
     pub limits: Limits,
     pub scim_limiter: Arc<http::scim::rate::ScimLimiter>,
+    pub scim_reads: Arc<http::scim::rate::ReadGate>,
 }
 
 /// Limits applied to requests.
@@ -41,6 +42,8 @@ pub struct Limits {
     pub upload_timeout: Duration,
     /// Longest an event stream stays open before the client must reconnect.
     pub stream_lifetime: Duration,
+    /// SCIM lists and searches each token may run at once.
+    pub scim_reads_per_token: usize,
     /// SCIM requests each token may send (none: unlimited).
     pub scim_rate: Option<http::scim::rate::ScimRate>,
 }
@@ -53,6 +56,7 @@ impl Default for Limits {
             upload_bytes: 1024 * 1024 * 1024,
             upload_timeout: Duration::from_secs(3600),
             stream_lifetime: Duration::from_secs(3600),
+            scim_reads_per_token: http::scim::rate::DEFAULT_READS_PER_TOKEN,
             scim_rate: http::scim::rate::ScimRate::per_second(DEFAULT_SCIM_RATE),
         }
     }
@@ -89,6 +93,7 @@ pub fn router(services: Services) -> Router {
         operations: services.operations,
         limits,
         scim_limiter: Arc::new(http::scim::rate::ScimLimiter::new(limits.scim_rate)),
+        scim_reads: http::scim::rate::ReadGate::new(limits.scim_reads_per_token),
     };
     let rate_state = state.clone();
     api.route_layer(axum::middleware::from_fn_with_state(

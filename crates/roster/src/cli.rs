@@ -200,6 +200,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SCIM_RATE_LIMIT", default_value_t = crate::app::DEFAULT_SCIM_RATE)]
     pub scim_rate_limit: u32,
 
+    /// SCIM lists and searches one token may run at once; more answer 429 with Retry-After.
+    #[arg(long, env = "ROSTER_SCIM_READS_PER_TOKEN", default_value_t = crate::http::scim::rate::DEFAULT_READS_PER_TOKEN, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub scim_reads_per_token: usize,
+
     /// A full-update that would remove more than this share (in percent) of a group's active
     /// members waits for approval.
     #[arg(

@@ -65,6 +65,7 @@ impl Settings {
                 request_timeout: Duration::from_secs(args.request_timeout),
                 upload_bytes: args.upload_limit,
                 stream_lifetime: Duration::from_secs(args.stream_lifetime),
+                scim_reads_per_token: args.scim_reads_per_token,
                 scim_rate: crate::http::scim::rate::ScimRate::per_second(args.scim_rate_limit),
                 ..Limits::default()
             },

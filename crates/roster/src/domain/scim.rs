@@ -19,6 +19,17 @@ pub enum Filter {
     Any(AttrPath, Box<Filter>),
 }
 
+impl Filter {
+    /// How many comparisons (`attr op value`, `attr pr`) the filter holds.
+    pub fn terms(&self) -> usize {
+        match self {
+            Self::And(a, b) | Self::Or(a, b) => a.terms() + b.terms(),
+            Self::Not(f) | Self::Any(_, f) => f.terms(),
+            Self::Compare(..) | Self::Present(_) => 1,
+        }
+    }
+}
+
 /// `[URI ":"] name ["." sub]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttrPath {

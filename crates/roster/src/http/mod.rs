@@ -91,18 +91,39 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(changes::routes())
         .merge(subscriptions::routes())
         .merge(scim::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            statement_budget,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ));
     // A chunk streams (its handler enforces `upload_bytes` as it reads).
-    let uploads = operations::upload_routes().layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        limits.upload_timeout,
-    ));
+    let uploads = operations::upload_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            limits.upload_timeout,
+            statement_budget,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.upload_timeout,
+        ));
     timed
         .merge(uploads)
         .layer(axum::middleware::map_response(explain_timeout))
+}
+
+/// Middleware: the request's database statements may take no longer than the request itself
+/// (`timeout`, its state), so that a request answered 408 leaves no statement running (see
+/// `store::budget`).
+async fn statement_budget(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    crate::store::budget::within(deadline, next.run(request)).await
 }
 
 /// Answers requests for paths that do not exist.

@@ -1,6 +1,7 @@
 //! The store: the only place that knows SQL. One interface, grouped by area, with a PostgreSQL
 //! backend for production and an embedded SQLite backend as the zero-setup default.
 
+pub mod budget;
 mod cohort_sync;
 mod correlation_sync;
 mod engine_sql;
@@ -64,6 +65,9 @@ pub enum StoreError {
     /// The record changed since the version the write was based on.
     #[error("{0}")]
     Stale(String),
+    /// A statement ran out of the time its request had left.
+    #[error("{0}")]
+    TimedOut(String),
     /// The database could not be reached in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +82,13 @@ impl From<sqlx::Error> for StoreError {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable(e.to_string())
+            }
+            // 57014 query_canceled: the statement ran out of its request's time (see `budget`).
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                Self::TimedOut(format!(
+                    "the request's time ran out while the database was working on it: {}",
+                    db.message()
+                ))
             }
             // A safety net: writes check their keys first, but a concurrent writer can take one
             // in between.

@@ -23,6 +23,7 @@ on_both_backends!(
     only_admin_may_loosen_the_deletion_threshold,
     an_open_stream_ends_when_its_token_is_revoked,
     an_open_stream_ends_when_its_life_is_over,
+    scim_filters_with_too_many_comparisons_are_refused,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -497,4 +498,124 @@ async fn an_open_stream_ends_when_its_life_is_over(backend: Backend) {
         text.contains("event: error") && text.contains("reconnect with Last-Event-ID"),
         "{text}"
     );
+}
+
+async fn scim_filters_with_too_many_comparisons_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let filter = vec!["userName ew \"x\""; 160].join(" or ");
+    let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    let reply = app
+        .call_as(
+            Some(&scim),
+            Method::GET,
+            &format!("/scim/v2/foo/Users?filter={encoded}"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json["scimType"], "invalidFilter");
+    assert!(reply.text.contains("160 comparisons"), "{}", reply.text);
+}
+
+/// Holds an exclusive lock on the `resource` table (so every read of it waits) until the
+/// transaction is dropped.
+async fn lock_resources(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let Db::Postgres(pool) = &app.db else {
+        panic!("a PostgreSQL test");
+    };
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE resource IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    tx
+}
+
+/// Waits (up to 20 s) until `n` of roster's SCIM reads wait for a lock (the expiry sweep, which
+/// also reads resources, waits too and is not counted).
+async fn until_statements_wait(app: &TestApp, n: i64) {
+    let Db::Postgres(pool) = &app.db else {
+        panic!("a PostgreSQL test");
+    };
+    let reached = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'roster' AND wait_event_type = 'Lock' \
+                 AND query LIKE '%FROM resource r WHERE%'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            if waiting == n {
+                return;
+            }
+
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "never {n} statements waiting");
+}
+
+#[tokio::test]
+async fn postgres_a_statement_never_outlives_its_request() {
+    let limits = roster::app::Limits {
+        request_timeout: Duration::from_secs(1),
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(Backend::Postgres, limits).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let lock = lock_resources(&app).await;
+    let request = Request::builder()
+        .uri("/scim/v2/foo/Users")
+        .header(header::AUTHORIZATION, format!("Bearer {scim}"))
+        .body(Body::empty())
+        .expect("request");
+    let reply = tokio::spawn(app.router.clone().oneshot(request));
+    until_statements_wait(&app, 1).await;
+    let reply = reply.await.expect("task").expect("router is infallible");
+    assert_eq!(reply.status(), StatusCode::REQUEST_TIMEOUT);
+    // The statement it started does not wait on while the lock is held.
+    until_statements_wait(&app, 0).await;
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+    drop(lock);
+}
+
+#[tokio::test]
+async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
+    let limits = roster::app::Limits {
+        scim_reads_per_token: 1,
+        ..roster::app::Limits::default()
+    };
+    let app = TestApp::spawn_with(Backend::Postgres, limits).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let lock = lock_resources(&app).await;
+    let request = Request::builder()
+        .uri("/scim/v2/foo/Users")
+        .header(header::AUTHORIZATION, format!("Bearer {scim}"))
+        .body(Body::empty())
+        .expect("request");
+    let first = tokio::spawn(app.router.clone().oneshot(request));
+    until_statements_wait(&app, 1).await;
+    let second = app
+        .call_as(Some(&scim), Method::GET, "/scim/v2/foo/Groups", None)
+        .await;
+    assert_eq!(
+        second.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        second.text
+    );
+    assert_eq!(second.retry_after.as_deref(), Some("1"));
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(app.get("/api/v1/changes/head").await.status, StatusCode::OK);
+    drop(lock);
+    let first = first.await.expect("task").expect("router is infallible");
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = app
+        .call_as(Some(&scim), Method::GET, "/scim/v2/foo/Groups", None)
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
 }

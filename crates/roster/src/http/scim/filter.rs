@@ -10,6 +10,11 @@ pub const MAX_FILTER_LEN: usize = 4096;
 /// Deepest nesting of parentheses, `not` and value paths accepted.
 pub const MAX_FILTER_DEPTH: usize = 32;
 
+/// Most comparisons a filter may hold: each one that no index serves (`co`, `ew`) is a pass over
+/// the source's rows, so their number bounds what one request costs. Identity providers send one
+/// or two.
+pub const MAX_FILTER_TERMS: usize = 32;
+
 /// Why a filter cannot be used: answered with `scimType: invalidFilter`.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -29,6 +34,12 @@ pub fn parse(text: &str) -> Result<Filter, FilterError> {
         depth: 0,
     };
     let filter = parser.or(false)?;
+    if filter.terms() > MAX_FILTER_TERMS {
+        return Err(FilterError(format!(
+            "the filter holds {} comparisons; the limit is {MAX_FILTER_TERMS}",
+            filter.terms()
+        )));
+    }
     match parser.peek() {
         None => Ok(filter),
         Some(t) => Err(FilterError(format!(
@@ -576,6 +587,10 @@ mod tests {
 
     #[test]
     fn length_and_depth_are_bounded() {
+        let many = vec!["userName ew \"x\""; MAX_FILTER_TERMS + 1].join(" or ");
+        assert!(parse(&many).unwrap_err().0.contains("comparisons"));
+        let enough = vec!["userName ew \"x\""; MAX_FILTER_TERMS].join(" or ");
+        assert!(parse(&enough).is_ok());
         let long = format!("x eq \"{}\"", "a".repeat(MAX_FILTER_LEN));
         assert!(parse(&long)
             .expect_err("the input is refused")

@@ -141,7 +141,13 @@ impl IntoResponse for ScimError {
         if let Some(scim_type) = self.scim_type {
             body["scimType"] = Value::from(scim_type);
         }
-        scim_response(self.status, &body, None)
+        let mut response = scim_response(self.status, &body, None);
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -387,6 +393,7 @@ async fn list(
     params: &ListParams,
 ) -> Result<Response, ScimError> {
     caller.check_source(source)?;
+    let _running = state.scim_reads.enter(caller.principal.token_id)?;
     let query = list_query(ty, params)?;
     let projection = Projection::listing(
         params.attributes.as_deref(),

@@ -1,6 +1,9 @@
 //! Per-token rate limiting of SCIM requests, so that one tenant connection (one token) cannot
 //! starve the others: a GCRA limiter (the `governor` crate) keyed by a digest of the bearer
 //! token. A request over the limit is answered 429 with `Retry-After`, before anything runs.
+//! Lists and searches, whose filters can make the database scan a source's rows, are also
+//! bounded in how many of one token's run at once ([`ReadGate`]), so that one token cannot hold
+//! the whole connection pool.
 
 use super::ScimError;
 use crate::app::AppState;
@@ -11,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The rate each token may send SCIM requests at: bursts of `burst` requests, one more allowed
@@ -135,5 +139,68 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     match wait {
         Some(seconds) => too_many(seconds),
         None => next.run(request).await,
+    }
+}
+
+/// Lists and searches each token may run at once, by default.
+pub const DEFAULT_READS_PER_TOKEN: usize = 4;
+
+/// Bounds how many lists and searches of one token run at once.
+pub struct ReadGate {
+    per_token: usize,
+    running: Mutex<HashMap<uuid::Uuid, usize>>,
+}
+
+/// One running list or search; it leaves the gate when dropped (answered or abandoned).
+pub struct ReadPermit {
+    gate: Arc<ReadGate>,
+    token: uuid::Uuid,
+}
+
+impl ReadGate {
+    pub fn new(per_token: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_token: per_token.max(1),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Lets one more list or search of `token` run, or refuses it with 429 when the token
+    /// already runs as many as it may.
+    pub fn enter(self: &Arc<Self>, token: uuid::Uuid) -> Result<ReadPermit, ScimError> {
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, "retry later"))?;
+        let count = running.entry(token).or_default();
+        if *count >= self.per_token {
+            return Err(ScimError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                format!(
+                    "this token already runs {} SCIM lists or searches, as many as one token may \
+                     run at once; retry when one has been answered",
+                    self.per_token
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(ReadPermit {
+            gate: self.clone(),
+            token,
+        })
+    }
+}
+
+impl Drop for ReadPermit {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.gate.running.lock() {
+            if let Some(count) = running.get_mut(&self.token) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    running.remove(&self.token);
+                }
+            }
+        }
     }
 }

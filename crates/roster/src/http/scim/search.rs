@@ -122,6 +122,7 @@ pub async fn search_all(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
+    let _running = state.scim_reads.enter(caller.principal.token_id)?;
     let params = params(&body)?;
     if params.cursor.is_some() || params.delta_query.is_some() || params.delta_token.is_some() {
         return Err(ScimError::invalid_value(

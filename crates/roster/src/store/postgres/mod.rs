@@ -40,6 +40,19 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// Sets the connection's `statement_timeout` to the time the current request has left (0, no
+/// limit, outside a request): one round trip as the connection is handed out.
+fn bound_statements(
+    conn: &mut sqlx::PgConnection,
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    let millis = super::budget::remaining().map_or(0, |left| left.as_millis().max(1));
+    let sql = format!("SET statement_timeout = {millis}");
+    Box::pin(async move {
+        sqlx::Executor::execute(conn, sql.as_str()).await?;
+        Ok(())
+    })
+}
+
 impl PgStore {
     /// Connects and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
@@ -48,9 +61,15 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?
             .application_name("roster")
             .options([("jit", "off")]);
+        // Each connection is told, as it is handed out, how long its request has left (none:
+        // no limit for work outside a request), so that no statement outlives its request.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| bound_statements(conn))
+            .before_acquire(|conn, _| {
+                Box::pin(async move { bound_statements(conn).await.map(|()| true) })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("src/store/postgres/migrations")
