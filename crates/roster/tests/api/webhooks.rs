@@ -20,6 +20,7 @@ on_both_backends!(
     a_failing_receiver_pauses_its_subscription_until_resumed,
     scim_deliveries_are_signed_security_events,
     subscriptions_refuse_bad_input,
+    subscription_urls_with_credentials_are_refused,
 );
 
 /// A loopback receiver: answers 503 to its first `fail_first` requests (or to all while
@@ -312,6 +313,35 @@ async fn subscriptions_refuse_bad_input(backend: Backend) {
             .await
             .status,
         StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM subscription", &[]).await,
+        0
+    );
+}
+
+async fn subscription_urls_with_credentials_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.fingerprint().await;
+    for url in [
+        "https://hook-user:s3cr3t-pass@hooks.example/roster",
+        "https://hook-user@hooks.example/roster",
+        "https://:s3cr3t-pass@hooks.example/roster",
+    ] {
+        let reply = app
+            .post("/api/v1/subscriptions", json!({ "url": url }))
+            .await;
+        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "user name or password");
+        assert!(
+            !reply.text.contains("s3cr3t") && !reply.text.contains("hook-user"),
+            "the refusal repeats no credential: {}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "no audit row, nothing else"
     );
     assert_eq!(
         app.scalar("SELECT count(*) FROM subscription", &[]).await,
