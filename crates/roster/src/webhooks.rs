@@ -9,10 +9,13 @@
 //! with the subscription's secret. `scim` deliveries follow RFC 8935: the body is the security
 //! event as a JWT (HS256, the same secret), `Content-Type: application/secevent+jwt`.
 //!
-//! Of a refusal's body roster reads at most [`ERROR_BODY_CAP`] bytes and keeps a short excerpt without control characters.
+//! Unless `allow_private_networks` is set, deliveries go only to public addresses (see
+//! [`crate::egress`]), checked on the addresses roster connects to. Of a refusal's body roster
+//! reads at most [`ERROR_BODY_CAP`] bytes and keeps a short excerpt without control characters.
 
 use crate::domain::feed::{Cursor, Format, StoredChange};
 use crate::domain::subscription::Subscription;
+use crate::egress;
 use crate::render::render;
 use crate::store::{Store, StoreError};
 use chrono::Utc;
@@ -41,6 +44,9 @@ pub struct WebhookConfig {
     pub workers: usize,
     /// How soon a subscription with nothing to deliver is looked at again.
     pub idle: Duration,
+    /// Deliver to loopback, private, link-local and other non-public addresses too. Off by
+    /// default: a subscription must not make roster probe the network it runs in.
+    pub allow_private_networks: bool,
 }
 
 impl Default for WebhookConfig {
@@ -55,6 +61,7 @@ impl Default for WebhookConfig {
             batch: 100,
             workers: 4,
             idle: Duration::from_secs(1),
+            allow_private_networks: false,
         }
     }
 }
@@ -82,10 +89,17 @@ impl Deliverer {
         config: WebhookConfig,
         node: String,
     ) -> Result<Arc<Self>, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.allow_private_networks {
+            // Through a proxy, the proxy would resolve the receiver's name and the deny-list
+            // could not see the address: connect directly.
+            http = http
+                .no_proxy()
+                .dns_resolver(Arc::new(egress::PublicResolver));
+        }
+        let http = http.build()?;
         Ok(Arc::new(Self {
             store,
             config,
@@ -197,9 +211,16 @@ impl Deliverer {
             ),
             Format::Notice | Format::Full => ("application/json", body.to_string()),
         };
+        let url = url::Url::parse(&subscription.url).map_err(|e| {
+            DeliveryError::Receiver(format!("the subscription's URL is not valid: {e}"))
+        })?;
+        if !self.config.allow_private_networks {
+            // The client calls no resolver for an IP literal: its address is checked here.
+            egress::check_url(&url).map_err(|e| DeliveryError::Receiver(e.to_string()))?;
+        }
         let answer = self
             .http
-            .post(&subscription.url)
+            .post(url)
             .header("content-type", content_type)
             .header("accept", "application/json")
             .header(
@@ -210,7 +231,7 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::Receiver(format!("the request failed: {e}")))?;
+            .map_err(|e| DeliveryError::Receiver(self.request_failed(e)))?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
@@ -221,6 +242,33 @@ impl Deliverer {
         } else {
             format!("the receiver answered {status}: {excerpt}")
         }))
+    }
+
+    /// Why a request got no answer, in words: a refused address as the deny-list says it, a
+    /// timeout as such, anything else with its causes (without the URL, which the subscription
+    /// shows).
+    fn request_failed(&self, e: reqwest::Error) -> String {
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            if let Some(refused) = c.downcast_ref::<egress::Refused>() {
+                return refused.to_string();
+            }
+            cause = c.source();
+        }
+        if e.is_timeout() {
+            return format!(
+                "the receiver did not answer within {} s",
+                self.config.timeout.as_secs_f64()
+            );
+        }
+        let e = e.without_url();
+        let mut text = format!("the request failed: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
     }
 
     /// The wait before the next attempt after `failures` in a row: doubling from the base, capped,

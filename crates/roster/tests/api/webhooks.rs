@@ -22,8 +22,9 @@ on_both_backends!(
     a_failing_receiver_pauses_its_subscription_until_resumed,
     scim_deliveries_are_signed_security_events,
     subscriptions_refuse_bad_input,
-    subscription_urls_with_credentials_are_refused,
     webhook_error_bodies_are_read_only_up_to_a_kibibyte,
+    webhooks_to_non_public_addresses_are_refused_at_delivery,
+    subscription_urls_with_credentials_are_refused,
 );
 
 /// A loopback receiver: answers 503 to its first `fail_first` requests (or to all while
@@ -323,35 +324,6 @@ async fn subscriptions_refuse_bad_input(backend: Backend) {
     );
 }
 
-async fn subscription_urls_with_credentials_are_refused(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let before = app.fingerprint().await;
-    for url in [
-        "https://hook-user:s3cr3t-pass@hooks.example/roster",
-        "https://hook-user@hooks.example/roster",
-        "https://:s3cr3t-pass@hooks.example/roster",
-    ] {
-        let reply = app
-            .post("/api/v1/subscriptions", json!({ "url": url }))
-            .await;
-        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "user name or password");
-        assert!(
-            !reply.text.contains("s3cr3t") && !reply.text.contains("hook-user"),
-            "the refusal repeats no credential: {}",
-            reply.text
-        );
-    }
-    assert_eq!(
-        app.fingerprint().await,
-        before,
-        "no audit row, nothing else"
-    );
-    assert_eq!(
-        app.scalar("SELECT count(*) FROM subscription", &[]).await,
-        0
-    );
-}
-
 /// The size of the error body the flooding receiver offers: far more than roster should read.
 const FLOOD_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -489,5 +461,118 @@ async fn webhook_error_bodies_are_read_only_up_to_a_kibibyte(backend: Backend) {
     assert!(
         !error.chars().any(|c| c.is_control() || c == '\u{202e}'),
         "no control characters: {error:?}"
+    );
+}
+
+/// A listener that counts the connections made to it, and answers none.
+async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, connections)
+}
+
+async fn webhooks_to_non_public_addresses_are_refused_at_delivery(backend: Backend) {
+    let app = TestApp::spawn_with_webhooks(
+        backend,
+        roster::webhooks::WebhookConfig {
+            allow_private_networks: false,
+            ..crate::common::test_webhooks()
+        },
+    )
+    .await;
+    let (port, connections) = counting_listener().await;
+    // An IP literal (checked before sending), an IPv4-mapped IPv6 literal, and a name that
+    // resolves to loopback (checked by the resolver).
+    let literal = subscribe(
+        &app,
+        json!({"url": format!("http://127.0.0.1:{port}/hook")}),
+    )
+    .await;
+    let mapped = subscribe(
+        &app,
+        json!({"url": format!("http://[::ffff:127.0.0.1]:{port}/hook")}),
+    )
+    .await;
+    let name = subscribe(
+        &app,
+        json!({"url": format!("http://localhost:{port}/hook")}),
+    )
+    .await;
+    app.user("hr", "u").await;
+    let setting = "unless --webhook-allow-private-networks is set";
+    for ((id, _, _), reason) in [
+        (
+            &literal,
+            "the receiver's address 127.0.0.1 is in a denied range (loopback)",
+        ),
+        (
+            &mapped,
+            "the receiver's address ::ffff:127.0.0.1 is in a denied range (loopback)",
+        ),
+        (
+            &name,
+            "the receiver's host localhost resolves only to addresses in denied ranges: ",
+        ),
+    ] {
+        // Refusals are ordinary failures: retried with backoff, then paused.
+        let paused = until_subscription(&app, id, |s| s["status"] == "paused").await;
+        assert_eq!(paused["failures"], 4, "{paused}");
+        assert_eq!(paused["delivered"], 0);
+        let error = paused["last_error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(reason), "{error}");
+        assert!(
+            error.contains("(loopback)") && error.ends_with(setting),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM subscription WHERE status = 'paused' AND failures = 4",
+            &[]
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "roster never connected to a denied address"
+    );
+}
+
+async fn subscription_urls_with_credentials_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.fingerprint().await;
+    for url in [
+        "https://hook-user:s3cr3t-pass@hooks.example/roster",
+        "https://hook-user@hooks.example/roster",
+        "https://:s3cr3t-pass@hooks.example/roster",
+    ] {
+        let reply = app
+            .post("/api/v1/subscriptions", json!({ "url": url }))
+            .await;
+        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "user name or password");
+        assert!(
+            !reply.text.contains("s3cr3t") && !reply.text.contains("hook-user"),
+            "the refusal repeats no credential: {}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "no audit row, nothing else"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM subscription", &[]).await,
+        0
     );
 }
