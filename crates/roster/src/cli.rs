@@ -243,7 +243,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_NATS_STREAM", default_value = "ROSTER")]
     pub nats_stream: String,
 
-    /// The first token of the subjects: `<prefix>.<kind>.<source_system>`.
+    /// The first token of the subjects: `<prefix>.<kind>.<source system token>` (see
+    /// docs/changes.md).
     #[arg(long, env = "ROSTER_NATS_SUBJECT_PREFIX", default_value = "roster")]
     pub nats_subject_prefix: String,
 
