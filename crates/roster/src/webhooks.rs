@@ -304,18 +304,13 @@ const LAST_ERROR_CHARS: usize = 500;
 async fn error_excerpt(mut answer: reqwest::Response) -> String {
     let mut head: Vec<u8> = Vec::new();
     let mut more = false;
-    loop {
-        match answer.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = ERROR_BODY_CAP - head.len();
-                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if head.len() >= ERROR_BODY_CAP {
-                    more = true;
-                    break;
-                }
-            }
-            // The end, or a body that broke off or timed out: what came is enough.
-            Ok(None) | Err(_) => break,
+    // The end, or a body that broke off or timed out, ends the reading: what came is enough.
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        let room = ERROR_BODY_CAP - head.len();
+        head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if head.len() >= ERROR_BODY_CAP {
+            more = true;
+            break;
         }
     }
     drop(answer);
