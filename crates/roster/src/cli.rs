@@ -252,7 +252,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_NATS_STREAM", default_value = "ROSTER")]
     pub nats_stream: String,
 
-    /// The first token of the subjects: `<prefix>.<kind>.<source_system>`.
+    /// The first token of the subjects: `<prefix>.<kind>.<source system token>` (see
+    /// docs/changes.md).
     #[arg(long, env = "ROSTER_NATS_SUBJECT_PREFIX", default_value = "roster")]
     pub nats_subject_prefix: String,
 
@@ -263,6 +264,16 @@ pub struct ServeArgs {
     /// A webhook subscription pauses after this many failed deliveries in a row.
     #[arg(long, env = "ROSTER_WEBHOOK_PAUSE_AFTER", default_value_t = 10)]
     pub webhook_pause_after: i32,
+
+    /// Deliver webhooks to loopback, private (RFC 1918, fc00::/7), link-local, CGNAT and other
+    /// non-public addresses too. By default roster refuses them, checking the addresses it
+    /// connects to (after DNS resolution), and connects to receivers without a proxy.
+    #[arg(
+        long,
+        env = "ROSTER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_private_networks: bool,
 
     /// Operation workers in this process.
     #[arg(long, env = "ROSTER_WORKERS", default_value_t = 2)]

@@ -111,6 +111,7 @@ impl Settings {
             }),
             webhooks: WebhookConfig {
                 pause_after: args.webhook_pause_after,
+                allow_private_networks: args.webhook_allow_private_networks,
                 ..WebhookConfig::default()
             },
         })
@@ -137,4 +138,29 @@ fn location(args: &DatabaseArgs) -> Result<Location, InvalidInput> {
         &args.data_dir,
         args.max_connections,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn serve(args: &[&str]) -> Settings {
+        let cli = Cli::try_parse_from([&["roster", "serve"], args].concat()).expect("arguments");
+        match cli.command {
+            Command::Serve(args) => Settings::from_serve_args(&args).expect("settings"),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhooks_deliver_only_to_public_addresses_unless_allowed() {
+        assert!(!serve(&[]).webhooks.allow_private_networks);
+        assert!(
+            serve(&["--webhook-allow-private-networks"])
+                .webhooks
+                .allow_private_networks
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod egress;
 pub mod error;
 pub mod http;
 pub mod import;

@@ -3,8 +3,10 @@
 //! One relay runs at a time across every roster process on a database: it holds the lease of the
 //! `relay` row named `nats` (renewed as it works, taken over by another process once it expires).
 //! It reads the feed after its stored position, publishes each change to
-//! `<prefix>.<kind>.<source_system>` with `Nats-Msg-Id` set from the change's position, one at a
-//! time, each acknowledged before the next, and then stores its new position. A relay that starts
+//! `<prefix>.<kind>.<source token>` (the source system encoded as one token, see
+//! [`source_token`]) with `Nats-Msg-Id` set from the change's position and the source system as
+//! it is in `Roster-Source-System`, one at a time, each acknowledged before the next, and then
+//! stores its new position. A relay that starts
 //! reads the newest message of the stream and does not publish again what it already holds, so a
 //! relay that died between publishing and storing causes no repeats (and JetStream's duplicate
 //! window drops any that race): every change is in the stream once, in feed order.
@@ -21,6 +23,8 @@ const NAME: &str = "nats";
 const BATCH: u32 = 500;
 /// How often an idle relay looks for new changes.
 const POLL: Duration = Duration::from_millis(200);
+/// The header that carries a change's source system exactly (absent when it has none).
+pub const SOURCE_HEADER: &str = "Roster-Source-System";
 
 /// Where and how to relay.
 #[derive(Debug, Clone)]
@@ -29,7 +33,7 @@ pub struct RelayConfig {
     pub url: String,
     /// The JetStream stream, created when missing.
     pub stream: String,
-    /// The first subject token: subjects are `<prefix>.<kind>.<source_system>`.
+    /// The first subject token: subjects are `<prefix>.<kind>.<source token>`.
     pub subject_prefix: String,
     /// How long the stream keeps messages; none: forever.
     pub max_age: Option<Duration>,
@@ -162,6 +166,15 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message_id(change).as_str());
+        // Source systems hold no control characters (resources refuse them); one that did could
+        // not be a header value, and its subject token still names it exactly.
+        if let Some(source) = change
+            .source_system
+            .as_deref()
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        {
+            headers.insert(SOURCE_HEADER, source);
+        }
         let mut item = ChangeItem::notice(change);
         item.changes = change.attrs.clone();
         let payload = serde_json::to_vec(&item).map_err(nats)?;
@@ -199,23 +212,34 @@ pub fn message_id(change: &StoredChange) -> String {
     change.cursor.encode()
 }
 
-/// `<prefix>.<kind>.<source_system>`; characters a subject token cannot hold become `_`, and a
-/// change without a source system goes to `-`.
+/// `<prefix>.<kind>.<source token>`, e.g. `roster.membership.removed.corp_2Eexample`.
 pub fn subject(prefix: &str, change: &StoredChange) -> String {
-    let source: String = match change.source_system.as_deref() {
-        None | Some("") => "-".to_owned(),
-        Some(s) => s
-            .chars()
-            .map(|c| {
-                if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect(),
+    format!(
+        "{prefix}.{}.{}",
+        change.kind.name(),
+        source_token(change.source_system.as_deref())
+    )
+}
+
+/// A source system as one subject token, so that two source systems never share a subject:
+/// `A`–`Z`, `a`–`z`, `0`–`9` and `-` stand for themselves, and every other byte of its UTF-8 form,
+/// the escape character `_` included, becomes `_` and two upper-case hex digits (`a.b` is
+/// `a_2Eb`, `a_b` is `a_5Fb`). A change without a source system is `_` alone, which no source
+/// system encodes to.
+pub fn source_token(source: Option<&str>) -> String {
+    let source = match source {
+        None | Some("") => return "_".to_owned(),
+        Some(s) => s,
     };
-    format!("{prefix}.{}.{source}", change.kind.name())
+    let mut token = String::with_capacity(source.len());
+    for byte in source.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            token.push(char::from(byte));
+        } else {
+            token.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    token
 }
 
 #[cfg(test)]
@@ -223,9 +247,8 @@ mod tests {
     use super::*;
     use crate::domain::change::ChangeKind;
 
-    #[test]
-    fn subjects_keep_to_one_token_per_part() {
-        let change = StoredChange {
+    fn change(source: Option<&str>) -> StoredChange {
+        StoredChange {
             cursor: Cursor::at_seq(7),
             seq: 7,
             at: chrono::Utc::now(),
@@ -233,19 +256,69 @@ mod tests {
             resource_id: None,
             group_id: None,
             member_id: None,
-            source_system: Some("corp.example com>*".to_owned()),
+            source_system: source.map(str::to_owned),
             operation_id: None,
             token_name: None,
             attrs: None,
-        };
+        }
+    }
+
+    /// The inverse of [`source_token`], as a consumer would write it.
+    fn decode(token: &str) -> Option<String> {
+        if token == "_" {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        let mut rest = token.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'_' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &tail[2..];
+            } else {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    #[test]
+    fn subjects_keep_to_one_token_per_part() {
         assert_eq!(
-            subject("roster", &change),
-            "roster.membership.removed.corp_example_com__"
+            subject("roster", &change(Some("corp.example com>*"))),
+            "roster.membership.removed.corp_2Eexample_20com_3E_2A"
         );
-        let none = StoredChange {
-            source_system: None,
-            ..change
-        };
-        assert_eq!(subject("r", &none), "r.membership.removed.-");
+        assert_eq!(
+            subject("roster", &change(Some("entra-foo"))),
+            "roster.membership.removed.entra-foo"
+        );
+        assert_eq!(subject("r", &change(None)), "r.membership.removed._");
+    }
+
+    #[test]
+    fn source_tokens_are_distinct_for_distinct_sources() {
+        let sources = [
+            "a.b", "a_b", "a b", "a*b", "a>b", "a_2Eb", "a%2Eb", "_", "-", "_5F", "é", "_C3_A9",
+            "A.B", "a\tb", "a/b", "a:b", "ab", "AB",
+        ];
+        let tokens: std::collections::HashSet<String> =
+            sources.iter().map(|s| source_token(Some(s))).collect();
+        assert_eq!(tokens.len(), sources.len(), "{tokens:?}");
+        assert!(!tokens.contains(&source_token(None)));
+        assert_eq!(source_token(Some("a.b")), "a_2Eb");
+        assert_eq!(source_token(Some("a_b")), "a_5Fb");
+        assert_eq!(source_token(Some("é")), "_C3_A9");
+        for source in sources {
+            let token = source_token(Some(source));
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{token}"
+            );
+            assert_eq!(decode(&token).as_deref(), Some(source), "{token}");
+        }
+        assert_eq!(decode(&source_token(None)), None);
     }
 }

@@ -8,9 +8,14 @@
 //! Each body is signed: `Roster-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! with the subscription's secret. `scim` deliveries follow RFC 8935: the body is the security
 //! event as a JWT (HS256, the same secret), `Content-Type: application/secevent+jwt`.
+//!
+//! Unless `allow_private_networks` is set, deliveries go only to public addresses (see
+//! [`crate::egress`]), checked on the addresses roster connects to. Of a refusal's body roster
+//! reads at most [`ERROR_BODY_CAP`] bytes and keeps a short excerpt without control characters.
 
 use crate::domain::feed::{Cursor, Format, StoredChange};
 use crate::domain::subscription::Subscription;
+use crate::egress;
 use crate::render::render;
 use crate::store::{Store, StoreError};
 use chrono::Utc;
@@ -39,6 +44,9 @@ pub struct WebhookConfig {
     pub workers: usize,
     /// How soon a subscription with nothing to deliver is looked at again.
     pub idle: Duration,
+    /// Deliver to loopback, private, link-local and other non-public addresses too. Off by
+    /// default: a subscription must not make roster probe the network it runs in.
+    pub allow_private_networks: bool,
 }
 
 impl Default for WebhookConfig {
@@ -53,6 +61,7 @@ impl Default for WebhookConfig {
             batch: 100,
             workers: 4,
             idle: Duration::from_secs(1),
+            allow_private_networks: false,
         }
     }
 }
@@ -80,10 +89,17 @@ impl Deliverer {
         config: WebhookConfig,
         node: String,
     ) -> Result<Arc<Self>, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.allow_private_networks {
+            // Through a proxy, the proxy would resolve the receiver's name and the deny-list
+            // could not see the address: connect directly.
+            http = http
+                .no_proxy()
+                .dns_resolver(Arc::new(egress::PublicResolver));
+        }
+        let http = http.build()?;
         Ok(Arc::new(Self {
             store,
             config,
@@ -151,7 +167,7 @@ impl Deliverer {
                     .record_failure(
                         id,
                         &self.node,
-                        &e.to_string(),
+                        &excerpt(&e.to_string(), LAST_ERROR_CHARS),
                         next,
                         self.config.pause_after,
                     )
@@ -195,9 +211,16 @@ impl Deliverer {
             ),
             Format::Notice | Format::Full => ("application/json", body.to_string()),
         };
+        let url = url::Url::parse(&subscription.url).map_err(|e| {
+            DeliveryError::Receiver(format!("the subscription's URL is not valid: {e}"))
+        })?;
+        if !self.config.allow_private_networks {
+            // The client calls no resolver for an IP literal: its address is checked here.
+            egress::check_url(&url).map_err(|e| DeliveryError::Receiver(e.to_string()))?;
+        }
         let answer = self
             .http
-            .post(&subscription.url)
+            .post(url)
             .header("content-type", content_type)
             .header("accept", "application/json")
             .header(
@@ -208,16 +231,44 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::Receiver(format!("the request failed: {e}")))?;
+            .map_err(|e| DeliveryError::Receiver(self.request_failed(e)))?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
         }
-        let text = answer.text().await.unwrap_or_default();
-        let text: String = text.chars().take(200).collect();
-        Err(DeliveryError::Receiver(format!(
-            "the receiver answered {status}: {text}"
-        )))
+        let excerpt = error_excerpt(answer).await;
+        Err(DeliveryError::Receiver(if excerpt.is_empty() {
+            format!("the receiver answered {status}")
+        } else {
+            format!("the receiver answered {status}: {excerpt}")
+        }))
+    }
+
+    /// Why a request got no answer, in words: a refused address as the deny-list says it, a
+    /// timeout as such, anything else with its causes (without the URL, which the subscription
+    /// shows).
+    fn request_failed(&self, e: reqwest::Error) -> String {
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            if let Some(refused) = c.downcast_ref::<egress::Refused>() {
+                return refused.to_string();
+            }
+            cause = c.source();
+        }
+        if e.is_timeout() {
+            return format!(
+                "the receiver did not answer within {} s",
+                self.config.timeout.as_secs_f64()
+            );
+        }
+        let e = e.without_url();
+        let mut text = format!("the request failed: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
     }
 
     /// The wait before the next attempt after `failures` in a row: doubling from the base, capped,
@@ -238,6 +289,74 @@ impl Deliverer {
         };
         chrono::Duration::from_std(wait.mul_f64(jitter)).unwrap_or_default()
     }
+}
+
+/// The most of a refusal's body roster reads; the rest is never received (the connection is
+/// closed instead).
+pub const ERROR_BODY_CAP: usize = 1024;
+/// The most characters of a refusal's body that `last_error` shows.
+const EXCERPT_CHARS: usize = 100;
+/// The longest `last_error`, in characters.
+const LAST_ERROR_CHARS: usize = 500;
+
+/// The start of a refusal's body as a short excerpt: at most [`ERROR_BODY_CAP`] bytes are read,
+/// chunk by chunk, then the response is dropped, which closes the connection.
+async fn error_excerpt(mut answer: reqwest::Response) -> String {
+    let mut head: Vec<u8> = Vec::new();
+    let mut more = false;
+    // The end, or a body that broke off or timed out, ends the reading: what came is enough.
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        let room = ERROR_BODY_CAP - head.len();
+        head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if head.len() >= ERROR_BODY_CAP {
+            more = true;
+            break;
+        }
+    }
+    drop(answer);
+    let mut text = excerpt(&String::from_utf8_lossy(&head), EXCERPT_CHARS);
+    if more && !text.is_empty() && !text.ends_with('…') {
+        text.push('…');
+    }
+    text
+}
+
+/// `text` made safe to store and show: control and invisible formatting characters become
+/// spaces, runs of white space one space, and it is cut to `max` characters (ending in `…` when
+/// cut).
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut space = false;
+    for c in text.chars() {
+        let c = if c.is_control() || invisible(c) {
+            ' '
+        } else {
+            c
+        };
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        let needed = if space { 2 } else { 1 };
+        if chars + needed > max {
+            out.push('…');
+            return out;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+        chars += needed;
+    }
+    out
+}
+
+/// Characters that change how text is shown without showing themselves (bidirectional controls,
+/// zero-width characters, the byte-order mark).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
@@ -289,5 +408,20 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(sig, format!("t=0,v1={hex}"));
+    }
+
+    #[test]
+    fn excerpts_hold_no_control_characters_and_are_bounded() {
+        assert_eq!(
+            excerpt("  boom\x1b[31m\r\n\tfailed\u{202e}here\0 ", 100),
+            "boom [31m failed here"
+        );
+        assert_eq!(excerpt("abcdef", 3), "abc…");
+        assert_eq!(excerpt("ab cdef", 4), "ab c…");
+        assert_eq!(excerpt("ab    cd", 5), "ab cd");
+        assert_eq!(excerpt("\n\r\t", 10), "");
+        let long = excerpt(&"é".repeat(10_000), 100);
+        assert_eq!(long.chars().count(), 101);
+        assert!(long.ends_with('…'));
     }
 }

@@ -13,7 +13,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
-    /// Where each change is POSTed: an `http://` or `https://` URL.
+    /// Where each change is POSTed: an `http://` or `https://` URL, without a user name or
+    /// password.
     pub url: String,
     /// `notice` (default), `full` or `scim` (RFC 8935 push of signed security event tokens).
     #[serde(default)]
@@ -54,6 +55,15 @@ impl NewSubscription {
     pub fn validate(&self) -> Result<SubscriptionSpec, InvalidInput> {
         let url = url::Url::parse(&self.url)
             .map_err(|e| InvalidInput::new(format!("url {:?} is not a URL: {e}", self.url)))?;
+        // The URL is stored, shown by every read and written to the audit trail: it must not
+        // carry a secret. (The message does not repeat the URL, which holds one.)
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(InvalidInput::new(
+                "url must not carry a user name or password (user:password@host): a \
+                 subscription's URL is stored, shown by every read and written to the audit \
+                 trail; receivers verify deliveries by their Roster-Signature instead",
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(InvalidInput::new(format!(
                 "url {:?} must be an http:// or https:// URL with a host",

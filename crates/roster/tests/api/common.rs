@@ -112,6 +112,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, limits: Limits) -> Self {
+        Self::spawn_configured(backend, limits, test_webhooks()).await
+    }
+
+    /// The app with these webhook settings (e.g. the deny-list of private addresses on).
+    pub async fn spawn_with_webhooks(backend: Backend, hooks: WebhookConfig) -> Self {
+        Self::spawn_configured(backend, Limits::default(), hooks).await
+    }
+
+    async fn spawn_configured(backend: Backend, limits: Limits, hooks: WebhookConfig) -> Self {
         let (location, cleanup) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -163,13 +172,6 @@ impl TestApp {
             },
         );
         engine.start();
-        let hooks = WebhookConfig {
-            poll: Duration::from_millis(20),
-            base_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(200),
-            pause_after: 4,
-            ..WebhookConfig::default()
-        };
         Deliverer::new(store.clone(), hooks, "test-deliverer".to_owned())
             .expect("webhook client")
             .start();
@@ -478,6 +480,19 @@ impl TestApp {
             out.push_str(&format!("{table}:{n}:{modified:?};"));
         }
         out
+    }
+}
+
+/// Quick webhook retries for tests. The tests' receivers listen on 127.0.0.1, so private
+/// addresses are allowed.
+pub fn test_webhooks() -> WebhookConfig {
+    WebhookConfig {
+        poll: Duration::from_millis(20),
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        pause_after: 4,
+        allow_private_networks: true,
+        ..WebhookConfig::default()
     }
 }
 

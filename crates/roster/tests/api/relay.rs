@@ -1,6 +1,7 @@
 //! The NATS JetStream relay against a real `nats-server -js` (scripts/with-nats starts one): every
-//! change is in the stream once and in order, re-running from an older position adds nothing, and
-//! a relay process killed mid-stream with SIGKILL loses nothing once restarted.
+//! change is in the stream once and in order, re-running from an older position adds nothing, a
+//! relay process killed mid-stream with SIGKILL loses nothing once restarted, and no two source
+//! systems share a subject.
 
 use crate::common::{fresh_postgres_database, Backend, TestApp};
 use crate::on_both_backends;
@@ -13,7 +14,10 @@ use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 
-on_both_backends!(every_change_reaches_jetstream_once_and_in_order);
+on_both_backends!(
+    every_change_reaches_jetstream_once_and_in_order,
+    sources_never_share_a_subject_and_a_header_names_each_exactly,
+);
 
 /// The NATS server the tests use; the README's test command sets it.
 fn nats_url() -> String {
@@ -66,12 +70,22 @@ async fn until_count(js: &jetstream::Context, stream: &str, n: u64) {
     );
 }
 
-/// Every message of the stream, in order: its `Nats-Msg-Id` and subject.
-async fn messages(js: &jetstream::Context, stream: &str) -> Vec<(String, String)> {
+/// Every message of the stream, in order: its `Nats-Msg-Id`, subject and `Roster-Source-System`.
+async fn messages(js: &jetstream::Context, stream: &str) -> Vec<(String, String, Option<String>)> {
+    messages_on(js, stream, "").await
+}
+
+/// The messages of the stream on subjects that match `filter` (every one when empty).
+async fn messages_on(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Vec<(String, String, Option<String>)> {
     let stream = js.get_stream(stream).await.expect("stream");
     let consumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(format!("reader{}", Uuid::now_v7().simple())),
+            filter_subject: filter.to_owned(),
             ..Default::default()
         })
         .await
@@ -88,13 +102,16 @@ async fn messages(js: &jetstream::Context, stream: &str) -> Vec<(String, String)
         let before = out.len();
         while let Some(message) = batch.next().await {
             let message = message.expect("message");
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            out.push((id, message.subject.to_string()));
+            let header = |name: &str| {
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            let id = header("Nats-Msg-Id").unwrap_or_default();
+            let source = header("Roster-Source-System");
+            out.push((id, message.subject.to_string(), source));
             message.ack().await.expect("ack");
         }
         if out.len() == before {
@@ -127,17 +144,18 @@ async fn every_change_reaches_jetstream_once_and_in_order(backend: Backend) {
     let js = context().await;
     until_count(&js, &config.stream, 41).await;
     let got = messages(&js, &config.stream).await;
-    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
     let want: Vec<&str> = expected.iter().map(String::as_str).collect();
     assert_eq!(ids, want, "every change once, in feed order");
     assert_eq!(
         got[1].1,
-        format!("{}.resource.created.corp_example", config.subject_prefix)
+        format!("{}.resource.created.corp_2Eexample", config.subject_prefix)
     );
     assert_eq!(
         got[2].1,
-        format!("{}.membership.added.corp_example", config.subject_prefix)
+        format!("{}.membership.added.corp_2Eexample", config.subject_prefix)
     );
+    assert_eq!(got[1].2.as_deref(), Some("corp.example"));
 
     // Run the relay again from the start of the log: it skips what the stream already holds
     // (and JetStream would drop a repeat), so the stream still holds each change once.
@@ -162,6 +180,42 @@ async fn every_change_reaches_jetstream_once_and_in_order(backend: Backend) {
         "the new change follows, once"
     );
     again.abort();
+    js.delete_stream(&config.stream)
+        .await
+        .expect("delete the test's stream");
+}
+
+async fn sources_never_share_a_subject_and_a_header_names_each_exactly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let config = config();
+    let relay = Relay::new(app.store.clone(), config.clone(), "relay-a".to_owned()).start();
+    // Sources that the old encoding (`.`, white space → `_`) put on one subject.
+    let sources = ["a.b", "a_b", "a b", "é-1"];
+    for source in sources {
+        app.user(source, "u").await;
+    }
+    let js = context().await;
+    until_count(&js, &config.stream, 4).await;
+    let got = messages(&js, &config.stream).await;
+    let prefix = &config.subject_prefix;
+    let subjects: Vec<&str> = got.iter().map(|(_, subject, _)| subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("{prefix}.resource.created.a_2Eb"),
+            format!("{prefix}.resource.created.a_5Fb"),
+            format!("{prefix}.resource.created.a_20b"),
+            format!("{prefix}.resource.created._C3_A9-1"),
+        ]
+    );
+    let headers: Vec<Option<&str>> = got.iter().map(|(_, _, h)| h.as_deref()).collect();
+    assert_eq!(headers, sources.map(Some));
+
+    // A consumer of one source filters on its token, as docs/changes.md describes.
+    let only = messages_on(&js, &config.stream, &format!("{prefix}.*.*.a_2Eb")).await;
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0].2.as_deref(), Some("a.b"));
+    relay.abort();
     js.delete_stream(&config.stream)
         .await
         .expect("delete the test's stream");
@@ -252,7 +306,8 @@ async fn postgres_a_relay_killed_mid_stream_loses_nothing() {
     let (second, _) = process::start(dir.path(), &args).await;
     until_count(&js, &config.stream, total).await;
     let got = messages(&js, &config.stream).await;
-    let unique: std::collections::HashSet<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    let unique: std::collections::HashSet<&str> =
+        got.iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(got.len() as u64, total, "nothing lost, nothing twice");
     assert_eq!(unique.len() as u64, total);
     process::terminate(second).await;

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 on_both_backends!(
@@ -20,6 +22,9 @@ on_both_backends!(
     a_failing_receiver_pauses_its_subscription_until_resumed,
     scim_deliveries_are_signed_security_events,
     subscriptions_refuse_bad_input,
+    webhook_error_bodies_are_read_only_up_to_a_kibibyte,
+    webhooks_to_non_public_addresses_are_refused_at_delivery,
+    subscription_urls_with_credentials_are_refused,
 );
 
 /// A loopback receiver: answers 503 to its first `fail_first` requests (or to all while
@@ -312,6 +317,259 @@ async fn subscriptions_refuse_bad_input(backend: Backend) {
             .await
             .status,
         StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM subscription", &[]).await,
+        0
+    );
+}
+
+/// The size of the error body the flooding receiver offers: far more than roster should read.
+const FLOOD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A raw receiver that answers every request `500` with a [`FLOOD_BYTES`] body, streamed, and
+/// records for each connection how many body bytes it could send before roster closed it.
+struct Flood {
+    url: String,
+    sent: watch::Sender<Vec<u64>>,
+}
+
+/// The start of the flooding body: control characters, a bidirectional override and markup,
+/// then `x` to the end.
+const FLOOD_HEAD: &[u8] = "boom\x1b[31m\r\n\t\u{202e}<b>".as_bytes();
+
+impl Flood {
+    async fn start() -> Arc<Self> {
+        // A small send buffer (inherited by accepted connections), so that what the receiver
+        // could write is close to what roster read.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(64 * 1024).expect("send buffer");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = socket.listen(16).expect("listen");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let flood = Arc::new(Self {
+            url,
+            sent: watch::channel(Vec::new()).0,
+        });
+        let server = flood.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let sent = flood_one(stream).await;
+                    server.sent.send_modify(|all| all.push(sent));
+                });
+            }
+        });
+        flood
+    }
+}
+
+/// Reads one request, answers 500 with the flood, and returns the body bytes written before the
+/// peer closed the connection (or all of them).
+async fn flood_one(mut stream: TcpStream) -> u64 {
+    if !read_request(&mut stream).await {
+        return 0;
+    }
+    let head = format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n\
+         content-length: {FLOOD_BYTES}\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut chunk = vec![b'x'; 64 * 1024];
+    chunk[..FLOOD_HEAD.len()].copy_from_slice(FLOOD_HEAD);
+    let mut sent = 0u64;
+    while sent < FLOOD_BYTES {
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len() as u64;
+        chunk[..FLOOD_HEAD.len()].fill(b'x');
+    }
+    sent
+}
+
+/// Reads an HTTP/1.1 request: its head and a `content-length` body. False if the peer left.
+async fn read_request(stream: &mut TcpStream) -> bool {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while data.len() < end + length {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+async fn webhook_error_bodies_are_read_only_up_to_a_kibibyte(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let flood = Flood::start().await;
+    let (id, _, _) = subscribe(&app, json!({"url": flood.url})).await;
+    app.user("hr", "u").await;
+    let paused = until_subscription(&app, &id, |s| s["status"] == "paused").await;
+    assert_eq!(paused["failures"], 4, "{paused}");
+    // Each attempt's connection is closed by roster; wait until the receiver saw every one end.
+    let mut sent = flood.sent.subscribe();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(30), sent.wait_for(|s| s.len() >= 4)).await;
+    assert!(
+        ended.is_ok(),
+        "roster left a connection open: {:?}",
+        *flood.sent.borrow()
+    );
+    // What the receiver could write bounds what roster read from above: roster's kibibyte plus
+    // what the sockets' buffers held (some 200 KiB here), far below the body's 64 MiB.
+    for bytes in flood.sent.borrow().iter() {
+        assert!(
+            *bytes <= 4 * 1024 * 1024,
+            "roster took {bytes} of {FLOOD_BYTES} bytes of an error body"
+        );
+    }
+    let error = paused["last_error"]
+        .as_str()
+        .expect("last_error")
+        .to_owned();
+    let stored = app
+        .text("SELECT last_error FROM subscription", &[])
+        .await
+        .expect("a stored error");
+    assert_eq!(stored, error);
+    assert!(
+        error.starts_with("the receiver answered 500 Internal Server Error: boom [31m <b>xxx"),
+        "{error}"
+    );
+    assert!(error.ends_with('…'), "{error}");
+    assert!(error.chars().count() <= 200, "a short excerpt: {error}");
+    assert!(
+        !error.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "no control characters: {error:?}"
+    );
+}
+
+/// A listener that counts the connections made to it, and answers none.
+async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, connections)
+}
+
+async fn webhooks_to_non_public_addresses_are_refused_at_delivery(backend: Backend) {
+    let app = TestApp::spawn_with_webhooks(
+        backend,
+        roster::webhooks::WebhookConfig {
+            allow_private_networks: false,
+            ..crate::common::test_webhooks()
+        },
+    )
+    .await;
+    let (port, connections) = counting_listener().await;
+    // An IP literal (checked before sending), an IPv4-mapped IPv6 literal, and a name that
+    // resolves to loopback (checked by the resolver).
+    let literal = subscribe(
+        &app,
+        json!({"url": format!("http://127.0.0.1:{port}/hook")}),
+    )
+    .await;
+    let mapped = subscribe(
+        &app,
+        json!({"url": format!("http://[::ffff:127.0.0.1]:{port}/hook")}),
+    )
+    .await;
+    let name = subscribe(
+        &app,
+        json!({"url": format!("http://localhost:{port}/hook")}),
+    )
+    .await;
+    app.user("hr", "u").await;
+    let setting = "unless --webhook-allow-private-networks is set";
+    for ((id, _, _), reason) in [
+        (
+            &literal,
+            "the receiver's address 127.0.0.1 is in a denied range (loopback)",
+        ),
+        (
+            &mapped,
+            "the receiver's address ::ffff:127.0.0.1 is in a denied range (loopback)",
+        ),
+        (
+            &name,
+            "the receiver's host localhost resolves only to addresses in denied ranges: ",
+        ),
+    ] {
+        // Refusals are ordinary failures: retried with backoff, then paused.
+        let paused = until_subscription(&app, id, |s| s["status"] == "paused").await;
+        assert_eq!(paused["failures"], 4, "{paused}");
+        assert_eq!(paused["delivered"], 0);
+        let error = paused["last_error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(reason), "{error}");
+        assert!(
+            error.contains("(loopback)") && error.ends_with(setting),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM subscription WHERE status = 'paused' AND failures = 4",
+            &[]
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "roster never connected to a denied address"
+    );
+}
+
+async fn subscription_urls_with_credentials_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.fingerprint().await;
+    for url in [
+        "https://hook-user:s3cr3t-pass@hooks.example/roster",
+        "https://hook-user@hooks.example/roster",
+        "https://:s3cr3t-pass@hooks.example/roster",
+    ] {
+        let reply = app
+            .post("/api/v1/subscriptions", json!({ "url": url }))
+            .await;
+        reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "user name or password");
+        assert!(
+            !reply.text.contains("s3cr3t") && !reply.text.contains("hook-user"),
+            "the refusal repeats no credential: {}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "no audit row, nothing else"
     );
     assert_eq!(
         app.scalar("SELECT count(*) FROM subscription", &[]).await,
