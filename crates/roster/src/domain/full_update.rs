@@ -1,6 +1,6 @@
 //! Full-updates: the lines a connector uploads, the per-group diff, and the deletion-safety rule.
 
-use super::resource::ResourceType;
+use super::resource::{check_optional_key, check_optional_text, ResourceType};
 use super::{InvalidInput, ResourceId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -80,6 +80,13 @@ impl MemberLine {
     /// Checks a parsed line. `source_scope` is true in a full-update of a whole source system,
     /// where every line must name its group.
     pub fn stage(self, line: i32, source_scope: bool) -> Result<StagedLine, InvalidInput> {
+        // The keys a missing member is created with (`create_missing`) follow the rules of every
+        // resource's keys; a key that breaks them names no resource either.
+        check_optional_key("source_system", self.source_system.as_deref())?;
+        check_optional_key("identifier", self.identifier.as_deref())?;
+        check_optional_key("external_id", self.external_id.as_deref())?;
+        check_optional_key("group", self.group.as_deref())?;
+        check_optional_text("member_name", self.member_name.as_deref())?;
         let member = match (
             self.member_id,
             self.source_system,

@@ -529,6 +529,17 @@ pub struct ScimWrite {
     pub doc: serde_json::Map<String, serde_json::Value>,
 }
 
+impl ScimWrite {
+    /// The rules every resource's keys and names follow, as a REST create checks them.
+    pub fn check_keys(&self) -> Result<(), super::InvalidInput> {
+        use super::resource::{check_optional_key, check_optional_text};
+        check_optional_key("the source system", Some(&self.source_system))?;
+        check_optional_key("userName", self.identifier.as_deref())?;
+        check_optional_key("externalId", self.external_id.as_deref())?;
+        check_optional_text("displayName", self.displayname.as_deref())
+    }
+}
+
 /// Members to add to a group and members to remove from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberEdit {

@@ -24,6 +24,7 @@ on_both_backends!(
     an_open_stream_ends_when_its_token_is_revoked,
     an_open_stream_ends_when_its_life_is_over,
     scim_filters_with_too_many_comparisons_are_refused,
+    every_way_a_resource_comes_into_being_checks_its_keys,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -618,4 +619,75 @@ async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
         .call_as(Some(&scim), Method::GET, "/scim/v2/foo/Groups", None)
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+}
+
+async fn every_way_a_resource_comes_into_being_checks_its_keys(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let group = app.group("src", "staff").await;
+    let long = "x".repeat(5000);
+    let bad = [
+        json!({"source_system": "src", "identifier": "\u{1b}[31mred"}),
+        json!({"source_system": "src", "identifier": "   "}),
+        json!({"source_system": "src", "identifier": long}),
+        json!({"source_system": "src", "external_id": long}),
+        json!({"source_system": "src\u{0}", "identifier": "nul-source"}),
+        json!({"source_system": "src", "identifier": "bell\u{7}"}),
+    ];
+    let resources = app.scalar("SELECT count(*) FROM resource", &[]).await;
+    for line in &bad {
+        let reply = app
+            .post(
+                "/api/v1/operations?wait=60",
+                json!({"type": "full-update", "group_id": group, "create_missing": true,
+                       "complete": true, "members": [line]}),
+            )
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{line}: {} {}",
+            reply.status,
+            reply.text
+        );
+        assert_eq!(
+            app.scalar("SELECT count(*) FROM resource", &[]).await,
+            resources,
+            "{line} created an account"
+        );
+    }
+    // Through an upload, each bad line is rejected by number; the good one is created.
+    let op = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "full-update", "group_id": group, "create_missing": true,
+                   "on_error": "skip"}),
+        )
+        .await;
+    let op = op.json["id"].as_i64().expect("id");
+    let mut lines: String = bad.iter().map(|l| format!("{l}\n")).collect();
+    lines.push_str("{\"source_system\": \"src\", \"identifier\": \"good\"}\n");
+    app.chunk(op, 0, &lines).await;
+    let done = app.complete(op).await;
+    assert_eq!(done["counts"]["added"], 1, "{done}");
+    assert_eq!(done["counts"]["rejected"], 6, "{done}");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM resource", &[]).await,
+        resources + 1
+    );
+    // SCIM creates and renames follow the same rules.
+    let scim = app.token("scim-src", &[Scope::Scim], Some("src")).await;
+    for user_name in ["\u{1b}]0;title\u{7}", "   ", long.as_str()] {
+        let reply = app
+            .call_as(
+                Some(&scim),
+                Method::POST,
+                "/scim/v2/src/Users",
+                Some(json!({"schemas": [SCIM_USER], "userName": user_name})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM resource", &[]).await,
+        resources + 1
+    );
 }

@@ -155,8 +155,12 @@ pub fn parse(ty: ScimType, source: &str, body: Value) -> Result<Parsed, ScimErro
     Ok(Parsed { write, members })
 }
 
-/// Checks what SCIM requires: a user's `userName`, a group's `displayName`.
+/// Checks what SCIM requires (a user's `userName`, a group's `displayName`) and what every
+/// resource's keys and names must be, whichever way it is written.
 pub fn check_required(write: &ScimWrite) -> Result<(), ScimError> {
+    write
+        .check_keys()
+        .map_err(|e| ScimError::invalid_value(e.0))?;
     match write.ty {
         ScimType::User if write.identifier.as_deref().is_none_or(str::is_empty) => Err(
             ScimError::invalid_value("a User needs a userName (a non-empty string)"),
