@@ -27,6 +27,7 @@ pub struct AppState {
     pub limits: Limits,
     pub scim_limiter: Arc<http::scim::rate::ScimLimiter>,
     pub scim_reads: Arc<http::scim::rate::ReadGate>,
+    pub refusals: Arc<auth::RefusalLog>,
 }
 
 /// Limits applied to requests.
@@ -94,6 +95,7 @@ pub fn router(services: Services) -> Router {
         limits,
         scim_limiter: Arc::new(http::scim::rate::ScimLimiter::new(limits.scim_rate)),
         scim_reads: http::scim::rate::ReadGate::new(limits.scim_reads_per_token),
+        refusals: Arc::default(),
     };
     let rate_state = state.clone();
     api.route_layer(axum::middleware::from_fn_with_state(

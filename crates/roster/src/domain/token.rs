@@ -103,6 +103,18 @@ impl NewToken {
     }
 }
 
+impl NewToken {
+    /// What the audit trail records of a new token: everything that limits it, never a secret.
+    pub fn audit_detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "scopes": self.scopes,
+            "source_system": self.source_system,
+            "expires_at": self.expires_at,
+        })
+    }
+}
+
 /// A token secret as shown once to its creator.
 pub struct Secret(String);
 

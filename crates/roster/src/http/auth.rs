@@ -8,8 +8,9 @@ use crate::error::ApiError;
 use crate::store::Store;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use chrono::Utc;
 use std::collections::HashMap;
@@ -168,25 +169,63 @@ fn unauthorized(detail: &str) -> ApiError {
     ))
 }
 
-/// Middleware: authenticates the bearer token and checks the route's scope.
-pub async fn authorize(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let path = request
+/// Middleware: authenticates the bearer token and checks the route's scope. Every refusal (401
+/// or 403, here or in a handler) is logged, at a bounded rate, with the route, the token's id and
+/// the request id.
+pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let method = request.method().clone();
-    let Some(scope) = state.route_scopes.required(&method, &path) else {
-        if PUBLIC_ROUTES.contains(&path.as_str()) {
-            return Ok(next.run(request).await);
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let refused = |status: StatusCode, token: Option<uuid::Uuid>| {
+        state.refusals.record(&Refusal {
+            status,
+            method: &method,
+            route: &route,
+            token,
+            request_id: request_id.as_deref(),
+        });
+    };
+    match admit(&state, request, &method, &route, request_id.clone()).await {
+        Ok((request, token)) => {
+            let response = next.run(request).await;
+            if matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                refused(response.status(), token);
+            }
+            response
         }
-        return Err(ApiError::Internal(format!(
-            "{method} {path} has no declared scope"
-        )));
+        Err((e, token)) => {
+            refused(e.status(), token);
+            e.into_response()
+        }
+    }
+}
+
+/// Lets a request in with its [`Caller`], and the token's id; or says why not, with the token's
+/// id when it is known.
+async fn admit(
+    state: &AppState,
+    mut request: Request,
+    method: &Method,
+    path: &str,
+    request_id: Option<String>,
+) -> Result<(Request, Option<uuid::Uuid>), (ApiError, Option<uuid::Uuid>)> {
+    let Some(scope) = state.route_scopes.required(method, path) else {
+        if PUBLIC_ROUTES.contains(&path) {
+            return Ok((request, None));
+        }
+        let missing = ApiError::Internal(format!("{method} {path} has no declared scope"));
+        return Err((missing, None));
     };
     let presented = request
         .headers()
@@ -197,25 +236,77 @@ pub async fn authorize(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(|| unauthorized("this route needs a bearer token"))?;
-    let principal = state.authenticator.authenticate(presented).await?;
+        .ok_or_else(|| (unauthorized("this route needs a bearer token"), None))?;
+    let principal = state
+        .authenticator
+        .authenticate(presented)
+        .await
+        .map_err(|e| (e, None))?;
+    let token = principal.token_id;
     if !principal.has(scope) {
-        return Err(ApiError::Forbidden(format!(
+        let lacking = ApiError::Forbidden(format!(
             "token {:?} lacks the scope {:?} that {method} {path} needs",
             principal.name,
             scope.name()
-        )));
+        ));
+        return Err((lacking, Some(token)));
     }
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     request.extensions_mut().insert(Caller {
         principal,
         request_id,
     });
-    Ok(next.run(request).await)
+    Ok((request, Some(token)))
+}
+
+/// One refused request, as it is logged.
+pub struct Refusal<'a> {
+    pub status: StatusCode,
+    pub method: &'a Method,
+    pub route: &'a str,
+    pub token: Option<uuid::Uuid>,
+    pub request_id: Option<&'a str>,
+}
+
+/// Logs refused requests at WARN, at most [`REFUSALS_PER_SECOND`] a second (in bursts of as
+/// many), so that a flood of refusals is seen without flooding the log: the next line logged
+/// says how many were left out.
+pub struct RefusalLog {
+    limiter: governor::DefaultDirectRateLimiter,
+    left_out: std::sync::atomic::AtomicU64,
+}
+
+/// Refusals logged a second, at most.
+pub const REFUSALS_PER_SECOND: u32 = 10;
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        let rate =
+            std::num::NonZeroU32::new(REFUSALS_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN);
+        Self {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            left_out: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl RefusalLog {
+    pub fn record(&self, refusal: &Refusal<'_>) {
+        use std::sync::atomic::Ordering;
+        if self.limiter.check().is_err() {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let left_out = self.left_out.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            status = refusal.status.as_u16(),
+            method = %refusal.method,
+            route = refusal.route,
+            token_id = refusal.token.map(|t| t.to_string()),
+            request_id = refusal.request_id,
+            left_out_before = left_out,
+            "request refused"
+        );
+    }
 }
 
 /// The authenticated caller of a request, for handlers.

@@ -25,6 +25,8 @@ on_both_backends!(
     an_open_stream_ends_when_its_life_is_over,
     scim_filters_with_too_many_comparisons_are_refused,
     every_way_a_resource_comes_into_being_checks_its_keys,
+    refused_requests_are_logged_at_a_bounded_rate,
+    a_new_tokens_audit_names_its_binding_and_expiry,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -689,5 +691,129 @@ async fn every_way_a_resource_comes_into_being_checks_its_keys(backend: Backend)
     assert_eq!(
         app.scalar("SELECT count(*) FROM resource", &[]).await,
         resources + 1
+    );
+}
+
+/// Everything logged while it is the thread's subscriber (the test's runtime has one thread).
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+async fn refused_requests_are_logged_at_a_bounded_rate(backend: Backend) {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "reader", "scopes": ["read"]}),
+        )
+        .await;
+    let reader = created.json["secret"].as_str().expect("secret").to_owned();
+    let reader_id = created.json["token"]["id"].as_str().expect("id").to_owned();
+    let forbidden = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/tokens")
+        .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+        .header("x-request-id", "req-forbidden-1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"name": "x", "scopes": ["read"]}"#))
+        .expect("request");
+    assert_eq!(app.send_raw(forbidden).await.status, StatusCode::FORBIDDEN);
+    let unauthorized = app
+        .call_as(
+            Some("roster_not-a-token"),
+            Method::GET,
+            "/api/v1/resources",
+            None,
+        )
+        .await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    let refused: Vec<String> = capture
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("status=403")
+            && refused[0].contains("route=\"/api/v1/tokens\"")
+            && refused[0].contains(&reader_id)
+            && refused[0].contains("req-forbidden-1"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[1].contains("status=401") && refused[1].contains("/api/v1/resources"),
+        "{}",
+        refused[1]
+    );
+    // A flood is logged at a bounded rate, and the next line says how many were left out.
+    for _ in 0..200 {
+        app.call_as(None, Method::GET, "/api/v1/resources", None)
+            .await;
+    }
+    let logged = capture
+        .lines()
+        .iter()
+        .filter(|l| l.contains("request refused"))
+        .count();
+    assert!(logged < 100, "{logged} lines for 202 refusals");
+    assert!(capture
+        .lines()
+        .iter()
+        .any(|l| l.contains("left_out_before")));
+}
+
+async fn a_new_tokens_audit_names_its_binding_and_expiry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let reply = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "foo-connector", "scopes": ["write"], "source_system": "foo",
+                   "expires_at": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let detail = app
+        .text(
+            "SELECT CAST(detail AS TEXT) FROM audit WHERE action = 'token.create'",
+            &[],
+        )
+        .await
+        .expect("audit detail");
+    let detail: Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["source_system"], "foo");
+    assert_eq!(detail["scopes"], json!(["write"]));
+    assert!(
+        detail["expires_at"]
+            .as_str()
+            .is_some_and(|at| at.starts_with("2030-01-01")),
+        "{detail}"
     );
 }

@@ -600,8 +600,8 @@ impl TokenStore for PgStore {
     ) -> StoreResult<Token> {
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let record = AuditRecord::new("token.create", target::token(id))
-            .with_detail(serde_json::json!({ "name": new.name, "scopes": new.scopes }));
+        let record =
+            AuditRecord::new("token.create", target::token(id)).with_detail(new.audit_detail());
         Self::audit(&mut tx, actor, record).await?;
         let row: TokenRowOf = sqlx::query_as(&sql::INSERT_TOKEN)
             .bind(id)
