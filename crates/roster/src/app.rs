@@ -72,6 +72,8 @@ pub struct Services {
     pub engine: Arc<Engine>,
     pub limits: Limits,
     pub operations: OperationDefaults,
+    /// Whether roster itself serves HTTPS (then responses carry HSTS).
+    pub tls: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,6 +111,10 @@ pub fn router(services: Services) -> Router {
     .layer(DefaultBodyLimit::max(limits.body_bytes))
     .layer(CatchPanicLayer::custom(http::panic_response))
     .layer(axum::middleware::from_fn_with_state(
+        services.tls,
+        http::security_headers,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         rate_state,
         http::scim::rate::limit,
     ))
@@ -138,6 +144,11 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 /// and serves until SIGINT or SIGTERM.
 pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
     let shutdown = shutdown_signal();
+    // TLS files are read first: a server that cannot serve must not create and print a token.
+    let tls = match &settings.tls {
+        Some(tls) => Some(tls_config(tls).await?),
+        None => None,
+    };
     let store = store::open(&settings.location).await?;
     bootstrap(store.as_ref(), settings.bootstrap_token.clone()).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -164,29 +175,27 @@ pub async fn serve(settings: &Settings) -> Result<(), ServeError> {
         engine,
         limits: settings.limits,
         operations: settings.operations,
+        tls: tls.is_some(),
     });
-    match &settings.tls {
+    match tls {
         None => {
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await?
         }
-        Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
+        Some(config) => serve_tls(listener, app, config, shutdown).await?,
     }
     tracing::info!("roster stopped");
     Ok(())
 }
 
-/// Serves HTTPS with rustls (ring provider), stopping gracefully like plain HTTP.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
+/// Reads the certificate and key for HTTPS with rustls (ring provider).
+async fn tls_config(
     tls: &crate::config::Tls,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
     // Another part of the process may have installed the provider already; either is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
         .await
         .map_err(|e| {
             ServeError::Tls(format!(
@@ -194,7 +203,16 @@ async fn serve_tls(
                 tls.cert.display(),
                 tls.key.display()
             ))
-        })?;
+        })
+}
+
+/// Serves HTTPS, stopping gracefully like plain HTTP.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: axum_server::tls_rustls::RustlsConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

@@ -126,6 +126,50 @@ async fn statement_budget(
     crate::store::budget::within(deadline, next.run(request)).await
 }
 
+/// The policy of the docs page, where people paste tokens: its own scripts only, never framed.
+const DOCS_POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'self'";
+
+/// Middleware: headers every response carries. Nothing is cached (answers carry token secrets,
+/// webhook secrets and directory data); content types are not sniffed; under TLS (`tls`, its
+/// state) browsers are told to keep to HTTPS; the docs page may run only its own scripts and may
+/// not be framed.
+pub async fn security_headers(
+    axum::extract::State(tls): axum::extract::State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let docs = request.uri().path().starts_with("/docs");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !docs {
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    if docs {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_POLICY),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
+}
+
 /// Answers requests for paths that do not exist.
 pub async fn no_route(uri: axum::http::Uri) -> impl IntoResponse {
     ApiError::NotFound(format!(

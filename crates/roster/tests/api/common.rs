@@ -180,6 +180,7 @@ impl TestApp {
             engine,
             limits,
             operations: OperationDefaults::default(),
+            tls: false,
         };
         Self {
             router: router(services),

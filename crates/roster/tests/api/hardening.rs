@@ -27,6 +27,7 @@ on_both_backends!(
     every_way_a_resource_comes_into_being_checks_its_keys,
     refused_requests_are_logged_at_a_bounded_rate,
     a_new_tokens_audit_names_its_binding_and_expiry,
+    responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -816,4 +817,52 @@ async fn a_new_tokens_audit_names_its_binding_and_expiry(backend: Backend) {
             .is_some_and(|at| at.starts_with("2030-01-01")),
         "{detail}"
     );
+}
+
+async fn responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", app.admin));
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        app.router
+            .clone()
+            .oneshot(request.body(body).expect("request"))
+    };
+    let created = send(
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "t", "scopes": ["read"]})),
+    )
+    .await
+    .expect("router is infallible");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(created.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(created
+        .headers()
+        .get(header::STRICT_TRANSPORT_SECURITY)
+        .is_none());
+    let refused = send(Method::GET, "/api/v1/nothing-here", None)
+        .await
+        .expect("router is infallible");
+    assert_eq!(refused.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let docs = send(Method::GET, "/docs/", None)
+        .await
+        .expect("router is infallible");
+    assert_eq!(docs.status(), StatusCode::OK);
+    let policy = docs.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("text");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(docs.headers()[header::X_FRAME_OPTIONS], "DENY");
 }

@@ -113,6 +113,56 @@ async fn serve_without_configuration_uses_embedded_sqlite_in_wal_mode() {
 }
 
 #[tokio::test]
+async fn the_embedded_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start(dir.path(), &[]).await;
+    let (status, _) = request(&addr, "GET", "/readyz", "").await;
+    assert_eq!(status, 200);
+    terminate(child).await;
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let data = dir.path().join("roster-data");
+    assert_eq!(mode(data.clone()), 0o700);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(path.clone()), 0o600, "{}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn unreadable_tls_files_stop_the_start_before_a_token_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            "missing-cert.pem",
+            "--tls-key",
+            "missing-key.pem",
+        ])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("ROSTER_BOOTSTRAP_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing-cert.pem"), "{err}");
+    assert!(!err.contains("roster_"), "no token is printed: {err}");
+    assert!(
+        !dir.path().join("roster-data").exists(),
+        "no database is created"
+    );
+}
+
+#[tokio::test]
 async fn serve_with_a_postgres_url_runs_the_same_api() {
     let (_admin, _name, url) = fresh_postgres_database().await;
     let dir = tempfile::tempdir().unwrap();
@@ -310,6 +360,11 @@ async fn serves_https_when_given_a_certificate_and_key() {
     let mut raw = String::new();
     tls.read_to_string(&mut raw).await.unwrap();
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age="),
+        "{raw}"
+    );
 
     // Plain HTTP on the same port is not served.
     let mut plain = TcpStream::connect(&addr).await.unwrap();
