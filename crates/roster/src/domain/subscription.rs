@@ -74,6 +74,7 @@ impl NewSubscription {
                 source_system: self.source_system.clone(),
                 group_id: self.group_id,
                 kinds,
+                member_source: None,
             },
             start,
         })
@@ -141,6 +142,7 @@ impl Subscription {
                 .iter()
                 .filter_map(|k| ChangeKind::from_name(k))
                 .collect(),
+            member_source: None,
         }
     }
 }

@@ -70,6 +70,7 @@ impl FeedParams {
             source_system: self.source_system.clone(),
             group_id: self.group_id,
             kinds: ChangeFilter::parse_kinds(self.kind.as_deref()).map_err(bad)?,
+            member_source: None,
         };
         let limit = self.limit.unwrap_or(100);
         if !(1..=MAX_LIMIT).contains(&limit) {

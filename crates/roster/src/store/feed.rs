@@ -101,6 +101,15 @@ pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String
             " AND (c.group_id = {mark}{n} OR c.resource_id = {mark}{n})"
         ));
     }
+    if let Some(source) = &filter.member_source {
+        binds.push(FilterBind::Text(source.clone()));
+        // A purged member has no row left to say its source: its changes are left out.
+        sql.push_str(&format!(
+            " AND (c.member_id IS NULL OR EXISTS (SELECT 1 FROM resource m \
+             WHERE m.id = c.member_id AND m.source_system = {mark}{}))",
+            first + binds.len() - 1
+        ));
+    }
     if !filter.kinds.is_empty() {
         let codes: Vec<String> = filter.kinds.iter().map(|k| k.code().to_string()).collect();
         sql.push_str(&format!(" AND c.kind IN ({})", codes.join(", ")));
