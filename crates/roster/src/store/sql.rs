@@ -124,8 +124,8 @@ pub const INSERT_AUDIT: &str = "INSERT INTO audit \
 
 statement!(
     INSERT_TOKEN,
-    "INSERT INTO api_token (id, name, secret_hash, scopes, source_system, expires_at, created) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    "INSERT INTO api_token (id, name, secret_hash, scopes, source_system, expires_at, created, \
+     read_scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
     TOKEN_COLUMNS
 );
 
