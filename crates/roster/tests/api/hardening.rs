@@ -185,12 +185,12 @@ async fn a_change_that_cannot_be_rendered_never_stops_a_reader(backend: Backend)
     assert_eq!(marked[0]["resource_id"], json!(victim));
     assert_eq!(items.last().expect("a change")["resource_id"], json!(after));
     // Filtered to the source, the history, the stream, the SCIM delta and the subscription.
-    let foo = app
+    let of_foo = app
         .get(&format!(
             "/api/v1/changes?after={start}&source_system=foo&limit=100"
         ))
         .await;
-    assert_eq!(foo.status, StatusCode::OK, "{}", foo.text);
+    assert_eq!(of_foo.status, StatusCode::OK, "{}", of_foo.text);
     let history = app
         .get(&format!("/api/v1/resources/{victim}/history"))
         .await;
