@@ -733,3 +733,30 @@ async fn a_scim_token_with_bound_reads_reads_no_other_base(backend: Backend) {
     let reply = scim(&w.app, &token, Method::GET, &path, None).await;
     assert_eq!(member_ids(&reply.json), ids(&[&w.alice]), "{}", reply.text);
 }
+
+/// `roster token create --read-scope bound` binds a token's reads, and only with `--source`.
+#[tokio::test]
+async fn roster_token_create_binds_reads_only_with_a_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/roster.db", dir.path().display());
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+        command.args(args).args(["--database-url", &url]);
+        async move {
+            let out = command.output().await.expect("run roster");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.success(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let create = ["token", "create", "--name", "r", "--scope", "read"];
+    let (ok, _, err) = run(&[&create[..], &["--read-scope", "bound"]].concat()).await;
+    assert!(!ok, "a bound read scope without a source is refused");
+    assert!(err.contains("source_system"), "{err}");
+    let bound = ["--source", "foo", "--read-scope", "bound"];
+    let (ok, out, err) = run(&[&create[..], &bound].concat()).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("source=foo reads=bound"), "{out}");
+    let (ok, out, err) = run(&["token", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("reads=bound"), "{out}");
+}
