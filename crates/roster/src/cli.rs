@@ -1,6 +1,6 @@
 //! Command-line interface: flags, each with a `ROSTER_*` environment variable.
 
-use crate::domain::token::Scope;
+use crate::domain::token::{ReadScope, Scope};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -117,6 +117,10 @@ pub struct TokenCreateArgs {
     /// Bind the token to one source system: it may then write only that source's data.
     #[arg(long)]
     pub source: Option<String>,
+    /// What a token bound with --source reads: all (every source's data, the default) or bound
+    /// (only its source's).
+    #[arg(long, default_value = "all", value_parser = parse_read_scope)]
+    pub read_scope: ReadScope,
     /// When the token expires: an RFC 3339 time, or a span from now such as 90d or 12h.
     #[arg(long, value_parser = parse_expiry)]
     pub expires: Option<DateTime<Utc>>,
@@ -130,6 +134,10 @@ pub struct TokenRevokeArgs {
     pub token: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+fn parse_read_scope(value: &str) -> Result<ReadScope, String> {
+    ReadScope::from_name(value).ok_or_else(|| format!("{value:?} is not all or bound"))
 }
 
 fn parse_scope(value: &str) -> Result<Scope, String> {

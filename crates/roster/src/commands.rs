@@ -51,6 +51,7 @@ async fn create(args: TokenCreateArgs) -> Result<(), CommandError> {
         name: args.name,
         scopes: args.scopes,
         source_system: args.source,
+        read_scope: args.read_scope,
         expires_at: args.expires,
     };
     new.validate(chrono::Utc::now())
@@ -91,10 +92,11 @@ fn describe(token: &Token) -> String {
         (None, None) => "no expiry".to_owned(),
     };
     format!(
-        "{} {:?} scopes={} source={} {state}",
+        "{} {:?} scopes={} source={} reads={} {state}",
         token.id,
         token.name,
         scopes.join(","),
         token.source_system.as_deref().unwrap_or("*"),
+        token.read_scope.name(),
     )
 }

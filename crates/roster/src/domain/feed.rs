@@ -81,6 +81,9 @@ pub struct ChangeFilter {
     pub group_id: Option<super::ResourceId>,
     /// Empty: every kind.
     pub kinds: Vec<ChangeKind>,
+    /// Membership changes only of members of this source system (a reader bound to one source,
+    /// or a SCIM base, sees no member of another); changes of no membership pass.
+    pub member_source: Option<String>,
 }
 
 impl ChangeFilter {

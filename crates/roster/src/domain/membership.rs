@@ -58,6 +58,8 @@ pub struct MembershipFilter {
     pub ty: Option<ResourceType>,
     /// Only memberships whose member is (or is not) active.
     pub active: Option<bool>,
+    /// Only the other side's resources of this source system (a reader bound to it).
+    pub source_system: Option<String>,
 }
 
 impl MembershipWrite {

@@ -180,6 +180,8 @@ pub struct Operation {
 pub struct OperationFilter {
     pub ty: Option<OperationType>,
     pub status: Option<OperationStatus>,
+    /// Only operations scoped to this source system (or to a group of it).
+    pub source_system: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -84,6 +84,7 @@ impl NewSubscription {
                 source_system: self.source_system.clone(),
                 group_id: self.group_id,
                 kinds,
+                member_source: None,
             },
             start,
         })
@@ -151,6 +152,7 @@ impl Subscription {
                 .iter()
                 .filter_map(|k| ChangeKind::from_name(k))
                 .collect(),
+            member_source: None,
         }
     }
 }

@@ -43,6 +43,32 @@ impl Scope {
     }
 }
 
+/// What a token bound to a source system reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadScope {
+    /// Every source's data: the default, and what every token read before the option existed.
+    #[default]
+    All,
+    /// Only the data of its own source system; needs a `source_system`.
+    Bound,
+}
+
+impl ReadScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Bound => "bound",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::All, Self::Bound]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+}
+
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Token {
@@ -51,6 +77,8 @@ pub struct Token {
     pub scopes: Vec<Scope>,
     /// When set, the token may write only this source system's data.
     pub source_system: Option<String>,
+    /// `bound`: the token also reads only its source system's data; `all`: every source's.
+    pub read_scope: ReadScope,
     pub expires_at: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -65,6 +93,9 @@ pub struct NewToken {
     pub scopes: Vec<Scope>,
     #[serde(default)]
     pub source_system: Option<String>,
+    /// `all` (the default) reads every source's data; `bound` only that of `source_system`.
+    #[serde(default)]
+    pub read_scope: ReadScope,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -95,6 +126,12 @@ impl NewToken {
                      read, write or scim scopes instead",
                 ));
             }
+        }
+        if self.read_scope == ReadScope::Bound && self.source_system.is_none() {
+            return Err(InvalidInput::new(
+                "read_scope \"bound\" limits reads to the token's source system: it needs a \
+                 source_system",
+            ));
         }
         if self.expires_at.is_some_and(|at| at <= now) {
             return Err(InvalidInput::new("expires_at must be in the future"));
@@ -178,6 +215,7 @@ pub struct Principal {
     pub name: String,
     pub scopes: Vec<Scope>,
     pub source_system: Option<String>,
+    pub read_scope: ReadScope,
 }
 
 impl Principal {
@@ -198,6 +236,26 @@ impl Principal {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The one source system whose data the token reads: its binding when its reads are bound
+    /// (`read_scope: bound`); none when it reads every source. Every read that could show
+    /// another source's data asks this.
+    pub fn read_source(&self) -> Option<&str> {
+        match self.read_scope {
+            ReadScope::Bound => self.source_system.as_deref(),
+            ReadScope::All => None,
+        }
+    }
+
+    /// Why a read is refused: `what` is outside the token's read binding.
+    pub fn read_refusal(&self, what: &str) -> String {
+        format!(
+            "token {:?} is bound to source system {:?} for reads too (read_scope \"bound\"), and \
+             {what}",
+            self.name,
+            self.read_source().unwrap_or_default()
+        )
     }
 }
 
@@ -248,6 +306,7 @@ mod tests {
             name: "t".into(),
             scopes,
             source_system: None,
+            read_scope: ReadScope::All,
         };
         assert!(Scope::ALL.iter().all(|s| p(vec![Scope::Admin]).has(*s)));
         assert!(!p(vec![Scope::Write]).has(Scope::Read));
@@ -261,6 +320,7 @@ mod tests {
             name: "t".into(),
             scopes: vec![Scope::Admin, Scope::Read],
             source_system: Some("foo".into()),
+            read_scope: ReadScope::All,
         };
         assert!(!bound.has(Scope::Admin));
         assert!(!bound.has(Scope::Write));
@@ -269,6 +329,7 @@ mod tests {
             name: "t".into(),
             scopes: vec![Scope::Admin],
             source_system: Some("foo".into()),
+            read_scope: ReadScope::All,
             expires_at: None,
         };
         assert!(new.validate(Utc::now()).is_err());
@@ -281,10 +342,34 @@ mod tests {
             name: "foo-connector".into(),
             scopes: vec![Scope::Write],
             source_system: Some("foo".into()),
+            read_scope: ReadScope::All,
         };
         assert!(p.check_source("foo").is_ok());
         let err = p.check_source("bar").unwrap_err();
         assert!(err.contains("\"foo\"") && err.contains("\"bar\""));
+    }
+
+    #[test]
+    fn only_a_token_whose_reads_are_bound_has_a_read_source() {
+        let p = |source: Option<&str>, read_scope| Principal {
+            token_id: Uuid::nil(),
+            name: "t".into(),
+            scopes: vec![Scope::Read],
+            source_system: source.map(str::to_owned),
+            read_scope,
+        };
+        assert_eq!(p(Some("foo"), ReadScope::Bound).read_source(), Some("foo"));
+        assert_eq!(p(Some("foo"), ReadScope::All).read_source(), None);
+        assert_eq!(p(None, ReadScope::Bound).read_source(), None);
+        let new = |source: Option<&str>| NewToken {
+            name: "t".into(),
+            scopes: vec![Scope::Read],
+            source_system: source.map(str::to_owned),
+            read_scope: ReadScope::Bound,
+            expires_at: None,
+        };
+        assert!(new(None).validate(Utc::now()).is_err());
+        assert!(new(Some("foo")).validate(Utc::now()).is_ok());
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Authenticator {
             name: token.name,
             scopes: token.scopes,
             source_system: token.source_system,
+            read_scope: token.read_scope,
         })
     }
 
@@ -331,6 +332,46 @@ impl Caller {
         self.principal
             .check_source(source_system)
             .map_err(ApiError::Forbidden)
+    }
+
+    /// The one source system this caller reads (`read_scope: bound`), or none: every source.
+    pub fn read_source(&self) -> Option<&str> {
+        self.principal.read_source()
+    }
+
+    /// Refuses a read of data of `source_system` when the caller's reads are bound to another;
+    /// `what` says what was asked for, in the refusal.
+    pub fn check_read(&self, source_system: &str, what: &str) -> Result<(), ApiError> {
+        match self.read_source() {
+            Some(bound) if bound != source_system => Err(self.read_refusal(what)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The source system a list or feed reads: the caller's read binding, or else the one
+    /// `requested`; a request for another source than the binding is refused.
+    pub fn read_filter(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (self.read_source(), requested) {
+            (Some(bound), Some(asked)) if asked != bound => {
+                Err(self.read_refusal(&format!("source system {asked:?} is another")))
+            }
+            (Some(bound), _) => Ok(Some(bound.to_owned())),
+            (None, asked) => Ok(asked),
+        }
+    }
+
+    /// Refuses a caller whose reads are bound a view that spans source systems (`what`).
+    pub fn check_read_unbound(&self, what: &str) -> Result<(), ApiError> {
+        match self.read_source() {
+            Some(_) => Err(self.read_refusal(&format!(
+                "{what} spans source systems; read it with a token whose reads are not bound"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn read_refusal(&self, what: &str) -> ApiError {
+        ApiError::Forbidden(self.principal.read_refusal(what))
     }
 
     /// Refuses a token bound to a source system: `what` spans sources (cohorts, unified

@@ -3,6 +3,7 @@
 //! and `/api/v1/resources/{id}/history`. The protocol is in `docs/changes.md`.
 
 use super::auth::Caller;
+use super::resources::check_readable;
 use super::{Path, Query};
 use crate::app::AppState;
 use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
@@ -47,7 +48,7 @@ pub struct FeedParams {
     limit: Option<u32>,
     /// Seconds to wait for a change when there is none yet (long poll; capped by the server).
     wait: Option<u64>,
-    /// Only changes of this source system.
+    /// Only changes of this source system (a token whose reads are bound reads only its own).
     source_system: Option<String>,
     /// Only changes of this group's memberships and of the group itself.
     group_id: Option<ResourceId>,
@@ -58,7 +59,13 @@ pub struct FeedParams {
 }
 
 impl FeedParams {
-    fn read(&self, last_event_id: Option<&str>) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
+    /// Where to start, what to read and how much. A caller whose reads are bound reads only its
+    /// source's changes, and of memberships only those of its source's members.
+    fn read(
+        &self,
+        caller: &Caller,
+        last_event_id: Option<&str>,
+    ) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
         let bad = |e: crate::domain::InvalidInput| ApiError::BadRequest(e.0);
         // A reconnecting EventSource repeats its URL (with `after`) and adds Last-Event-ID,
         // which is where it really stands.
@@ -67,9 +74,10 @@ impl FeedParams {
             None => Cursor::start(),
         };
         let filter = ChangeFilter {
-            source_system: self.source_system.clone(),
+            source_system: caller.read_filter(self.source_system.clone())?,
             group_id: self.group_id,
             kinds: ChangeFilter::parse_kinds(self.kind.as_deref()).map_err(bad)?,
+            member_source: caller.read_source().map(str::to_owned),
         };
         let limit = self.limit.unwrap_or(100);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -96,12 +104,14 @@ pub struct ChangePage {
     params(FeedParams),
     responses((status = 200, description = "Changes and the cursor to continue from", body = ChangePage),
               (status = 400, description = "A malformed cursor or filter", body = Problem),
+              (status = 403, description = "Another source system than the token's reads are bound to", body = Problem),
               (status = 410, description = "The cursor is older than the retained history: re-export", body = Problem)))]
 async fn list_changes(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<FeedParams>,
 ) -> Result<axum::Json<ChangePage>, ApiError> {
-    let (after, filter, limit) = p.read(None)?;
+    let (after, filter, limit) = p.read(&caller, None)?;
     let wait = Duration::from_secs(p.wait.unwrap_or(0)).min(state.operations.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut batch = state.store.changes(&after, &filter, limit).await?;
@@ -124,6 +134,7 @@ async fn list_changes(
 #[utoipa::path(get, path = "/api/v1/changes/stream", tag = "changes", security(("bearer" = ["read"])),
     params(FeedParams),
     responses((status = 200, description = "`text/event-stream` of changes", content_type = "text/event-stream", body = String),
+              (status = 403, description = "Another source system than the token's reads are bound to", body = Problem),
               (status = 410, description = "The cursor is older than the retained history: re-export", body = Problem)))]
 async fn stream_changes(
     State(state): State<AppState>,
@@ -132,7 +143,7 @@ async fn stream_changes(
     Query(p): Query<FeedParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let (after, filter, limit) = p.read(resume)?;
+    let (after, filter, limit) = p.read(&caller, resume)?;
     // A cursor that is already gone is refused before the stream starts.
     let first = state.store.changes(&after, &filter, limit).await?;
     let format = p.format.unwrap_or_default();
@@ -280,10 +291,12 @@ pub struct ExportParams {
 /// (the status is already sent): retry the export.
 #[utoipa::path(get, path = "/api/v1/export", tag = "changes", security(("bearer" = ["read"])),
     params(ExportParams),
-    responses((status = 200, description = "NDJSON lines, the last one the cursor", content_type = "application/x-ndjson", body = String),
-              (status = 400, description = "Neither or both of source_system and group_id", body = Problem)))]
+    responses((status = 200, description = "NDJSON lines, the last one the cursor; of the token's source only, when its reads are bound", content_type = "application/x-ndjson", body = String),
+              (status = 400, description = "Neither or both of source_system and group_id", body = Problem),
+              (status = 403, description = "A source system or group of another source than the token's reads are bound to", body = Problem)))]
 async fn export(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<ExportParams>,
 ) -> Result<Response, ApiError> {
     let scope = match (p.source_system, p.group_id) {
@@ -295,10 +308,17 @@ async fn export(
             ))
         }
     };
+    match &scope {
+        ExportScope::Source(source) => {
+            caller.read_filter(Some(source.clone()))?;
+        }
+        ExportScope::Group(group) => check_readable(&state, &caller, *group).await?,
+    }
+    let members = caller.read_source().map(str::to_owned);
     let (sink, receiver) = tokio::sync::mpsc::channel(256);
     let store = state.store.clone();
     tokio::spawn(async move {
-        if let Err(e) = store.export(&scope, sink.clone()).await {
+        if let Err(e) = store.export(&scope, members.as_deref(), sink.clone()).await {
             // The receiver learns of the failure in the stream (the status is already sent).
             let _ = sink.send(Err(e)).await;
         }
@@ -347,14 +367,26 @@ pub struct HistoryParams {
 /// and as member, in `full` form.
 #[utoipa::path(get, path = "/api/v1/resources/{id}/history", tag = "changes", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id"), HistoryParams),
-    responses((status = 200, description = "A page of changes", body = Page<ChangeItem>)))]
+    responses((status = 200, description = "A page of changes (of the token's source only, when its reads are bound)", body = Page<ChangeItem>),
+              (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem)))]
 async fn history(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<HistoryParams>,
 ) -> Result<axum::Json<Page<ChangeItem>>, ApiError> {
     let page = super::page_request::<i64>(ListKind::History, p.limit, p.cursor.as_deref())?;
-    let rows = state.store.history(id, page.after, page.limit + 1).await?;
+    check_readable(&state, &caller, id).await?;
+    let bound = caller.read_source().map(str::to_owned);
+    let filter = ChangeFilter {
+        source_system: bound.clone(),
+        member_source: bound,
+        ..ChangeFilter::default()
+    };
+    let rows = state
+        .store
+        .history(id, &filter, page.after, page.limit + 1)
+        .await?;
     let mut items = Vec::with_capacity(rows.len());
     for change in &rows {
         items.push((change.seq, full(state.store.as_ref(), change).await?));

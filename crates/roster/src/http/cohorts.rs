@@ -98,11 +98,14 @@ async fn link_parent(
 #[utoipa::path(get, path = "/api/v1/resources/{id}/identity", tag = "cohorts", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     responses((status = 200, description = "The identity tree", body = IdentityTree),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn identity(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<IdentityTree>, ApiError> {
+    caller.check_read_unbound("an identity")?;
     Ok(axum::Json(state.store.identity(id).await?))
 }
 
@@ -111,12 +114,15 @@ async fn identity(
 #[utoipa::path(get, path = "/api/v1/resources/{id}/related", tag = "cohorts", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id"), RelatedParams),
     responses((status = 200, description = "The related accounts", body = ResourceList),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn related(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<RelatedParams>,
 ) -> Result<axum::Json<ResourceList>, ApiError> {
+    caller.check_read_unbound("a cohort or an identity")?;
     let items = state.store.related(id, p.scope).await?;
     Ok(axum::Json(ResourceList { items }))
 }
@@ -160,11 +166,14 @@ async fn create_unified_group(
 #[utoipa::path(get, path = "/api/v1/unified-groups/{id}/links", tag = "cohorts", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Unified group id")),
     responses((status = 200, description = "The linked groups", body = LinkList),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem),
               (status = 404, description = "Not a live unified group", body = Problem)))]
 async fn list_links(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<LinkList>, ApiError> {
+    caller.check_read_unbound("a unified group")?;
     let items = state.store.group_links(id).await?;
     Ok(axum::Json(LinkList { items }))
 }
@@ -214,11 +223,14 @@ async fn unlink_group(
 #[utoipa::path(get, path = "/api/v1/unified-groups/{id}/members", tag = "cohorts", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Unified group id")),
     responses((status = 200, description = "The effective cohorts", body = CohortList),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem),
               (status = 404, description = "Not a live unified group", body = Problem)))]
 async fn unified_members(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<CohortList>, ApiError> {
+    caller.check_read_unbound("a unified group")?;
     let items = state.store.unified_members(id).await?;
     Ok(axum::Json(CohortList { items }))
 }
@@ -231,12 +243,15 @@ async fn unified_members(
     params(("id" = ResourceId, Path, description = "Unified group id"), PlanParams),
     responses((status = 200, description = "The plan", body = SyncPlan),
               (status = 400, description = "A bad page", body = Problem),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem),
               (status = 404, description = "Not a live unified group, or not one of its mirrors", body = Problem)))]
 async fn sync_plan(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<PlanParams>,
 ) -> Result<axum::Json<SyncPlan>, ApiError> {
+    caller.check_read_unbound("a unified group")?;
     let page = p.page().map_err(|e| ApiError::BadRequest(e.0))?;
     Ok(axum::Json(state.store.sync_plan(id, page.as_ref()).await?))
 }

@@ -37,8 +37,13 @@ pub struct CaseList {
 
 /// The correlation rules, by name.
 #[utoipa::path(get, path = "/api/v1/correlation/rules", tag = "cohorts", security(("bearer" = ["read"])),
-    responses((status = 200, description = "The rules", body = RuleList)))]
-async fn list_rules(State(state): State<AppState>) -> Result<axum::Json<RuleList>, ApiError> {
+    responses((status = 200, description = "The rules", body = RuleList),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem)))]
+async fn list_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<RuleList>, ApiError> {
+    caller.check_read_unbound("correlation")?;
     Ok(axum::Json(RuleList {
         items: state.store.rules().await?,
     }))
@@ -125,11 +130,14 @@ async fn run_rule(
 #[utoipa::path(get, path = "/api/v1/correlation/cases", tag = "cohorts", security(("bearer" = ["read"])),
     params(CaseParams),
     responses((status = 200, description = "The cases", body = CaseList),
-              (status = 400, description = "A bad filter", body = Problem)))]
+              (status = 400, description = "A bad filter", body = Problem),
+              (status = 403, description = "A token whose reads are bound to a source system", body = Problem)))]
 async fn list_cases(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<CaseParams>,
 ) -> Result<axum::Json<CaseList>, ApiError> {
+    caller.check_read_unbound("correlation")?;
     let items = state
         .store
         .correlation_cases(p.operation_id, p.situation)

@@ -1,7 +1,7 @@
 //! `/api/v1/groups/{id}/members`: the members of a group, and single-membership writes.
 
 use super::auth::Caller;
-use super::resources::{check_owner, MembershipListParams};
+use super::resources::{check_owner, check_readable, MembershipListParams};
 use super::{optional_json, Path, Query};
 use crate::app::AppState;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
@@ -45,15 +45,18 @@ pub enum MemberList {
 /// `as_of`, the members that were active at that time, from the change log.
 #[utoipa::path(get, path = "/api/v1/groups/{id}/members", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Group id"), MembershipListParams),
-    responses((status = 200, description = "A page of memberships (or, with as_of, of members and since when)", body = MemberList),
+    responses((status = 200, description = "A page of memberships (or, with as_of, of members and since when); of members of the token's source only, when its reads are bound", body = MemberList),
+              (status = 403, description = "A group of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such group", body = Problem)))]
 async fn list_members(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
 ) -> Result<axum::Json<MemberList>, ApiError> {
+    check_readable(&state, &caller, id).await?;
     let as_of = p.as_of()?;
-    let (filter, page) = p.split(ListKind::Members)?;
+    let (filter, page) = p.split(&caller, ListKind::Members)?;
     let Some(at) = as_of else {
         let cursor = super::changes::as_of(&state, &page).await?;
         let rows = state.store.list_members(id, &filter, &page).await?;
@@ -61,7 +64,10 @@ async fn list_members(
         return Ok(axum::Json(MemberList::Now(page.as_of(cursor))));
     };
     // Answered from the log alone: a purged group still has its past.
-    let rows = state.store.members_at(id, at, &page).await?;
+    let rows = state
+        .store
+        .members_at(id, at, caller.read_source(), &page)
+        .await?;
     let rows = rows
         .into_iter()
         .map(|(member_id, since)| MemberAt {
@@ -81,11 +87,15 @@ async fn list_members(
     params(("id" = ResourceId, Path, description = "Group id"),
            ("member_id" = ResourceId, Path, description = "Member id")),
     responses((status = 200, description = "The membership", body = Membership),
+              (status = 403, description = "A group or member of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "Never a member", body = Problem)))]
 async fn get_membership(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
+    check_readable(&state, &caller, id).await?;
+    check_readable(&state, &caller, member_id).await?;
     Ok(axum::Json(state.store.get_membership(id, member_id).await?))
 }
 

@@ -117,11 +117,14 @@ pub async fn check_reactivation(
 /// A source system's settings (defaults for one never configured).
 #[utoipa::path(get, path = "/api/v1/sources/{source_system}", tag = "lifecycle", security(("bearer" = ["read"])),
     params(("source_system" = String, Path, description = "Source system")),
-    responses((status = 200, description = "The settings", body = Source)))]
+    responses((status = 200, description = "The settings", body = Source),
+              (status = 403, description = "Another source system than the token's reads are bound to", body = Problem)))]
 async fn get_source(
     State(state): State<AppState>,
+    caller: Caller,
     Path(source_system): Path<String>,
 ) -> Result<axum::Json<Source>, ApiError> {
+    caller.read_filter(Some(source_system.clone()))?;
     Ok(axum::Json(state.store.source(&source_system).await?))
 }
 

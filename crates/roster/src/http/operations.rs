@@ -97,16 +97,18 @@ pub struct WaitParams {
 /// List operations, newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = ["read"])),
     params(ListParams),
-    responses((status = 200, description = "A page of operations", body = Page<Operation>),
+    responses((status = 200, description = "A page of operations (of the token's source only, when its reads are bound)", body = Page<Operation>),
               (status = 400, description = "A bad filter or cursor", body = Problem)))]
 async fn list_operations(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<Page<Operation>>, ApiError> {
     let page = super::page_request(ListKind::Operations, p.limit, p.cursor.as_deref())?;
     let filter = OperationFilter {
         ty: p.ty,
         status: p.status,
+        source_system: caller.read_source().map(str::to_owned),
     };
     let rows = state.store.list_operations(&filter, &page).await?;
     Ok(axum::Json(Page::from_rows(
@@ -122,14 +124,29 @@ async fn list_operations(
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id"), WaitParams),
     responses((status = 200, description = "The operation", body = Operation),
+              (status = 403, description = "An operation of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such operation", body = Problem)))]
 async fn get_operation(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<OperationId>,
     Query(wait): Query<WaitParams>,
 ) -> Result<axum::Json<Operation>, ApiError> {
-    let op = state.store.get_operation(id).await?;
+    let op = readable_operation(&state, &caller, id).await?;
     Ok(axum::Json(waited(&state, op, wait.wait).await?))
+}
+
+/// An operation, unless the caller's reads are bound to another source than the operation's
+/// (one that spans sources has none).
+async fn readable_operation(
+    state: &AppState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<Operation, ApiError> {
+    let op = state.store.get_operation(id).await?;
+    let what = format!("operation {id} is not of it");
+    caller.check_read(op.source_system.as_deref().unwrap_or_default(), &what)?;
+    Ok(op)
 }
 
 /// Create an operation. A full-update starts `running`/`uploading`: upload its chunks, then
@@ -687,13 +704,15 @@ pub struct PreviewPage {
 #[utoipa::path(get, path = "/api/v1/operations/{id}/preview", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id"), PreviewParams),
     responses((status = 200, description = "A page of planned changes", body = PreviewPage),
+              (status = 403, description = "An operation of another source system than the token's reads are bound to", body = Problem),
               (status = 409, description = "Not a full-update waiting to be applied", body = Problem)))]
 async fn preview_operation(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<OperationId>,
     Query(p): Query<PreviewParams>,
 ) -> Result<axum::Json<PreviewPage>, ApiError> {
-    let op = state.store.get_operation(id).await?;
+    let op = readable_operation(&state, &caller, id).await?;
     if op.ty.is_lifecycle() {
         return Ok(axum::Json(lifecycle_preview(&state, &op, &p).await?));
     }
@@ -824,13 +843,18 @@ pub struct PageParams {
 #[utoipa::path(get, path = "/api/v1/operations/{id}/rejections", tag = "operations", security(("bearer" = ["read"])),
     params(("id" = i64, Path, description = "Operation id"), PageParams),
     responses((status = 200, description = "A page of rejected lines", body = Page<LineError>),
+              (status = 403, description = "An operation of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such operation", body = Problem)))]
 async fn list_rejections(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<OperationId>,
     Query(p): Query<PageParams>,
 ) -> Result<axum::Json<Page<LineError>>, ApiError> {
     let page = super::page_request(ListKind::Rejections, p.limit, p.cursor.as_deref())?;
+    if caller.read_source().is_some() {
+        readable_operation(&state, &caller, id).await?;
+    }
     let rows = state.store.rejections(id, &page).await?;
     Ok(axum::Json(Page::from_rows(
         rows,

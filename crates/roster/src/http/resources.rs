@@ -104,17 +104,19 @@ async fn create_resource(
 /// List resources, filtered, in stable id order with keyset pagination.
 #[utoipa::path(get, path = "/api/v1/resources", tag = "resources", security(("bearer" = ["read"])),
     params(ListParams),
-    responses((status = 200, description = "A page of resources", body = Page<Resource>),
-              (status = 400, description = "A bad filter or cursor", body = Problem)))]
+    responses((status = 200, description = "A page of resources (of the token's source only, when its reads are bound)", body = Page<Resource>),
+              (status = 400, description = "A bad filter or cursor", body = Problem),
+              (status = 403, description = "Another source system than the token's reads are bound to", body = Problem)))]
 async fn list_resources(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<Page<Resource>>, ApiError> {
     let page = super::page_request(ListKind::Resources, p.limit, p.cursor.as_deref())?;
     let filter = ResourceFilter {
         ty: p.ty,
         subtype: p.subtype,
-        source_system: p.source_system,
+        source_system: caller.read_filter(p.source_system)?,
         identifier: p.identifier,
         external_id: p.external_id,
         tag: p.tag,
@@ -133,14 +135,16 @@ async fn list_resources(
 #[utoipa::path(get, path = "/api/v1/resources/lookup", tag = "resources", security(("bearer" = ["read"])),
     params(LookupParams),
     responses((status = 200, description = "The resource", body = Resource),
+              (status = 403, description = "Another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No live resource has this key", body = Problem),
               (status = 409, description = "Resources of several types share the identifier; pass `type`", body = Problem)))]
 async fn lookup_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<LookupParams>,
 ) -> Result<axum::Json<Resource>, ApiError> {
     let mut filter = ResourceFilter {
-        source_system: Some(p.source_system.clone()),
+        source_system: caller.read_filter(Some(p.source_system.clone()))?,
         ty: p.ty,
         ..ResourceFilter::default()
     };
@@ -181,12 +185,16 @@ async fn lookup_resource(
 #[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id")),
     responses((status = 200, description = "The resource", body = Resource),
+              (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn get_resource(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    Ok(axum::Json(state.store.get_resource(id).await?))
+    let resource = state.store.get_resource(id).await?;
+    caller.check_read(&resource.source_system, &another_source(id))?;
+    Ok(axum::Json(resource))
 }
 
 /// What a patch answers: the resource, or with `propagate=cohort` the propagation.
@@ -285,6 +293,24 @@ pub async fn check_owner(
     Ok(())
 }
 
+/// Refuses a read of a resource of another source than the caller's reads are bound to.
+pub async fn check_readable(
+    state: &AppState,
+    caller: &Caller,
+    id: ResourceId,
+) -> Result<(), ApiError> {
+    if caller.read_source().is_some() {
+        let resource = state.store.get_resource(id).await?;
+        caller.check_read(&resource.source_system, &another_source(id))?;
+    }
+    Ok(())
+}
+
+/// What a refused read of resource `id` names: not which source it is of.
+fn another_source(id: ResourceId) -> String {
+    format!("resource {id} is of another source system")
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -322,8 +348,11 @@ impl MembershipListParams {
         }
     }
 
+    /// The filter and page of the list; a caller whose reads are bound sees only the other
+    /// side's resources of its source.
     pub fn split(
         self,
+        caller: &Caller,
         kind: ListKind,
     ) -> Result<(MembershipFilter, PageRequest<uuid::Uuid>), ApiError> {
         let page = super::page_request(kind, self.limit, self.cursor.as_deref())?;
@@ -331,6 +360,7 @@ impl MembershipListParams {
             include_removed: self.include_removed,
             ty: self.ty,
             active: self.active,
+            source_system: caller.read_source().map(str::to_owned),
         };
         Ok((filter, page))
     }
@@ -339,10 +369,12 @@ impl MembershipListParams {
 /// List the groups a resource belongs to, in group-id order.
 #[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id"), MembershipListParams),
-    responses((status = 200, description = "A page of memberships", body = Page<Membership>),
+    responses((status = 200, description = "A page of memberships (in groups of the token's source only, when its reads are bound)", body = Page<Membership>),
+              (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn list_groups_of(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
 ) -> Result<axum::Json<Page<Membership>>, ApiError> {
@@ -353,7 +385,8 @@ async fn list_groups_of(
                 .to_owned(),
         ));
     }
-    let (filter, page) = p.split(ListKind::Groups)?;
+    check_readable(&state, &caller, id).await?;
+    let (filter, page) = p.split(&caller, ListKind::Groups)?;
     let as_of = super::changes::as_of(&state, &page).await?;
     let rows = state.store.list_groups_of(id, &filter, &page).await?;
     Ok(axum::Json(

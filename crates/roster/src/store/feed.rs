@@ -101,6 +101,15 @@ pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String
             " AND (c.group_id = {mark}{n} OR c.resource_id = {mark}{n})"
         ));
     }
+    if let Some(source) = &filter.member_source {
+        binds.push(FilterBind::Text(source.clone()));
+        // A purged member has no row left to say its source: its changes are left out.
+        sql.push_str(&format!(
+            " AND (c.member_id IS NULL OR EXISTS (SELECT 1 FROM resource m \
+             WHERE m.id = c.member_id AND m.source_system = {mark}{}))",
+            first + binds.len() - 1
+        ));
+    }
     if !filter.kinds.is_empty() {
         let codes: Vec<String> = filter.kinds.iter().map(|k| k.code().to_string()).collect();
         sql.push_str(&format!(" AND c.kind IN ({})", codes.join(", ")));
@@ -119,13 +128,20 @@ pub enum ExportItem {
 
 /// The statements an export pages with: resources, then active memberships, each by key. `mark`
 /// is the backend's placeholder (`$` or `?`): the first binds the scope, the second the key to
-/// continue after, the third the page size.
+/// continue after, the third the page size; with `member_source`, the fourth binds the source
+/// system the memberships' members must be of (a reader bound to it).
 pub fn export_statements(
     scope: &ExportScope,
     columns: (&str, &str),
     mark: char,
+    member_source: bool,
 ) -> (String, String) {
     let (resource_columns, membership_columns) = columns;
+    let members = if member_source {
+        format!(" AND member_id IN (SELECT id FROM resource WHERE source_system = {mark}4)")
+    } else {
+        String::new()
+    };
     match scope {
         ExportScope::Source(_) => (
             format!(
@@ -135,7 +151,7 @@ pub fn export_statements(
             format!(
                 "SELECT {membership_columns} FROM group_member WHERE NOT removed \
                  AND group_id IN (SELECT id FROM resource WHERE source_system = {mark}1 \
-                 AND NOT deleted) AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+                 AND NOT deleted){members} AND id > {mark}2 ORDER BY id LIMIT {mark}3"
             ),
         ),
         ExportScope::Group(_) => (
@@ -145,17 +161,18 @@ pub fn export_statements(
             ),
             format!(
                 "SELECT {membership_columns} FROM group_member WHERE group_id = {mark}1 \
-                 AND NOT removed AND id > {mark}2 ORDER BY id LIMIT {mark}3"
+                 AND NOT removed{members} AND id > {mark}2 ORDER BY id LIMIT {mark}3"
             ),
         ),
     }
 }
 
 /// The body of a backend's `export`: pages through `$scope` on `$tx` (a read transaction, one
-/// snapshot) with `$row` resource rows and `$mark` placeholders, sends each item to `$sink` (and
-/// returns early when the receiver has gone), commits, then sends `$cursor`.
+/// snapshot) with `$row` resource rows and `$mark` placeholders, memberships only of members of
+/// `$members` (an `Option<&str>` source system) when it names one, sends each item to `$sink`
+/// (and returns early when the receiver has gone), commits, then sends `$cursor`.
 macro_rules! export_body {
-    ($tx:ident, $scope:ident, $sink:ident, $cursor:expr, $mark:expr, $row:ty) => {{
+    ($tx:ident, $scope:ident, $members:ident, $sink:ident, $cursor:expr, $mark:expr, $row:ty) => {{
         use crate::domain::feed::ExportScope;
         use crate::store::feed::{ExportItem, EXPORT_PAGE};
         use crate::store::rows::{MembershipRow, MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
@@ -163,6 +180,7 @@ macro_rules! export_body {
             $scope,
             (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS),
             $mark,
+            $members.is_some(),
         );
         let mut after = uuid::Uuid::nil();
         loop {
@@ -194,11 +212,12 @@ macro_rules! export_body {
                 ExportScope::Source(source) => query.bind(source.clone()),
                 ExportScope::Group(group) => query.bind(*group),
             };
-            let rows = query
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *$tx)
-                .await?;
+            let query = query.bind(after).bind(EXPORT_PAGE);
+            let query = match $members {
+                Some(source) => query.bind(source.to_owned()),
+                None => query,
+            };
+            let rows = query.fetch_all(&mut *$tx).await?;
             let Some(last) = rows.last().map(MembershipRow::id) else {
                 break;
             };
@@ -222,15 +241,21 @@ macro_rules! export_body {
 
 pub(crate) use export_body;
 
-/// The members of group `1` active at time `2`, by member id after `3`, at most `4`: each
-/// member's last membership change up to then, where it is an addition. `mark` is the backend's
-/// placeholder.
-pub fn members_at(mark: char) -> String {
+/// The members of group `1` active at time `2`, by member id after `3`, at most `4` (with
+/// `member_source`, only members of source system `5`): each member's last membership change up
+/// to then, where it is an addition. `mark` is the backend's placeholder.
+pub fn members_at(mark: char, member_source: bool) -> String {
+    let members = if member_source {
+        format!(" AND member_id IN (SELECT id FROM resource WHERE source_system = {mark}5)")
+    } else {
+        String::new()
+    };
     format!(
         "SELECT member_id, at FROM (SELECT member_id, kind, at, row_number() OVER \
            (PARTITION BY member_id ORDER BY seq DESC) AS k FROM change \
            WHERE group_id = {mark}1 AND kind IN ({}, {}) AND at <= {mark}2) latest \
-         WHERE k = 1 AND kind = {} AND member_id > {mark}3 ORDER BY member_id LIMIT {mark}4",
+         WHERE k = 1 AND kind = {} AND member_id > {mark}3{members} \
+         ORDER BY member_id LIMIT {mark}4",
         ChangeKind::MembershipAdded.code(),
         ChangeKind::MembershipRemoved.code(),
         ChangeKind::MembershipAdded.code(),

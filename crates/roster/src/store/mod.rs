@@ -800,27 +800,32 @@ pub trait ChangeStore: Send + Sync {
     ) -> StoreResult<ChangeBatch>;
     /// The cursor of "now": following from it gets every change not yet committed.
     async fn head(&self) -> StoreResult<Cursor>;
-    /// The changes of a resource and of its memberships (as group or as member), oldest first,
-    /// after sequence number `after`.
+    /// The changes of a resource and of its memberships (as group or as member) that match
+    /// `filter`, oldest first, after sequence number `after`.
     async fn history(
         &self,
         id: ResourceId,
+        filter: &ChangeFilter,
         after: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<StoredChange>>;
-    /// The members of group `id` that were active at `at`, from the log, by member id after
-    /// `page.after`; each with the time it (last) joined.
+    /// The members of group `id` (of source system `member_source` only, when it names one) that
+    /// were active at `at`, from the log, by member id after `page.after`; each with the time it
+    /// (last) joined.
     async fn members_at(
         &self,
         id: ResourceId,
         at: DateTime<Utc>,
+        member_source: Option<&str>,
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>>;
-    /// Sends `scope`'s resources and active memberships, read in one snapshot, then the cursor to
-    /// follow from; stops early when the receiver goes away.
+    /// Sends `scope`'s resources and active memberships (of members of source system
+    /// `member_source` only, when it names one), read in one snapshot, then the cursor to follow
+    /// from; stops early when the receiver goes away.
     async fn export(
         &self,
         scope: &ExportScope,
+        member_source: Option<&str>,
         sink: tokio::sync::mpsc::Sender<StoreResult<ExportItem>>,
     ) -> StoreResult<()>;
     /// Deletes changes recorded before `before`; cursors before them answer Gone from then on.

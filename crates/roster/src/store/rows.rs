@@ -7,7 +7,7 @@ use crate::domain::operation::{
     Operation, OperationCounts, OperationPhase, OperationStatus, OperationType, Target,
 };
 use crate::domain::resource::{Resource, ResourceType, Subtype};
-use crate::domain::token::{Scope, Token};
+use crate::domain::token::{ReadScope, Scope, Token};
 use crate::domain::{OperationId, ResourceId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -23,7 +23,7 @@ pub const MEMBERSHIP_COLUMNS: &str = "id, group_id, member_id, source, member_na
 
 /// The columns of `api_token` that [`TokenRow`] reads.
 pub const TOKEN_COLUMNS: &str =
-    "id, name, scopes, source_system, expires_at, created, last_used_at, revoked_at";
+    "id, name, scopes, source_system, read_scope, expires_at, created, last_used_at, revoked_at";
 
 /// The columns of `audit` that [`AuditRow`] reads.
 pub const AUDIT_COLUMNS: &str = "id, at, token_id, token_name, action, target, request_id, detail";
@@ -255,6 +255,7 @@ pub struct TokenRow<T> {
     name: String,
     scopes: T,
     source_system: Option<String>,
+    read_scope: String,
     expires_at: Option<DateTime<Utc>>,
     created: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
@@ -274,11 +275,18 @@ impl<T: TagList> TryFrom<TokenRow<T>> for Token {
                     .ok_or_else(|| corrupt(format!("token {} has unknown scope {s:?}", r.id)))
             })
             .collect::<Result<_, _>>()?;
+        let read_scope = ReadScope::from_name(&r.read_scope).ok_or_else(|| {
+            corrupt(format!(
+                "token {} has unknown read_scope {:?}",
+                r.id, r.read_scope
+            ))
+        })?;
         Ok(Token {
             id: r.id,
             name: r.name,
             scopes,
             source_system: r.source_system,
+            read_scope,
             expires_at: r.expires_at,
             created: r.created,
             last_used_at: r.last_used_at,

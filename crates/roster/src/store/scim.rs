@@ -34,8 +34,9 @@ pub trait ScimStore: Send + Sync {
     /// One live user or group of `source`.
     async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
         -> StoreResult<ScimRecord>;
-    /// The active members of a group in member-id order, at most `limit`: each member's id, its
-    /// name in the group, and whether it is a group.
+    /// The active members of a group that are users or groups of the group's own source (the
+    /// only ones its SCIM base knows), in member-id order, at most `limit`: each member's id,
+    /// its name in the group, and whether it is a group.
     async fn scim_members(
         &self,
         group: ResourceId,
@@ -456,7 +457,10 @@ macro_rules! impl_scim_store {
                 let rows: Vec<(uuid::Uuid, Option<String>, bool)> = sqlx::query_as(
                     "SELECT gm.member_id, coalesce(gm.member_name, m.displayname), \
                      m.type = 2 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
-                     WHERE gm.group_id = $1 AND NOT gm.removed ORDER BY gm.member_id LIMIT $2",
+                     JOIN resource g ON g.id = gm.group_id \
+                     WHERE gm.group_id = $1 AND NOT gm.removed \
+                     AND m.source_system = g.source_system AND m.type IN (1, 2) \
+                     ORDER BY gm.member_id LIMIT $2",
                 )
                 .bind(group)
                 .bind(limit)

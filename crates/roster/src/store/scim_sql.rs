@@ -6,6 +6,7 @@
 //! comparisons stay plain (`lower(r.identifier) = lower($1)`), so that indexes serve them.
 
 use crate::domain::change::ChangeKind;
+use crate::domain::resource::ResourceType;
 use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType};
 use crate::domain::{OperationId, ResourceId};
 use crate::store::resource_sql::Dialect;
@@ -239,10 +240,7 @@ fn column(attr: &Attr) -> &'static str {
         Attr::LastModified => "r.modified",
         Attr::MemberId => "gm.member_id",
         Attr::GroupId => "gm.group_id",
-        Attr::MemberDisplay => {
-            "(SELECT coalesce(gm.member_name, m.displayname) FROM resource m \
-             WHERE m.id = gm.member_id)"
-        }
+        Attr::MemberDisplay => "coalesce(gm.member_name, m.displayname)",
         Attr::Doc(_) | Attr::Element(_) => "NULL",
     }
 }
@@ -383,14 +381,21 @@ fn present(d: Dialect, attr: &Attr) -> String {
 }
 
 /// The opening of an `EXISTS` over the elements of a multi-valued attribute; the caller closes it.
+/// A group's members (`m`) and a user's groups (`g`) are only the users and groups of the
+/// resource's own source, which is the base's: a filter never looks into another source.
 fn exists(d: Dialect, list: &List) -> String {
+    let (user, group) = (ResourceType::User.code(), ResourceType::Group.code());
     match (list, d) {
-        (List::Members, _) => "EXISTS (SELECT 1 FROM group_member gm \
-             WHERE gm.group_id = r.id AND NOT gm.removed AND "
-            .to_owned(),
-        (List::Groups, _) => "EXISTS (SELECT 1 FROM group_member gm \
-             WHERE gm.member_id = r.id AND NOT gm.removed AND "
-            .to_owned(),
+        (List::Members, _) => format!(
+            "EXISTS (SELECT 1 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
+             WHERE gm.group_id = r.id AND NOT gm.removed \
+             AND m.source_system = r.source_system AND m.type IN ({user}, {group}) AND "
+        ),
+        (List::Groups, _) => format!(
+            "EXISTS (SELECT 1 FROM group_member gm JOIN resource g ON g.id = gm.group_id \
+             WHERE gm.member_id = r.id AND NOT gm.removed \
+             AND g.source_system = r.source_system AND g.type = {group} AND "
+        ),
         (List::Doc(keys), Dialect::Postgres) => {
             let j = format!("(r.scim #> {})", json_path(d, keys));
             format!(
@@ -646,7 +651,20 @@ fn push_sqlite_log<'a, DB>(
              WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = "
         ),
     );
-    q.push_bind(step.group.0).push(")");
+    q.push_bind(step.group.0).push(") AND i.member_id");
+    push_of_source(q, step);
+}
+
+/// ` IN (…)` the resources of the step's source: a SCIM edit touches no member of another
+/// source, which its base does not show.
+fn push_of_source<'a, DB>(q: &mut QueryBuilder<'a, DB>, step: &MemberStep<'_>)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    q.push(" IN (SELECT s.id FROM resource s WHERE s.source_system = ")
+        .push_bind(step.source.to_owned())
+        .push(")");
 }
 
 /// The statements that add the named members (new or re-activated), each with its change record:
@@ -705,8 +723,8 @@ where
     );
 }
 
-/// The statements that end the named members' active memberships, each with its change record;
-/// the last one's row count is the number ended.
+/// The statements that end the named members' active memberships (of members of the step's
+/// source only), each with its change record; the last one's row count is the number ended.
 pub fn remove_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
 where
     DB: Database,
@@ -725,7 +743,9 @@ where
                 .push_bind(step.op.0)
                 .push(" FROM input i WHERE gm.member_id = i.member_id AND NOT gm.removed AND gm.group_id = ")
                 .push_bind(step.group.0)
-                .push(" RETURNING gm.member_id) ");
+                .push(" AND gm.member_id");
+            push_of_source(q, step);
+            q.push(" RETURNING gm.member_id) ");
             push_log_of(q, step, ChangeKind::MembershipRemoved, "gone");
         }],
         Dialect::Sqlite => vec![
@@ -737,7 +757,9 @@ where
                     .push(", last_operation_id = ")
                     .push_bind(step.op.0)
                     .push(" WHERE NOT removed AND member_id IN (SELECT member_id FROM input) AND group_id = ")
-                    .push_bind(step.group.0);
+                    .push_bind(step.group.0)
+                    .push(" AND member_id");
+                push_of_source(q, step);
             },
         ],
     }

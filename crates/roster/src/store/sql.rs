@@ -124,8 +124,8 @@ pub const INSERT_AUDIT: &str = "INSERT INTO audit \
 
 statement!(
     INSERT_TOKEN,
-    "INSERT INTO api_token (id, name, secret_hash, scopes, source_system, expires_at, created) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    "INSERT INTO api_token (id, name, secret_hash, scopes, source_system, expires_at, created, \
+     read_scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
     TOKEN_COLUMNS
 );
 
@@ -280,6 +280,7 @@ where
     Uuid: Encode<'a, DB> + Type<DB>,
     i16: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
 {
     let (fixed, ordered, id) = match side {
         MembershipSide::MembersOf(id) => ("group_id", "member_id", id),
@@ -296,7 +297,7 @@ where
     let mut q = QueryBuilder::new(format!(
         "SELECT {columns}, {member_active} AS member_active FROM group_member m"
     ));
-    if filter.ty.is_some() {
+    if filter.ty.is_some() || filter.source_system.is_some() {
         q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
     }
     q.push(format!(" WHERE m.{fixed} = ")).push_bind(id.0);
@@ -308,6 +309,9 @@ where
     }
     if let Some(ty) = filter.ty {
         q.push(" AND r.type = ").push_bind(ty.code());
+    }
+    if let Some(source) = &filter.source_system {
+        q.push(" AND r.source_system = ").push_bind(source.clone());
     }
     match filter.active {
         Some(true) => q.push(format!(" AND {member_active}")),
@@ -328,6 +332,7 @@ where
     DB: Database,
     i64: Encode<'a, DB> + Type<DB>,
     &'static str: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(format!(
         "SELECT {OPERATION_COLUMNS} FROM operation WHERE true"
@@ -340,6 +345,9 @@ where
     }
     if let Some(status) = filter.status {
         q.push(" AND status = ").push_bind(status.name());
+    }
+    if let Some(source) = &filter.source_system {
+        q.push(" AND source_system = ").push_bind(source.clone());
     }
     q.push(" ORDER BY id DESC LIMIT ").push_bind(page.fetch());
     q

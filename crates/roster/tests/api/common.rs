@@ -6,7 +6,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use roster::app::{router, Limits, Services};
-use roster::domain::token::{Actor, NewToken, Scope, Secret};
+use roster::domain::token::{Actor, NewToken, ReadScope, Scope, Secret};
 use roster::http::operations::OperationDefaults;
 use roster::ops::{Engine, EngineConfig};
 use roster::store::{self, Location, Store};
@@ -198,6 +198,7 @@ impl TestApp {
             name: name.to_owned(),
             scopes: scopes.to_vec(),
             source_system: source.map(str::to_owned),
+            read_scope: ReadScope::All,
             expires_at: None,
         };
         self.store

@@ -13,6 +13,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod process;
+mod reads;
 mod relay;
 mod resources;
 mod scim;

@@ -6,7 +6,7 @@ use crate::common::{Backend, Reply, TestApp};
 use crate::on_both_backends;
 use crate::openapi::documented_routes;
 use axum::http::{Method, StatusCode};
-use roster::domain::token::{Actor, NewToken, Scope, Secret, SecretHash};
+use roster::domain::token::{Actor, NewToken, ReadScope, Scope, Secret, SecretHash};
 use serde_json::{json, Value};
 
 on_both_backends!(
@@ -461,6 +461,7 @@ async fn revoked_and_expired_tokens_are_refused(backend: Backend) {
         name: "expired".into(),
         scopes: vec![Scope::Read],
         source_system: None,
+        read_scope: ReadScope::All,
         expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
     };
     app.store

@@ -338,10 +338,12 @@ async fn changed_since(
     (from, by_cursor): (Cursor, bool),
     count: i64,
 ) -> Result<(Vec<(ResourceId, DateTime<Utc>)>, Cursor, bool), ScimError> {
+    // A membership change of a member of another source changes nothing the base shows.
     let filter = ChangeFilter {
         source_system: Some(source.to_owned()),
         group_id: None,
         kinds: kinds(ty),
+        member_source: Some(source.to_owned()),
     };
     let gone = |e: StoreError| match e {
         StoreError::Gone(m) => expired(

@@ -143,21 +143,28 @@ impl ChangeStore for PgStore {
     async fn history(
         &self,
         id: ResourceId,
+        filter: &ChangeFilter,
         after: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<StoredChange>> {
+        let (conditions, binds) = filter_clause(filter, 4, '$');
         let sql = format!(
             "SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change c \
              JOIN change_commit k ON k.xid = c.xid \
-             WHERE (c.resource_id = $1 OR c.group_id = $1 OR c.member_id = $1) AND c.seq > $2 \
+             WHERE (c.resource_id = $1 OR c.group_id = $1 OR c.member_id = $1) AND c.seq > $2{conditions} \
              ORDER BY c.seq LIMIT $3"
         );
-        let rows: Vec<ChangeRow> = sqlx::query_as(&sql)
+        let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
             .bind(id)
             .bind(after.unwrap_or(0))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(i64::from(limit));
+        for b in binds {
+            query = match b {
+                FilterBind::Text(t) => query.bind(t),
+                FilterBind::Id(id) => query.bind(id),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.into_iter().map(ChangeRow::into_change).collect()
     }
 
@@ -165,26 +172,32 @@ impl ChangeStore for PgStore {
         &self,
         id: ResourceId,
         at: DateTime<Utc>,
+        member_source: Option<&str>,
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>> {
-        let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(&members_at('$'))
+        let sql = members_at('$', member_source.is_some());
+        let query = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(&sql)
             .bind(id)
             .bind(at)
             .bind(page.after.unwrap_or_default())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(page.fetch());
+        let query = match member_source {
+            Some(source) => query.bind(source.to_owned()),
+            None => query,
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|(m, t)| (ResourceId(m), t)).collect())
     }
 
     async fn export(
         &self,
         scope: &ExportScope,
+        member_source: Option<&str>,
         sink: Sender<StoreResult<ExportItem>>,
     ) -> StoreResult<()> {
         let mut tx = self.read_tx().await?;
         let cursor = Self::snapshot_cursor(&mut *tx).await?;
-        crate::store::feed::export_body!(tx, scope, sink, cursor, '$', Row)
+        crate::store::feed::export_body!(tx, scope, member_source, sink, cursor, '$', Row)
     }
 
     async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {

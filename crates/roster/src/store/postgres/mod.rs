@@ -611,6 +611,7 @@ impl TokenStore for PgStore {
             .bind(&new.source_system)
             .bind(new.expires_at)
             .bind(now())
+            .bind(new.read_scope.name())
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| match e.as_database_error() {
