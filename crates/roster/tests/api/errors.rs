@@ -5,6 +5,7 @@ use crate::on_both_backends;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use roster::app::Limits;
+use roster::domain::token::Scope;
 use serde_json::json;
 
 on_both_backends!(
@@ -14,6 +15,7 @@ on_both_backends!(
     unknown_route_and_wrong_method_are_problems,
     bad_cursors_and_limits_are_400,
     invalid_uuid_in_path_is_400,
+    head_on_a_get_route_is_a_get_without_a_body,
 );
 
 async fn raw(
@@ -155,4 +157,39 @@ async fn invalid_uuid_in_path_is_400(backend: Backend) {
     app.put("/api/v1/groups/x/members/y", None)
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "UUID");
+}
+
+async fn head_on_a_get_route_is_a_get_without_a_body(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "u").await;
+    let group = app.group("home", "g").await;
+    app.put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+        .await;
+    let reader = app.token("reader", &[Scope::Read], None).await;
+    let before = app.fingerprint().await;
+    for path in [
+        "/api/v1/resources".to_owned(),
+        format!("/api/v1/resources/{user}"),
+        format!("/api/v1/groups/{group}/members"),
+        "/api/v1/operations".to_owned(),
+        "/api/v1/changes/head".to_owned(),
+    ] {
+        let anonymous = app.call_as(None, Method::HEAD, &path, None).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "HEAD {path}");
+        assert!(anonymous.www_authenticate.is_some(), "HEAD {path}");
+        assert_eq!(anonymous.text, "", "HEAD {path} has no body");
+        let head = app.call_as(Some(&reader), Method::HEAD, &path, None).await;
+        let get = app.call_as(Some(&reader), Method::GET, &path, None).await;
+        assert_eq!(head.status, StatusCode::OK, "HEAD {path}");
+        assert_eq!(head.status, get.status, "HEAD {path} answers as GET");
+        assert_eq!(head.content_type, get.content_type, "HEAD {path}");
+        assert_eq!(head.text, "", "HEAD {path} has no body");
+        assert!(!get.text.is_empty(), "GET {path} has one");
+    }
+    // A HEAD needs the scope its GET needs.
+    let head = app
+        .call_as(Some(&reader), Method::HEAD, "/api/v1/audit", None)
+        .await;
+    assert_eq!(head.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.fingerprint().await, before);
 }
