@@ -7,6 +7,7 @@ pub mod correlation;
 pub mod feed;
 pub mod full_update;
 pub mod ids;
+pub mod input;
 pub mod lifecycle;
 pub mod membership;
 pub mod operation;

@@ -16,6 +16,8 @@ on_both_backends!(
     bad_cursors_and_limits_are_400,
     invalid_uuid_in_path_is_400,
     head_on_a_get_route_is_a_get_without_a_body,
+    nul_is_refused_at_the_edge_and_changes_nothing,
+    json_deeper_than_the_limit_is_refused,
 );
 
 async fn raw(
@@ -191,5 +193,214 @@ async fn head_on_a_get_route_is_a_get_without_a_body(backend: Backend) {
         .call_as(Some(&reader), Method::HEAD, "/api/v1/audit", None)
         .await;
     assert_eq!(head.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.fingerprint().await, before);
+}
+
+/// A SCIM error document with `status`, `scimType` and a detail that mentions `needle`.
+fn assert_scim_error(
+    reply: &crate::common::Reply,
+    status: StatusCode,
+    scim_type: &str,
+    needle: &str,
+) {
+    assert_eq!(reply.status, status, "body: {}", reply.text);
+    assert_eq!(reply.content_type, "application/scim+json");
+    assert_eq!(reply.json["scimType"], scim_type, "body: {}", reply.text);
+    let detail = reply.json["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+}
+
+async fn nul_is_refused_at_the_edge_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "u").await;
+    let group = app.group("home", "g").await;
+    let op = app.start_full_update(&group).await;
+    let before = app.fingerprint().await;
+    let json = "application/json";
+
+    // In a JSON body, at any depth, in a value or in a key.
+    for (method, path, body, needle) in [
+        (
+            Method::PATCH,
+            format!("/api/v1/resources/{user}"),
+            r#"{"displayname": "a\u0000b"}"#,
+            "NUL character (\\u0000) in a value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/resources".to_owned(),
+            r#"{"type": "user", "source_system": "home", "identifier": "x", "tags": ["a", "\u0000"]}"#,
+            "in a value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/operations".to_owned(),
+            &format!(
+                r#"{{"type": "full-update", "group_id": "{group}", "members": [{{"member_id": "{user}", "member_name": "m\u0000"}}]}}"#
+            ),
+            "in a value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/resources".to_owned(),
+            r#"{"type": "user", "source_system": "home", "identifier": "y", "no\u0000tes": "n"}"#,
+            "in an object key",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/groups/{group}/members/{user}"),
+            r#"{"member_name": "\u0000"}"#,
+            "in a value",
+        ),
+    ] {
+        raw(&app, method, &path, json, body)
+            .await
+            .assert_problem(StatusCode::BAD_REQUEST, needle);
+    }
+    // In an upload line: the chunk is refused, naming the line.
+    let chunk = app
+        .chunk(op, 0, &format!("{{\"member_id\": \"{user}\"}}\n{{\"member_id\": \"{user}\", \"member_name\": \"\\u0000\"}}\n"))
+        .await;
+    chunk.assert_problem(StatusCode::BAD_REQUEST, "could not be read");
+    assert_eq!(chunk.json["errors"][0]["line"], 2, "{}", chunk.text);
+    assert!(
+        chunk.json["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NUL"),
+        "{}",
+        chunk.text
+    );
+    // In a query parameter (its value or its name), and in a path parameter.
+    app.get("/api/v1/resources?source_system=a%00b")
+        .await
+        .assert_problem(
+            StatusCode::BAD_REQUEST,
+            "query parameter `source_system` holds a NUL",
+        );
+    app.get("/api/v1/audit?%00=1")
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "NUL");
+    app.get("/api/v1/sources/a%00b").await.assert_problem(
+        StatusCode::BAD_REQUEST,
+        "path parameter `source_system` holds a NUL",
+    );
+    // In a cursor: one roster issued never holds one.
+    use base64::Engine as _;
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("p:a\0b");
+    app.get(&format!("/api/v1/operations/{op}/preview?cursor={cursor}"))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "cursor");
+
+    // SCIM answers SCIM errors: in the base's name, a filter, a body.
+    let scim_ct = "application/scim+json";
+    let reply = raw(&app, Method::GET, "/scim/v2/a%00b/Users", scim_ct, "").await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "invalidValue",
+        "path parameter `source_system`",
+    );
+    let reply = raw(
+        &app,
+        Method::GET,
+        "/scim/v2/home/Users?filter=userName%20eq%20%22a%00%22",
+        scim_ct,
+        "",
+    )
+    .await;
+    assert_scim_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "invalidValue",
+        "query parameter `filter`",
+    );
+    let reply = raw(
+        &app,
+        Method::POST,
+        "/scim/v2/home/Users",
+        scim_ct,
+        r#"{"userName": "a\u0000"}"#,
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::BAD_REQUEST, "invalidValue", "NUL");
+    let reply = raw(&app, Method::POST,
+        "/scim/v2/home/Users/.search",
+        scim_ct,
+        r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "userName eq \"a\\u0000\""}"#,
+    )
+    .await;
+    assert_scim_error(&reply, StatusCode::BAD_REQUEST, "invalidFilter", "NUL");
+    assert_eq!(app.fingerprint().await, before);
+}
+
+async fn json_deeper_than_the_limit_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "u").await;
+    let group = app.group("home", "g").await;
+    let op = app.start_full_update(&group).await;
+    let before = app.fingerprint().await;
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    // The tags' array in an object, `depth - 2` arrays deep inside it.
+    let tags = |depth: usize| {
+        format!(
+            r#"{{"type": "user", "source_system": "home", "identifier": "deep", "tags": [{}]}}"#,
+            nested(depth - 2)
+        )
+    };
+    for body in [nested(33), nested(126), nested(200), tags(33)] {
+        raw(
+            &app,
+            Method::POST,
+            "/api/v1/resources",
+            "application/json",
+            &body,
+        )
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "more than 32 levels deep");
+        raw(
+            &app,
+            Method::PATCH,
+            &format!("/api/v1/resources/{user}"),
+            "application/json",
+            &body,
+        )
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "more than 32 levels deep");
+        let reply = raw(
+            &app,
+            Method::POST,
+            "/scim/v2/home/Users",
+            "application/scim+json",
+            &body,
+        )
+        .await;
+        assert_scim_error(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            "invalidSyntax",
+            "more than 32 levels deep",
+        );
+        let chunk = app.chunk(op, 0, &format!("{body}\n")).await;
+        chunk.assert_problem(StatusCode::BAD_REQUEST, "could not be read");
+        let reason = chunk.json["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("more than 32 levels deep"),
+            "{}",
+            chunk.text
+        );
+    }
+    // 32 levels are read (and refused for what they say, not for their depth).
+    let reply = raw(
+        &app,
+        Method::POST,
+        "/api/v1/resources",
+        "application/json",
+        &tags(32),
+    )
+    .await;
+    reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "tags");
     assert_eq!(app.fingerprint().await, before);
 }

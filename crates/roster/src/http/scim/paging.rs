@@ -279,6 +279,8 @@ pub async fn cursor_page(
 fn check_key(attr: &Attr, key: Option<&str>) -> Result<(), ScimError> {
     let fits = match (attr, key) {
         (_, None) => true,
+        // Roster stores no NUL character, so no position holds one.
+        (_, Some(k)) if k.contains('\0') => false,
         (Attr::Active, Some(k)) => matches!(k, "true" | "false" | "t" | "f" | "1" | "0"),
         (Attr::Created | Attr::LastModified, Some(k)) => {
             let k = k.replacen('T', " ", 1);
