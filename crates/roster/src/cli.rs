@@ -139,8 +139,8 @@ fn parse_scope(value: &str) -> Result<Scope, String> {
 
 /// An RFC 3339 time, or `<n>d` / `<n>h` from now.
 fn parse_expiry(value: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Ok(at.with_timezone(&Utc));
+    if DateTime::parse_from_rfc3339(value).is_ok() {
+        return crate::domain::time::parse(value);
     }
     let (number, unit) = value.split_at(value.len().saturating_sub(1));
     let n: i64 = number
@@ -152,7 +152,10 @@ fn parse_expiry(value: &str) -> Result<DateTime<Utc>, String> {
         _ => None,
     }
     .ok_or_else(|| format!("{value:?}: use a number of days (90d) or hours (12h)"))?;
-    Ok(Utc::now() + span)
+    let at = Utc::now()
+        .checked_add_signed(span)
+        .ok_or_else(|| format!("{value:?} is too far from now"))?;
+    crate::domain::time::check(at).map_err(|e| e.to_string())
 }
 
 /// Where roster keeps its data.

@@ -18,6 +18,7 @@ pub mod resource_sync;
 pub mod scim;
 pub mod scim_event;
 pub mod subscription;
+pub mod time;
 pub mod token;
 
 pub use ids::{OperationId, ResourceId};

@@ -65,7 +65,7 @@ pub struct NewToken {
     pub scopes: Vec<Scope>,
     #[serde(default)]
     pub source_system: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

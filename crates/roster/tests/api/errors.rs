@@ -18,6 +18,8 @@ on_both_backends!(
     head_on_a_get_route_is_a_get_without_a_body,
     nul_is_refused_at_the_edge_and_changes_nothing,
     json_deeper_than_the_limit_is_refused,
+    datetimes_outside_the_storable_range_are_refused,
+    forged_scim_cursor_times_are_invalid_cursors,
 );
 
 async fn raw(
@@ -402,5 +404,148 @@ async fn json_deeper_than_the_limit_is_refused(backend: Backend) {
     )
     .await;
     reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "tags");
+    assert_eq!(app.fingerprint().await, before);
+}
+
+/// Times no backend stores alike: before PostgreSQL's range, past SQLite's four-digit text order,
+/// year 0 (here by its offset).
+const UNSTORABLE: [&str; 3] = [
+    "-262143-01-01T00:00:00Z",
+    "+10000-01-01T00:00:00Z",
+    "0001-01-01T00:30:00+01:00",
+];
+
+async fn datetimes_outside_the_storable_range_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "u").await;
+    let group = app.group("home", "g").await;
+    let op = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "full-update", "target": "resources", "source_system": "home"}),
+        )
+        .await;
+    let op = op.json["id"].as_i64().expect("operation id");
+    let before = app.fingerprint().await;
+    let field = "outside the times roster stores";
+    for at in UNSTORABLE {
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/api/v1/resources".to_owned(),
+                json!({"type": "user", "source_system": "home", "identifier": "x", "expires_at": at}),
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/resources/{user}"),
+                json!({"expires_at": at}),
+            ),
+            (
+                Method::POST,
+                "/api/v1/tokens".to_owned(),
+                json!({"name": "t", "scopes": ["read"], "expires_at": at}),
+            ),
+            (
+                Method::POST,
+                "/api/v1/operations".to_owned(),
+                json!({"type": "partial-update", "target": "resources", "source_system": "home",
+                    "resources": [{"identifier": "r", "type": "user", "expires_at": at}]}),
+            ),
+        ] {
+            let reply = app.call(method.clone(), &path, Some(body)).await;
+            reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, field);
+            reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "expires_at");
+        }
+        let line = json!({"identifier": "r", "type": "user", "expires_at": at});
+        let chunk = app.chunk(op, 0, &format!("{line}\n")).await;
+        chunk.assert_problem(StatusCode::BAD_REQUEST, "could not be read");
+        let reason = chunk.json["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.contains(field), "{}", chunk.text);
+        let query = url::form_urlencoded::byte_serialize(at.as_bytes()).collect::<String>();
+        for (path, param) in [
+            (
+                format!("/api/v1/resources?expires_before={query}"),
+                "expires_before",
+            ),
+            (
+                format!("/api/v1/groups/{group}/members?as_of={query}"),
+                "as_of",
+            ),
+            (format!("/api/v1/audit?since={query}"), "since"),
+            (format!("/api/v1/audit?until={query}"), "until"),
+        ] {
+            let reply = app.get(&path).await;
+            reply.assert_problem(StatusCode::BAD_REQUEST, field);
+            reply.assert_problem(StatusCode::BAD_REQUEST, param);
+        }
+        let filter =
+            url::form_urlencoded::byte_serialize(format!("meta.created gt \"{at}\"").as_bytes())
+                .collect::<String>();
+        let reply = app
+            .get(&format!("/scim/v2/home/Users?filter={filter}"))
+            .await;
+        assert_scim_error(&reply, StatusCode::BAD_REQUEST, "invalidFilter", at);
+    }
+    assert_eq!(app.fingerprint().await, before);
+
+    // The last time roster stores is stored, and compared as a time on both backends: it is not
+    // before 2030, and the account stays active.
+    let last = app
+        .create(
+            json!({"type": "user", "source_system": "home", "identifier": "late",
+                       "expires_at": "9999-12-31T23:59:59Z"}),
+        )
+        .await;
+    let soon = app
+        .get("/api/v1/resources?expires_before=2030-01-01T00:00:00Z")
+        .await;
+    assert_eq!(soon.status, StatusCode::OK, "{}", soon.text);
+    assert_eq!(soon.json["items"], json!([]), "{}", soon.text);
+    let later = app
+        .get("/api/v1/resources?expires_before=9999-12-31T23:59:59.5Z")
+        .await;
+    assert_eq!(
+        later.json["items"][0]["id"],
+        last.as_str(),
+        "{}",
+        later.text
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let read = app.get(&format!("/api/v1/resources/{last}")).await;
+    assert_eq!(read.json["active"], true, "{}", read.text);
+}
+
+async fn forged_scim_cursor_times_are_invalid_cursors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for name in ["a", "b", "c"] {
+        let reply = app
+            .post("/scim/v2/home/Users", json!({"userName": name}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let before = app.fingerprint().await;
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for sort in ["meta.created", "meta.lastModified"] {
+        let first = format!("/scim/v2/home/Users?sortBy={sort}&count=1");
+        let page = app.get(&format!("{first}&cursor=")).await;
+        let next = page.json["nextCursor"].as_str().expect("a next cursor");
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&base64.decode(next).expect("base64")).expect("json");
+        for key in [
+            "-262143-01-01 00:00:00+00",
+            "+10000-01-01 00:00:00+00",
+            "0000-06-01 00:00:00+00:00",
+            "2026-02-30 00:00:00+00",
+            "yesterday",
+        ] {
+            state["a"]["key"] = json!(key);
+            let forged = base64.encode(state.to_string());
+            let reply = app.get(&format!("{first}&cursor={forged}")).await;
+            assert_scim_error(&reply, StatusCode::BAD_REQUEST, "invalidCursor", "cursor");
+        }
+    }
     assert_eq!(app.fingerprint().await, before);
 }
