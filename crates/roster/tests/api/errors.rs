@@ -20,6 +20,7 @@ on_both_backends!(
     json_deeper_than_the_limit_is_refused,
     datetimes_outside_the_storable_range_are_refused,
     forged_scim_cursor_times_are_invalid_cursors,
+    purge_retention_is_bounded,
 );
 
 async fn raw(
@@ -548,4 +549,57 @@ async fn forged_scim_cursor_times_are_invalid_cursors(backend: Backend) {
         }
     }
     assert_eq!(app.fingerprint().await, before);
+}
+
+async fn purge_retention_is_bounded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "u").await;
+    let group = app.group("home", "g").await;
+    app.put(&format!("/api/v1/groups/{group}/members/{user}"), None)
+        .await;
+    app.delete(&format!("/api/v1/groups/{group}/members/{user}"))
+        .await;
+    let before = app.fingerprint().await;
+    for days in [36_501_u64, 4_294_967_295] {
+        app.post(
+            "/api/v1/operations",
+            json!({"type": "purge", "retention_days": days}),
+        )
+        .await
+        .assert_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("retention_days must be at most 36500 (a hundred years), not {days}"),
+        );
+    }
+    // Not a u32 at all: refused as it is read.
+    for days in ["4294967296", "-1", "1e400"] {
+        let reply = raw(
+            &app,
+            Method::POST,
+            "/api/v1/operations",
+            "application/json",
+            &format!(r#"{{"type": "purge", "retention_days": {days}}}"#),
+        )
+        .await;
+        let status = if days == "1e400" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        reply.assert_problem(status, "");
+    }
+    assert_eq!(app.fingerprint().await, before);
+    // A hundred years is taken, and keeps what ended just now.
+    let kept = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "purge", "retention_days": 36_500}),
+        )
+        .await;
+    assert_eq!(kept.status, StatusCode::CREATED, "{}", kept.text);
+    assert_eq!(kept.json["counts"]["removed"], 0, "{}", kept.text);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM group_member", &[]).await,
+        1
+    );
 }
