@@ -166,6 +166,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(e) => e.into(),
             StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::BadValue(m) => Self::BadRequest(m),
             StoreError::Gone(m) => Self::Gone(m),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),

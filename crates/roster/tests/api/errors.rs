@@ -21,6 +21,7 @@ on_both_backends!(
     datetimes_outside_the_storable_range_are_refused,
     forged_scim_cursor_times_are_invalid_cursors,
     purge_retention_is_bounded,
+    values_the_database_refuses_are_bad_requests,
 );
 
 async fn raw(
@@ -602,4 +603,64 @@ async fn purge_retention_is_bounded(backend: Backend) {
         app.scalar("SELECT count(*) FROM group_member", &[]).await,
         1
     );
+}
+
+/// Past the edge's checks (here by calling the store directly), a value PostgreSQL refuses — a
+/// NUL, a time out of its range — is the request's fault: a 400, not a 500.
+async fn values_the_database_refuses_are_bad_requests(backend: Backend) {
+    use roster::domain::audit::AuditFilter;
+    use roster::domain::page::{ListKind, PageRequest};
+    use roster::domain::resource::ResourceFilter;
+    use roster::error::ApiError;
+    use roster::store::StoreError;
+    let app = TestApp::spawn(backend).await;
+    let group = app.group("home", "g").await;
+    let before = app.fingerprint().await;
+    let page = PageRequest::parse(ListKind::Resources, None, None).unwrap();
+    let nul = ResourceFilter {
+        source_system: Some("a\0b".to_owned()),
+        ..ResourceFilter::default()
+    };
+    let ancient = chrono::NaiveDate::from_ymd_opt(-262_143, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap()
+        .and_utc();
+    let audit = AuditFilter {
+        since: Some(ancient),
+        ..AuditFilter::default()
+    };
+    let results = [
+        app.store.list_resources(&nul, &page).await.map(|_| ()),
+        app.store
+            .members_at(
+                group.parse().map(roster::domain::ResourceId).unwrap(),
+                ancient,
+                &page,
+            )
+            .await
+            .map(|_| ()),
+        app.store
+            .list_audit(
+                &audit,
+                &PageRequest::parse(ListKind::Audit, None, None).unwrap(),
+            )
+            .await
+            .map(|_| ()),
+    ];
+    for result in results {
+        match (backend, result) {
+            // SQLite stores both, as text.
+            (Backend::Sqlite, Ok(())) => {}
+            (Backend::Postgres, Err(e @ StoreError::BadValue(_))) => {
+                let api = ApiError::from(e);
+                assert_eq!(api.status(), StatusCode::BAD_REQUEST);
+                assert!(
+                    api.to_string().contains("cannot store or compare a value"),
+                    "{api}"
+                );
+            }
+            (backend, other) => panic!("{backend:?}: {other:?}"),
+        }
+    }
+    assert_eq!(app.fingerprint().await, before);
 }
