@@ -22,6 +22,7 @@ on_both_backends!(
     forged_scim_cursor_times_are_invalid_cursors,
     purge_retention_is_bounded,
     values_the_database_refuses_are_bad_requests,
+    client_request_ids_are_bounded_in_the_audit_trail,
 );
 
 async fn raw(
@@ -663,4 +664,59 @@ async fn values_the_database_refuses_are_bad_requests(backend: Backend) {
         }
     }
     assert_eq!(app.fingerprint().await, before);
+}
+
+async fn client_request_ids_are_bounded_in_the_audit_trail(backend: Backend) {
+    use tower::ServiceExt;
+    let app = TestApp::spawn(backend).await;
+    let long = "r".repeat(60_000);
+    let just_too_long = "a".repeat(129);
+    let cases: [(&[u8], bool); 6] = [
+        (long.as_bytes(), false),
+        (just_too_long.as_bytes(), false),
+        (b"has spaces", false),
+        (b"<script>", false),
+        (b"id-\xff", false),
+        (b"client-42:a.b_c", true),
+    ];
+    for (i, (sent, kept)) in cases.into_iter().enumerate() {
+        let body = json!({"type": "user", "source_system": "home", "identifier": format!("u{i}")});
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/resources")
+            .header(header::AUTHORIZATION, format!("Bearer {}", app.admin))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", sent)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let echoed = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if kept {
+            assert_eq!(echoed.as_bytes(), sent);
+        } else {
+            assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed:.80}");
+        }
+        let stored = app
+            .text(
+                "SELECT request_id FROM audit WHERE action = 'resource.create' \
+                 ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await;
+        assert_eq!(stored.as_deref(), Some(echoed.as_str()));
+    }
+    let longest = app
+        .scalar(
+            "SELECT CAST(max(length(request_id)) AS BIGINT) FROM audit",
+            &[],
+        )
+        .await;
+    assert!(
+        longest <= 128,
+        "an audit row holds a request id of {longest} characters"
+    );
 }
