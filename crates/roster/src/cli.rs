@@ -226,7 +226,12 @@ pub struct ServeArgs {
     pub apply_batch_size: i64,
 
     /// A purge removes what ended at least this many days ago (at most 36500).
-    #[arg(long, env = "ROSTER_RETENTION_DAYS", default_value_t = 90, value_parser = retention_days())]
+    #[arg(
+        long,
+        env = "ROSTER_RETENTION_DAYS",
+        default_value_t = 90,
+        value_parser = retention_days()
+    )]
     pub retention_days: u32,
 
     /// A deactivation (an action, an HR termination) of more accounts than this waits for an

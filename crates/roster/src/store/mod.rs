@@ -92,7 +92,8 @@ impl From<sqlx::Error> for StoreError {
             // Another safety net: requests are checked at the edge (no NUL, times in range), but
             // a value PostgreSQL cannot take is the request's fault, not a fault of roster.
             sqlx::Error::Database(db) if is_data_exception(db.as_ref()) => {
-                tracing::warn!(code = ?db.code(), message = db.message(), "the database refused a value");
+                let (code, message) = (db.code(), db.message());
+                tracing::warn!(?code, message, "the database refused a value");
                 Self::BadValue(format!(
                     "the database cannot store or compare a value of this request: {}",
                     db.message()

@@ -228,43 +228,47 @@ async fn nul_is_refused_at_the_edge_and_changes_nothing(backend: Backend) {
         (
             Method::PATCH,
             format!("/api/v1/resources/{user}"),
-            r#"{"displayname": "a\u0000b"}"#,
+            json!({"displayname": "a\u{0}b"}),
             "NUL character (\\u0000) in a value",
         ),
         (
             Method::POST,
             "/api/v1/resources".to_owned(),
-            r#"{"type": "user", "source_system": "home", "identifier": "x", "tags": ["a", "\u0000"]}"#,
+            json!({"type": "user", "source_system": "home", "identifier": "x",
+                   "tags": ["a", "\u{0}"]}),
             "in a value",
         ),
         (
             Method::POST,
             "/api/v1/operations".to_owned(),
-            &format!(
-                r#"{{"type": "full-update", "group_id": "{group}", "members": [{{"member_id": "{user}", "member_name": "m\u0000"}}]}}"#
-            ),
+            json!({"type": "full-update", "group_id": group,
+                   "members": [{"member_id": user, "member_name": "m\u{0}"}]}),
             "in a value",
         ),
         (
             Method::POST,
             "/api/v1/resources".to_owned(),
-            r#"{"type": "user", "source_system": "home", "identifier": "y", "no\u0000tes": "n"}"#,
+            json!({"type": "user", "source_system": "home", "identifier": "y", "no\u{0}tes": "n"}),
             "in an object key",
         ),
         (
             Method::PUT,
             format!("/api/v1/groups/{group}/members/{user}"),
-            r#"{"member_name": "\u0000"}"#,
+            json!({"member_name": "\u{0}"}),
             "in a value",
         ),
     ] {
-        raw(&app, method, &path, json, body)
+        raw(&app, method, &path, json, &body.to_string())
             .await
             .assert_problem(StatusCode::BAD_REQUEST, needle);
     }
     // In an upload line: the chunk is refused, naming the line.
+    let lines = [
+        json!({"member_id": user}),
+        json!({"member_id": user, "member_name": "\u{0}"}),
+    ];
     let chunk = app
-        .chunk(op, 0, &format!("{{\"member_id\": \"{user}\"}}\n{{\"member_id\": \"{user}\", \"member_name\": \"\\u0000\"}}\n"))
+        .chunk(op, 0, &format!("{}\n{}\n", lines[0], lines[1]))
         .await;
     chunk.assert_problem(StatusCode::BAD_REQUEST, "could not be read");
     assert_eq!(chunk.json["errors"][0]["line"], 2, "{}", chunk.text);
