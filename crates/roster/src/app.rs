@@ -122,6 +122,28 @@ pub fn router(services: Services) -> Router {
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    .layer(axum::middleware::map_request(screen_request_id))
+}
+
+/// Longest `x-request-id` roster keeps from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Drops a client's `x-request-id` unless it is one value of 1 to [`MAX_REQUEST_ID_LEN`]
+/// characters of `A-Z a-z 0-9 . _ : -`, so that roster generates one instead: the id is echoed,
+/// logged and kept in the audit trail, and nothing of a refused one is.
+async fn screen_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = request.headers_mut();
+    let ids = headers.get_all(&REQUEST_ID);
+    let safe = |id: &[u8]| {
+        (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+    };
+    if ids.iter().count() > 1 || ids.iter().any(|id| !safe(id.as_bytes())) {
+        headers.remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// Why serving stopped with an error.

@@ -1,5 +1,6 @@
 //! Command-line interface: flags, each with a `ROSTER_*` environment variable.
 
+use crate::domain::operation_request::MAX_RETENTION_DAYS;
 use crate::domain::token::{ReadScope, Scope};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -145,10 +146,15 @@ fn parse_scope(value: &str) -> Result<Scope, String> {
         .ok_or_else(|| format!("{value:?} is not a scope; use read, write, admin or scim"))
 }
 
+/// A number of days to keep something: at most a hundred years.
+fn retention_days() -> clap::builder::RangedU64ValueParser<u32> {
+    clap::builder::RangedU64ValueParser::new().range(..=u64::from(MAX_RETENTION_DAYS))
+}
+
 /// An RFC 3339 time, or `<n>d` / `<n>h` from now.
 fn parse_expiry(value: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Ok(at.with_timezone(&Utc));
+    if DateTime::parse_from_rfc3339(value).is_ok() {
+        return crate::domain::time::parse(value);
     }
     let (number, unit) = value.split_at(value.len().saturating_sub(1));
     let n: i64 = number
@@ -160,7 +166,10 @@ fn parse_expiry(value: &str) -> Result<DateTime<Utc>, String> {
         _ => None,
     }
     .ok_or_else(|| format!("{value:?}: use a number of days (90d) or hours (12h)"))?;
-    Ok(Utc::now() + span)
+    let at = Utc::now()
+        .checked_add_signed(span)
+        .ok_or_else(|| format!("{value:?} is too far from now"))?;
+    crate::domain::time::check(at).map_err(|e| e.to_string())
 }
 
 /// Where roster keeps its data.
@@ -233,8 +242,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_APPLY_BATCH_SIZE", default_value_t = 10_000)]
     pub apply_batch_size: i64,
 
-    /// A purge removes what ended at least this many days ago.
-    #[arg(long, env = "ROSTER_RETENTION_DAYS", default_value_t = 90)]
+    /// A purge removes what ended at least this many days ago (at most 36500).
+    #[arg(
+        long,
+        env = "ROSTER_RETENTION_DAYS",
+        default_value_t = 90,
+        value_parser = retention_days()
+    )]
     pub retention_days: u32,
 
     /// A deactivation (an action, an HR termination) of more accounts than this waits for an
@@ -247,8 +261,8 @@ pub struct ServeArgs {
     pub expiry_sweep_seconds: u64,
 
     /// Keep the change log (the feed's history, point-in-time answers) this many days; a feed
-    /// cursor older than that answers 410 Gone. Default: forever.
-    #[arg(long, env = "ROSTER_HISTORY_RETENTION_DAYS")]
+    /// cursor older than that answers 410 Gone (at most 36500). Default: forever.
+    #[arg(long, env = "ROSTER_HISTORY_RETENTION_DAYS", value_parser = retention_days())]
     pub history_retention_days: Option<u32>,
 
     /// Publish every change to this NATS server's JetStream (e.g. nats://127.0.0.1:4222). One
@@ -307,4 +321,19 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retentions_are_at_most_a_hundred_years() {
+        let serve = |flag: &str, days: &str| Cli::try_parse_from(["roster", "serve", flag, days]);
+        for flag in ["--retention-days", "--history-retention-days"] {
+            assert!(serve(flag, "36500").is_ok(), "{flag}");
+            assert!(serve(flag, "36501").is_err(), "{flag}");
+            assert!(serve(flag, "4294967295").is_err(), "{flag}");
+        }
+    }
 }

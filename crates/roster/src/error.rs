@@ -167,6 +167,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::TimedOut(m) => Self::Timeout(m),
+            StoreError::BadValue(m) => Self::BadRequest(m),
             StoreError::Gone(m) => Self::Gone(m),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),

@@ -7,6 +7,7 @@ pub mod correlation;
 pub mod feed;
 pub mod full_update;
 pub mod ids;
+pub mod input;
 pub mod lifecycle;
 pub mod membership;
 pub mod operation;
@@ -17,6 +18,7 @@ pub mod resource_sync;
 pub mod scim;
 pub mod scim_event;
 pub mod subscription;
+pub mod time;
 pub mod token;
 
 pub use ids::{OperationId, ResourceId};

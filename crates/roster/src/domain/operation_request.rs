@@ -4,7 +4,8 @@ use super::full_update::{MemberLine, Threshold};
 use super::operation::{Gc, OnError, Target};
 use super::resource::{ResourceType, Subtype};
 use super::resource_sync::ResourceLine;
-use super::ResourceId;
+use super::{InvalidInput, ResourceId};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -153,6 +154,29 @@ pub struct NewPurge {
     /// Purge what ended at least this many days ago (default: the server's retention).
     #[serde(default)]
     pub retention_days: Option<u32>,
+}
+
+/// Longest retention a purge (or the change log) keeps: a hundred years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl NewPurge {
+    /// The time before which a purge removes what ended: `retention_days` (or `default_days`, the
+    /// server's) before `now`.
+    pub fn cutoff(
+        &self,
+        default_days: u32,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, InvalidInput> {
+        let days = self.retention_days.unwrap_or(default_days);
+        if days > MAX_RETENTION_DAYS {
+            return Err(InvalidInput::new(format!(
+                "retention_days must be at most {MAX_RETENTION_DAYS} (a hundred years), not {days}"
+            )));
+        }
+        chrono::Duration::try_days(i64::from(days))
+            .and_then(|span| now.checked_sub_signed(span))
+            .ok_or_else(|| InvalidInput::new(format!("retention_days {days} reaches too far back")))
+    }
 }
 
 impl MembershipChangeRequest {

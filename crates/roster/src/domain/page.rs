@@ -131,6 +131,10 @@ fn decode<K: FromStr>(kind: ListKind, cursor: &str) -> Result<K, InvalidInput> {
         .strip_prefix(kind.tag())
         .and_then(|rest| rest.strip_prefix(':'))
         .ok_or_else(invalid)?;
+    // Roster never issues a key with a NUL character, which no backend compares alike.
+    if key.contains('\0') {
+        return Err(invalid());
+    }
     key.parse().map_err(|_| invalid())
 }
 

@@ -197,7 +197,7 @@ pub struct NewResource {
     pub tags: Vec<String>,
     #[serde(default)]
     pub active: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -249,7 +249,7 @@ pub struct ResourcePatch {
     pub tags: Option<Vec<String>>,
     #[serde(default)]
     pub active: Option<bool>,
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "super::time::clearable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
 }

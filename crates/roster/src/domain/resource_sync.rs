@@ -41,12 +41,21 @@ pub struct ResourceLine {
     pub tags: Option<Vec<String>>,
     #[serde(default)]
     pub active: Option<bool>,
-    #[serde(default, with = "resource::double_option")]
+    #[serde(default, deserialize_with = "expires_at")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// In a partial-update only: `upsert` (the default) or `delete`.
     #[serde(default)]
     pub action: Option<ResourceAction>,
+}
+
+/// Reads `expires_at` (a time roster stores, or null), naming it in a refusal: the errors of an
+/// upload line or of a line inside an operation's body reach the client without their path.
+fn expires_at<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    super::time::clearable(deserializer)
+        .map_err(|e| serde::de::Error::custom(format!("expires_at: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -486,11 +486,7 @@ fn compare(attr: Attr, op: CompareOp, value: &CompValue) -> Result<Cond, Invalid
         }
         (Attr::Id | Attr::MemberId | Attr::GroupId, _) => false,
         (Attr::Created | Attr::LastModified, CompValue::Str(s)) => {
-            if chrono::DateTime::parse_from_rfc3339(s).is_err() {
-                return Err(InvalidInput::new(format!(
-                    "{value} is not a dateTime (RFC 3339, such as \"2026-01-31T12:00:00Z\")"
-                )));
-            }
+            super::time::parse(s).map_err(InvalidInput)?;
             true
         }
         (Attr::Created | Attr::LastModified, CompValue::Null) => {

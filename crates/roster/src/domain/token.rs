@@ -96,7 +96,7 @@ pub struct NewToken {
     /// `all` (the default) reads every source's data; `bound` only that of `source_system`.
     #[serde(default)]
     pub read_scope: ReadScope,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -4,6 +4,7 @@ use super::Query;
 use crate::app::AppState;
 use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::page::{ListKind, Page};
+use crate::domain::time;
 use crate::error::ApiError;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -24,8 +25,10 @@ pub struct ListParams {
     /// Only entries written with the token of this name.
     token: Option<String>,
     /// Only entries at or after this time (RFC 3339).
+    #[serde(default, deserialize_with = "time::optional")]
     since: Option<DateTime<Utc>>,
     /// Only entries before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time::optional")]
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,

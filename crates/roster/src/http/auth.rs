@@ -58,8 +58,15 @@ impl RouteScopes {
         Ok(Self(scopes))
     }
 
+    /// The scope `method path` needs. axum answers a HEAD with the route's GET handler (and no
+    /// body), so a HEAD needs what the GET needs.
     fn required(&self, method: &Method, path: &str) -> Option<Scope> {
-        self.0.get(&(method.clone(), path.to_owned())).copied()
+        let method = if method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        self.0.get(&(method, path.to_owned())).copied()
     }
 }
 

@@ -16,29 +16,97 @@ mod subscriptions;
 mod tokens;
 
 use crate::app::{AppState, Limits};
+use crate::domain::input;
 use crate::error::{ApiError, Problem};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use serde::de::DeserializeOwned;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-/// A JSON body; a body that cannot be read is answered with a problem document.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body; a body that cannot be read, that holds a NUL character or that nests deeper than
+/// [`input::MAX_JSON_DEPTH`] is answered with a problem document.
 pub struct Json<T>(pub T);
 
-/// Path parameters; a malformed one (say, an invalid uuid) is answered with a problem document.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with the header `Content-Type: application/json`".to_owned(),
+            ));
+        }
+        let body = Bytes::from_request(request, state).await?;
+        check_body(&body)?;
+        let axum::Json(value) = axum::Json::from_bytes(&body)?;
+        Ok(Self(value))
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/…+json`).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// Refuses a JSON body that holds a NUL character or nests too deep, saying so.
+pub fn check_body(body: &[u8]) -> Result<(), ApiError> {
+    input::check_json(body)
+        .map_err(|refusal| ApiError::BadRequest(format!("the JSON body {refusal}")))
+}
+
+/// Path parameters; a malformed one (say, an invalid uuid) or one that holds a NUL character is
+/// answered with a problem document.
 pub struct Path<T>(pub T);
 
-/// Query parameters; an unknown or malformed one is answered with a problem document.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Parameters that are not UTF-8 are refused by the typed extraction below.
+        if let Ok(raw) = RawPathParams::from_request_parts(parts, state).await {
+            for (name, value) in &raw {
+                input::check_text(&format!("path parameter `{name}`"), value)
+                    .map_err(ApiError::BadRequest)?;
+            }
+        }
+        let axum::extract::Path(value) =
+            axum::extract::Path::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters; an unknown or malformed one, or one that holds a NUL character, is answered
+/// with a problem document.
 pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Some(query) = parts.uri.query() {
+            input::check_query(query).map_err(ApiError::BadRequest)?;
+        }
+        let axum::extract::Query(value) =
+            axum::extract::Query::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -187,10 +255,11 @@ pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> i
 }
 
 /// Parses an optional JSON body: an empty body is the default value.
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    check_body(body)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON for this call: {e}")))
 }

@@ -521,10 +521,7 @@ async fn purge(
             caller.principal.name
         )));
     }
-    let days = request
-        .retention_days
-        .unwrap_or(state.operations.retention_days);
-    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    let before = request.cutoff(state.operations.retention_days, chrono::Utc::now())?;
     Ok(state
         .store
         .purge(&caller.actor(), request.description, before, 5_000)

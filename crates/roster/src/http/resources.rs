@@ -10,7 +10,7 @@ use crate::domain::page::{ListKind, Page, PageRequest};
 use crate::domain::resource::{
     NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType, Subtype,
 };
-use crate::domain::ResourceId;
+use crate::domain::{time, ResourceId};
 use crate::error::{ApiError, Problem};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -44,6 +44,7 @@ pub struct ListParams {
     active: Option<bool>,
     /// Only resources whose `expires_at` is before this time (RFC 3339): the contractors whose
     /// accounts expire by then.
+    #[serde(default, deserialize_with = "time::optional")]
     expires_before: Option<chrono::DateTime<chrono::Utc>>,
     /// Also list soft-deleted resources.
     #[serde(default)]
@@ -326,6 +327,7 @@ pub struct MembershipListParams {
     active: Option<bool>,
     /// Group member lists only: the members that were active at this time (RFC 3339), from the
     /// change log; takes neither `include_removed` nor `type`.
+    #[serde(default, deserialize_with = "time::optional")]
     as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,

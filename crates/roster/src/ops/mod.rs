@@ -249,7 +249,10 @@ impl Engine {
         else {
             return;
         };
-        match self.store.trim_history(Utc::now() - age).await {
+        let Some(before) = Utc::now().checked_sub_signed(age) else {
+            return;
+        };
+        match self.store.trim_history(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 count = n,

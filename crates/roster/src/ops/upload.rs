@@ -183,8 +183,9 @@ impl<L: UploadLine> Reader<L> {
         if text.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let parsed = serde_json::from_slice::<L>(text)
-            .map_err(|e| e.to_string())
+        let parsed = crate::domain::input::check_json(text)
+            .map_err(|refusal| format!("the line {refusal}"))
+            .and_then(|()| serde_json::from_slice::<L>(text).map_err(|e| e.to_string()))
             .and_then(|l| l.stage(self.line, &self.context).map_err(|e| e.0));
         match parsed {
             Ok(line) if self.errors.is_empty() || self.on_error == OnError::Skip => {

@@ -71,6 +71,10 @@ pub enum StoreError {
     /// The database could not be reached in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database refused a value the request gave: a character or a time it cannot store, a
+    /// number out of its range, text it cannot read as its type.
+    #[error("{0}")]
+    BadValue(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("migration failed: {0}")]
@@ -96,9 +100,27 @@ impl From<sqlx::Error> for StoreError {
                 "the write conflicts with stored data, perhaps written at the same moment: {}",
                 db.message()
             )),
+            // Another safety net: requests are checked at the edge (no NUL, times in range), but
+            // a value PostgreSQL cannot take is the request's fault, not a fault of roster.
+            sqlx::Error::Database(db) if is_data_exception(db.as_ref()) => {
+                let (code, message) = (db.code(), db.message());
+                tracing::warn!(?code, message, "the database refused a value");
+                Self::BadValue(format!(
+                    "the database cannot store or compare a value of this request: {}",
+                    db.message()
+                ))
+            }
             other => Self::Database(other),
         }
     }
+}
+
+/// Whether PostgreSQL refused a value: SQLSTATE class 22, data exception (22P05 untranslatable
+/// character, 22021 character not in repertoire, 22008 datetime field overflow, 22003 numeric
+/// value out of range, 22007 invalid datetime format, 22P02 invalid text representation…).
+fn is_data_exception(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some_and(|pg| pg.code().starts_with("22"))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod engine;
 mod errors;
+mod fuzz;
 mod groups;
 mod hardening;
 mod lifecycle;

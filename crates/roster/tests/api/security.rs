@@ -22,10 +22,10 @@ on_both_backends!(
 );
 
 /// Ids of a small world in which every route has something to act on.
-struct World {
-    user: String,
+pub(crate) struct World {
+    pub(crate) user: String,
     other_user: String,
-    group: String,
+    pub(crate) group: String,
     deleted: String,
     throwaway: String,
     operation: i64,
@@ -52,7 +52,7 @@ struct World {
     scim_group: String,
 }
 
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     let user = app.user("home", "u").await;
     let other_user = app.user("home", "o").await;
     let group = app.group("home", "g").await;
@@ -145,7 +145,7 @@ async fn world(app: &TestApp) -> World {
 
 /// A concrete path and body with which `method path` succeeds in `w`. A new route fails this test
 /// until it gets a fixture here, so no route escapes the check.
-fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
+pub(crate) fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Value>) {
     let body = match (method, path) {
         ("post", "/api/v1/resources") => {
             Some(json!({"type": "user", "source_system": "home", "identifier": "new"}))

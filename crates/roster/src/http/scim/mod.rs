@@ -453,7 +453,13 @@ async fn get(
     ))
 }
 
+/// Reads a JSON body, refusing one that holds a NUL character or nests too deep.
 fn json_body(body: &Bytes) -> Result<Value, ScimError> {
+    use crate::domain::input::{check_json, JsonRefusal};
+    check_json(body).map_err(|refusal| match refusal {
+        JsonRefusal::TooDeep => ScimError::invalid_syntax(format!("the body {refusal}")),
+        JsonRefusal::Nul { .. } => ScimError::invalid_value(format!("the body {refusal}")),
+    })?;
     serde_json::from_slice(body)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }

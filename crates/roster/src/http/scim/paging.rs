@@ -18,6 +18,7 @@ use crate::app::AppState;
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::{ChangeFilter, Cursor, StoredChange};
 use crate::domain::scim::{After, Attr, ScimQuery, ScimRecord, ScimType};
+use crate::domain::time;
 use crate::domain::ResourceId;
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -279,12 +280,16 @@ pub async fn cursor_page(
 fn check_key(attr: &Attr, key: Option<&str>) -> Result<(), ScimError> {
     let fits = match (attr, key) {
         (_, None) => true,
+        // Roster stores no NUL character, so no position holds one.
+        (_, Some(k)) if k.contains('\0') => false,
         (Attr::Active, Some(k)) => matches!(k, "true" | "false" | "t" | "f" | "1" | "0"),
+        // A time as the backends write it, in the years roster stores.
         (Attr::Created | Attr::LastModified, Some(k)) => {
             let k = k.replacen('T', " ", 1);
             ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"]
                 .iter()
-                .any(|f| DateTime::parse_from_str(&k, f).is_ok())
+                .filter_map(|f| DateTime::parse_from_str(&k, f).ok())
+                .any(|at| time::check(at.with_timezone(&Utc)).is_ok())
         }
         _ => true,
     };

@@ -106,32 +106,8 @@ pub struct Parsed {
     pub members: Option<Vec<ResourceId>>,
 }
 
-/// Refuses a NUL character anywhere in a body: no backend stores it alike.
-fn check_no_nul(value: &Value) -> Result<(), ScimError> {
-    let bad = |s: &str| s.contains('\0');
-    let found = match value {
-        Value::String(s) => bad(s),
-        Value::Array(items) => return items.iter().try_for_each(check_no_nul),
-        Value::Object(map) => {
-            if map.keys().any(|k| bad(k)) {
-                true
-            } else {
-                return map.values().try_for_each(check_no_nul);
-            }
-        }
-        _ => false,
-    };
-    if found {
-        return Err(ScimError::invalid_value(
-            "the body contains a NUL character, which roster does not store",
-        ));
-    }
-    Ok(())
-}
-
 /// Reads a POST or PUT body (or the document a PATCH made).
 pub fn parse(ty: ScimType, source: &str, body: Value) -> Result<Parsed, ScimError> {
-    check_no_nul(&body)?;
     let Value::Object(object) = body else {
         return Err(ScimError::invalid_syntax(format!(
             "the body must be a JSON object (a SCIM {})",
