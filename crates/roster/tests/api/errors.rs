@@ -640,6 +640,7 @@ async fn values_the_database_refuses_are_bad_requests(backend: Backend) {
             .members_at(
                 group.parse().map(roster::domain::ResourceId).unwrap(),
                 ancient,
+                None,
                 &page,
             )
             .await
