@@ -158,28 +158,30 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(changes::routes())
         .merge(subscriptions::routes())
-        .merge(scim::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            limits.request_timeout,
-            statement_budget,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
+        .merge(scim::routes());
+    let timed = within(timed, limits.request_timeout);
     // A chunk streams (its handler enforces `upload_bytes` as it reads).
-    let uploads = operations::upload_routes()
-        .layer(axum::middleware::from_fn_with_state(
-            limits.upload_timeout,
-            statement_budget,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.upload_timeout,
-        ));
+    let uploads = within(operations::upload_routes(), limits.upload_timeout);
     timed
         .merge(uploads)
         .layer(axum::middleware::map_response(explain_timeout))
+}
+
+/// Answers the routes' requests that take longer than `timeout` with 408, and bounds their
+/// database statements by the same time.
+fn within(
+    routes: OpenApiRouter<AppState>,
+    timeout: std::time::Duration,
+) -> OpenApiRouter<AppState> {
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            statement_budget,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
 }
 
 /// Middleware: the request's database statements may take no longer than the request itself

@@ -229,6 +229,16 @@ impl TestApp {
         self.send_raw(request.expect("request")).await
     }
 
+    /// Opens `path` (a GET) as the holder of `token` and returns the response with its body
+    /// unread, for a stream to be read as it comes.
+    pub async fn open(&self, token: &str, path: &str) -> axum::response::Response {
+        self.router
+            .clone()
+            .oneshot(get_request(token, path))
+            .await
+            .expect("router is infallible")
+    }
+
     /// Sends a request with an optional JSON body, as the admin.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let admin = self.admin.clone();
@@ -496,6 +506,15 @@ pub fn test_webhooks() -> WebhookConfig {
         allow_private_networks: true,
         ..WebhookConfig::default()
     }
+}
+
+/// A GET of `path` as the holder of `token`, ready to send.
+pub fn get_request(token: &str, path: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request")
 }
 
 /// A response, read whole.

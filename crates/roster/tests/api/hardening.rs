@@ -2,7 +2,7 @@
 //! source can do must stay within that source and must never break the feed for anyone else.
 
 use crate::changes::events;
-use crate::common::{Backend, Db, TestApp};
+use crate::common::{get_request, Backend, Db, TestApp};
 use crate::on_both_backends;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -430,17 +430,7 @@ async fn read_stream_to_its_end(
     token: &str,
     path: &str,
 ) -> tokio::task::JoinHandle<String> {
-    let request = Request::builder()
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .expect("request");
-    let response = app
-        .router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible");
+    let response = app.open(token, path).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     tokio::spawn(async move {
@@ -572,11 +562,7 @@ async fn postgres_a_statement_never_outlives_its_request() {
     let app = TestApp::spawn_with(Backend::Postgres, limits).await;
     let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
     let lock = lock_resources(&app).await;
-    let request = Request::builder()
-        .uri("/scim/v2/foo/Users")
-        .header(header::AUTHORIZATION, format!("Bearer {scim}"))
-        .body(Body::empty())
-        .expect("request");
+    let request = get_request(&scim, "/scim/v2/foo/Users");
     let reply = tokio::spawn(app.router.clone().oneshot(request));
     until_statements_wait(&app, 1).await;
     let reply = reply.await.expect("task").expect("router is infallible");
@@ -596,11 +582,7 @@ async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
     let app = TestApp::spawn_with(Backend::Postgres, limits).await;
     let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
     let lock = lock_resources(&app).await;
-    let request = Request::builder()
-        .uri("/scim/v2/foo/Users")
-        .header(header::AUTHORIZATION, format!("Bearer {scim}"))
-        .body(Body::empty())
-        .expect("request");
+    let request = get_request(&scim, "/scim/v2/foo/Users");
     let first = tokio::spawn(app.router.clone().oneshot(request));
     until_statements_wait(&app, 1).await;
     let second = app

@@ -7,13 +7,12 @@
 
 use crate::common::{Backend, Reply, TestApp};
 use crate::on_both_backends;
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use crate::scim::scim;
+use axum::http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use roster::domain::token::Scope;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use tower::ServiceExt;
 
 on_both_backends!(
     a_scim_group_lists_only_members_of_its_base,
@@ -157,17 +156,6 @@ fn field_of(reply: &Reply, field: &str) -> BTreeSet<String> {
         .iter()
         .filter_map(|item| item[field].as_str().map(str::to_owned))
         .collect()
-}
-
-async fn scim(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Reply {
-    app.call_as(Some(token), method, &format!("/scim/v2{path}"), body)
-        .await
 }
 
 async fn scim_create(app: &TestApp, token: &str, path: &str, body: Value) -> String {
@@ -537,17 +525,7 @@ async fn read_events(
     path: &str,
     stop: impl Fn(&Value) -> bool,
 ) -> Vec<Value> {
-    let request = Request::builder()
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .expect("request");
-    let response = app
-        .router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible");
+    let response = app.open(token, path).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     let (mut text, mut out) = (String::new(), Vec::new());

@@ -53,7 +53,7 @@ async fn token(app: &TestApp, source: &str) -> String {
         .await
 }
 
-async fn scim(
+pub(crate) async fn scim(
     app: &TestApp,
     token: &str,
     method: Method,
