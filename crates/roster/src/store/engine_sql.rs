@@ -252,15 +252,19 @@ pub fn resolve_statements(staging: &Staging) -> Vec<(String, bool)> {
 
 /// Why a staged line `s` (joined to its member as `m`) cannot be applied, or NULL; `$4` binds the
 /// token's bound source system in `record_rejections`, `$6` in `pg_apply_new_lines`.
-fn member_reason(bound: &str) -> String {
+/// Why a staged line's member cannot be applied, if it cannot. A token bound to a source may
+/// not add a member of another source to `group`, but may confirm one that is already in it.
+fn member_reason(bound: &str, group: &str) -> String {
     format!(
         "WHEN s.member_id IS NULL THEN 'no live resource matches this member (check \
            source_system and identifier or external_id; add \"type\" when several types \
            share the identifier)' \
          WHEN m.id IS NULL THEN 'the member does not exist' \
          WHEN m.deleted THEN 'the member is deleted' \
-         WHEN {bound} IS NOT NULL AND m.source_system <> {bound} THEN 'the token is bound to \
-           another source system than the member''s'"
+         WHEN {bound} IS NOT NULL AND m.source_system <> {bound} AND NOT EXISTS (SELECT 1 \
+           FROM group_member a WHERE a.group_id = {group} AND a.member_id = s.member_id \
+           AND NOT a.removed) THEN 'the token is bound to another source system than the \
+           member''s'"
     )
 }
 
@@ -292,7 +296,14 @@ pub fn record_rejections(staging: &Staging, op: &Operation) -> String {
            FROM {staging} s LEFT JOIN resource m ON m.id = s.member_id {group_join} \
          ) checked WHERE reason IS NOT NULL \
          ON CONFLICT DO NOTHING",
-        member_reason("$4")
+        member_reason(
+            "$4",
+            if op.group_id.is_some() {
+                "$2"
+            } else {
+                "s.group_id"
+            }
+        )
     )
 }
 
@@ -426,7 +437,7 @@ pub fn pg_apply_diff(staging: &Staging, filter: StagingFilter, remove: bool) -> 
          SELECT {ended_count}, (SELECT count(*) FROM added), (SELECT count(*) FROM back), \
            (SELECT count(*) FROM new WHERE reason IS NOT NULL)",
         filter.and(),
-        member_reason("$6::text")
+        member_reason("$6::text", "$1")
     )
 }
 

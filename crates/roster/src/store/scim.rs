@@ -42,6 +42,10 @@ pub trait ScimStore: Send + Sync {
         group: ResourceId,
         limit: i64,
     ) -> StoreResult<Vec<(ResourceId, Option<String>, bool)>>;
+    /// The active members of a group that its SCIM document does not list (members of other
+    /// sources, and members that are neither users nor groups): a replace of the document's
+    /// members keeps them.
+    async fn scim_hidden_members(&self, group: ResourceId) -> StoreResult<Vec<ResourceId>>;
     /// Creates a user or group (with its members), in one transaction.
     async fn scim_create(
         &self,
@@ -470,6 +474,24 @@ macro_rules! impl_scim_store {
                     .into_iter()
                     .map(|(id, name, is_group)| (crate::domain::ResourceId(id), name, is_group))
                     .collect())
+            }
+
+            async fn scim_hidden_members(
+                &self,
+                group: crate::domain::ResourceId,
+            ) -> crate::store::StoreResult<Vec<crate::domain::ResourceId>> {
+                let mut tx = self.read_tx().await?;
+                let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+                    "SELECT gm.member_id FROM group_member gm \
+                     JOIN resource m ON m.id = gm.member_id \
+                     JOIN resource g ON g.id = gm.group_id \
+                     WHERE gm.group_id = $1 AND NOT gm.removed \
+                     AND NOT (m.source_system = g.source_system AND m.type IN (1, 2))",
+                )
+                .bind(group)
+                .fetch_all(&mut *tx)
+                .await?;
+                Ok(rows.into_iter().map(crate::domain::ResourceId).collect())
             }
 
             async fn scim_create(

@@ -28,6 +28,7 @@ on_both_backends!(
     refused_requests_are_logged_at_a_bounded_rate,
     a_new_tokens_audit_names_its_binding_and_expiry,
     responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed,
+    a_scim_replace_keeps_the_members_its_base_does_not_show,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -847,4 +848,67 @@ async fn responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed(b
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert_eq!(docs.headers()[header::X_FRAME_OPTIONS], "DENY");
+}
+
+async fn a_scim_replace_keeps_the_members_its_base_does_not_show(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let group = app.group("foo", "engineering").await;
+    let (mine, other, foreign) = (
+        app.user("foo", "mine").await,
+        app.user("foo", "other").await,
+        app.user("bar", "foreign").await,
+    );
+    for member in [&mine, &other, &foreign] {
+        app.put(&format!("/api/v1/groups/{group}/members/{member}"), None)
+            .await;
+    }
+    let active = |member: String| {
+        let (app, group) = (&app, group.clone());
+        async move {
+            app.scalar(
+                "SELECT count(*) FROM group_member WHERE group_id = $1 AND member_id = $2 \
+                 AND NOT removed",
+                &[&group, &member],
+            )
+            .await
+        }
+    };
+    // A client reads the group and writes it back without `other`: a PUT, then Okta's replace.
+    let read = app
+        .call_as(
+            Some(&scim),
+            Method::GET,
+            &format!("/scim/v2/foo/Groups/{group}"),
+            None,
+        )
+        .await;
+    assert_eq!(read.json["members"].as_array().expect("members").len(), 2);
+    let put = app
+        .call_as(
+            Some(&scim),
+            Method::PUT,
+            &format!("/scim/v2/foo/Groups/{group}"),
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                        "displayName": "engineering",
+                        "members": [{"value": mine}, {"value": other}]}),
+            ),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    let replace = app
+        .call_as(
+            Some(&scim),
+            Method::PATCH,
+            &format!("/scim/v2/foo/Groups/{group}"),
+            Some(json!({"schemas": [PATCH_OP],
+                        "Operations": [{"op": "replace", "path": "members",
+                                        "value": [{"value": mine}]}]})),
+        )
+        .await;
+    assert!(replace.status.is_success(), "{}", replace.text);
+    assert_eq!(active(mine.clone()).await, 1);
+    assert_eq!(active(other.clone()).await, 0, "the replace ended other");
+    assert_eq!(active(foreign.clone()).await, 1, "bar's member survives");
 }

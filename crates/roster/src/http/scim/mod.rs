@@ -572,6 +572,8 @@ async fn replace(
 }
 
 /// A full push of a group's members: a full-update of the group, with its deletion threshold.
+/// The members the group's document does not list (of other sources) are not the client's to
+/// replace: the full-update confirms them.
 async fn replace_members(
     state: &AppState,
     caller: &Caller,
@@ -601,8 +603,11 @@ async fn replace_members(
         .store
         .scim_check_members(source, group, &members)
         .await?;
+    let named: std::collections::HashSet<&ResourceId> = members.iter().collect();
+    let hidden = state.store.scim_hidden_members(group).await?;
     let lines: Vec<Value> = members
         .iter()
+        .chain(hidden.iter().filter(|h| !named.contains(h)))
         .map(|m| json!({"member_id": m.to_string()}))
         .collect();
     let request = serde_json::from_value(json!({
