@@ -85,7 +85,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// When a route declares no security scope (a programming error every test would catch).
 pub fn router(services: Services) -> Router {
     let limits = services.limits;
-    let (api, openapi) = http::routes(&limits).split_for_parts();
+    let (api, openapi) = http::routes(&limits, &services.store).split_for_parts();
     let route_scopes = auth::RouteScopes::from_openapi(&openapi)
         .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
     let state = AppState {

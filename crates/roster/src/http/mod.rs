@@ -143,9 +143,13 @@ impl Modify for BearerScheme {
     }
 }
 
-/// Every route of the API together with its OpenAPI description. Chunk uploads stream, so they
-/// get their own body limit and timeout.
-pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
+/// Every route of the API together with its OpenAPI description. Requests time out, and their
+/// statements with them (`store` cancels those of a dropped request). Chunk uploads stream, so
+/// they get their own body limit and timeout.
+pub fn routes(
+    limits: &Limits,
+    store: &std::sync::Arc<dyn crate::store::Store>,
+) -> OpenApiRouter<AppState> {
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(resources::routes())
@@ -159,9 +163,9 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(changes::routes())
         .merge(subscriptions::routes())
         .merge(scim::routes());
-    let timed = within(timed, limits.request_timeout);
+    let timed = within(timed, limits.request_timeout, store);
     // A chunk streams (its handler enforces `upload_bytes` as it reads).
-    let uploads = within(operations::upload_routes(), limits.upload_timeout);
+    let uploads = within(operations::upload_routes(), limits.upload_timeout, store);
     timed
         .merge(uploads)
         .layer(axum::middleware::map_response(explain_timeout))
@@ -172,10 +176,15 @@ pub fn routes(limits: &Limits) -> OpenApiRouter<AppState> {
 fn within(
     routes: OpenApiRouter<AppState>,
     timeout: std::time::Duration,
+    store: &std::sync::Arc<dyn crate::store::Store>,
 ) -> OpenApiRouter<AppState> {
+    let budget = Budgeted {
+        timeout,
+        store: store.clone(),
+    };
     routes
         .layer(axum::middleware::from_fn_with_state(
-            timeout,
+            budget,
             statement_budget,
         ))
         .layer(TimeoutLayer::with_status_code(
@@ -184,16 +193,48 @@ fn within(
         ))
 }
 
-/// Middleware: the request's database statements may take no longer than the request itself
-/// (`timeout`, its state), so that a request answered 408 leaves no statement running (see
-/// `store::budget`).
+/// The state of [`statement_budget`].
+#[derive(Clone)]
+struct Budgeted {
+    timeout: std::time::Duration,
+    store: std::sync::Arc<dyn crate::store::Store>,
+}
+
+/// Middleware: the request's database statements may take no longer than the request itself,
+/// and those still running when the request is dropped unanswered (timed out, or its client
+/// gone) are cancelled (see `store::budget`).
 async fn statement_budget(
-    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    axum::extract::State(state): axum::extract::State<Budgeted>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let deadline = tokio::time::Instant::now() + timeout;
-    crate::store::budget::within(deadline, next.run(request)).await
+    let budget = crate::store::budget::Budget::new(state.timeout);
+    let mut unanswered = CancelOnDrop {
+        store: Some(state.store),
+        tag: budget.tag().to_owned(),
+    };
+    let response = crate::store::budget::within(budget, next.run(request)).await;
+    unanswered.store = None;
+    response
+}
+
+/// Cancels a request's statements when the request is dropped before it is answered.
+struct CancelOnDrop {
+    store: Option<std::sync::Arc<dyn crate::store::Store>>,
+    tag: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            let tag = std::mem::take(&mut self.tag);
+            tokio::spawn(async move {
+                if let Err(e) = store.cancel_statements(&tag).await {
+                    tracing::warn!(error = %e, tag, "cannot cancel a dropped request's statements");
+                }
+            });
+        }
+    }
 }
 
 /// The policy of the docs page, where people paste tokens: its own scripts only, never framed.

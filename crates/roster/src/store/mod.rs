@@ -950,6 +950,9 @@ pub trait Store:
 {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
+    /// Cancels the statements running for the request tagged `tag` (see `budget`), when the
+    /// request was dropped before it was answered.
+    async fn cancel_statements(&self, tag: &str) -> StoreResult<()>;
     /// Succeeds when the database answers a query.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -537,7 +537,7 @@ async fn until_statements_wait(app: &TestApp, n: i64) {
         loop {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND application_name = 'roster' AND wait_event_type = 'Lock' \
+                 AND application_name LIKE 'roster%' AND wait_event_type = 'Lock' \
                  AND query LIKE '%FROM resource r WHERE%'",
             )
             .fetch_one(pool)
@@ -575,6 +575,20 @@ async fn postgres_a_statement_never_outlives_its_request() {
 }
 
 #[tokio::test]
+async fn postgres_a_request_its_client_abandons_leaves_no_statement_running() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let lock = lock_resources(&app).await;
+    let request = get_request(&scim, "/scim/v2/foo/Users");
+    let abandoned = tokio::spawn(app.router.clone().oneshot(request));
+    until_statements_wait(&app, 1).await;
+    // The client goes away long before the request's 30 s are up.
+    abandoned.abort();
+    until_statements_wait(&app, 0).await;
+    drop(lock);
+}
+
+#[tokio::test]
 async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
     let limits = roster::app::Limits {
         scim_reads_per_token: 1,
@@ -586,16 +600,18 @@ async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
     let request = get_request(&scim, "/scim/v2/foo/Users");
     let first = tokio::spawn(app.router.clone().oneshot(request));
     until_statements_wait(&app, 1).await;
-    let second = app
-        .call_as(Some(&scim), Method::GET, "/scim/v2/foo/Groups", None)
-        .await;
-    assert_eq!(
-        second.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "{}",
-        second.text
-    );
-    assert_eq!(second.retry_after.as_deref(), Some("1"));
+    // More lists of the same token than the pool has connections are refused at once, so the
+    // pool stays free for readiness and the feed.
+    let more = (0..10).map(|_| app.call_as(Some(&scim), Method::GET, "/scim/v2/foo/Groups", None));
+    for second in futures_util::future::join_all(more).await {
+        assert_eq!(
+            second.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            second.text
+        );
+        assert_eq!(second.retry_after.as_deref(), Some("1"));
+    }
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
     assert_eq!(app.get("/api/v1/changes/head").await.status, StatusCode::OK);
     drop(lock);

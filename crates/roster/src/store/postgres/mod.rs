@@ -40,13 +40,16 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// Sets the connection's `statement_timeout` to the time the current request has left (0, no
-/// limit, outside a request): one round trip as the connection is handed out.
+/// Tells a connection, as it is handed out, how long its request has left (`statement_timeout`;
+/// 0, no limit, outside a request) and whose it is (`application_name`, the request's tag), in
+/// one round trip that also proves the connection alive.
 fn bound_statements(
     conn: &mut sqlx::PgConnection,
 ) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
-    let millis = super::budget::remaining().map_or(0, |left| left.as_millis().max(1));
-    let sql = format!("SET statement_timeout = {millis}");
+    let (left, tag) = super::budget::current();
+    let millis = left.map_or(0, |left| left.as_millis().max(1));
+    // The tag is roster's own (letters, digits and a space): nothing to quote.
+    let sql = format!("SET statement_timeout = {millis}; SET application_name = '{tag}'");
     Box::pin(async move {
         sqlx::Executor::execute(conn, sql.as_str()).await?;
         Ok(())
@@ -66,6 +69,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .after_connect(|conn, _| bound_statements(conn))
             .before_acquire(|conn, _| {
                 Box::pin(async move { bound_statements(conn).await.map(|()| true) })
@@ -735,6 +739,17 @@ impl AuditStore for PgStore {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn cancel_statements(&self, tag: &str) -> StoreResult<()> {
+        sqlx::query(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .bind(tag)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -781,6 +781,12 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn cancel_statements(&self, _tag: &str) -> StoreResult<()> {
+        // SQLite runs in the process, without a way to cancel another connection's statement:
+        // its reads are bounded by the per-token limits instead.
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
