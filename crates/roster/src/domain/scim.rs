@@ -217,6 +217,23 @@ pub enum Cond {
     Never,
 }
 
+impl Cond {
+    /// Whether the condition only looks rows up by an indexed key (`id`, `externalId`,
+    /// `userName` or `displayName` equal to a value, joined by `and`/`or`): the lookup an
+    /// identity provider makes before every push, which costs no scan.
+    pub fn is_lookup(&self) -> bool {
+        match self {
+            Self::And(a, b) | Self::Or(a, b) => a.is_lookup() && b.is_lookup(),
+            Self::Compare(attr, CompareOp::Eq, _) => matches!(
+                attr,
+                Attr::Id | Attr::ExternalId | Attr::UserName | Attr::DisplayName
+            ),
+            Self::Never => true,
+            _ => false,
+        }
+    }
+}
+
 /// A multi-valued attribute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum List {

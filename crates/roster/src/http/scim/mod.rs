@@ -393,8 +393,10 @@ async fn list(
     params: &ListParams,
 ) -> Result<Response, ScimError> {
     caller.check_source(source)?;
-    let _running = state.scim_reads.enter(caller.principal.token_id)?;
     let query = list_query(ty, params)?;
+    let _running = expensive(&query)
+        .then(|| state.scim_reads.enter(caller.principal.token_id))
+        .transpose()?;
     let projection = Projection::listing(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
@@ -411,6 +413,12 @@ async fn list(
         }
     };
     Ok(scim_response(StatusCode::OK, &body, None))
+}
+
+/// Whether a list may make the database scan a source's rows: anything but a lookup by an
+/// indexed key, unsorted. Such lists are bounded per token (`ReadGate`).
+pub(super) fn expensive(query: &ScimQuery) -> bool {
+    query.sort.is_some() || !query.cond.as_ref().is_some_and(scim::Cond::is_lookup)
 }
 
 /// A page by `startIndex`.

@@ -122,7 +122,6 @@ pub async fn search_all(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     caller.check_source(&source)?;
-    let _running = state.scim_reads.enter(caller.principal.token_id)?;
     let params = params(&body)?;
     if params.cursor.is_some() || params.delta_query.is_some() || params.delta_token.is_some() {
         return Err(ScimError::invalid_value(
@@ -137,6 +136,12 @@ pub async fn search_all(
         (Err(e), Err(_)) => return Err(e),
         pair => pair,
     };
+    let costly = [&users, &groups]
+        .into_iter()
+        .any(|q| q.as_ref().is_ok_and(super::expensive));
+    let _running = costly
+        .then(|| state.scim_reads.enter(caller.principal.token_id))
+        .transpose()?;
     let projection = Projection::listing(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
