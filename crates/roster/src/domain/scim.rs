@@ -549,9 +549,21 @@ impl ScimWrite {
         check_optional_key("the source system", Some(&self.source_system))?;
         check_optional_key("userName", self.identifier.as_deref())?;
         check_optional_key("externalId", self.external_id.as_deref())?;
-        check_optional_text("displayName", self.displayname.as_deref())
+        check_optional_text("displayName", self.displayname.as_deref())?;
+        let size = serde_json::to_vec(&self.doc).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_DOCUMENT_BYTES {
+            return Err(super::InvalidInput::new(format!(
+                "the resource's other attributes would take {size} bytes; the limit is \
+                 {MAX_DOCUMENT_BYTES}"
+            )));
+        }
+        Ok(())
     }
 }
+
+/// Largest a SCIM resource's stored document (its attributes beyond roster's own fields) may
+/// grow, by PATCHes as by a POST or PUT: every change of it stores the old and the new one.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// Members to add to a group and members to remove from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -29,6 +29,7 @@ on_both_backends!(
     a_new_tokens_audit_names_its_binding_and_expiry,
     responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed,
     a_scim_replace_keeps_the_members_its_base_does_not_show,
+    a_scim_document_cannot_grow_past_its_limit,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -941,4 +942,50 @@ async fn a_scim_replace_keeps_the_members_its_base_does_not_show(backend: Backen
     assert_eq!(active(mine.clone()).await, 1);
     assert_eq!(active(other.clone()).await, 0, "the replace ended other");
     assert_eq!(active(foreign.clone()).await, 1, "bar's member survives");
+}
+
+async fn a_scim_document_cannot_grow_past_its_limit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
+    let created = app
+        .call_as(
+            Some(&scim),
+            Method::POST,
+            "/scim/v2/foo/Users",
+            Some(json!({"schemas": [SCIM_USER], "userName": "growing"})),
+        )
+        .await;
+    let id = created.json["id"].as_str().expect("id").to_owned();
+    // Each PATCH adds 100 KiB of new values to one array: the third would pass 256 KiB.
+    let mut answers = Vec::new();
+    for round in 0..3 {
+        let values: Vec<Value> = (0..100)
+            .map(|i| json!({"value": format!("{round}-{i}-{}", "x".repeat(1000))}))
+            .collect();
+        let reply = app
+            .call_as(
+                Some(&scim),
+                Method::PATCH,
+                &format!("/scim/v2/foo/Users/{id}"),
+                Some(json!({"schemas": [PATCH_OP],
+                            "Operations": [{"op": "add", "path": "emails", "value": values}]})),
+            )
+            .await;
+        answers.push(reply.status);
+        if !reply.status.is_success() {
+            assert!(reply.text.contains("the limit is"), "{}", reply.text);
+        }
+    }
+    assert_eq!(
+        answers,
+        vec![StatusCode::OK, StatusCode::OK, StatusCode::BAD_REQUEST]
+    );
+    let stored = app
+        .text(
+            "SELECT CAST(scim AS TEXT) FROM resource WHERE identifier = 'growing'",
+            &[],
+        )
+        .await
+        .expect("document");
+    assert!(stored.len() < 256 * 1024, "{} bytes stored", stored.len());
 }
