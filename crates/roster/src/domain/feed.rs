@@ -121,6 +121,10 @@ pub struct StoredChange {
     pub attrs: Option<serde_json::Value>,
 }
 
+/// The key of the marker that stands in for a change's attribute values when they cannot be
+/// rendered: `{"_unrenderable": "<why>"}`.
+pub const UNRENDERABLE: &str = "_unrenderable";
+
 /// A page of the feed: the changes after a cursor and where to continue.
 #[derive(Debug, Clone)]
 pub struct ChangeBatch {

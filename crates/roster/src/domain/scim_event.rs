@@ -164,6 +164,10 @@ fn event(
         | ChangeKind::ResourceActivated
         | ChangeKind::IdentityLinked
         | ChangeKind::IdentityUnlinked => {
+            // Values that cannot be rendered: the resource changed, the receiver reads it again.
+            if attrs.contains_key(super::feed::UNRENDERABLE) {
+                return ("patch:notice", json!({"attributes": []}));
+            }
             let operations = attrs
                 .iter()
                 .map(|(name, values)| {
@@ -223,6 +227,21 @@ mod tests {
         assert_eq!(
             patch["data"]["Operations"].as_array().map(Vec::len),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn values_that_cannot_be_rendered_are_a_patch_notice() {
+        let change = account_change(
+            ChangeKind::ResourceUpdated,
+            json!({crate::domain::feed::UNRENDERABLE: "too deep"}),
+        );
+        let set = claims(&change, None);
+        let events = set["events"].as_object().expect("events");
+        assert_eq!(events.len(), 1, "{set}");
+        assert_eq!(
+            events[&format!("{PREFIX}patch:notice")],
+            json!({"attributes": []})
         );
     }
 

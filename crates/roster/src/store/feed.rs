@@ -3,7 +3,7 @@
 
 use super::{StoreError, StoreResult};
 use crate::domain::change::ChangeKind;
-use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange};
+use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange, UNRENDERABLE};
 use crate::domain::membership::Membership;
 use crate::domain::resource::Resource;
 use crate::domain::ResourceId;
@@ -72,9 +72,6 @@ pub fn readable_attrs(seq: i64, raw: &serde_json::value::RawValue) -> serde_json
         serde_json::json!({ UNRENDERABLE: format!("the attribute values of this change cannot be rendered ({e}); the resource itself has its current values") })
     })
 }
-
-/// The key of the marker that stands in for attribute values that cannot be rendered.
-pub const UNRENDERABLE: &str = "_unrenderable";
 
 /// A value a filter clause binds.
 pub enum FilterBind {
