@@ -36,13 +36,13 @@ const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// Arrays nested `depth` deep around one string.
-fn nested(depth: usize) -> Value {
+pub(crate) fn nested(depth: usize) -> Value {
     (0..depth).fold(json!("x"), |inner, _| json!([inner]))
 }
 
 /// Overwrites the attribute values of the newest change with `attrs` (written as text), as a
 /// change stored before roster bounded document depth would hold them.
-async fn overwrite_newest_change_attrs(app: &TestApp, attrs: &str) {
+pub(crate) async fn overwrite_newest_change_attrs(app: &TestApp, attrs: &str) {
     match &app.db {
         Db::Sqlite(pool) => {
             sqlx::query("UPDATE change SET attrs = ?1 WHERE seq = (SELECT max(seq) FROM change)")

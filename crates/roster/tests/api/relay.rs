@@ -17,6 +17,7 @@ use uuid::Uuid;
 on_both_backends!(
     every_change_reaches_jetstream_once_and_in_order,
     sources_never_share_a_subject_and_a_header_names_each_exactly,
+    a_change_that_cannot_be_rendered_does_not_stop_the_relay,
 );
 
 /// The NATS server the tests use; the README's test command sets it.
@@ -311,6 +312,35 @@ async fn postgres_a_relay_killed_mid_stream_loses_nothing() {
     assert_eq!(got.len() as u64, total, "nothing lost, nothing twice");
     assert_eq!(unique.len() as u64, total);
     process::terminate(second).await;
+    js.delete_stream(&config.stream)
+        .await
+        .expect("delete the test's stream");
+}
+
+async fn a_change_that_cannot_be_rendered_does_not_stop_the_relay(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user("home", "victim").await;
+    let patched = app
+        .patch(
+            &format!("/api/v1/resources/{user}"),
+            serde_json::json!({"displayname": "V"}),
+        )
+        .await;
+    assert!(patched.status.is_success(), "{}", patched.text);
+    let deep = serde_json::json!({"displayname": {"old": null, "new": crate::hardening::nested(200)}});
+    crate::hardening::overwrite_newest_change_attrs(&app, &deep.to_string()).await;
+    app.user("home", "after").await;
+    let config = config();
+    let relay = Relay::new(app.store.clone(), config.clone(), "relay-a".to_owned()).start();
+    let js = context().await;
+    until_count(&js, &config.stream, 3).await;
+    let ids: Vec<String> = messages(&js, &config.stream)
+        .await
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(ids, feed_ids(&app).await, "every change, the unrenderable one too");
+    relay.abort();
     js.delete_stream(&config.stream)
         .await
         .expect("delete the test's stream");
