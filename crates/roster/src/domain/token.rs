@@ -147,6 +147,7 @@ impl NewToken {
             "name": self.name,
             "scopes": self.scopes,
             "source_system": self.source_system,
+            "read_scope": self.read_scope,
             "expires_at": self.expires_at,
         })
     }

@@ -90,8 +90,12 @@ impl Authenticator {
         }
     }
 
-    /// The principal of a presented secret, or why it is refused.
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
+    /// The principal of a presented secret, or why it is refused (with the token's id when the
+    /// secret is a token's, revoked or expired).
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<Principal, (ApiError, Option<uuid::Uuid>)> {
         let hash = SecretHash::of(presented);
         let token = match self.cached(&hash) {
             Some(token) => token,
@@ -99,20 +103,22 @@ impl Authenticator {
                 let (token, stored) = self
                     .store
                     .token_by_hash(&hash)
-                    .await?
-                    .ok_or_else(|| unauthorized("the bearer token is not valid"))?;
+                    .await
+                    .map_err(|e| (e.into(), None))?
+                    .ok_or_else(|| (unauthorized("the bearer token is not valid"), None))?;
                 // The database found the row by hash; the comparison itself is constant-time.
                 if !hash.matches(&stored) {
-                    return Err(unauthorized("the bearer token is not valid"));
+                    return Err((unauthorized("the bearer token is not valid"), None));
                 }
                 self.store
                     .touch_token(token.id, crate::store::now())
-                    .await?;
+                    .await
+                    .map_err(|e| (e.into(), Some(token.id)))?;
                 self.remember(hash, token.clone());
                 token
             }
         };
-        standing(&token)?;
+        standing(&token).map_err(|e| (e, Some(token.id)))?;
         Ok(Principal {
             token_id: token.id,
             name: token.name,
@@ -245,11 +251,7 @@ async fn admit(
         })
         .map(str::trim)
         .ok_or_else(|| (unauthorized("this route needs a bearer token"), None))?;
-    let principal = state
-        .authenticator
-        .authenticate(presented)
-        .await
-        .map_err(|e| (e, None))?;
+    let principal = state.authenticator.authenticate(presented).await?;
     let token = principal.token_id;
     if !principal.has(scope) {
         let lacking = ApiError::Forbidden(format!(

@@ -203,7 +203,7 @@ impl Feed {
                 }
                 if checked.elapsed() >= TOKEN_RECHECK {
                     if let Err(e) = self.state.authenticator.still_stands(self.token_id).await {
-                        return Some((vec![end_event(&e.to_string())], Step::Done));
+                        return Some((vec![refused_event(e)], Step::Done));
                     }
                     checked = Instant::now();
                 }
@@ -247,13 +247,28 @@ fn end_event(why: &str) -> Event {
     Event::default().event("error").data(why)
 }
 
+/// The last event of a stream whose token no longer stands: why (a 401's sentence), or, when the
+/// token could not be read, what the client should do, never internals.
+fn refused_event(e: ApiError) -> Event {
+    match e {
+        ApiError::Unauthorized(why) => end_event(&why),
+        other => {
+            tracing::warn!(error = %other, "change stream ended: its token could not be read");
+            end_event(SERVER_ERROR)
+        }
+    }
+}
+
+const SERVER_ERROR: &str =
+    "the stream ended on a server error; reconnect with Last-Event-ID to resume";
+
 /// The last event of a stream that cannot go on: what the client should do, never internals.
 fn error_event(e: &StoreError) -> Event {
     let detail = match e {
         StoreError::Gone(why) => why.clone(),
         other => {
             tracing::warn!(error = %other, "change stream ended");
-            "the stream ended on a server error; reconnect with Last-Event-ID to resume".to_owned()
+            SERVER_ERROR.to_owned()
         }
     };
     Event::default().event("error").data(detail)

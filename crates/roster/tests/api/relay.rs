@@ -327,7 +327,8 @@ async fn a_change_that_cannot_be_rendered_does_not_stop_the_relay(backend: Backe
         )
         .await;
     assert!(patched.status.is_success(), "{}", patched.text);
-    let deep = serde_json::json!({"displayname": {"old": null, "new": crate::hardening::nested(200)}});
+    let deep =
+        serde_json::json!({"displayname": {"old": null, "new": crate::hardening::nested(200)}});
     crate::hardening::overwrite_newest_change_attrs(&app, &deep.to_string()).await;
     app.user("home", "after").await;
     let config = config();
@@ -339,7 +340,11 @@ async fn a_change_that_cannot_be_rendered_does_not_stop_the_relay(backend: Backe
         .into_iter()
         .map(|(id, _, _)| id)
         .collect();
-    assert_eq!(ids, feed_ids(&app).await, "every change, the unrenderable one too");
+    assert_eq!(
+        ids,
+        feed_ids(&app).await,
+        "every change, the unrenderable one too"
+    );
     relay.abort();
     js.delete_stream(&config.stream)
         .await
