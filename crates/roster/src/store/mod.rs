@@ -115,12 +115,15 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Whether PostgreSQL refused a value: SQLSTATE class 22, data exception (22P05 untranslatable
-/// character, 22021 character not in repertoire, 22008 datetime field overflow, 22003 numeric
-/// value out of range, 22007 invalid datetime format, 22P02 invalid text representation…).
+/// Whether PostgreSQL refused a value a request gave it as text it cannot take or a number or
+/// time out of its range: 22P05 untranslatable character, 22021 character not in repertoire,
+/// 22008 datetime field overflow, 22007 invalid datetime format, 22003 numeric value out of
+/// range. Other data exceptions (a failed cast of roster's own, a division by zero) stay faults
+/// of roster.
 fn is_data_exception(db: &dyn sqlx::error::DatabaseError) -> bool {
+    const REFUSED_VALUES: [&str; 5] = ["22P05", "22021", "22008", "22007", "22003"];
     db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .is_some_and(|pg| pg.code().starts_with("22"))
+        .is_some_and(|pg| REFUSED_VALUES.contains(&pg.code()))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
