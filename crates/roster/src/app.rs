@@ -111,10 +111,6 @@ pub fn router(services: Services) -> Router {
     .layer(DefaultBodyLimit::max(limits.body_bytes))
     .layer(CatchPanicLayer::custom(http::panic_response))
     .layer(axum::middleware::from_fn_with_state(
-        services.tls,
-        http::security_headers,
-    ))
-    .layer(axum::middleware::from_fn_with_state(
         rate_state,
         http::scim::rate::limit,
     ))
@@ -123,6 +119,10 @@ pub fn router(services: Services) -> Router {
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
     .layer(axum::middleware::map_request(screen_request_id))
+    .layer(axum::middleware::from_fn_with_state(
+        services.tls,
+        http::security_headers,
+    ))
 }
 
 /// Longest `x-request-id` roster keeps from a client.
