@@ -164,6 +164,28 @@ impl Default for Threshold {
     }
 }
 
+/// A request's change to the server's deletion threshold: each field left out keeps the server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdOverride {
+    /// Hold the operation when it would remove more than this share of a group's active members.
+    #[serde(default)]
+    pub max_removed_percent: Option<f64>,
+    /// Apply the percentage only to groups with at least this many active members.
+    #[serde(default)]
+    pub min_group_size: Option<i64>,
+}
+
+impl ThresholdOverride {
+    /// The threshold this override makes of `base`.
+    pub fn over(self, base: Threshold) -> Threshold {
+        Threshold {
+            max_removed_percent: self.max_removed_percent.unwrap_or(base.max_removed_percent),
+            min_group_size: self.min_group_size.unwrap_or(base.min_group_size),
+        }
+    }
+}
+
 impl Threshold {
     pub fn validate(&self) -> Result<(), InvalidInput> {
         if !(0.0..=100.0).contains(&self.max_removed_percent) {
@@ -258,6 +280,27 @@ pub enum PreviewAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_override_keeps_the_servers_value_of_each_field_it_leaves_out() {
+        let server = Threshold {
+            max_removed_percent: 20.0,
+            min_group_size: 10,
+        };
+        let stricter = ThresholdOverride {
+            max_removed_percent: Some(5.0),
+            min_group_size: None,
+        }
+        .over(server);
+        assert_eq!(stricter.min_group_size, 10);
+        assert!(!stricter.loosens(&server));
+        let looser = ThresholdOverride {
+            max_removed_percent: None,
+            min_group_size: Some(1000),
+        }
+        .over(server);
+        assert!(looser.loosens(&server));
+    }
 
     fn diff(active: i64, snapshot: i64, to_remove: i64) -> GroupDiff {
         GroupDiff {

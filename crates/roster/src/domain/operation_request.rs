@@ -1,6 +1,6 @@
 //! The body of `POST /api/v1/operations`: one variant per operation type.
 
-use super::full_update::{MemberLine, Threshold};
+use super::full_update::{MemberLine, ThresholdOverride};
 use super::operation::{Gc, OnError, Target};
 use super::resource::{ResourceType, Subtype};
 use super::resource_sync::ResourceLine;
@@ -53,7 +53,7 @@ pub struct NewFullUpdate {
     /// Overrides the server's deletion threshold for this operation: any token may tighten it,
     /// only an `admin` token may loosen it.
     #[serde(default)]
-    pub threshold: Option<Threshold>,
+    pub threshold: Option<ThresholdOverride>,
     #[serde(default)]
     pub gc: Gc,
     /// Changed rows per transaction (at least one whole group each).
@@ -143,7 +143,7 @@ pub struct NewReconcile {
     /// Overrides the server's deletion threshold (only `admin` may loosen it): a reconcile that
     /// would pass it is refused.
     #[serde(default)]
-    pub threshold: Option<Threshold>,
+    pub threshold: Option<ThresholdOverride>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

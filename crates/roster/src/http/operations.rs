@@ -5,7 +5,9 @@ use super::auth::Caller;
 use super::resources::check_owner;
 use super::{Json, Path, Query};
 use crate::app::AppState;
-use crate::domain::full_update::{LineError, MemberLine, PreviewAction, PreviewEntry, Threshold};
+use crate::domain::full_update::{
+    LineError, MemberLine, PreviewAction, PreviewEntry, Threshold, ThresholdOverride,
+};
 use crate::domain::operation::{
     FullUpdateParams, OnError, Operation, OperationFilter, OperationStatus, OperationType, Scope,
 };
@@ -229,10 +231,10 @@ async fn scope(
 fn threshold(
     state: &AppState,
     caller: &Caller,
-    requested: Option<Threshold>,
+    requested: Option<ThresholdOverride>,
 ) -> Result<Threshold, ApiError> {
     let base = state.operations.threshold;
-    let Some(requested) = requested else {
+    let Some(requested) = requested.map(|r| r.over(base)) else {
         return Ok(base);
     };
     requested.validate()?;
