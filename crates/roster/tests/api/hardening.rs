@@ -693,6 +693,39 @@ async fn every_way_a_resource_comes_into_being_checks_its_keys(backend: Backend)
     );
     // SCIM creates and renames follow the same rules.
     let scim = app.token("scim-src", &[Scope::Scim], Some("src")).await;
+    let renamed = app
+        .call_as(
+            Some(&scim),
+            Method::POST,
+            "/scim/v2/src/Users",
+            Some(json!({"schemas": [SCIM_USER], "userName": "plain"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::CREATED, "{}", renamed.text);
+    let plain = renamed.json["id"].as_str().expect("id").to_owned();
+    let resources = resources + 1;
+    for user_name in ["\u{1b}[2Jcleared", "   "] {
+        let reply = app
+            .call_as(
+                Some(&scim),
+                Method::PATCH,
+                &format!("/scim/v2/src/Users/{plain}"),
+                Some(json!({"schemas": [PATCH_OP],
+                            "Operations": [{"op": "replace", "path": "userName",
+                                            "value": user_name}]})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    }
+    assert_eq!(
+        app.text(
+            "SELECT identifier FROM resource WHERE identifier = 'plain'",
+            &[]
+        )
+        .await
+        .as_deref(),
+        Some("plain")
+    );
     for user_name in ["\u{1b}]0;title\u{7}", "   ", long.as_str()] {
         let reply = app
             .call_as(
