@@ -79,6 +79,22 @@ pub enum FilterBind {
     Id(Uuid),
 }
 
+/// Binds a filter clause's values to `query`, in order.
+pub fn bind_filter<'q, DB, O>(
+    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    binds: Vec<FilterBind>,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    binds.into_iter().fold(query, |query, bind| match bind {
+        FilterBind::Text(text) => query.bind(text),
+        FilterBind::Id(id) => query.bind(id),
+    })
+}
+
 /// The `AND …` conditions of a filter, with placeholders numbered from `first` in the backend's
 /// style (`$n` or `?n`), and what they bind.
 pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String, Vec<FilterBind>) {

@@ -10,7 +10,7 @@ use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, Stored
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem, FilterBind,
+    bind_filter, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
     CHANGE_COLUMNS,
 };
 use crate::store::{ChangeStore, StoreResult};
@@ -108,16 +108,11 @@ impl ChangeStore for PgStore {
                WHERE k.position > $1 AND k.position <= $3) \
              ORDER BY 1, 2 LIMIT {limit}"
         );
-        let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
+        let query = sqlx::query_as::<_, ChangeRow>(&sql)
             .bind(from)
             .bind(after.seq)
             .bind(window);
-        for b in binds {
-            query = match b {
-                FilterBind::Text(t) => query.bind(t),
-                FilterBind::Id(id) => query.bind(id),
-            };
-        }
+        let query = bind_filter(query, binds);
         let rows = query.fetch_all(&self.pool).await?;
         // Checked after the read: a trim that committed meanwhile is seen, never skipped over.
         self.check_horizon(after).await?;
@@ -154,16 +149,11 @@ impl ChangeStore for PgStore {
              WHERE (c.resource_id = $1 OR c.group_id = $1 OR c.member_id = $1) AND c.seq > $2{conditions} \
              ORDER BY c.seq LIMIT $3"
         );
-        let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
+        let query = sqlx::query_as::<_, ChangeRow>(&sql)
             .bind(id)
             .bind(after.unwrap_or(0))
             .bind(i64::from(limit));
-        for b in binds {
-            query = match b {
-                FilterBind::Text(t) => query.bind(t),
-                FilterBind::Id(id) => query.bind(id),
-            };
-        }
+        let query = bind_filter(query, binds);
         let rows = query.fetch_all(&self.pool).await?;
         rows.into_iter().map(ChangeRow::into_change).collect()
     }

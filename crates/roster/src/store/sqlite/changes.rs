@@ -7,7 +7,7 @@ use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, Stored
 use crate::domain::page::PageRequest;
 use crate::domain::ResourceId;
 use crate::store::feed::{
-    filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem, FilterBind,
+    bind_filter, filter_clause, gone, members_at, relay_position, ChangeRow, ExportItem,
     CHANGE_COLUMNS,
 };
 use crate::store::{ChangeStore, StoreResult};
@@ -59,13 +59,8 @@ impl ChangeStore for SqliteStore {
             "SELECT 0 AS tx, {CHANGE_COLUMNS} FROM change c WHERE c.seq > ?1{conditions} \
              ORDER BY c.seq LIMIT {limit}"
         );
-        let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after.seq);
-        for b in binds {
-            query = match b {
-                FilterBind::Text(t) => query.bind(t),
-                FilterBind::Id(id) => query.bind(id),
-            };
-        }
+        let query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after.seq);
+        let query = bind_filter(query, binds);
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let items = rows
@@ -99,16 +94,11 @@ impl ChangeStore for SqliteStore {
              WHERE (c.resource_id = ?1 OR c.group_id = ?1 OR c.member_id = ?1) AND c.seq > ?2{conditions} \
              ORDER BY c.seq LIMIT ?3"
         );
-        let mut query = sqlx::query_as::<_, ChangeRow>(&sql)
+        let query = sqlx::query_as::<_, ChangeRow>(&sql)
             .bind(id)
             .bind(after.unwrap_or(0))
             .bind(i64::from(limit));
-        for b in binds {
-            query = match b {
-                FilterBind::Text(t) => query.bind(t),
-                FilterBind::Id(id) => query.bind(id),
-            };
-        }
+        let query = bind_filter(query, binds);
         let rows = query.fetch_all(&self.reader).await?;
         rows.into_iter().map(ChangeRow::into_change).collect()
     }
