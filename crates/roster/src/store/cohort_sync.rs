@@ -614,3 +614,148 @@ pub(super) async fn group_links<C: Conn>(
         })
         .collect())
 }
+
+#[async_trait::async_trait]
+impl<S: super::records::Backed> crate::store::CohortStore for S {
+    async fn link_prime(
+        &self,
+        actor: &crate::domain::token::Actor,
+        id: crate::domain::ResourceId,
+        kind: crate::domain::cohort::LinkKind,
+        target: Option<crate::domain::ResourceId>,
+    ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::cohort_sync::link(&mut tx, actor, id, kind, target).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn identity(
+        &self,
+        id: crate::domain::ResourceId,
+    ) -> crate::store::StoreResult<crate::domain::cohort::IdentityTree> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::cohort_sync::identity(&mut tx, id).await
+    }
+
+    async fn related(
+        &self,
+        id: crate::domain::ResourceId,
+        scope: crate::domain::cohort::RelatedScope,
+    ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::cohort_sync::related(&mut tx, id, scope).await
+    }
+
+    async fn link_group(
+        &self,
+        actor: &crate::domain::token::Actor,
+        unified: crate::domain::ResourceId,
+        group: crate::domain::ResourceId,
+        role: crate::domain::cohort::LinkRole,
+    ) -> crate::store::StoreResult<crate::domain::cohort::GroupLink> {
+        let mut tx = self.db().write().await?;
+        let done =
+            crate::store::cohort_sync::link_group(&mut tx, actor, unified, group, role).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn unlink_group(
+        &self,
+        actor: &crate::domain::token::Actor,
+        unified: crate::domain::ResourceId,
+        group: crate::domain::ResourceId,
+    ) -> crate::store::StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        crate::store::cohort_sync::unlink_group(&mut tx, actor, unified, group).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group_links(
+        &self,
+        unified: crate::domain::ResourceId,
+    ) -> crate::store::StoreResult<Vec<crate::domain::cohort::GroupLink>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::cohort_sync::group_links(&mut tx, unified).await
+    }
+
+    async fn unified_members(
+        &self,
+        unified: crate::domain::ResourceId,
+    ) -> crate::store::StoreResult<Vec<crate::domain::cohort::EffectiveCohort>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::cohort_sync::members(&mut tx, unified).await
+    }
+
+    async fn sync_plan(
+        &self,
+        unified: crate::domain::ResourceId,
+        page: Option<&crate::domain::cohort::PlanPage>,
+    ) -> crate::store::StoreResult<crate::domain::cohort::SyncPlan> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::cohort_sync::plan(&mut tx, unified, page).await
+    }
+
+    async fn create_rule(
+        &self,
+        actor: &crate::domain::token::Actor,
+        request: &crate::domain::correlation::RuleRequest,
+    ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::correlation_sync::create_rule(&mut tx, actor, request).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn update_rule(
+        &self,
+        actor: &crate::domain::token::Actor,
+        id: uuid::Uuid,
+        request: &crate::domain::correlation::RuleRequest,
+    ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::correlation_sync::update_rule(&mut tx, actor, id, request).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn delete_rule(
+        &self,
+        actor: &crate::domain::token::Actor,
+        id: uuid::Uuid,
+    ) -> crate::store::StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        crate::store::correlation_sync::delete_rule(&mut tx, actor, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rules(
+        &self,
+    ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationRule>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::correlation_sync::rules(&mut tx).await
+    }
+
+    async fn correlate(
+        &self,
+        actor: &crate::domain::token::Actor,
+        rule: uuid::Uuid,
+    ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::correlation_sync::run(&mut tx, actor, rule).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn correlation_cases(
+        &self,
+        operation: Option<i64>,
+        situation: Option<crate::domain::correlation::Situation>,
+    ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationCase>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::correlation_sync::cases(&mut tx, operation, situation).await
+    }
+}

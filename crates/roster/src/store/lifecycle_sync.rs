@@ -719,3 +719,83 @@ pub(super) async fn put_source<C: Conn>(
     conn.audit(actor, record).await?;
     source(conn, source_system).await
 }
+
+/// Applies an approved lifecycle operation in one transaction.
+pub(crate) async fn apply_lifecycle(
+    db: &super::db::Db,
+    op: &crate::domain::operation::Operation,
+) -> crate::store::StoreResult<crate::store::ApplyOutcome> {
+    let mut tx = db.write().await?;
+    let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
+    tx.commit().await?;
+    Ok(crate::store::ApplyOutcome::Complete(counts))
+}
+
+#[async_trait::async_trait]
+impl<S: super::records::Backed> crate::store::LifecycleStore for S {
+    async fn act(
+        &self,
+        actor: &crate::domain::token::Actor,
+        action: &crate::domain::lifecycle::Action,
+        policy: &crate::domain::lifecycle::Policy,
+    ) -> crate::store::StoreResult<(
+        crate::domain::operation::Operation,
+        Vec<crate::domain::ResourceId>,
+    )> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::lifecycle_sync::act(&mut tx, actor, action, policy).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn propagate(
+        &self,
+        actor: &crate::domain::token::Actor,
+        id: crate::domain::ResourceId,
+        patch: &crate::domain::resource::ResourcePatch,
+    ) -> crate::store::StoreResult<crate::domain::lifecycle::Propagation> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::lifecycle_sync::propagate(&mut tx, actor, id, patch).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn expire_due(
+        &self,
+    ) -> crate::store::StoreResult<Option<crate::domain::operation::Operation>> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::lifecycle_sync::expire(&mut tx, crate::store::now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn lifecycle_targets(
+        &self,
+        op: crate::domain::OperationId,
+        page: &crate::domain::page::PageRequest<uuid::Uuid>,
+    ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::lifecycle_sync::targets(&mut tx, op, page).await
+    }
+
+    async fn source(
+        &self,
+        source_system: &str,
+    ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+        let mut tx = self.db().snapshot().await?;
+        crate::store::lifecycle_sync::source(&mut tx, source_system).await
+    }
+
+    async fn put_source(
+        &self,
+        actor: &crate::domain::token::Actor,
+        source_system: &str,
+        request: &crate::domain::lifecycle::SourceRequest,
+    ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+        let mut tx = self.db().write().await?;
+        let done = crate::store::lifecycle_sync::put_source(&mut tx, actor, source_system, request)
+            .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+}

@@ -4,6 +4,7 @@
 //! statement (`WITH … RETURNING`); SQLite, which has no data-modifying CTEs, selects the change
 //! records with the step's predicate and then writes, in the same transaction.
 
+use super::query::Sql;
 use crate::domain::change::ChangeKind;
 use crate::domain::resource::{ResourceType, Subtype};
 use crate::domain::resource_sync::present;
@@ -12,11 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    Sqlite,
-}
+pub use super::db::Dialect;
 
 /// A value a statement binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +156,31 @@ impl Values {
             cause: 0,
         }
     }
+}
+
+/// A compiled statement with `values` bound in the order it names them.
+pub fn to_sql(statement: &Statement, values: &Values) -> Sql {
+    statement
+        .binds
+        .iter()
+        .fold(Sql::new(statement.sql.clone()), |sql, b| match b {
+            Bind::Source => sql.bind(values.source.as_str()),
+            Bind::Op => sql.bind(values.op),
+            Bind::At => sql.bind(values.at),
+            Bind::Token => sql.bind(values.token.as_deref()),
+            Bind::Fence => sql.bind(values.fence),
+            Bind::Type => sql.bind(values.ty),
+            Bind::Subtype => sql.bind(values.subtype),
+            Bind::AfterId => sql.bind(values.after_id),
+            Bind::AfterChunk => sql.bind(values.after_chunk),
+            Bind::AfterLine => sql.bind(values.after_line),
+            Bind::Limit => sql.bind(values.limit),
+            Bind::Id => sql.bind(values.id),
+            Bind::Other => sql.bind(values.other),
+            Bind::Bound => sql.bind(values.bound.as_deref()),
+            Bind::Reason => sql.bind(values.reason.as_deref()),
+            Bind::Cause => sql.bind(values.cause),
+        })
 }
 
 /// Binds `values` to a compiled statement, in the order it names them.

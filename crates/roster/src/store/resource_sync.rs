@@ -1,15 +1,25 @@
 //! Account sync's flows, written once for both backends over [`Conn`]: resolve the staged lines
 //! to resources, check them, hold past the deletion threshold, and apply the diff set-based.
 
+use super::db::{Row, Tx};
+use super::query::Sql;
+use super::records;
 use super::resource_sql::{self as rsql, Dialect, Statement, Values};
+use super::rows::ResourceRow;
 use super::{ApplyOutcome, StoreError, StoreResult};
+use crate::domain::audit::AuditRecord;
+use crate::domain::change::ChangeRecord;
 use crate::domain::full_update::{LineError, PreviewAction, Threshold};
 use crate::domain::operation::{FullUpdateParams, OnError, Operation, OperationCounts};
+use crate::domain::resource::{NewResource, Resource};
 use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope};
+use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
 use crate::store::engine_sql::{self as esql, Staging};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Map;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 /// The statements account sync runs, on a transaction of either backend.
@@ -40,13 +50,11 @@ pub(super) trait Conn: Send {
     /// The rejected lines of an operation, in (chunk, line) order, at most `limit`.
     async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>>;
     /// The rows of a query, each read as a `T` (which both backends can read).
-    async fn fetch<T>(&mut self, statement: &Statement, values: &Values) -> StoreResult<Vec<T>>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin
-            + 'static;
+    async fn fetch<T: Row>(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<T>>;
     /// Resources selected with `RESOURCE_COLUMNS`.
     async fn resources(
         &mut self,
@@ -104,28 +112,179 @@ pub(super) trait Conn: Send {
     async fn operation(&mut self, id: OperationId) -> StoreResult<Operation>;
 }
 
+#[async_trait]
+impl Conn for Tx {
+    fn dialect(&self) -> Dialect {
+        Tx::dialect(self)
+    }
+
+    async fn fetch<T: Row>(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<T>> {
+        self.fetch_all(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn resources(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<Resource>> {
+        let rows: Vec<ResourceRow> = self.fetch_all(&rsql::to_sql(statement, values)).await?;
+        super::rows::resources(rows)
+    }
+
+    async fn lock(&mut self, id: ResourceId) -> StoreResult<Resource> {
+        records::lock(self, id).await
+    }
+
+    async fn write_resource(
+        &mut self,
+        current: &Resource,
+        next: &Resource,
+    ) -> StoreResult<Resource> {
+        records::write_resource(self, current, next).await
+    }
+
+    async fn get(&mut self, id: ResourceId) -> StoreResult<Resource> {
+        records::get(self, id).await
+    }
+
+    async fn audit(&mut self, actor: &Actor, record: AuditRecord) -> StoreResult<()> {
+        records::audit(self, actor, record).await
+    }
+
+    async fn insert_resource(&mut self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
+        records::insert_resource(self, actor, new).await
+    }
+
+    async fn user_name_taken(
+        &mut self,
+        source: &str,
+        name: &str,
+        except: Option<ResourceId>,
+    ) -> StoreResult<bool> {
+        let taken = Sql::new(
+            "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND type = 1 \
+             AND NOT deleted AND lower(identifier) = lower($2) AND id <> $3)",
+        )
+        .bind(source)
+        .bind(name)
+        .bind(except.map_or(Uuid::nil(), |id| id.0));
+        self.scalar(&taken).await
+    }
+
+    async fn scim_doc(&mut self, id: ResourceId) -> StoreResult<Map<String, serde_json::Value>> {
+        let select = Sql::new("SELECT scim FROM resource WHERE id = $1").bind(id);
+        let doc: Option<(Option<Json<Map<String, serde_json::Value>>>,)> =
+            self.fetch_optional(&select).await?;
+        Ok(super::scim::doc_of(doc.and_then(|(d,)| d)))
+    }
+
+    async fn write_scim_doc(
+        &mut self,
+        id: ResourceId,
+        doc: &Map<String, serde_json::Value>,
+    ) -> StoreResult<()> {
+        let update = Sql::new("UPDATE resource SET scim = $2, modified = $3 WHERE id = $1")
+            .bind(id)
+            .bind(serde_json::Value::Object(doc.clone()))
+            .bind(super::now());
+        self.execute(&update).await?;
+        Ok(())
+    }
+
+    async fn log_change(&mut self, actor: &Actor, change: ChangeRecord) -> StoreResult<()> {
+        records::log_change(self, actor, change).await
+    }
+
+    async fn operation(&mut self, id: OperationId) -> StoreResult<Operation> {
+        records::operation(self, id).await
+    }
+
+    async fn serialize(&mut self, key: &str) -> StoreResult<()> {
+        if Tx::dialect(self) == Dialect::Postgres {
+            let lock = Sql::new("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key);
+            self.execute(&lock).await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, statement: &Statement, values: &Values) -> StoreResult<u64> {
+        self.execute(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn run_sql(&mut self, sql: &str) -> StoreResult<()> {
+        self.batch(sql).await
+    }
+
+    async fn flag(&mut self, statement: &Statement, values: &Values) -> StoreResult<bool> {
+        self.scalar(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn count(&mut self, statement: &Statement, values: &Values) -> StoreResult<i64> {
+        self.scalar(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn counts(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<(i64, i64, i64)> {
+        self.fetch_one(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn removals(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<(Uuid, Option<String>, Option<String>)>> {
+        self.fetch_all(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn additions(
+        &mut self,
+        statement: &Statement,
+        values: &Values,
+    ) -> StoreResult<Vec<(i32, i32, Option<Uuid>, Option<String>, Option<String>)>> {
+        self.fetch_all(&rsql::to_sql(statement, values)).await
+    }
+
+    async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>> {
+        let select = Sql::new(esql::LIST_REJECTIONS)
+            .bind(op)
+            .bind(-1i32)
+            .bind(-1i32)
+            .bind(limit);
+        let rows: Vec<(i32, i32, String)> = self.fetch_all(&select).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(chunk, line, reason)| LineError {
+                chunk,
+                line,
+                reason,
+            })
+            .collect())
+    }
+}
+
+// Transitional: backend transactions that are not yet `Tx`.
 /// Implements [`Conn`] for a backend's transaction: `$db` the database, `$store` the store
 /// type (with `lock_resource`, `audit`, `log_change`), `$row` its resource row type.
 macro_rules! impl_conn {
     ($db:ty, $dialect:expr, $store:ty, $row:ty) => {
         #[async_trait::async_trait]
         impl crate::store::resource_sync::Conn for sqlx::Transaction<'_, $db> {
-            fn dialect(&self) -> crate::store::resource_sql::Dialect {
+            fn dialect(&self) -> crate::store::db::Dialect {
                 $dialect
             }
 
-            async fn fetch<T>(
+            async fn fetch<T: crate::store::db::Row>(
                 &mut self,
                 statement: &crate::store::resource_sql::Statement,
                 values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<Vec<T>>
-            where
-                T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-                    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-                    + Send
-                    + Unpin
-                    + 'static,
-            {
+            ) -> crate::store::StoreResult<Vec<T>> {
                 let query = crate::store::resource_sql::bind(
                     sqlx::query(&statement.sql),
                     statement,

@@ -1,5 +1,6 @@
 //! Row types shared by both backends, and their conversion to domain types.
 
+use super::query::TextList;
 use super::StoreError;
 use crate::domain::audit::AuditEntry;
 use crate::domain::membership::Membership;
@@ -33,9 +34,9 @@ pub const OPERATION_COLUMNS: &str = "id, type, description, status, group_id, so
      added, reactivated, removed, updated, unchanged, rejected, reason, created, modified, \
      completed, phase, params, token_name, target";
 
-/// A `resource` row; `T` is how the backend stores tags (a text array or a JSON array).
+/// A `resource` row.
 #[derive(sqlx::FromRow)]
-pub struct ResourceRow<T> {
+pub struct ResourceRow {
     id: Uuid,
     #[sqlx(rename = "type")]
     ty: i16,
@@ -46,7 +47,7 @@ pub struct ResourceRow<T> {
     displayname: Option<String>,
     description: Option<String>,
     notes: Option<String>,
-    tags: T,
+    tags: TextList,
     active: bool,
     expires_at: Option<DateTime<Utc>>,
     deleted: bool,
@@ -57,7 +58,7 @@ pub struct ResourceRow<T> {
     deactivation_reason: Option<String>,
 }
 
-impl<T> ResourceRow<T> {
+impl ResourceRow {
     pub fn id(&self) -> Uuid {
         self.id
     }
@@ -67,27 +68,10 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(what.into()))
 }
 
-/// How a backend's text-list column (tags, scopes) turns into a list of strings.
-pub trait TagList {
-    fn into_tags(self) -> Vec<String>;
-}
-
-impl TagList for Vec<String> {
-    fn into_tags(self) -> Vec<String> {
-        self
-    }
-}
-
-impl TagList for sqlx::types::Json<Vec<String>> {
-    fn into_tags(self) -> Vec<String> {
-        self.0
-    }
-}
-
-impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
+impl TryFrom<ResourceRow> for Resource {
     type Error = StoreError;
 
-    fn try_from(r: ResourceRow<T>) -> Result<Self, StoreError> {
+    fn try_from(r: ResourceRow) -> Result<Self, StoreError> {
         let ty = ResourceType::from_code(r.ty)
             .ok_or_else(|| corrupt(format!("resource {} has unknown type code {}", r.id, r.ty)))?;
         let subtype = r
@@ -108,7 +92,7 @@ impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
             displayname: r.displayname,
             description: r.description,
             notes: r.notes,
-            tags: r.tags.into_tags(),
+            tags: r.tags.0,
             active: r.active,
             expires_at: r.expires_at,
             deactivation_reason: r.deactivation_reason,
@@ -122,7 +106,7 @@ impl<T: TagList> TryFrom<ResourceRow<T>> for Resource {
 }
 
 /// Converts fetched resource rows, failing on the first corrupt one.
-pub fn resources<T: TagList>(rows: Vec<ResourceRow<T>>) -> Result<Vec<Resource>, StoreError> {
+pub fn resources(rows: Vec<ResourceRow>) -> Result<Vec<Resource>, StoreError> {
     rows.into_iter().map(Resource::try_from).collect()
 }
 
@@ -248,12 +232,12 @@ pub fn operations(rows: Vec<OperationRow>) -> Result<Vec<Operation>, StoreError>
     rows.into_iter().map(Operation::try_from).collect()
 }
 
-/// An `api_token` row; `T` is how the backend stores the scope list.
+/// An `api_token` row.
 #[derive(sqlx::FromRow)]
-pub struct TokenRow<T> {
+pub struct TokenRow {
     id: Uuid,
     name: String,
-    scopes: T,
+    scopes: TextList,
     source_system: Option<String>,
     read_scope: String,
     expires_at: Option<DateTime<Utc>>,
@@ -262,13 +246,13 @@ pub struct TokenRow<T> {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-impl<T: TagList> TryFrom<TokenRow<T>> for Token {
+impl TryFrom<TokenRow> for Token {
     type Error = StoreError;
 
-    fn try_from(r: TokenRow<T>) -> Result<Self, StoreError> {
+    fn try_from(r: TokenRow) -> Result<Self, StoreError> {
         let scopes = r
             .scopes
-            .into_tags()
+            .0
             .iter()
             .map(|s| {
                 Scope::from_name(s)
@@ -297,13 +281,13 @@ impl<T: TagList> TryFrom<TokenRow<T>> for Token {
 
 /// A token row with the hash of its secret, for authentication.
 #[derive(sqlx::FromRow)]
-pub struct TokenHashRow<T> {
+pub struct TokenHashRow {
     #[sqlx(flatten)]
-    pub token: TokenRow<T>,
+    pub token: TokenRow,
     pub secret_hash: Vec<u8>,
 }
 
-pub fn tokens<T: TagList>(rows: Vec<TokenRow<T>>) -> Result<Vec<Token>, StoreError> {
+pub fn tokens(rows: Vec<TokenRow>) -> Result<Vec<Token>, StoreError> {
     rows.into_iter().map(Token::try_from).collect()
 }
 
@@ -334,20 +318,18 @@ impl From<AuditRow> for AuditEntry {
     }
 }
 
-/// A `resource` row (`Row`, the backend's [`ResourceRow`]) with its SCIM document.
+/// A `resource` row with its SCIM document.
 #[derive(sqlx::FromRow)]
-pub struct ScimRow<Row> {
+pub struct ScimRow {
     #[sqlx(flatten)]
-    resource: Row,
+    resource: ResourceRow,
     scim: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
 }
 
-impl<Row: TryInto<Resource, Error = StoreError>> TryFrom<ScimRow<Row>>
-    for crate::domain::scim::ScimRecord
-{
+impl TryFrom<ScimRow> for crate::domain::scim::ScimRecord {
     type Error = StoreError;
 
-    fn try_from(r: ScimRow<Row>) -> Result<Self, StoreError> {
+    fn try_from(r: ScimRow) -> Result<Self, StoreError> {
         Ok(Self {
             resource: r.resource.try_into()?,
             doc: r.scim.map(|d| d.0).unwrap_or_default(),

@@ -371,7 +371,7 @@ macro_rules! impl_scim_store {
                 ssql::push_scope(&mut page, $dialect, source, ty, query.cond.as_ref());
                 ssql::push_after(&mut page, $dialect, query);
                 ssql::push_order(&mut page, $dialect, query);
-                let rows: Vec<crate::store::rows::ScimRow<$row>> =
+                let rows: Vec<crate::store::rows::ScimRow> =
                     page.build_query_as().fetch_all(&mut *tx).await?;
                 let mut records: Vec<crate::domain::scim::ScimRecord> = rows
                     .into_iter()
@@ -416,7 +416,7 @@ macro_rules! impl_scim_store {
                     list.push_bind(id.0);
                 }
                 q.push(") ORDER BY r.id");
-                let rows: Vec<crate::store::rows::ScimRow<$row>> =
+                let rows: Vec<crate::store::rows::ScimRow> =
                     q.build_query_as().fetch_all(&mut *tx).await?;
                 rows.into_iter()
                     .map(crate::domain::scim::ScimRecord::try_from)
@@ -430,7 +430,7 @@ macro_rules! impl_scim_store {
                 id: crate::domain::ResourceId,
             ) -> crate::store::StoreResult<crate::domain::scim::ScimRecord> {
                 let mut tx = self.read_tx().await?;
-                let row: Option<crate::store::rows::ScimRow<$row>> = sqlx::query_as(&format!(
+                let row: Option<crate::store::rows::ScimRow> = sqlx::query_as(&format!(
                     "SELECT {} FROM resource r WHERE r.id = $1",
                     crate::store::scim_sql::columns()
                 ))

@@ -1,6 +1,8 @@
 //! SQL that both backends run unchanged (SQLite accepts `$N` parameters and `RETURNING`), and
 //! the list queries, built for either backend.
 
+use super::db::Dialect;
+use super::query::Sql;
 use super::rows::{
     AUDIT_COLUMNS, MEMBERSHIP_COLUMNS, OPERATION_COLUMNS, RESOURCE_COLUMNS, TOKEN_COLUMNS,
 };
@@ -10,7 +12,6 @@ use crate::domain::operation::OperationFilter;
 use crate::domain::page::PageRequest;
 use crate::domain::resource::ResourceFilter;
 use crate::domain::ResourceId;
-use sqlx::{Database, Encode, QueryBuilder, Type};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -174,22 +175,16 @@ pub const TOUCH_TOKEN: &str = "UPDATE api_token SET last_used_at = $2 \
      WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)";
 
 /// `SELECT … FROM audit` newest first, before the cursor, one row past the page.
-pub fn audit_list<'a, DB>(filter: &AuditFilter, page: &PageRequest<i64>) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    i64: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    chrono::DateTime<chrono::Utc>: Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE true"));
+pub fn audit_list(filter: &AuditFilter, page: &PageRequest<i64>) -> Sql {
+    let mut q = Sql::new(format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE true"));
     if let Some(after) = page.after {
         q.push(" AND id < ").push_bind(after);
     }
     if let Some(target) = &filter.target {
-        q.push(" AND target = ").push_bind(target.clone());
+        q.push(" AND target = ").push_bind(target);
     }
     if let Some(name) = &filter.token_name {
-        q.push(" AND token_name = ").push_bind(name.clone());
+        q.push(" AND token_name = ").push_bind(name);
     }
     if let Some(since) = filter.since {
         q.push(" AND at >= ").push_bind(since);
@@ -201,25 +196,9 @@ where
     q
 }
 
-/// How a backend tests that `tags` holds one value: the SQL before and after the bound tag.
-pub type TagFilter = (&'static str, &'static str);
-
 /// `SELECT … FROM resource` with the filter, in id order after the cursor, one row past the page.
-pub fn resource_list<'a, DB>(
-    filter: &ResourceFilter,
-    page: &PageRequest<Uuid>,
-    (tag_before, tag_after): TagFilter,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    i16: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    bool: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    chrono::DateTime<chrono::Utc>: Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::new(format!(
+pub fn resource_list(d: Dialect, filter: &ResourceFilter, page: &PageRequest<Uuid>) -> Sql {
+    let mut q = Sql::new(format!(
         "SELECT {RESOURCE_COLUMNS} FROM resource WHERE true"
     ));
     if let Some(after) = page.after {
@@ -240,7 +219,7 @@ where
         ("external_id", &filter.external_id),
     ] {
         if let Some(v) = value {
-            q.push(format!(" AND {column} = ")).push_bind(v.clone());
+            q.push(&format!(" AND {column} = ")).push_bind(v);
         }
     }
     if let Some(v) = filter.active {
@@ -251,10 +230,8 @@ where
             .push_bind(at);
     }
     if let Some(tag) = &filter.tag {
-        q.push(" AND ")
-            .push(tag_before)
-            .push_bind(tag.clone())
-            .push(tag_after);
+        let (before, after) = d.tag_test();
+        q.push(" AND ").push(before).push_bind(tag).push(after);
     }
     q.push(" ORDER BY id LIMIT ").push_bind(page.fetch());
     q
@@ -270,18 +247,11 @@ pub enum MembershipSide {
 }
 
 /// `SELECT … FROM group_member` for one side, after the cursor, one row past the page.
-pub fn membership_list<'a, DB>(
+pub fn membership_list(
     side: MembershipSide,
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    i16: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-{
+) -> Sql {
     let (fixed, ordered, id) = match side {
         MembershipSide::MembersOf(id) => ("group_id", "member_id", id),
         MembershipSide::GroupsOf(id) => ("member_id", "group_id", id),
@@ -294,15 +264,15 @@ where
     // The member's state is looked up for the rows of the page only (a scalar subquery by
     // primary key), never by joining the member table as a whole.
     let member_active = "(SELECT a.active FROM resource a WHERE a.id = m.member_id)";
-    let mut q = QueryBuilder::new(format!(
+    let mut q = Sql::new(format!(
         "SELECT {columns}, {member_active} AS member_active FROM group_member m"
     ));
     if filter.ty.is_some() || filter.source_system.is_some() {
-        q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
+        q.push(&format!(" JOIN resource r ON r.id = m.{ordered}"));
     }
-    q.push(format!(" WHERE m.{fixed} = ")).push_bind(id.0);
+    q.push(&format!(" WHERE m.{fixed} = ")).push_bind(id);
     if let Some(after) = page.after {
-        q.push(format!(" AND m.{ordered} > ")).push_bind(after);
+        q.push(&format!(" AND m.{ordered} > ")).push_bind(after);
     }
     if !filter.include_removed {
         q.push(" AND NOT m.removed");
@@ -311,30 +281,21 @@ where
         q.push(" AND r.type = ").push_bind(ty.code());
     }
     if let Some(source) = &filter.source_system {
-        q.push(" AND r.source_system = ").push_bind(source.clone());
+        q.push(" AND r.source_system = ").push_bind(source);
     }
     match filter.active {
-        Some(true) => q.push(format!(" AND {member_active}")),
-        Some(false) => q.push(format!(" AND NOT {member_active}")),
+        Some(true) => q.push(&format!(" AND {member_active}")),
+        Some(false) => q.push(&format!(" AND NOT {member_active}")),
         None => &mut q,
     };
-    q.push(format!(" ORDER BY m.{ordered} LIMIT "))
+    q.push(&format!(" ORDER BY m.{ordered} LIMIT "))
         .push_bind(page.fetch());
     q
 }
 
 /// `SELECT … FROM operation` newest first, before the cursor, one row past the page.
-pub fn operation_list<'a, DB>(
-    filter: &OperationFilter,
-    page: &PageRequest<i64>,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    i64: Encode<'a, DB> + Type<DB>,
-    &'static str: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::new(format!(
+pub fn operation_list(filter: &OperationFilter, page: &PageRequest<i64>) -> Sql {
+    let mut q = Sql::new(format!(
         "SELECT {OPERATION_COLUMNS} FROM operation WHERE true"
     ));
     if let Some(after) = page.after {
@@ -347,7 +308,7 @@ where
         q.push(" AND status = ").push_bind(status.name());
     }
     if let Some(source) = &filter.source_system {
-        q.push(" AND source_system = ").push_bind(source.clone());
+        q.push(" AND source_system = ").push_bind(source);
     }
     q.push(" ORDER BY id DESC LIMIT ").push_bind(page.fetch());
     q

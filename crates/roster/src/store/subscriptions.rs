@@ -3,11 +3,18 @@
 //! failures. A claim is a lease on one due subscription; no transaction stays open while a
 //! delivery is on the wire.
 
-use super::{StoreError, StoreResult};
-use crate::domain::feed::Format;
-use crate::domain::subscription::{Subscription, SubscriptionStatus};
+use super::query::Sql;
+use super::records::{self, Backed};
+use super::{now, StoreError, StoreResult, SubscriptionStore};
+use crate::domain::audit::{target, AuditRecord};
+use crate::domain::feed::{Cursor, Format};
+use crate::domain::page::PageRequest;
+use crate::domain::subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
+use crate::domain::token::Actor;
 use crate::domain::ResourceId;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The columns [`SubscriptionRow`] reads.
@@ -129,244 +136,173 @@ pub fn not_found(id: Uuid) -> StoreError {
     StoreError::NotFound(format!("there is no subscription {id}"))
 }
 
-/// Implements [`crate::store::SubscriptionStore`] for a backend store with `write_tx`,
-/// `read_tx` and `audit`.
-macro_rules! impl_subscription_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl crate::store::SubscriptionStore for $store {
-            async fn create_subscription(
-                &self,
-                actor: &crate::domain::token::Actor,
-                spec: &crate::domain::subscription::SubscriptionSpec,
-                cursor: &crate::domain::feed::Cursor,
-                secret: &str,
-            ) -> crate::store::StoreResult<crate::domain::subscription::Subscription> {
-                use crate::store::subscriptions as sub;
-                let id = uuid::Uuid::now_v7();
-                let kinds: Vec<&str> = spec.filter.kinds.iter().map(|k| k.name()).collect();
-                let mut tx = self.write_tx().await?;
-                sqlx::query(sub::INSERT)
-                    .bind(id)
-                    .bind(spec.url.as_str())
-                    .bind(spec.format.name())
-                    .bind(spec.filter.source_system.clone())
-                    .bind(spec.filter.group_id)
-                    .bind(kinds.join(","))
-                    .bind(secret)
-                    .bind(cursor.encode())
-                    .bind(crate::store::now())
-                    .execute(&mut *tx)
-                    .await?;
-                let record = crate::domain::audit::AuditRecord::new(
-                    "subscription.create",
-                    crate::domain::audit::target::subscription(id),
-                )
-                .with_detail(serde_json::json!({ "url": spec.url.as_str() }));
-                <$store>::audit(&mut tx, actor, record).await?;
-                let row: sub::SubscriptionRow = sqlx::query_as(&format!(
-                    "SELECT {} FROM subscription WHERE id = $1",
-                    sub::COLUMNS
-                ))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                row.try_into()
-            }
+#[async_trait]
+impl<S: Backed> SubscriptionStore for S {
+    async fn create_subscription(
+        &self,
+        actor: &Actor,
+        spec: &SubscriptionSpec,
+        cursor: &Cursor,
+        secret: &str,
+    ) -> StoreResult<Subscription> {
+        let id = Uuid::now_v7();
+        let kinds: Vec<&str> = spec.filter.kinds.iter().map(|k| k.name()).collect();
+        let mut tx = self.db().write().await?;
+        let insert = Sql::new(INSERT)
+            .bind(id)
+            .bind(spec.url.as_str())
+            .bind(spec.format.name())
+            .bind(spec.filter.source_system.as_deref())
+            .bind(spec.filter.group_id)
+            .bind(kinds.join(","))
+            .bind(secret)
+            .bind(cursor.encode())
+            .bind(now());
+        tx.execute(&insert).await?;
+        let record = AuditRecord::new("subscription.create", target::subscription(id))
+            .with_detail(serde_json::json!({ "url": spec.url.as_str() }));
+        records::audit(&mut tx, actor, record).await?;
+        let row: SubscriptionRow = tx.fetch_one(&select_one(id)).await?;
+        tx.commit().await?;
+        row.try_into()
+    }
 
-            async fn list_subscriptions(
-                &self,
-                page: &crate::domain::page::PageRequest<uuid::Uuid>,
-            ) -> crate::store::StoreResult<Vec<crate::domain::subscription::Subscription>> {
-                use crate::store::subscriptions as sub;
-                let mut tx = self.read_tx().await?;
-                let rows: Vec<sub::SubscriptionRow> = sqlx::query_as(&format!(
-                    "SELECT {} FROM subscription WHERE id > $1 ORDER BY id LIMIT $2",
-                    sub::COLUMNS
-                ))
-                .bind(page.after.unwrap_or_default())
-                .bind(page.fetch())
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                rows.into_iter().map(TryInto::try_into).collect()
-            }
+    async fn list_subscriptions(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Subscription>> {
+        let list = Sql::new(format!(
+            "SELECT {COLUMNS} FROM subscription WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after.unwrap_or_default())
+        .bind(page.fetch());
+        let rows: Vec<SubscriptionRow> = self.db().read().await?.fetch_all(&list).await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
 
-            async fn get_subscription(
-                &self,
-                id: uuid::Uuid,
-            ) -> crate::store::StoreResult<crate::domain::subscription::Subscription> {
-                use crate::store::subscriptions as sub;
-                let mut tx = self.read_tx().await?;
-                let row: Option<sub::SubscriptionRow> = sqlx::query_as(&format!(
-                    "SELECT {} FROM subscription WHERE id = $1",
-                    sub::COLUMNS
-                ))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                row.ok_or_else(|| sub::not_found(id))?.try_into()
-            }
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Subscription> {
+        let row: Option<SubscriptionRow> = self
+            .db()
+            .read()
+            .await?
+            .fetch_optional(&select_one(id))
+            .await?;
+        row.ok_or_else(|| not_found(id))?.try_into()
+    }
 
-            async fn delete_subscription(
-                &self,
-                actor: &crate::domain::token::Actor,
-                id: uuid::Uuid,
-            ) -> crate::store::StoreResult<()> {
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query("DELETE FROM subscription WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    return Err(crate::store::subscriptions::not_found(id));
-                }
-                let record = crate::domain::audit::AuditRecord::new(
-                    "subscription.delete",
-                    crate::domain::audit::target::subscription(id),
-                );
-                <$store>::audit(&mut tx, actor, record).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn resume_subscription(
-                &self,
-                actor: &crate::domain::token::Actor,
-                id: uuid::Uuid,
-                from: Option<&crate::domain::feed::Cursor>,
-            ) -> crate::store::StoreResult<()> {
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query(crate::store::subscriptions::RESUME)
-                    .bind(id)
-                    .bind(crate::store::now())
-                    .bind(from.map(crate::domain::feed::Cursor::encode))
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    let status: Option<String> =
-                        sqlx::query_scalar("SELECT status FROM subscription WHERE id = $1")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    return match (status, from) {
-                        (None, _) => Err(crate::store::subscriptions::not_found(id)),
-                        // Already active: nothing to do (its deliveries keep their lease).
-                        (Some(_), None) => Ok(()),
-                        (Some(_), Some(_)) => Err(crate::store::StoreError::Conflict(format!(
-                            "subscription {id} is active; it is moved to another cursor only \
-                             while paused"
-                        ))),
-                    };
-                }
-                let record = crate::domain::audit::AuditRecord::new(
-                    "subscription.resume",
-                    crate::domain::audit::target::subscription(id),
-                );
-                <$store>::audit(&mut tx, actor, record).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn claim_delivery(
-                &self,
-                holder: &str,
-                lease: std::time::Duration,
-            ) -> crate::store::StoreResult<
-                Option<(crate::domain::subscription::Subscription, String)>,
-            > {
-                let now = crate::store::now();
-                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-                // A read first, so that idle deliverers do not take the write lock (SQLite).
-                let mut read = self.read_tx().await?;
-                let due: Option<uuid::Uuid> =
-                    sqlx::query_scalar(crate::store::subscriptions::DUE)
-                        .bind(now)
-                        .fetch_optional(&mut *read)
-                        .await?;
-                read.commit().await?;
-                if due.is_none() {
-                    return Ok(None);
-                }
-                let mut tx = self.write_tx().await?;
-                let row: Option<crate::store::subscriptions::ClaimRow> =
-                    sqlx::query_as(&crate::store::subscriptions::claim())
-                        .bind(holder)
-                        .bind(until)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                tx.commit().await?;
-                row.map(crate::store::subscriptions::ClaimRow::into_parts)
-                    .transpose()
-            }
-
-            async fn record_delivery(
-                &self,
-                id: uuid::Uuid,
-                holder: &str,
-                cursor: &crate::domain::feed::Cursor,
-                lease: std::time::Duration,
-            ) -> crate::store::StoreResult<bool> {
-                let now = crate::store::now();
-                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query(crate::store::subscriptions::DELIVERED)
-                    .bind(id)
-                    .bind(holder)
-                    .bind(cursor.encode())
-                    .bind(now)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn release_delivery(
-                &self,
-                id: uuid::Uuid,
-                holder: &str,
-                cursor: &crate::domain::feed::Cursor,
-                next_attempt_at: chrono::DateTime<chrono::Utc>,
-            ) -> crate::store::StoreResult<bool> {
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query(crate::store::subscriptions::RELEASE)
-                    .bind(id)
-                    .bind(holder)
-                    .bind(cursor.encode())
-                    .bind(next_attempt_at)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn record_failure(
-                &self,
-                id: uuid::Uuid,
-                holder: &str,
-                error: &str,
-                next_attempt_at: chrono::DateTime<chrono::Utc>,
-                pause_after: i32,
-            ) -> crate::store::StoreResult<bool> {
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query(crate::store::subscriptions::FAILED)
-                    .bind(id)
-                    .bind(holder)
-                    .bind(error)
-                    .bind(crate::store::now())
-                    .bind(next_attempt_at)
-                    .bind(pause_after)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() == 1)
-            }
+    async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        let delete = Sql::new("DELETE FROM subscription WHERE id = $1").bind(id);
+        if tx.execute(&delete).await? == 0 {
+            return Err(not_found(id));
         }
-    };
+        let record = AuditRecord::new("subscription.delete", target::subscription(id));
+        records::audit(&mut tx, actor, record).await?;
+        tx.commit().await
+    }
+
+    async fn resume_subscription(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        from: Option<&Cursor>,
+    ) -> StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        let resume = Sql::new(RESUME)
+            .bind(id)
+            .bind(now())
+            .bind(from.map(Cursor::encode));
+        if tx.execute(&resume).await? == 0 {
+            let select = Sql::new("SELECT status FROM subscription WHERE id = $1").bind(id);
+            let status: Option<(String,)> = tx.fetch_optional(&select).await?;
+            return match (status, from) {
+                (None, _) => Err(not_found(id)),
+                // Already active: nothing to do (its deliveries keep their lease).
+                (Some(_), None) => Ok(()),
+                (Some(_), Some(_)) => Err(StoreError::Conflict(format!(
+                    "subscription {id} is active; it is moved to another cursor only while paused"
+                ))),
+            };
+        }
+        let record = AuditRecord::new("subscription.resume", target::subscription(id));
+        records::audit(&mut tx, actor, record).await?;
+        tx.commit().await
+    }
+
+    async fn claim_delivery(
+        &self,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<(Subscription, String)>> {
+        let now = now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        // A read first, so that idle deliverers do not take the write lock (SQLite).
+        let due: Option<(Uuid,)> = self
+            .db()
+            .read()
+            .await?
+            .fetch_optional(&Sql::new(DUE).bind(now))
+            .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.db().write().await?;
+        let claim = Sql::new(claim()).bind(holder).bind(until).bind(now);
+        let row: Option<ClaimRow> = tx.fetch_optional(&claim).await?;
+        tx.commit().await?;
+        row.map(ClaimRow::into_parts).transpose()
+    }
+
+    async fn record_delivery(
+        &self,
+        id: Uuid,
+        holder: &str,
+        cursor: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let now = now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let delivered = Sql::new(DELIVERED)
+            .bind(id)
+            .bind(holder)
+            .bind(cursor.encode())
+            .bind(now)
+            .bind(until);
+        self.db().write_one(&delivered).await
+    }
+
+    async fn release_delivery(
+        &self,
+        id: Uuid,
+        holder: &str,
+        cursor: &Cursor,
+        next_attempt_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let release = Sql::new(RELEASE)
+            .bind(id)
+            .bind(holder)
+            .bind(cursor.encode())
+            .bind(next_attempt_at);
+        self.db().write_one(&release).await
+    }
+
+    async fn record_failure(
+        &self,
+        id: Uuid,
+        holder: &str,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        pause_after: i32,
+    ) -> StoreResult<bool> {
+        let failed = Sql::new(FAILED)
+            .bind(id)
+            .bind(holder)
+            .bind(error)
+            .bind(now())
+            .bind(next_attempt_at)
+            .bind(pause_after);
+        self.db().write_one(&failed).await
+    }
 }
 
-pub(crate) use impl_subscription_store;
+/// Selects one subscription.
+fn select_one(id: Uuid) -> Sql {
+    Sql::new(format!("SELECT {COLUMNS} FROM subscription WHERE id = $1")).bind(id)
+}

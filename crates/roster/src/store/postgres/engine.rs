@@ -570,7 +570,7 @@ impl EngineStore for PgStore {
         policy: &Policy,
     ) -> StoreResult<ApplyOutcome> {
         if op.ty.is_lifecycle() {
-            return self.apply_lifecycle(op).await;
+            return crate::store::lifecycle_sync::apply_lifecycle(&self.db, op).await;
         }
         if op.target == Target::Resources {
             return self.apply_resource_update(op, policy).await;

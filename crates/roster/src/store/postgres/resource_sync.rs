@@ -14,10 +14,10 @@ use crate::store::engine_sql::{self as esql, Staging};
 use crate::store::lifecycle_sync;
 use crate::store::resource_sql::{self as rsql, Dialect};
 use crate::store::resource_sync::{self as sync, impl_conn};
-use crate::store::{now, ApplyOutcome, StoreResult};
-use sqlx::{Postgres, Transaction};
 
 impl_conn!(Postgres, Dialect::Postgres, super::PgStore, super::Row);
+use crate::store::{now, ApplyOutcome, StoreResult};
+use sqlx::{Postgres, Transaction};
 
 impl CopyRow for StagedResource {
     fn copy(&self, out: &mut String, chunk: i32) {
@@ -170,9 +170,6 @@ impl PgStore {
     }
 }
 
-crate::store::impl_cohort_store!(PgStore);
-crate::store::impl_lifecycle_store!(PgStore);
-crate::store::subscriptions::impl_subscription_store!(PgStore);
 crate::store::scim::impl_scim_store!(PgStore, Postgres, Dialect::Postgres, super::Row);
 
 impl PgStore {

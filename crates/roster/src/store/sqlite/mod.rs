@@ -2,43 +2,33 @@
 //! writer; `BEGIN IMMEDIATE` takes the write lock up front so read-modify-write cannot race) and a
 //! pool of readers, which WAL mode lets run beside the writer.
 
-use super::lifecycle_sync;
-use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
-use super::{
-    now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
-    OperationStore, ResourceStore, Store, StoreError, StoreResult, TokenStore,
-};
-use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
+use super::rows::{OperationRow, ResourceRow};
+use super::{now, resource_not_found, sql, Store, StoreError, StoreResult};
+use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
-use crate::domain::lifecycle::Policy;
-use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
-use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
-use crate::domain::page::PageRequest;
-use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
-use crate::domain::token::{Actor, NewToken, Scope, SecretHash, Token};
+use crate::domain::operation::{Operation, OperationCounts, OperationType};
+use crate::domain::resource::{NewResource, Resource};
+use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
-use uuid::Uuid;
 
 mod changes;
+mod codec;
 mod engine;
 mod resource_sync;
 
-type Row = ResourceRow<Json<Vec<String>>>;
-
-/// Tags are a JSON array.
-const TAG_FILTER: sql::TagFilter = ("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ", ")");
+type Row = ResourceRow;
 
 /// Roster's store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    db: super::db::Db,
 }
 
 /// Readers that may run at once beside the writer.
@@ -110,7 +100,11 @@ impl SqliteStore {
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let db = super::db::Db::new(super::db::Pools::Sqlite {
+            writer: writer.clone(),
+            reader: reader.clone(),
+        });
+        Ok(Self { writer, reader, db })
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
@@ -227,35 +221,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Ends every active membership of a resource (as group and as member), with its changes.
-    async fn end_memberships_of(
-        tx: &mut Transaction<'_, Sqlite>,
-        actor: &Actor,
-        id: ResourceId,
-        op: OperationId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<i64> {
-        sqlx::query(&format!(
-            "INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, \
-             token_name) SELECT $2, {}, group_id, member_id, source, $3, $4 FROM group_member \
-             WHERE (group_id = $1 OR member_id = $1) AND NOT removed",
-            ChangeKind::MembershipRemoved.code()
-        ))
-        .bind(id)
-        .bind(at)
-        .bind(op)
-        .bind(&actor.token_name)
-        .execute(&mut **tx)
-        .await?;
-        let done = sqlx::query(sql::END_MEMBERSHIPS_OF)
-            .bind(id)
-            .bind(at)
-            .bind(op)
-            .execute(&mut **tx)
-            .await?;
-        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
-    }
-
     pub(super) async fn insert_operation(
         tx: &mut Transaction<'_, Sqlite>,
         actor: &Actor,
@@ -290,24 +255,6 @@ impl SqliteStore {
             .await?;
         row.try_into()
     }
-
-    /// Locks the group and the member for a membership write and checks that both are live.
-    async fn lock_membership_ends(
-        tx: &mut Transaction<'_, Sqlite>,
-        group_id: ResourceId,
-        member_id: ResourceId,
-    ) -> StoreResult<Resource> {
-        let group = Self::lock_resource(tx, group_id).await?;
-        let member: Option<Row> = sqlx::query_as(&sql::SELECT_RESOURCE)
-            .bind(member_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let member: Resource = member
-            .ok_or_else(|| resource_not_found(member_id))?
-            .try_into()?;
-        crate::domain::membership::check_ends(&group, &member)?;
-        Ok(group)
-    }
 }
 
 /// Turns a unique violation on a resource key into a conflict that names the key.
@@ -324,454 +271,9 @@ fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
     }
 }
 
-#[async_trait]
-impl ResourceStore for SqliteStore {
-    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
-        let mut tx = self.begin().await?;
-        let resource = Self::insert_resource(&mut tx, actor, new).await?;
-        tx.commit().await?;
-        Ok(resource)
-    }
-
-    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
-        let row: Option<Row> = sqlx::query_as(&sql::SELECT_RESOURCE)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.ok_or_else(|| resource_not_found(id))?.try_into()
-    }
-
-    async fn list_resources(
-        &self,
-        filter: &ResourceFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Resource>> {
-        let mut q = sql::resource_list(filter, page, TAG_FILTER);
-        let rows: Vec<Row> = q.build_query_as().fetch_all(&self.reader).await?;
-        rows::resources(rows)
-    }
-
-    async fn update_resource(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        patch: &ResourcePatch,
-        policy: &Policy,
-    ) -> StoreResult<Resource> {
-        let mut tx = self.begin().await?;
-        let updated = lifecycle_sync::update(&mut tx, actor, id, patch, policy).await?;
-        tx.commit().await?;
-        Ok(updated)
-    }
-
-    async fn delete_resource(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        policy: &Policy,
-    ) -> StoreResult<Deletion> {
-        let mut tx = self.begin().await?;
-        lifecycle_sync::prepare(&mut tx, id).await?;
-        let current = Self::lock_resource(&mut tx, id).await?;
-        if current.deleted {
-            return Ok(Deletion {
-                resource: current,
-                operation: None,
-            });
-        }
-        let at = now();
-        let group_id = (current.ty == ResourceType::Group).then_some(id);
-        let op = Self::insert_operation(
-            &mut tx,
-            actor,
-            OperationType::Delete,
-            group_id,
-            Some(&current.source_system),
-        )
-        .await?;
-        let record = AuditRecord::new("resource.delete", target::resource(id))
-            .with_detail(serde_json::json!({ "operation_id": op }));
-        Self::audit(&mut tx, actor, record).await?;
-        let row: Row = sqlx::query_as(&sql::SOFT_DELETE_RESOURCE)
-            .bind(id)
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
-        let ended = Self::end_memberships_of(&mut tx, actor, id, op, at).await?;
-        let resource: Resource = row.try_into()?;
-        let change =
-            ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
-        Self::log_change(&mut tx, actor, change).await?;
-        if resource.active {
-            lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
-        }
-        let counts = OperationCounts {
-            removed: ended,
-            ..OperationCounts::default()
-        };
-        let operation = Self::set_counts(&mut tx, op, counts).await?;
-        tx.commit().await?;
-        Ok(Deletion {
-            resource,
-            operation: Some(operation),
-        })
-    }
-
-    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource> {
-        let mut tx = self.begin().await?;
-        let current = Self::lock_resource(&mut tx, id).await?;
-        if !current.deleted {
-            return Ok(current);
-        }
-        Self::audit(
-            &mut tx,
-            actor,
-            AuditRecord::new("resource.restore", target::resource(id)),
-        )
-        .await?;
-        let row: Row = sqlx::query_as(&sql::RESTORE_RESOURCE)
-            .bind(id)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| resource_conflict(e, &current.source_system))?;
-        let restored: Resource = row.try_into()?;
-        let change = ChangeRecord::resource(ChangeKind::ResourceRestored, &restored);
-        Self::log_change(&mut tx, actor, change).await?;
-        tx.commit().await?;
-        Ok(restored)
-    }
-}
-
-#[async_trait]
-impl MembershipStore for SqliteStore {
-    async fn list_members(
-        &self,
-        group_id: ResourceId,
-        filter: &MembershipFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>> {
-        let rows: Vec<MembershipRow> =
-            sql::membership_list(sql::MembershipSide::MembersOf(group_id), filter, page)
-                .build_query_as()
-                .fetch_all(&self.reader)
-                .await?;
-        // An empty page is a 404 when the resource itself does not exist; a page with rows needs
-        // no second query.
-        if rows.is_empty() {
-            self.get_resource(group_id).await?;
-        }
-        Ok(rows.into_iter().map(Membership::from).collect())
-    }
-
-    async fn list_groups_of(
-        &self,
-        member_id: ResourceId,
-        filter: &MembershipFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>> {
-        let rows: Vec<MembershipRow> =
-            sql::membership_list(sql::MembershipSide::GroupsOf(member_id), filter, page)
-                .build_query_as()
-                .fetch_all(&self.reader)
-                .await?;
-        // An empty page is a 404 when the resource itself does not exist; a page with rows needs
-        // no second query.
-        if rows.is_empty() {
-            self.get_resource(member_id).await?;
-        }
-        Ok(rows.into_iter().map(Membership::from).collect())
-    }
-
-    async fn get_membership(
-        &self,
-        group_id: ResourceId,
-        member_id: ResourceId,
-    ) -> StoreResult<Membership> {
-        let row: Option<MembershipRow> = sqlx::query_as(&sql::SELECT_MEMBERSHIP)
-            .bind(group_id)
-            .bind(member_id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Membership::from)
-            .ok_or_else(|| super::membership_not_found(group_id, member_id))
-    }
-
-    async fn put_membership(
-        &self,
-        actor: &Actor,
-        group_id: ResourceId,
-        member_id: ResourceId,
-        input: &MembershipInput,
-    ) -> StoreResult<MembershipChange> {
-        let mut tx = self.begin().await?;
-        let group = Self::lock_membership_ends(&mut tx, group_id, member_id).await?;
-        let before: Option<MembershipRow> = sqlx::query_as(&sql::SELECT_MEMBERSHIP)
-            .bind(group_id)
-            .bind(member_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let before = before.map(Membership::from);
-        let op = Self::insert_operation(
-            &mut tx,
-            actor,
-            OperationType::PartialUpdate,
-            Some(group_id),
-            Some(&group.source_system),
-        )
-        .await?;
-        let record = AuditRecord::new("membership.put", target::membership(group_id, member_id))
-            .with_detail(serde_json::json!({ "operation_id": op }));
-        Self::audit(&mut tx, actor, record).await?;
-        let row: MembershipRow = sqlx::query_as(&sql::UPSERT_MEMBERSHIP)
-            .bind(&group.source_system)
-            .bind(group_id)
-            .bind(member_id)
-            .bind(&input.member_name)
-            .bind(input.contributing)
-            .bind(op)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await?;
-        let membership = Membership::from(row);
-        let write = MembershipWrite::classify(before.as_ref(), &membership);
-        if let Some(kind) = write.change_kind() {
-            let change = ChangeRecord::membership(kind, &membership, &group.source_system, op);
-            Self::log_change(&mut tx, actor, change).await?;
-        }
-        Self::set_counts(&mut tx, op, write.counts()).await?;
-        tx.commit().await?;
-        Ok(MembershipChange {
-            membership,
-            write,
-            operation_id: op,
-        })
-    }
-
-    async fn remove_membership(
-        &self,
-        actor: &Actor,
-        group_id: ResourceId,
-        member_id: ResourceId,
-    ) -> StoreResult<MembershipChange> {
-        let mut tx = self.begin().await?;
-        let group = Self::lock_resource(&mut tx, group_id).await?;
-        let op = Self::insert_operation(
-            &mut tx,
-            actor,
-            OperationType::PartialUpdate,
-            Some(group_id),
-            Some(&group.source_system),
-        )
-        .await?;
-        let record = AuditRecord::new("membership.remove", target::membership(group_id, member_id))
-            .with_detail(serde_json::json!({ "operation_id": op }));
-        Self::audit(&mut tx, actor, record).await?;
-        let row: Option<MembershipRow> = sqlx::query_as(&sql::REMOVE_MEMBERSHIP)
-            .bind(group_id)
-            .bind(member_id)
-            .bind(now())
-            .bind(op)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let membership =
-            Membership::from(row.ok_or_else(|| super::membership_not_found(group_id, member_id))?);
-        let change = ChangeRecord::membership(
-            ChangeKind::MembershipRemoved,
-            &membership,
-            &group.source_system,
-            op,
-        );
-        Self::log_change(&mut tx, actor, change).await?;
-        Self::set_counts(&mut tx, op, MembershipWrite::Removed.counts()).await?;
-        tx.commit().await?;
-        Ok(MembershipChange {
-            membership,
-            write: MembershipWrite::Removed,
-            operation_id: op,
-        })
-    }
-}
-
-#[async_trait]
-impl OperationStore for SqliteStore {
-    async fn list_operations(
-        &self,
-        filter: &OperationFilter,
-        page: &PageRequest<i64>,
-    ) -> StoreResult<Vec<Operation>> {
-        let mut q = sql::operation_list(filter, page);
-        let rows: Vec<OperationRow> = q.build_query_as().fetch_all(&self.reader).await?;
-        rows::operations(rows)
-    }
-
-    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
-        let row: Option<OperationRow> = sqlx::query_as(&sql::SELECT_OPERATION)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
-            .try_into()
-    }
-
-    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32> {
-        let attempts: Option<i32> =
-            sqlx::query_scalar("SELECT attempts FROM operation WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(attempts.map_or(0, |a| u32::try_from(a).unwrap_or(0)))
-    }
-}
-
-type TokenRowOf = TokenRow<Json<Vec<String>>>;
-
-fn scope_names(scopes: &[Scope]) -> Vec<String> {
-    scopes.iter().map(|s| s.name().to_owned()).collect()
-}
-
-fn token_not_found(what: &str) -> StoreError {
-    StoreError::NotFound(format!("token {what} does not exist"))
-}
-
-#[async_trait]
-impl TokenStore for SqliteStore {
-    async fn create_token(
-        &self,
-        actor: &Actor,
-        new: &NewToken,
-        hash: &SecretHash,
-    ) -> StoreResult<Token> {
-        let id = Uuid::now_v7();
-        let mut tx = self.begin().await?;
-        let record =
-            AuditRecord::new("token.create", target::token(id)).with_detail(new.audit_detail());
-        Self::audit(&mut tx, actor, record).await?;
-        let row: TokenRowOf = sqlx::query_as(&sql::INSERT_TOKEN)
-            .bind(id)
-            .bind(new.name.trim())
-            .bind(&hash.0)
-            .bind(Json(scope_names(&new.scopes)))
-            .bind(&new.source_system)
-            .bind(new.expires_at)
-            .bind(now())
-            .bind(new.read_scope.name())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| match e.as_database_error() {
-                Some(d) if d.is_unique_violation() => StoreError::Conflict(format!(
-                    "a token named {:?} exists already (names are never reused)",
-                    new.name.trim()
-                )),
-                _ => e.into(),
-            })?;
-        tx.commit().await?;
-        row.try_into()
-    }
-
-    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool> {
-        let id = Uuid::now_v7();
-        let mut tx = self.begin().await?;
-        let inserted = sqlx::query(sql::INSERT_BOOTSTRAP_TOKEN)
-            .bind(id)
-            .bind(name)
-            .bind(&hash.0)
-            .bind(Json(vec![Scope::Admin.name().to_owned()]))
-            .bind(now())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if inserted {
-            let record = AuditRecord::new("token.bootstrap", target::token(id));
-            Self::audit(&mut tx, &Actor::system("roster"), record).await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
-    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>> {
-        let rows: Vec<TokenRowOf> = sqlx::query_as(&sql::LIST_TOKENS)
-            .bind(page.after)
-            .bind(page.fetch())
-            .fetch_all(&self.reader)
-            .await?;
-        rows::tokens(rows)
-    }
-
-    async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
-        let row: Option<TokenRowOf> = sqlx::query_as(&sql::SELECT_TOKEN)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.ok_or_else(|| token_not_found(&id.to_string()))?
-            .try_into()
-    }
-
-    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token> {
-        let row: Option<TokenRowOf> = match Uuid::parse_str(id_or_name) {
-            Ok(id) => sqlx::query_as(&sql::SELECT_TOKEN).bind(id),
-            Err(_) => sqlx::query_as(&sql::SELECT_TOKEN_BY_NAME).bind(id_or_name),
-        }
-        .fetch_optional(&self.reader)
-        .await?;
-        row.ok_or_else(|| token_not_found(&format!("{id_or_name:?}")))?
-            .try_into()
-    }
-
-    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token> {
-        let mut tx = self.begin().await?;
-        let row: Option<TokenRowOf> = sqlx::query_as(&sql::REVOKE_TOKEN)
-            .bind(id)
-            .bind(now())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return self.get_token(id).await;
-        };
-        Self::audit(
-            &mut tx,
-            actor,
-            AuditRecord::new("token.revoke", target::token(id)),
-        )
-        .await?;
-        tx.commit().await?;
-        row.try_into()
-    }
-
-    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
-        let row: Option<rows::TokenHashRow<Json<Vec<String>>>> =
-            sqlx::query_as(&sql::SELECT_TOKEN_BY_HASH)
-                .bind(&hash.0)
-                .fetch_optional(&self.reader)
-                .await?;
-        row.map(|r| Ok((Token::try_from(r.token)?, r.secret_hash)))
-            .transpose()
-    }
-
-    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(sql::TOUCH_TOKEN)
-            .bind(id)
-            .bind(at)
-            .bind(at - chrono::Duration::minutes(1))
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        page: &PageRequest<i64>,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        let rows: Vec<AuditRow> = sql::audit_list(filter, page)
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.into_iter().map(AuditEntry::from).collect())
+impl super::records::Backed for SqliteStore {
+    fn db(&self) -> &super::db::Db {
+        &self.db
     }
 }
 

@@ -13,11 +13,11 @@ use crate::store::engine_sql::{self as esql, Staging};
 use crate::store::lifecycle_sync;
 use crate::store::resource_sql::{self as rsql, Dialect};
 use crate::store::resource_sync::{self as sync, impl_conn};
+
+impl_conn!(Sqlite, Dialect::Sqlite, super::SqliteStore, super::Row);
 use crate::store::{now, ApplyOutcome, StoreResult};
 use sqlx::query_builder::Separated;
 use sqlx::Sqlite;
-
-impl_conn!(Sqlite, Dialect::Sqlite, super::SqliteStore, super::Row);
 
 impl InsertRow for StagedResource {
     fn push<'a>(&'a self, b: &mut Separated<'_, 'a, Sqlite, &'static str>, chunk: i32) {
@@ -124,9 +124,6 @@ impl SqliteStore {
     }
 }
 
-crate::store::impl_cohort_store!(SqliteStore);
-crate::store::impl_lifecycle_store!(SqliteStore);
-crate::store::subscriptions::impl_subscription_store!(SqliteStore);
 crate::store::scim::impl_scim_store!(SqliteStore, Sqlite, Dialect::Sqlite, super::Row);
 
 impl SqliteStore {

@@ -1,0 +1,256 @@
+//! The database and the transaction every flow runs on. [`Db`] holds the backend's pools;
+//! [`Tx`] is one connection of it, inside a transaction when it writes. Flows are written once
+//! over [`Tx`]; what truly differs between the backends is asked of its [`Dialect`] or, for
+//! powers one backend has alone (COPY, advisory locks), matched on its [`Link`].
+
+use super::query::Sql;
+use super::{StoreError, StoreResult};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Executor, Transaction};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+/// Which backend a statement runs on, for the SQL that differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// How a `tags` column is tested for one value: the SQL before and after the bound tag
+    /// (PostgreSQL: array containment, which its GIN index serves; SQLite: the JSON array).
+    pub fn tag_test(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Postgres => ("tags @> ARRAY[", "]::text[]"),
+            Self::Sqlite => ("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ", ")"),
+        }
+    }
+
+    /// What a read of rows about to be changed appends: a row lock on PostgreSQL; SQLite's one
+    /// writer holds the database.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE",
+            Self::Sqlite => "",
+        }
+    }
+
+    /// What a read of rows that must not change before commit appends (a shared row lock).
+    pub fn for_share(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR SHARE",
+            Self::Sqlite => "",
+        }
+    }
+}
+
+/// The backend's pools.
+#[derive(Clone)]
+pub enum Pools {
+    Postgres(PgPool),
+    /// SQLite has one writer: a pool of one connection that begins `IMMEDIATE` (so that
+    /// read-modify-write cannot race), and read-only connections that WAL lets run beside it.
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+}
+
+/// Roster's database.
+#[derive(Clone)]
+pub struct Db {
+    pools: Pools,
+}
+
+impl Db {
+    pub(super) fn new(pools: Pools) -> Self {
+        Self { pools }
+    }
+
+    /// A writing transaction; [`Tx::commit`] ends it.
+    pub async fn write(&self) -> StoreResult<Tx> {
+        Ok(Tx(match &self.pools {
+            Pools::Postgres(pool) => Held::PostgresTx(pool.begin().await?),
+            Pools::Sqlite { writer, .. } => {
+                Held::SqliteTx(writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+        }))
+    }
+
+    /// A connection for reads, each statement on its own snapshot.
+    pub async fn read(&self) -> StoreResult<Tx> {
+        Ok(Tx(match &self.pools {
+            Pools::Postgres(pool) => Held::Postgres(pool.acquire().await?),
+            Pools::Sqlite { reader, .. } => Held::Sqlite(reader.acquire().await?),
+        }))
+    }
+
+    /// A connection that writes each statement in a transaction of its own, for single
+    /// statements whose effect stands alone (recording a token's use).
+    pub async fn autocommit(&self) -> StoreResult<Tx> {
+        Ok(Tx(match &self.pools {
+            Pools::Postgres(pool) => Held::Postgres(pool.acquire().await?),
+            Pools::Sqlite { writer, .. } => Held::Sqlite(writer.acquire().await?),
+        }))
+    }
+
+    /// Runs one statement that stands alone; whether it changed exactly one row.
+    pub async fn write_one(&self, sql: &Sql) -> StoreResult<bool> {
+        Ok(self.autocommit().await?.execute(sql).await? == 1)
+    }
+
+    /// A read-only transaction on one snapshot, so that the statements of one answer agree.
+    pub async fn snapshot(&self) -> StoreResult<Tx> {
+        Ok(Tx(match &self.pools {
+            Pools::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?;
+                Held::PostgresTx(tx)
+            }
+            Pools::Sqlite { reader, .. } => Held::SqliteTx(reader.begin().await?),
+        }))
+    }
+}
+
+/// What a [`Tx`] holds.
+enum Held {
+    PostgresTx(Transaction<'static, Postgres>),
+    SqliteTx(Transaction<'static, Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+/// One connection of the database, in a transaction when it was begun by [`Db::write`] or
+/// [`Db::snapshot`].
+pub struct Tx(Held);
+
+/// The backend's connection under a [`Tx`], for what only one backend can do.
+pub enum Link<'a> {
+    Postgres(&'a mut PgConnection),
+    Sqlite(&'a mut SqliteConnection),
+}
+
+/// A row type both backends can read.
+pub trait Row: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
+
+impl<T> Row for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{}
+
+/// Stamps a transaction that wrote changes with the next commit position; run just before commit.
+/// The advisory lock is held until the commit is visible, so the next transaction's position is
+/// taken after it: positions follow commit order.
+pub const COMMIT_STAMP: &str = "WITH mine AS (SELECT pg_current_xact_id_if_assigned() AS xid), \
+     wrote AS (SELECT xid FROM mine WHERE xid IS NOT NULL \
+       AND EXISTS (SELECT 1 FROM change c WHERE c.xid = mine.xid)), \
+     locked AS (SELECT xid, pg_advisory_xact_lock(7234101) FROM wrote) \
+     INSERT INTO change_commit (xid, position) \
+     SELECT xid, nextval('change_commit_seq') FROM locked";
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        match self.0 {
+            Held::PostgresTx(_) | Held::Postgres(_) => Dialect::Postgres,
+            Held::SqliteTx(_) | Held::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The backend's connection.
+    pub fn link(&mut self) -> Link<'_> {
+        match &mut self.0 {
+            Held::PostgresTx(tx) => Link::Postgres(tx),
+            Held::SqliteTx(tx) => Link::Sqlite(tx),
+            Held::Postgres(conn) => Link::Postgres(conn),
+            Held::Sqlite(conn) => Link::Sqlite(conn),
+        }
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub async fn execute(&mut self, sql: &Sql) -> StoreResult<u64> {
+        Ok(match self.link() {
+            Link::Postgres(c) => sqlx::query_with(sql.text(), sql.arguments::<Postgres>()?)
+                .execute(c)
+                .await?
+                .rows_affected(),
+            Link::Sqlite(c) => sqlx::query_with(sql.text(), sql.arguments::<Sqlite>()?)
+                .execute(c)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Runs SQL without arguments, statements separated by `;` allowed.
+    pub async fn batch(&mut self, sql: &str) -> StoreResult<()> {
+        match self.link() {
+            Link::Postgres(c) => {
+                c.execute(sql).await?;
+            }
+            Link::Sqlite(c) => {
+                c.execute(sql).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> StoreResult<Vec<T>> {
+        Ok(match self.link() {
+            Link::Postgres(c) => {
+                sqlx::query_as_with(sql.text(), sql.arguments::<Postgres>()?)
+                    .fetch_all(c)
+                    .await?
+            }
+            Link::Sqlite(c) => {
+                sqlx::query_as_with(sql.text(), sql.arguments::<Sqlite>()?)
+                    .fetch_all(c)
+                    .await?
+            }
+        })
+    }
+
+    pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> StoreResult<Option<T>> {
+        Ok(match self.link() {
+            Link::Postgres(c) => {
+                sqlx::query_as_with(sql.text(), sql.arguments::<Postgres>()?)
+                    .fetch_optional(c)
+                    .await?
+            }
+            Link::Sqlite(c) => {
+                sqlx::query_as_with(sql.text(), sql.arguments::<Sqlite>()?)
+                    .fetch_optional(c)
+                    .await?
+            }
+        })
+    }
+
+    /// The one row a statement returns (an error when it returns none).
+    pub async fn fetch_one<T: Row>(&mut self, sql: &Sql) -> StoreResult<T> {
+        self.fetch_optional(sql)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// The first column of the one row a statement returns.
+    pub async fn scalar<T>(&mut self, sql: &Sql) -> StoreResult<T>
+    where
+        (T,): Row,
+    {
+        Ok(self.fetch_one::<(T,)>(sql).await?.0)
+    }
+
+    /// Commits a writing transaction. On PostgreSQL a transaction that logged changes first
+    /// takes its commit position (see [`COMMIT_STAMP`]), so no writer can forget it; a read
+    /// connection is handed back.
+    pub async fn commit(self) -> StoreResult<()> {
+        match self.0 {
+            Held::PostgresTx(mut tx) => {
+                tx.execute(COMMIT_STAMP).await?;
+                tx.commit().await?;
+            }
+            Held::SqliteTx(tx) => tx.commit().await?,
+            Held::Postgres(_) | Held::Sqlite(_) => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,660 @@
+//! Resources, memberships, operations, tokens and the audit: the primitives every flow writes
+//! with, and the store's plain reads and single writes, written once over [`Tx`].
+
+use super::db::{Db, Dialect, Tx};
+use super::lifecycle_sync;
+use super::query::{Sql, TextList};
+use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
+use super::{
+    now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
+    OperationStore, ResourceStore, StoreError, StoreResult, TokenStore,
+};
+use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
+use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::lifecycle::Policy;
+use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
+use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
+use crate::domain::page::PageRequest;
+use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
+use crate::domain::token::{Actor, NewToken, Scope, SecretHash, Token};
+use crate::domain::{OperationId, ResourceId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A store that keeps its data in a [`Db`].
+pub(super) trait Backed: Send + Sync {
+    fn db(&self) -> &Db;
+}
+
+/// Turns a unique violation on a resource key into a conflict that names the key.
+fn resource_conflict(e: StoreError, source_system: &str) -> StoreError {
+    match &e {
+        StoreError::Conflict(m) if m.contains("external_id") => StoreError::Conflict(format!(
+            "a live resource with this external_id already exists in source system \"{source_system}\""
+        )),
+        StoreError::Conflict(m) if m.contains("identifier") => StoreError::Conflict(format!(
+            "a live resource of this type with this identifier already exists in source system \"{source_system}\""
+        )),
+        _ => e,
+    }
+}
+
+/// Creates a resource with its audit and change records.
+pub(super) async fn insert_resource(
+    tx: &mut Tx,
+    actor: &Actor,
+    new: &NewResource,
+) -> StoreResult<Resource> {
+    let id = ResourceId::generate();
+    audit(
+        tx,
+        actor,
+        AuditRecord::new("resource.create", target::resource(id)),
+    )
+    .await?;
+    let insert = Sql::new(&**sql::INSERT_RESOURCE)
+        .bind(id)
+        .bind(new.ty.code())
+        .bind(new.ty.name())
+        .bind(new.subtype.map(|s| s.code()))
+        .bind(new.source_system.as_str())
+        .bind(new.identifier.as_deref())
+        .bind(new.external_id.as_deref())
+        .bind(new.displayname.as_deref())
+        .bind(new.description.as_deref())
+        .bind(new.notes.as_deref())
+        .bind(TextList(new.tags.clone()))
+        .bind(new.active.unwrap_or(true))
+        .bind(new.expires_at)
+        .bind(now());
+    let row: ResourceRow = tx
+        .fetch_one(&insert)
+        .await
+        .map_err(|e| resource_conflict(e, &new.source_system))?;
+    let resource: Resource = row.try_into()?;
+    let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
+    log_change(tx, actor, change).await?;
+    Ok(resource)
+}
+
+/// A resource, deleted or not.
+pub(super) async fn get(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
+    let row: Option<ResourceRow> = tx
+        .fetch_optional(&Sql::new(&**sql::SELECT_RESOURCE).bind(id))
+        .await?;
+    row.ok_or_else(|| resource_not_found(id))?.try_into()
+}
+
+/// A resource, locked for the rest of the transaction.
+pub(super) async fn lock(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
+    let text = format!("{}{}", *sql::SELECT_RESOURCE, tx.dialect().for_update());
+    let row: Option<ResourceRow> = tx.fetch_optional(&Sql::new(text).bind(id)).await?;
+    row.ok_or_else(|| resource_not_found(id))?.try_into()
+}
+
+/// Writes `next` over the stored resource `current` (same id), returning what was stored.
+pub(super) async fn write_resource(
+    tx: &mut Tx,
+    current: &Resource,
+    next: &Resource,
+) -> StoreResult<Resource> {
+    let update = Sql::new(&**sql::UPDATE_RESOURCE)
+        .bind(current.id)
+        .bind(next.subtype.map(|s| s.code()))
+        .bind(next.identifier.as_deref())
+        .bind(next.external_id.as_deref())
+        .bind(next.displayname.as_deref())
+        .bind(next.description.as_deref())
+        .bind(next.notes.as_deref())
+        .bind(TextList(next.tags.clone()))
+        .bind(next.active)
+        .bind(next.expires_at)
+        .bind(now());
+    let row: ResourceRow = tx
+        .fetch_one(&update)
+        .await
+        .map_err(|e| resource_conflict(e, &current.source_system))?;
+    row.try_into()
+}
+
+/// Appends one audit entry, in the transaction of the write it records.
+pub(super) async fn audit(tx: &mut Tx, actor: &Actor, record: AuditRecord) -> StoreResult<()> {
+    let insert = Sql::new(sql::INSERT_AUDIT)
+        .bind(now())
+        .bind(actor.token_id)
+        .bind(actor.token_name.as_str())
+        .bind(record.action)
+        .bind(record.target)
+        .bind(actor.request_id.as_deref())
+        .bind(record.detail);
+    tx.execute(&insert).await?;
+    Ok(())
+}
+
+/// Appends one change to the log, in the transaction of the write it records.
+pub(super) async fn log_change(
+    tx: &mut Tx,
+    actor: &Actor,
+    change: ChangeRecord,
+) -> StoreResult<()> {
+    let insert = Sql::new(sql::INSERT_CHANGE)
+        .bind(now())
+        .bind(change.kind.code())
+        .bind(change.resource_id)
+        .bind(change.group_id)
+        .bind(change.member_id)
+        .bind(change.source_system)
+        .bind(change.operation_id)
+        .bind(actor.token_name.as_str())
+        .bind(change.attrs);
+    tx.execute(&insert).await?;
+    Ok(())
+}
+
+/// Ends every active membership of a resource (as group and as member), with its changes.
+async fn end_memberships_of(
+    tx: &mut Tx,
+    actor: &Actor,
+    id: ResourceId,
+    op: OperationId,
+    at: DateTime<Utc>,
+) -> StoreResult<i64> {
+    let removed = ChangeKind::MembershipRemoved.code();
+    let log = |from: &str| {
+        format!(
+            "INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, \
+             token_name) SELECT $2, {removed}, group_id, member_id, source, $3, $4 FROM {from}"
+        )
+    };
+    let statements = match tx.dialect() {
+        Dialect::Postgres => vec![format!(
+            "WITH ended AS ({} RETURNING group_id, member_id, source) {}",
+            sql::END_MEMBERSHIPS_OF,
+            log("ended")
+        )],
+        Dialect::Sqlite => vec![
+            log("group_member WHERE (group_id = $1 OR member_id = $1) AND NOT removed"),
+            format!("{} AND $4 IS NOT NULL", sql::END_MEMBERSHIPS_OF),
+        ],
+    };
+    let mut ended = 0;
+    for text in statements {
+        let statement = Sql::new(text)
+            .bind(id)
+            .bind(at)
+            .bind(op)
+            .bind(actor.token_name.as_str());
+        ended = tx.execute(&statement).await?;
+    }
+    Ok(i64::try_from(ended).unwrap_or(i64::MAX))
+}
+
+/// Records an operation that is complete as it is created (single writes, deletes).
+pub(super) async fn insert_operation(
+    tx: &mut Tx,
+    actor: &Actor,
+    ty: OperationType,
+    group_id: Option<ResourceId>,
+    source_system: Option<&str>,
+) -> StoreResult<OperationId> {
+    let insert = Sql::new(sql::INSERT_COMPLETED_OPERATION)
+        .bind(ty.name())
+        .bind(group_id)
+        .bind(source_system)
+        .bind(actor.token_name.as_str())
+        .bind(now());
+    Ok(OperationId(tx.scalar::<i64>(&insert).await?))
+}
+
+/// Sets the counts of an operation once its writes are known.
+pub(super) async fn set_counts(
+    tx: &mut Tx,
+    id: OperationId,
+    counts: OperationCounts,
+) -> StoreResult<Operation> {
+    let update = Sql::new(&**sql::SET_OPERATION_COUNTS)
+        .bind(id)
+        .bind(counts.added)
+        .bind(counts.reactivated)
+        .bind(counts.removed)
+        .bind(counts.updated)
+        .bind(counts.unchanged)
+        .bind(counts.rejected);
+    tx.fetch_one::<OperationRow>(&update).await?.try_into()
+}
+
+/// An operation.
+pub(super) async fn operation(tx: &mut Tx, id: OperationId) -> StoreResult<Operation> {
+    let row: Option<OperationRow> = tx
+        .fetch_optional(&Sql::new(&**sql::SELECT_OPERATION).bind(id))
+        .await?;
+    row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
+        .try_into()
+}
+
+/// Locks the group and the member for a membership write and checks that both are live.
+async fn lock_membership_ends(
+    tx: &mut Tx,
+    group_id: ResourceId,
+    member_id: ResourceId,
+) -> StoreResult<Resource> {
+    let group = lock(tx, group_id).await?;
+    let text = format!("{}{}", *sql::SELECT_RESOURCE, tx.dialect().for_share());
+    let member: Option<ResourceRow> = tx.fetch_optional(&Sql::new(text).bind(member_id)).await?;
+    let member: Resource = member
+        .ok_or_else(|| resource_not_found(member_id))?
+        .try_into()?;
+    crate::domain::membership::check_ends(&group, &member)?;
+    Ok(group)
+}
+
+#[async_trait]
+impl<S: Backed> ResourceStore for S {
+    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
+        let mut tx = self.db().write().await?;
+        let resource = insert_resource(&mut tx, actor, new).await?;
+        tx.commit().await?;
+        Ok(resource)
+    }
+
+    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
+        get(&mut self.db().read().await?, id).await
+    }
+
+    async fn list_resources(
+        &self,
+        filter: &ResourceFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Resource>> {
+        let mut tx = self.db().read().await?;
+        let list = sql::resource_list(tx.dialect(), filter, page);
+        rows::resources(tx.fetch_all(&list).await?)
+    }
+
+    async fn update_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        patch: &ResourcePatch,
+        policy: &Policy,
+    ) -> StoreResult<Resource> {
+        let mut tx = self.db().write().await?;
+        let updated = lifecycle_sync::update(&mut tx, actor, id, patch, policy).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn delete_resource(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        policy: &Policy,
+    ) -> StoreResult<Deletion> {
+        let mut tx = self.db().write().await?;
+        lifecycle_sync::prepare(&mut tx, id).await?;
+        let current = lock(&mut tx, id).await?;
+        if current.deleted {
+            return Ok(Deletion {
+                resource: current,
+                operation: None,
+            });
+        }
+        let at = now();
+        let group_id = (current.ty == ResourceType::Group).then_some(id);
+        let op = insert_operation(
+            &mut tx,
+            actor,
+            OperationType::Delete,
+            group_id,
+            Some(&current.source_system),
+        )
+        .await?;
+        let record = AuditRecord::new("resource.delete", target::resource(id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        audit(&mut tx, actor, record).await?;
+        let delete = Sql::new(&**sql::SOFT_DELETE_RESOURCE).bind(id).bind(at);
+        let row: ResourceRow = tx.fetch_one(&delete).await?;
+        let ended = end_memberships_of(&mut tx, actor, id, op, at).await?;
+        let resource: Resource = row.try_into()?;
+        let change =
+            ChangeRecord::resource(ChangeKind::ResourceDeleted, &resource).with_operation(op);
+        log_change(&mut tx, actor, change).await?;
+        if resource.active {
+            lifecycle_sync::hr_trigger(&mut tx, actor, &resource, policy).await?;
+        }
+        let counts = OperationCounts {
+            removed: ended,
+            ..OperationCounts::default()
+        };
+        let operation = set_counts(&mut tx, op, counts).await?;
+        tx.commit().await?;
+        Ok(Deletion {
+            resource,
+            operation: Some(operation),
+        })
+    }
+
+    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource> {
+        let mut tx = self.db().write().await?;
+        let current = lock(&mut tx, id).await?;
+        if !current.deleted {
+            return Ok(current);
+        }
+        audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("resource.restore", target::resource(id)),
+        )
+        .await?;
+        let restore = Sql::new(&**sql::RESTORE_RESOURCE).bind(id).bind(now());
+        let row: ResourceRow = tx
+            .fetch_one(&restore)
+            .await
+            .map_err(|e| resource_conflict(e, &current.source_system))?;
+        let restored: Resource = row.try_into()?;
+        let change = ChangeRecord::resource(ChangeKind::ResourceRestored, &restored);
+        log_change(&mut tx, actor, change).await?;
+        tx.commit().await?;
+        Ok(restored)
+    }
+}
+
+/// One side of a resource's memberships; an empty page is a 404 when the resource itself does
+/// not exist (a page with rows needs no second query).
+async fn membership_page(
+    db: &Db,
+    side: sql::MembershipSide,
+    filter: &MembershipFilter,
+    page: &PageRequest<Uuid>,
+) -> StoreResult<Vec<Membership>> {
+    let mut tx = db.read().await?;
+    let rows: Vec<MembershipRow> = tx
+        .fetch_all(&sql::membership_list(side, filter, page))
+        .await?;
+    if rows.is_empty() {
+        let (sql::MembershipSide::MembersOf(id) | sql::MembershipSide::GroupsOf(id)) = side;
+        get(&mut tx, id).await?;
+    }
+    Ok(rows.into_iter().map(Membership::from).collect())
+}
+
+#[async_trait]
+impl<S: Backed> MembershipStore for S {
+    async fn list_members(
+        &self,
+        group_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>> {
+        let side = sql::MembershipSide::MembersOf(group_id);
+        membership_page(self.db(), side, filter, page).await
+    }
+
+    async fn list_groups_of(
+        &self,
+        member_id: ResourceId,
+        filter: &MembershipFilter,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Membership>> {
+        let side = sql::MembershipSide::GroupsOf(member_id);
+        membership_page(self.db(), side, filter, page).await
+    }
+
+    async fn get_membership(
+        &self,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<Membership> {
+        let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id);
+        let row: Option<MembershipRow> = self.db().read().await?.fetch_optional(&select).await?;
+        row.map(Membership::from)
+            .ok_or_else(|| super::membership_not_found(group_id, member_id))
+    }
+
+    async fn put_membership(
+        &self,
+        actor: &Actor,
+        group_id: ResourceId,
+        member_id: ResourceId,
+        input: &MembershipInput,
+    ) -> StoreResult<MembershipChange> {
+        let mut tx = self.db().write().await?;
+        let group = lock_membership_ends(&mut tx, group_id, member_id).await?;
+        let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id);
+        let before: Option<MembershipRow> = tx.fetch_optional(&select).await?;
+        let before = before.map(Membership::from);
+        let op = insert_operation(
+            &mut tx,
+            actor,
+            OperationType::PartialUpdate,
+            Some(group_id),
+            Some(&group.source_system),
+        )
+        .await?;
+        let record = AuditRecord::new("membership.put", target::membership(group_id, member_id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        audit(&mut tx, actor, record).await?;
+        let upsert = Sql::new(&**sql::UPSERT_MEMBERSHIP)
+            .bind(group.source_system.as_str())
+            .bind(group_id)
+            .bind(member_id)
+            .bind(input.member_name.as_deref())
+            .bind(input.contributing)
+            .bind(op)
+            .bind(now());
+        let membership = Membership::from(tx.fetch_one::<MembershipRow>(&upsert).await?);
+        let write = MembershipWrite::classify(before.as_ref(), &membership);
+        if let Some(kind) = write.change_kind() {
+            let change = ChangeRecord::membership(kind, &membership, &group.source_system, op);
+            log_change(&mut tx, actor, change).await?;
+        }
+        set_counts(&mut tx, op, write.counts()).await?;
+        tx.commit().await?;
+        Ok(MembershipChange {
+            membership,
+            write,
+            operation_id: op,
+        })
+    }
+
+    async fn remove_membership(
+        &self,
+        actor: &Actor,
+        group_id: ResourceId,
+        member_id: ResourceId,
+    ) -> StoreResult<MembershipChange> {
+        let mut tx = self.db().write().await?;
+        let group = lock(&mut tx, group_id).await?;
+        let op = insert_operation(
+            &mut tx,
+            actor,
+            OperationType::PartialUpdate,
+            Some(group_id),
+            Some(&group.source_system),
+        )
+        .await?;
+        let record = AuditRecord::new("membership.remove", target::membership(group_id, member_id))
+            .with_detail(serde_json::json!({ "operation_id": op }));
+        audit(&mut tx, actor, record).await?;
+        let remove = Sql::new(&**sql::REMOVE_MEMBERSHIP)
+            .bind(group_id)
+            .bind(member_id)
+            .bind(now())
+            .bind(op);
+        let row: Option<MembershipRow> = tx.fetch_optional(&remove).await?;
+        let membership =
+            Membership::from(row.ok_or_else(|| super::membership_not_found(group_id, member_id))?);
+        let change = ChangeRecord::membership(
+            ChangeKind::MembershipRemoved,
+            &membership,
+            &group.source_system,
+            op,
+        );
+        log_change(&mut tx, actor, change).await?;
+        set_counts(&mut tx, op, MembershipWrite::Removed.counts()).await?;
+        tx.commit().await?;
+        Ok(MembershipChange {
+            membership,
+            write: MembershipWrite::Removed,
+            operation_id: op,
+        })
+    }
+}
+
+#[async_trait]
+impl<S: Backed> OperationStore for S {
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<Operation>> {
+        let list = sql::operation_list(filter, page);
+        rows::operations(self.db().read().await?.fetch_all(&list).await?)
+    }
+
+    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
+        operation(&mut self.db().read().await?, id).await
+    }
+
+    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32> {
+        let select = Sql::new("SELECT attempts FROM operation WHERE id = $1").bind(id);
+        let attempts: Option<(i32,)> = self.db().read().await?.fetch_optional(&select).await?;
+        Ok(attempts.map_or(0, |(a,)| u32::try_from(a).unwrap_or(0)))
+    }
+}
+
+fn scope_names(scopes: &[Scope]) -> TextList {
+    TextList(scopes.iter().map(|s| s.name().to_owned()).collect())
+}
+
+fn token_not_found(what: &str) -> StoreError {
+    StoreError::NotFound(format!("token {what} does not exist"))
+}
+
+#[async_trait]
+impl<S: Backed> TokenStore for S {
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        new: &NewToken,
+        hash: &SecretHash,
+    ) -> StoreResult<Token> {
+        let id = Uuid::now_v7();
+        let mut tx = self.db().write().await?;
+        let record =
+            AuditRecord::new("token.create", target::token(id)).with_detail(new.audit_detail());
+        audit(&mut tx, actor, record).await?;
+        let insert = Sql::new(&**sql::INSERT_TOKEN)
+            .bind(id)
+            .bind(new.name.trim())
+            .bind(hash.0.clone())
+            .bind(scope_names(&new.scopes))
+            .bind(new.source_system.as_deref())
+            .bind(new.expires_at)
+            .bind(now())
+            .bind(new.read_scope.name());
+        let row: TokenRow = tx.fetch_one(&insert).await.map_err(|e| match e {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "a token named {:?} exists already (names are never reused)",
+                new.name.trim()
+            )),
+            other => other,
+        })?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool> {
+        let id = Uuid::now_v7();
+        let mut tx = self.db().write().await?;
+        let insert = Sql::new(sql::INSERT_BOOTSTRAP_TOKEN)
+            .bind(id)
+            .bind(name)
+            .bind(hash.0.clone())
+            .bind(scope_names(&[Scope::Admin]))
+            .bind(now());
+        let inserted = tx.execute(&insert).await? == 1;
+        if inserted {
+            let record = AuditRecord::new("token.bootstrap", target::token(id));
+            audit(&mut tx, &Actor::system("roster"), record).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>> {
+        let list = Sql::new(&**sql::LIST_TOKENS)
+            .bind(page.after)
+            .bind(page.fetch());
+        rows::tokens(self.db().read().await?.fetch_all(&list).await?)
+    }
+
+    async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
+        let select = Sql::new(&**sql::SELECT_TOKEN).bind(id);
+        let row: Option<TokenRow> = self.db().read().await?.fetch_optional(&select).await?;
+        row.ok_or_else(|| token_not_found(&id.to_string()))?
+            .try_into()
+    }
+
+    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token> {
+        let select = match Uuid::parse_str(id_or_name) {
+            Ok(id) => Sql::new(&**sql::SELECT_TOKEN).bind(id),
+            Err(_) => Sql::new(&**sql::SELECT_TOKEN_BY_NAME).bind(id_or_name),
+        };
+        let row: Option<TokenRow> = self.db().read().await?.fetch_optional(&select).await?;
+        row.ok_or_else(|| token_not_found(&format!("{id_or_name:?}")))?
+            .try_into()
+    }
+
+    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token> {
+        let mut tx = self.db().write().await?;
+        let revoke = Sql::new(&**sql::REVOKE_TOKEN).bind(id).bind(now());
+        let Some(row) = tx.fetch_optional::<TokenRow>(&revoke).await? else {
+            drop(tx);
+            return self.get_token(id).await;
+        };
+        audit(
+            &mut tx,
+            actor,
+            AuditRecord::new("token.revoke", target::token(id)),
+        )
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
+        let select = Sql::new(&**sql::SELECT_TOKEN_BY_HASH).bind(hash.0.clone());
+        let row: Option<rows::TokenHashRow> =
+            self.db().read().await?.fetch_optional(&select).await?;
+        row.map(|r| Ok((Token::try_from(r.token)?, r.secret_hash)))
+            .transpose()
+    }
+
+    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        let touch = Sql::new(sql::TOUCH_TOKEN)
+            .bind(id)
+            .bind(at)
+            .bind(at - chrono::Duration::minutes(1));
+        self.db().autocommit().await?.execute(&touch).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: Backed> AuditStore for S {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let list = sql::audit_list(filter, page);
+        let rows: Vec<AuditRow> = self.db().read().await?.fetch_all(&list).await?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
+    }
+}
