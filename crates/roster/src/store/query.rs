@@ -21,6 +21,7 @@ pub enum Value {
     Small(Option<i16>),
     Int(Option<i32>),
     Big(Option<i64>),
+    Float(Option<f64>),
     Bool(Option<bool>),
     Text(Option<String>),
     Time(Option<DateTime<Utc>>),
@@ -79,6 +80,12 @@ impl Scalar for i32 {
 impl Scalar for i64 {
     fn value(v: Option<Self>) -> Value {
         Value::Big(v)
+    }
+}
+
+impl Scalar for f64 {
+    fn value(v: Option<Self>) -> Value {
+        Value::Float(v)
     }
 }
 
@@ -153,8 +160,9 @@ impl Sql {
     }
 
     /// Appends text.
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.to_mut().push_str(text);
+    pub fn push(&mut self, text: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        let _ = write!(self.text.to_mut(), "{text}");
         self
     }
 
@@ -178,6 +186,7 @@ impl Sql {
         Option<i16>: Encode<'q, DB> + Type<DB>,
         Option<i32>: Encode<'q, DB> + Type<DB>,
         Option<i64>: Encode<'q, DB> + Type<DB>,
+        Option<f64>: Encode<'q, DB> + Type<DB>,
         Option<bool>: Encode<'q, DB> + Type<DB>,
         Option<&'q str>: Encode<'q, DB> + Type<DB>,
         Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
@@ -192,6 +201,7 @@ impl Sql {
                 Value::Small(v) => out.add(*v),
                 Value::Int(v) => out.add(*v),
                 Value::Big(v) => out.add(*v),
+                Value::Float(v) => out.add(*v),
                 Value::Bool(v) => out.add(*v),
                 Value::Text(v) => out.add(v.as_deref()),
                 Value::Time(v) => out.add(*v),

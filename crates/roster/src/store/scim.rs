@@ -3,17 +3,27 @@
 //! records as every other write), and membership edits that cost the size of the edit, not of the
 //! group: one set-based statement per step, whatever the number of members named.
 
+use super::db::Tx;
+use super::query::Sql;
+use super::records::{self, Backed};
 use super::resource_sync::Conn;
-use super::{lifecycle_sync, StoreError, StoreResult};
+use super::rows::ScimRow;
+use super::scim_sql::{self as ssql, MemberStep};
+use super::{lifecycle_sync, now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::lifecycle::Policy;
+use crate::domain::operation::{OperationCounts, OperationType};
 use crate::domain::resource::{NewResource, Resource, ResourcePatch};
+use crate::domain::scim::{Attr, ScimPage, ScimQuery};
 use crate::domain::scim::{MemberEdit, ScimRecord, ScimType, ScimWrite};
 use crate::domain::token::Actor;
+use crate::domain::OperationId;
 use crate::domain::ResourceId;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 /// Most members one membership edit may name (both drivers bind each one).
 pub const MAX_MEMBERS_PER_EDIT: usize = 10_000;
@@ -243,343 +253,293 @@ pub(super) fn doc_of(value: Option<sqlx::types::Json<Map<String, Value>>>) -> Ma
     value.map(|d| d.0).unwrap_or_default()
 }
 
-/// Implements [`ScimStore`] for a store with `read_tx`, `write_tx`, `finish`,
-/// `insert_operation`, `set_counts` and `audit`, on database `$db` whose resource rows read as
-/// `$row`.
-macro_rules! impl_scim_store {
-    ($store:ty, $db:ty, $dialect:expr, $row:ty) => {
-        impl $store {
-            /// The named members that are not live users or groups of the group's source.
-            async fn scim_invalid_members(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                step: &crate::store::scim_sql::MemberStep<'_>,
-                ids: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<()> {
-                if ids.is_empty() {
-                    return Ok(());
-                }
-                let mut check = sqlx::QueryBuilder::<$db>::new("");
-                crate::store::scim_sql::push_invalid_members(&mut check, step, ids);
-                let invalid: Vec<uuid::Uuid> =
-                    check.build_query_scalar().fetch_all(&mut **tx).await?;
-                if invalid.is_empty() {
-                    Ok(())
-                } else {
-                    Err(crate::store::scim::invalid_members(&invalid, step.source))
-                }
-            }
-
-            /// Edits a group's members in the caller's transaction, as one partial-update
-            /// operation (none when the edit is empty), with a change record per membership
-            /// that changed; the group's version moves when one did.
-            async fn scim_members_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                actor: &crate::domain::token::Actor,
-                source: &str,
-                group: crate::domain::ResourceId,
-                edit: &crate::domain::scim::MemberEdit,
-                expected: Option<chrono::DateTime<chrono::Utc>>,
-            ) -> crate::store::StoreResult<()> {
-                use crate::store::resource_sync::Conn;
-                use crate::store::scim_sql as ssql;
-                let (add, remove) = crate::store::scim::distinct(edit)?;
-                tx.serialize(&group.to_string()).await?;
-                let current = tx.get(group).await?;
-                let ty = crate::domain::scim::ScimType::Group;
-                crate::store::scim::check_scim(&current, ty, source)?;
-                crate::store::scim::check_version(&current, ty, expected)?;
-                if add.is_empty() && remove.is_empty() {
-                    return Ok(());
-                }
-                let op = <$store>::insert_operation(
-                    tx,
-                    actor,
-                    crate::domain::operation::OperationType::PartialUpdate,
-                    Some(group),
-                    Some(source),
-                )
-                .await?;
-                let step = ssql::MemberStep {
-                    group,
-                    op,
-                    at: crate::store::now(),
-                    source,
-                    token: Some(actor.token_name.as_str()),
-                };
-                Self::scim_invalid_members(tx, &step, &add).await?;
-                let mut counts = crate::domain::operation::OperationCounts::default();
-                if !add.is_empty() {
-                    let mut fresh = sqlx::QueryBuilder::<$db>::new("");
-                    ssql::push_count_fresh(&mut fresh, &step, &add);
-                    let (added, reactivated): (i64, i64) =
-                        fresh.build_query_as().fetch_one(&mut **tx).await?;
-                    for statement in ssql::add_statements($dialect) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("");
-                        statement(&mut q, &step, &add);
-                        q.build().execute(&mut **tx).await?;
-                    }
-                    counts.added = added;
-                    counts.reactivated = reactivated;
-                }
-                if !remove.is_empty() {
-                    let mut removed = 0;
-                    for statement in ssql::remove_statements($dialect) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("");
-                        statement(&mut q, &step, &remove);
-                        removed = q.build().execute(&mut **tx).await?.rows_affected();
-                    }
-                    counts.removed = i64::try_from(removed).unwrap_or(i64::MAX);
-                }
-                if counts.added + counts.reactivated + counts.removed > 0 {
-                    sqlx::query("UPDATE resource SET modified = $2 WHERE id = $1")
-                        .bind(group)
-                        .bind(step.at)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                let record = crate::domain::audit::AuditRecord::new(
-                    "operation.partial-update",
-                    crate::domain::audit::target::operation(op),
-                )
-                .with_detail(serde_json::json!({
-                    "added": add.len(), "removed": remove.len(), "via": "scim"
-                }));
-                <$store>::audit(tx, actor, record).await?;
-                <$store>::set_counts(tx, op, counts).await?;
-                Ok(())
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl crate::store::scim::ScimStore for $store {
-            async fn scim_list(
-                &self,
-                source: &str,
-                ty: crate::domain::scim::ScimType,
-                query: &crate::domain::scim::ScimQuery,
-            ) -> crate::store::StoreResult<crate::domain::scim::ScimPage> {
-                use crate::store::scim_sql as ssql;
-                let mut tx = self.read_tx().await?;
-                let mut count =
-                    sqlx::QueryBuilder::<$db>::new("SELECT count(*) FROM resource r WHERE ");
-                ssql::push_scope(&mut count, $dialect, source, ty, query.cond.as_ref());
-                let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-                let mut page = sqlx::QueryBuilder::<$db>::new(format!(
-                    "SELECT {} FROM resource r WHERE ",
-                    ssql::columns()
-                ));
-                ssql::push_scope(&mut page, $dialect, source, ty, query.cond.as_ref());
-                ssql::push_after(&mut page, $dialect, query);
-                ssql::push_order(&mut page, $dialect, query);
-                let rows: Vec<crate::store::rows::ScimRow> =
-                    page.build_query_as().fetch_all(&mut *tx).await?;
-                let mut records: Vec<crate::domain::scim::ScimRecord> = rows
-                    .into_iter()
-                    .map(crate::domain::scim::ScimRecord::try_from)
-                    .collect::<Result<_, _>>()?;
-                let more = records.len() as i64 > query.count;
-                records.truncate(usize::try_from(query.count).unwrap_or_default());
-                let sorted = query.sort.as_ref().filter(|a| {
-                    query.keyed && more && **a != crate::domain::scim::Attr::Id
-                });
-                let last_key = match (sorted, records.last()) {
-                    (Some(attr), Some(last)) => {
-                        sqlx::query_scalar(&ssql::sort_key_of(attr, $dialect))
-                            .bind(last.resource.id)
-                            .fetch_one(&mut *tx)
-                            .await?
-                    }
-                    _ => None,
-                };
-                Ok(crate::domain::scim::ScimPage {
-                    total,
-                    records,
-                    more,
-                    last_key,
-                })
-            }
-
-            async fn scim_records(
-                &self,
-                ids: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<Vec<crate::domain::scim::ScimRecord>> {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.read_tx().await?;
-                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                    "SELECT {} FROM resource r WHERE r.id IN (",
-                    crate::store::scim_sql::columns()
-                ));
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(id.0);
-                }
-                q.push(") ORDER BY r.id");
-                let rows: Vec<crate::store::rows::ScimRow> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                rows.into_iter()
-                    .map(crate::domain::scim::ScimRecord::try_from)
-                    .collect()
-            }
-
-            async fn scim_get(
-                &self,
-                source: &str,
-                ty: crate::domain::scim::ScimType,
-                id: crate::domain::ResourceId,
-            ) -> crate::store::StoreResult<crate::domain::scim::ScimRecord> {
-                let mut tx = self.read_tx().await?;
-                let row: Option<crate::store::rows::ScimRow> = sqlx::query_as(&format!(
-                    "SELECT {} FROM resource r WHERE r.id = $1",
-                    crate::store::scim_sql::columns()
-                ))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let record = match row {
-                    Some(row) => crate::domain::scim::ScimRecord::try_from(row)?,
-                    None => {
-                        return Err(crate::store::StoreError::NotFound(format!(
-                            "there is no {} {id} in source system {source:?}",
-                            ty.name()
-                        )))
-                    }
-                };
-                crate::store::scim::check_scim(&record.resource, ty, source)?;
-                Ok(record)
-            }
-
-            async fn scim_members(
-                &self,
-                group: crate::domain::ResourceId,
-                limit: i64,
-            ) -> crate::store::StoreResult<
-                Vec<(crate::domain::ResourceId, Option<String>, bool)>,
-            > {
-                let mut tx = self.read_tx().await?;
-                let rows: Vec<(uuid::Uuid, Option<String>, bool)> = sqlx::query_as(
-                    "SELECT gm.member_id, coalesce(gm.member_name, m.displayname), \
-                     m.type = 2 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
-                     JOIN resource g ON g.id = gm.group_id \
-                     WHERE gm.group_id = $1 AND NOT gm.removed \
-                     AND m.source_system = g.source_system AND m.type IN (1, 2) \
-                     ORDER BY gm.member_id LIMIT $2",
-                )
-                .bind(group)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, name, is_group)| (crate::domain::ResourceId(id), name, is_group))
-                    .collect())
-            }
-
-            async fn scim_hidden_members(
-                &self,
-                group: crate::domain::ResourceId,
-            ) -> crate::store::StoreResult<Vec<crate::domain::ResourceId>> {
-                let mut tx = self.read_tx().await?;
-                let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
-                    "SELECT gm.member_id FROM group_member gm \
-                     JOIN resource m ON m.id = gm.member_id \
-                     JOIN resource g ON g.id = gm.group_id \
-                     WHERE gm.group_id = $1 AND NOT gm.removed \
-                     AND NOT (m.source_system = g.source_system AND m.type IN (1, 2))",
-                )
-                .bind(group)
-                .fetch_all(&mut *tx)
-                .await?;
-                Ok(rows.into_iter().map(crate::domain::ResourceId).collect())
-            }
-
-            async fn scim_create(
-                &self,
-                actor: &crate::domain::token::Actor,
-                write: &crate::domain::scim::ScimWrite,
-                members: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<crate::domain::scim::ScimRecord> {
-                let mut tx = self.write_tx().await?;
-                let mut record = crate::store::scim::create(&mut tx, actor, write).await?;
-                if !members.is_empty() {
-                    let edit = crate::domain::scim::MemberEdit {
-                        add: members.to_vec(),
-                        remove: Vec::new(),
-                    };
-                    let id = record.resource.id;
-                    Self::scim_members_in(&mut tx, actor, &write.source_system, id, &edit, None)
-                        .await?;
-                    record.resource = crate::store::resource_sync::Conn::get(&mut tx, id).await?;
-                }
-                <$store>::finish(tx).await?;
-                Ok(record)
-            }
-
-            async fn scim_replace(
-                &self,
-                actor: &crate::domain::token::Actor,
-                id: crate::domain::ResourceId,
-                write: &crate::domain::scim::ScimWrite,
-                edit: &crate::domain::scim::MemberEdit,
-                expected: Option<chrono::DateTime<chrono::Utc>>,
-                policy: &crate::domain::lifecycle::Policy,
-            ) -> crate::store::StoreResult<()> {
-                let mut tx = self.write_tx().await?;
-                if !edit.is_empty() {
-                    // The group's lock first, as every membership write takes it.
-                    crate::store::resource_sync::Conn::serialize(&mut tx, &id.to_string())
-                        .await?;
-                }
-                crate::store::scim::replace(&mut tx, actor, id, write, expected, policy).await?;
-                if !edit.is_empty() {
-                    Self::scim_members_in(&mut tx, actor, &write.source_system, id, edit, None)
-                        .await?;
-                }
-                <$store>::finish(tx).await?;
-                Ok(())
-            }
-
-            async fn scim_edit_members(
-                &self,
-                actor: &crate::domain::token::Actor,
-                source: &str,
-                group: crate::domain::ResourceId,
-                edit: &crate::domain::scim::MemberEdit,
-                expected: Option<chrono::DateTime<chrono::Utc>>,
-            ) -> crate::store::StoreResult<()> {
-                let mut tx = self.write_tx().await?;
-                Self::scim_members_in(&mut tx, actor, source, group, edit, expected).await?;
-                <$store>::finish(tx).await?;
-                Ok(())
-            }
-
-            async fn scim_check_members(
-                &self,
-                source: &str,
-                group: crate::domain::ResourceId,
-                members: &[crate::domain::ResourceId],
-            ) -> crate::store::StoreResult<()> {
-                let mut tx = self.read_tx().await?;
-                let step = crate::store::scim_sql::MemberStep {
-                    group,
-                    op: crate::domain::OperationId(0),
-                    at: crate::store::now(),
-                    source,
-                    token: None,
-                };
-                let edit = crate::domain::scim::MemberEdit {
-                    add: members.to_vec(),
-                    remove: Vec::new(),
-                };
-                let (add, _) = crate::store::scim::distinct(&edit)?;
-                Self::scim_invalid_members(&mut tx, &step, &add).await
-            }
-        }
-    };
+/// The named members that are not live users or groups of the group's source.
+async fn invalid_members_of(
+    tx: &mut Tx,
+    step: &MemberStep<'_>,
+    ids: &[ResourceId],
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut check = Sql::new("");
+    ssql::push_invalid_members(&mut check, step, ids);
+    let invalid: Vec<(Uuid,)> = tx.fetch_all(&check).await?;
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        let invalid: Vec<Uuid> = invalid.into_iter().map(|(id,)| id).collect();
+        Err(invalid_members(&invalid, step.source))
+    }
 }
 
-pub(crate) use impl_scim_store;
+/// Edits a group's members in the caller's transaction, as one partial-update operation (none
+/// when the edit is empty), with a change record per membership that changed; the group's
+/// version moves when one did.
+async fn edit_members(
+    tx: &mut Tx,
+    actor: &Actor,
+    source: &str,
+    group: ResourceId,
+    edit: &MemberEdit,
+    expected: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    let (add, remove) = distinct(edit)?;
+    tx.serialize(&group.to_string()).await?;
+    let current = records::get(tx, group).await?;
+    check_scim(&current, ScimType::Group, source)?;
+    check_version(&current, ScimType::Group, expected)?;
+    if add.is_empty() && remove.is_empty() {
+        return Ok(());
+    }
+    let op = records::insert_operation(
+        tx,
+        actor,
+        OperationType::PartialUpdate,
+        Some(group),
+        Some(source),
+    )
+    .await?;
+    let step = MemberStep {
+        group,
+        op,
+        at: now(),
+        source,
+        token: Some(actor.token_name.as_str()),
+    };
+    invalid_members_of(tx, &step, &add).await?;
+    let mut counts = OperationCounts::default();
+    if !add.is_empty() {
+        let mut fresh = Sql::new("");
+        ssql::push_count_fresh(&mut fresh, &step, &add);
+        (counts.added, counts.reactivated) = tx.fetch_one(&fresh).await?;
+        for statement in ssql::add_statements(tx.dialect()) {
+            let mut q = Sql::new("");
+            statement(&mut q, &step, &add);
+            tx.execute(&q).await?;
+        }
+    }
+    if !remove.is_empty() {
+        let mut removed = 0;
+        for statement in ssql::remove_statements(tx.dialect()) {
+            let mut q = Sql::new("");
+            statement(&mut q, &step, &remove);
+            removed = tx.execute(&q).await?;
+        }
+        counts.removed = i64::try_from(removed).unwrap_or(i64::MAX);
+    }
+    if counts.added + counts.reactivated + counts.removed > 0 {
+        let touch = Sql::new("UPDATE resource SET modified = $2 WHERE id = $1")
+            .bind(group)
+            .bind(step.at);
+        tx.execute(&touch).await?;
+    }
+    let record = AuditRecord::new("operation.partial-update", target::operation(op)).with_detail(
+        serde_json::json!({
+            "added": add.len(), "removed": remove.len(), "via": "scim"
+        }),
+    );
+    records::audit(tx, actor, record).await?;
+    records::set_counts(tx, op, counts).await?;
+    Ok(())
+}
+
+/// SCIM records selected by `sql` (with `ssql::columns()`).
+async fn scim_rows(tx: &mut Tx, sql: &Sql) -> StoreResult<Vec<ScimRecord>> {
+    let rows: Vec<ScimRow> = tx.fetch_all(sql).await?;
+    rows.into_iter().map(ScimRecord::try_from).collect()
+}
+
+#[async_trait]
+impl<S: Backed> ScimStore for S {
+    async fn scim_list(
+        &self,
+        source: &str,
+        ty: ScimType,
+        query: &ScimQuery,
+    ) -> StoreResult<ScimPage> {
+        let mut tx = self.db().snapshot().await?;
+        let d = tx.dialect();
+        let mut count = Sql::new("SELECT count(*) FROM resource r WHERE ");
+        ssql::push_scope(&mut count, d, source, ty, query.cond.as_ref());
+        let total: i64 = tx.scalar(&count).await?;
+        let mut page = Sql::new(format!("SELECT {} FROM resource r WHERE ", ssql::columns()));
+        ssql::push_scope(&mut page, d, source, ty, query.cond.as_ref());
+        ssql::push_after(&mut page, d, query);
+        ssql::push_order(&mut page, d, query);
+        let mut records = scim_rows(&mut tx, &page).await?;
+        let more = records.len() as i64 > query.count;
+        records.truncate(usize::try_from(query.count).unwrap_or_default());
+        let sorted = query
+            .sort
+            .as_ref()
+            .filter(|a| query.keyed && more && **a != Attr::Id);
+        let last_key = match (sorted, records.last()) {
+            (Some(attr), Some(last)) => {
+                let key = Sql::new(ssql::sort_key_of(attr, d)).bind(last.resource.id);
+                tx.scalar(&key).await?
+            }
+            _ => None,
+        };
+        Ok(ScimPage {
+            total,
+            records,
+            more,
+            last_key,
+        })
+    }
+
+    async fn scim_records(&self, ids: &[ResourceId]) -> StoreResult<Vec<ScimRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = Sql::new(format!(
+            "SELECT {} FROM resource r WHERE r.id IN (",
+            ssql::columns()
+        ));
+        for (i, id) in ids.iter().enumerate() {
+            q.push(if i == 0 { "" } else { ", " }).push_bind(*id);
+        }
+        q.push(") ORDER BY r.id");
+        scim_rows(&mut self.db().read().await?, &q).await
+    }
+
+    async fn scim_get(
+        &self,
+        source: &str,
+        ty: ScimType,
+        id: ResourceId,
+    ) -> StoreResult<ScimRecord> {
+        let select = Sql::new(format!(
+            "SELECT {} FROM resource r WHERE r.id = $1",
+            ssql::columns()
+        ))
+        .bind(id);
+        let Some(record) = scim_rows(&mut self.db().read().await?, &select)
+            .await?
+            .pop()
+        else {
+            return Err(StoreError::NotFound(format!(
+                "there is no {} {id} in source system {source:?}",
+                ty.name()
+            )));
+        };
+        check_scim(&record.resource, ty, source)?;
+        Ok(record)
+    }
+
+    async fn scim_members(
+        &self,
+        group: ResourceId,
+        limit: i64,
+    ) -> StoreResult<Vec<(ResourceId, Option<String>, bool)>> {
+        let select = Sql::new(
+            "SELECT gm.member_id, coalesce(gm.member_name, m.displayname), \
+             m.type = 2 FROM group_member gm JOIN resource m ON m.id = gm.member_id \
+             JOIN resource g ON g.id = gm.group_id \
+             WHERE gm.group_id = $1 AND NOT gm.removed \
+             AND m.source_system = g.source_system AND m.type IN (1, 2) \
+             ORDER BY gm.member_id LIMIT $2",
+        )
+        .bind(group)
+        .bind(limit);
+        let rows: Vec<(Uuid, Option<String>, bool)> =
+            self.db().read().await?.fetch_all(&select).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, is_group)| (ResourceId(id), name, is_group))
+            .collect())
+    }
+
+    async fn scim_hidden_members(&self, group: ResourceId) -> StoreResult<Vec<ResourceId>> {
+        let select = Sql::new(
+            "SELECT gm.member_id FROM group_member gm \
+             JOIN resource m ON m.id = gm.member_id \
+             JOIN resource g ON g.id = gm.group_id \
+             WHERE gm.group_id = $1 AND NOT gm.removed \
+             AND NOT (m.source_system = g.source_system AND m.type IN (1, 2))",
+        )
+        .bind(group);
+        let rows: Vec<(Uuid,)> = self.db().read().await?.fetch_all(&select).await?;
+        Ok(rows.into_iter().map(|(id,)| ResourceId(id)).collect())
+    }
+
+    async fn scim_create(
+        &self,
+        actor: &Actor,
+        write: &ScimWrite,
+        members: &[ResourceId],
+    ) -> StoreResult<ScimRecord> {
+        let mut tx = self.db().write().await?;
+        let mut record = create(&mut tx, actor, write).await?;
+        if !members.is_empty() {
+            let edit = MemberEdit {
+                add: members.to_vec(),
+                remove: Vec::new(),
+            };
+            let id = record.resource.id;
+            edit_members(&mut tx, actor, &write.source_system, id, &edit, None).await?;
+            record.resource = records::get(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn scim_replace(
+        &self,
+        actor: &Actor,
+        id: ResourceId,
+        write: &ScimWrite,
+        edit: &MemberEdit,
+        expected: Option<DateTime<Utc>>,
+        policy: &Policy,
+    ) -> StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        if !edit.is_empty() {
+            // The group's lock first, as every membership write takes it.
+            tx.serialize(&id.to_string()).await?;
+        }
+        replace(&mut tx, actor, id, write, expected, policy).await?;
+        if !edit.is_empty() {
+            edit_members(&mut tx, actor, &write.source_system, id, edit, None).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn scim_edit_members(
+        &self,
+        actor: &Actor,
+        source: &str,
+        group: ResourceId,
+        edit: &MemberEdit,
+        expected: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        let mut tx = self.db().write().await?;
+        edit_members(&mut tx, actor, source, group, edit, expected).await?;
+        tx.commit().await
+    }
+
+    async fn scim_check_members(
+        &self,
+        source: &str,
+        group: ResourceId,
+        members: &[ResourceId],
+    ) -> StoreResult<()> {
+        let step = MemberStep {
+            group,
+            op: OperationId(0),
+            at: now(),
+            source,
+            token: None,
+        };
+        let edit = MemberEdit {
+            add: members.to_vec(),
+            remove: Vec::new(),
+        };
+        let (add, _) = distinct(&edit)?;
+        invalid_members_of(&mut self.db().read().await?, &step, &add).await
+    }
+}
 
 /// The error for members that are not live users or groups of the group's source.
 pub(super) fn invalid_members(ids: &[uuid::Uuid], source: &str) -> StoreError {

@@ -5,6 +5,7 @@
 //! SCIM does; under `not` the operand is made two-valued first (`NOT coalesce(…, FALSE)`). Positive
 //! comparisons stay plain (`lower(r.identifier) = lower($1)`), so that indexes serve them.
 
+use super::query::Sql;
 use crate::domain::change::ChangeKind;
 use crate::domain::resource::ResourceType;
 use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType};
@@ -12,7 +13,6 @@ use crate::domain::{OperationId, ResourceId};
 use crate::store::resource_sql::Dialect;
 use crate::store::rows::RESOURCE_COLUMNS;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 /// The resource columns, read through the alias `r`, then the SCIM document.
@@ -37,15 +37,7 @@ fn sort_expression(d: Dialect, attr: &Attr) -> String {
 }
 
 /// Appends `cond` to `q`.
-pub fn push_cond<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, cond: &Cond)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    f64: Encode<'a, DB> + Type<DB>,
-    bool: Encode<'a, DB> + Type<DB>,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_cond(q: &mut Sql, d: Dialect, cond: &Cond) {
     match cond {
         Cond::And(a, b) | Cond::Or(a, b) => {
             q.push("(");
@@ -82,20 +74,7 @@ where
     }
 }
 
-fn push_compare<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    d: Dialect,
-    attr: &Attr,
-    op: CompareOp,
-    value: &CompValue,
-) where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    f64: Encode<'a, DB> + Type<DB>,
-    bool: Encode<'a, DB> + Type<DB>,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+fn push_compare(q: &mut Sql, d: Dialect, attr: &Attr, op: CompareOp, value: &CompValue) {
     let negate = op == CompareOp::Ne;
     match value {
         CompValue::Null => {
@@ -124,18 +103,7 @@ fn push_compare<'a, DB>(
     }
 }
 
-fn push_string<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    d: Dialect,
-    attr: &Attr,
-    op: CompareOp,
-    s: &str,
-) where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+fn push_string(q: &mut Sql, d: Dialect, attr: &Attr, op: CompareOp, s: &str) {
     let negate = op == CompareOp::Ne;
     if negate {
         q.push("NOT coalesce(");
@@ -171,7 +139,7 @@ fn push_string<'a, DB>(
             } else {
                 format!("lower({})", text(d, attr))
             };
-            let right = |q: &mut QueryBuilder<'a, DB>| {
+            let right = |q: &mut Sql| {
                 if exact {
                     q.push("(").push_bind(s.to_owned()).push(")");
                 } else {
@@ -414,20 +382,7 @@ fn exists(d: Dialect, list: &List) -> String {
 }
 
 /// `r.source_system = … AND r.type = … AND NOT r.deleted`, then the filter.
-pub fn push_scope<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    d: Dialect,
-    source: &str,
-    ty: ScimType,
-    cond: Option<&Cond>,
-) where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    f64: Encode<'a, DB> + Type<DB>,
-    bool: Encode<'a, DB> + Type<DB>,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_scope(q: &mut Sql, d: Dialect, source: &str, ty: ScimType, cond: Option<&Cond>) {
     // The type is written out, not bound, so that the partial indexes of SCIM's lookups apply.
     q.push("r.source_system = ")
         .push_bind(source.to_owned())
@@ -467,12 +422,7 @@ fn typed_key(d: Dialect, attr: &Attr) -> (&'static str, &'static str) {
 
 /// ` AND ` the rows after a cursor's row in the order of [`push_order`] (missing values last,
 /// then by id).
-pub fn push_after<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, query: &ScimQuery)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    Uuid: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_after(q: &mut Sql, d: Dialect, query: &ScimQuery) {
     let Some(after) = &query.after else {
         return;
     };
@@ -509,11 +459,7 @@ where
 }
 
 /// `ORDER BY` the sort key (missing values last), then id; the page.
-pub fn push_order<'a, DB>(q: &mut QueryBuilder<'a, DB>, d: Dialect, query: &ScimQuery)
-where
-    DB: Database,
-    i64: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_order(q: &mut Sql, d: Dialect, query: &ScimQuery) {
     q.push(" ORDER BY ");
     if let Some(attr) = &query.sort {
         let direction = if query.descending { "DESC" } else { "ASC" };
@@ -539,32 +485,18 @@ pub struct MemberStep<'s> {
 }
 
 /// `WITH input(member_id) AS (VALUES (…), …) ` over the named members.
-fn push_input<'a, DB>(q: &mut QueryBuilder<'a, DB>, ids: &[ResourceId])
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-{
+fn push_input(q: &mut Sql, ids: &[ResourceId]) {
     q.push("WITH input(member_id) AS (VALUES ");
-    let mut values = q.separated(", ");
-    for id in ids {
-        values
-            .push("(")
-            .push_bind_unseparated(id.0)
-            .push_unseparated(")");
+    for (i, id) in ids.iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" })
+            .push_bind(*id)
+            .push(")");
     }
     q.push(") ");
 }
 
 /// The named members that are not live users or groups of the group's source, or the group.
-pub fn push_invalid_members<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    step: &MemberStep<'_>,
-    ids: &[ResourceId],
-) where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_invalid_members(q: &mut Sql, step: &MemberStep<'_>, ids: &[ResourceId]) {
     push_input(q, ids);
     q.push(
         "SELECT i.member_id FROM input i LEFT JOIN resource m ON m.id = i.member_id \
@@ -576,14 +508,7 @@ pub fn push_invalid_members<'a, DB>(
 }
 
 /// How many of the named members have no membership row yet, and how many an ended one.
-pub fn push_count_fresh<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    step: &MemberStep<'_>,
-    ids: &[ResourceId],
-) where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-{
+pub fn push_count_fresh(q: &mut Sql, step: &MemberStep<'_>, ids: &[ResourceId]) {
     push_input(q, ids);
     q.push(
         "SELECT coalesce(sum(CASE WHEN gm.member_id IS NULL THEN 1 ELSE 0 END), 0), \
@@ -594,23 +519,11 @@ pub fn push_count_fresh<'a, DB>(
 }
 
 /// A statement of a membership edit, written into an empty builder.
-pub type MemberStatement<'a, DB> = fn(&mut QueryBuilder<'a, DB>, &MemberStep<'_>, &[ResourceId]);
+pub type MemberStatement = fn(&mut Sql, &MemberStep<'_>, &[ResourceId]);
 
 /// The change record of each named member that `predicate` (on `gm`, with the group bound
 /// first) selects, as the SQLite form writes it before the write itself.
-fn push_log_of<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
-    step: &MemberStep<'_>,
-    kind: ChangeKind,
-    from: &str,
-) where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    Option<String>: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+fn push_log_of(q: &mut Sql, step: &MemberStep<'_>, kind: ChangeKind, from: &str) {
     q.push("INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, token_name) SELECT ")
         .push_bind(step.at)
         .push(format!(", {}, ", kind.code()))
@@ -626,20 +539,13 @@ fn push_log_of<'a, DB>(
 
 /// SQLite: the change record of each named member whose membership is active (or is not), written
 /// before the write that changes it.
-fn push_sqlite_log<'a, DB>(
-    q: &mut QueryBuilder<'a, DB>,
+fn push_sqlite_log(
+    q: &mut Sql,
     step: &MemberStep<'_>,
     ids: &[ResourceId],
     kind: ChangeKind,
     active: bool,
-) where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    Option<String>: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+) {
     push_input(q, ids);
     let test = if active { "EXISTS" } else { "NOT EXISTS" };
     push_log_of(
@@ -657,11 +563,7 @@ fn push_sqlite_log<'a, DB>(
 
 /// ` IN (…)` the resources of the step's source: a SCIM edit touches no member of another
 /// source, which its base does not show.
-fn push_of_source<'a, DB>(q: &mut QueryBuilder<'a, DB>, step: &MemberStep<'_>)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-{
+fn push_of_source(q: &mut Sql, step: &MemberStep<'_>) {
     q.push(" IN (SELECT s.id FROM resource s WHERE s.source_system = ")
         .push_bind(step.source.to_owned())
         .push(")");
@@ -669,15 +571,7 @@ where
 
 /// The statements that add the named members (new or re-activated), each with its change record:
 /// one on PostgreSQL (`WITH … RETURNING` into the log), two on SQLite (the log, then the write).
-pub fn add_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    Option<String>: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+pub fn add_statements(d: Dialect) -> Vec<MemberStatement> {
     match d {
         Dialect::Postgres => vec![|q, step, ids| {
             push_input(q, ids);
@@ -697,14 +591,7 @@ where
 }
 
 /// Inserts a membership for each input member, or re-activates its ended one.
-fn push_upsert<'a, DB>(q: &mut QueryBuilder<'a, DB>, step: &MemberStep<'_>)
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+fn push_upsert(q: &mut Sql, step: &MemberStep<'_>) {
     q.push(
         "INSERT INTO group_member (source, group_id, member_id, last_operation_id, \
          created_timestamp) SELECT ",
@@ -725,15 +612,7 @@ where
 
 /// The statements that end the named members' active memberships (of members of the step's
 /// source only), each with its change record; the last one's row count is the number ended.
-pub fn remove_statements<'a, DB>(d: Dialect) -> Vec<MemberStatement<'a, DB>>
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    Option<String>: Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
-{
+pub fn remove_statements(d: Dialect) -> Vec<MemberStatement> {
     match d {
         Dialect::Postgres => vec![|q, step, ids| {
             push_input(q, ids);

@@ -219,7 +219,7 @@ pub fn resource_list(d: Dialect, filter: &ResourceFilter, page: &PageRequest<Uui
         ("external_id", &filter.external_id),
     ] {
         if let Some(v) = value {
-            q.push(&format!(" AND {column} = ")).push_bind(v);
+            q.push(format!(" AND {column} = ")).push_bind(v);
         }
     }
     if let Some(v) = filter.active {
@@ -268,11 +268,11 @@ pub fn membership_list(
         "SELECT {columns}, {member_active} AS member_active FROM group_member m"
     ));
     if filter.ty.is_some() || filter.source_system.is_some() {
-        q.push(&format!(" JOIN resource r ON r.id = m.{ordered}"));
+        q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));
     }
-    q.push(&format!(" WHERE m.{fixed} = ")).push_bind(id);
+    q.push(format!(" WHERE m.{fixed} = ")).push_bind(id);
     if let Some(after) = page.after {
-        q.push(&format!(" AND m.{ordered} > ")).push_bind(after);
+        q.push(format!(" AND m.{ordered} > ")).push_bind(after);
     }
     if !filter.include_removed {
         q.push(" AND NOT m.removed");
@@ -284,11 +284,11 @@ pub fn membership_list(
         q.push(" AND r.source_system = ").push_bind(source);
     }
     match filter.active {
-        Some(true) => q.push(&format!(" AND {member_active}")),
-        Some(false) => q.push(&format!(" AND NOT {member_active}")),
+        Some(true) => q.push(format!(" AND {member_active}")),
+        Some(false) => q.push(format!(" AND NOT {member_active}")),
         None => &mut q,
     };
-    q.push(&format!(" ORDER BY m.{ordered} LIMIT "))
+    q.push(format!(" ORDER BY m.{ordered} LIMIT "))
         .push_bind(page.fetch());
     q
 }

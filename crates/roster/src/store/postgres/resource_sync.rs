@@ -170,13 +170,7 @@ impl PgStore {
     }
 }
 
-crate::store::scim::impl_scim_store!(PgStore, Postgres, Dialect::Postgres, super::Row);
-
 impl PgStore {
-    async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
-    }
-
     /// A read-only transaction on one snapshot, so that the statements of one answer agree.
     pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;

@@ -19,12 +19,6 @@ use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
 impl SqliteStore {
-    /// Commits a write transaction (one writer at a time: commit order is sequence order).
-    pub(super) async fn finish(tx: Transaction<'_, Sqlite>) -> StoreResult<()> {
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The position of this transaction's snapshot.
     async fn snapshot_cursor(tx: &mut Transaction<'_, Sqlite>) -> StoreResult<Cursor> {
         // The newest change, or where trimmed history ended when nothing newer is left.

@@ -124,13 +124,7 @@ impl SqliteStore {
     }
 }
 
-crate::store::scim::impl_scim_store!(SqliteStore, Sqlite, Dialect::Sqlite, super::Row);
-
 impl SqliteStore {
-    async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        self.begin().await
-    }
-
     pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.reader.begin().await?)
     }
