@@ -108,7 +108,7 @@ impl Db {
                 let mut tx = pool.begin().await?;
                 tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?;
-                Held::PostgresTx(tx)
+                Held::PostgresSnapshot(tx)
             }
             Pools::Sqlite { reader, .. } => Held::SqliteTx(reader.begin().await?),
         }))
@@ -118,6 +118,8 @@ impl Db {
 /// What a [`Tx`] holds.
 enum Held {
     PostgresTx(Transaction<'static, Postgres>),
+    /// A read-only transaction: it has no commit position to take.
+    PostgresSnapshot(Transaction<'static, Postgres>),
     SqliteTx(Transaction<'static, Sqlite>),
     Postgres(PoolConnection<Postgres>),
     Sqlite(PoolConnection<Sqlite>),
@@ -152,7 +154,9 @@ pub const COMMIT_STAMP: &str = "WITH mine AS (SELECT pg_current_xact_id_if_assig
 impl Tx {
     pub fn dialect(&self) -> Dialect {
         match self.0 {
-            Held::PostgresTx(_) | Held::Postgres(_) => Dialect::Postgres,
+            Held::PostgresTx(_) | Held::PostgresSnapshot(_) | Held::Postgres(_) => {
+                Dialect::Postgres
+            }
             Held::SqliteTx(_) | Held::Sqlite(_) => Dialect::Sqlite,
         }
     }
@@ -160,7 +164,7 @@ impl Tx {
     /// The backend's connection.
     pub fn link(&mut self) -> Link<'_> {
         match &mut self.0 {
-            Held::PostgresTx(tx) => Link::Postgres(tx),
+            Held::PostgresTx(tx) | Held::PostgresSnapshot(tx) => Link::Postgres(tx),
             Held::SqliteTx(tx) => Link::Sqlite(tx),
             Held::Postgres(conn) => Link::Postgres(conn),
             Held::Sqlite(conn) => Link::Sqlite(conn),
@@ -248,6 +252,7 @@ impl Tx {
                 tx.execute(COMMIT_STAMP).await?;
                 tx.commit().await?;
             }
+            Held::PostgresSnapshot(tx) => tx.commit().await?,
             Held::SqliteTx(tx) => tx.commit().await?,
             Held::Postgres(_) | Held::Sqlite(_) => {}
         }

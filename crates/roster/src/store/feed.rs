@@ -1,14 +1,29 @@
-//! What both backends share of the change feed: the change row, the filter clause and the export
-//! paging. The reading rules (the fence, snapshots) are each backend's own.
+//! The change feed, written once: reading the log in order by cursor, history, exports from one
+//! snapshot, trimming, and the relay's lease. What differs is how a position is kept: on
+//! PostgreSQL every transaction that wrote changes takes, just before it commits and under a short
+//! lock, the next commit position (`change_commit`, see `db::COMMIT_STAMP`), so positions are
+//! handed out in commit order and any snapshot sees a prefix of them; changes are read in
+//! `(position, seq)` order, so a consumer that continues after the last change it read never skips
+//! a transaction that took its sequence numbers early and committed late. SQLite has one writer:
+//! commit order is sequence order.
 
-use super::{StoreError, StoreResult};
+use super::db::{Dialect, Tx};
+use super::query::Sql;
+use super::records::Backed;
+use super::rows::{MembershipRow, ResourceRow, MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
+use super::{ChangeStore, StoreError, StoreResult};
 use crate::domain::change::ChangeKind;
+use crate::domain::feed::ChangeBatch;
 use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange, UNRENDERABLE};
 use crate::domain::membership::Membership;
+use crate::domain::page::PageRequest;
 use crate::domain::resource::Resource;
 use crate::domain::ResourceId;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use std::time::Duration;
+use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
 /// Rows per statement while an export pages through its snapshot.
@@ -73,61 +88,480 @@ pub fn readable_attrs(seq: i64, raw: &serde_json::value::RawValue) -> serde_json
     })
 }
 
-/// A value a filter clause binds.
-pub enum FilterBind {
-    Text(String),
-    Id(Uuid),
-}
-
-/// Binds a filter clause's values to `query`, in order.
-pub fn bind_filter<'q, DB, O>(
-    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
-    binds: Vec<FilterBind>,
-) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    binds.into_iter().fold(query, |query, bind| match bind {
-        FilterBind::Text(text) => query.bind(text),
-        FilterBind::Id(id) => query.bind(id),
-    })
-}
-
-/// The `AND …` conditions of a filter, with placeholders numbered from `first` in the backend's
-/// style (`$n` or `?n`), and what they bind.
-pub fn filter_clause(filter: &ChangeFilter, first: usize, mark: char) -> (String, Vec<FilterBind>) {
-    let mut sql = String::new();
-    let mut binds = Vec::new();
+/// Appends the `AND …` conditions of a filter on the change alias `c`.
+fn push_filter(q: &mut Sql, filter: &ChangeFilter) {
     if let Some(source) = &filter.source_system {
-        binds.push(FilterBind::Text(source.clone()));
-        sql.push_str(&format!(
-            " AND c.source_system = {mark}{}",
-            first + binds.len() - 1
-        ));
+        q.push(" AND c.source_system = ").push_bind(source);
     }
     if let Some(group) = filter.group_id {
-        binds.push(FilterBind::Id(group.0));
-        let n = first + binds.len() - 1;
-        sql.push_str(&format!(
-            " AND (c.group_id = {mark}{n} OR c.resource_id = {mark}{n})"
-        ));
+        q.push(" AND (c.group_id = ")
+            .push_bind(group)
+            .push(" OR c.resource_id = ")
+            .push_bind(group)
+            .push(")");
     }
     if let Some(source) = &filter.member_source {
-        binds.push(FilterBind::Text(source.clone()));
         // A purged member has no row left to say its source: its changes are left out.
-        sql.push_str(&format!(
+        q.push(
             " AND (c.member_id IS NULL OR EXISTS (SELECT 1 FROM resource m \
-             WHERE m.id = c.member_id AND m.source_system = {mark}{}))",
-            first + binds.len() - 1
-        ));
+             WHERE m.id = c.member_id AND m.source_system = ",
+        )
+        .push_bind(source)
+        .push("))");
     }
     if !filter.kinds.is_empty() {
         let codes: Vec<String> = filter.kinds.iter().map(|k| k.code().to_string()).collect();
-        sql.push_str(&format!(" AND c.kind IN ({})", codes.join(", ")));
+        q.push(format!(" AND c.kind IN ({})", codes.join(", ")));
     }
-    (sql, binds)
+}
+
+/// The newest position a snapshot sees (or where trimmed history ended, when nothing newer is
+/// left): every change it sees is at or before it.
+async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
+    Ok(match tx.dialect() {
+        Dialect::Postgres => {
+            let head = Sql::new(
+                "SELECT greatest(coalesce((SELECT max(position) FROM change_commit), 0), \
+                 coalesce((SELECT position FROM change_horizon), 0))",
+            );
+            Cursor::after_tx(u64::try_from(tx.scalar::<i64>(&head).await?).unwrap_or_default())
+        }
+        Dialect::Sqlite => {
+            let head = Sql::new(
+                "SELECT max(coalesce((SELECT max(seq) FROM change), 0), \
+                 coalesce((SELECT seq FROM change_horizon), 0))",
+            );
+            Cursor::at_seq(tx.scalar(&head).await?)
+        }
+    })
+}
+
+/// A commit position as PostgreSQL stores it.
+fn position(tx: u64) -> i64 {
+    i64::try_from(tx).unwrap_or(i64::MAX)
+}
+
+/// PostgreSQL: the changes after `after`, by commit position then sequence number.
+async fn changes_by_position(
+    tx: &mut Tx,
+    after: &Cursor,
+    filter: &ChangeFilter,
+    limit: u32,
+) -> StoreResult<ChangeBatch> {
+    // The head first: rows are read up to it, so `next` never passes a change not returned.
+    let head = snapshot_cursor(tx).await?;
+    let (from, to) = (position(after.tx), position(head.tx));
+    // Up to `limit` transactions after the cursor's are read per answer; `window` is the last.
+    let window = Sql::new(
+        "SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
+         AND position <= $2 ORDER BY position OFFSET $3 LIMIT 1), $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(i64::from(limit) - 1);
+    let window: i64 = tx.scalar(&window).await?;
+    // The rest of the cursor's transaction, then each later one in the window, each read in
+    // `seq` order from the (xid, seq) key: a transaction of a million changes is paged
+    // through, not read whole for every page.
+    let mut q = Sql::new(format!(
+        "(SELECT $1::bigint AS tx, {CHANGE_COLUMNS} FROM change c \
+           WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) AND c.seq > $2"
+    ))
+    .bind(from)
+    .bind(after.seq)
+    .bind(window);
+    push_filter(&mut q, filter);
+    q.push(format!(
+        " ORDER BY c.seq LIMIT {limit}) UNION ALL \
+         (SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change_commit k \
+           CROSS JOIN LATERAL (SELECT * FROM change c WHERE c.xid = k.xid"
+    ));
+    push_filter(&mut q, filter);
+    q.push(format!(
+        " ORDER BY c.seq LIMIT {limit}) c WHERE k.position > $1 AND k.position <= $3) \
+         ORDER BY 1, 2 LIMIT {limit}"
+    ));
+    let rows: Vec<ChangeRow> = tx.fetch_all(&q).await?;
+    // Checked after the read: a trim that committed meanwhile is seen, never skipped over.
+    let horizon: Option<(i64, i64)> = tx
+        .fetch_optional(&Sql::new("SELECT position, seq FROM change_horizon"))
+        .await?;
+    if let Some((tx, seq)) = horizon {
+        if (after.tx, after.seq) < (u64::try_from(tx).unwrap_or(0), seq) {
+            return Err(gone(after));
+        }
+    }
+    let items = into_changes(rows)?;
+    let next = match items.last() {
+        Some(last) if items.len() == limit as usize => last.cursor,
+        last => last
+            .map(|c| c.cursor)
+            .unwrap_or(*after)
+            .max(*after)
+            .max(Cursor::after_tx(u64::try_from(window).unwrap_or_default())),
+    };
+    Ok(ChangeBatch { items, next })
+}
+
+/// SQLite: the changes after `after`, by sequence number (one writer: commit order).
+async fn changes_by_seq(
+    tx: &mut Tx,
+    after: &Cursor,
+    filter: &ChangeFilter,
+    limit: u32,
+) -> StoreResult<ChangeBatch> {
+    let fence = snapshot_cursor(tx).await?;
+    let horizon: Option<(i64,)> = tx
+        .fetch_optional(&Sql::new("SELECT seq FROM change_horizon"))
+        .await?;
+    if horizon.is_some_and(|(h,)| after.seq < h) {
+        return Err(gone(after));
+    }
+    let mut q = Sql::new(format!(
+        "SELECT 0 AS tx, {CHANGE_COLUMNS} FROM change c WHERE c.seq > $1"
+    ))
+    .bind(after.seq);
+    push_filter(&mut q, filter);
+    q.push(format!(" ORDER BY c.seq LIMIT {limit}"));
+    let items = into_changes(tx.fetch_all(&q).await?)?;
+    let next = match items.last() {
+        Some(last) if items.len() == limit as usize => last.cursor,
+        _ => fence.max(*after),
+    };
+    Ok(ChangeBatch { items, next })
+}
+
+fn into_changes(rows: Vec<ChangeRow>) -> StoreResult<Vec<StoredChange>> {
+    rows.into_iter().map(ChangeRow::into_change).collect()
+}
+
+/// The statements an export pages with: resources, then active memberships, each by key; the
+/// first binds the scope, the second the key to continue after, the third the page size; with
+/// `member_source`, the fourth the source system the memberships' members must be of.
+fn export_statements(scope: &ExportScope, member_source: bool) -> (String, String) {
+    let members = if member_source {
+        " AND member_id IN (SELECT id FROM resource WHERE source_system = $4)"
+    } else {
+        ""
+    };
+    match scope {
+        ExportScope::Source(_) => (
+            format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resource WHERE source_system = $1 \
+                 AND NOT deleted AND id > $2 ORDER BY id LIMIT $3"
+            ),
+            format!(
+                "SELECT {MEMBERSHIP_COLUMNS} FROM group_member WHERE NOT removed \
+                 AND group_id IN (SELECT id FROM resource WHERE source_system = $1 \
+                 AND NOT deleted){members} AND id > $2 ORDER BY id LIMIT $3"
+            ),
+        ),
+        ExportScope::Group(_) => (
+            format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resource WHERE id = $1 AND NOT deleted \
+                 AND id > $2 ORDER BY id LIMIT $3"
+            ),
+            format!(
+                "SELECT {MEMBERSHIP_COLUMNS} FROM group_member WHERE group_id = $1 \
+                 AND NOT removed{members} AND id > $2 ORDER BY id LIMIT $3"
+            ),
+        ),
+    }
+}
+
+/// A statement of an export with its scope bound first.
+fn scoped(text: &str, scope: &ExportScope) -> Sql {
+    let sql = Sql::new(text.to_owned());
+    match scope {
+        ExportScope::Source(source) => sql.bind(source.as_str()),
+        ExportScope::Group(group) => sql.bind(*group),
+    }
+}
+
+/// Pages through an export's scope on `tx` (one snapshot), sending each item to `sink`; false
+/// when the receiver went away.
+async fn export_items(
+    tx: &mut Tx,
+    scope: &ExportScope,
+    member_source: Option<&str>,
+    sink: &Sender<StoreResult<ExportItem>>,
+) -> StoreResult<bool> {
+    let (resources, memberships) = export_statements(scope, member_source.is_some());
+    let mut after = Uuid::nil();
+    loop {
+        let page = scoped(&resources, scope).bind(after).bind(EXPORT_PAGE);
+        let rows: Vec<ResourceRow> = tx.fetch_all(&page).await?;
+        let Some(last) = rows.last().map(ResourceRow::id) else {
+            break;
+        };
+        after = last;
+        for row in rows {
+            if sink
+                .send(row.try_into().map(ExportItem::Resource))
+                .await
+                .is_err()
+            {
+                return Ok(false);
+            }
+        }
+    }
+    let mut after = 0_i64;
+    loop {
+        let mut page = scoped(&memberships, scope).bind(after).bind(EXPORT_PAGE);
+        if let Some(source) = member_source {
+            page = page.bind(source);
+        }
+        let rows: Vec<MembershipRow> = tx.fetch_all(&page).await?;
+        let Some(last) = rows.last().map(MembershipRow::id) else {
+            break;
+        };
+        after = last;
+        for row in rows {
+            if sink
+                .send(Ok(ExportItem::Membership(row.into())))
+                .await
+                .is_err()
+            {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The members of group `1` active at time `2`, by member id after `3`, at most `4` (with
+/// `member_source`, only members of source system `5`): each member's last membership change up
+/// to then, where it is an addition.
+fn members_at(member_source: bool) -> String {
+    let members = if member_source {
+        " AND member_id IN (SELECT id FROM resource WHERE source_system = $5)"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT member_id, at FROM (SELECT member_id, kind, at, row_number() OVER \
+           (PARTITION BY member_id ORDER BY seq DESC) AS k FROM change \
+           WHERE group_id = $1 AND kind IN ({}, {}) AND at <= $2) latest \
+         WHERE k = 1 AND kind = {} AND member_id > $3{members} \
+         ORDER BY member_id LIMIT $4",
+        ChangeKind::MembershipAdded.code(),
+        ChangeKind::MembershipRemoved.code(),
+        ChangeKind::MembershipAdded.code(),
+    )
+}
+
+/// PostgreSQL: deletes whole transactions, oldest first, up to the first one with a change at or
+/// after `before`.
+async fn trim_by_position(tx: &mut Tx, before: DateTime<Utc>) -> StoreResult<u64> {
+    let last = Sql::new(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM change WHERE at >= $1) \
+         THEN (SELECT min(k.position) - 1 FROM change_commit k \
+               JOIN change c ON c.xid = k.xid WHERE c.at >= $1) \
+         ELSE (SELECT max(position) FROM change_commit) END",
+    )
+    .bind(before);
+    let last: Option<i64> = tx.scalar(&last).await?;
+    let Some(position) = last.filter(|p| *p > 0) else {
+        return Ok(0);
+    };
+    let delete = Sql::new(
+        "DELETE FROM change c USING change_commit k WHERE k.xid = c.xid AND k.position <= $1",
+    )
+    .bind(position);
+    let deleted = tx.execute(&delete).await?;
+    tx.execute(&Sql::new("DELETE FROM change_commit WHERE position <= $1").bind(position))
+        .await?;
+    let horizon = Sql::new(
+        "INSERT INTO change_horizon (id, position, seq, at) VALUES (1, $1, $2, now()) \
+         ON CONFLICT (id) DO UPDATE SET position = excluded.position, seq = excluded.seq, \
+         at = now() WHERE (change_horizon.position, change_horizon.seq) \
+         < (excluded.position, excluded.seq)",
+    )
+    .bind(position)
+    .bind(i64::MAX);
+    tx.execute(&horizon).await?;
+    Ok(deleted)
+}
+
+/// SQLite: deletes the changes recorded before `before`.
+async fn trim_by_seq(tx: &mut Tx, before: DateTime<Utc>) -> StoreResult<u64> {
+    let last = Sql::new("SELECT max(seq) FROM change WHERE at < $1").bind(before);
+    let Some(seq) = tx.scalar::<Option<i64>>(&last).await? else {
+        return Ok(0);
+    };
+    let deleted = tx
+        .execute(&Sql::new("DELETE FROM change WHERE seq <= $1").bind(seq))
+        .await?;
+    let horizon = Sql::new(
+        "INSERT INTO change_horizon (id, xid, seq, at) VALUES (1, 0, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at = excluded.at \
+         WHERE change_horizon.seq < excluded.seq",
+    )
+    .bind(seq)
+    .bind(super::now());
+    tx.execute(&horizon).await?;
+    Ok(deleted)
+}
+
+/// The relay's lease statements: on PostgreSQL by the database's clock (every node agrees on
+/// it); SQLite is one process's file, so its clock is the caller's.
+fn relay_lease(d: Dialect, claim: bool, name: &str, holder: &str, lease: Duration) -> Sql {
+    let now = super::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let millis = lease.as_secs_f64() * 1000.0;
+    match (d, claim) {
+        (Dialect::Postgres, true) => Sql::new(
+            "INSERT INTO relay (name, holder, until) \
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE relay.holder = excluded.holder OR relay.until < now() RETURNING position",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(millis),
+        (Dialect::Sqlite, true) => Sql::new(
+            "INSERT INTO relay (name, holder, until) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE relay.holder = excluded.holder OR relay.until < $4 RETURNING position",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now),
+        (Dialect::Postgres, false) => Sql::new(
+            "UPDATE relay SET until = now() + $3 * interval '1 millisecond', position = $4 \
+             WHERE name = $1 AND holder = $2",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(millis),
+        (Dialect::Sqlite, false) => {
+            Sql::new("UPDATE relay SET until = $3, position = $4 WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .bind(until)
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Backed> ChangeStore for S {
+    async fn changes(
+        &self,
+        after: &Cursor,
+        filter: &ChangeFilter,
+        limit: u32,
+    ) -> StoreResult<ChangeBatch> {
+        let mut tx = self.db().read().await?;
+        match tx.dialect() {
+            Dialect::Postgres => changes_by_position(&mut tx, after, filter, limit).await,
+            Dialect::Sqlite => {
+                let mut snapshot = self.db().snapshot().await?;
+                changes_by_seq(&mut snapshot, after, filter, limit).await
+            }
+        }
+    }
+
+    async fn head(&self) -> StoreResult<Cursor> {
+        snapshot_cursor(&mut self.db().read().await?).await
+    }
+
+    async fn history(
+        &self,
+        id: ResourceId,
+        filter: &ChangeFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredChange>> {
+        let mut tx = self.db().read().await?;
+        let from = match tx.dialect() {
+            Dialect::Postgres => {
+                "k.position AS tx, {} FROM change c \
+                 JOIN change_commit k ON k.xid = c.xid"
+            }
+            Dialect::Sqlite => "0 AS tx, {} FROM change c",
+        };
+        let mut q = Sql::new(format!(
+            "SELECT {} WHERE (c.resource_id = $1 OR c.group_id = $1 OR c.member_id = $1) \
+             AND c.seq > $2",
+            from.replace("{}", CHANGE_COLUMNS)
+        ))
+        .bind(id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit));
+        push_filter(&mut q, filter);
+        q.push(" ORDER BY c.seq LIMIT $3");
+        into_changes(tx.fetch_all(&q).await?)
+    }
+
+    async fn members_at(
+        &self,
+        id: ResourceId,
+        at: DateTime<Utc>,
+        member_source: Option<&str>,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>> {
+        let mut q = Sql::new(members_at(member_source.is_some()))
+            .bind(id)
+            .bind(at)
+            .bind(page.after.unwrap_or_default())
+            .bind(page.fetch());
+        if let Some(source) = member_source {
+            q = q.bind(source);
+        }
+        let rows: Vec<(Uuid, DateTime<Utc>)> = self.db().read().await?.fetch_all(&q).await?;
+        Ok(rows.into_iter().map(|(m, t)| (ResourceId(m), t)).collect())
+    }
+
+    async fn export(
+        &self,
+        scope: &ExportScope,
+        member_source: Option<&str>,
+        sink: Sender<StoreResult<ExportItem>>,
+    ) -> StoreResult<()> {
+        let mut tx = self.db().snapshot().await?;
+        let cursor = snapshot_cursor(&mut tx).await?;
+        if export_items(&mut tx, scope, member_source, &sink).await? {
+            tx.commit().await?;
+            // The receiver may have gone; there is nothing left to tell it.
+            let _ = sink.send(Ok(ExportItem::End(cursor))).await;
+        }
+        Ok(())
+    }
+
+    async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.db().write().await?;
+        let deleted = match tx.dialect() {
+            Dialect::Postgres => trim_by_position(&mut tx, before).await?,
+            Dialect::Sqlite => trim_by_seq(&mut tx, before).await?,
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn claim_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Cursor>> {
+        let mut tx = self.db().autocommit().await?;
+        let claim = relay_lease(tx.dialect(), true, name, holder, lease);
+        let position: Option<(String,)> = tx.fetch_optional(&claim).await?;
+        position.map(|(p,)| relay_position(&p)).transpose()
+    }
+
+    async fn advance_relay(
+        &self,
+        name: &str,
+        holder: &str,
+        position: &Cursor,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let mut tx = self.db().autocommit().await?;
+        let advance = relay_lease(tx.dialect(), false, name, holder, lease).bind(position.encode());
+        Ok(tx.execute(&advance).await? == 1)
+    }
 }
 
 /// One item of an export, in the order it is written.
@@ -137,142 +571,6 @@ pub enum ExportItem {
     Membership(Membership),
     /// The last item: where to follow the feed from.
     End(Cursor),
-}
-
-/// The statements an export pages with: resources, then active memberships, each by key. `mark`
-/// is the backend's placeholder (`$` or `?`): the first binds the scope, the second the key to
-/// continue after, the third the page size; with `member_source`, the fourth binds the source
-/// system the memberships' members must be of (a reader bound to it).
-pub fn export_statements(
-    scope: &ExportScope,
-    columns: (&str, &str),
-    mark: char,
-    member_source: bool,
-) -> (String, String) {
-    let (resource_columns, membership_columns) = columns;
-    let members = if member_source {
-        format!(" AND member_id IN (SELECT id FROM resource WHERE source_system = {mark}4)")
-    } else {
-        String::new()
-    };
-    match scope {
-        ExportScope::Source(_) => (
-            format!(
-                "SELECT {resource_columns} FROM resource WHERE source_system = {mark}1 \
-                 AND NOT deleted AND id > {mark}2 ORDER BY id LIMIT {mark}3"
-            ),
-            format!(
-                "SELECT {membership_columns} FROM group_member WHERE NOT removed \
-                 AND group_id IN (SELECT id FROM resource WHERE source_system = {mark}1 \
-                 AND NOT deleted){members} AND id > {mark}2 ORDER BY id LIMIT {mark}3"
-            ),
-        ),
-        ExportScope::Group(_) => (
-            format!(
-                "SELECT {resource_columns} FROM resource WHERE id = {mark}1 AND NOT deleted \
-                 AND id > {mark}2 ORDER BY id LIMIT {mark}3"
-            ),
-            format!(
-                "SELECT {membership_columns} FROM group_member WHERE group_id = {mark}1 \
-                 AND NOT removed{members} AND id > {mark}2 ORDER BY id LIMIT {mark}3"
-            ),
-        ),
-    }
-}
-
-/// The body of a backend's `export`: pages through `$scope` on `$tx` (a read transaction, one
-/// snapshot) with `$row` resource rows and `$mark` placeholders, memberships only of members of
-/// `$members` (an `Option<&str>` source system) when it names one, sends each item to `$sink`
-/// (and returns early when the receiver has gone), commits, then sends `$cursor`.
-macro_rules! export_body {
-    ($tx:ident, $scope:ident, $members:ident, $sink:ident, $cursor:expr, $mark:expr, $row:ty) => {{
-        use crate::domain::feed::ExportScope;
-        use crate::store::feed::{ExportItem, EXPORT_PAGE};
-        use crate::store::rows::{MembershipRow, MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
-        let (resources, memberships) = crate::store::feed::export_statements(
-            $scope,
-            (RESOURCE_COLUMNS, MEMBERSHIP_COLUMNS),
-            $mark,
-            $members.is_some(),
-        );
-        let mut after = uuid::Uuid::nil();
-        loop {
-            let query = sqlx::query_as::<_, $row>(&resources);
-            let query = match $scope {
-                ExportScope::Source(source) => query.bind(source.clone()),
-                ExportScope::Group(group) => query.bind(*group),
-            };
-            let rows = query
-                .bind(after)
-                .bind(EXPORT_PAGE)
-                .fetch_all(&mut *$tx)
-                .await?;
-            let Some(last) = rows.last().map(|r| r.id()) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                let item = row.try_into().map(ExportItem::Resource);
-                if $sink.send(item).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        let mut after = 0_i64;
-        loop {
-            let query = sqlx::query_as::<_, MembershipRow>(&memberships);
-            let query = match $scope {
-                ExportScope::Source(source) => query.bind(source.clone()),
-                ExportScope::Group(group) => query.bind(*group),
-            };
-            let query = query.bind(after).bind(EXPORT_PAGE);
-            let query = match $members {
-                Some(source) => query.bind(source.to_owned()),
-                None => query,
-            };
-            let rows = query.fetch_all(&mut *$tx).await?;
-            let Some(last) = rows.last().map(MembershipRow::id) else {
-                break;
-            };
-            after = last;
-            for row in rows {
-                if $sink
-                    .send(Ok(ExportItem::Membership(row.into())))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        $tx.commit().await?;
-        // The receiver may have gone; there is nothing left to tell it.
-        let _ = $sink.send(Ok(ExportItem::End($cursor))).await;
-        Ok(())
-    }};
-}
-
-pub(crate) use export_body;
-
-/// The members of group `1` active at time `2`, by member id after `3`, at most `4` (with
-/// `member_source`, only members of source system `5`): each member's last membership change up
-/// to then, where it is an addition. `mark` is the backend's placeholder.
-pub fn members_at(mark: char, member_source: bool) -> String {
-    let members = if member_source {
-        format!(" AND member_id IN (SELECT id FROM resource WHERE source_system = {mark}5)")
-    } else {
-        String::new()
-    };
-    format!(
-        "SELECT member_id, at FROM (SELECT member_id, kind, at, row_number() OVER \
-           (PARTITION BY member_id ORDER BY seq DESC) AS k FROM change \
-           WHERE group_id = {mark}1 AND kind IN ({}, {}) AND at <= {mark}2) latest \
-         WHERE k = 1 AND kind = {} AND member_id > {mark}3{members} \
-         ORDER BY member_id LIMIT {mark}4",
-        ChangeKind::MembershipAdded.code(),
-        ChangeKind::MembershipRemoved.code(),
-        ChangeKind::MembershipAdded.code(),
-    )
 }
 
 /// A relay's stored position: empty is the start of the log.

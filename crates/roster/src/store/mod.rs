@@ -39,8 +39,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub use db::COMMIT_STAMP;
 pub use feed::ExportItem;
-pub use postgres::{PgStore, COMMIT_STAMP};
+pub use postgres::PgStore;
 pub use scim::{ScimStore, MAX_MEMBERS_PER_EDIT};
 pub use sqlite::SqliteStore;
 

@@ -14,11 +14,9 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 
-mod changes;
 mod codec;
 mod engine;
 
-pub use changes::STAMP as COMMIT_STAMP;
 mod resource_sync;
 
 type Row = ResourceRow;
@@ -263,6 +261,15 @@ impl Store for PgStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// Commits a backend transaction, stamping its changes with their commit position.
+    pub(super) async fn finish(mut tx: Transaction<'_, Postgres>) -> StoreResult<()> {
+        sqlx::Executor::execute(&mut *tx, super::db::COMMIT_STAMP).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -169,14 +169,3 @@ impl PgStore {
         Ok(operation)
     }
 }
-
-impl PgStore {
-    /// A read-only transaction on one snapshot, so that the statements of one answer agree.
-    pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
-    }
-}

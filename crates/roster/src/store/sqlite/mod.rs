@@ -16,7 +16,6 @@ use sqlx::types::Json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 
-mod changes;
 mod codec;
 mod engine;
 mod resource_sync;

@@ -123,9 +123,3 @@ impl SqliteStore {
         Ok(operation)
     }
 }
-
-impl SqliteStore {
-    pub(super) async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        Ok(self.reader.begin().await?)
-    }
-}
