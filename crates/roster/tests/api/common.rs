@@ -18,14 +18,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-/// The environment variable naming the PostgreSQL server the tests create databases on.
-pub const PG_ENV: &str = "ROSTER_TEST_POSTGRES_URL";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use crate::scratch::{fresh_postgres_database, Backend, Scratch};
 
 /// Direct access to the test's database, for checking rows.
 pub enum Db {
@@ -39,71 +32,7 @@ pub struct TestApp {
     pub db: Db,
     /// The secret of an admin token, sent with every request unless a test says otherwise.
     pub admin: String,
-    _cleanup: Cleanup,
-}
-
-/// Removes the test's database when the test ends, pass or fail: a SQLite directory goes with
-/// its `TempDir`, a PostgreSQL database is dropped.
-struct Cleanup {
-    _dir: Option<tempfile::TempDir>,
-    database: Option<(String, String)>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = &self.database {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs inside the test's runtime; a separate thread may block on its own one.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime for cleanup");
-                rt.block_on(async {
-                    if let Ok(pool) = PgPool::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&pool)
-                                .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-/// The PostgreSQL server URL the tests use; the README's test command sets it.
-pub fn postgres_admin_url() -> String {
-    std::env::var(PG_ENV).unwrap_or_else(|_| {
-        panic!(
-            "{PG_ENV} is not set: run the tests with ./scripts/test, which starts PostgreSQL, \
-             or point {PG_ENV} at a server where the tests may create databases"
-        )
-    })
-}
-
-/// A URL for database `name` on the server of `admin_url`.
-pub fn database_url(admin_url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(admin_url).expect("a valid PostgreSQL URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
-}
-
-/// Creates a fresh, empty PostgreSQL database and returns its name and URL.
-pub async fn fresh_postgres_database() -> (String, String, String) {
-    let admin_url = postgres_admin_url();
-    let name = format!("roster_test_{}", Uuid::new_v4().simple());
-    let admin = PgPool::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {PG_ENV}: {e}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    let url = database_url(&admin_url, &name);
-    (admin_url, name, url)
+    _scratch: Scratch,
 }
 
 impl TestApp {
@@ -121,30 +50,8 @@ impl TestApp {
     }
 
     async fn spawn_configured(backend: Backend, limits: Limits, hooks: WebhookConfig) -> Self {
-        let (location, cleanup) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let path = dir.path().join("roster.db");
-                let cleanup = Cleanup {
-                    _dir: Some(dir),
-                    database: None,
-                };
-                (Location::Sqlite { path }, cleanup)
-            }
-            Backend::Postgres => {
-                let (admin_url, name, url) = fresh_postgres_database().await;
-                (
-                    Location::Postgres {
-                        url,
-                        max_connections: 8,
-                    },
-                    Cleanup {
-                        _dir: None,
-                        database: Some((admin_url, name)),
-                    },
-                )
-            }
-        };
+        let scratch = Scratch::new(backend).await;
+        let location = scratch.location.clone();
         let store = store::open(&location).await.expect("open store");
         let db = match &location {
             Location::Sqlite { path } => Db::Sqlite(
@@ -187,7 +94,7 @@ impl TestApp {
             store,
             db,
             admin: admin.expose().to_owned(),
-            _cleanup: cleanup,
+            _scratch: scratch,
         }
     }
 

@@ -18,5 +18,7 @@ mod reads;
 mod relay;
 mod resources;
 mod scim;
+#[path = "../support/scratch.rs"]
+mod scratch;
 mod security;
 mod webhooks;
