@@ -160,15 +160,20 @@ impl From<InvalidInput> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(m) => Self::NotFound(m),
-            StoreError::Conflict(m) | StoreError::Stale(m) => Self::Conflict(m),
+            StoreError::NotFound { message, .. } => Self::NotFound(message),
+            StoreError::Conflict { message, .. } | StoreError::Stale(message) => {
+                Self::Conflict(message)
+            }
             StoreError::Forbidden(m) => Self::Forbidden(m),
             StoreError::Invalid(e) => e.into(),
             StoreError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::TimedOut(m) => Self::Timeout(m),
             StoreError::BadValue(m) => Self::BadRequest(m),
-            StoreError::Gone(m) => Self::Gone(m),
+            StoreError::Gone(m) => Self::Gone(format!(
+                "{m}. Export a fresh snapshot (GET /api/v1/export) and follow the feed from its \
+                 cursor"
+            )),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
         }

@@ -44,7 +44,7 @@ pub async fn full(store: &dyn Store, change: &StoredChange) -> Result<ChangeItem
         (ChangeKind::MembershipAdded, _, Some(group), Some(member)) => {
             match store.get_membership(group, member).await {
                 Ok(m) => Some(to_value(&m)),
-                Err(StoreError::NotFound(_)) => None,
+                Err(StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             }
         }
@@ -57,7 +57,7 @@ pub async fn full(store: &dyn Store, change: &StoredChange) -> Result<ChangeItem
 async fn current(store: &dyn Store, id: ResourceId) -> Result<Option<Resource>, StoreError> {
     match store.get_resource(id).await {
         Ok(r) => Ok(Some(r)),
-        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -133,7 +133,7 @@ impl Authenticator {
     pub async fn still_stands(&self, token_id: uuid::Uuid) -> Result<(), ApiError> {
         match self.store.get_token(token_id).await {
             Ok(token) => standing(&token),
-            Err(crate::store::StoreError::NotFound(_)) => {
+            Err(crate::store::StoreError::NotFound { .. }) => {
                 Err(unauthorized("the bearer token no longer exists"))
             }
             Err(e) => Err(e.into()),

@@ -6,6 +6,7 @@ use super::resource_sql::{compile, Dialect, Statement, Values};
 use super::resource_sync::Conn;
 use super::rows::RESOURCE_COLUMNS;
 use super::{now, resource_not_found, StoreError, StoreResult};
+use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::cohort::{
@@ -144,24 +145,30 @@ async fn check_chain<C: Conn>(
             .iter()
             .map(|(id, _)| id.to_string())
             .collect();
-        return Err(StoreError::Conflict(format!(
-            "linking {} under {} would close a cycle: {} is already under {} (chain {})",
-            child.id,
-            parent.id,
-            parent.id,
-            child.id,
-            path.join(" → ")
-        )));
+        return Err(StoreError::conflict(
+            ConflictKind::Tree,
+            format!(
+                "linking {} under {} would close a cycle: {} is already under {} (chain {})",
+                child.id,
+                parent.id,
+                parent.id,
+                child.id,
+                path.join(" → ")
+            ),
+        ));
     }
     let heights: Vec<(Option<i32>,)> = conn.fetch(&height_below(), &values).await?;
     let below = heights.first().and_then(|h| h.0).unwrap_or(0) as usize;
     let depth = above.len() + below;
     if depth > MAX_DEPTH {
-        return Err(StoreError::Conflict(format!(
-            "linking {} under {} would make a chain of {depth} links; at most {MAX_DEPTH} are \
+        return Err(StoreError::conflict(
+            ConflictKind::Tree,
+            format!(
+                "linking {} under {} would make a chain of {depth} links; at most {MAX_DEPTH} are \
              allowed",
-            child.id, parent.id
-        )));
+                child.id, parent.id
+            ),
+        ));
     }
     Ok(())
 }
@@ -219,9 +226,11 @@ fn cohort() -> Statement {
 async fn unified<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<Resource> {
     let group = conn.get(id).await?;
     if group.ty != ResourceType::Group || group.subtype != Some(Subtype::Unified) || group.deleted {
-        return Err(StoreError::NotFound(format!(
-            "resource {id} is not a live unified group"
-        )));
+        return Err(StoreError::missing(
+            Record::Resource,
+            id,
+            format!("resource {id} is not a live unified group"),
+        ));
     }
     Ok(group)
 }
@@ -282,9 +291,11 @@ pub(super) async fn unlink_group<C: Conn>(
         )
         .await?;
     if removed == 0 {
-        return Err(StoreError::NotFound(format!(
-            "group {group} is not linked to unified group {id}"
-        )));
+        return Err(StoreError::missing(
+            Record::GroupLink,
+            group,
+            format!("group {group} is not linked to unified group {id}"),
+        ));
     }
     let record = AuditRecord::new("unified-group.unlink", target::resource(id))
         .with_detail(serde_json::json!({ "group_id": group }));
@@ -542,10 +553,11 @@ pub(super) async fn plan<C: Conn>(
         .map(|(group, _, source)| (ResourceId(*group), source.clone()))
         .collect();
     if let (Some(p), true) = (page, mirrors.is_empty()) {
-        return Err(StoreError::NotFound(format!(
-            "group {} is not a mirror of unified group {id}",
-            p.group_id
-        )));
+        return Err(StoreError::missing(
+            Record::GroupLink,
+            p.group_id,
+            format!("group {} is not a mirror of unified group {id}", p.group_id),
+        ));
     }
     let sources: Vec<String> = linked.iter().map(|(_, _, s)| s.clone()).collect();
     let mirror_sources: Vec<String> = linked

@@ -5,6 +5,7 @@
 
 use super::resource_sql::{compile, Values};
 use super::resource_sync::Conn;
+use super::Record;
 use super::{now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
@@ -55,7 +56,7 @@ pub(super) fn quoted(value: &str) -> String {
 }
 
 fn rule_not_found(id: Uuid) -> StoreError {
-    StoreError::NotFound(format!("correlation rule {id} does not exist"))
+    StoreError::not_found(Record::CorrelationRule, id)
 }
 
 pub(super) async fn create_rule<C: Conn>(

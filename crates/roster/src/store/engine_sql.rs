@@ -4,6 +4,7 @@
 
 use super::rows::{MEMBERSHIP_COLUMNS, OPERATION_COLUMNS};
 use super::{ApplyOutcome, StoreError, StoreResult};
+use super::{ConflictKind, Record};
 use crate::domain::full_update::{GroupDiff, PreviewAction, PreviewEntry};
 use crate::domain::membership::{check_ends, Membership, MembershipWrite};
 use crate::domain::operation::{
@@ -44,7 +45,7 @@ pub fn create_staging(staging: &Staging, uuid: &str, boolean: &str) -> String {
 }
 
 pub fn operation_not_found(id: OperationId) -> StoreError {
-    StoreError::NotFound(format!("operation {id} does not exist"))
+    StoreError::not_found(Record::Operation, id)
 }
 
 /// Refuses a chunk or a `complete` for an operation that no longer takes uploads.
@@ -55,11 +56,14 @@ pub fn check_uploading(
     match state {
         None => Err(operation_not_found(id)),
         Some((Some(phase), _)) if phase == "uploading" => Ok(()),
-        Some((phase, status)) => Err(StoreError::Conflict(format!(
-            "operation {id} is {}{}; it takes chunks and `complete` only while uploading",
-            status,
-            phase.map(|p| format!(" ({p})")).unwrap_or_default()
-        ))),
+        Some((phase, status)) => Err(StoreError::conflict(
+            ConflictKind::State,
+            format!(
+                "operation {id} is {}{}; it takes chunks and `complete` only while uploading",
+                status,
+                phase.map(|p| format!(" ({p})")).unwrap_or_default()
+            ),
+        )),
     }
 }
 
@@ -67,11 +71,14 @@ pub fn check_pending(op: &Operation) -> StoreResult<()> {
     if op.status == OperationStatus::Pending {
         return Ok(());
     }
-    Err(StoreError::Conflict(format!(
-        "operation {} is {}, not pending; only pending operations are approved or rejected",
-        op.id,
-        op.status.name()
-    )))
+    Err(StoreError::conflict(
+        ConflictKind::State,
+        format!(
+            "operation {} is {}, not pending; only pending operations are approved or rejected",
+            op.id,
+            op.status.name()
+        ),
+    ))
 }
 
 /// Whether an operation may be rejected: a pending one, or an upload not yet completed.
@@ -80,11 +87,14 @@ pub fn check_rejectable(op: &Operation) -> StoreResult<()> {
     if op.status == OperationStatus::Pending || uploading {
         return Ok(());
     }
-    Err(StoreError::Conflict(format!(
-        "operation {} is {}; only pending operations and unfinished uploads can be rejected",
-        op.id,
-        op.status.name()
-    )))
+    Err(StoreError::conflict(
+        ConflictKind::State,
+        format!(
+            "operation {} is {}; only pending operations and unfinished uploads can be rejected",
+            op.id,
+            op.status.name()
+        ),
+    ))
 }
 
 /// A preview needs the staged snapshot: a full-update not yet applied.
@@ -94,12 +104,15 @@ pub fn check_previewable(op: &Operation) -> StoreResult<()> {
     if op.ty == OperationType::FullUpdate && staged {
         return Ok(());
     }
-    Err(StoreError::Conflict(format!(
-        "operation {} is a {} that is {}: only full-updates not yet applied have a preview",
-        op.id,
-        op.ty.name(),
-        op.status.name()
-    )))
+    Err(StoreError::conflict(
+        ConflictKind::State,
+        format!(
+            "operation {} is a {} that is {}: only full-updates not yet applied have a preview",
+            op.id,
+            op.ty.name(),
+            op.status.name()
+        ),
+    ))
 }
 
 pub fn params(op: &Operation) -> StoreResult<FullUpdateParams> {
@@ -121,8 +134,8 @@ pub fn approved_params(op: &Operation) -> serde_json::Value {
 
 pub fn rejection_reason(id: OperationId, rejected: i64) -> String {
     format!(
-        "{rejected} uploaded line(s) were rejected; GET /api/v1/operations/{id}/rejections lists \
-         them with their chunk and line numbers (or upload with on_error=skip to apply the rest)"
+        "{rejected} uploaded line(s) of operation {id} were rejected; its rejections list them \
+         with their chunk and line numbers (or upload with on_error=skip to apply the rest)"
     )
 }
 
@@ -486,10 +499,13 @@ pub fn check_reconcile(
     };
     match threshold.hold_reason(&diff) {
         None => Ok(()),
-        Some(reason) => Err(StoreError::Conflict(format!(
+        Some(reason) => Err(StoreError::conflict(
+            ConflictKind::Threshold,
+            format!(
             "the reconcile was refused and changed nothing: {reason}; pass a \"threshold\" that \
              allows it once a person has checked the deferred full-update"
-        ))),
+        ),
+        )),
     }
 }
 
@@ -688,9 +704,10 @@ pub const GIVE_UP: &str = "UPDATE operation SET status = 'failed', phase = NULL,
      WHERE phase = 'applying' AND lease_expires_at < $1 AND attempts >= $2 RETURNING id";
 
 pub fn lease_lost(id: OperationId) -> StoreError {
-    StoreError::Conflict(format!(
-        "operation {id}: this worker's lease expired and another worker took it over"
-    ))
+    StoreError::conflict(
+        ConflictKind::Lease,
+        format!("operation {id}: this worker's lease expired and another worker took it over"),
+    )
 }
 
 pub const UPSERT_CHUNK: &str =

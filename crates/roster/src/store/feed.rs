@@ -589,8 +589,7 @@ pub fn relay_position(text: &str) -> StoreResult<Cursor> {
 pub fn gone(after: &Cursor) -> StoreError {
     StoreError::Gone(format!(
         "the change log no longer holds what follows cursor {}: history older than the \
-         retention was deleted. Export a fresh snapshot (GET /api/v1/export) and follow the \
-         feed from its cursor",
+         retention was deleted",
         after.encode()
     ))
 }

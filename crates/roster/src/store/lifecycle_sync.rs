@@ -9,6 +9,7 @@ use super::correlation_sync::quoted;
 use super::resource_sql::{compile, Dialect, Statement, Values};
 use super::resource_sync::Conn;
 use super::rows::RESOURCE_COLUMNS;
+use super::ConflictKind;
 use super::{now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{changed_attributes, ChangeKind, ChangeRecord};
@@ -200,7 +201,7 @@ async fn new_operation<C: Conn>(
         .await?;
     ids.first()
         .map(|r| r.0)
-        .ok_or_else(|| StoreError::Conflict("the operation was not created".to_owned()))
+        .ok_or_else(|| StoreError::conflict(ConflictKind::State, "the operation was not created"))
 }
 
 /// Ends operation `@op`: complete, or pending with `reason`; `updated` accounts changed (or, while
@@ -327,9 +328,9 @@ async fn conclude<C: Conn>(
 ) -> StoreResult<(Operation, Vec<ResourceId>)> {
     if !active && i64::try_from(planned).unwrap_or(i64::MAX) > policy.threshold {
         let reason = format!(
-            "would deactivate {planned} accounts, more than the threshold of {}: GET \
-             /api/v1/operations/{}/preview lists them; an admin approves or rejects",
-            policy.threshold, values.op
+            "would deactivate {planned} accounts, more than the threshold of {}: the \
+             operation's preview lists them; an admin approves or rejects",
+            policy.threshold
         );
         let op = settle(
             conn,
@@ -551,10 +552,13 @@ pub(super) async fn propagate<C: Conn>(
         .prime_id
         .filter(|_| account.ty == ResourceType::User)
     else {
-        return Err(StoreError::Conflict(format!(
-            "resource {id} is not an account linked to a cohort: patch it without propagate, or \
-             link it with PUT /api/v1/resources/{id}/prime"
-        )));
+        return Err(StoreError::conflict(
+            ConflictKind::State,
+            format!(
+                "resource {id} is not an account linked to a cohort: patch it without \
+                 propagate, or link it to a prime first"
+            ),
+        ));
     };
     let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
     let members: Vec<(Uuid,)> = conn

@@ -49,11 +49,15 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The named record does not exist (or is not visible to the request).
-    #[error("{0}")]
-    NotFound(String),
-    /// The write conflicts with stored data (a duplicate key, a state that forbids it).
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{message}")]
+    NotFound {
+        kind: Record,
+        id: String,
+        message: String,
+    },
+    /// The write conflicts with stored data; `kind` says how.
+    #[error("{message}")]
+    Conflict { kind: ConflictKind, message: String },
     /// The caller's token may not make this write (its source binding).
     #[error("{0}")]
     Forbidden(String),
@@ -63,7 +67,7 @@ pub enum StoreError {
     /// Lines of a request break rules that need stored data to check; nothing was written.
     #[error("{0}")]
     InvalidLines(String, Vec<LineError>),
-    /// What was asked for is no longer kept.
+    /// What was asked for is no longer kept (a feed cursor older than the retained history).
     #[error("{0}")]
     Gone(String),
     /// The record changed since the version the write was based on.
@@ -85,6 +89,77 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// The kinds of record a [`StoreError::NotFound`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    Resource,
+    Membership,
+    Operation,
+    Token,
+    Subscription,
+    CorrelationRule,
+    /// A link between a unified group and one of its groups.
+    GroupLink,
+}
+
+impl Record {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resource => "resource",
+            Self::Membership => "membership",
+            Self::Operation => "operation",
+            Self::Token => "token",
+            Self::Subscription => "subscription",
+            Self::CorrelationRule => "correlation rule",
+            Self::GroupLink => "group link",
+        }
+    }
+}
+
+/// How a write conflicts with stored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A key that must be unique is taken (an identifier, an external id, a token's name).
+    Duplicate,
+    /// The record's state forbids the write (an operation no longer pending, a subscription
+    /// that is active).
+    State,
+    /// Another worker holds the lease the write needs.
+    Lease,
+    /// The write would break the shape of the identity tree (a cycle, a chain too deep).
+    Tree,
+    /// The write would pass the deletion threshold; nothing was changed.
+    Threshold,
+}
+
+impl StoreError {
+    /// `kind` `id` does not exist.
+    pub fn not_found(kind: Record, id: impl std::fmt::Display) -> Self {
+        let id = id.to_string();
+        Self::NotFound {
+            message: format!("{} {id} does not exist", kind.name()),
+            kind,
+            id,
+        }
+    }
+
+    /// `kind` `id` is not found, as `message` explains.
+    pub fn missing(kind: Record, id: impl std::fmt::Display, message: String) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+            message,
+        }
+    }
+
+    pub fn conflict(kind: ConflictKind, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
@@ -100,10 +175,13 @@ impl From<sqlx::Error> for StoreError {
             }
             // A safety net: writes check their keys first, but a concurrent writer can take one
             // in between.
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(format!(
-                "the write conflicts with stored data, perhaps written at the same moment: {}",
-                db.message()
-            )),
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::conflict(
+                ConflictKind::Duplicate,
+                format!(
+                    "the write conflicts with stored data, perhaps written at the same moment: {}",
+                    db.message()
+                ),
+            ),
             // Another safety net: requests are checked at the edge (no NUL, times in range), but
             // a value PostgreSQL cannot take is the request's fault, not a fault of roster.
             sqlx::Error::Database(db) if is_data_exception(db.as_ref()) => {
@@ -789,12 +867,14 @@ pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The message for a resource that does not exist.
 pub(crate) fn resource_not_found(id: ResourceId) -> StoreError {
-    StoreError::NotFound(format!("resource {id} does not exist"))
+    StoreError::not_found(Record::Resource, id)
 }
 
 /// The message for a membership that does not exist.
 pub(crate) fn membership_not_found(group_id: ResourceId, member_id: ResourceId) -> StoreError {
-    StoreError::NotFound(format!(
-        "resource {member_id} is not a member of group {group_id}"
-    ))
+    StoreError::missing(
+        Record::Membership,
+        format!("{group_id}/{member_id}"),
+        format!("resource {member_id} is not a member of group {group_id}"),
+    )
 }

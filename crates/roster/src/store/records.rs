@@ -9,6 +9,7 @@ use super::{
     now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
     OperationStore, ResourceStore, StoreError, StoreResult, TokenStore,
 };
+use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::lifecycle::Policy;
@@ -30,10 +31,10 @@ pub(super) trait Backed: Send + Sync {
 /// Turns a unique violation on a resource key into a conflict that names the key.
 fn resource_conflict(e: StoreError, source_system: &str) -> StoreError {
     match &e {
-        StoreError::Conflict(m) if m.contains("external_id") => StoreError::Conflict(format!(
+        StoreError::Conflict { message, .. } if message.contains("external_id") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource with this external_id already exists in source system \"{source_system}\""
         )),
-        StoreError::Conflict(m) if m.contains("identifier") => StoreError::Conflict(format!(
+        StoreError::Conflict { message, .. } if message.contains("identifier") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource of this type with this identifier already exists in source system \"{source_system}\""
         )),
         _ => e,
@@ -229,7 +230,7 @@ pub(super) async fn operation(tx: &mut Tx, id: OperationId) -> StoreResult<Opera
     let row: Option<OperationRow> = tx
         .fetch_optional(&Sql::new(&**sql::SELECT_OPERATION).bind(id))
         .await?;
-    row.ok_or_else(|| StoreError::NotFound(format!("operation {id} does not exist")))?
+    row.ok_or_else(|| StoreError::not_found(Record::Operation, id))?
         .try_into()
 }
 
@@ -533,7 +534,7 @@ fn scope_names(scopes: &[Scope]) -> TextList {
 }
 
 fn token_not_found(what: &str) -> StoreError {
-    StoreError::NotFound(format!("token {what} does not exist"))
+    StoreError::not_found(Record::Token, what)
 }
 
 #[async_trait]
@@ -559,10 +560,13 @@ impl<S: Backed> TokenStore for S {
             .bind(now())
             .bind(new.read_scope.name());
         let row: TokenRow = tx.fetch_one(&insert).await.map_err(|e| match e {
-            StoreError::Conflict(_) => StoreError::Conflict(format!(
-                "a token named {:?} exists already (names are never reused)",
-                new.name.trim()
-            )),
+            StoreError::Conflict { .. } => StoreError::conflict(
+                ConflictKind::Duplicate,
+                format!(
+                    "a token named {:?} exists already (names are never reused)",
+                    new.name.trim()
+                ),
+            ),
             other => other,
         })?;
         tx.commit().await?;

@@ -10,6 +10,7 @@ use super::resource_sync::Conn;
 use super::rows::ScimRow;
 use super::scim_sql::{self as ssql, MemberStep};
 use super::{lifecycle_sync, now, StoreError, StoreResult};
+use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
 use crate::domain::lifecycle::Policy;
@@ -94,10 +95,11 @@ pub trait ScimStore: Send + Sync {
 }
 
 fn not_found(ty: ScimType, id: ResourceId, source: &str) -> StoreError {
-    StoreError::NotFound(format!(
-        "there is no {} {id} in source system {source:?}",
-        ty.name()
-    ))
+    StoreError::missing(
+        Record::Resource,
+        id,
+        format!("there is no {} {id} in source system {source:?}", ty.name()),
+    )
 }
 
 /// Checks that `resource` is a live `ty` of `source`.
@@ -147,11 +149,14 @@ async fn check_user_name<C: Conn>(
         .user_name_taken(&write.source_system, name, except)
         .await?
     {
-        return Err(StoreError::Conflict(format!(
-            "userName {name:?} is taken by another user of source system {:?} (compared \
-             without regard to case)",
-            write.source_system
-        )));
+        return Err(StoreError::conflict(
+            ConflictKind::Duplicate,
+            format!(
+                "userName {name:?} is taken by another user of source system {:?} (compared \
+                 without regard to case)",
+                write.source_system
+            ),
+        ));
     }
     Ok(())
 }
@@ -419,10 +424,11 @@ impl<S: Backed> ScimStore for S {
             .await?
             .pop()
         else {
-            return Err(StoreError::NotFound(format!(
-                "there is no {} {id} in source system {source:?}",
-                ty.name()
-            )));
+            return Err(StoreError::missing(
+                Record::Resource,
+                id,
+                format!("there is no {} {id} in source system {source:?}", ty.name()),
+            ));
         };
         check_scim(&record.resource, ty, source)?;
         Ok(record)

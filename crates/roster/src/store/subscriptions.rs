@@ -6,6 +6,7 @@
 use super::query::Sql;
 use super::records::{self, Backed};
 use super::{now, StoreError, StoreResult, SubscriptionStore};
+use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::feed::{Cursor, Format};
 use crate::domain::page::PageRequest;
@@ -133,7 +134,11 @@ impl ClaimRow {
 }
 
 pub fn not_found(id: Uuid) -> StoreError {
-    StoreError::NotFound(format!("there is no subscription {id}"))
+    StoreError::missing(
+        Record::Subscription,
+        id,
+        format!("there is no subscription {id}"),
+    )
 }
 
 #[async_trait]
@@ -216,9 +221,12 @@ impl<S: Backed> SubscriptionStore for S {
                 (None, _) => Err(not_found(id)),
                 // Already active: nothing to do (its deliveries keep their lease).
                 (Some(_), None) => Ok(()),
-                (Some(_), Some(_)) => Err(StoreError::Conflict(format!(
+                (Some(_), Some(_)) => Err(StoreError::conflict(
+                    ConflictKind::State,
+                    format!(
                     "subscription {id} is active; it is moved to another cursor only while paused"
-                ))),
+                ),
+                )),
             };
         }
         let record = AuditRecord::new("subscription.resume", target::subscription(id));

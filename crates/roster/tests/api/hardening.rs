@@ -776,6 +776,17 @@ async fn refused_requests_are_logged_at_a_bounded_rate(backend: Backend) {
         .with_max_level(tracing::Level::WARN)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tracing caches each callsite's interest process-wide, and while one dispatcher is
+    // registered it asks only the registering thread's: a sibling test without a subscriber
+    // would cache "never" for the refusal line. A second registered dispatcher, kept for the
+    // test, makes the registry ask every live dispatcher, this test's capture among them.
+    let _anchor = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::WARN)
+            .finish(),
+    );
+    tracing::callsite::rebuild_interest_cache();
     let app = TestApp::spawn(backend).await;
     let created = app
         .post(

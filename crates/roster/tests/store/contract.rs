@@ -17,7 +17,8 @@ use roster::domain::resource::{
 use roster::domain::token::{Actor, NewToken, ReadScope, Scope as TokenScope, Secret};
 use roster::domain::{OperationId, ResourceId};
 use roster::store::{
-    self, ApplyOutcome, ExportItem, FullUpdateDraft, StagedBatch, Store, StoreError,
+    self, ApplyOutcome, ConflictKind, ExportItem, FullUpdateDraft, Record, StagedBatch, Store,
+    StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -266,28 +267,38 @@ async fn unknown_records_are_not_found(backend: Backend) {
     let f = open(backend).await;
     let nobody = ResourceId(Uuid::now_v7());
     let group = f.create(ResourceType::Group, "g").await;
+    let token = Uuid::now_v7();
     assert!(matches!(
         f.store.get_resource(nobody).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { kind: Record::Resource, id, .. }) if id == nobody.to_string()
     ));
     assert!(matches!(
         f.store.get_membership(group.id, nobody).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound {
+            kind: Record::Membership,
+            ..
+        })
     ));
     assert!(matches!(
         f.store.get_operation(OperationId(987_654)).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound { kind: Record::Operation, id, .. }) if id == "987654"
     ));
     assert!(matches!(
-        f.store.get_token(Uuid::now_v7()).await,
-        Err(StoreError::NotFound(_))
+        f.store.get_token(token).await,
+        Err(StoreError::NotFound { kind: Record::Token, id, .. }) if id == token.to_string()
     ));
     let refused = f
         .store
         .put_membership(&f.actor, group.id, nobody, &MembershipInput::default())
         .await;
     assert!(
-        matches!(refused, Err(StoreError::NotFound(_))),
+        matches!(
+            refused,
+            Err(StoreError::NotFound {
+                kind: Record::Resource,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     assert!(f.active_members(group.id).await.is_empty());
@@ -301,7 +312,16 @@ async fn a_duplicate_key_is_a_conflict_that_writes_nothing(backend: Backend) {
         .store
         .create_resource(&f.actor, &new_resource(ResourceType::User, "src", "dup"))
         .await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Duplicate,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
     let filter = ResourceFilter {
         identifier: Some("dup".to_owned()),
         ..ResourceFilter::default()
@@ -493,7 +513,13 @@ async fn a_full_update_applies_and_a_large_removal_is_held(backend: Backend) {
     assert_eq!(f.active_members(group.id).await, before);
     let twice = f.store.decide(&f.actor, held, true).await;
     assert!(
-        matches!(twice, Err(StoreError::Conflict(_))),
+        matches!(
+            twice,
+            Err(StoreError::Conflict {
+                kind: ConflictKind::State,
+                ..
+            })
+        ),
         "only a pending operation is decided: {twice:?}"
     );
 }
@@ -549,7 +575,16 @@ async fn an_operation_is_claimed_by_one_worker_at_a_time(backend: Backend) {
         .store
         .finish_operation(op.id, loser, &ApplyOutcome::Complete(Default::default()))
         .await;
-    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    assert!(
+        matches!(
+            late,
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Lease,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
     assert_eq!(
         f.store.operation_attempts(op.id).await.expect("attempts"),
         1
@@ -703,7 +738,16 @@ async fn tokens_are_found_by_name_and_hash_and_revoked_once(backend: Backend) {
         .await
         .expect("create token");
     let again = f.store.create_token(&f.actor, &new, &secret.hash()).await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::Conflict {
+                kind: ConflictKind::Duplicate,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
     assert_eq!(
         f.store.find_token("reader").await.expect("by name").id,
         token.id

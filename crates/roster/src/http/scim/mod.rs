@@ -18,6 +18,7 @@ use crate::domain::ResourceId;
 use crate::error::ApiError;
 use crate::http::auth::Caller;
 use crate::http::{Path, Query};
+use crate::store::ConflictKind;
 use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -124,7 +125,10 @@ impl From<ApiError> for ScimError {
 impl From<StoreError> for ScimError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, Some("uniqueness"), m),
+            StoreError::Conflict {
+                kind: ConflictKind::Duplicate,
+                message,
+            } => Self::new(StatusCode::CONFLICT, Some("uniqueness"), message),
             StoreError::Stale(m) => Self::new(StatusCode::PRECONDITION_FAILED, None, m),
             other => ApiError::from(other).into(),
         }
@@ -851,3 +855,30 @@ scim_handlers!(
     patch_group,
     delete_group
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_taken_key_is_a_uniqueness_error() {
+        let taken = ScimError::from(StoreError::conflict(ConflictKind::Duplicate, "taken"));
+        assert_eq!(
+            (taken.status, taken.scim_type),
+            (StatusCode::CONFLICT, Some("uniqueness"))
+        );
+        for kind in [
+            ConflictKind::State,
+            ConflictKind::Lease,
+            ConflictKind::Tree,
+            ConflictKind::Threshold,
+        ] {
+            let other = ScimError::from(StoreError::conflict(kind, "not pending"));
+            assert_eq!(
+                (other.status, other.scim_type),
+                (StatusCode::CONFLICT, None)
+            );
+            assert_eq!(other.detail, "not pending");
+        }
+    }
+}

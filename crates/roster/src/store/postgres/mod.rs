@@ -8,6 +8,7 @@ use crate::domain::operation::{Operation, OperationCounts, OperationType};
 use crate::domain::resource::{NewResource, Resource};
 use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
+use crate::store::ConflictKind;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
@@ -226,10 +227,10 @@ impl PgStore {
 /// Turns a unique violation on a resource key into a conflict that names the key.
 fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
     match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("resource_identifier_key") => StoreError::Conflict(format!(
+        Some("resource_identifier_key") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource of this type with this identifier already exists in source system \"{source_system}\""
         )),
-        Some("resource_external_id_key") => StoreError::Conflict(format!(
+        Some("resource_external_id_key") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource with this external_id already exists in source system \"{source_system}\""
         )),
         _ => e.into(),

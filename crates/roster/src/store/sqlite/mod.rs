@@ -10,6 +10,7 @@ use crate::domain::operation::{Operation, OperationCounts, OperationType};
 use crate::domain::resource::{NewResource, Resource};
 use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
+use crate::store::ConflictKind;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
@@ -260,10 +261,10 @@ impl SqliteStore {
 fn resource_conflict(e: sqlx::Error, source_system: &str) -> StoreError {
     let message = e.as_database_error().map(|d| d.message().to_owned());
     match message.as_deref() {
-        Some(m) if m.contains("resource.identifier") => StoreError::Conflict(format!(
+        Some(m) if m.contains("resource.identifier") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource of this type with this identifier already exists in source system \"{source_system}\""
         )),
-        Some(m) if m.contains("resource.external_id") => StoreError::Conflict(format!(
+        Some(m) if m.contains("resource.external_id") => StoreError::conflict(ConflictKind::Duplicate, format!(
             "a live resource with this external_id already exists in source system \"{source_system}\""
         )),
         _ => e.into(),
