@@ -339,21 +339,8 @@ impl<S: Backed> EngineStore for S {
     ) -> StoreResult<Vec<LineError>> {
         let mut conn = self.db().read().await?;
         records::operation(&mut conn, id).await?;
-        let (chunk, line) = esql::rejection_cursor(page)?;
-        let select = Sql::new(esql::LIST_REJECTIONS)
-            .bind(id)
-            .bind(chunk)
-            .bind(line)
-            .bind(page.fetch());
-        let rows: Vec<(i32, i32, String)> = conn.fetch_all(&select).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(chunk, line, reason)| LineError {
-                chunk,
-                line,
-                reason,
-            })
-            .collect())
+        let after = esql::rejection_cursor(page)?;
+        staging::rejected_lines(&mut conn, id, after, page.fetch()).await
     }
 
     async fn apply_partial_update(

@@ -257,20 +257,7 @@ impl Conn for Tx {
     }
 
     async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>> {
-        let select = Sql::new(esql::LIST_REJECTIONS)
-            .bind(op)
-            .bind(-1i32)
-            .bind(-1i32)
-            .bind(limit);
-        let rows: Vec<(i32, i32, String)> = self.fetch_all(&select).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(chunk, line, reason)| LineError {
-                chunk,
-                line,
-                reason,
-            })
-            .collect())
+        staging::rejected_lines(self, op, (-1, -1), limit).await
     }
 }
 

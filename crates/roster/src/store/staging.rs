@@ -353,6 +353,29 @@ async fn insert_rejections(
     Ok(())
 }
 
+/// The rejected lines of an operation, in (chunk, line) order after `after`, at most `limit`.
+pub(super) async fn rejected_lines(
+    tx: &mut Tx,
+    id: OperationId,
+    after: (i32, i32),
+    limit: i64,
+) -> StoreResult<Vec<LineError>> {
+    let select = Sql::new(esql::LIST_REJECTIONS)
+        .bind(id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit);
+    let rows: Vec<(i32, i32, String)> = tx.fetch_all(&select).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(chunk, line, reason)| LineError {
+            chunk,
+            line,
+            reason,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
