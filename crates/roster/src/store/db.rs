@@ -44,6 +44,34 @@ impl Dialect {
             Self::Sqlite => "",
         }
     }
+
+    /// What a claim's read of the row to take appends: on PostgreSQL a row lock that concurrent
+    /// claims skip, so that several processes each take a different row; SQLite's one writer
+    /// serialises claims.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+            Self::Sqlite => "",
+        }
+    }
+
+    /// Whether the table named by `$1` exists.
+    pub fn table_exists(self) -> &'static str {
+        match self {
+            Self::Postgres => "SELECT to_regclass($1) IS NOT NULL",
+            Self::Sqlite => {
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)"
+            }
+        }
+    }
+
+    /// The text of field `field` of the JSON document in `column`.
+    pub fn json_text(self, column: &str, field: &str) -> String {
+        match self {
+            Self::Postgres => format!("{column}->>'{field}'"),
+            Self::Sqlite => format!("json_extract({column}, '$.{field}')"),
+        }
+    }
 }
 
 /// The backend's pools.
@@ -99,6 +127,26 @@ impl Db {
     /// Runs one statement that stands alone; whether it changed exactly one row.
     pub async fn write_one(&self, sql: &Sql) -> StoreResult<bool> {
         Ok(self.autocommit().await?.execute(sql).await? == 1)
+    }
+
+    /// Refreshes a table's planner statistics when many rows changed since they were taken:
+    /// right after a large load, before autovacuum gets to it, PostgreSQL's planner would take the
+    /// table for empty and join it row by row. SQLite needs nothing.
+    pub async fn analyze_if_stale(&self, table: &'static str) -> StoreResult<()> {
+        let Pools::Postgres(_) = self.pools else {
+            return Ok(());
+        };
+        let mut conn = self.autocommit().await?;
+        let stale = Sql::new(
+            "SELECT coalesce((SELECT s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2) \
+             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.relname = $1 AND s.schemaname = current_schema()), false)",
+        )
+        .bind(table);
+        if conn.scalar::<bool>(&stale).await? {
+            conn.batch(&format!("ANALYZE {table}")).await?;
+        }
+        Ok(())
     }
 
     /// A read-only transaction on one snapshot, so that the statements of one answer agree.
@@ -241,6 +289,25 @@ impl Tx {
         (T,): Row,
     {
         Ok(self.fetch_one::<(T,)>(sql).await?.0)
+    }
+
+    /// Takes the PostgreSQL advisory lock that `lock` (a `pg_advisory_xact_lock` call) names, held
+    /// until the transaction ends; on SQLite nothing, as its one writer serialises writers.
+    pub async fn advisory_lock(&mut self, lock: &Sql) -> StoreResult<()> {
+        if self.dialect() == Dialect::Postgres {
+            self.execute(lock).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a transaction without keeping what it wrote.
+    pub async fn rollback(self) -> StoreResult<()> {
+        match self.0 {
+            Held::PostgresTx(tx) | Held::PostgresSnapshot(tx) => tx.rollback().await?,
+            Held::SqliteTx(tx) => tx.rollback().await?,
+            Held::Postgres(_) | Held::Sqlite(_) => {}
+        }
+        Ok(())
     }
 
     /// Commits a writing transaction. On PostgreSQL a transaction that logged changes first

@@ -1,11 +1,15 @@
 //! The operations engine's SQL that both backends share, the statements that differ written side
 //! by side (`pg_*` use data-modifying CTEs; SQLite has none and logs changes with a SELECT of the
 //! same predicate just before the write), and the checks around them.
+//!
+//! A step of the engine is a list of statements that run in order with the same parameters; the
+//! first appends the step's change records, and how many it appended is the step's count.
 
+use super::db::Dialect;
 use super::rows::{MEMBERSHIP_COLUMNS, OPERATION_COLUMNS};
 use super::{ApplyOutcome, StoreError, StoreResult};
 use super::{ConflictKind, Record};
-use crate::domain::full_update::{GroupDiff, PreviewAction, PreviewEntry};
+use crate::domain::full_update::{GroupDiff, PreviewAction, PreviewEntry, Threshold};
 use crate::domain::membership::{check_ends, Membership, MembershipWrite};
 use crate::domain::operation::{
     FullUpdateParams, Gc, Operation, OperationCounts, OperationStatus, OperationType, Scope,
@@ -34,8 +38,9 @@ pub const STAGING_COLUMNS: &str = "chunk, line, group_id, group_ref, member_id, 
      member_identifier, member_external_id, member_type, member_name, contributing";
 
 /// `CREATE TABLE` for a staging table, with the backend's uuid and boolean types. It has no
-/// index while it loads; a source-scoped apply adds one.
-pub fn create_staging(staging: &Staging, uuid: &str, boolean: &str) -> String {
+/// index while it loads; the apply adds one (see [`staging_index`]).
+pub fn create_staging(d: Dialect, staging: &Staging) -> String {
+    let (uuid, boolean) = (d.uuid(), d.boolean());
     format!(
         "CREATE TABLE {staging} (chunk integer NOT NULL, line integer NOT NULL, \
          group_id {uuid}, group_ref text, member_id {uuid}, member_source text, \
@@ -158,8 +163,20 @@ pub fn outcome_columns(outcome: &ApplyOutcome) -> (&'static str, OperationCounts
     }
 }
 
-/// The first reason to hold a source-scoped full-update, from its per-group diffs.
-pub fn hold_reason(params: &FullUpdateParams, rows: Vec<(Uuid, i64, i64, i64)>) -> Option<String> {
+/// The deletion-threshold decision, made here alone for a whole source scope before it is
+/// applied, for one group as it is applied, and for a reconcile: why the changes to these groups
+/// need a person's approval (the reason of the first group past the threshold), if they do.
+pub fn threshold_hold(
+    threshold: &Threshold,
+    diffs: impl IntoIterator<Item = GroupDiff>,
+) -> Option<String> {
+    diffs
+        .into_iter()
+        .find_map(|diff| threshold.hold_reason(&diff))
+}
+
+/// The per-group diffs [`source_diffs`] reads.
+pub fn source_group_diffs(rows: Vec<(Uuid, i64, i64, i64)>) -> impl Iterator<Item = GroupDiff> {
     rows.into_iter()
         .map(|(group, active, snapshot, to_remove)| GroupDiff {
             group_id: ResourceId(group),
@@ -169,7 +186,6 @@ pub fn hold_reason(params: &FullUpdateParams, rows: Vec<(Uuid, i64, i64, i64)>) 
             to_reactivate: 0,
             to_remove,
         })
-        .find_map(|diff| params.threshold.hold_reason(&diff))
 }
 
 pub fn scope_columns(scope: &Scope) -> (Option<ResourceId>, Option<String>) {
@@ -219,8 +235,8 @@ impl StagingFilter {
 /// resolving.
 pub fn unresolved_probe(staging: &Staging) -> String {
     format!(
-        "SELECT coalesce(bool_or(member_id IS NULL), false), \
-         coalesce(bool_or(group_id IS NULL AND group_ref IS NOT NULL), false) FROM {staging}"
+        "SELECT EXISTS (SELECT 1 FROM {staging} WHERE member_id IS NULL), \
+         EXISTS (SELECT 1 FROM {staging} WHERE group_id IS NULL AND group_ref IS NOT NULL)"
     )
 }
 
@@ -454,7 +470,15 @@ pub fn pg_apply_diff(staging: &Staging, filter: StagingFilter, remove: bool) -> 
     )
 }
 
-pub fn pg_update_attributes(staging: &Staging, filter: StagingFilter) -> String {
+/// The step that writes the names and flags the snapshot changes on active memberships.
+pub fn update_attributes(d: Dialect, staging: &Staging, filter: StagingFilter) -> Vec<String> {
+    match d {
+        Dialect::Postgres => vec![pg_update_attributes(staging, filter)],
+        Dialect::Sqlite => sqlite_update_attributes(staging, filter),
+    }
+}
+
+fn pg_update_attributes(staging: &Staging, filter: StagingFilter) -> String {
     format!(
         "WITH upd AS (UPDATE group_member gm SET last_operation_id = $2, \
          member_name = coalesce(s.member_name, gm.member_name), \
@@ -497,7 +521,7 @@ pub fn check_reconcile(
         to_reactivate: 0,
         to_remove: removed,
     };
-    match threshold.hold_reason(&diff) {
+    match threshold_hold(threshold, [diff]) {
         None => Ok(()),
         Some(reason) => Err(StoreError::conflict(
             ConflictKind::Threshold,
@@ -510,7 +534,14 @@ pub fn check_reconcile(
 }
 
 /// Reconcile: like the removal of an apply, for memberships older than full-update `$6`.
-pub fn pg_reconcile(staging: &Staging, filter: StagingFilter) -> String {
+pub fn reconcile(d: Dialect, staging: &Staging, filter: StagingFilter) -> Vec<String> {
+    match d {
+        Dialect::Postgres => vec![pg_reconcile(staging, filter)],
+        Dialect::Sqlite => sqlite_remove_unconfirmed(staging, filter, "$6"),
+    }
+}
+
+fn pg_reconcile(staging: &Staging, filter: StagingFilter) -> String {
     format!(
         "WITH ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = $3, \
          last_operation_id = $2 WHERE {} RETURNING gm.member_id) \
@@ -520,11 +551,20 @@ pub fn pg_reconcile(staging: &Staging, filter: StagingFilter) -> String {
     )
 }
 
-/// The SQLite form of an apply step: the change records (selected with the step's predicate) and
-/// then the write itself, as two statements.
-pub struct SqliteStep {
-    pub log: String,
-    pub write: String,
+/// SQLite's diff of group `$1`, in three steps: end the active memberships the snapshot does not
+/// confirm (no statements when removals are deferred), add the new members, re-activate the
+/// ended memberships the snapshot confirms.
+pub fn sqlite_diff(staging: &Staging, filter: StagingFilter, remove: bool) -> [Vec<String>; 3] {
+    let removals = if remove {
+        sqlite_remove_unconfirmed(staging, filter, "$2")
+    } else {
+        Vec::new()
+    };
+    [
+        removals,
+        sqlite_insert_new(staging, filter),
+        sqlite_reactivate(staging, filter),
+    ]
 }
 
 fn sqlite_log(kind: crate::domain::change::ChangeKind, from_where: &str) -> String {
@@ -535,48 +575,48 @@ fn sqlite_log(kind: crate::domain::change::ChangeKind, from_where: &str) -> Stri
     )
 }
 
-pub fn sqlite_remove_unconfirmed(
+fn sqlite_remove_unconfirmed(
     staging: &Staging,
     filter: StagingFilter,
     older_than: &str,
-) -> SqliteStep {
+) -> Vec<String> {
     let predicate = unconfirmed(staging, filter, older_than);
-    SqliteStep {
-        log: sqlite_log(
+    vec![
+        sqlite_log(
             crate::domain::change::ChangeKind::MembershipRemoved,
             &predicate,
         ),
-        write: format!(
+        format!(
             "UPDATE group_member AS gm SET removed = true, removed_timestamp = $3, \
              last_operation_id = $2 WHERE {predicate}"
         ),
-    }
+    ]
 }
 
-pub fn sqlite_insert_new(staging: &Staging, filter: StagingFilter) -> SqliteStep {
+fn sqlite_insert_new(staging: &Staging, filter: StagingFilter) -> Vec<String> {
     let new = new_members(staging, filter);
-    SqliteStep {
-        log: format!(
+    vec![
+        format!(
             "{MEMBERSHIP_CHANGE} SELECT DISTINCT $3, {}, $1, s.member_id, $4, $2, $5 {new}",
             crate::domain::change::ChangeKind::MembershipAdded.code()
         ),
-        write: format!(
+        format!(
             "INSERT INTO group_member (source, group_id, member_id, member_name, contributing, \
              last_operation_id, created_timestamp) \
              SELECT $4, $1, s.member_id, s.member_name, s.contributing, $2, $3 {new} \
              ON CONFLICT (group_id, member_id) DO NOTHING"
         ),
-    }
+    ]
 }
 
-pub fn sqlite_reactivate(staging: &Staging, filter: StagingFilter) -> SqliteStep {
+fn sqlite_reactivate(staging: &Staging, filter: StagingFilter) -> Vec<String> {
     let predicate = ended_confirmed(staging, filter);
-    SqliteStep {
-        log: sqlite_log(
+    vec![
+        sqlite_log(
             crate::domain::change::ChangeKind::MembershipAdded,
             &predicate,
         ),
-        write: format!(
+        format!(
             "UPDATE group_member AS gm SET removed = false, removed_timestamp = NULL, \
              last_operation_id = $2, member_name = {}, contributing = (SELECT s.contributing \
              FROM {staging} s WHERE s.member_id = gm.member_id{} ORDER BY s.chunk DESC, \
@@ -584,15 +624,15 @@ pub fn sqlite_reactivate(staging: &Staging, filter: StagingFilter) -> SqliteStep
             staged_attribute(staging, filter, "member_name"),
             filter.and(),
         ),
-    }
+    ]
 }
 
-pub fn sqlite_update_attributes(staging: &Staging, filter: StagingFilter) -> SqliteStep {
+fn sqlite_update_attributes(staging: &Staging, filter: StagingFilter) -> Vec<String> {
     let predicate = attributes_changed(staging, filter);
     let name = staged_attribute(staging, filter, "member_name");
     let contributing = staged_attribute(staging, filter, "contributing");
-    SqliteStep {
-        log: format!(
+    vec![
+        format!(
             "INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, \
              token_name, attrs) SELECT $3, {}, $1, gm.member_id, $4, $2, $5, \
              json_object('member_name', {name}, 'contributing', \
@@ -600,11 +640,11 @@ pub fn sqlite_update_attributes(staging: &Staging, filter: StagingFilter) -> Sql
              FROM group_member gm WHERE {predicate}",
             crate::domain::change::ChangeKind::MembershipUpdated.code()
         ),
-        write: format!(
+        format!(
             "UPDATE group_member AS gm SET last_operation_id = $2, member_name = {name}, \
              contributing = {contributing} WHERE {predicate}"
         ),
-    }
+    ]
 }
 
 /// Per group of source system `$1`: active members, snapshot lines, and memberships the
@@ -659,23 +699,17 @@ returning_operation!(
     "UPDATE operation SET phase = 'queued', modified = $2 WHERE id = $1"
 );
 
-// Claims on SQLite, whose single writer serialises them; PostgreSQL adds SKIP LOCKED so that
-// several processes each claim a different operation.
-returning_operation!(
-    CLAIM_OPERATION,
-    "UPDATE operation SET phase = 'applying', lease_owner = $1, lease_expires_at = $2, \
-     attempts = attempts + 1 WHERE id = (SELECT id FROM operation \
-     WHERE phase = 'queued' OR (phase = 'applying' AND lease_expires_at < $3) \
-     ORDER BY id LIMIT 1)"
-);
-
-returning_operation!(
-    PG_CLAIM_OPERATION,
-    "UPDATE operation SET phase = 'applying', lease_owner = $1, lease_expires_at = $2, \
-     attempts = attempts + 1 WHERE id = (SELECT id FROM operation \
-     WHERE phase = 'queued' OR (phase = 'applying' AND lease_expires_at < $3) \
-     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-);
+/// Claims the oldest queued operation, or one whose worker's lease expired: `$1` node, `$2` lease
+/// end, `$3` now. On PostgreSQL the claim skips a row another process is claiming.
+pub fn claim_operation(d: Dialect) -> String {
+    format!(
+        "UPDATE operation SET phase = 'applying', lease_owner = $1, lease_expires_at = $2, \
+         attempts = attempts + 1 WHERE id = (SELECT id FROM operation \
+         WHERE phase = 'queued' OR (phase = 'applying' AND lease_expires_at < $3) \
+         ORDER BY id LIMIT 1{}) RETURNING {OPERATION_COLUMNS}",
+        d.skip_locked()
+    )
+}
 
 returning_operation!(
     FINISH_OPERATION,
@@ -750,14 +784,38 @@ pub const PURGEABLE_RESOURCES: &str = "SELECT r.id FROM resource r \
      AND NOT EXISTS (SELECT 1 FROM correlation_case k WHERE k.account_id = r.id) \
      ORDER BY r.id LIMIT $2";
 
-pub fn pg_purge_resources() -> String {
-    format!(
-        "WITH gone AS (DELETE FROM resource WHERE id IN ({PURGEABLE_RESOURCES}) \
-         RETURNING id, source_system) \
-         INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name) \
-         SELECT $3, {}, id, source_system, $4, $5 FROM gone",
-        crate::domain::change::ChangeKind::ResourcePurged.code()
-    )
+/// The step that deletes a batch of purgeable resources (`$1` before, `$2` batch), logging each
+/// at `$3` for operation `$4` by token `$5`.
+pub fn purge_resources(d: Dialect) -> Vec<String> {
+    let purged = crate::domain::change::ChangeKind::ResourcePurged.code();
+    let log = "INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name)";
+    match d {
+        Dialect::Postgres => vec![format!(
+            "WITH gone AS (DELETE FROM resource WHERE id IN ({PURGEABLE_RESOURCES}) \
+             RETURNING id, source_system) \
+             {log} SELECT $3, {purged}, id, source_system, $4, $5 FROM gone"
+        )],
+        Dialect::Sqlite => vec![
+            format!(
+                "{log} SELECT $3, {purged}, id, source_system, $4, $5 FROM resource \
+                 WHERE id IN ({PURGEABLE_RESOURCES})"
+            ),
+            format!("DELETE FROM resource WHERE id IN ({PURGEABLE_RESOURCES})"),
+        ],
+    }
+}
+
+/// The index an apply adds to a full-update's staging table, if any: PostgreSQL's
+/// source-scoped diff reads it by group; SQLite's steps look members up by id.
+pub fn staging_index(d: Dialect, staging: &Staging, source_scoped: bool) -> Option<String> {
+    match d {
+        Dialect::Postgres => source_scoped.then(|| {
+            format!("CREATE INDEX IF NOT EXISTS {staging}_group ON {staging} (group_id, member_id)")
+        }),
+        Dialect::Sqlite => Some(format!(
+            "CREATE INDEX IF NOT EXISTS {staging}_member ON {staging} (member_id, group_id)"
+        )),
+    }
 }
 
 pub const FAIL_ABANDONED: &str = "UPDATE operation SET status = 'failed', phase = NULL, \

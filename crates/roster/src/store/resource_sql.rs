@@ -10,7 +10,6 @@ use crate::domain::resource::{ResourceType, Subtype};
 use crate::domain::resource_sync::present;
 use crate::store::engine_sql::Staging;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
 pub use super::db::Dialect;
@@ -183,60 +182,19 @@ pub fn to_sql(statement: &Statement, values: &Values) -> Sql {
         })
 }
 
-/// Binds `values` to a compiled statement, in the order it names them.
-pub fn bind<'q, DB, A>(
-    mut query: sqlx::query::Query<'q, DB, A>,
-    statement: &Statement,
-    values: &Values,
-) -> sqlx::query::Query<'q, DB, A>
-where
-    DB: Database<Arguments<'q> = A>,
-    A: sqlx::IntoArguments<'q, DB>,
-    String: Encode<'q, DB> + Type<DB>,
-    Option<String>: Encode<'q, DB> + Type<DB>,
-    i64: Encode<'q, DB> + Type<DB>,
-    i32: Encode<'q, DB> + Type<DB>,
-    Option<i16>: Encode<'q, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    Uuid: Encode<'q, DB> + Type<DB>,
-    Option<Uuid>: Encode<'q, DB> + Type<DB>,
-{
-    for b in &statement.binds {
-        query = match b {
-            Bind::Source => query.bind(values.source.clone()),
-            Bind::Op => query.bind(values.op),
-            Bind::At => query.bind(values.at),
-            Bind::Token => query.bind(values.token.clone()),
-            Bind::Fence => query.bind(values.fence),
-            Bind::Type => query.bind(values.ty),
-            Bind::Subtype => query.bind(values.subtype),
-            Bind::AfterId => query.bind(values.after_id),
-            Bind::AfterChunk => query.bind(values.after_chunk),
-            Bind::AfterLine => query.bind(values.after_line),
-            Bind::Limit => query.bind(values.limit),
-            Bind::Id => query.bind(values.id),
-            Bind::Other => query.bind(values.other),
-            Bind::Bound => query.bind(values.bound.clone()),
-            Bind::Reason => query.bind(values.reason.clone()),
-            Bind::Cause => query.bind(values.cause),
-        };
-    }
-    query
-}
-
 /// The columns a resource line is loaded into, in the order the backends write them.
 pub const STAGING_COLUMNS: &str = "chunk, line, new_id, external_id, identifier, type, subtype, \
      displayname, description, notes, tags, active, expires_at, present, remove";
 
 impl Dialect {
-    fn uuid(self) -> &'static str {
+    pub(super) fn uuid(self) -> &'static str {
         match self {
             Self::Postgres => "uuid",
             Self::Sqlite => "BLOB",
         }
     }
 
-    fn boolean(self) -> &'static str {
+    pub(super) fn boolean(self) -> &'static str {
         match self {
             Self::Postgres => "boolean",
             Self::Sqlite => "INTEGER",

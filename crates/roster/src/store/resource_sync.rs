@@ -1,18 +1,23 @@
 //! Account sync's flows, written once for both backends over [`Conn`]: resolve the staged lines
 //! to resources, check them, hold past the deletion threshold, and apply the diff set-based.
 
-use super::db::{Row, Tx};
+use super::db::{Db, Row, Tx};
+use super::lifecycle_sync;
 use super::query::Sql;
 use super::records;
 use super::resource_sql::{self as rsql, Dialect, Statement, Values};
 use super::rows::ResourceRow;
+use super::staging;
 use super::{ApplyOutcome, StoreError, StoreResult};
-use crate::domain::audit::AuditRecord;
+use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::ChangeRecord;
 use crate::domain::full_update::{LineError, PreviewAction, Threshold};
-use crate::domain::operation::{FullUpdateParams, OnError, Operation, OperationCounts};
+use crate::domain::lifecycle::Policy;
+use crate::domain::operation::{
+    FullUpdateParams, OnError, Operation, OperationCounts, OperationType,
+};
 use crate::domain::resource::{NewResource, Resource};
-use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope};
+use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::Actor;
 use crate::domain::{OperationId, ResourceId};
 use crate::store::engine_sql::{self as esql, Staging};
@@ -252,315 +257,102 @@ impl Conn for Tx {
     }
 
     async fn rejected_lines(&mut self, op: OperationId, limit: i64) -> StoreResult<Vec<LineError>> {
-        let select = Sql::new(esql::LIST_REJECTIONS)
-            .bind(op)
-            .bind(-1i32)
-            .bind(-1i32)
-            .bind(limit);
-        let rows: Vec<(i32, i32, String)> = self.fetch_all(&select).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(chunk, line, reason)| LineError {
-                chunk,
-                line,
-                reason,
-            })
-            .collect())
+        staging::rejected_lines(self, op, (-1, -1), limit).await
     }
 }
 
-// Transitional: backend transactions that are not yet `Tx`.
-/// Implements [`Conn`] for a backend's transaction: `$db` the database, `$store` the store
-/// type (with `lock_resource`, `audit`, `log_change`), `$row` its resource row type.
-macro_rules! impl_conn {
-    ($db:ty, $dialect:expr, $store:ty, $row:ty) => {
-        #[async_trait::async_trait]
-        impl crate::store::resource_sync::Conn for sqlx::Transaction<'_, $db> {
-            fn dialect(&self) -> crate::store::db::Dialect {
-                $dialect
-            }
-
-            async fn fetch<T: crate::store::db::Row>(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<Vec<T>> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let rows = query.fetch_all(&mut **self).await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| T::from_row(row))
-                    .collect::<Result<_, _>>()?)
-            }
-
-            async fn resources(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let rows = query.fetch_all(&mut **self).await?;
-                rows.iter()
-                    .map(|row| {
-                        let row: $row = sqlx::FromRow::from_row(row)?;
-                        crate::domain::resource::Resource::try_from(row)
-                    })
-                    .collect()
-            }
-
-            async fn lock(
-                &mut self,
-                id: crate::domain::ResourceId,
-            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
-                <$store>::lock_resource(self, id).await
-            }
-
-            async fn write_resource(
-                &mut self,
-                current: &crate::domain::resource::Resource,
-                next: &crate::domain::resource::Resource,
-            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
-                <$store>::write_resource(self, current, next).await
-            }
-
-            async fn get(
-                &mut self,
-                id: crate::domain::ResourceId,
-            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
-                let row: Option<$row> = sqlx::query_as(&crate::store::sql::SELECT_RESOURCE)
-                    .bind(id)
-                    .fetch_optional(&mut **self)
-                    .await?;
-                row.ok_or_else(|| crate::store::resource_not_found(id))?
-                    .try_into()
-            }
-
-            async fn audit(
-                &mut self,
-                actor: &crate::domain::token::Actor,
-                record: crate::domain::audit::AuditRecord,
-            ) -> crate::store::StoreResult<()> {
-                <$store>::audit(self, actor, record).await
-            }
-
-            async fn insert_resource(
-                &mut self,
-                actor: &crate::domain::token::Actor,
-                new: &crate::domain::resource::NewResource,
-            ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
-                <$store>::insert_resource(self, actor, new).await
-            }
-
-            async fn user_name_taken(
-                &mut self,
-                source: &str,
-                name: &str,
-                except: Option<crate::domain::ResourceId>,
-            ) -> crate::store::StoreResult<bool> {
-                let taken: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND type = 1 \
-                     AND NOT deleted AND lower(identifier) = lower($2) AND id <> $3)",
-                )
-                .bind(source)
-                .bind(name)
-                .bind(except.map_or(uuid::Uuid::nil(), |id| id.0))
-                .fetch_one(&mut **self)
-                .await?;
-                Ok(taken)
-            }
-
-            async fn scim_doc(
-                &mut self,
-                id: crate::domain::ResourceId,
-            ) -> crate::store::StoreResult<serde_json::Map<String, serde_json::Value>> {
-                let doc: Option<
-                    Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
-                > = sqlx::query_scalar("SELECT scim FROM resource WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut **self)
-                    .await?;
-                Ok(crate::store::scim::doc_of(doc.flatten()))
-            }
-
-            async fn write_scim_doc(
-                &mut self,
-                id: crate::domain::ResourceId,
-                doc: &serde_json::Map<String, serde_json::Value>,
-            ) -> crate::store::StoreResult<()> {
-                sqlx::query("UPDATE resource SET scim = $2, modified = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(sqlx::types::Json(doc))
-                    .bind(crate::store::now())
-                    .execute(&mut **self)
-                    .await?;
-                Ok(())
-            }
-
-            async fn log_change(
-                &mut self,
-                actor: &crate::domain::token::Actor,
-                change: crate::domain::change::ChangeRecord,
-            ) -> crate::store::StoreResult<()> {
-                <$store>::log_change(self, actor, change).await
-            }
-
-            async fn operation(
-                &mut self,
-                id: crate::domain::OperationId,
-            ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
-                let row: crate::store::rows::OperationRow = sqlx::query_as(&format!(
-                    "SELECT {} FROM operation WHERE id = $1",
-                    crate::store::rows::OPERATION_COLUMNS
-                ))
-                .bind(id)
-                .fetch_one(&mut **self)
-                .await?;
-                row.try_into()
-            }
-
-            async fn serialize(&mut self, key: &str) -> crate::store::StoreResult<()> {
-                if $dialect == crate::store::resource_sql::Dialect::Postgres {
-                    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                        .bind(key)
-                        .execute(&mut **self)
-                        .await?;
-                }
-                Ok(())
-            }
-
-            async fn run(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<u64> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                Ok(query.execute(&mut **self).await?.rows_affected())
-            }
-
-            async fn run_sql(&mut self, sql: &str) -> crate::store::StoreResult<()> {
-                sqlx::query(sql).execute(&mut **self).await?;
-                Ok(())
-            }
-
-            async fn flag(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<bool> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let row = query.fetch_one(&mut **self).await?;
-                Ok(sqlx::Row::try_get(&row, 0)?)
-            }
-
-            async fn count(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<i64> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let row = query.fetch_one(&mut **self).await?;
-                Ok(sqlx::Row::try_get(&row, 0)?)
-            }
-
-            async fn counts(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<(i64, i64, i64)> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let row = query.fetch_one(&mut **self).await?;
-                Ok(sqlx::FromRow::from_row(&row)?)
-            }
-
-            async fn removals(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<Vec<(uuid::Uuid, Option<String>, Option<String>)>> {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let rows = query.fetch_all(&mut **self).await?;
-                Ok(rows
-                    .iter()
-                    .map(sqlx::FromRow::from_row)
-                    .collect::<Result<_, _>>()?)
-            }
-
-            async fn additions(
-                &mut self,
-                statement: &crate::store::resource_sql::Statement,
-                values: &crate::store::resource_sql::Values,
-            ) -> crate::store::StoreResult<
-                Vec<(i32, i32, Option<uuid::Uuid>, Option<String>, Option<String>)>,
-            > {
-                let query = crate::store::resource_sql::bind(
-                    sqlx::query(&statement.sql),
-                    statement,
-                    values,
-                );
-                let rows = query.fetch_all(&mut **self).await?;
-                Ok(rows
-                    .iter()
-                    .map(sqlx::FromRow::from_row)
-                    .collect::<Result<_, _>>()?)
-            }
-
-            async fn rejected_lines(
-                &mut self,
-                op: crate::domain::OperationId,
-                limit: i64,
-            ) -> crate::store::StoreResult<Vec<crate::domain::full_update::LineError>> {
-                let rows: Vec<(i32, i32, String)> =
-                    sqlx::query_as(crate::store::engine_sql::LIST_REJECTIONS)
-                        .bind(op)
-                        .bind(-1i32)
-                        .bind(-1i32)
-                        .bind(limit)
-                        .fetch_all(&mut **self)
-                        .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(
-                        |(chunk, line, reason)| crate::domain::full_update::LineError {
-                            chunk,
-                            line,
-                            reason,
-                        },
-                    )
-                    .collect())
-            }
-        }
-    };
+/// Serialises resource operations of one source system across processes (PostgreSQL's advisory
+/// lock; SQLite has one writer).
+async fn lock_source(tx: &mut Tx, source: &str) -> StoreResult<()> {
+    let lock = Sql::new("SELECT pg_advisory_xact_lock(hashtextextended('resources:' || $1, 0))")
+        .bind(source);
+    tx.advisory_lock(&lock).await
 }
 
-pub(super) use impl_conn;
+/// Applies a claimed full-update of resources in one transaction; a lifecycle authority's
+/// records it deletes or deactivates end their identities in the same transaction.
+pub(super) async fn apply_update(
+    db: &Db,
+    op: &Operation,
+    policy: &Policy,
+) -> StoreResult<ApplyOutcome> {
+    let params = esql::params(op)?;
+    db.analyze_if_stale("resource").await?;
+    let mut tx = db.write().await?;
+    let source = op.source_system.as_deref().unwrap_or_default();
+    lock_source(&mut tx, source).await?;
+    lifecycle_sync::before_sync(&mut tx, source).await?;
+    let at = super::now();
+    let outcome = apply_full_update(&mut tx, op, &params, at).await?;
+    let actor = Actor::system(op.token_name.as_deref().unwrap_or("roster"));
+    lifecycle_sync::after_sync(&mut tx, &actor, source, op.id, at, policy).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// A page of what a full-update of resources not yet applied would do; changes nothing.
+pub(super) async fn preview_page(
+    db: &Db,
+    op: &Operation,
+    action: PreviewAction,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<ResourcePreviewEntry>> {
+    let mut tx = db.write().await?;
+    let rows = preview(&mut tx, op, action, after, limit).await?;
+    tx.rollback().await?;
+    Ok(rows)
+}
+
+/// How many resources a full-update not yet applied would create or restore, and delete;
+/// changes nothing.
+pub(super) async fn preview_totals(db: &Db, op: &Operation) -> StoreResult<(i64, i64)> {
+    let mut tx = db.write().await?;
+    let totals = totals(&mut tx, op).await?;
+    tx.rollback().await?;
+    Ok(totals)
+}
+
+/// Upserts and deletes resources of one source system in one transaction, as one
+/// partial-update operation; refused whole when a line cannot apply.
+pub(super) async fn changes(
+    db: &Db,
+    actor: &Actor,
+    description: Option<String>,
+    scope: &ResourceScope,
+    lines: &[StagedResource],
+    policy: &Policy,
+) -> StoreResult<Operation> {
+    let mut tx = db.write().await?;
+    lock_source(&mut tx, &scope.source_system).await?;
+    lifecycle_sync::before_sync(&mut tx, &scope.source_system).await?;
+    let op = records::insert_operation(
+        &mut tx,
+        actor,
+        OperationType::PartialUpdate,
+        None,
+        Some(&scope.source_system),
+    )
+    .await?;
+    let update =
+        Sql::new("UPDATE operation SET target = 'resources', description = $2 WHERE id = $1")
+            .bind(op)
+            .bind(description);
+    tx.execute(&update).await?;
+    let staging = Staging(op);
+    tx.batch(&rsql::create_staging(tx.dialect(), &staging))
+        .await?;
+    staging::stage_lines(&mut tx, &staging, lines).await?;
+    let at = super::now();
+    let counts = apply_changes(&mut tx, op, scope, &actor.token_name, at).await?;
+    lifecycle_sync::after_sync(&mut tx, actor, &scope.source_system, op, at, policy).await?;
+    let record = AuditRecord::new("operation.partial-update", target::operation(op))
+        .with_detail(serde_json::json!({ "resources": lines.len() }));
+    records::audit(&mut tx, actor, record).await?;
+    let operation = records::set_counts(&mut tx, op, counts).await?;
+    tx.commit().await?;
+    Ok(operation)
+}
 
 /// The scope of a full-update of resources, from its parameters.
 pub(super) fn scope_of(op: &Operation, params: &FullUpdateParams) -> ResourceScope {
