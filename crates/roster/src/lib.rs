@@ -2,7 +2,6 @@
 //!
 //! Data flows one way: [`http`] → [`domain`] → [`store`].
 
-pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,5 +13,6 @@ pub mod import;
 pub mod ops;
 pub mod relay;
 pub mod render;
+pub mod server;
 pub mod store;
 pub mod webhooks;

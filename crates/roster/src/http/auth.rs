@@ -2,9 +2,9 @@
 //! `security` declaration, so the document and the enforcement are the same data; a route that
 //! declares none is refused at start-up unless it is one of the few public ones.
 
-use crate::app::AppState;
 use crate::domain::token::{Actor, Principal, Scope, SecretHash, Token};
 use crate::error::ApiError;
+use crate::server::AppState;
 use crate::store::Store;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;

@@ -5,12 +5,12 @@
 use super::auth::Caller;
 use super::resources::check_readable;
 use super::{Path, Query};
-use crate::app::AppState;
 use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
 use crate::domain::page::{ListKind, Page, MAX_LIMIT};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
 use crate::render::{full, render};
+use crate::server::AppState;
 use crate::store::{ExportItem, StoreError};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};

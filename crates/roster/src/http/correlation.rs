@@ -3,12 +3,12 @@
 
 use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
 use crate::domain::correlation::{
     CaseParams, CorrelationCase, CorrelationRule, RuleRequest, RunRequest,
 };
 use crate::domain::operation::Operation;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -3,11 +3,11 @@
 use super::auth::Caller;
 use super::resources::{check_owner, check_readable, MembershipListParams};
 use super::{optional_json, Path, Query};
-use crate::app::AppState;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
 use crate::domain::page::{ListKind, Page};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;

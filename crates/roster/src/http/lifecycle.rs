@@ -4,13 +4,13 @@
 
 use super::auth::Caller;
 use super::{Json, Path};
-use crate::app::AppState;
 use crate::domain::lifecycle::{
     Action, ActionRequest, ActionResult, ActionScope, Source, SourceRequest,
 };
 use crate::domain::operation::OperationStatus;
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};

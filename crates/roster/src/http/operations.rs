@@ -4,7 +4,6 @@
 use super::auth::Caller;
 use super::resources::check_owner;
 use super::{Json, Path, Query};
-use crate::app::AppState;
 use crate::domain::full_update::{
     LineError, MemberLine, PreviewAction, PreviewEntry, Threshold, ThresholdOverride,
 };
@@ -22,6 +21,7 @@ use crate::domain::token::Scope as TokenScope;
 use crate::domain::{OperationId, ResourceId};
 use crate::error::{ApiError, Problem};
 use crate::ops::upload::{self, LineErrors, UploadLine};
+use crate::server::AppState;
 use crate::store::{FullUpdateDraft, MembershipEdit, StagedBatch, StoreError};
 use axum::body::Body;
 use axum::extract::State;

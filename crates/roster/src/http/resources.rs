@@ -2,7 +2,6 @@
 
 use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
 use crate::domain::lifecycle::{PatchParams, Propagate, Propagation};
 use crate::domain::membership::{Membership, MembershipFilter};
 use crate::domain::operation::Operation;
@@ -12,6 +11,7 @@ use crate::domain::resource::{
 };
 use crate::domain::{time, ResourceId};
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

@@ -4,12 +4,12 @@
 
 use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
 use crate::domain::feed::Cursor;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::subscription::{CreatedSubscription, NewSubscription, Start, Subscription};
 use crate::domain::token::Secret;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

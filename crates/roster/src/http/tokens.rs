@@ -2,10 +2,10 @@
 
 use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::token::{NewToken, Secret, Token};
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -1039,9 +1039,9 @@ async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
         burst: std::num::NonZeroU32::new(3).expect("3"),
         replenish: std::time::Duration::from_secs(3600),
     };
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         scim_rate: Some(rate),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let t = token(&app, "foo").await;
@@ -1407,9 +1407,9 @@ async fn bulk_operations_count_against_the_rate_whatever_the_scheme_case(backend
         burst: std::num::NonZeroU32::new(4).expect("4"),
         replenish: std::time::Duration::from_secs(3600),
     };
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         scim_rate: Some(rate),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let t = token(&app, "foo").await;

@@ -12,12 +12,12 @@ pub mod rate;
 mod search;
 mod wire;
 
-use crate::app::AppState;
 use crate::domain::scim::{self, MemberEdit, ScimQuery, ScimRecord, ScimType};
 use crate::domain::ResourceId;
 use crate::error::ApiError;
 use crate::http::auth::Caller;
 use crate::http::{Path, Query};
+use crate::server::AppState;
 use crate::store::ConflictKind;
 use crate::store::StoreError;
 use axum::body::Bytes;
