@@ -1,9 +1,9 @@
 //! Typed settings, read once at start-up from the command line and the environment.
 
+use crate::app::OperationDefaults;
 use crate::cli::{DatabaseArgs, ServeArgs};
 use crate::domain::full_update::Threshold;
 use crate::domain::InvalidInput;
-use crate::http::operations::OperationDefaults;
 use crate::ops::EngineConfig;
 use crate::relay::RelayConfig;
 use crate::server::Limits;

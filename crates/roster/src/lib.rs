@@ -1,7 +1,8 @@
 //! Roster stores and vends group memberships imported from many directories.
 //!
-//! Data flows one way: [`http`] → [`domain`] → [`store`].
+//! Data flows one way: [`server`] → [`http`] → [`app`] → [`store`], each using [`domain`].
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,8 +1,8 @@
 //! Cohorts and identities (`/api/v1/resources/{id}/prime|parent|identity|related`) and unified
 //! groups with their effective membership and sync plan (`/api/v1/unified-groups`).
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
+use crate::app::Caller;
 use crate::domain::cohort::{
     EffectiveCohort, GroupLink, GroupLinkRequest, IdentityTree, LinkKind, NewUnifiedGroup,
     ParentLink, PlanParams, PrimeLink, RelatedParams, SyncPlan,

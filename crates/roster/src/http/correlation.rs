@@ -1,8 +1,8 @@
 //! `/api/v1/correlation`: rules that propose cohort links, runs (operations) and the cases they
 //! leave for a person to decide.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
+use crate::app::Caller;
 use crate::domain::correlation::{
     CaseParams, CorrelationCase, CorrelationRule, RuleRequest, RunRequest,
 };

@@ -1,8 +1,9 @@
 //! `/api/v1/groups/{id}/members`: the members of a group, and single-membership writes.
 
-use super::auth::Caller;
-use super::resources::{check_owner, check_readable, MembershipListParams};
+use super::resources::MembershipListParams;
 use super::{optional_json, Path, Query};
+use crate::app::resources::{check_owner, check_readable};
+use crate::app::Caller;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
 use crate::domain::page::{ListKind, Page};
 use crate::domain::ResourceId;
@@ -54,7 +55,7 @@ async fn list_members(
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
 ) -> Result<axum::Json<MemberList>, ApiError> {
-    check_readable(&state, &caller, id).await?;
+    check_readable(state.app(), &caller, id).await?;
     let as_of = p.as_of()?;
     let (filter, page) = p.split(&caller, ListKind::Members)?;
     let Some(at) = as_of else {
@@ -94,8 +95,8 @@ async fn get_membership(
     caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    check_readable(&state, &caller, id).await?;
-    check_readable(&state, &caller, member_id).await?;
+    check_readable(state.app(), &caller, id).await?;
+    check_readable(state.app(), &caller, member_id).await?;
     Ok(axum::Json(state.store.get_membership(id, member_id).await?))
 }
 
@@ -117,8 +118,8 @@ async fn put_membership(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: MembershipInput = optional_json(&body?)?;
-    check_owner(&state, &caller, id).await?;
-    check_owner(&state, &caller, member_id).await?;
+    check_owner(state.app(), &caller, id).await?;
+    check_owner(state.app(), &caller, member_id).await?;
     let change = state
         .store
         .put_membership(&caller.actor(), id, member_id, &input)
@@ -141,7 +142,7 @@ async fn remove_membership(
     caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    check_owner(&state, &caller, id).await?;
+    check_owner(state.app(), &caller, id).await?;
     let change = state
         .store
         .remove_membership(&caller.actor(), id, member_id)

@@ -2,8 +2,8 @@
 //! durable cursor; deliveries are in order, at least once, retried with backoff and signed. See
 //! `docs/changes.md`.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
+use crate::app::Caller;
 use crate::domain::feed::Cursor;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::subscription::{CreatedSubscription, NewSubscription, Start, Subscription};

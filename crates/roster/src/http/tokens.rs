@@ -1,7 +1,7 @@
 //! `/api/v1/tokens`: create (the secret is shown once), list, read and revoke API tokens.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
+use crate::app::Caller;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::token::{NewToken, Secret, Token};
 use crate::error::{ApiError, Problem};

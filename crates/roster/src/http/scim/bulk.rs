@@ -4,9 +4,9 @@
 //! `failOnErrors` stops after that many errors.
 
 use super::{create, delete, json_body, patch_resource, replace, scim_response, ScimError};
+use crate::app::Caller;
 use crate::domain::scim::ScimType;
 use crate::domain::ResourceId;
-use crate::http::auth::Caller;
 use crate::http::Path;
 use crate::server::AppState;
 use axum::body::Bytes;
