@@ -5,6 +5,7 @@
 
 mod caller;
 mod error;
+pub mod groups;
 pub mod lifecycle;
 pub mod operations;
 pub mod resources;

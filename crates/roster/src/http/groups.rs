@@ -2,7 +2,8 @@
 
 use super::resources::MembershipListParams;
 use super::{optional_json, Path, Query};
-use crate::app::resources::{check_owner, check_readable};
+use crate::app::groups;
+use crate::app::resources::check_readable;
 use crate::app::Caller;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
 use crate::domain::page::{ListKind, Page};
@@ -118,12 +119,8 @@ async fn put_membership(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: MembershipInput = optional_json(&body?)?;
-    check_owner(state.app(), &caller, id).await?;
-    check_owner(state.app(), &caller, member_id).await?;
-    let change = state
-        .store
-        .put_membership(&caller.actor(), id, member_id, &input)
-        .await?;
+    let key = (id, member_id);
+    let change = groups::put_membership(state.app(), &caller, key, &input).await?;
     let status = match change.write {
         MembershipWrite::Added => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -142,10 +139,7 @@ async fn remove_membership(
     caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    check_owner(state.app(), &caller, id).await?;
-    let change = state
-        .store
-        .remove_membership(&caller.actor(), id, member_id)
-        .await?;
+    let key = (id, member_id);
+    let change = groups::remove_membership(state.app(), &caller, key).await?;
     Ok(axum::Json(change.membership))
 }
