@@ -214,7 +214,7 @@ pub struct ServeArgs {
 
     /// SCIM requests a second each token may send (in bursts of as many); more answer 429 with
     /// Retry-After. 0: no limit.
-    #[arg(long, env = "ROSTER_SCIM_RATE_LIMIT", default_value_t = crate::app::DEFAULT_SCIM_RATE)]
+    #[arg(long, env = "ROSTER_SCIM_RATE_LIMIT", default_value_t = crate::server::DEFAULT_SCIM_RATE)]
     pub scim_rate_limit: u32,
 
     /// SCIM lists and searches one token may run at once; more answer 429 with Retry-After.

@@ -1,12 +1,12 @@
 //! Typed settings, read once at start-up from the command line and the environment.
 
-use crate::app::Limits;
+use crate::app::OperationDefaults;
 use crate::cli::{DatabaseArgs, ServeArgs};
 use crate::domain::full_update::Threshold;
 use crate::domain::InvalidInput;
-use crate::http::operations::OperationDefaults;
 use crate::ops::EngineConfig;
 use crate::relay::RelayConfig;
+use crate::server::Limits;
 use crate::store::Location;
 use crate::webhooks::WebhookConfig;
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 //! `application/problem+json` document with a sentence that says what was wrong. Internal details
 //! are logged, never sent.
 
+use crate::app::AppError;
 use crate::domain::full_update::LineError;
 use crate::domain::InvalidInput;
 use crate::store::StoreError;
@@ -176,6 +177,25 @@ impl From<StoreError> for ApiError {
             )),
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Store(e) => e.into(),
+            AppError::Invalid(e) => e.into(),
+            AppError::Unreadable(m) => Self::BadRequest(m),
+            AppError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
+            AppError::TooLarge(m) => Self::PayloadTooLarge(m),
+            AppError::Forbidden(m) => Self::Forbidden(m),
+            AppError::Conflict(m) => Self::Conflict(m),
+            e @ AppError::NotUploading(id) => {
+                Self::Conflict(format!("{e} with POST /api/v1/operations/{id}/reject"))
+            }
+            e @ AppError::MembersNotReplaced(_) => Self::Conflict(e.to_string()),
+            AppError::Internal(m) => Self::Internal(m),
         }
     }
 }

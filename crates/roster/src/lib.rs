@@ -1,6 +1,6 @@
 //! Roster stores and vends group memberships imported from many directories.
 //!
-//! Data flows one way: [`http`] → [`domain`] → [`store`].
+//! Data flows one way: [`server`] → [`http`] → [`app`] → [`store`], each using [`domain`].
 
 pub mod app;
 pub mod cli;
@@ -14,5 +14,6 @@ pub mod import;
 pub mod ops;
 pub mod relay;
 pub mod render;
+pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -13,11 +13,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = Settings::from_serve_args(&args)?;
-            roster::app::serve(&settings).await?;
+            roster::server::serve(&settings).await?;
         }
         Command::Migrate(args) => {
             let settings = Settings::from_database_args(&args)?;
-            let backend = roster::app::migrate(&settings)
+            let backend = roster::server::migrate(&settings)
                 .await
                 .with_context(|| format!("migrating {:?}", settings.location))?;
             println!("{backend} database is up to date");

@@ -30,7 +30,7 @@ pub enum NewOperation {
     Purge(NewPurge),
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFullUpdate {
     /// `memberships` (the default) or `resources`.

@@ -1,11 +1,11 @@
 //! `/api/v1/audit`: the trail of every write, newest first.
 
 use super::Query;
-use crate::app::AppState;
 use crate::domain::audit::{AuditEntry, AuditFilter};
 use crate::domain::page::{ListKind, Page};
 use crate::domain::time;
 use crate::error::ApiError;
+use crate::server::AppState;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

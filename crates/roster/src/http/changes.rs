@@ -2,15 +2,15 @@
 //! `/api/v1/changes/head`, `/api/v1/export` (a consistent NDJSON snapshot ending with its cursor)
 //! and `/api/v1/resources/{id}/history`. The protocol is in `docs/changes.md`.
 
-use super::auth::Caller;
-use super::resources::check_readable;
 use super::{Path, Query};
-use crate::app::AppState;
+use crate::app::resources::check_readable;
+use crate::app::Caller;
 use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
 use crate::domain::page::{ListKind, Page, MAX_LIMIT};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
 use crate::render::{full, render};
+use crate::server::AppState;
 use crate::store::{ExportItem, StoreError};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -327,7 +327,7 @@ async fn export(
         ExportScope::Source(source) => {
             caller.read_filter(Some(source.clone()))?;
         }
-        ExportScope::Group(group) => check_readable(&state, &caller, *group).await?,
+        ExportScope::Group(group) => check_readable(state.app(), &caller, *group).await?,
     }
     let members = caller.read_source().map(str::to_owned);
     let (sink, receiver) = tokio::sync::mpsc::channel(256);
@@ -391,7 +391,7 @@ async fn history(
     Query(p): Query<HistoryParams>,
 ) -> Result<axum::Json<Page<ChangeItem>>, ApiError> {
     let page = super::page_request::<i64>(ListKind::History, p.limit, p.cursor.as_deref())?;
-    check_readable(&state, &caller, id).await?;
+    check_readable(state.app(), &caller, id).await?;
     let bound = caller.read_source().map(str::to_owned);
     let filter = ChangeFilter {
         source_system: bound.clone(),

@@ -1,9 +1,8 @@
 //! Cohorts and identities (`/api/v1/resources/{id}/prime|parent|identity|related`) and unified
 //! groups with their effective membership and sync plan (`/api/v1/unified-groups`).
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::cohort::{
     EffectiveCohort, GroupLink, GroupLinkRequest, IdentityTree, LinkKind, NewUnifiedGroup,
     ParentLink, PlanParams, PrimeLink, RelatedParams, SyncPlan,
@@ -11,6 +10,7 @@ use crate::domain::cohort::{
 use crate::domain::resource::{NewResource, Resource, ResourceType, Subtype};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

@@ -1,14 +1,14 @@
 //! `/api/v1/correlation`: rules that propose cohort links, runs (operations) and the cases they
 //! leave for a person to decide.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::correlation::{
     CaseParams, CorrelationCase, CorrelationRule, RuleRequest, RunRequest,
 };
 use crate::domain::operation::Operation;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -1,13 +1,15 @@
 //! `/api/v1/groups/{id}/members`: the members of a group, and single-membership writes.
 
-use super::auth::Caller;
-use super::resources::{check_owner, check_readable, MembershipListParams};
+use super::resources::MembershipListParams;
 use super::{optional_json, Path, Query};
-use crate::app::AppState;
+use crate::app::groups;
+use crate::app::resources::check_readable;
+use crate::app::Caller;
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
 use crate::domain::page::{ListKind, Page};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -54,7 +56,7 @@ async fn list_members(
     Path(id): Path<ResourceId>,
     Query(p): Query<MembershipListParams>,
 ) -> Result<axum::Json<MemberList>, ApiError> {
-    check_readable(&state, &caller, id).await?;
+    check_readable(state.app(), &caller, id).await?;
     let as_of = p.as_of()?;
     let (filter, page) = p.split(&caller, ListKind::Members)?;
     let Some(at) = as_of else {
@@ -94,8 +96,8 @@ async fn get_membership(
     caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    check_readable(&state, &caller, id).await?;
-    check_readable(&state, &caller, member_id).await?;
+    check_readable(state.app(), &caller, id).await?;
+    check_readable(state.app(), &caller, member_id).await?;
     Ok(axum::Json(state.store.get_membership(id, member_id).await?))
 }
 
@@ -117,12 +119,8 @@ async fn put_membership(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: MembershipInput = optional_json(&body?)?;
-    check_owner(&state, &caller, id).await?;
-    check_owner(&state, &caller, member_id).await?;
-    let change = state
-        .store
-        .put_membership(&caller.actor(), id, member_id, &input)
-        .await?;
+    let key = (id, member_id);
+    let change = groups::put_membership(state.app(), &caller, key, &input).await?;
     let status = match change.write {
         MembershipWrite::Added => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -141,10 +139,7 @@ async fn remove_membership(
     caller: Caller,
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
 ) -> Result<axum::Json<Membership>, ApiError> {
-    check_owner(&state, &caller, id).await?;
-    let change = state
-        .store
-        .remove_membership(&caller.actor(), id, member_id)
-        .await?;
+    let key = (id, member_id);
+    let change = groups::remove_membership(state.app(), &caller, key).await?;
     Ok(axum::Json(change.membership))
 }

@@ -1,7 +1,7 @@
 //! `/healthz` (the process is up) and `/readyz` (the database answers).
 
-use crate::app::AppState;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;

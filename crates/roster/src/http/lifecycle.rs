@@ -2,15 +2,14 @@
 //! (`/api/v1/resources/{id}/actions/…`), and the sources' lifecycle settings
 //! (`/api/v1/sources/{source_system}`).
 
-use super::auth::Caller;
 use super::{Json, Path};
-use crate::app::AppState;
-use crate::domain::lifecycle::{
-    Action, ActionRequest, ActionResult, ActionScope, Source, SourceRequest,
-};
+use crate::app::lifecycle;
+use crate::app::Caller;
+use crate::domain::lifecycle::{ActionRequest, ActionResult, Source, SourceRequest};
 use crate::domain::operation::OperationStatus;
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -67,51 +66,13 @@ async fn act(
     request: ActionRequest,
     active: bool,
 ) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
-    if request.scope == ActionScope::Account {
-        super::resources::check_owner(&state, &caller, id).await?;
-        if active {
-            check_reactivation(&state, &caller, id).await?;
-        }
-    } else {
-        caller.check_unbound("an identity or cohort action")?;
-    }
-    let action = Action::from_request(id, request, active)?;
-    let (operation, accounts) = state
-        .store
-        .act(&caller.actor(), &action, &state.operations.lifecycle)
-        .await?;
-    let status = if operation.status == OperationStatus::Pending {
+    let result = lifecycle::act(state.app(), &caller, id, request, active).await?;
+    let status = if result.operation.status == OperationStatus::Pending {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        axum::Json(ActionResult {
-            operation,
-            accounts,
-        }),
-    ))
-}
-
-/// Refuses a source-bound token the activation of an account roster deactivated (an HR
-/// termination, an expiry, an action): a person decides that, with a token bound to no source.
-pub async fn check_reactivation(
-    state: &AppState,
-    caller: &Caller,
-    id: ResourceId,
-) -> Result<(), ApiError> {
-    if caller.principal.source_system.is_none() {
-        return Ok(());
-    }
-    let account = state.store.get_resource(id).await?;
-    match account.deactivation_reason {
-        Some(reason) if !account.active => Err(ApiError::Forbidden(format!(
-            "account {id} was deactivated by roster ({reason}); a token bound to a source system \
-             cannot activate it: a person does, with a token bound to none"
-        ))),
-        _ => Ok(()),
-    }
+    Ok((status, axum::Json(result)))
 }
 
 /// A source system's settings (defaults for one never configured).
@@ -143,12 +104,6 @@ async fn put_source(
     Path(source_system): Path<String>,
     Json(request): Json<SourceRequest>,
 ) -> Result<axum::Json<Source>, ApiError> {
-    caller.check_unbound("marking a lifecycle authority")?;
-    crate::domain::resource::check_optional_key("source_system", Some(&source_system))?;
-    Ok(axum::Json(
-        state
-            .store
-            .put_source(&caller.actor(), &source_system, &request)
-            .await?,
-    ))
+    let source = lifecycle::put_source(state.app(), &caller, &source_system, &request).await?;
+    Ok(axum::Json(source))
 }

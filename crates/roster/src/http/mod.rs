@@ -15,9 +15,9 @@ pub mod scim;
 mod subscriptions;
 mod tokens;
 
-use crate::app::{AppState, Limits};
 use crate::domain::input;
 use crate::error::{ApiError, Problem};
+use crate::server::{AppState, Limits};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;

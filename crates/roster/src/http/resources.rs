@@ -1,8 +1,7 @@
 //! `/api/v1/resources`: create, read, list, look up, update, soft-delete and restore resources.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
+use crate::app::{resources, Caller};
 use crate::domain::lifecycle::{PatchParams, Propagate, Propagation};
 use crate::domain::membership::{Membership, MembershipFilter};
 use crate::domain::operation::Operation;
@@ -12,6 +11,7 @@ use crate::domain::resource::{
 };
 use crate::domain::{time, ResourceId};
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -91,9 +91,7 @@ async fn create_resource(
     caller: Caller,
     Json(new): Json<NewResource>,
 ) -> Result<impl IntoResponse, ApiError> {
-    new.validate()?;
-    caller.check_source(&new.source_system)?;
-    let resource = state.store.create_resource(&caller.actor(), &new).await?;
+    let resource = resources::create(state.app(), &caller, &new).await?;
     let location = format!("/api/v1/resources/{}", resource.id);
     Ok((
         StatusCode::CREATED,
@@ -193,9 +191,9 @@ async fn get_resource(
     caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    let resource = state.store.get_resource(id).await?;
-    caller.check_read(&resource.source_system, &another_source(id))?;
-    Ok(axum::Json(resource))
+    Ok(axum::Json(
+        resources::readable(state.app(), &caller, id).await?,
+    ))
 }
 
 /// What a patch answers: the resource, or with `propagate=cohort` the propagation.
@@ -224,22 +222,17 @@ async fn update_resource(
     Query(params): Query<PatchParams>,
     Json(patch): Json<ResourcePatch>,
 ) -> Result<axum::Json<PatchResult>, ApiError> {
-    let actor = caller.actor();
-    if params.propagate == Some(Propagate::Cohort) {
-        caller.check_unbound("propagating to a cohort")?;
-        let done = state.store.propagate(&actor, id, &patch).await?;
-        return Ok(axum::Json(PatchResult::Propagation(Box::new(done))));
-    }
-    check_owner(&state, &caller, id).await?;
-    if patch.active == Some(true) {
-        super::lifecycle::check_reactivation(&state, &caller, id).await?;
-    }
-    let policy = &state.operations.lifecycle;
-    let resource = state
-        .store
-        .update_resource(&actor, id, &patch, policy)
-        .await?;
-    Ok(axum::Json(PatchResult::Resource(Box::new(resource))))
+    let app = state.app();
+    Ok(axum::Json(match params.propagate {
+        Some(Propagate::Cohort) => {
+            let done = resources::propagate(app, &caller, id, &patch).await?;
+            PatchResult::Propagation(Box::new(done))
+        }
+        None => {
+            let resource = resources::update(app, &caller, id, &patch).await?;
+            PatchResult::Resource(Box::new(resource))
+        }
+    }))
 }
 
 /// Soft-delete a resource and end its memberships (as a group and as a member) in one delete
@@ -253,12 +246,7 @@ async fn delete_resource(
     caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<DeleteResult>, ApiError> {
-    check_owner(&state, &caller, id).await?;
-    let policy = &state.operations.lifecycle;
-    let deletion = state
-        .store
-        .delete_resource(&caller.actor(), id, policy)
-        .await?;
+    let deletion = resources::delete(state.app(), &caller, id).await?;
     Ok(axum::Json(DeleteResult {
         resource: deletion.resource,
         operation: deletion.operation,
@@ -276,40 +264,9 @@ async fn restore_resource(
     caller: Caller,
     Path(id): Path<ResourceId>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    check_owner(&state, &caller, id).await?;
-    let resource = state.store.restore_resource(&caller.actor(), id).await?;
-    Ok(axum::Json(resource))
-}
-
-/// Refuses a write to a resource of another source than the caller's token is bound to.
-pub async fn check_owner(
-    state: &AppState,
-    caller: &Caller,
-    id: ResourceId,
-) -> Result<(), ApiError> {
-    if caller.principal.source_system.is_some() {
-        let resource = state.store.get_resource(id).await?;
-        caller.check_source(&resource.source_system)?;
-    }
-    Ok(())
-}
-
-/// Refuses a read of a resource of another source than the caller's reads are bound to.
-pub async fn check_readable(
-    state: &AppState,
-    caller: &Caller,
-    id: ResourceId,
-) -> Result<(), ApiError> {
-    if caller.read_source().is_some() {
-        let resource = state.store.get_resource(id).await?;
-        caller.check_read(&resource.source_system, &another_source(id))?;
-    }
-    Ok(())
-}
-
-/// What a refused read of resource `id` names: not which source it is of.
-fn another_source(id: ResourceId) -> String {
-    format!("resource {id} is of another source system")
+    Ok(axum::Json(
+        resources::restore(state.app(), &caller, id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -387,7 +344,7 @@ async fn list_groups_of(
                 .to_owned(),
         ));
     }
-    check_readable(&state, &caller, id).await?;
+    resources::check_readable(state.app(), &caller, id).await?;
     let (filter, page) = p.split(&caller, ListKind::Groups)?;
     let as_of = super::changes::as_of(&state, &page).await?;
     let rows = state.store.list_groups_of(id, &filter, &page).await?;

@@ -2,14 +2,14 @@
 //! durable cursor; deliveries are in order, at least once, retried with backoff and signed. See
 //! `docs/changes.md`.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::feed::Cursor;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::subscription::{CreatedSubscription, NewSubscription, Start, Subscription};
 use crate::domain::token::Secret;
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -1,11 +1,11 @@
 //! `/api/v1/tokens`: create (the secret is shown once), list, read and revoke API tokens.
 
-use super::auth::Caller;
 use super::{Json, Path, Query};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::token::{NewToken, Secret, Token};
 use crate::error::{ApiError, Problem};
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -5,7 +5,6 @@ use crate::domain::operation::OnError;
 use crate::domain::resource_sync::{ResourceLine, ResourceScope, StagedResource};
 use crate::domain::InvalidInput;
 use crate::store::{LineStream, StagedBatch, StoreError};
-use axum::body::Body;
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
@@ -16,6 +15,12 @@ pub const BATCH_LINES: usize = 5_000;
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Line errors kept for the answer to a refused chunk.
 pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// The bytes of an upload as they arrive.
+pub type UploadBody = futures_util::stream::BoxStream<
+    'static,
+    Result<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>,
+>;
 
 /// The line errors of an upload, shared with the handler so that a refused chunk can list them.
 #[derive(Debug, Clone, Default)]
@@ -91,7 +96,7 @@ impl UploadLine for ResourceLine {
 }
 
 struct Reader<L: UploadLine> {
-    body: axum::body::BodyDataStream,
+    body: UploadBody,
     /// Bytes read so far, and the most accepted.
     read: usize,
     limit: usize,
@@ -119,7 +124,7 @@ pub struct ChunkFormat {
 /// reported); with `OnError::Skip`, bad lines travel in the batches as rejections. A body longer
 /// than the limit ends the stream with an error.
 pub fn lines<L: UploadLine + 'static>(
-    body: Body,
+    body: UploadBody,
     format: ChunkFormat,
     context: L::Context,
     errors: LineErrors,
@@ -130,7 +135,7 @@ pub fn lines<L: UploadLine + 'static>(
         limit,
     } = format;
     let reader = Reader::<L> {
-        body: body.into_data_stream(),
+        body,
         read: 0,
         limit,
         buffer: BytesMut::new(),

@@ -828,9 +828,9 @@ async fn reconcile_past_the_threshold_is_refused_and_changes_nothing(backend: Ba
 }
 
 async fn chunk_over_the_upload_limit_is_413_and_stores_nothing(backend: Backend) {
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         upload_bytes: 1_000,
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let u = users(&app, 30).await;

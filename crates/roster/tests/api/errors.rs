@@ -4,8 +4,8 @@ use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use roster::app::Limits;
 use roster::domain::token::Scope;
+use roster::server::Limits;
 use serde_json::json;
 
 on_both_backends!(

@@ -483,9 +483,9 @@ async fn an_open_stream_ends_when_its_token_is_revoked(backend: Backend) {
 }
 
 async fn an_open_stream_ends_when_its_life_is_over(backend: Backend) {
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         stream_lifetime: Duration::from_secs(1),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let reader = app.token("reader", &[Scope::Read], None).await;
@@ -558,9 +558,9 @@ async fn until_statements_wait(app: &TestApp, n: i64) {
 
 #[tokio::test]
 async fn postgres_a_statement_never_outlives_its_request() {
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         request_timeout: Duration::from_secs(1),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(Backend::Postgres, limits).await;
     let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;
@@ -592,9 +592,9 @@ async fn postgres_a_request_its_client_abandons_leaves_no_statement_running() {
 
 #[tokio::test]
 async fn postgres_one_token_runs_no_more_scim_reads_at_once_than_its_share() {
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         scim_reads_per_token: 1,
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(Backend::Postgres, limits).await;
     let scim = app.token("scim-foo", &[Scope::Scim], Some("foo")).await;

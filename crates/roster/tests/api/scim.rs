@@ -43,6 +43,7 @@ on_both_backends!(
     if_match_with_an_old_version_is_412,
     a_token_bound_to_foo_cannot_read_or_write_bar,
     bad_requests_answer_scim_errors_and_change_nothing,
+    a_bound_token_cannot_reactivate_through_scim_what_roster_deactivated,
 );
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -1039,9 +1040,9 @@ async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
         burst: std::num::NonZeroU32::new(3).expect("3"),
         replenish: std::time::Duration::from_secs(3600),
     };
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         scim_rate: Some(rate),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let t = token(&app, "foo").await;
@@ -1407,9 +1408,9 @@ async fn bulk_operations_count_against_the_rate_whatever_the_scheme_case(backend
         burst: std::num::NonZeroU32::new(4).expect("4"),
         replenish: std::time::Duration::from_secs(3600),
     };
-    let limits = roster::app::Limits {
+    let limits = roster::server::Limits {
         scim_rate: Some(rate),
-        ..roster::app::Limits::default()
+        ..roster::server::Limits::default()
     };
     let app = TestApp::spawn_with(backend, limits).await;
     let t = token(&app, "foo").await;
@@ -2064,4 +2065,58 @@ async fn bad_requests_answer_scim_errors_and_change_nothing(backend: Backend) {
         .call_as(Some(&read_token), Method::GET, "/scim/v2/foo/Users", None)
         .await;
     assert_scim_error(&wrong_scope, StatusCode::FORBIDDEN, None, "scim");
+}
+
+/// The rule the REST API keeps (a connector may not undo roster's deactivation) holds for every
+/// SCIM write of `active`: PATCH, PUT and a PATCH inside a Bulk request.
+async fn a_bound_token_cannot_reactivate_through_scim_what_roster_deactivated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let ada = user_named(&app, &t, "foo", "ada").await;
+    let reply = app
+        .post(
+            &format!("/api/v1/resources/{ada}/actions/deactivate"),
+            json!({"scope": "account", "reason": "left the company"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let deactivated = "SELECT count(*) FROM resource WHERE id = $1 AND NOT active \
+                       AND deactivation_reason = 'left the company'";
+    assert_eq!(app.scalar(deactivated, &[&ada]).await, 1);
+    let before = app.fingerprint().await;
+    let path = format!("/foo/Users/{ada}");
+    let activate = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": true}]
+    });
+    let reply = scim(&app, &t, Method::PATCH, &path, Some(activate.clone())).await;
+    assert_scim_error(&reply, StatusCode::FORBIDDEN, None, "deactivated by roster");
+    let put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                     "userName": "ada", "active": true});
+    let reply = scim(&app, &t, Method::PUT, &path, Some(put)).await;
+    assert_scim_error(&reply, StatusCode::FORBIDDEN, None, "deactivated by roster");
+    let bulk = post_bulk(
+        &app,
+        &t,
+        vec![json!({"method": "PATCH", "path": format!("/Users/{ada}"), "data": activate})],
+        None,
+    )
+    .await;
+    assert_eq!(bulk.status, StatusCode::OK, "{}", bulk.text);
+    assert_eq!(bulk.json["Operations"][0]["status"], "403", "{}", bulk.text);
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "a refused activation changes nothing"
+    );
+    assert_eq!(app.scalar(deactivated, &[&ada]).await, 1);
+    // An account the source itself deactivated is the source's to activate again.
+    let bob = user_named(&app, &t, "foo", "bob").await;
+    let path = format!("/foo/Users/{bob}");
+    for active in [false, true] {
+        let body = json!({"Operations": [{"op": "replace", "path": "active", "value": active}]});
+        let reply = scim(&app, &t, Method::PATCH, &path, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json["active"], active);
+    }
 }

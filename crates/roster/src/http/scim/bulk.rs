@@ -4,11 +4,11 @@
 //! `failOnErrors` stops after that many errors.
 
 use super::{create, delete, json_body, patch_resource, replace, scim_response, ScimError};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::scim::ScimType;
 use crate::domain::ResourceId;
-use crate::http::auth::Caller;
 use crate::http::Path;
+use crate::server::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

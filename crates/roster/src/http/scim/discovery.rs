@@ -2,10 +2,10 @@
 //! their schemas (RFC 7643 §7), as roster actually implements them.
 
 use super::{scim_response, ScimError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::scim::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
-use crate::http::auth::Caller;
 use crate::http::Path;
+use crate::server::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -12,12 +12,13 @@ pub mod rate;
 mod search;
 mod wire;
 
-use crate::app::AppState;
+use crate::app::{self, AppError, Caller};
+use crate::domain::operation::{Operation, OperationStatus};
 use crate::domain::scim::{self, MemberEdit, ScimQuery, ScimRecord, ScimType};
 use crate::domain::ResourceId;
 use crate::error::ApiError;
-use crate::http::auth::Caller;
 use crate::http::{Path, Query};
+use crate::server::AppState;
 use crate::store::ConflictKind;
 use crate::store::StoreError;
 use axum::body::Bytes;
@@ -40,8 +41,6 @@ pub const DEFAULT_PAGE_SIZE: i64 = 100;
 /// Most members a group document lists; a larger group is read with `excludedAttributes=members`
 /// and its members paged through the REST API.
 pub const MAX_MEMBERS_IN_DOCUMENT: i64 = 10_000;
-/// How long a `replace` of all members waits for its full-update before answering.
-const REPLACE_WAIT_SECONDS: u64 = 25;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -119,6 +118,44 @@ impl From<ApiError> for ScimError {
             status
         };
         Self::new(status, scim_type, e.detail())
+    }
+}
+
+impl From<AppError> for ScimError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Store(e) => e.into(),
+            AppError::MembersNotReplaced(op) => not_replaced(&op),
+            other => ApiError::from(other).into(),
+        }
+    }
+}
+
+/// The answer to a replace of all members that did not end applied.
+fn not_replaced(op: &Operation) -> ScimError {
+    let reason = op.reason.as_deref().unwrap_or_default();
+    match op.status {
+        OperationStatus::Pending => ScimError::new(
+            StatusCode::CONFLICT,
+            None,
+            format!(
+                "the replace of members was held for approval and changed nothing yet: {reason}; \
+                 a person approves or rejects operation {id} (POST \
+                 /api/v1/operations/{id}/approve)",
+                id = op.id.0
+            ),
+        ),
+        OperationStatus::Running => ScimError::new(
+            StatusCode::ACCEPTED,
+            None,
+            format!(
+                "the replace of members is still being applied as operation {}",
+                op.id.0
+            ),
+        ),
+        _ => ScimError::invalid_value(format!(
+            "the replace of members failed and changed nothing: {reason}"
+        )),
     }
 }
 
@@ -509,10 +546,7 @@ async fn create(
     wire::check_schemas(ty, &body)?;
     let parsed = wire::parse(ty, source, body)?;
     let members = parsed.members.unwrap_or_default();
-    let record = state
-        .store
-        .scim_create(&caller.actor(), &parsed.write, &members)
-        .await?;
+    let record = app::scim::create(state.app(), caller, &parsed.write, &members).await?;
     written(state, ty, source, record.resource.id, StatusCode::CREATED).await
 }
 
@@ -531,29 +565,6 @@ fn check_if_match(headers: &HeaderMap, record: &ScimRecord) -> Result<(), ScimEr
     }
 }
 
-/// Writes new attributes over a stored record (and edits a group's members), unless it changed
-/// since it was read.
-async fn store_write(
-    state: &AppState,
-    caller: &Caller,
-    record: &ScimRecord,
-    write: &scim::ScimWrite,
-    edit: &MemberEdit,
-) -> Result<(), ScimError> {
-    state
-        .store
-        .scim_replace(
-            &caller.actor(),
-            record.resource.id,
-            write,
-            edit,
-            Some(record.resource.modified),
-            &state.operations.lifecycle,
-        )
-        .await?;
-    Ok(())
-}
-
 async fn replace(
     state: &AppState,
     caller: &Caller,
@@ -568,101 +579,8 @@ async fn replace(
     let parsed = wire::parse(ty, &source, body)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
-    // A held push of the members answers before any attribute is written.
-    if let Some(members) = parsed.members {
-        replace_members(state, caller, &source, id, members).await?;
-    }
-    store_write(
-        state,
-        caller,
-        &record,
-        &parsed.write,
-        &MemberEdit::default(),
-    )
-    .await?;
+    app::scim::replace(state.app(), caller, &record, &parsed.write, parsed.members).await?;
     written(state, ty, &source, id, StatusCode::OK).await
-}
-
-/// A full push of a group's members: a full-update of the group, with its deletion threshold.
-/// The members the group's document does not list (of other sources) are not the client's to
-/// replace: the full-update confirms them.
-async fn replace_members(
-    state: &AppState,
-    caller: &Caller,
-    source: &str,
-    group: ResourceId,
-    members: Vec<ResourceId>,
-) -> Result<(), ScimError> {
-    if members.is_empty() {
-        // Emptying a group below the threshold's size is an explicit edit, not a broken push:
-        // it removes the members one edit names. A larger group goes through the full-update,
-        // and its threshold holds it.
-        let small = state.operations.threshold.min_group_size;
-        let current = state.store.scim_members(group, small).await?;
-        if (current.len() as i64) < small {
-            let edit = MemberEdit {
-                add: Vec::new(),
-                remove: current.into_iter().map(|(id, _, _)| id).collect(),
-            };
-            state
-                .store
-                .scim_edit_members(&caller.actor(), source, group, &edit, None)
-                .await?;
-            return Ok(());
-        }
-    }
-    state
-        .store
-        .scim_check_members(source, group, &members)
-        .await?;
-    let named: std::collections::HashSet<&ResourceId> = members.iter().collect();
-    let hidden = state.store.scim_hidden_members(group).await?;
-    let lines: Vec<Value> = members
-        .iter()
-        .chain(hidden.iter().filter(|h| !named.contains(h)))
-        .map(|m| json!({"member_id": m.to_string()}))
-        .collect();
-    let request = serde_json::from_value(json!({
-        "group_id": group.to_string(),
-        "members": lines,
-        "complete": true,
-        "description": "SCIM replace of members",
-    }))
-    .map_err(|e| ScimError::invalid_value(e.to_string()))?;
-    let op = crate::http::operations::create_full_update(
-        state,
-        caller,
-        request,
-        Some(REPLACE_WAIT_SECONDS),
-    )
-    .await?;
-    use crate::domain::operation::OperationStatus;
-    match op.status {
-        OperationStatus::Complete => Ok(()),
-        OperationStatus::Pending => Err(ScimError::new(
-            StatusCode::CONFLICT,
-            None,
-            format!(
-                "the replace of members was held for approval and changed nothing yet: {}; a \
-                 person approves or rejects operation {} (POST /api/v1/operations/{}/approve)",
-                op.reason.unwrap_or_default(),
-                op.id.0,
-                op.id.0
-            ),
-        )),
-        OperationStatus::Running => Err(ScimError::new(
-            StatusCode::ACCEPTED,
-            None,
-            format!(
-                "the replace of members is still being applied as operation {}",
-                op.id.0
-            ),
-        )),
-        _ => Err(ScimError::invalid_value(format!(
-            "the replace of members failed and changed nothing: {}",
-            op.reason.unwrap_or_default()
-        ))),
-    }
 }
 
 async fn patch_resource(
@@ -678,50 +596,37 @@ async fn patch_resource(
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
     if ty == ScimType::User {
-        apply_attributes(state, caller, &record, &operations, &MemberEdit::default()).await?;
+        let write = patched(ty, &record, &operations)?;
+        let edit = MemberEdit::default();
+        app::scim::write_record(state.app(), caller, &record, &write, &edit).await?;
         return written(state, ty, &source, id, StatusCode::OK).await;
     }
     let split = patch::split_group(operations)?;
-    // A held push of the members answers before anything else is written.
-    if let Some(members) = split.replace {
-        replace_members(state, caller, &source, id, members).await?;
-    }
-    let edit = MemberEdit {
-        add: split.add,
-        remove: split.remove,
+    let attributes = (!split.attributes.is_empty())
+        .then(|| patched(ty, &record, &split.attributes))
+        .transpose()?;
+    let group = app::scim::GroupPatch {
+        replace: split.replace,
+        attributes,
+        edit: MemberEdit {
+            add: split.add,
+            remove: split.remove,
+        },
+        versioned: headers.contains_key(header::IF_MATCH),
     };
-    if !split.attributes.is_empty() {
-        apply_attributes(state, caller, &record, &split.attributes, &edit).await?;
-    } else if !edit.is_empty() {
-        // Member edits commute, so they are checked against a version only when asked to be.
-        let expected = headers
-            .contains_key(header::IF_MATCH)
-            .then_some(record.resource.modified);
-        state
-            .store
-            .scim_edit_members(&caller.actor(), &source, id, &edit, expected)
-            .await?;
-    }
+    app::scim::patch_group(state.app(), caller, &record, group).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Applies operations to the record's attributes as one document and stores the result.
-async fn apply_attributes(
-    state: &AppState,
-    caller: &Caller,
+/// The record's attributes after the operations, applied to its document.
+fn patched(
+    ty: ScimType,
     record: &ScimRecord,
     operations: &[patch::Operation],
-    edit: &MemberEdit,
-) -> Result<(), ScimError> {
-    let ty = if record.resource.ty == crate::domain::resource::ResourceType::Group {
-        ScimType::Group
-    } else {
-        ScimType::User
-    };
+) -> Result<scim::ScimWrite, ScimError> {
     let mut body = wire::as_body(ty, record);
     patch::apply(&mut body, operations)?;
-    let parsed = wire::parse(ty, &record.resource.source_system, Value::Object(body))?;
-    store_write(state, caller, record, &parsed.write, edit).await
+    Ok(wire::parse(ty, &record.resource.source_system, Value::Object(body))?.write)
 }
 
 async fn delete(
@@ -734,10 +639,7 @@ async fn delete(
     caller.check_source(&source)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
-    state
-        .store
-        .delete_resource(&caller.actor(), id, &state.operations.lifecycle)
-        .await?;
+    app::scim::delete(state.app(), caller, &record).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -14,12 +14,12 @@
 //! A change made while the full read pages is seen by both, never by neither.
 
 use super::{document, documents, wire, ListParams, Projection, ScimError, LIST_SCHEMA};
-use crate::app::AppState;
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::{ChangeFilter, Cursor, StoredChange};
 use crate::domain::scim::{After, Attr, ScimQuery, ScimRecord, ScimType};
 use crate::domain::time;
 use crate::domain::ResourceId;
+use crate::server::AppState;
 use crate::store::StoreError;
 use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

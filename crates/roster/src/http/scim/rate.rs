@@ -6,7 +6,7 @@
 //! the whole connection pool.
 
 use super::ScimError;
-use crate::app::AppState;
+use crate::server::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;

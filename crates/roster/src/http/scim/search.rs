@@ -7,10 +7,10 @@ use super::{
     documents, json_body, list, list_query, scim_response, ListParams, Projection, ScimError,
     LIST_SCHEMA,
 };
-use crate::app::AppState;
+use crate::app::Caller;
 use crate::domain::scim::ScimType;
-use crate::http::auth::Caller;
 use crate::http::Path;
+use crate::server::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;

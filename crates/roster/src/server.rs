@@ -1,8 +1,8 @@
 //! Builds the router and its shared state, and serves it.
 
+use crate::app::{App, OperationDefaults};
 use crate::config::Settings;
 use crate::domain::token::Secret;
-use crate::http::operations::OperationDefaults;
 use crate::http::{self, auth};
 use crate::ops::Engine;
 use crate::store::{self, Store, StoreError};
@@ -28,6 +28,17 @@ pub struct AppState {
     pub scim_limiter: Arc<http::scim::rate::ScimLimiter>,
     pub scim_reads: Arc<http::scim::rate::ReadGate>,
     pub refusals: Arc<auth::RefusalLog>,
+}
+
+impl AppState {
+    /// The use cases' view of the state.
+    pub fn app(&self) -> App<'_> {
+        App {
+            store: self.store.as_ref(),
+            engine: &self.engine,
+            settings: &self.operations,
+        }
+    }
 }
 
 /// Limits applied to requests.
