@@ -449,27 +449,3 @@ impl Reply {
         );
     }
 }
-
-/// Instantiates each scenario `async fn name(backend: Backend)` as a test on both backends:
-/// `<module>::sqlite::name` and `<module>::postgres::name`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::common::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}

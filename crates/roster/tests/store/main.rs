@@ -7,26 +7,3 @@
 mod scratch;
 
 mod contract;
-
-/// Runs each named test (an `async fn(Backend)`) once per backend.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::scratch::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::scratch::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}

@@ -105,3 +105,27 @@ pub async fn fresh_postgres_database() -> (String, String, String) {
     let url = database_url(&admin_url, &name);
     (admin_url, name, url)
 }
+
+/// Instantiates each scenario `async fn name(backend: Backend)` as a test on both backends:
+/// `<module>::sqlite::name` and `<module>::postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::scratch::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::scratch::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
