@@ -1,9 +1,11 @@
-//! Cohorts, identities and unified groups, written once for both backends over [`Conn`]: prime
+//! Cohorts, identities and unified groups, written once for both backends over [`Tx`]: prime
 //! links (refusing cycles and chains deeper than `MAX_DEPTH`), identity resolution in one
 //! recursive query, and a unified group's effective membership and sync plan, set-based.
 
+use super::db::Tx;
+use super::records;
+use super::resource_sql as rsql;
 use super::resource_sql::{compile, Dialect, Statement, Values};
-use super::resource_sync::Conn;
 use super::rows::RESOURCE_COLUMNS;
 use super::{now, resource_not_found, StoreError, StoreResult};
 use super::{ConflictKind, Record};
@@ -81,17 +83,17 @@ fn height_below() -> Statement {
 }
 
 /// Links `id` to the prime `target` (its cohort, or as a prime its parent), or unlinks it.
-pub(super) async fn link<C: Conn>(
-    conn: &mut C,
+pub(super) async fn link(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     kind: LinkKind,
     target: Option<ResourceId>,
 ) -> StoreResult<Resource> {
-    conn.serialize("roster:prime-links").await?;
-    let child = conn.lock(id).await?;
+    records::serialize(tx, "roster:prime-links").await?;
+    let child = records::lock(tx, id).await?;
     let prime = match target {
-        Some(t) => Some(conn.lock(t).await?),
+        Some(t) => Some(records::lock(tx, t).await?),
         None => None,
     };
     kind.check(&child, prime.as_ref())?;
@@ -99,19 +101,21 @@ pub(super) async fn link<C: Conn>(
         return Ok(child);
     }
     if let Some(parent) = &prime {
-        check_chain(conn, &child, parent).await?;
+        check_chain(tx, &child, parent).await?;
     }
     let at = now();
     let values = Values::about(id.0, target.map(|t| t.0), at, Some(&actor.token_name));
-    let rows = conn
-        .resources(
+    let rows = records::resources(
+        tx,
+        &rsql::to_sql(
             &compile(&format!(
                 "UPDATE resource SET prime_id = @other, prime_pinned = true, modified = @at \
                  WHERE id = @id RETURNING {RESOURCE_COLUMNS}"
             )),
             &values,
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let resource = rows
         .into_iter()
         .next()
@@ -124,22 +128,18 @@ pub(super) async fn link<C: Conn>(
     let change = ChangeRecord::resource(change_kind, &resource).with_attrs(serde_json::json!({
         "prime_id": {"old": child.prime_id, "new": target}
     }));
-    conn.log_change(actor, change).await?;
+    records::log_change(tx, actor, change).await?;
     let record = AuditRecord::new("resource.link", target::resource(id))
         .with_detail(serde_json::json!({ "prime_id": target }));
-    conn.audit(actor, record).await?;
+    records::audit(tx, actor, record).await?;
     Ok(resource)
 }
 
 /// Refuses a link of `child` under `parent` that would close a cycle or make a chain deeper than
 /// `MAX_DEPTH`.
-async fn check_chain<C: Conn>(
-    conn: &mut C,
-    child: &Resource,
-    parent: &Resource,
-) -> StoreResult<()> {
+async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreResult<()> {
     let values = Values::about(child.id.0, Some(parent.id.0), now(), None);
-    let above: Vec<(Uuid, i32)> = conn.fetch(&chain_above(), &values).await?;
+    let above: Vec<(Uuid, i32)> = tx.fetch_all(&rsql::to_sql(&chain_above(), &values)).await?;
     if let Some(position) = above.iter().position(|(id, _)| *id == child.id.0) {
         let path: Vec<String> = above[..=position]
             .iter()
@@ -157,7 +157,9 @@ async fn check_chain<C: Conn>(
             ),
         ));
     }
-    let heights: Vec<(Option<i32>,)> = conn.fetch(&height_below(), &values).await?;
+    let heights: Vec<(Option<i32>,)> = tx
+        .fetch_all(&rsql::to_sql(&height_below(), &values))
+        .await?;
     let below = heights.first().and_then(|h| h.0).unwrap_or(0) as usize;
     let depth = above.len() + below;
     if depth > MAX_DEPTH {
@@ -174,34 +176,38 @@ async fn check_chain<C: Conn>(
 }
 
 /// The identity of `id`: its root and everything under it.
-pub(super) async fn identity<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<IdentityTree> {
-    let resource = conn.get(id).await?;
+pub(super) async fn identity(tx: &mut Tx, id: ResourceId) -> StoreResult<IdentityTree> {
+    let resource = records::get(tx, id).await?;
     let values = Values::about(id.0, None, now(), None);
-    let roots: Vec<(Uuid, i32)> = conn.fetch(&root(), &values).await?;
+    let roots: Vec<(Uuid, i32)> = tx.fetch_all(&rsql::to_sql(&root(), &values)).await?;
     let root = roots.first().map(|(r, _)| ResourceId(*r));
     let Some(root) = root.filter(|r| *r != id || resource.ty == ResourceType::Prime) else {
         // Linked to nothing: the resource is a person of its own, with no prime.
         return Ok(IdentityTree::build(None, Vec::new()));
     };
-    let members = conn.resources(&identity_members(), &values).await?;
+    let members = records::resources(tx, &rsql::to_sql(&identity_members(), &values)).await?;
     Ok(IdentityTree::build(Some(root), members))
 }
 
 /// The accounts of `id`'s cohort or identity (primes left out).
-pub(super) async fn related<C: Conn>(
-    conn: &mut C,
+pub(super) async fn related(
+    tx: &mut Tx,
     id: ResourceId,
     scope: RelatedScope,
 ) -> StoreResult<Vec<Resource>> {
-    let resource = conn.get(id).await?;
+    let resource = records::get(tx, id).await?;
     let values = Values::about(id.0, resource.prime_id.map(|p| p.0), now(), None);
     let found = match (scope, resource.ty, resource.prime_id) {
         (RelatedScope::Cohort, ResourceType::Prime, _) => {
-            conn.resources(&children(), &values).await?
+            records::resources(tx, &rsql::to_sql(&children(), &values)).await?
         }
-        (RelatedScope::Cohort, _, Some(_)) => conn.resources(&cohort(), &values).await?,
+        (RelatedScope::Cohort, _, Some(_)) => {
+            records::resources(tx, &rsql::to_sql(&cohort(), &values)).await?
+        }
         (RelatedScope::Cohort, _, None) => vec![resource],
-        (RelatedScope::Identity, _, _) => conn.resources(&identity_members(), &values).await?,
+        (RelatedScope::Identity, _, _) => {
+            records::resources(tx, &rsql::to_sql(&identity_members(), &values)).await?
+        }
     };
     Ok(found
         .into_iter()
@@ -223,8 +229,8 @@ fn cohort() -> Statement {
 }
 
 /// A live unified group, or why not.
-async fn unified<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<Resource> {
-    let group = conn.get(id).await?;
+async fn unified(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
+    let group = records::get(tx, id).await?;
     if group.ty != ResourceType::Group || group.subtype != Some(Subtype::Unified) || group.deleted {
         return Err(StoreError::missing(
             Record::Resource,
@@ -236,15 +242,15 @@ async fn unified<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<Resource>
 }
 
 /// Links `group` to the unified group `id` with `role` (or changes its role).
-pub(super) async fn link_group<C: Conn>(
-    conn: &mut C,
+pub(super) async fn link_group(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     group: ResourceId,
     role: LinkRole,
 ) -> StoreResult<GroupLink> {
-    unified(conn, id).await?;
-    let linked = conn.lock(group).await?;
+    unified(tx, id).await?;
+    let linked = records::lock(tx, group).await?;
     if linked.ty != ResourceType::Group || linked.deleted {
         return Err(InvalidInput::new(format!("resource {group} is not a live group")).into());
     }
@@ -255,7 +261,7 @@ pub(super) async fn link_group<C: Conn>(
         .into());
     }
     let values = Values::about(id.0, Some(group.0), now(), None);
-    conn.run(
+    tx.execute(&rsql::to_sql(
         &compile(&format!(
             "INSERT INTO unified_link (unified_id, group_id, role, created) \
              VALUES (@id, @other, '{}', @at) \
@@ -263,11 +269,11 @@ pub(super) async fn link_group<C: Conn>(
             role.name()
         )),
         &values,
-    )
+    ))
     .await?;
     let record = AuditRecord::new("unified-group.link", target::resource(id))
         .with_detail(serde_json::json!({ "group_id": group, "role": role }));
-    conn.audit(actor, record).await?;
+    records::audit(tx, actor, record).await?;
     Ok(GroupLink {
         unified_id: id,
         group_id: group,
@@ -276,19 +282,19 @@ pub(super) async fn link_group<C: Conn>(
 }
 
 /// Unlinks `group` from the unified group `id`.
-pub(super) async fn unlink_group<C: Conn>(
-    conn: &mut C,
+pub(super) async fn unlink_group(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     group: ResourceId,
 ) -> StoreResult<()> {
-    unified(conn, id).await?;
+    unified(tx, id).await?;
     let values = Values::about(id.0, Some(group.0), now(), None);
-    let removed = conn
-        .run(
+    let removed = tx
+        .execute(&rsql::to_sql(
             &compile("DELETE FROM unified_link WHERE unified_id = @id AND group_id = @other"),
             &values,
-        )
+        ))
         .await?;
     if removed == 0 {
         return Err(StoreError::missing(
@@ -299,7 +305,7 @@ pub(super) async fn unlink_group<C: Conn>(
     }
     let record = AuditRecord::new("unified-group.unlink", target::resource(id))
         .with_detail(serde_json::json!({ "group_id": group }));
-    conn.audit(actor, record).await
+    records::audit(tx, actor, record).await
 }
 
 /// The groups linked to unified group `@id`, as (group, role, source system).
@@ -503,13 +509,12 @@ fn contribution(row: &ContributionRow) -> Contribution {
 }
 
 /// The effective membership of unified group `id`: its cohorts, each with what justifies it.
-pub(super) async fn members<C: Conn>(
-    conn: &mut C,
-    id: ResourceId,
-) -> StoreResult<Vec<EffectiveCohort>> {
-    unified(conn, id).await?;
+pub(super) async fn members(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
+    unified(tx, id).await?;
     let values = Values::about(id.0, None, now(), None);
-    let rows: Vec<ContributionRow> = conn.fetch(&contributions(), &values).await?;
+    let rows: Vec<ContributionRow> = tx
+        .fetch_all(&rsql::to_sql(&contributions(), &values))
+        .await?;
     let mut cohorts: Vec<EffectiveCohort> = Vec::new();
     for row in &rows {
         match cohorts.last_mut() {
@@ -537,14 +542,15 @@ const PLAN_SETTINGS: [&str; 3] = [
 ];
 
 /// The sync plan of unified group `id`.
-pub(super) async fn plan<C: Conn>(
-    conn: &mut C,
+pub(super) async fn plan(
+    tx: &mut Tx,
     id: ResourceId,
     page: Option<&PlanPage>,
 ) -> StoreResult<SyncPlan> {
-    unified(conn, id).await?;
+    unified(tx, id).await?;
     let values = Values::about(id.0, None, now(), None);
-    let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
+    let linked: Vec<(Uuid, String, String)> =
+        tx.fetch_all(&rsql::to_sql(&links(), &values)).await?;
     let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
     let mirrors: Vec<(ResourceId, String)> = linked
         .iter()
@@ -565,13 +571,13 @@ pub(super) async fn plan<C: Conn>(
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
         .map(|(_, _, source)| source.clone())
         .collect();
-    let statement = plan_rows(conn.dialect(), &groups, &sources, &mirror_sources);
-    if conn.dialect() == Dialect::Postgres {
+    let statement = plan_rows(tx.dialect(), &groups, &sources, &mirror_sources);
+    if tx.dialect() == Dialect::Postgres {
         for setting in PLAN_SETTINGS {
-            conn.run_sql(setting).await?;
+            tx.batch(setting).await?;
         }
     }
-    let fetched: Vec<PlanQueryRow> = conn.fetch(&statement, &values).await?;
+    let fetched: Vec<PlanQueryRow> = tx.fetch_all(&rsql::to_sql(&statement, &values)).await?;
     let mut cohorts = 0;
     let mut rows = Vec::with_capacity(fetched.len());
     for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count, why) in
@@ -610,13 +616,11 @@ pub(super) async fn plan<C: Conn>(
 }
 
 /// The groups linked to unified group `id`.
-pub(super) async fn group_links<C: Conn>(
-    conn: &mut C,
-    id: ResourceId,
-) -> StoreResult<Vec<GroupLink>> {
-    unified(conn, id).await?;
+pub(super) async fn group_links(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<GroupLink>> {
+    unified(tx, id).await?;
     let values = Values::about(id.0, None, now(), None);
-    let linked: Vec<(Uuid, String, String)> = conn.fetch(&links(), &values).await?;
+    let linked: Vec<(Uuid, String, String)> =
+        tx.fetch_all(&rsql::to_sql(&links(), &values)).await?;
     Ok(linked
         .into_iter()
         .map(|(group, role, _)| GroupLink {

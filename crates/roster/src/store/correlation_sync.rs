@@ -1,10 +1,12 @@
-//! Correlation rules and runs, written once for both backends over [`Conn`]. A run is one
+//! Correlation rules and runs, written once for both backends over [`Tx`]. A run is one
 //! `correlate` operation in one transaction: it decides each account's situation in memory (the
 //! normalisation is Rust, not SQL, so both backends agree), creates a cohort prime for a home
 //! account that has none, links, and records a case per account.
 
+use super::db::Tx;
+use super::records;
+use super::resource_sql as rsql;
 use super::resource_sql::{compile, Values};
-use super::resource_sync::Conn;
 use super::Record;
 use super::{now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
@@ -59,8 +61,8 @@ fn rule_not_found(id: Uuid) -> StoreError {
     StoreError::not_found(Record::CorrelationRule, id)
 }
 
-pub(super) async fn create_rule<C: Conn>(
-    conn: &mut C,
+pub(super) async fn create_rule(
+    tx: &mut Tx,
     actor: &Actor,
     request: &RuleRequest,
 ) -> StoreResult<CorrelationRule> {
@@ -72,11 +74,11 @@ pub(super) async fn create_rule<C: Conn>(
         quoted(&request.target_source_system),
         quoted(request.normalize.name())
     );
-    save_rule(conn, actor, Uuid::now_v7(), &sql, "correlation-rule.create").await
+    save_rule(tx, actor, Uuid::now_v7(), &sql, "correlation-rule.create").await
 }
 
-pub(super) async fn update_rule<C: Conn>(
-    conn: &mut C,
+pub(super) async fn update_rule(
+    tx: &mut Tx,
     actor: &Actor,
     id: Uuid,
     request: &RuleRequest,
@@ -89,51 +91,51 @@ pub(super) async fn update_rule<C: Conn>(
         quoted(&request.target_source_system),
         quoted(request.normalize.name())
     );
-    save_rule(conn, actor, id, &sql, "correlation-rule.update").await
+    save_rule(tx, actor, id, &sql, "correlation-rule.update").await
 }
 
 /// Runs a statement that writes rule `id` and returns it, and audits the write.
-async fn save_rule<C: Conn>(
-    conn: &mut C,
+async fn save_rule(
+    tx: &mut Tx,
     actor: &Actor,
     id: Uuid,
     sql: &str,
     action: &'static str,
 ) -> StoreResult<CorrelationRule> {
     let values = Values::about(id, None, now(), None);
-    let rows: Vec<RuleRow> = conn.fetch(&compile(sql), &values).await?;
+    let rows: Vec<RuleRow> = tx.fetch_all(&rsql::to_sql(&compile(sql), &values)).await?;
     let saved = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
-    conn.audit(actor, AuditRecord::new(action, id.to_string()))
-        .await?;
+    records::audit(tx, actor, AuditRecord::new(action, id.to_string())).await?;
     Ok(saved)
 }
 
-pub(super) async fn delete_rule<C: Conn>(conn: &mut C, actor: &Actor, id: Uuid) -> StoreResult<()> {
+pub(super) async fn delete_rule(tx: &mut Tx, actor: &Actor, id: Uuid) -> StoreResult<()> {
     let values = Values::about(id, None, now(), None);
-    let removed = conn
-        .run(
+    let removed = tx
+        .execute(&rsql::to_sql(
             &compile("DELETE FROM correlation_rule WHERE id = @id"),
             &values,
-        )
+        ))
         .await?;
     if removed == 0 {
         return Err(rule_not_found(id));
     }
-    conn.audit(
+    records::audit(
+        tx,
         actor,
         AuditRecord::new("correlation-rule.delete", id.to_string()),
     )
     .await
 }
 
-pub(super) async fn rules<C: Conn>(conn: &mut C) -> StoreResult<Vec<CorrelationRule>> {
-    let rows: Vec<RuleRow> = conn
-        .fetch(
+pub(super) async fn rules(tx: &mut Tx) -> StoreResult<Vec<CorrelationRule>> {
+    let rows: Vec<RuleRow> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
             )),
             &Values::about(Uuid::nil(), None, now(), None),
-        )
+        ))
         .await?;
     rows.into_iter().map(rule).collect()
 }
@@ -149,21 +151,17 @@ fn accounts(source: &str) -> String {
 }
 
 /// Runs a rule as one `correlate` operation.
-pub(super) async fn run<C: Conn>(
-    conn: &mut C,
-    actor: &Actor,
-    rule_id: Uuid,
-) -> StoreResult<Operation> {
-    conn.serialize("roster:prime-links").await?;
+pub(super) async fn run(tx: &mut Tx, actor: &Actor, rule_id: Uuid) -> StoreResult<Operation> {
+    records::serialize(tx, "roster:prime-links").await?;
     let at = now();
     let nothing = Values::about(rule_id, None, at, Some(&actor.token_name));
-    let found: Vec<RuleRow> = conn
-        .fetch(
+    let found: Vec<RuleRow> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = @id"
             )),
             &nothing,
-        )
+        ))
         .await?;
     let rule = rule(
         found
@@ -171,8 +169,8 @@ pub(super) async fn run<C: Conn>(
             .next()
             .ok_or_else(|| rule_not_found(rule_id))?,
     )?;
-    let ids: Vec<(i64,)> = conn
-        .fetch(
+    let ids: Vec<(i64,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "INSERT INTO operation (type, status, source_system, token_name, created, \
                  modified, completed, description) VALUES ('correlate', 'complete', {}, @token, \
@@ -181,14 +179,20 @@ pub(super) async fn run<C: Conn>(
                 quoted(&format!("correlation rule {:?}", rule.name))
             )),
             &nothing,
-        )
+        ))
         .await?;
     let op = ids.first().map(|r| r.0).unwrap_or_default();
-    let sources: Vec<Account> = conn
-        .fetch(&compile(&accounts(&rule.source_system)), &nothing)
+    let sources: Vec<Account> = tx
+        .fetch_all(&rsql::to_sql(
+            &compile(&accounts(&rule.source_system)),
+            &nothing,
+        ))
         .await?;
-    let targets: Vec<Target> = conn
-        .fetch(&compile(&accounts(&rule.target_source_system)), &nothing)
+    let targets: Vec<Target> = tx
+        .fetch_all(&rsql::to_sql(
+            &compile(&accounts(&rule.target_source_system)),
+            &nothing,
+        ))
         .await?;
     let mut target_prime: HashMap<Uuid, (Option<Uuid>, bool)> = targets
         .iter()
@@ -203,9 +207,9 @@ pub(super) async fn run<C: Conn>(
         let mut situation = decision.situation;
         let mut prime = current.get(&decision.account).copied().flatten();
         if let Some(target) = decision.target {
-            match cohort_of(conn, actor, op, target, &mut target_prime).await? {
+            match cohort_of(tx, actor, op, target, &mut target_prime).await? {
                 Some(cohort) => {
-                    link(conn, actor, op, decision.account, None, cohort).await?;
+                    link(tx, actor, op, decision.account, None, cohort).await?;
                     prime = Some(cohort);
                 }
                 // A home account unlinked by hand has no cohort to join.
@@ -214,7 +218,7 @@ pub(super) async fn run<C: Conn>(
         }
         *tally.entry(situation).or_default() += 1;
         let candidates = serde_json::to_string(&decision.candidates).unwrap_or_default();
-        conn.run(
+        tx.execute(&rsql::to_sql(
             &compile(&format!(
                 "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
                  candidates) VALUES ({op}, @id, '{}', @other, {})",
@@ -222,7 +226,7 @@ pub(super) async fn run<C: Conn>(
                 quoted(&candidates)
             )),
             &Values::about(decision.account, prime, at, None),
-        )
+        ))
         .await?;
     }
     let count = |s: Situation| tally.get(&s).copied().unwrap_or_default();
@@ -236,7 +240,7 @@ pub(super) async fn run<C: Conn>(
         unchanged: count(Situation::AlreadyLinked),
         ..OperationCounts::default()
     };
-    conn.run(
+    tx.execute(&rsql::to_sql(
         &compile(&format!(
             "UPDATE operation SET added = {}, unchanged = {}, reason = {} WHERE id = {op}",
             counts.added,
@@ -244,18 +248,18 @@ pub(super) async fn run<C: Conn>(
             quoted(&summary)
         )),
         &nothing,
-    )
+    ))
     .await?;
     let record = AuditRecord::new("operation.correlate", target::operation(OperationId(op)))
         .with_detail(serde_json::json!({ "rule_id": rule.id }));
-    conn.audit(actor, record).await?;
-    conn.operation(OperationId(op)).await
+    records::audit(tx, actor, record).await?;
+    records::operation(tx, OperationId(op)).await
 }
 
 /// The cohort of a target account, created (a new prime, the account linked to it) when it has
 /// none; none when the account was unlinked by hand.
-async fn cohort_of<C: Conn>(
-    conn: &mut C,
+async fn cohort_of(
+    tx: &mut Tx,
     actor: &Actor,
     op: i64,
     target: Uuid,
@@ -268,7 +272,7 @@ async fn cohort_of<C: Conn>(
             let prime = Uuid::now_v7();
             let at = now();
             let values = Values::about(prime, None, at, Some(&actor.token_name));
-            conn.run(
+            tx.execute(&rsql::to_sql(
                 &compile(&format!(
                     "INSERT INTO resource (id, type, typename, source_system, identifier, \
                      created, modified) VALUES (@id, {}, 'prime', 'roster', 'cohort:{prime}', \
@@ -276,13 +280,13 @@ async fn cohort_of<C: Conn>(
                     ResourceType::Prime.code()
                 )),
                 &values,
-            )
+            ))
             .await?;
-            let created = conn.lock(ResourceId(prime)).await?;
+            let created = records::lock(tx, ResourceId(prime)).await?;
             let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &created)
                 .with_operation(OperationId(op));
-            conn.log_change(actor, change).await?;
-            link(conn, actor, op, target, None, prime).await?;
+            records::log_change(tx, actor, change).await?;
+            link(tx, actor, op, target, None, prime).await?;
             primes.insert(target, (Some(prime), false));
             Ok(Some(prime))
         }
@@ -290,8 +294,8 @@ async fn cohort_of<C: Conn>(
 }
 
 /// Links an account found by a rule (not pinned: a person can still change it).
-async fn link<C: Conn>(
-    conn: &mut C,
+async fn link(
+    tx: &mut Tx,
     actor: &Actor,
     op: i64,
     account: Uuid,
@@ -299,23 +303,23 @@ async fn link<C: Conn>(
     prime: Uuid,
 ) -> StoreResult<()> {
     let values = Values::about(account, Some(prime), now(), Some(&actor.token_name));
-    conn.run(
+    tx.execute(&rsql::to_sql(
         &compile("UPDATE resource SET prime_id = @other, modified = @at WHERE id = @id"),
         &values,
-    )
+    ))
     .await?;
-    let linked = conn.lock(ResourceId(account)).await?;
+    let linked = records::lock(tx, ResourceId(account)).await?;
     let change = ChangeRecord::resource(ChangeKind::IdentityLinked, &linked)
         .with_operation(OperationId(op))
         .with_attrs(serde_json::json!({ "prime_id": {"old": old, "new": prime} }));
-    conn.log_change(actor, change).await
+    records::log_change(tx, actor, change).await
 }
 
 type CaseRow = (i64, Uuid, String, Option<Uuid>, String);
 
 /// The cases of a run (default: the latest), optionally of one situation.
-pub(super) async fn cases<C: Conn>(
-    conn: &mut C,
+pub(super) async fn cases(
+    tx: &mut Tx,
     operation: Option<i64>,
     situation: Option<Situation>,
 ) -> StoreResult<Vec<CorrelationCase>> {
@@ -326,14 +330,14 @@ pub(super) async fn cases<C: Conn>(
     let only = situation
         .map(|s| format!(" AND situation = '{}'", s.name()))
         .unwrap_or_default();
-    let rows: Vec<CaseRow> = conn
-        .fetch(
+    let rows: Vec<CaseRow> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "SELECT operation_id, account_id, situation, prime_id, candidates \
                  FROM correlation_case WHERE operation_id = {run}{only} ORDER BY account_id"
             )),
             &Values::about(Uuid::nil(), None, now(), None),
-        )
+        ))
         .await?;
     Ok(rows
         .into_iter()

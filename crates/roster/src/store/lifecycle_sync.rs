@@ -1,4 +1,4 @@
-//! Identity lifecycle's flows, written once for both backends over [`Conn`]: deactivating or
+//! Identity lifecycle's flows, written once for both backends over [`Tx`]: deactivating or
 //! activating the accounts of an identity, a cohort or one account as one operation (held for
 //! approval past the threshold), the HR trigger, the expiry sweep, cohort-local propagation and
 //! the single-account patch they build on. Accounts change set-based, each with its change record
@@ -6,8 +6,10 @@
 
 use super::cohort_sync::{identities_of, identity_ids};
 use super::correlation_sync::quoted;
+use super::db::Tx;
+use super::records;
+use super::resource_sql as rsql;
 use super::resource_sql::{compile, Dialect, Statement, Values};
-use super::resource_sync::Conn;
 use super::rows::RESOURCE_COLUMNS;
 use super::ConflictKind;
 use super::{now, StoreError, StoreResult};
@@ -164,30 +166,30 @@ fn flip(d: Dialect, active: bool, expiring: bool) -> (Statement, Option<Statemen
 }
 
 /// Runs [`flip`]; the accounts it changed.
-async fn apply<C: Conn>(
-    conn: &mut C,
+async fn apply(
+    tx: &mut Tx,
     active: bool,
     expiring: bool,
     values: &Values,
 ) -> StoreResult<Vec<Uuid>> {
-    let (returning, then) = flip(conn.dialect(), active, expiring);
-    let rows: Vec<(Uuid,)> = conn.fetch(&returning, values).await?;
+    let (returning, then) = flip(tx.dialect(), active, expiring);
+    let rows: Vec<(Uuid,)> = tx.fetch_all(&rsql::to_sql(&returning, values)).await?;
     if let Some(then) = then {
-        conn.run(&then, values).await?;
+        tx.execute(&rsql::to_sql(&then, values)).await?;
     }
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Creates an operation of `ty` (resources), running, with `params`; returns its id.
-async fn new_operation<C: Conn>(
-    conn: &mut C,
+async fn new_operation(
+    tx: &mut Tx,
     ty: OperationType,
     description: &str,
     params: &serde_json::Value,
     values: &Values,
 ) -> StoreResult<i64> {
-    let ids: Vec<(i64,)> = conn
-        .fetch(
+    let ids: Vec<(i64,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "INSERT INTO operation (type, status, target, token_name, created, modified, \
                  description, params) VALUES ('{}', 'running', 'resources', @token, @at, @at, \
@@ -197,7 +199,7 @@ async fn new_operation<C: Conn>(
                 quoted(&params.to_string())
             )),
             values,
-        )
+        ))
         .await?;
     ids.first()
         .map(|r| r.0)
@@ -206,8 +208,8 @@ async fn new_operation<C: Conn>(
 
 /// Ends operation `@op`: complete, or pending with `reason`; `updated` accounts changed (or, while
 /// pending, to change).
-async fn settle<C: Conn>(
-    conn: &mut C,
+async fn settle(
+    tx: &mut Tx,
     values: &Values,
     status: OperationStatus,
     updated: usize,
@@ -218,7 +220,7 @@ async fn settle<C: Conn>(
     } else {
         "NULL"
     };
-    conn.run(
+    tx.execute(&rsql::to_sql(
         &compile(&format!(
             "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, reason = {}, \
              modified = @at, completed = {completed} WHERE id = @op",
@@ -226,9 +228,9 @@ async fn settle<C: Conn>(
             reason.map_or_else(|| "NULL".to_owned(), quoted)
         )),
         values,
-    )
+    ))
     .await?;
-    conn.operation(OperationId(values.op)).await
+    records::operation(tx, OperationId(values.op)).await
 }
 
 fn ids(rows: Vec<Uuid>) -> Vec<ResourceId> {
@@ -238,14 +240,14 @@ fn ids(rows: Vec<Uuid>) -> Vec<ResourceId> {
 /// Carries out `action` as one operation: every account of its scope (found by one resolution)
 /// changes in this transaction, or, when a deactivation passes the threshold, none does and the
 /// operation waits for approval. Returns the operation and the accounts it changed (or would).
-pub(super) async fn act<C: Conn>(
-    conn: &mut C,
+pub(super) async fn act(
+    tx: &mut Tx,
     actor: &Actor,
     action: &Action,
     policy: &Policy,
 ) -> StoreResult<(Operation, Vec<ResourceId>)> {
-    conn.serialize(LINK_LOCK).await?;
-    let resource = conn.get(action.resource_id).await?;
+    records::serialize(tx, LINK_LOCK).await?;
+    let resource = records::get(tx, action.resource_id).await?;
     if action.scope == ActionScope::Account && resource.ty != ResourceType::User {
         return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
             format!(
@@ -273,7 +275,7 @@ pub(super) async fn act<C: Conn>(
             .unwrap_or_default()
     );
     let planned = start(
-        conn,
+        tx,
         action,
         &description,
         &scope_ids(action.scope),
@@ -292,14 +294,14 @@ pub(super) async fn act<C: Conn>(
         "operation_id": values.op, "scope": action.scope.name(), "reason": action.reason,
         "accounts": planned,
     }));
-    conn.audit(actor, record).await?;
-    conclude(conn, action.active, planned, policy, &values).await
+    records::audit(tx, actor, record).await?;
+    conclude(tx, action.active, planned, policy, &values).await
 }
 
 /// Creates the operation of `action` and lists its targets, the candidates among `ids`; returns
 /// how many (`values.op` is the operation's id from then on).
-async fn start<C: Conn>(
-    conn: &mut C,
+async fn start(
+    tx: &mut Tx,
     action: &Action,
     description: &str,
     ids: &str,
@@ -312,15 +314,17 @@ async fn start<C: Conn>(
     };
     values.reason = action.reason.clone().filter(|_| !action.active);
     let params = serde_json::to_value(action).unwrap_or_default();
-    values.op = new_operation(conn, ty, description, &params, values).await?;
-    let planned = conn.run(&plan_targets(ids, action.active), values).await?;
+    values.op = new_operation(tx, ty, description, &params, values).await?;
+    let planned = tx
+        .execute(&rsql::to_sql(&plan_targets(ids, action.active), values))
+        .await?;
     Ok(usize::try_from(planned).unwrap_or(usize::MAX))
 }
 
 /// Applies the listed targets of operation `@op`, or holds a deactivation of more than the
 /// threshold for approval.
-async fn conclude<C: Conn>(
-    conn: &mut C,
+async fn conclude(
+    tx: &mut Tx,
     active: bool,
     planned: usize,
     policy: &Policy,
@@ -332,33 +336,23 @@ async fn conclude<C: Conn>(
              operation's preview lists them; an admin approves or rejects",
             policy.threshold
         );
-        let op = settle(
-            conn,
-            values,
-            OperationStatus::Pending,
-            planned,
-            Some(&reason),
-        )
-        .await?;
+        let op = settle(tx, values, OperationStatus::Pending, planned, Some(&reason)).await?;
         let page = PageRequest {
             after: None,
             limit: LISTED,
         };
-        let mut listed = targets(conn, OperationId(values.op), &page).await?;
+        let mut listed = targets(tx, OperationId(values.op), &page).await?;
         listed.truncate(LISTED as usize);
         return Ok((op, listed.into_iter().map(|r| r.id).collect()));
     }
-    let changed = apply(conn, active, false, values).await?;
-    let op = settle(conn, values, OperationStatus::Complete, changed.len(), None).await?;
+    let changed = apply(tx, active, false, values).await?;
+    let op = settle(tx, values, OperationStatus::Complete, changed.len(), None).await?;
     Ok((op, ids(changed)))
 }
 
 /// Applies a lifecycle operation a person approved: its listed accounts still in the other state
 /// change, in this transaction.
-pub(super) async fn apply_approved<C: Conn>(
-    conn: &mut C,
-    op: &Operation,
-) -> StoreResult<OperationCounts> {
+pub(super) async fn apply_approved(tx: &mut Tx, op: &Operation) -> StoreResult<OperationCounts> {
     let action: Action = serde_json::from_value(op.params.clone()).map_err(|e| {
         StoreError::Database(sqlx::Error::Decode(
             format!("operation {} has unreadable params: {e}", op.id).into(),
@@ -367,7 +361,7 @@ pub(super) async fn apply_approved<C: Conn>(
     let mut values = Values::about(action.resource_id.0, None, now(), op.token_name.as_deref());
     values.op = op.id.0;
     values.reason = action.reason.filter(|_| !action.active);
-    let changed = apply(conn, action.active, false, &values).await?;
+    let changed = apply(tx, action.active, false, &values).await?;
     Ok(OperationCounts {
         updated: i64::try_from(changed.len()).unwrap_or(i64::MAX),
         ..OperationCounts::default()
@@ -377,19 +371,19 @@ pub(super) async fn apply_approved<C: Conn>(
 /// Deactivates, with the reason `hr-terminated` and as one operation, the identities of the
 /// records `seeds` selects (a condition on `resource`): every active account under their roots
 /// not already waiting in a pending deactivation. Nothing to deactivate: nothing written.
-async fn terminate<C: Conn>(
-    conn: &mut C,
+async fn terminate(
+    tx: &mut Tx,
     actor: &Actor,
     seeds: &str,
     values: &mut Values,
     policy: &Policy,
 ) -> StoreResult<Option<Operation>> {
     let ids = identities_of(seeds);
-    let remaining: Vec<(i64,)> = conn
-        .fetch(
+    let remaining: Vec<(i64,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!("SELECT count(*) {}", candidates(&ids, false))),
             values,
-        )
+        ))
         .await?;
     if remaining.first().is_none_or(|r| r.0 == 0) {
         return Ok(None);
@@ -402,14 +396,14 @@ async fn terminate<C: Conn>(
     };
     let description = "deactivate the identities a lifecycle authority's records ended: \
                        hr-terminated";
-    let planned = start(conn, &action, description, &ids, values).await?;
+    let planned = start(tx, &action, description, &ids, values).await?;
     let record = AuditRecord::new("resource.deactivate", target::resource(action.resource_id))
         .with_detail(serde_json::json!({
             "operation_id": values.op, "scope": "identity", "reason": HR_TERMINATED,
             "accounts": planned, "cause": values.cause,
         }));
-    conn.audit(actor, record).await?;
-    let (op, _) = conclude(conn, false, planned, policy, values).await?;
+    records::audit(tx, actor, record).await?;
+    let (op, _) = conclude(tx, false, planned, policy, values).await?;
     Ok(Some(op))
 }
 
@@ -419,49 +413,49 @@ async fn terminate<C: Conn>(
 /// link. An unlinked resource needs neither lookup: a link committed before the row is locked has
 /// released the link lock, and one still in flight leaves the row unlinked, which terminates
 /// nothing.
-pub(super) async fn prepare<C: Conn>(conn: &mut C, id: ResourceId) -> StoreResult<()> {
-    let resource = conn.get(id).await?;
+pub(super) async fn prepare(tx: &mut Tx, id: ResourceId) -> StoreResult<()> {
+    let resource = records::get(tx, id).await?;
     if resource.prime_id.is_none() {
         return Ok(());
     }
-    before_sync(conn, &resource.source_system).await
+    before_sync(tx, &resource.source_system).await
 }
 
 /// Before an account sync of `source_system`: the link lock, when it is an authority.
-pub(super) async fn before_sync<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<()> {
-    if authority(conn, source_system).await? {
-        conn.serialize(LINK_LOCK).await?;
+pub(super) async fn before_sync(tx: &mut Tx, source_system: &str) -> StoreResult<()> {
+    if authority(tx, source_system).await? {
+        records::serialize(tx, LINK_LOCK).await?;
     }
     Ok(())
 }
 
 /// When `record`, just soft-deleted while active or just deactivated, is a lifecycle
 /// authority's record linked under a prime, deactivates its identity (`hr-terminated`).
-pub(super) async fn hr_trigger<C: Conn>(
-    conn: &mut C,
+pub(super) async fn hr_trigger(
+    tx: &mut Tx,
     actor: &Actor,
     record: &Resource,
     policy: &Policy,
 ) -> StoreResult<Option<Operation>> {
-    if record.prime_id.is_none() || !authority(conn, &record.source_system).await? {
+    if record.prime_id.is_none() || !authority(tx, &record.source_system).await? {
         return Ok(None);
     }
     let mut values = Values::about(record.id.0, None, now(), Some(&actor.token_name));
-    terminate(conn, actor, "id = @id", &mut values, policy).await
+    terminate(tx, actor, "id = @id", &mut values, policy).await
 }
 
 /// After account sync operation `op` of `source_system` applied at `at`: the lifecycle
 /// authority's records linked under a prime that it deactivated, or deleted while active, end
 /// their identities — all in one operation, against one threshold.
-pub(super) async fn after_sync<C: Conn>(
-    conn: &mut C,
+pub(super) async fn after_sync(
+    tx: &mut Tx,
     actor: &Actor,
     source_system: &str,
     op: OperationId,
     at: DateTime<Utc>,
     policy: &Policy,
 ) -> StoreResult<Option<Operation>> {
-    if !authority(conn, source_system).await? {
+    if !authority(tx, source_system).await? {
         return Ok(None);
     }
     let mut values = Values::about(Uuid::nil(), None, at, Some(&actor.token_name));
@@ -475,56 +469,56 @@ pub(super) async fn after_sync<C: Conn>(
         ChangeKind::ResourceDeactivated.code(),
         ChangeKind::ResourceDeleted.code()
     );
-    terminate(conn, actor, &seeds, &mut values, policy).await
+    terminate(tx, actor, &seeds, &mut values, policy).await
 }
 
-async fn authority<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<bool> {
+async fn authority(tx: &mut Tx, source_system: &str) -> StoreResult<bool> {
     let mut values = Values::about(Uuid::nil(), None, now(), None);
     values.source = source_system.to_owned();
-    let rows: Vec<(bool,)> = conn
-        .fetch(
+    let rows: Vec<(bool,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile("SELECT lifecycle_authority FROM source WHERE source_system = @source"),
             &values,
-        )
+        ))
         .await?;
     Ok(rows.first().is_some_and(|r| r.0))
 }
 
 /// Patches one resource (a write that changes nothing writes nothing). Deactivating a lifecycle
 /// authority's record deactivates its identity in the same transaction.
-pub(super) async fn update<C: Conn>(
-    conn: &mut C,
+pub(super) async fn update(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     patch: &ResourcePatch,
     policy: &Policy,
 ) -> StoreResult<Resource> {
-    prepare(conn, id).await?;
-    let (updated, changed) = write(conn, actor, id, patch, None).await?;
+    prepare(tx, id).await?;
+    let (updated, changed) = write(tx, actor, id, patch, None).await?;
     if changed.contains(&"active") && !updated.active {
-        hr_trigger(conn, actor, &updated, policy).await?;
+        hr_trigger(tx, actor, &updated, policy).await?;
     }
     Ok(updated)
 }
 
 /// Writes `patch` to resource `id` with its audit and change records (by operation `op`); returns
 /// the resource and the attributes that changed.
-async fn write<C: Conn>(
-    conn: &mut C,
+async fn write(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     patch: &ResourcePatch,
     op: Option<OperationId>,
 ) -> StoreResult<(Resource, Vec<&'static str>)> {
-    let current = conn.lock(id).await?;
+    let current = records::lock(tx, id).await?;
     let (next, changed) = patch.apply(&current)?;
     if changed.is_empty() {
         return Ok((current, changed));
     }
     let record = AuditRecord::new("resource.update", target::resource(id))
         .with_detail(serde_json::json!({ "changed": changed, "operation_id": op }));
-    conn.audit(actor, record).await?;
-    let updated = conn.write_resource(&current, &next).await?;
+    records::audit(tx, actor, record).await?;
+    let updated = records::write_resource(tx, &current, &next).await?;
     let mut named = changed.clone();
     if updated.deactivation_reason != current.deactivation_reason {
         named.push("deactivation_reason");
@@ -533,21 +527,21 @@ async fn write<C: Conn>(
         ChangeRecord::resource(ChangeKind::of_update(&changed, updated.active), &updated)
             .with_attrs(changed_attributes(&current, &updated, &named));
     change.operation_id = op;
-    conn.log_change(actor, change).await?;
+    records::log_change(tx, actor, change).await?;
     Ok((updated, changed))
 }
 
 /// Applies the persona attributes of `patch` to every live account of the cohort of account
 /// `id`, as one `propagate` operation.
-pub(super) async fn propagate<C: Conn>(
-    conn: &mut C,
+pub(super) async fn propagate(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     patch: &ResourcePatch,
 ) -> StoreResult<Propagation> {
     check_persona_patch(patch)?;
-    conn.serialize(LINK_LOCK).await?;
-    let account = conn.get(id).await?;
+    records::serialize(tx, LINK_LOCK).await?;
+    let account = records::get(tx, id).await?;
     let Some(cohort) = account
         .prime_id
         .filter(|_| account.ty == ResourceType::User)
@@ -561,31 +555,24 @@ pub(super) async fn propagate<C: Conn>(
         ));
     };
     let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
-    let members: Vec<(Uuid,)> = conn
-        .fetch(
+    let members: Vec<(Uuid,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!(
                 "SELECT id FROM resource WHERE prime_id = @other AND type = {} AND NOT deleted \
                  ORDER BY id",
                 ResourceType::User.code()
             )),
             &values,
-        )
+        ))
         .await?;
     let params = serde_json::json!({ "resource_id": id, "cohort_id": cohort });
     let description = format!("propagate a patch of {id} to cohort {cohort}");
-    values.op = new_operation(
-        conn,
-        OperationType::Propagate,
-        &description,
-        &params,
-        &values,
-    )
-    .await?;
+    values.op = new_operation(tx, OperationType::Propagate, &description, &params, &values).await?;
     let mut accounts = Vec::new();
     let mut resource = account;
     for (member,) in members {
         let (written, changed) = write(
-            conn,
+            tx,
             actor,
             ResourceId(member),
             patch,
@@ -599,14 +586,7 @@ pub(super) async fn propagate<C: Conn>(
             resource = written;
         }
     }
-    let operation = settle(
-        conn,
-        &values,
-        OperationStatus::Complete,
-        accounts.len(),
-        None,
-    )
-    .await?;
+    let operation = settle(tx, &values, OperationStatus::Complete, accounts.len(), None).await?;
     Ok(Propagation {
         resource,
         operation,
@@ -617,17 +597,14 @@ pub(super) async fn propagate<C: Conn>(
 /// Deactivates, as one `expire` operation, every live active resource whose `expires_at` has
 /// passed at `at`. Serialised across processes, so an account expires once; none due, nothing
 /// written.
-pub(super) async fn expire<C: Conn>(
-    conn: &mut C,
-    at: DateTime<Utc>,
-) -> StoreResult<Option<Operation>> {
-    conn.serialize("roster:expiry-sweep").await?;
+pub(super) async fn expire(tx: &mut Tx, at: DateTime<Utc>) -> StoreResult<Option<Operation>> {
+    records::serialize(tx, "roster:expiry-sweep").await?;
     let mut values = Values::about(Uuid::nil(), None, at, Some("roster"));
-    let due: Vec<(i64,)> = conn
-        .fetch(
+    let due: Vec<(i64,)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(&format!("SELECT count(*) FROM resource WHERE {}", due())),
             &values,
-        )
+        ))
         .await?;
     if due.first().is_none_or(|r| r.0 == 0) {
         return Ok(None);
@@ -635,29 +612,22 @@ pub(super) async fn expire<C: Conn>(
     values.reason = Some(EXPIRED.to_owned());
     let params = serde_json::json!({ "reason": EXPIRED });
     values.op = new_operation(
-        conn,
+        tx,
         OperationType::Expire,
         "deactivate the accounts whose expires_at passed",
         &params,
         &values,
     )
     .await?;
-    conn.run(&plan_expiry(), &values).await?;
-    let changed = apply(conn, false, true, &values).await?;
-    let op = settle(
-        conn,
-        &values,
-        OperationStatus::Complete,
-        changed.len(),
-        None,
-    )
-    .await?;
+    tx.execute(&rsql::to_sql(&plan_expiry(), &values)).await?;
+    let changed = apply(tx, false, true, &values).await?;
+    let op = settle(tx, &values, OperationStatus::Complete, changed.len(), None).await?;
     Ok(Some(op))
 }
 
 /// The accounts a lifecycle operation lists, in id order.
-pub(super) async fn targets<C: Conn>(
-    conn: &mut C,
+pub(super) async fn targets(
+    tx: &mut Tx,
     op: OperationId,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Vec<Resource>> {
@@ -669,27 +639,30 @@ pub(super) async fn targets<C: Conn>(
         .map(|c| format!("r.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ");
-    conn.resources(
-        &compile(&format!(
-            "SELECT {columns} FROM lifecycle_target t JOIN resource r ON r.id = t.resource_id \
+    records::resources(
+        tx,
+        &rsql::to_sql(
+            &compile(&format!(
+                "SELECT {columns} FROM lifecycle_target t JOIN resource r ON r.id = t.resource_id \
              WHERE t.operation_id = @op AND r.id > @id ORDER BY r.id LIMIT @limit"
-        )),
-        &values,
+            )),
+            &values,
+        ),
     )
     .await
 }
 
 /// What roster knows about a source system (defaults for one never configured).
-pub(super) async fn source<C: Conn>(conn: &mut C, source_system: &str) -> StoreResult<Source> {
+pub(super) async fn source(tx: &mut Tx, source_system: &str) -> StoreResult<Source> {
     let mut values = Values::about(Uuid::nil(), None, now(), None);
     values.source = source_system.to_owned();
-    let rows: Vec<(bool, DateTime<Utc>)> = conn
-        .fetch(
+    let rows: Vec<(bool, DateTime<Utc>)> = tx
+        .fetch_all(&rsql::to_sql(
             &compile(
                 "SELECT lifecycle_authority, modified FROM source WHERE source_system = @source",
             ),
             &values,
-        )
+        ))
         .await?;
     let found = rows.first();
     Ok(Source {
@@ -700,8 +673,8 @@ pub(super) async fn source<C: Conn>(conn: &mut C, source_system: &str) -> StoreR
 }
 
 /// Sets a source system's lifecycle settings.
-pub(super) async fn put_source<C: Conn>(
-    conn: &mut C,
+pub(super) async fn put_source(
+    tx: &mut Tx,
     actor: &Actor,
     source_system: &str,
     request: &SourceRequest,
@@ -709,19 +682,19 @@ pub(super) async fn put_source<C: Conn>(
     let mut values = Values::about(Uuid::nil(), None, now(), None);
     values.source = source_system.to_owned();
     let flag = literal(request.lifecycle_authority);
-    conn.run(
+    tx.execute(&rsql::to_sql(
         &compile(&format!(
             "INSERT INTO source (source_system, lifecycle_authority, modified) \
              VALUES (@source, {flag}, @at) ON CONFLICT (source_system) DO UPDATE \
              SET lifecycle_authority = {flag}, modified = @at"
         )),
         &values,
-    )
+    ))
     .await?;
     let record = AuditRecord::new("source.update", format!("source:{source_system}"))
         .with_detail(serde_json::json!({ "lifecycle_authority": request.lifecycle_authority }));
-    conn.audit(actor, record).await?;
-    source(conn, source_system).await
+    records::audit(tx, actor, record).await?;
+    source(tx, source_system).await
 }
 
 /// Applies an approved lifecycle operation in one transaction.

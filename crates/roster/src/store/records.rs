@@ -662,3 +662,16 @@ impl<S: Backed> AuditStore for S {
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 }
+
+/// Serialises the transactions that take `key` (PostgreSQL: an advisory lock; SQLite has one
+/// writer).
+pub(super) async fn serialize(tx: &mut Tx, key: &str) -> StoreResult<()> {
+    let lock = Sql::new("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key);
+    tx.advisory_lock(&lock).await
+}
+
+/// Resources selected with `RESOURCE_COLUMNS`.
+pub(super) async fn resources(tx: &mut Tx, select: &Sql) -> StoreResult<Vec<Resource>> {
+    let rows: Vec<ResourceRow> = tx.fetch_all(select).await?;
+    super::rows::resources(rows)
+}

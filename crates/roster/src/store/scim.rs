@@ -6,7 +6,6 @@
 use super::db::Tx;
 use super::query::Sql;
 use super::records::{self, Backed};
-use super::resource_sync::Conn;
 use super::rows::ScimRow;
 use super::scim_sql::{self as ssql, MemberStep};
 use super::{lifecycle_sync, now, StoreError, StoreResult};
@@ -128,8 +127,8 @@ pub(super) fn check_version(
 
 /// Refuses a `userName` another live user of the source has, without regard to case (SCIM's
 /// uniqueness of `userName`); holds the name for the transaction.
-async fn check_user_name<C: Conn>(
-    conn: &mut C,
+async fn check_user_name(
+    tx: &mut Tx,
     write: &ScimWrite,
     except: Option<ResourceId>,
 ) -> StoreResult<()> {
@@ -139,16 +138,16 @@ async fn check_user_name<C: Conn>(
     if write.ty != ScimType::User {
         return Ok(());
     }
-    conn.serialize(&format!(
-        "scim-user-name:{}:{}",
-        write.source_system,
-        name.to_lowercase()
-    ))
+    records::serialize(
+        tx,
+        &format!(
+            "scim-user-name:{}:{}",
+            write.source_system,
+            name.to_lowercase()
+        ),
+    )
     .await?;
-    if conn
-        .user_name_taken(&write.source_system, name, except)
-        .await?
-    {
+    if user_name_taken(tx, &write.source_system, name, except).await? {
         return Err(StoreError::conflict(
             ConflictKind::Duplicate,
             format!(
@@ -161,9 +160,51 @@ async fn check_user_name<C: Conn>(
     Ok(())
 }
 
+/// Whether a live user of `source` other than `except` has `name` as its identifier, without
+/// regard to case.
+async fn user_name_taken(
+    tx: &mut Tx,
+    source: &str,
+    name: &str,
+    except: Option<ResourceId>,
+) -> StoreResult<bool> {
+    let taken = Sql::new(
+        "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND type = 1 \
+         AND NOT deleted AND lower(identifier) = lower($2) AND id <> $3)",
+    )
+    .bind(source)
+    .bind(name)
+    .bind(except.map_or(Uuid::nil(), |id| id.0));
+    tx.scalar(&taken).await
+}
+
+/// A SCIM document: the attributes roster keeps as they were sent.
+type Doc = Map<String, serde_json::Value>;
+
+/// A resource's SCIM document (empty when it has none).
+async fn scim_doc(tx: &mut Tx, id: ResourceId) -> StoreResult<Map<String, serde_json::Value>> {
+    let select = Sql::new("SELECT scim FROM resource WHERE id = $1").bind(id);
+    let doc: Option<(Option<sqlx::types::Json<Doc>>,)> = tx.fetch_optional(&select).await?;
+    Ok(doc_of(doc.and_then(|(d,)| d)))
+}
+
+/// Stores a resource's SCIM document, as a modification of the resource.
+async fn write_scim_doc(
+    tx: &mut Tx,
+    id: ResourceId,
+    doc: &Map<String, serde_json::Value>,
+) -> StoreResult<()> {
+    let update = Sql::new("UPDATE resource SET scim = $2, modified = $3 WHERE id = $1")
+        .bind(id)
+        .bind(serde_json::Value::Object(doc.clone()))
+        .bind(super::now());
+    tx.execute(&update).await?;
+    Ok(())
+}
+
 /// Creates a user or group with its document.
-pub(super) async fn create<C: Conn>(
-    conn: &mut C,
+pub(super) async fn create(
+    tx: &mut Tx,
     actor: &Actor,
     write: &ScimWrite,
 ) -> StoreResult<ScimRecord> {
@@ -181,30 +222,30 @@ pub(super) async fn create<C: Conn>(
         expires_at: None,
     };
     new.validate()?;
-    check_user_name(conn, write, None).await?;
-    let created = conn.insert_resource(actor, &new).await?;
-    conn.write_scim_doc(created.id, &write.doc).await?;
+    check_user_name(tx, write, None).await?;
+    let created = records::insert_resource(tx, actor, &new).await?;
+    write_scim_doc(tx, created.id, &write.doc).await?;
     Ok(ScimRecord {
-        resource: conn.get(created.id).await?,
+        resource: records::get(tx, created.id).await?,
         doc: write.doc.clone(),
     })
 }
 
 /// Replaces a user's or group's attributes and document, unless it changed since `expected`; a
 /// change of the document alone is recorded as an update of `scim`.
-pub(super) async fn replace<C: Conn>(
-    conn: &mut C,
+pub(super) async fn replace(
+    tx: &mut Tx,
     actor: &Actor,
     id: ResourceId,
     write: &ScimWrite,
     expected: Option<chrono::DateTime<chrono::Utc>>,
     policy: &Policy,
 ) -> StoreResult<()> {
-    lifecycle_sync::prepare(conn, id).await?;
-    let current = conn.lock(id).await?;
+    lifecycle_sync::prepare(tx, id).await?;
+    let current = records::lock(tx, id).await?;
     check_scim(&current, write.ty, &write.source_system)?;
     check_version(&current, write.ty, expected)?;
-    check_user_name(conn, write, Some(id)).await?;
+    check_user_name(tx, write, Some(id)).await?;
     let patch = ResourcePatch {
         // A group's identifier is its source's key, which SCIM does not carry: it stays.
         identifier: (write.ty == ScimType::User).then(|| write.identifier.clone()),
@@ -213,22 +254,22 @@ pub(super) async fn replace<C: Conn>(
         active: write.active,
         ..ResourcePatch::default()
     };
-    let updated = lifecycle_sync::update(conn, actor, id, &patch, policy).await?;
-    let old = conn.scim_doc(id).await?;
+    let updated = lifecycle_sync::update(tx, actor, id, &patch, policy).await?;
+    let old = scim_doc(tx, id).await?;
     if old != write.doc {
         if updated == current {
             let record = AuditRecord::new("resource.update", target::resource(id))
                 .with_detail(serde_json::json!({ "changed": ["scim"] }));
-            conn.audit(actor, record).await?;
+            records::audit(tx, actor, record).await?;
         }
-        conn.write_scim_doc(id, &write.doc).await?;
-        let resource = conn.get(id).await?;
+        write_scim_doc(tx, id, &write.doc).await?;
+        let resource = records::get(tx, id).await?;
         let change = ChangeRecord::resource(ChangeKind::ResourceUpdated, &resource).with_attrs(
             serde_json::json!({
                 "scim": { "old": Value::Object(old), "new": Value::Object(write.doc.clone()) }
             }),
         );
-        conn.log_change(actor, change).await?;
+        records::log_change(tx, actor, change).await?;
     }
     Ok(())
 }
@@ -290,7 +331,7 @@ async fn edit_members(
     expected: Option<DateTime<Utc>>,
 ) -> StoreResult<()> {
     let (add, remove) = distinct(edit)?;
-    tx.serialize(&group.to_string()).await?;
+    records::serialize(tx, &group.to_string()).await?;
     let current = records::get(tx, group).await?;
     check_scim(&current, ScimType::Group, source)?;
     check_version(&current, ScimType::Group, expected)?;
@@ -503,7 +544,7 @@ impl<S: Backed> ScimStore for S {
         let mut tx = self.db().write().await?;
         if !edit.is_empty() {
             // The group's lock first, as every membership write takes it.
-            tx.serialize(&id.to_string()).await?;
+            records::serialize(&mut tx, &id.to_string()).await?;
         }
         replace(&mut tx, actor, id, write, expected, policy).await?;
         if !edit.is_empty() {
