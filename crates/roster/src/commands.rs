@@ -39,7 +39,7 @@ pub async fn token(command: TokenCommand) -> Result<(), CommandError> {
 
 async fn open(
     settings: &Result<Settings, crate::domain::InvalidInput>,
-) -> Result<Arc<dyn Store>, CommandError> {
+) -> Result<Arc<Store>, CommandError> {
     let settings = settings
         .as_ref()
         .map_err(|e| CommandError::Invalid(e.0.clone()))?;
@@ -67,7 +67,7 @@ async fn create(args: TokenCreateArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-async fn list(store: &dyn Store) -> Result<(), CommandError> {
+async fn list(store: &Store) -> Result<(), CommandError> {
     let mut page = PageRequest {
         after: None,
         limit: 1000,

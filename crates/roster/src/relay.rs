@@ -56,13 +56,13 @@ fn nats(e: impl std::fmt::Display) -> RelayError {
 
 /// The relay of one process.
 pub struct Relay {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     config: RelayConfig,
     node: String,
 }
 
 impl Relay {
-    pub fn new(store: Arc<dyn Store>, config: RelayConfig, node: String) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, config: RelayConfig, node: String) -> Arc<Self> {
         Arc::new(Self {
             store,
             config,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// A change in `format`.
 pub async fn render(
-    store: &dyn Store,
+    store: &Store,
     change: &StoredChange,
     format: Format,
 ) -> Result<Value, StoreError> {
@@ -29,7 +29,7 @@ pub async fn render(
 
 /// The `full` form: the changed values, and the record as it stands for creates, restores and
 /// additions.
-pub async fn full(store: &dyn Store, change: &StoredChange) -> Result<ChangeItem, StoreError> {
+pub async fn full(store: &Store, change: &StoredChange) -> Result<ChangeItem, StoreError> {
     let mut item = ChangeItem::notice(change);
     item.changes = change.attrs.clone();
     item.record = match (
@@ -54,7 +54,7 @@ pub async fn full(store: &dyn Store, change: &StoredChange) -> Result<ChangeItem
 }
 
 /// A resource as it stands, if it still exists (purged ones do not).
-async fn current(store: &dyn Store, id: ResourceId) -> Result<Option<Resource>, StoreError> {
+async fn current(store: &Store, id: ResourceId) -> Result<Option<Resource>, StoreError> {
     match store.get_resource(id).await {
         Ok(r) => Ok(Some(r)),
         Err(StoreError::NotFound { .. }) => Ok(None),

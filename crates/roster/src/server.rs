@@ -19,7 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub engine: Arc<Engine>,
     pub authenticator: Arc<auth::Authenticator>,
     pub route_scopes: Arc<auth::RouteScopes>,
@@ -79,7 +79,7 @@ pub const DEFAULT_SCIM_RATE: u32 = 1000;
 
 /// The parts the router is built from.
 pub struct Services {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub engine: Arc<Engine>,
     pub limits: Limits,
     pub operations: OperationDefaults,
@@ -261,7 +261,7 @@ async fn serve_tls(
 
 /// On a database without tokens, creates the admin token: the operator's chosen one
 /// (`ROSTER_BOOTSTRAP_TOKEN`), or a random one printed once to the terminal.
-async fn bootstrap(store: &dyn Store, chosen: Option<String>) -> Result<(), ServeError> {
+async fn bootstrap(store: &Store, chosen: Option<String>) -> Result<(), ServeError> {
     let generated = chosen.is_none();
     let secret = match chosen {
         Some(value) => Secret::chosen(value).map_err(|e| ServeError::Bootstrap(e.0))?,

@@ -77,7 +77,7 @@ pub enum DeliveryError {
 
 /// The deliverer of one process.
 pub struct Deliverer {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     config: WebhookConfig,
     node: String,
     http: reqwest::Client,
@@ -85,7 +85,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         config: WebhookConfig,
         node: String,
     ) -> Result<Arc<Self>, reqwest::Error> {

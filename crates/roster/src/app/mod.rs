@@ -22,7 +22,7 @@ use std::time::Duration;
 /// What the use cases work with.
 #[derive(Clone, Copy)]
 pub struct App<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a Store,
     /// Applies queued operations; woken when one is queued, and waited for.
     pub engine: &'a Engine,
     pub settings: &'a OperationDefaults,

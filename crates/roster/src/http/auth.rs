@@ -75,7 +75,7 @@ impl RouteScopes {
 /// cost a second query. A revocation through this node takes effect at once; through another
 /// node, within [`CACHE_TTL`].
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     cache: Mutex<HashMap<SecretHash, (Token, Instant)>>,
 }
 
@@ -84,7 +84,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 10_000;
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<Store>) -> Self {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),

@@ -148,7 +148,7 @@ impl Modify for BearerScheme {
 /// they get their own body limit and timeout.
 pub fn routes(
     limits: &Limits,
-    store: &std::sync::Arc<dyn crate::store::Store>,
+    store: &std::sync::Arc<crate::store::Store>,
 ) -> OpenApiRouter<AppState> {
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
@@ -176,7 +176,7 @@ pub fn routes(
 fn within(
     routes: OpenApiRouter<AppState>,
     timeout: std::time::Duration,
-    store: &std::sync::Arc<dyn crate::store::Store>,
+    store: &std::sync::Arc<crate::store::Store>,
 ) -> OpenApiRouter<AppState> {
     let budget = Budgeted {
         timeout,
@@ -197,7 +197,7 @@ fn within(
 #[derive(Clone)]
 struct Budgeted {
     timeout: std::time::Duration,
-    store: std::sync::Arc<dyn crate::store::Store>,
+    store: std::sync::Arc<crate::store::Store>,
 }
 
 /// Middleware: the request's database statements may take no longer than the request itself,
@@ -220,7 +220,7 @@ async fn statement_budget(
 
 /// Cancels a request's statements when the request is dropped before it is answered.
 struct CancelOnDrop {
-    store: Option<std::sync::Arc<dyn crate::store::Store>>,
+    store: Option<std::sync::Arc<crate::store::Store>>,
     tag: String,
 }
 

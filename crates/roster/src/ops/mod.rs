@@ -50,7 +50,7 @@ impl Default for EngineConfig {
 
 /// The engine of one process.
 pub struct Engine {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     config: EngineConfig,
     node: String,
     wake: Notify,
@@ -58,7 +58,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, config: EngineConfig) -> Arc<Self> {
         let node = format!(
             "{}:{}:{}",
             hostname(),

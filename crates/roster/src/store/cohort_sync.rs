@@ -631,9 +631,11 @@ pub(super) async fn group_links(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<
         .collect())
 }
 
-#[async_trait::async_trait]
-impl<S: super::records::Backed> crate::store::CohortStore for S {
-    async fn link_prime(
+/// Cohorts, identities and unified groups.
+impl super::Store {
+    /// Links a resource to a prime (an account to its cohort, a prime to its parent), or unlinks
+    /// it; refuses cycles and chains deeper than `MAX_DEPTH`.
+    pub async fn link_prime(
         &self,
         actor: &crate::domain::token::Actor,
         id: crate::domain::ResourceId,
@@ -646,7 +648,8 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(done)
     }
 
-    async fn identity(
+    /// The identity a resource belongs to: its root prime and everything under it.
+    pub async fn identity(
         &self,
         id: crate::domain::ResourceId,
     ) -> crate::store::StoreResult<crate::domain::cohort::IdentityTree> {
@@ -654,7 +657,8 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         crate::store::cohort_sync::identity(&mut tx, id).await
     }
 
-    async fn related(
+    /// The accounts of a resource's cohort or identity.
+    pub async fn related(
         &self,
         id: crate::domain::ResourceId,
         scope: crate::domain::cohort::RelatedScope,
@@ -663,7 +667,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         crate::store::cohort_sync::related(&mut tx, id, scope).await
     }
 
-    async fn link_group(
+    pub async fn link_group(
         &self,
         actor: &crate::domain::token::Actor,
         unified: crate::domain::ResourceId,
@@ -677,7 +681,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(done)
     }
 
-    async fn unlink_group(
+    pub async fn unlink_group(
         &self,
         actor: &crate::domain::token::Actor,
         unified: crate::domain::ResourceId,
@@ -689,7 +693,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(())
     }
 
-    async fn group_links(
+    pub async fn group_links(
         &self,
         unified: crate::domain::ResourceId,
     ) -> crate::store::StoreResult<Vec<crate::domain::cohort::GroupLink>> {
@@ -697,7 +701,8 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         crate::store::cohort_sync::group_links(&mut tx, unified).await
     }
 
-    async fn unified_members(
+    /// The cohorts in a unified group's effective membership, with what justifies each.
+    pub async fn unified_members(
         &self,
         unified: crate::domain::ResourceId,
     ) -> crate::store::StoreResult<Vec<crate::domain::cohort::EffectiveCohort>> {
@@ -705,7 +710,9 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         crate::store::cohort_sync::members(&mut tx, unified).await
     }
 
-    async fn sync_plan(
+    /// The sync plan of a unified group's mirror groups.
+    /// The sync plan of a unified group's mirror groups (or a page of one group's).
+    pub async fn sync_plan(
         &self,
         unified: crate::domain::ResourceId,
         page: Option<&crate::domain::cohort::PlanPage>,
@@ -714,7 +721,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         crate::store::cohort_sync::plan(&mut tx, unified, page).await
     }
 
-    async fn create_rule(
+    pub async fn create_rule(
         &self,
         actor: &crate::domain::token::Actor,
         request: &crate::domain::correlation::RuleRequest,
@@ -725,7 +732,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(done)
     }
 
-    async fn update_rule(
+    pub async fn update_rule(
         &self,
         actor: &crate::domain::token::Actor,
         id: uuid::Uuid,
@@ -737,7 +744,7 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(done)
     }
 
-    async fn delete_rule(
+    pub async fn delete_rule(
         &self,
         actor: &crate::domain::token::Actor,
         id: uuid::Uuid,
@@ -748,14 +755,15 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(())
     }
 
-    async fn rules(
+    pub async fn rules(
         &self,
     ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationRule>> {
         let mut tx = self.db().snapshot().await?;
         crate::store::correlation_sync::rules(&mut tx).await
     }
 
-    async fn correlate(
+    /// Runs a correlation rule as one `correlate` operation.
+    pub async fn correlate(
         &self,
         actor: &crate::domain::token::Actor,
         rule: uuid::Uuid,
@@ -766,7 +774,8 @@ impl<S: super::records::Backed> crate::store::CohortStore for S {
         Ok(done)
     }
 
-    async fn correlation_cases(
+    /// The cases of a correlation run (default: the latest).
+    pub async fn correlation_cases(
         &self,
         operation: Option<i64>,
         situation: Option<crate::domain::correlation::Situation>,

@@ -97,6 +97,13 @@ impl Db {
         Self { pools }
     }
 
+    pub fn dialect(&self) -> Dialect {
+        match self.pools {
+            Pools::Postgres(_) => Dialect::Postgres,
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+        }
+    }
+
     /// A writing transaction; [`Tx::commit`] ends it.
     pub async fn write(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {

@@ -7,12 +7,12 @@ use super::db::{Db, Row, Tx};
 use super::engine_sql::{self as esql, Staging};
 use super::membership_sync::{self, describe, run_step};
 use super::query::Sql;
-use super::records::{self, Backed};
+use super::records;
 use super::rows::{OperationRow, OPERATION_COLUMNS};
 use super::{lifecycle_sync, resource_sql, resource_sync, staging};
 use super::{
-    now, ApplyOutcome, ChunkReceipt, EngineStore, FullUpdateDraft, LineStream, MembershipEdit,
-    StoreError, StoreResult,
+    now, ApplyOutcome, ChunkReceipt, FullUpdateDraft, LineStream, MembershipEdit, StoreError,
+    StoreResult,
 };
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, Threshold};
@@ -22,7 +22,6 @@ use crate::domain::page::PageRequest;
 use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
 use crate::domain::token::Actor;
 use crate::domain::OperationId;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
@@ -84,9 +83,10 @@ async fn preview_rows<T: Row>(
     Ok(pages)
 }
 
-#[async_trait]
-impl<S: Backed> EngineStore for S {
-    async fn create_full_update(
+/// The operations engine's storage: staging, set-based applies, leases, approvals.
+impl super::Store {
+    /// Records a new full-update: `running`, `uploading`, with an empty staging area.
+    pub async fn create_full_update(
         &self,
         actor: &Actor,
         draft: &FullUpdateDraft,
@@ -123,7 +123,8 @@ impl<S: Backed> EngineStore for S {
         Ok(operation)
     }
 
-    async fn stage_chunk(
+    /// Replaces chunk `chunk` of an uploading full-update with the streamed lines.
+    pub async fn stage_chunk(
         &self,
         id: OperationId,
         chunk: i32,
@@ -132,7 +133,8 @@ impl<S: Backed> EngineStore for S {
         staging::stage_chunk(self.db(), id, chunk, lines).await
     }
 
-    async fn stage_resource_chunk(
+    /// Replaces chunk `chunk` of an uploading full-update of resources with the streamed lines.
+    pub async fn stage_resource_chunk(
         &self,
         id: OperationId,
         chunk: i32,
@@ -141,7 +143,8 @@ impl<S: Backed> EngineStore for S {
         staging::stage_chunk(self.db(), id, chunk, lines).await
     }
 
-    async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation> {
+    /// Ends the upload: the operation is queued for a worker.
+    pub async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation> {
         let mut tx = self.db().write().await?;
         let op = lock_operation(&mut tx, id).await?;
         let state = (
@@ -161,7 +164,9 @@ impl<S: Backed> EngineStore for S {
         row.try_into()
     }
 
-    async fn claim_operation(
+    /// Claims the oldest queued operation, or one whose worker's lease expired. An operation
+    /// whose lease expired after `max_attempts` claims (its workers keep dying) fails instead.
+    pub async fn claim_operation(
         &self,
         node: &str,
         lease: Duration,
@@ -181,7 +186,13 @@ impl<S: Backed> EngineStore for S {
         row.map(Operation::try_from).transpose()
     }
 
-    async fn renew_lease(&self, id: OperationId, node: &str, lease: Duration) -> StoreResult<bool> {
+    /// Extends a held lease; false when the lease was lost to another worker.
+    pub async fn renew_lease(
+        &self,
+        id: OperationId,
+        node: &str,
+        lease: Duration,
+    ) -> StoreResult<bool> {
         let renew = Sql::new(esql::RENEW_LEASE)
             .bind(id)
             .bind(node)
@@ -189,7 +200,10 @@ impl<S: Backed> EngineStore for S {
         self.db().write_one(&renew).await
     }
 
-    async fn apply_full_update(
+    /// Resolves, checks and applies a claimed full-update: of memberships, one group per
+    /// transaction at least; of resources, in one transaction.
+    /// Lifecycle authorities' records it deletes or deactivates end their identities (`policy`).
+    pub async fn apply_full_update(
         &self,
         op: &Operation,
         policy: &Policy,
@@ -203,7 +217,9 @@ impl<S: Backed> EngineStore for S {
         }
     }
 
-    async fn finish_operation(
+    /// Records the outcome of an apply and releases the lease; refused (conflict) when `node`
+    /// no longer holds the lease, whose new holder records the outcome instead.
+    pub async fn finish_operation(
         &self,
         id: OperationId,
         node: &str,
@@ -238,7 +254,8 @@ impl<S: Backed> EngineStore for S {
         Ok(operation)
     }
 
-    async fn preview(
+    /// What a full-update would add or remove, in (group, member) order after the cursor.
+    pub async fn preview(
         &self,
         id: OperationId,
         action: Option<PreviewAction>,
@@ -260,7 +277,9 @@ impl<S: Backed> EngineStore for S {
         Ok(esql::preview_entries(rows, action))
     }
 
-    async fn preview_resources(
+    /// What a full-update of resources would create or restore (`Add`: lines, in (chunk, line)
+    /// order after the cursor) or delete (`Remove`: resources, in id order after the cursor).
+    pub async fn preview_resources(
         &self,
         id: OperationId,
         action: PreviewAction,
@@ -272,7 +291,8 @@ impl<S: Backed> EngineStore for S {
             .await
     }
 
-    async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
+    /// How many memberships (or resources) a full-update not yet applied would add and remove.
+    pub async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = operation(self.db(), id).await?;
         esql::check_previewable(&op)?;
         if op.target == Target::Resources {
@@ -292,7 +312,8 @@ impl<S: Backed> EngineStore for S {
         Ok((totals.next().unwrap_or(0), totals.next().unwrap_or(0)))
     }
 
-    async fn decide(
+    /// Approves (queues again, past the threshold) or rejects (fails) a pending operation.
+    pub async fn decide(
         &self,
         actor: &Actor,
         id: OperationId,
@@ -332,7 +353,8 @@ impl<S: Backed> EngineStore for S {
         row.try_into()
     }
 
-    async fn rejections(
+    /// The rejected lines of an operation, in (chunk, line) order after the cursor.
+    pub async fn rejections(
         &self,
         id: OperationId,
         page: &PageRequest<String>,
@@ -343,7 +365,8 @@ impl<S: Backed> EngineStore for S {
         staging::rejected_lines(&mut conn, id, after, page.fetch()).await
     }
 
-    async fn apply_partial_update(
+    /// Applies explicit adds and removes in one transaction, as one partial-update operation.
+    pub async fn apply_partial_update(
         &self,
         actor: &Actor,
         description: Option<String>,
@@ -353,7 +376,9 @@ impl<S: Backed> EngineStore for S {
         membership_sync::partial_update(self.db(), actor, description, edits, bound_source).await
     }
 
-    async fn apply_resource_changes(
+    /// Upserts and deletes resources of one source system in one transaction, as one
+    /// partial-update operation; refused whole (naming the lines) when a line cannot apply.
+    pub async fn apply_resource_changes(
         &self,
         actor: &Actor,
         description: Option<String>,
@@ -364,7 +389,9 @@ impl<S: Backed> EngineStore for S {
         resource_sync::changes(self.db(), actor, description, scope, lines, policy).await
     }
 
-    async fn reconcile(
+    /// Ends the memberships of a scope that its latest completed full-update did not confirm,
+    /// refusing (and changing nothing) when a group would pass the deletion threshold.
+    pub async fn reconcile(
         &self,
         actor: &Actor,
         description: Option<String>,
@@ -374,7 +401,9 @@ impl<S: Backed> EngineStore for S {
         membership_sync::reconcile(self.db(), actor, description, scope, threshold).await
     }
 
-    async fn purge(
+    /// Hard-deletes ended memberships, and deleted resources nothing refers to, older than
+    /// `before`, in batches of `batch` rows.
+    pub async fn purge(
         &self,
         actor: &Actor,
         description: Option<String>,
@@ -444,7 +473,8 @@ impl<S: Backed> EngineStore for S {
         Ok(operation)
     }
 
-    async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    /// Fails uploads that received nothing since `before`.
+    pub async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let abandoned = Sql::new(esql::FAIL_ABANDONED).bind(before).bind(now());
         let ids = operation_ids(self.db(), &abandoned).await?;
         let failed = ids.len() as u64;

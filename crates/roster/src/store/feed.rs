@@ -9,9 +9,8 @@
 
 use super::db::{Dialect, Tx};
 use super::query::Sql;
-use super::records::Backed;
 use super::rows::{MembershipRow, ResourceRow, MEMBERSHIP_COLUMNS, RESOURCE_COLUMNS};
-use super::{ChangeStore, StoreError, StoreResult};
+use super::{StoreError, StoreResult};
 use crate::domain::change::ChangeKind;
 use crate::domain::feed::ChangeBatch;
 use crate::domain::feed::{ChangeFilter, Cursor, ExportScope, StoredChange, UNRENDERABLE};
@@ -19,7 +18,6 @@ use crate::domain::membership::Membership;
 use crate::domain::page::PageRequest;
 use crate::domain::resource::Resource;
 use crate::domain::ResourceId;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::time::Duration;
@@ -444,9 +442,11 @@ fn relay_lease(d: Dialect, claim: bool, name: &str, holder: &str, lease: Duratio
     }
 }
 
-#[async_trait]
-impl<S: Backed> ChangeStore for S {
-    async fn changes(
+/// The change feed: the log read in order by cursor, exports, history.
+impl super::Store {
+    /// The changes after `after` that match `filter` (at most `limit`), and where to continue. A
+    /// cursor older than the retained history is [`StoreError::Gone`].
+    pub async fn changes(
         &self,
         after: &Cursor,
         filter: &ChangeFilter,
@@ -462,11 +462,14 @@ impl<S: Backed> ChangeStore for S {
         }
     }
 
-    async fn head(&self) -> StoreResult<Cursor> {
+    /// The cursor of "now": following from it gets every change not yet committed.
+    pub async fn head(&self) -> StoreResult<Cursor> {
         snapshot_cursor(&mut self.db().read().await?).await
     }
 
-    async fn history(
+    /// The changes of a resource and of its memberships (as group or as member) that match
+    /// `filter`, oldest first, after sequence number `after`.
+    pub async fn history(
         &self,
         id: ResourceId,
         filter: &ChangeFilter,
@@ -494,7 +497,10 @@ impl<S: Backed> ChangeStore for S {
         into_changes(tx.fetch_all(&q).await?)
     }
 
-    async fn members_at(
+    /// The members of group `id` (of source system `member_source` only, when it names one) that
+    /// were active at `at`, from the log, by member id after `page.after`; each with the time it
+    /// (last) joined.
+    pub async fn members_at(
         &self,
         id: ResourceId,
         at: DateTime<Utc>,
@@ -513,7 +519,10 @@ impl<S: Backed> ChangeStore for S {
         Ok(rows.into_iter().map(|(m, t)| (ResourceId(m), t)).collect())
     }
 
-    async fn export(
+    /// Sends `scope`'s resources and active memberships (of members of source system
+    /// `member_source` only, when it names one), read in one snapshot, then the cursor to follow
+    /// from; stops early when the receiver goes away.
+    pub async fn export(
         &self,
         scope: &ExportScope,
         member_source: Option<&str>,
@@ -529,7 +538,8 @@ impl<S: Backed> ChangeStore for S {
         Ok(())
     }
 
-    async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    /// Deletes changes recorded before `before`; cursors before them answer Gone from then on.
+    pub async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.db().write().await?;
         let deleted = match tx.dialect() {
             Dialect::Postgres => trim_by_position(&mut tx, before).await?,
@@ -539,7 +549,9 @@ impl<S: Backed> ChangeStore for S {
         Ok(deleted)
     }
 
-    async fn claim_relay(
+    /// Takes or renews relay `name`'s lease for `holder`; its stored position when `holder`
+    /// holds it now, none while another holder's lease runs.
+    pub async fn claim_relay(
         &self,
         name: &str,
         holder: &str,
@@ -551,7 +563,8 @@ impl<S: Backed> ChangeStore for S {
         position.map(|(p,)| relay_position(&p)).transpose()
     }
 
-    async fn advance_relay(
+    /// Stores relay `name`'s position (renewing the lease); false when `holder` lost the lease.
+    pub async fn advance_relay(
         &self,
         name: &str,
         holder: &str,

@@ -708,9 +708,12 @@ pub(crate) async fn apply_lifecycle(
     Ok(crate::store::ApplyOutcome::Complete(counts))
 }
 
-#[async_trait::async_trait]
-impl<S: super::records::Backed> crate::store::LifecycleStore for S {
-    async fn act(
+/// Identity lifecycle: actions on the accounts of an identity, a cohort or one account, the
+/// expiry sweep, cohort-local propagation and the sources' lifecycle settings.
+impl super::Store {
+    /// Carries out an action as one operation (pending past the threshold): the operation and
+    /// the accounts it changed, or would change.
+    pub async fn act(
         &self,
         actor: &crate::domain::token::Actor,
         action: &crate::domain::lifecycle::Action,
@@ -725,7 +728,8 @@ impl<S: super::records::Backed> crate::store::LifecycleStore for S {
         Ok(done)
     }
 
-    async fn propagate(
+    /// Applies a patch's persona attributes to every account of the cohort, as one operation.
+    pub async fn propagate(
         &self,
         actor: &crate::domain::token::Actor,
         id: crate::domain::ResourceId,
@@ -737,7 +741,8 @@ impl<S: super::records::Backed> crate::store::LifecycleStore for S {
         Ok(done)
     }
 
-    async fn expire_due(
+    /// Deactivates the accounts whose `expires_at` passed, as one operation (none: none due).
+    pub async fn expire_due(
         &self,
     ) -> crate::store::StoreResult<Option<crate::domain::operation::Operation>> {
         let mut tx = self.db().write().await?;
@@ -746,7 +751,8 @@ impl<S: super::records::Backed> crate::store::LifecycleStore for S {
         Ok(done)
     }
 
-    async fn lifecycle_targets(
+    /// The accounts a lifecycle operation lists, in id order; fetches one more than the page.
+    pub async fn lifecycle_targets(
         &self,
         op: crate::domain::OperationId,
         page: &crate::domain::page::PageRequest<uuid::Uuid>,
@@ -755,7 +761,7 @@ impl<S: super::records::Backed> crate::store::LifecycleStore for S {
         crate::store::lifecycle_sync::targets(&mut tx, op, page).await
     }
 
-    async fn source(
+    pub async fn source(
         &self,
         source_system: &str,
     ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
@@ -763,7 +769,7 @@ impl<S: super::records::Backed> crate::store::LifecycleStore for S {
         crate::store::lifecycle_sync::source(&mut tx, source_system).await
     }
 
-    async fn put_source(
+    pub async fn put_source(
         &self,
         actor: &crate::domain::token::Actor,
         source_system: &str,

@@ -23,30 +23,21 @@ mod sqlite;
 mod staging;
 mod subscriptions;
 
-use crate::domain::audit::{AuditEntry, AuditFilter};
-use crate::domain::feed::{ChangeBatch, ChangeFilter, Cursor, ExportScope, StoredChange};
-use crate::domain::full_update::{LineError, PreviewAction, PreviewEntry, StagedLine};
-use crate::domain::lifecycle::{Action, Policy, Propagation, Source, SourceRequest};
-use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
-use crate::domain::operation::{Operation, OperationCounts, OperationFilter, Scope, Target};
-use crate::domain::page::PageRequest;
+use crate::domain::full_update::{LineError, PreviewAction, StagedLine};
+use crate::domain::membership::{Membership, MembershipWrite};
+use crate::domain::operation::{Operation, OperationCounts, Scope, Target};
+use crate::domain::resource::Resource;
 use crate::domain::resource::ResourceType;
-use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch};
-use crate::domain::resource_sync::{ResourcePreviewEntry, ResourceScope, StagedResource};
-use crate::domain::token::{Actor, NewToken, SecretHash, Token};
 use crate::domain::{InvalidInput, OperationId, ResourceId};
-use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
+use db::Dialect;
 pub use db::COMMIT_STAMP;
 pub use feed::ExportItem;
-pub use postgres::PgStore;
-pub use scim::{ScimStore, MAX_MEMBERS_PER_EDIT};
-pub use sqlite::SqliteStore;
+pub use scim::MAX_MEMBERS_PER_EDIT;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -229,124 +220,6 @@ pub struct MembershipChange {
     pub operation_id: OperationId,
 }
 
-#[async_trait]
-pub trait ResourceStore: Send + Sync {
-    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource>;
-    /// A resource by id, deleted or not.
-    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource>;
-    /// Resources in id order after the page's cursor; fetches one more than the page.
-    async fn list_resources(
-        &self,
-        filter: &ResourceFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Resource>>;
-    /// Applies a partial update; a patch that changes nothing writes nothing. Deactivating a
-    /// lifecycle authority's record deactivates its identity (under `policy`) in the same
-    /// transaction.
-    async fn update_resource(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        patch: &ResourcePatch,
-        policy: &Policy,
-    ) -> StoreResult<Resource>;
-    /// Soft-deletes a resource and ends its memberships, as one delete operation; deleting a
-    /// lifecycle authority's record deactivates its identity in the same transaction.
-    async fn delete_resource(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        policy: &Policy,
-    ) -> StoreResult<Deletion>;
-    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource>;
-}
-
-#[async_trait]
-pub trait MembershipStore: Send + Sync {
-    /// The memberships of a group in member-id order; fetches one more than the page.
-    async fn list_members(
-        &self,
-        group_id: ResourceId,
-        filter: &MembershipFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>>;
-    /// The memberships of a resource in group-id order; fetches one more than the page.
-    async fn list_groups_of(
-        &self,
-        member_id: ResourceId,
-        filter: &MembershipFilter,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>>;
-    async fn get_membership(
-        &self,
-        group_id: ResourceId,
-        member_id: ResourceId,
-    ) -> StoreResult<Membership>;
-    /// Adds, re-activates or confirms one membership, recorded as a partial-update operation.
-    async fn put_membership(
-        &self,
-        actor: &Actor,
-        group_id: ResourceId,
-        member_id: ResourceId,
-        input: &MembershipInput,
-    ) -> StoreResult<MembershipChange>;
-    /// Ends one active membership, recorded as a partial-update operation.
-    async fn remove_membership(
-        &self,
-        actor: &Actor,
-        group_id: ResourceId,
-        member_id: ResourceId,
-    ) -> StoreResult<MembershipChange>;
-}
-
-#[async_trait]
-pub trait OperationStore: Send + Sync {
-    /// Operations newest first, after the page's cursor; fetches one more than the page.
-    async fn list_operations(
-        &self,
-        filter: &OperationFilter,
-        page: &PageRequest<i64>,
-    ) -> StoreResult<Vec<Operation>>;
-    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation>;
-    /// How many times workers have claimed the operation.
-    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32>;
-}
-
-#[async_trait]
-pub trait TokenStore: Send + Sync {
-    /// Stores a new token with the hash of its secret.
-    async fn create_token(
-        &self,
-        actor: &Actor,
-        new: &NewToken,
-        hash: &SecretHash,
-    ) -> StoreResult<Token>;
-    /// Creates the first admin token if, and only if, no token exists yet. Returns whether it did.
-    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool>;
-    /// Tokens in id order after the page's cursor; fetches one more than the page.
-    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>>;
-    async fn get_token(&self, id: Uuid) -> StoreResult<Token>;
-    /// A token by id or by name.
-    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token>;
-    /// Revokes a token; revoking a revoked token changes nothing.
-    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token>;
-    /// The token whose secret has this hash, revoked or expired ones included, with the stored
-    /// hash (which the caller compares in constant time).
-    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>>;
-    /// Records that the token was used at `at`.
-    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
-}
-
-#[async_trait]
-pub trait AuditStore: Send + Sync {
-    /// Audit entries newest first, before the page's cursor; fetches one more than the page.
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        page: &PageRequest<i64>,
-    ) -> StoreResult<Vec<AuditEntry>>;
-}
-
 /// One batch of an uploaded chunk: the usable lines (membership lines, or resource lines) and
 /// the lines skipped with a reason.
 #[derive(Debug)]
@@ -414,384 +287,6 @@ pub struct MembershipEdit {
     pub contributing: Option<bool>,
 }
 
-/// The operations engine's storage: staging, set-based applies, leases, approvals.
-#[async_trait]
-pub trait EngineStore: Send + Sync {
-    /// Records a new full-update: `running`, `uploading`, with an empty staging area.
-    async fn create_full_update(
-        &self,
-        actor: &Actor,
-        draft: &FullUpdateDraft,
-    ) -> StoreResult<Operation>;
-    /// Replaces chunk `chunk` of an uploading full-update with the streamed lines.
-    async fn stage_chunk(
-        &self,
-        id: OperationId,
-        chunk: i32,
-        lines: LineStream<'_>,
-    ) -> StoreResult<ChunkReceipt>;
-    /// Replaces chunk `chunk` of an uploading full-update of resources with the streamed lines.
-    async fn stage_resource_chunk(
-        &self,
-        id: OperationId,
-        chunk: i32,
-        lines: LineStream<'_, StagedResource>,
-    ) -> StoreResult<ChunkReceipt>;
-    /// Ends the upload: the operation is queued for a worker.
-    async fn queue_operation(&self, actor: &Actor, id: OperationId) -> StoreResult<Operation>;
-    /// Claims the oldest queued operation, or one whose worker's lease expired. An operation
-    /// whose lease expired after `max_attempts` claims (its workers keep dying) fails instead.
-    async fn claim_operation(
-        &self,
-        node: &str,
-        lease: std::time::Duration,
-        max_attempts: u32,
-    ) -> StoreResult<Option<Operation>>;
-    /// Extends a held lease; false when the lease was lost to another worker.
-    async fn renew_lease(
-        &self,
-        id: OperationId,
-        node: &str,
-        lease: std::time::Duration,
-    ) -> StoreResult<bool>;
-    /// Resolves, checks and applies a claimed full-update: of memberships, one group per
-    /// transaction at least; of resources, in one transaction.
-    /// Lifecycle authorities' records it deletes or deactivates end their identities (`policy`).
-    async fn apply_full_update(
-        &self,
-        operation: &Operation,
-        policy: &Policy,
-    ) -> StoreResult<ApplyOutcome>;
-    /// Records the outcome of an apply and releases the lease; refused (conflict) when `node`
-    /// no longer holds the lease, whose new holder records the outcome instead.
-    async fn finish_operation(
-        &self,
-        id: OperationId,
-        node: &str,
-        outcome: &ApplyOutcome,
-    ) -> StoreResult<Operation>;
-    /// What a full-update would add or remove, in (group, member) order after the cursor.
-    async fn preview(
-        &self,
-        id: OperationId,
-        action: Option<PreviewAction>,
-        page: &PageRequest<String>,
-    ) -> StoreResult<Vec<PreviewEntry>>;
-    /// What a full-update of resources would create or restore (`Add`: lines, in (chunk, line)
-    /// order after the cursor) or delete (`Remove`: resources, in id order after the cursor).
-    async fn preview_resources(
-        &self,
-        id: OperationId,
-        action: PreviewAction,
-        page: &PageRequest<String>,
-    ) -> StoreResult<Vec<ResourcePreviewEntry>>;
-    /// How many memberships (or resources) a full-update not yet applied would add and remove.
-    async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)>;
-    /// Approves (queues again, past the threshold) or rejects (fails) a pending operation.
-    async fn decide(&self, actor: &Actor, id: OperationId, approve: bool)
-        -> StoreResult<Operation>;
-    /// The rejected lines of an operation, in (chunk, line) order after the cursor.
-    async fn rejections(
-        &self,
-        id: OperationId,
-        page: &PageRequest<String>,
-    ) -> StoreResult<Vec<LineError>>;
-    /// Applies explicit adds and removes in one transaction, as one partial-update operation.
-    async fn apply_partial_update(
-        &self,
-        actor: &Actor,
-        description: Option<String>,
-        edits: &[MembershipEdit],
-        bound_source: Option<&str>,
-    ) -> StoreResult<Operation>;
-    /// Upserts and deletes resources of one source system in one transaction, as one
-    /// partial-update operation; refused whole (naming the lines) when a line cannot apply.
-    async fn apply_resource_changes(
-        &self,
-        actor: &Actor,
-        description: Option<String>,
-        scope: &ResourceScope,
-        lines: &[StagedResource],
-        policy: &Policy,
-    ) -> StoreResult<Operation>;
-    /// Ends the memberships of a scope that its latest completed full-update did not confirm,
-    /// refusing (and changing nothing) when a group would pass the deletion threshold.
-    async fn reconcile(
-        &self,
-        actor: &Actor,
-        description: Option<String>,
-        scope: &Scope,
-        threshold: &crate::domain::full_update::Threshold,
-    ) -> StoreResult<Operation>;
-    /// Hard-deletes ended memberships, and deleted resources nothing refers to, older than
-    /// `before`, in batches of `batch` rows.
-    async fn purge(
-        &self,
-        actor: &Actor,
-        description: Option<String>,
-        before: DateTime<Utc>,
-        batch: i64,
-    ) -> StoreResult<Operation>;
-    /// Fails uploads that received nothing since `before`.
-    async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-}
-
-/// Cohorts, identities and unified groups.
-#[async_trait]
-pub trait CohortStore: Send + Sync {
-    /// Links a resource to a prime (an account to its cohort, a prime to its parent), or unlinks
-    /// it; refuses cycles and chains deeper than `MAX_DEPTH`.
-    async fn link_prime(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        kind: crate::domain::cohort::LinkKind,
-        target: Option<ResourceId>,
-    ) -> StoreResult<Resource>;
-    /// The identity a resource belongs to: its root prime and everything under it.
-    async fn identity(&self, id: ResourceId) -> StoreResult<crate::domain::cohort::IdentityTree>;
-    /// The accounts of a resource's cohort or identity.
-    async fn related(
-        &self,
-        id: ResourceId,
-        scope: crate::domain::cohort::RelatedScope,
-    ) -> StoreResult<Vec<Resource>>;
-    async fn link_group(
-        &self,
-        actor: &Actor,
-        unified: ResourceId,
-        group: ResourceId,
-        role: crate::domain::cohort::LinkRole,
-    ) -> StoreResult<crate::domain::cohort::GroupLink>;
-    async fn unlink_group(
-        &self,
-        actor: &Actor,
-        unified: ResourceId,
-        group: ResourceId,
-    ) -> StoreResult<()>;
-    async fn group_links(
-        &self,
-        unified: ResourceId,
-    ) -> StoreResult<Vec<crate::domain::cohort::GroupLink>>;
-    /// The cohorts in a unified group's effective membership, with what justifies each.
-    async fn unified_members(
-        &self,
-        unified: ResourceId,
-    ) -> StoreResult<Vec<crate::domain::cohort::EffectiveCohort>>;
-    /// The sync plan of a unified group's mirror groups.
-    /// The sync plan of a unified group's mirror groups (or a page of one group's).
-    async fn sync_plan(
-        &self,
-        unified: ResourceId,
-        page: Option<&crate::domain::cohort::PlanPage>,
-    ) -> StoreResult<crate::domain::cohort::SyncPlan>;
-    async fn create_rule(
-        &self,
-        actor: &Actor,
-        request: &crate::domain::correlation::RuleRequest,
-    ) -> StoreResult<crate::domain::correlation::CorrelationRule>;
-    async fn update_rule(
-        &self,
-        actor: &Actor,
-        id: Uuid,
-        request: &crate::domain::correlation::RuleRequest,
-    ) -> StoreResult<crate::domain::correlation::CorrelationRule>;
-    async fn delete_rule(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
-    async fn rules(&self) -> StoreResult<Vec<crate::domain::correlation::CorrelationRule>>;
-    /// Runs a correlation rule as one `correlate` operation.
-    async fn correlate(&self, actor: &Actor, rule: Uuid) -> StoreResult<Operation>;
-    /// The cases of a correlation run (default: the latest).
-    async fn correlation_cases(
-        &self,
-        operation: Option<i64>,
-        situation: Option<crate::domain::correlation::Situation>,
-    ) -> StoreResult<Vec<crate::domain::correlation::CorrelationCase>>;
-}
-
-/// Identity lifecycle: actions on the accounts of an identity, a cohort or one account, the
-/// expiry sweep, cohort-local propagation and the sources' lifecycle settings.
-#[async_trait]
-pub trait LifecycleStore: Send + Sync {
-    /// Carries out an action as one operation (pending past the threshold): the operation and
-    /// the accounts it changed, or would change.
-    async fn act(
-        &self,
-        actor: &Actor,
-        action: &Action,
-        policy: &Policy,
-    ) -> StoreResult<(Operation, Vec<ResourceId>)>;
-    /// Applies a patch's persona attributes to every account of the cohort, as one operation.
-    async fn propagate(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        patch: &ResourcePatch,
-    ) -> StoreResult<Propagation>;
-    /// Deactivates the accounts whose `expires_at` passed, as one operation (none: none due).
-    async fn expire_due(&self) -> StoreResult<Option<Operation>>;
-    /// The accounts a lifecycle operation lists, in id order; fetches one more than the page.
-    async fn lifecycle_targets(
-        &self,
-        op: OperationId,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Resource>>;
-    async fn source(&self, source_system: &str) -> StoreResult<Source>;
-    async fn put_source(
-        &self,
-        actor: &Actor,
-        source_system: &str,
-        request: &SourceRequest,
-    ) -> StoreResult<Source>;
-}
-
-/// The change feed: the log read in order by cursor, exports, history.
-#[async_trait]
-pub trait ChangeStore: Send + Sync {
-    /// The changes after `after` that match `filter` (at most `limit`), and where to continue. A
-    /// cursor older than the retained history is [`StoreError::Gone`].
-    async fn changes(
-        &self,
-        after: &Cursor,
-        filter: &ChangeFilter,
-        limit: u32,
-    ) -> StoreResult<ChangeBatch>;
-    /// The cursor of "now": following from it gets every change not yet committed.
-    async fn head(&self) -> StoreResult<Cursor>;
-    /// The changes of a resource and of its memberships (as group or as member) that match
-    /// `filter`, oldest first, after sequence number `after`.
-    async fn history(
-        &self,
-        id: ResourceId,
-        filter: &ChangeFilter,
-        after: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredChange>>;
-    /// The members of group `id` (of source system `member_source` only, when it names one) that
-    /// were active at `at`, from the log, by member id after `page.after`; each with the time it
-    /// (last) joined.
-    async fn members_at(
-        &self,
-        id: ResourceId,
-        at: DateTime<Utc>,
-        member_source: Option<&str>,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<(ResourceId, DateTime<Utc>)>>;
-    /// Sends `scope`'s resources and active memberships (of members of source system
-    /// `member_source` only, when it names one), read in one snapshot, then the cursor to follow
-    /// from; stops early when the receiver goes away.
-    async fn export(
-        &self,
-        scope: &ExportScope,
-        member_source: Option<&str>,
-        sink: tokio::sync::mpsc::Sender<StoreResult<ExportItem>>,
-    ) -> StoreResult<()>;
-    /// Deletes changes recorded before `before`; cursors before them answer Gone from then on.
-    async fn trim_history(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-    /// Takes or renews relay `name`'s lease for `holder`; its stored position when `holder`
-    /// holds it now, none while another holder's lease runs.
-    async fn claim_relay(
-        &self,
-        name: &str,
-        holder: &str,
-        lease: Duration,
-    ) -> StoreResult<Option<Cursor>>;
-    /// Stores relay `name`'s position (renewing the lease); false when `holder` lost the lease.
-    async fn advance_relay(
-        &self,
-        name: &str,
-        holder: &str,
-        position: &Cursor,
-        lease: Duration,
-    ) -> StoreResult<bool>;
-}
-
-/// Webhook subscriptions and their deliveries.
-#[async_trait]
-pub trait SubscriptionStore: Send + Sync {
-    /// Registers a subscription starting after `cursor`, signing with `secret`.
-    async fn create_subscription(
-        &self,
-        actor: &Actor,
-        spec: &crate::domain::subscription::SubscriptionSpec,
-        cursor: &Cursor,
-        secret: &str,
-    ) -> StoreResult<crate::domain::subscription::Subscription>;
-    async fn list_subscriptions(
-        &self,
-        page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<crate::domain::subscription::Subscription>>;
-    async fn get_subscription(
-        &self,
-        id: Uuid,
-    ) -> StoreResult<crate::domain::subscription::Subscription>;
-    async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()>;
-    /// Makes a paused subscription active again, due at once, from `from` when given.
-    async fn resume_subscription(
-        &self,
-        actor: &Actor,
-        id: Uuid,
-        from: Option<&Cursor>,
-    ) -> StoreResult<()>;
-    /// Leases the most overdue active subscription for `holder`; with its secret.
-    async fn claim_delivery(
-        &self,
-        holder: &str,
-        lease: Duration,
-    ) -> StoreResult<Option<(crate::domain::subscription::Subscription, String)>>;
-    /// Moves a claimed subscription's cursor past one delivered change, renewing the lease;
-    /// false when the lease was lost.
-    async fn record_delivery(
-        &self,
-        id: Uuid,
-        holder: &str,
-        cursor: &Cursor,
-        lease: Duration,
-    ) -> StoreResult<bool>;
-    /// Ends a round: stores the cursor (past what the filters skipped) and releases the lease,
-    /// due again at `next_attempt_at`.
-    async fn release_delivery(
-        &self,
-        id: Uuid,
-        holder: &str,
-        cursor: &Cursor,
-        next_attempt_at: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    /// Records a failed attempt and releases the lease; the subscription pauses at
-    /// `pause_after` failures in a row.
-    async fn record_failure(
-        &self,
-        id: Uuid,
-        holder: &str,
-        error: &str,
-        next_attempt_at: DateTime<Utc>,
-        pause_after: i32,
-    ) -> StoreResult<bool>;
-}
-
-/// Everything roster stores, behind one seam.
-#[async_trait]
-pub trait Store:
-    ResourceStore
-    + MembershipStore
-    + OperationStore
-    + TokenStore
-    + AuditStore
-    + EngineStore
-    + CohortStore
-    + LifecycleStore
-    + ChangeStore
-    + SubscriptionStore
-    + ScimStore
-{
-    /// "postgres" or "sqlite".
-    fn backend(&self) -> &'static str;
-    /// Cancels the statements running for the request tagged `tag` (see `budget`), when the
-    /// request was dropped before it was answered.
-    async fn cancel_statements(&self, tag: &str) -> StoreResult<()>;
-    /// Succeeds when the database answers a query.
-    async fn ping(&self) -> StoreResult<()>;
-}
-
 /// Where the data lives: a PostgreSQL URL, or the embedded SQLite database in a directory.
 #[derive(Clone)]
 pub enum Location {
@@ -837,15 +332,57 @@ impl Location {
     }
 }
 
+/// Everything roster stores, in PostgreSQL or in SQLite.
+#[derive(Clone)]
+pub struct Store {
+    db: db::Db,
+}
+
+impl Store {
+    fn db(&self) -> &db::Db {
+        &self.db
+    }
+
+    /// "postgres" or "sqlite".
+    pub fn backend(&self) -> &'static str {
+        match self.db.dialect() {
+            Dialect::Postgres => "postgres",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    /// Cancels the statements running for the request tagged `tag` (see `budget`), when the
+    /// request was dropped before it was answered. SQLite runs in the process, without a way to
+    /// cancel another connection's statement: its reads are bounded by the per-token limits
+    /// instead.
+    pub async fn cancel_statements(&self, tag: &str) -> StoreResult<()> {
+        if self.db.dialect() == Dialect::Postgres {
+            let cancel = query::Sql::new(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .bind(tag);
+            self.db.autocommit().await?.execute(&cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Succeeds when the database answers a query.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.read().await?.batch("SELECT 1").await
+    }
+}
+
 /// Opens the store and applies pending migrations.
-pub async fn open(location: &Location) -> StoreResult<Arc<dyn Store>> {
-    Ok(match location {
+pub async fn open(location: &Location) -> StoreResult<Arc<Store>> {
+    let db = match location {
         Location::Postgres {
             url,
             max_connections,
-        } => Arc::new(PgStore::open(url, *max_connections).await?),
-        Location::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
-    })
+        } => postgres::open(url, *max_connections).await?,
+        Location::Sqlite { path } => sqlite::open(path).await?,
+    };
+    Ok(Arc::new(Store { db }))
 }
 
 /// A URL with its password replaced, safe to print.

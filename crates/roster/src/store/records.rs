@@ -5,10 +5,7 @@ use super::db::{Db, Dialect, Tx};
 use super::lifecycle_sync;
 use super::query::{Sql, TextList};
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
-use super::{
-    now, resource_not_found, sql, AuditStore, Deletion, MembershipChange, MembershipStore,
-    OperationStore, ResourceStore, StoreError, StoreResult, TokenStore,
-};
+use super::{now, resource_not_found, sql, Deletion, MembershipChange, StoreError, StoreResult};
 use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
@@ -19,14 +16,8 @@ use crate::domain::page::PageRequest;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
 use crate::domain::token::{Actor, NewToken, Scope, SecretHash, Token};
 use crate::domain::{OperationId, ResourceId};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-
-/// A store that keeps its data in a [`Db`].
-pub(super) trait Backed: Send + Sync {
-    fn db(&self) -> &Db;
-}
 
 /// Turns a unique violation on a resource key into a conflict that names the key.
 fn resource_conflict(e: StoreError, source_system: &str) -> StoreError {
@@ -250,20 +241,21 @@ async fn lock_membership_ends(
     Ok(group)
 }
 
-#[async_trait]
-impl<S: Backed> ResourceStore for S {
-    async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
+impl super::Store {
+    pub async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
         let mut tx = self.db().write().await?;
         let resource = insert_resource(&mut tx, actor, new).await?;
         tx.commit().await?;
         Ok(resource)
     }
 
-    async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
+    /// A resource by id, deleted or not.
+    pub async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
         get(&mut self.db().read().await?, id).await
     }
 
-    async fn list_resources(
+    /// Resources in id order after the page's cursor; fetches one more than the page.
+    pub async fn list_resources(
         &self,
         filter: &ResourceFilter,
         page: &PageRequest<Uuid>,
@@ -273,7 +265,10 @@ impl<S: Backed> ResourceStore for S {
         rows::resources(tx.fetch_all(&list).await?)
     }
 
-    async fn update_resource(
+    /// Applies a partial update; a patch that changes nothing writes nothing. Deactivating a
+    /// lifecycle authority's record deactivates its identity (under `policy`) in the same
+    /// transaction.
+    pub async fn update_resource(
         &self,
         actor: &Actor,
         id: ResourceId,
@@ -286,7 +281,9 @@ impl<S: Backed> ResourceStore for S {
         Ok(updated)
     }
 
-    async fn delete_resource(
+    /// Soft-deletes a resource and ends its memberships, as one delete operation; deleting a
+    /// lifecycle authority's record deactivates its identity in the same transaction.
+    pub async fn delete_resource(
         &self,
         actor: &Actor,
         id: ResourceId,
@@ -336,7 +333,7 @@ impl<S: Backed> ResourceStore for S {
         })
     }
 
-    async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource> {
+    pub async fn restore_resource(&self, actor: &Actor, id: ResourceId) -> StoreResult<Resource> {
         let mut tx = self.db().write().await?;
         let current = lock(&mut tx, id).await?;
         if !current.deleted {
@@ -380,9 +377,9 @@ async fn membership_page(
     Ok(rows.into_iter().map(Membership::from).collect())
 }
 
-#[async_trait]
-impl<S: Backed> MembershipStore for S {
-    async fn list_members(
+impl super::Store {
+    /// The memberships of a group in member-id order; fetches one more than the page.
+    pub async fn list_members(
         &self,
         group_id: ResourceId,
         filter: &MembershipFilter,
@@ -392,7 +389,8 @@ impl<S: Backed> MembershipStore for S {
         membership_page(self.db(), side, filter, page).await
     }
 
-    async fn list_groups_of(
+    /// The memberships of a resource in group-id order; fetches one more than the page.
+    pub async fn list_groups_of(
         &self,
         member_id: ResourceId,
         filter: &MembershipFilter,
@@ -402,7 +400,7 @@ impl<S: Backed> MembershipStore for S {
         membership_page(self.db(), side, filter, page).await
     }
 
-    async fn get_membership(
+    pub async fn get_membership(
         &self,
         group_id: ResourceId,
         member_id: ResourceId,
@@ -415,7 +413,8 @@ impl<S: Backed> MembershipStore for S {
             .ok_or_else(|| super::membership_not_found(group_id, member_id))
     }
 
-    async fn put_membership(
+    /// Adds, re-activates or confirms one membership, recorded as a partial-update operation.
+    pub async fn put_membership(
         &self,
         actor: &Actor,
         group_id: ResourceId,
@@ -463,7 +462,8 @@ impl<S: Backed> MembershipStore for S {
         })
     }
 
-    async fn remove_membership(
+    /// Ends one active membership, recorded as a partial-update operation.
+    pub async fn remove_membership(
         &self,
         actor: &Actor,
         group_id: ResourceId,
@@ -507,9 +507,9 @@ impl<S: Backed> MembershipStore for S {
     }
 }
 
-#[async_trait]
-impl<S: Backed> OperationStore for S {
-    async fn list_operations(
+impl super::Store {
+    /// Operations newest first, after the page's cursor; fetches one more than the page.
+    pub async fn list_operations(
         &self,
         filter: &OperationFilter,
         page: &PageRequest<i64>,
@@ -518,11 +518,12 @@ impl<S: Backed> OperationStore for S {
         rows::operations(self.db().read().await?.fetch_all(&list).await?)
     }
 
-    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
+    pub async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
         operation(&mut self.db().read().await?, id).await
     }
 
-    async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32> {
+    /// How many times workers have claimed the operation.
+    pub async fn operation_attempts(&self, id: OperationId) -> StoreResult<u32> {
         let select = Sql::new("SELECT attempts FROM operation WHERE id = $1").bind(id);
         let attempts: Option<(i32,)> = self.db().read().await?.fetch_optional(&select).await?;
         Ok(attempts.map_or(0, |(a,)| u32::try_from(a).unwrap_or(0)))
@@ -537,9 +538,9 @@ fn token_not_found(what: &str) -> StoreError {
     StoreError::not_found(Record::Token, what)
 }
 
-#[async_trait]
-impl<S: Backed> TokenStore for S {
-    async fn create_token(
+impl super::Store {
+    /// Stores a new token with the hash of its secret.
+    pub async fn create_token(
         &self,
         actor: &Actor,
         new: &NewToken,
@@ -573,7 +574,8 @@ impl<S: Backed> TokenStore for S {
         row.try_into()
     }
 
-    async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool> {
+    /// Creates the first admin token if, and only if, no token exists yet. Returns whether it did.
+    pub async fn bootstrap_token(&self, name: &str, hash: &SecretHash) -> StoreResult<bool> {
         let id = Uuid::now_v7();
         let mut tx = self.db().write().await?;
         let insert = Sql::new(sql::INSERT_BOOTSTRAP_TOKEN)
@@ -591,21 +593,23 @@ impl<S: Backed> TokenStore for S {
         Ok(inserted)
     }
 
-    async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>> {
+    /// Tokens in id order after the page's cursor; fetches one more than the page.
+    pub async fn list_tokens(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Token>> {
         let list = Sql::new(&**sql::LIST_TOKENS)
             .bind(page.after)
             .bind(page.fetch());
         rows::tokens(self.db().read().await?.fetch_all(&list).await?)
     }
 
-    async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
+    pub async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
         let select = Sql::new(&**sql::SELECT_TOKEN).bind(id);
         let row: Option<TokenRow> = self.db().read().await?.fetch_optional(&select).await?;
         row.ok_or_else(|| token_not_found(&id.to_string()))?
             .try_into()
     }
 
-    async fn find_token(&self, id_or_name: &str) -> StoreResult<Token> {
+    /// A token by id or by name.
+    pub async fn find_token(&self, id_or_name: &str) -> StoreResult<Token> {
         let select = match Uuid::parse_str(id_or_name) {
             Ok(id) => Sql::new(&**sql::SELECT_TOKEN).bind(id),
             Err(_) => Sql::new(&**sql::SELECT_TOKEN_BY_NAME).bind(id_or_name),
@@ -615,7 +619,8 @@ impl<S: Backed> TokenStore for S {
             .try_into()
     }
 
-    async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token> {
+    /// Revokes a token; revoking a revoked token changes nothing.
+    pub async fn revoke_token(&self, actor: &Actor, id: Uuid) -> StoreResult<Token> {
         let mut tx = self.db().write().await?;
         let revoke = Sql::new(&**sql::REVOKE_TOKEN).bind(id).bind(now());
         let Some(row) = tx.fetch_optional::<TokenRow>(&revoke).await? else {
@@ -632,7 +637,9 @@ impl<S: Backed> TokenStore for S {
         row.try_into()
     }
 
-    async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
+    /// The token whose secret has this hash, revoked or expired ones included, with the stored
+    /// hash (which the caller compares in constant time).
+    pub async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
         let select = Sql::new(&**sql::SELECT_TOKEN_BY_HASH).bind(hash.0.clone());
         let row: Option<rows::TokenHashRow> =
             self.db().read().await?.fetch_optional(&select).await?;
@@ -640,7 +647,8 @@ impl<S: Backed> TokenStore for S {
             .transpose()
     }
 
-    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+    /// Records that the token was used at `at`.
+    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
         let touch = Sql::new(sql::TOUCH_TOKEN)
             .bind(id)
             .bind(at)
@@ -650,9 +658,9 @@ impl<S: Backed> TokenStore for S {
     }
 }
 
-#[async_trait]
-impl<S: Backed> AuditStore for S {
-    async fn list_audit(
+impl super::Store {
+    /// Audit entries newest first, before the page's cursor; fetches one more than the page.
+    pub async fn list_audit(
         &self,
         filter: &AuditFilter,
         page: &PageRequest<i64>,

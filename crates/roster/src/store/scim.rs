@@ -5,7 +5,7 @@
 
 use super::db::Tx;
 use super::query::Sql;
-use super::records::{self, Backed};
+use super::records;
 use super::rows::ScimRow;
 use super::scim_sql::{self as ssql, MemberStep};
 use super::{lifecycle_sync, now, StoreError, StoreResult};
@@ -20,78 +20,12 @@ use crate::domain::scim::{MemberEdit, ScimRecord, ScimType, ScimWrite};
 use crate::domain::token::Actor;
 use crate::domain::OperationId;
 use crate::domain::ResourceId;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Most members one membership edit may name (both drivers bind each one).
 pub const MAX_MEMBERS_PER_EDIT: usize = 10_000;
-
-#[async_trait]
-pub trait ScimStore: Send + Sync {
-    /// The live users or groups of `source` that match, in the asked order: the total, and the
-    /// page (after an offset or after a cursor's row).
-    async fn scim_list(
-        &self,
-        source: &str,
-        ty: ScimType,
-        query: &crate::domain::scim::ScimQuery,
-    ) -> StoreResult<crate::domain::scim::ScimPage>;
-    /// The stored records among `ids`, deleted ones included (a delta query answers those as
-    /// tombstones), whatever their source and type; purged ones are missing.
-    async fn scim_records(&self, ids: &[ResourceId]) -> StoreResult<Vec<ScimRecord>>;
-    /// One live user or group of `source`.
-    async fn scim_get(&self, source: &str, ty: ScimType, id: ResourceId)
-        -> StoreResult<ScimRecord>;
-    /// The active members of a group that are users or groups of the group's own source (the
-    /// only ones its SCIM base knows), in member-id order, at most `limit`: each member's id,
-    /// its name in the group, and whether it is a group.
-    async fn scim_members(
-        &self,
-        group: ResourceId,
-        limit: i64,
-    ) -> StoreResult<Vec<(ResourceId, Option<String>, bool)>>;
-    /// The active members of a group that its SCIM document does not list (members of other
-    /// sources, and members that are neither users nor groups): a replace of the document's
-    /// members keeps them.
-    async fn scim_hidden_members(&self, group: ResourceId) -> StoreResult<Vec<ResourceId>>;
-    /// Creates a user or group (with its members), in one transaction.
-    async fn scim_create(
-        &self,
-        actor: &Actor,
-        write: &ScimWrite,
-        members: &[ResourceId],
-    ) -> StoreResult<ScimRecord>;
-    /// Replaces the attributes of a live user or group of `write.source_system` (and edits a
-    /// group's members), in one transaction, unless it changed since version `expected`.
-    async fn scim_replace(
-        &self,
-        actor: &Actor,
-        id: ResourceId,
-        write: &ScimWrite,
-        edit: &MemberEdit,
-        expected: Option<chrono::DateTime<chrono::Utc>>,
-        policy: &Policy,
-    ) -> StoreResult<()>;
-    /// Adds and removes members of a live group of `source`, as one partial-update operation,
-    /// unless the group changed since version `expected`.
-    async fn scim_edit_members(
-        &self,
-        actor: &Actor,
-        source: &str,
-        group: ResourceId,
-        edit: &MemberEdit,
-        expected: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> StoreResult<()>;
-    /// Refuses members that are not live users or groups of the group's source.
-    async fn scim_check_members(
-        &self,
-        source: &str,
-        group: ResourceId,
-        members: &[ResourceId],
-    ) -> StoreResult<()>;
-}
 
 fn not_found(ty: ScimType, id: ResourceId, source: &str) -> StoreError {
     StoreError::missing(
@@ -396,9 +330,10 @@ async fn scim_rows(tx: &mut Tx, sql: &Sql) -> StoreResult<Vec<ScimRecord>> {
     rows.into_iter().map(ScimRecord::try_from).collect()
 }
 
-#[async_trait]
-impl<S: Backed> ScimStore for S {
-    async fn scim_list(
+impl super::Store {
+    /// The live users or groups of `source` that match, in the asked order: the total, and the
+    /// page (after an offset or after a cursor's row).
+    pub async fn scim_list(
         &self,
         source: &str,
         ty: ScimType,
@@ -435,7 +370,9 @@ impl<S: Backed> ScimStore for S {
         })
     }
 
-    async fn scim_records(&self, ids: &[ResourceId]) -> StoreResult<Vec<ScimRecord>> {
+    /// The stored records among `ids`, deleted ones included (a delta query answers those as
+    /// tombstones), whatever their source and type; purged ones are missing.
+    pub async fn scim_records(&self, ids: &[ResourceId]) -> StoreResult<Vec<ScimRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -450,7 +387,8 @@ impl<S: Backed> ScimStore for S {
         scim_rows(&mut self.db().read().await?, &q).await
     }
 
-    async fn scim_get(
+    /// One live user or group of `source`.
+    pub async fn scim_get(
         &self,
         source: &str,
         ty: ScimType,
@@ -475,7 +413,10 @@ impl<S: Backed> ScimStore for S {
         Ok(record)
     }
 
-    async fn scim_members(
+    /// The active members of a group that are users or groups of the group's own source (the
+    /// only ones its SCIM base knows), in member-id order, at most `limit`: each member's id,
+    /// its name in the group, and whether it is a group.
+    pub async fn scim_members(
         &self,
         group: ResourceId,
         limit: i64,
@@ -498,7 +439,10 @@ impl<S: Backed> ScimStore for S {
             .collect())
     }
 
-    async fn scim_hidden_members(&self, group: ResourceId) -> StoreResult<Vec<ResourceId>> {
+    /// The active members of a group that its SCIM document does not list (members of other
+    /// sources, and members that are neither users nor groups): a replace of the document's
+    /// members keeps them.
+    pub async fn scim_hidden_members(&self, group: ResourceId) -> StoreResult<Vec<ResourceId>> {
         let select = Sql::new(
             "SELECT gm.member_id FROM group_member gm \
              JOIN resource m ON m.id = gm.member_id \
@@ -511,7 +455,8 @@ impl<S: Backed> ScimStore for S {
         Ok(rows.into_iter().map(|(id,)| ResourceId(id)).collect())
     }
 
-    async fn scim_create(
+    /// Creates a user or group (with its members), in one transaction.
+    pub async fn scim_create(
         &self,
         actor: &Actor,
         write: &ScimWrite,
@@ -532,7 +477,9 @@ impl<S: Backed> ScimStore for S {
         Ok(record)
     }
 
-    async fn scim_replace(
+    /// Replaces the attributes of a live user or group of `write.source_system` (and edits a
+    /// group's members), in one transaction, unless it changed since version `expected`.
+    pub async fn scim_replace(
         &self,
         actor: &Actor,
         id: ResourceId,
@@ -553,7 +500,9 @@ impl<S: Backed> ScimStore for S {
         tx.commit().await
     }
 
-    async fn scim_edit_members(
+    /// Adds and removes members of a live group of `source`, as one partial-update operation,
+    /// unless the group changed since version `expected`.
+    pub async fn scim_edit_members(
         &self,
         actor: &Actor,
         source: &str,
@@ -566,7 +515,8 @@ impl<S: Backed> ScimStore for S {
         tx.commit().await
     }
 
-    async fn scim_check_members(
+    /// Refuses members that are not live users or groups of the group's source.
+    pub async fn scim_check_members(
         &self,
         source: &str,
         group: ResourceId,

@@ -4,8 +4,8 @@
 //! delivery is on the wire.
 
 use super::query::Sql;
-use super::records::{self, Backed};
-use super::{now, StoreError, StoreResult, SubscriptionStore};
+use super::records;
+use super::{now, StoreError, StoreResult};
 use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::feed::{Cursor, Format};
@@ -13,7 +13,6 @@ use crate::domain::page::PageRequest;
 use crate::domain::subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
 use crate::domain::token::Actor;
 use crate::domain::ResourceId;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
@@ -141,9 +140,10 @@ pub fn not_found(id: Uuid) -> StoreError {
     )
 }
 
-#[async_trait]
-impl<S: Backed> SubscriptionStore for S {
-    async fn create_subscription(
+/// Webhook subscriptions and their deliveries.
+impl super::Store {
+    /// Registers a subscription starting after `cursor`, signing with `secret`.
+    pub async fn create_subscription(
         &self,
         actor: &Actor,
         spec: &SubscriptionSpec,
@@ -172,7 +172,10 @@ impl<S: Backed> SubscriptionStore for S {
         row.try_into()
     }
 
-    async fn list_subscriptions(&self, page: &PageRequest<Uuid>) -> StoreResult<Vec<Subscription>> {
+    pub async fn list_subscriptions(
+        &self,
+        page: &PageRequest<Uuid>,
+    ) -> StoreResult<Vec<Subscription>> {
         let list = Sql::new(format!(
             "SELECT {COLUMNS} FROM subscription WHERE id > $1 ORDER BY id LIMIT $2"
         ))
@@ -182,7 +185,7 @@ impl<S: Backed> SubscriptionStore for S {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    async fn get_subscription(&self, id: Uuid) -> StoreResult<Subscription> {
+    pub async fn get_subscription(&self, id: Uuid) -> StoreResult<Subscription> {
         let row: Option<SubscriptionRow> = self
             .db()
             .read()
@@ -192,7 +195,7 @@ impl<S: Backed> SubscriptionStore for S {
         row.ok_or_else(|| not_found(id))?.try_into()
     }
 
-    async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()> {
+    pub async fn delete_subscription(&self, actor: &Actor, id: Uuid) -> StoreResult<()> {
         let mut tx = self.db().write().await?;
         let delete = Sql::new("DELETE FROM subscription WHERE id = $1").bind(id);
         if tx.execute(&delete).await? == 0 {
@@ -203,7 +206,8 @@ impl<S: Backed> SubscriptionStore for S {
         tx.commit().await
     }
 
-    async fn resume_subscription(
+    /// Makes a paused subscription active again, due at once, from `from` when given.
+    pub async fn resume_subscription(
         &self,
         actor: &Actor,
         id: Uuid,
@@ -234,7 +238,8 @@ impl<S: Backed> SubscriptionStore for S {
         tx.commit().await
     }
 
-    async fn claim_delivery(
+    /// Leases the most overdue active subscription for `holder`; with its secret.
+    pub async fn claim_delivery(
         &self,
         holder: &str,
         lease: Duration,
@@ -258,7 +263,9 @@ impl<S: Backed> SubscriptionStore for S {
         row.map(ClaimRow::into_parts).transpose()
     }
 
-    async fn record_delivery(
+    /// Moves a claimed subscription's cursor past one delivered change, renewing the lease;
+    /// false when the lease was lost.
+    pub async fn record_delivery(
         &self,
         id: Uuid,
         holder: &str,
@@ -276,7 +283,9 @@ impl<S: Backed> SubscriptionStore for S {
         self.db().write_one(&delivered).await
     }
 
-    async fn release_delivery(
+    /// Ends a round: stores the cursor (past what the filters skipped) and releases the lease,
+    /// due again at `next_attempt_at`.
+    pub async fn release_delivery(
         &self,
         id: Uuid,
         holder: &str,
@@ -291,7 +300,9 @@ impl<S: Backed> SubscriptionStore for S {
         self.db().write_one(&release).await
     }
 
-    async fn record_failure(
+    /// Records a failed attempt and releases the lease; the subscription pauses at
+    /// `pause_after` failures in a row.
+    pub async fn record_failure(
         &self,
         id: Uuid,
         holder: &str,

@@ -28,7 +28,7 @@ pub enum Db {
 
 pub struct TestApp {
     pub router: Router,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub db: Db,
     /// The secret of an admin token, sent with every request unless a test says otherwise.
     pub admin: String,

@@ -43,7 +43,7 @@ crate::on_both_backends!(
 );
 
 struct Fixture {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     actor: Actor,
     _scratch: Scratch,
 }

@@ -2,20 +2,12 @@
 //! writer; `BEGIN IMMEDIATE` takes the write lock up front so read-modify-write cannot race) and a
 //! pool of readers, which WAL mode lets run beside the writer.
 
-use super::{Store, StoreError, StoreResult};
-use async_trait::async_trait;
+use super::db::{Db, Pools};
+use super::{StoreError, StoreResult};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
 use std::path::Path;
 
 mod codec;
-
-/// Roster's store in one SQLite file.
-#[derive(Clone)]
-pub struct SqliteStore {
-    reader: SqlitePool,
-    db: super::db::Db,
-}
 
 /// Readers that may run at once beside the writer.
 const READERS: u32 = 8;
@@ -60,60 +52,29 @@ fn private_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file in WAL mode and applies pending migrations.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
-        private_files(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot prepare {}: {e}", path.display()))
-        })?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(super::ACQUIRE_TIMEOUT);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(super::ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("src/store/sqlite/migrations")
-            .run(&writer)
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(super::ACQUIRE_TIMEOUT)
-            .connect_with(options.read_only(true))
-            .await?;
-        let db = super::db::Db::new(super::db::Pools::Sqlite {
-            writer,
-            reader: reader.clone(),
-        });
-        Ok(Self { reader, db })
-    }
-}
-
-impl super::records::Backed for SqliteStore {
-    fn db(&self) -> &super::db::Db {
-        &self.db
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn cancel_statements(&self, _tag: &str) -> StoreResult<()> {
-        // SQLite runs in the process, without a way to cancel another connection's statement:
-        // its reads are bounded by the per-token limits instead.
-        Ok(())
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
+/// Opens (creating if needed) the database file in WAL mode and applies pending migrations.
+pub(super) async fn open(path: &Path) -> StoreResult<Db> {
+    private_files(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot prepare {}: {e}", path.display())))?;
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(super::ACQUIRE_TIMEOUT);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await?;
+    sqlx::migrate!("src/store/sqlite/migrations")
+        .run(&writer)
+        .await?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(Db::new(Pools::Sqlite { writer, reader }))
 }
