@@ -3,9 +3,9 @@
 //! recursive query, and a unified group's effective membership and sync plan, set-based.
 
 use super::db::Tx;
+use super::query::Sql;
 use super::records;
-use super::resource_sql as rsql;
-use super::resource_sql::{compile, Dialect, Statement, Values};
+use super::resource_sql::Dialect;
 use super::rows::RESOURCE_COLUMNS;
 use super::{now, resource_not_found, StoreError, StoreResult};
 use super::{ConflictKind, Record};
@@ -15,12 +15,17 @@ use crate::domain::cohort::{
     page_rows, Contribution, EffectiveCohort, GroupLink, IdentityTree, LinkKind, LinkRole,
     PlanPage, PlanRow, RelatedScope, SyncPlan, MAX_DEPTH,
 };
+use crate::domain::correlation::CorrelationCase;
+use crate::domain::correlation::CorrelationRule;
+use crate::domain::correlation::RuleRequest;
+use crate::domain::correlation::Situation;
+use crate::domain::operation::Operation;
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::Actor;
 use crate::domain::{InvalidInput, ResourceId};
 use uuid::Uuid;
 
-/// The chain from resource `@id` up to its root, with each step's depth (0: the resource).
+/// The chain from resource `from` (a placeholder) up to its root, with each step's depth (0: the resource).
 /// Bounded one past `MAX_DEPTH`, so that a longer (or cyclic) chain shows.
 fn up(from: &str) -> String {
     format!(
@@ -30,9 +35,10 @@ fn up(from: &str) -> String {
     )
 }
 
-/// The ids of every resource under the root of `@id` (the root included): one recursive query.
-pub(super) fn identity_ids() -> String {
-    identities_of("id = @id")
+/// The ids of every resource under the root of resource `id` (a placeholder; the root
+/// included): one recursive query.
+pub(super) fn identity_ids(id: &str) -> String {
+    identities_of(&format!("id = {id}"))
 }
 
 /// The ids of every resource under the roots of the resources `seeds` selects (a condition on
@@ -49,37 +55,41 @@ pub(super) fn identities_of(seeds: &str) -> String {
     )
 }
 
-/// Every live resource under the root of `@id` (the root included).
-fn identity_members() -> Statement {
-    compile(&format!(
+/// Every live resource under the root of `id` (the root included).
+fn identity_members(id: ResourceId) -> Sql {
+    Sql::new(format!(
         "SELECT {RESOURCE_COLUMNS} FROM resource WHERE id IN ({}) AND NOT deleted ORDER BY id",
-        identity_ids()
+        identity_ids("$1")
     ))
+    .bind(id)
 }
 
-/// The root of `@id`'s chain (itself when it links to nothing).
-fn root() -> Statement {
-    compile(&format!(
-        "WITH RECURSIVE {} SELECT id, depth FROM up WHERE prime_id IS NULL",
-        up("@id")
+/// The root of `id`'s chain (itself when it links to nothing).
+fn root(id: ResourceId) -> Sql {
+    let up = up("$1");
+    Sql::new(format!(
+        "WITH RECURSIVE {up} SELECT id, depth FROM up WHERE prime_id IS NULL"
     ))
+    .bind(id)
 }
 
-/// The chain above `@other` (the new parent): ids and depths.
-fn chain_above() -> Statement {
-    compile(&format!(
+/// The chain above `parent`: ids and depths.
+fn chain_above(parent: ResourceId) -> Sql {
+    Sql::new(format!(
         "WITH RECURSIVE {} SELECT id, depth FROM up",
-        up("@other")
+        up("$1")
     ))
+    .bind(parent)
 }
 
-/// How many levels of resources hang below `@id`.
-fn height_below() -> Statement {
-    compile(&format!(
-        "WITH RECURSIVE down(id, depth) AS (SELECT id, 0 FROM resource WHERE id = @id \
+/// How many levels of resources hang below `id`.
+fn height_below(id: ResourceId) -> Sql {
+    Sql::new(format!(
+        "WITH RECURSIVE down(id, depth) AS (SELECT id, 0 FROM resource WHERE id = $1 \
          UNION ALL SELECT r.id, down.depth + 1 FROM resource r JOIN down ON r.prime_id = down.id \
          WHERE down.depth <= {MAX_DEPTH}) SELECT CAST(max(depth) AS INTEGER) FROM down"
     ))
+    .bind(id)
 }
 
 /// Links `id` to the prime `target` (its cohort, or as a prime its parent), or unlinks it.
@@ -103,19 +113,14 @@ pub(super) async fn link(
     if let Some(parent) = &prime {
         check_chain(tx, &child, parent).await?;
     }
-    let at = now();
-    let values = Values::about(id.0, target.map(|t| t.0), at, Some(&actor.token_name));
-    let rows = records::resources(
-        tx,
-        &rsql::to_sql(
-            &compile(&format!(
-                "UPDATE resource SET prime_id = @other, prime_pinned = true, modified = @at \
-                 WHERE id = @id RETURNING {RESOURCE_COLUMNS}"
-            )),
-            &values,
-        ),
-    )
-    .await?;
+    let update = Sql::new(format!(
+        "UPDATE resource SET prime_id = $2, prime_pinned = true, modified = $3 \
+         WHERE id = $1 RETURNING {RESOURCE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(target)
+    .bind(now());
+    let rows = records::resources(tx, &update).await?;
     let resource = rows
         .into_iter()
         .next()
@@ -138,8 +143,7 @@ pub(super) async fn link(
 /// Refuses a link of `child` under `parent` that would close a cycle or make a chain deeper than
 /// `MAX_DEPTH`.
 async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreResult<()> {
-    let values = Values::about(child.id.0, Some(parent.id.0), now(), None);
-    let above: Vec<(Uuid, i32)> = tx.fetch_all(&rsql::to_sql(&chain_above(), &values)).await?;
+    let above: Vec<(Uuid, i32)> = tx.fetch_all(&chain_above(parent.id)).await?;
     if let Some(position) = above.iter().position(|(id, _)| *id == child.id.0) {
         let path: Vec<String> = above[..=position]
             .iter()
@@ -157,9 +161,7 @@ async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreR
             ),
         ));
     }
-    let heights: Vec<(Option<i32>,)> = tx
-        .fetch_all(&rsql::to_sql(&height_below(), &values))
-        .await?;
+    let heights: Vec<(Option<i32>,)> = tx.fetch_all(&height_below(child.id)).await?;
     let below = heights.first().and_then(|h| h.0).unwrap_or(0) as usize;
     let depth = above.len() + below;
     if depth > MAX_DEPTH {
@@ -178,14 +180,13 @@ async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreR
 /// The identity of `id`: its root and everything under it.
 pub(super) async fn identity(tx: &mut Tx, id: ResourceId) -> StoreResult<IdentityTree> {
     let resource = records::get(tx, id).await?;
-    let values = Values::about(id.0, None, now(), None);
-    let roots: Vec<(Uuid, i32)> = tx.fetch_all(&rsql::to_sql(&root(), &values)).await?;
+    let roots: Vec<(Uuid, i32)> = tx.fetch_all(&root(id)).await?;
     let root = roots.first().map(|(r, _)| ResourceId(*r));
     let Some(root) = root.filter(|r| *r != id || resource.ty == ResourceType::Prime) else {
         // Linked to nothing: the resource is a person of its own, with no prime.
         return Ok(IdentityTree::build(None, Vec::new()));
     };
-    let members = records::resources(tx, &rsql::to_sql(&identity_members(), &values)).await?;
+    let members = records::resources(tx, &identity_members(id)).await?;
     Ok(IdentityTree::build(Some(root), members))
 }
 
@@ -196,18 +197,15 @@ pub(super) async fn related(
     scope: RelatedScope,
 ) -> StoreResult<Vec<Resource>> {
     let resource = records::get(tx, id).await?;
-    let values = Values::about(id.0, resource.prime_id.map(|p| p.0), now(), None);
     let found = match (scope, resource.ty, resource.prime_id) {
         (RelatedScope::Cohort, ResourceType::Prime, _) => {
-            records::resources(tx, &rsql::to_sql(&children(), &values)).await?
+            records::resources(tx, &children_of(id)).await?
         }
-        (RelatedScope::Cohort, _, Some(_)) => {
-            records::resources(tx, &rsql::to_sql(&cohort(), &values)).await?
+        (RelatedScope::Cohort, _, Some(prime)) => {
+            records::resources(tx, &children_of(prime)).await?
         }
         (RelatedScope::Cohort, _, None) => vec![resource],
-        (RelatedScope::Identity, _, _) => {
-            records::resources(tx, &rsql::to_sql(&identity_members(), &values)).await?
-        }
+        (RelatedScope::Identity, _, _) => records::resources(tx, &identity_members(id)).await?,
     };
     Ok(found
         .into_iter()
@@ -215,17 +213,12 @@ pub(super) async fn related(
         .collect())
 }
 
-fn children() -> Statement {
-    compile(&format!(
-        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE prime_id = @id AND NOT deleted ORDER BY id"
+/// The live resources linked to prime `prime`.
+fn children_of(prime: ResourceId) -> Sql {
+    Sql::new(format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE prime_id = $1 AND NOT deleted ORDER BY id"
     ))
-}
-
-fn cohort() -> Statement {
-    compile(&format!(
-        "SELECT {RESOURCE_COLUMNS} FROM resource WHERE prime_id = @other AND NOT deleted \
-         ORDER BY id"
-    ))
+    .bind(prime)
 }
 
 /// A live unified group, or why not.
@@ -260,17 +253,15 @@ pub(super) async fn link_group(
         ))
         .into());
     }
-    let values = Values::about(id.0, Some(group.0), now(), None);
-    tx.execute(&rsql::to_sql(
-        &compile(&format!(
-            "INSERT INTO unified_link (unified_id, group_id, role, created) \
-             VALUES (@id, @other, '{}', @at) \
-             ON CONFLICT (unified_id, group_id) DO UPDATE SET role = excluded.role",
-            role.name()
-        )),
-        &values,
-    ))
-    .await?;
+    let link = Sql::new(
+        "INSERT INTO unified_link (unified_id, group_id, role, created) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (unified_id, group_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(id)
+    .bind(group)
+    .bind(role.name())
+    .bind(now());
+    tx.execute(&link).await?;
     let record = AuditRecord::new("unified-group.link", target::resource(id))
         .with_detail(serde_json::json!({ "group_id": group, "role": role }));
     records::audit(tx, actor, record).await?;
@@ -289,13 +280,10 @@ pub(super) async fn unlink_group(
     group: ResourceId,
 ) -> StoreResult<()> {
     unified(tx, id).await?;
-    let values = Values::about(id.0, Some(group.0), now(), None);
-    let removed = tx
-        .execute(&rsql::to_sql(
-            &compile("DELETE FROM unified_link WHERE unified_id = @id AND group_id = @other"),
-            &values,
-        ))
-        .await?;
+    let unlink = Sql::new("DELETE FROM unified_link WHERE unified_id = $1 AND group_id = $2")
+        .bind(id)
+        .bind(group);
+    let removed = tx.execute(&unlink).await?;
     if removed == 0 {
         return Err(StoreError::missing(
             Record::GroupLink,
@@ -308,30 +296,33 @@ pub(super) async fn unlink_group(
     records::audit(tx, actor, record).await
 }
 
-/// The groups linked to unified group `@id`, as (group, role, source system).
-fn links() -> Statement {
-    compile(
+/// The groups linked to unified group `id`, as (group, role, source system).
+fn links(id: ResourceId) -> Sql {
+    Sql::new(
         "SELECT l.group_id, l.role, g.source_system FROM unified_link l \
-         JOIN resource g ON g.id = l.group_id WHERE l.unified_id = @id AND NOT g.deleted \
+         JOIN resource g ON g.id = l.group_id WHERE l.unified_id = $1 AND NOT g.deleted \
          ORDER BY l.group_id",
     )
+    .bind(id)
 }
 
-/// The memberships that contribute to unified group `@id`: active, of a live, active, unexpired
+/// The memberships that contribute to unified group `$1` at `$2`: active, of a live, active, unexpired
 /// user account linked to a live cohort prime, in a linked group whose role (or the membership's
 /// own flag) lets it contribute.
 const CONTRIBUTING: &str = "FROM unified_link l \
      JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
      JOIN resource m ON m.id = gm.member_id AND NOT m.deleted AND m.active AND m.type = 1 \
-       AND (m.expires_at IS NULL OR m.expires_at > @at) \
+       AND (m.expires_at IS NULL OR m.expires_at > $2) \
      JOIN resource p ON p.id = m.prime_id AND NOT p.deleted \
-     WHERE l.unified_id = @id AND coalesce(gm.contributing, l.role = 'authoritative')";
+     WHERE l.unified_id = $1 AND coalesce(gm.contributing, l.role = 'authoritative')";
 
-fn contributions() -> Statement {
-    compile(&format!(
+fn contributions(id: ResourceId) -> Sql {
+    Sql::new(format!(
         "SELECT m.prime_id, gm.member_id, gm.group_id, l.role, gm.contributing {CONTRIBUTING} \
          ORDER BY m.prime_id, gm.member_id, gm.group_id"
     ))
+    .bind(id)
+    .bind(now())
 }
 
 /// The plan rows, set-based and proportional to the unified group's size (every step reads the
@@ -353,10 +344,11 @@ fn contributions() -> Statement {
 ///   cohort, and one `cohorts` row with the size of the effective membership.
 fn plan_rows(
     d: Dialect,
+    id: ResourceId,
     groups: &[Uuid],
     linked_sources: &[String],
     mirror_sources: &[String],
-) -> Statement {
+) -> Sql {
     let user = ResourceType::User.code();
     let prime = ResourceType::Prime.code();
     let (text, int) = match d {
@@ -366,7 +358,7 @@ fn plan_rows(
     let live = |a: &str| {
         format!(
             "{a}.type = {user} AND NOT {a}.deleted AND {a}.active \
-             AND ({a}.expires_at IS NULL OR {a}.expires_at > @at)"
+             AND ({a}.expires_at IS NULL OR {a}.expires_at > $2)"
         )
     };
     let accounts = format!(
@@ -374,21 +366,21 @@ fn plan_rows(
          AND {}",
         live("a")
     );
-    compile(&format!(
+    Sql::new(format!(
         "WITH lm AS MATERIALIZED (SELECT l.group_id, l.role, gm.member_id, gm.contributing, \
            {} AS prime_id, {} AS type, {} AS live, \
            coalesce(gm.contributing, l.role = 'authoritative') AS contributes, {} AS why \
            FROM unified_link l JOIN group_member gm ON gm.group_id = l.group_id AND NOT gm.removed \
            LEFT JOIN resource m ON m.id = gm.member_id AND m.source_system IN ({}) \
              AND NOT m.deleted AND m.identifier IS NOT NULL \
-           WHERE l.unified_id = @id AND gm.group_id IN ({})), \
+           WHERE l.unified_id = $1 AND gm.group_id IN ({})), \
          eff AS MATERIALIZED (SELECT DISTINCT prime_id AS cohort FROM lm \
            WHERE live AND contributes AND prime_id IS NOT NULL AND NOT EXISTS (SELECT 1 \
              FROM resource p WHERE p.id = lm.prime_id AND p.deleted AND p.type = {prime})), \
          mirrors AS (SELECT group_id, source_system FROM (SELECT l.group_id, \
              (SELECT g.source_system FROM resource g WHERE g.id = l.group_id AND NOT g.deleted) \
                AS source_system \
-           FROM unified_link l WHERE l.unified_id = @id AND l.role = 'mirror') k \
+           FROM unified_link l WHERE l.unified_id = $1 AND l.role = 'mirror') k \
            WHERE source_system IS NOT NULL), \
          missing AS (SELECT mi.group_id, mi.source_system, e.cohort FROM mirrors mi CROSS JOIN eff e \
            WHERE NOT EXISTS (SELECT 1 FROM lm WHERE lm.group_id = mi.group_id \
@@ -426,7 +418,7 @@ fn plan_rows(
            JOIN mirrors mi ON mi.group_id = lm.group_id \
            LEFT JOIN lapsed x ON x.prime_id = lm.prime_id AND x.k = 1 \
            WHERE lm.type = {user} AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
-         UNION ALL SELECT @id, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
+         UNION ALL SELECT $1, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
            (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
         pick("m.prime_id", "x.prime_id"),
@@ -437,6 +429,8 @@ fn plan_rows(
         id_list(d, groups),
         text_list(d, mirror_sources)
     ))
+    .bind(id)
+    .bind(now())
 }
 
 /// A member's column: from `m`, the join over the linked groups' own sources (where nearly every
@@ -511,10 +505,7 @@ fn contribution(row: &ContributionRow) -> Contribution {
 /// The effective membership of unified group `id`: its cohorts, each with what justifies it.
 pub(super) async fn members(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
     unified(tx, id).await?;
-    let values = Values::about(id.0, None, now(), None);
-    let rows: Vec<ContributionRow> = tx
-        .fetch_all(&rsql::to_sql(&contributions(), &values))
-        .await?;
+    let rows: Vec<ContributionRow> = tx.fetch_all(&contributions(id)).await?;
     let mut cohorts: Vec<EffectiveCohort> = Vec::new();
     for row in &rows {
         match cohorts.last_mut() {
@@ -548,9 +539,7 @@ pub(super) async fn plan(
     page: Option<&PlanPage>,
 ) -> StoreResult<SyncPlan> {
     unified(tx, id).await?;
-    let values = Values::about(id.0, None, now(), None);
-    let linked: Vec<(Uuid, String, String)> =
-        tx.fetch_all(&rsql::to_sql(&links(), &values)).await?;
+    let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
     let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
     let mirrors: Vec<(ResourceId, String)> = linked
         .iter()
@@ -571,13 +560,13 @@ pub(super) async fn plan(
         .filter(|(_, role, _)| role == LinkRole::Mirror.name())
         .map(|(_, _, source)| source.clone())
         .collect();
-    let statement = plan_rows(tx.dialect(), &groups, &sources, &mirror_sources);
+    let statement = plan_rows(tx.dialect(), id, &groups, &sources, &mirror_sources);
     if tx.dialect() == Dialect::Postgres {
         for setting in PLAN_SETTINGS {
             tx.batch(setting).await?;
         }
     }
-    let fetched: Vec<PlanQueryRow> = tx.fetch_all(&rsql::to_sql(&statement, &values)).await?;
+    let fetched: Vec<PlanQueryRow> = tx.fetch_all(&statement).await?;
     let mut cohorts = 0;
     let mut rows = Vec::with_capacity(fetched.len());
     for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count, why) in
@@ -618,9 +607,7 @@ pub(super) async fn plan(
 /// The groups linked to unified group `id`.
 pub(super) async fn group_links(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<GroupLink>> {
     unified(tx, id).await?;
-    let values = Values::about(id.0, None, now(), None);
-    let linked: Vec<(Uuid, String, String)> =
-        tx.fetch_all(&rsql::to_sql(&links(), &values)).await?;
+    let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
     Ok(linked
         .into_iter()
         .map(|(group, role, _)| GroupLink {
@@ -637,139 +624,115 @@ impl super::Store {
     /// it; refuses cycles and chains deeper than `MAX_DEPTH`.
     pub async fn link_prime(
         &self,
-        actor: &crate::domain::token::Actor,
-        id: crate::domain::ResourceId,
-        kind: crate::domain::cohort::LinkKind,
-        target: Option<crate::domain::ResourceId>,
-    ) -> crate::store::StoreResult<crate::domain::resource::Resource> {
+        actor: &Actor,
+        id: ResourceId,
+        kind: LinkKind,
+        target: Option<ResourceId>,
+    ) -> StoreResult<Resource> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::cohort_sync::link(&mut tx, actor, id, kind, target).await?;
+        let done = link(&mut tx, actor, id, kind, target).await?;
         tx.commit().await?;
         Ok(done)
     }
 
     /// The identity a resource belongs to: its root prime and everything under it.
-    pub async fn identity(
-        &self,
-        id: crate::domain::ResourceId,
-    ) -> crate::store::StoreResult<crate::domain::cohort::IdentityTree> {
+    pub async fn identity(&self, id: ResourceId) -> StoreResult<IdentityTree> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::cohort_sync::identity(&mut tx, id).await
+        identity(&mut tx, id).await
     }
 
     /// The accounts of a resource's cohort or identity.
-    pub async fn related(
-        &self,
-        id: crate::domain::ResourceId,
-        scope: crate::domain::cohort::RelatedScope,
-    ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+    pub async fn related(&self, id: ResourceId, scope: RelatedScope) -> StoreResult<Vec<Resource>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::cohort_sync::related(&mut tx, id, scope).await
+        related(&mut tx, id, scope).await
     }
 
     pub async fn link_group(
         &self,
-        actor: &crate::domain::token::Actor,
-        unified: crate::domain::ResourceId,
-        group: crate::domain::ResourceId,
-        role: crate::domain::cohort::LinkRole,
-    ) -> crate::store::StoreResult<crate::domain::cohort::GroupLink> {
+        actor: &Actor,
+        unified: ResourceId,
+        group: ResourceId,
+        role: LinkRole,
+    ) -> StoreResult<GroupLink> {
         let mut tx = self.db().write().await?;
-        let done =
-            crate::store::cohort_sync::link_group(&mut tx, actor, unified, group, role).await?;
+        let done = link_group(&mut tx, actor, unified, group, role).await?;
         tx.commit().await?;
         Ok(done)
     }
 
     pub async fn unlink_group(
         &self,
-        actor: &crate::domain::token::Actor,
-        unified: crate::domain::ResourceId,
-        group: crate::domain::ResourceId,
-    ) -> crate::store::StoreResult<()> {
+        actor: &Actor,
+        unified: ResourceId,
+        group: ResourceId,
+    ) -> StoreResult<()> {
         let mut tx = self.db().write().await?;
-        crate::store::cohort_sync::unlink_group(&mut tx, actor, unified, group).await?;
+        unlink_group(&mut tx, actor, unified, group).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn group_links(
-        &self,
-        unified: crate::domain::ResourceId,
-    ) -> crate::store::StoreResult<Vec<crate::domain::cohort::GroupLink>> {
+    pub async fn group_links(&self, unified: ResourceId) -> StoreResult<Vec<GroupLink>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::cohort_sync::group_links(&mut tx, unified).await
+        group_links(&mut tx, unified).await
     }
 
     /// The cohorts in a unified group's effective membership, with what justifies each.
-    pub async fn unified_members(
-        &self,
-        unified: crate::domain::ResourceId,
-    ) -> crate::store::StoreResult<Vec<crate::domain::cohort::EffectiveCohort>> {
+    pub async fn unified_members(&self, unified: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::cohort_sync::members(&mut tx, unified).await
+        members(&mut tx, unified).await
     }
 
     /// The sync plan of a unified group's mirror groups.
     /// The sync plan of a unified group's mirror groups (or a page of one group's).
     pub async fn sync_plan(
         &self,
-        unified: crate::domain::ResourceId,
-        page: Option<&crate::domain::cohort::PlanPage>,
-    ) -> crate::store::StoreResult<crate::domain::cohort::SyncPlan> {
+        unified: ResourceId,
+        page: Option<&PlanPage>,
+    ) -> StoreResult<SyncPlan> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::cohort_sync::plan(&mut tx, unified, page).await
+        plan(&mut tx, unified, page).await
     }
 
     pub async fn create_rule(
         &self,
-        actor: &crate::domain::token::Actor,
-        request: &crate::domain::correlation::RuleRequest,
-    ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+        actor: &Actor,
+        request: &RuleRequest,
+    ) -> StoreResult<CorrelationRule> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::correlation_sync::create_rule(&mut tx, actor, request).await?;
+        let done = super::correlation_sync::create_rule(&mut tx, actor, request).await?;
         tx.commit().await?;
         Ok(done)
     }
 
     pub async fn update_rule(
         &self,
-        actor: &crate::domain::token::Actor,
+        actor: &Actor,
         id: uuid::Uuid,
-        request: &crate::domain::correlation::RuleRequest,
-    ) -> crate::store::StoreResult<crate::domain::correlation::CorrelationRule> {
+        request: &RuleRequest,
+    ) -> StoreResult<CorrelationRule> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::correlation_sync::update_rule(&mut tx, actor, id, request).await?;
+        let done = super::correlation_sync::update_rule(&mut tx, actor, id, request).await?;
         tx.commit().await?;
         Ok(done)
     }
 
-    pub async fn delete_rule(
-        &self,
-        actor: &crate::domain::token::Actor,
-        id: uuid::Uuid,
-    ) -> crate::store::StoreResult<()> {
+    pub async fn delete_rule(&self, actor: &Actor, id: uuid::Uuid) -> StoreResult<()> {
         let mut tx = self.db().write().await?;
-        crate::store::correlation_sync::delete_rule(&mut tx, actor, id).await?;
+        super::correlation_sync::delete_rule(&mut tx, actor, id).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn rules(
-        &self,
-    ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationRule>> {
+    pub async fn rules(&self) -> StoreResult<Vec<CorrelationRule>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::correlation_sync::rules(&mut tx).await
+        super::correlation_sync::rules(&mut tx).await
     }
 
     /// Runs a correlation rule as one `correlate` operation.
-    pub async fn correlate(
-        &self,
-        actor: &crate::domain::token::Actor,
-        rule: uuid::Uuid,
-    ) -> crate::store::StoreResult<crate::domain::operation::Operation> {
+    pub async fn correlate(&self, actor: &Actor, rule: uuid::Uuid) -> StoreResult<Operation> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::correlation_sync::run(&mut tx, actor, rule).await?;
+        let done = super::correlation_sync::run(&mut tx, actor, rule).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -778,9 +741,9 @@ impl super::Store {
     pub async fn correlation_cases(
         &self,
         operation: Option<i64>,
-        situation: Option<crate::domain::correlation::Situation>,
-    ) -> crate::store::StoreResult<Vec<crate::domain::correlation::CorrelationCase>> {
+        situation: Option<Situation>,
+    ) -> StoreResult<Vec<CorrelationCase>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::correlation_sync::cases(&mut tx, operation, situation).await
+        super::correlation_sync::cases(&mut tx, operation, situation).await
     }
 }

@@ -4,9 +4,8 @@
 //! account that has none, links, and records a case per account.
 
 use super::db::Tx;
+use super::query::Sql;
 use super::records;
-use super::resource_sql as rsql;
-use super::resource_sql::{compile, Values};
 use super::Record;
 use super::{now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
@@ -52,11 +51,6 @@ fn rule(row: RuleRow) -> StoreResult<CorrelationRule> {
     })
 }
 
-/// SQL string literal of a checked value.
-pub(super) fn quoted(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 fn rule_not_found(id: Uuid) -> StoreError {
     StoreError::not_found(Record::CorrelationRule, id)
 }
@@ -66,15 +60,19 @@ pub(super) async fn create_rule(
     actor: &Actor,
     request: &RuleRequest,
 ) -> StoreResult<CorrelationRule> {
-    let sql = format!(
-        "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES (@id, {}, {}, {}, {}, @at, @at) \
-         RETURNING {RULE_COLUMNS}",
-        quoted(&request.name),
-        quoted(&request.source_system),
-        quoted(&request.target_source_system),
-        quoted(request.normalize.name())
+    let insert = format!(
+        "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         RETURNING {RULE_COLUMNS}"
     );
-    save_rule(tx, actor, Uuid::now_v7(), &sql, "correlation-rule.create").await
+    save_rule(
+        tx,
+        actor,
+        Uuid::now_v7(),
+        insert,
+        request,
+        "correlation-rule.create",
+    )
+    .await
 }
 
 pub(super) async fn update_rule(
@@ -83,40 +81,39 @@ pub(super) async fn update_rule(
     id: Uuid,
     request: &RuleRequest,
 ) -> StoreResult<CorrelationRule> {
-    let sql = format!(
-        "UPDATE correlation_rule SET name = {}, source_system = {}, target_source_system = {}, \
-         normalize = {}, modified = @at WHERE id = @id RETURNING {RULE_COLUMNS}",
-        quoted(&request.name),
-        quoted(&request.source_system),
-        quoted(&request.target_source_system),
-        quoted(request.normalize.name())
+    let update = format!(
+        "UPDATE correlation_rule SET name = $2, source_system = $3, target_source_system = $4, \
+         normalize = $5, modified = $6 WHERE id = $1 RETURNING {RULE_COLUMNS}"
     );
-    save_rule(tx, actor, id, &sql, "correlation-rule.update").await
+    save_rule(tx, actor, id, update, request, "correlation-rule.update").await
 }
 
-/// Runs a statement that writes rule `id` and returns it, and audits the write.
+/// Runs a statement that writes rule `id` (`$1`) as `request` asks (`$2` to `$5`, the time
+/// `$6`) and returns it, and audits the write.
 async fn save_rule(
     tx: &mut Tx,
     actor: &Actor,
     id: Uuid,
-    sql: &str,
+    statement: String,
+    request: &RuleRequest,
     action: &'static str,
 ) -> StoreResult<CorrelationRule> {
-    let values = Values::about(id, None, now(), None);
-    let rows: Vec<RuleRow> = tx.fetch_all(&rsql::to_sql(&compile(sql), &values)).await?;
+    let save = Sql::new(statement)
+        .bind(id)
+        .bind(&request.name)
+        .bind(&request.source_system)
+        .bind(&request.target_source_system)
+        .bind(request.normalize.name())
+        .bind(now());
+    let rows: Vec<RuleRow> = tx.fetch_all(&save).await?;
     let saved = rule(rows.into_iter().next().ok_or_else(|| rule_not_found(id))?)?;
     records::audit(tx, actor, AuditRecord::new(action, id.to_string())).await?;
     Ok(saved)
 }
 
 pub(super) async fn delete_rule(tx: &mut Tx, actor: &Actor, id: Uuid) -> StoreResult<()> {
-    let values = Values::about(id, None, now(), None);
-    let removed = tx
-        .execute(&rsql::to_sql(
-            &compile("DELETE FROM correlation_rule WHERE id = @id"),
-            &values,
-        ))
-        .await?;
+    let delete = Sql::new("DELETE FROM correlation_rule WHERE id = $1").bind(id);
+    let removed = tx.execute(&delete).await?;
     if removed == 0 {
         return Err(rule_not_found(id));
     }
@@ -129,71 +126,49 @@ pub(super) async fn delete_rule(tx: &mut Tx, actor: &Actor, id: Uuid) -> StoreRe
 }
 
 pub(super) async fn rules(tx: &mut Tx) -> StoreResult<Vec<CorrelationRule>> {
-    let rows: Vec<RuleRow> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
-            )),
-            &Values::about(Uuid::nil(), None, now(), None),
-        ))
-        .await?;
+    let select = Sql::new(format!(
+        "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
+    ));
+    let rows: Vec<RuleRow> = tx.fetch_all(&select).await?;
     rows.into_iter().map(rule).collect()
 }
 
 /// The user accounts of a source system: id, identifier, prime, pinned.
-fn accounts(source: &str) -> String {
-    format!(
-        "SELECT id, identifier, prime_id, prime_pinned FROM resource WHERE source_system = {} \
-         AND type = {} AND NOT deleted ORDER BY id",
-        quoted(source),
-        ResourceType::User.code()
+fn accounts(source: &str) -> Sql {
+    Sql::new(
+        "SELECT id, identifier, prime_id, prime_pinned FROM resource WHERE source_system = $1 \
+         AND type = $2 AND NOT deleted ORDER BY id",
     )
+    .bind(source)
+    .bind(ResourceType::User.code())
 }
 
 /// Runs a rule as one `correlate` operation.
 pub(super) async fn run(tx: &mut Tx, actor: &Actor, rule_id: Uuid) -> StoreResult<Operation> {
     records::serialize(tx, "roster:prime-links").await?;
     let at = now();
-    let nothing = Values::about(rule_id, None, at, Some(&actor.token_name));
-    let found: Vec<RuleRow> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = @id"
-            )),
-            &nothing,
-        ))
-        .await?;
+    let select = Sql::new(format!(
+        "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = $1"
+    ));
+    let found: Vec<RuleRow> = tx.fetch_all(&select.bind(rule_id)).await?;
     let rule = rule(
         found
             .into_iter()
             .next()
             .ok_or_else(|| rule_not_found(rule_id))?,
     )?;
-    let ids: Vec<(i64,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "INSERT INTO operation (type, status, source_system, token_name, created, \
-                 modified, completed, description) VALUES ('correlate', 'complete', {}, @token, \
-                 @at, @at, @at, {}) RETURNING id",
-                quoted(&rule.source_system),
-                quoted(&format!("correlation rule {:?}", rule.name))
-            )),
-            &nothing,
-        ))
-        .await?;
-    let op = ids.first().map(|r| r.0).unwrap_or_default();
-    let sources: Vec<Account> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&accounts(&rule.source_system)),
-            &nothing,
-        ))
-        .await?;
-    let targets: Vec<Target> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&accounts(&rule.target_source_system)),
-            &nothing,
-        ))
-        .await?;
+    let insert = Sql::new(
+        "INSERT INTO operation (type, status, source_system, token_name, created, modified, \
+         completed, description) VALUES ('correlate', 'complete', $1, $2, $3, $3, $3, $4) \
+         RETURNING id",
+    )
+    .bind(&rule.source_system)
+    .bind(&actor.token_name)
+    .bind(at)
+    .bind(format!("correlation rule {:?}", rule.name));
+    let op: i64 = tx.scalar(&insert).await?;
+    let sources: Vec<Account> = tx.fetch_all(&accounts(&rule.source_system)).await?;
+    let targets: Vec<Target> = tx.fetch_all(&accounts(&rule.target_source_system)).await?;
     let mut target_prime: HashMap<Uuid, (Option<Uuid>, bool)> = targets
         .iter()
         .map(|(id, _, prime, pinned)| (*id, (*prime, *pinned)))
@@ -218,16 +193,16 @@ pub(super) async fn run(tx: &mut Tx, actor: &Actor, rule_id: Uuid) -> StoreResul
         }
         *tally.entry(situation).or_default() += 1;
         let candidates = serde_json::to_string(&decision.candidates).unwrap_or_default();
-        tx.execute(&rsql::to_sql(
-            &compile(&format!(
-                "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
-                 candidates) VALUES ({op}, @id, '{}', @other, {})",
-                situation.name(),
-                quoted(&candidates)
-            )),
-            &Values::about(decision.account, prime, at, None),
-        ))
-        .await?;
+        let case = Sql::new(
+            "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
+             candidates) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(op)
+        .bind(decision.account)
+        .bind(situation.name())
+        .bind(prime)
+        .bind(candidates);
+        tx.execute(&case).await?;
     }
     let count = |s: Situation| tally.get(&s).copied().unwrap_or_default();
     let summary = Situation::ALL
@@ -240,16 +215,13 @@ pub(super) async fn run(tx: &mut Tx, actor: &Actor, rule_id: Uuid) -> StoreResul
         unchanged: count(Situation::AlreadyLinked),
         ..OperationCounts::default()
     };
-    tx.execute(&rsql::to_sql(
-        &compile(&format!(
-            "UPDATE operation SET added = {}, unchanged = {}, reason = {} WHERE id = {op}",
-            counts.added,
-            counts.unchanged,
-            quoted(&summary)
-        )),
-        &nothing,
-    ))
-    .await?;
+    let summarise =
+        Sql::new("UPDATE operation SET added = $2, unchanged = $3, reason = $4 WHERE id = $1")
+            .bind(op)
+            .bind(counts.added)
+            .bind(counts.unchanged)
+            .bind(summary);
+    tx.execute(&summarise).await?;
     let record = AuditRecord::new("operation.correlate", target::operation(OperationId(op)))
         .with_detail(serde_json::json!({ "rule_id": rule.id }));
     records::audit(tx, actor, record).await?;
@@ -270,18 +242,15 @@ async fn cohort_of(
         Some((None, true)) => Ok(None),
         _ => {
             let prime = Uuid::now_v7();
-            let at = now();
-            let values = Values::about(prime, None, at, Some(&actor.token_name));
-            tx.execute(&rsql::to_sql(
-                &compile(&format!(
-                    "INSERT INTO resource (id, type, typename, source_system, identifier, \
-                     created, modified) VALUES (@id, {}, 'prime', 'roster', 'cohort:{prime}', \
-                     @at, @at)",
-                    ResourceType::Prime.code()
-                )),
-                &values,
-            ))
-            .await?;
+            let insert = Sql::new(
+                "INSERT INTO resource (id, type, typename, source_system, identifier, created, \
+                 modified) VALUES ($1, $2, 'prime', 'roster', $3, $4, $4)",
+            )
+            .bind(prime)
+            .bind(ResourceType::Prime.code())
+            .bind(format!("cohort:{prime}"))
+            .bind(now());
+            tx.execute(&insert).await?;
             let created = records::lock(tx, ResourceId(prime)).await?;
             let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &created)
                 .with_operation(OperationId(op));
@@ -302,12 +271,11 @@ async fn link(
     old: Option<Uuid>,
     prime: Uuid,
 ) -> StoreResult<()> {
-    let values = Values::about(account, Some(prime), now(), Some(&actor.token_name));
-    tx.execute(&rsql::to_sql(
-        &compile("UPDATE resource SET prime_id = @other, modified = @at WHERE id = @id"),
-        &values,
-    ))
-    .await?;
+    let update = Sql::new("UPDATE resource SET prime_id = $2, modified = $3 WHERE id = $1")
+        .bind(account)
+        .bind(prime)
+        .bind(now());
+    tx.execute(&update).await?;
     let linked = records::lock(tx, ResourceId(account)).await?;
     let change = ChangeRecord::resource(ChangeKind::IdentityLinked, &linked)
         .with_operation(OperationId(op))
@@ -323,22 +291,14 @@ pub(super) async fn cases(
     operation: Option<i64>,
     situation: Option<Situation>,
 ) -> StoreResult<Vec<CorrelationCase>> {
-    let run = match operation {
-        Some(op) => op.to_string(),
-        None => "(SELECT max(id) FROM operation WHERE type = 'correlate')".to_owned(),
-    };
-    let only = situation
-        .map(|s| format!(" AND situation = '{}'", s.name()))
-        .unwrap_or_default();
-    let rows: Vec<CaseRow> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "SELECT operation_id, account_id, situation, prime_id, candidates \
-                 FROM correlation_case WHERE operation_id = {run}{only} ORDER BY account_id"
-            )),
-            &Values::about(Uuid::nil(), None, now(), None),
-        ))
-        .await?;
+    let select = Sql::new(
+        "SELECT operation_id, account_id, situation, prime_id, candidates FROM correlation_case \
+         WHERE operation_id = coalesce($1, (SELECT max(id) FROM operation WHERE type = 'correlate')) \
+         AND ($2 IS NULL OR situation = $2) ORDER BY account_id",
+    )
+    .bind(operation)
+    .bind(situation.map(Situation::name));
+    let rows: Vec<CaseRow> = tx.fetch_all(&select).await?;
     Ok(rows
         .into_iter()
         .map(

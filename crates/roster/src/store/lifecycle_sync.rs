@@ -5,7 +5,6 @@
 //! in the same statement (PostgreSQL) or transaction (SQLite).
 
 use super::cohort_sync::{identities_of, identity_ids};
-use super::correlation_sync::quoted;
 use super::db::Tx;
 use super::records;
 use super::resource_sql as rsql;
@@ -37,7 +36,7 @@ const LINK_LOCK: &str = "roster:prime-links";
 fn scope_ids(scope: ActionScope) -> String {
     let prime = ResourceType::Prime.code();
     match scope {
-        ActionScope::Identity => identity_ids(),
+        ActionScope::Identity => identity_ids("@id"),
         ActionScope::Cohort => format!(
             "SELECT id FROM resource WHERE id = @id UNION SELECT id FROM resource \
              WHERE prime_id = (SELECT CASE WHEN type = {prime} THEN id ELSE prime_id END \
@@ -45,6 +44,11 @@ fn scope_ids(scope: ActionScope) -> String {
         ),
         ActionScope::Account => "SELECT id FROM resource WHERE id = @id".to_owned(),
     }
+}
+
+/// SQL string literal of a checked value.
+fn quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 fn literal(active: bool) -> &'static str {
@@ -715,15 +719,12 @@ impl super::Store {
     /// the accounts it changed, or would change.
     pub async fn act(
         &self,
-        actor: &crate::domain::token::Actor,
-        action: &crate::domain::lifecycle::Action,
-        policy: &crate::domain::lifecycle::Policy,
-    ) -> crate::store::StoreResult<(
-        crate::domain::operation::Operation,
-        Vec<crate::domain::ResourceId>,
-    )> {
+        actor: &Actor,
+        action: &Action,
+        policy: &Policy,
+    ) -> StoreResult<(Operation, Vec<ResourceId>)> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::lifecycle_sync::act(&mut tx, actor, action, policy).await?;
+        let done = act(&mut tx, actor, action, policy).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -731,22 +732,20 @@ impl super::Store {
     /// Applies a patch's persona attributes to every account of the cohort, as one operation.
     pub async fn propagate(
         &self,
-        actor: &crate::domain::token::Actor,
-        id: crate::domain::ResourceId,
-        patch: &crate::domain::resource::ResourcePatch,
-    ) -> crate::store::StoreResult<crate::domain::lifecycle::Propagation> {
+        actor: &Actor,
+        id: ResourceId,
+        patch: &ResourcePatch,
+    ) -> StoreResult<Propagation> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::lifecycle_sync::propagate(&mut tx, actor, id, patch).await?;
+        let done = propagate(&mut tx, actor, id, patch).await?;
         tx.commit().await?;
         Ok(done)
     }
 
     /// Deactivates the accounts whose `expires_at` passed, as one operation (none: none due).
-    pub async fn expire_due(
-        &self,
-    ) -> crate::store::StoreResult<Option<crate::domain::operation::Operation>> {
+    pub async fn expire_due(&self) -> StoreResult<Option<Operation>> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::lifecycle_sync::expire(&mut tx, crate::store::now()).await?;
+        let done = expire(&mut tx, now()).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -754,30 +753,26 @@ impl super::Store {
     /// The accounts a lifecycle operation lists, in id order; fetches one more than the page.
     pub async fn lifecycle_targets(
         &self,
-        op: crate::domain::OperationId,
-        page: &crate::domain::page::PageRequest<uuid::Uuid>,
-    ) -> crate::store::StoreResult<Vec<crate::domain::resource::Resource>> {
+        op: OperationId,
+        page: &PageRequest<uuid::Uuid>,
+    ) -> StoreResult<Vec<Resource>> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::lifecycle_sync::targets(&mut tx, op, page).await
+        targets(&mut tx, op, page).await
     }
 
-    pub async fn source(
-        &self,
-        source_system: &str,
-    ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+    pub async fn source(&self, source_system: &str) -> StoreResult<Source> {
         let mut tx = self.db().snapshot().await?;
-        crate::store::lifecycle_sync::source(&mut tx, source_system).await
+        source(&mut tx, source_system).await
     }
 
     pub async fn put_source(
         &self,
-        actor: &crate::domain::token::Actor,
+        actor: &Actor,
         source_system: &str,
-        request: &crate::domain::lifecycle::SourceRequest,
-    ) -> crate::store::StoreResult<crate::domain::lifecycle::Source> {
+        request: &SourceRequest,
+    ) -> StoreResult<Source> {
         let mut tx = self.db().write().await?;
-        let done = crate::store::lifecycle_sync::put_source(&mut tx, actor, source_system, request)
-            .await?;
+        let done = put_source(&mut tx, actor, source_system, request).await?;
         tx.commit().await?;
         Ok(done)
     }
