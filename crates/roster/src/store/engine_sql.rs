@@ -997,12 +997,9 @@ pub fn purge_summary(memberships: i64, resources: i64) -> String {
 
 /// With `create_missing`: creates a minimal account (of the line's type, default user) for every
 /// member named by its source's keys that matches no live resource of a source the token may
-/// write (`@bound`: its bound source, or null for any). Re-resolving the lines afterwards finds
+/// write (`$14`: its bound source, or null for any). Re-resolving the lines afterwards finds
 /// the new resources, and `log_created` records them.
-pub fn create_missing(
-    d: super::resource_sql::Dialect,
-    staging: &Staging,
-) -> super::resource_sql::Statement {
+pub fn create_missing(d: super::resource_sql::Dialect, staging: &Staging) -> String {
     let id = match d {
         super::resource_sql::Dialect::Postgres => "gen_random_uuid()",
         super::resource_sql::Dialect::Sqlite => {
@@ -1014,27 +1011,27 @@ pub fn create_missing(
         super::resource_sql::Dialect::Postgres => "NULL",
         super::resource_sql::Dialect::Sqlite => "hex(randomblob(16))",
     };
-    super::resource_sql::compile(&format!(
+    format!(
         "INSERT INTO resource (id, type, typename, source_system, identifier, external_id, \
          created, modified) \
-         SELECT {id}, m.t, {}, m.src, m.ident, m.ext, @at, @at FROM (SELECT k.*, {random_hex} AS h \
+         SELECT {id}, m.t, {}, m.src, m.ident, m.ext, $3, $3 FROM (SELECT k.*, {random_hex} AS h \
            FROM (SELECT DISTINCT member_source AS src, member_identifier AS ident, \
              member_external_id AS ext, coalesce(member_type, {}) AS t FROM {staging} \
              WHERE member_id IS NULL AND member_source IS NOT NULL \
-             AND (@bound IS NULL OR member_source = @bound)) k) m \
+             AND ($14 IS NULL OR member_source = $14)) k) m \
          WHERE true ON CONFLICT DO NOTHING",
         super::resource_sql::typename("m.t"),
         ResourceType::User.code()
-    ))
+    )
 }
 
-/// Records `resource.created` for the members `create_missing` created (at `@at`, the only
+/// Records `resource.created` for the members `create_missing` created (at `$3`, the only
 /// resources of the staged lines created at that instant).
-pub fn log_created(staging: &Staging) -> super::resource_sql::Statement {
-    super::resource_sql::compile(&format!(
+pub fn log_created(staging: &Staging) -> String {
+    format!(
         "INSERT INTO change (at, kind, resource_id, source_system, operation_id, token_name) \
-         SELECT @at, {}, r.id, r.source_system, @op, @token FROM resource r WHERE r.created = @at \
+         SELECT $3, {}, r.id, r.source_system, $2, $4 FROM resource r WHERE r.created = $3 \
          AND r.id IN (SELECT member_id FROM {staging} WHERE member_id IS NOT NULL)",
         crate::domain::change::ChangeKind::ResourceCreated.code()
-    ))
+    )
 }

@@ -6,10 +6,11 @@
 
 use super::cohort_sync::{identities_of, identity_ids};
 use super::db::Tx;
+use super::query::Sql;
 use super::records;
-use super::resource_sql as rsql;
-use super::resource_sql::{compile, Dialect, Statement, Values};
+use super::resource_sql::{Dialect, Values};
 use super::rows::RESOURCE_COLUMNS;
+use super::ApplyOutcome;
 use super::ConflictKind;
 use super::{now, StoreError, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
@@ -32,17 +33,17 @@ const LISTED: u32 = 1000;
 /// Serialises everything that resolves or changes identities (links, correlation, actions).
 const LINK_LOCK: &str = "roster:prime-links";
 
-/// The ids of the resources `scope` reaches from `@id` (accounts are picked from them).
+/// The ids of the resources `scope` reaches from `$12` (accounts are picked from them).
 fn scope_ids(scope: ActionScope) -> String {
     let prime = ResourceType::Prime.code();
     match scope {
-        ActionScope::Identity => identity_ids("@id"),
+        ActionScope::Identity => identity_ids("$12"),
         ActionScope::Cohort => format!(
-            "SELECT id FROM resource WHERE id = @id UNION SELECT id FROM resource \
+            "SELECT id FROM resource WHERE id = $12 UNION SELECT id FROM resource \
              WHERE prime_id = (SELECT CASE WHEN type = {prime} THEN id ELSE prime_id END \
-             FROM resource WHERE id = @id)"
+             FROM resource WHERE id = $12)"
         ),
-        ActionScope::Account => "SELECT id FROM resource WHERE id = @id".to_owned(),
+        ActionScope::Account => "SELECT id FROM resource WHERE id = $12".to_owned(),
     }
 }
 
@@ -77,36 +78,36 @@ fn candidates(ids: &str, active: bool) -> String {
     )
 }
 
-/// Lists as targets of operation `@op` the candidates among `ids`.
-fn plan_targets(ids: &str, active: bool) -> Statement {
-    compile(&format!(
-        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, r.id {}",
+/// Lists as targets of operation `$2` the candidates among `ids`.
+fn plan_targets(ids: &str, active: bool) -> String {
+    format!(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT $2, r.id {}",
         candidates(ids, active)
-    ))
+    )
 }
 
-/// Lists as targets of operation `@op` the live active accounts whose expiry passed at `@at`.
-fn plan_expiry() -> Statement {
-    compile(&format!(
-        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT @op, id FROM resource \
+/// Lists as targets of operation `$2` the live active accounts whose expiry passed at `$3`.
+fn plan_expiry() -> String {
+    format!(
+        "INSERT INTO lifecycle_target (operation_id, resource_id) SELECT $2, id FROM resource \
          WHERE {}",
         due()
-    ))
+    )
 }
 
-/// Live active accounts whose `expires_at` passed at `@at`.
+/// Live active accounts whose `expires_at` passed at `$3`.
 fn due() -> String {
     format!(
-        "type = {} AND active AND NOT deleted AND expires_at IS NOT NULL AND expires_at <= @at",
+        "type = {} AND active AND NOT deleted AND expires_at IS NOT NULL AND expires_at <= $3",
         ResourceType::User.code()
     )
 }
 
-/// Sets the targets of `@op` still in the other state (and, for `expiring`, still expired at
-/// `@at`) to `active` with `@reason`, each with a `resource.deactivated` or `resource.activated`
+/// Sets the targets of `$2` still in the other state (and, for `expiring`, still expired at
+/// `$3`) to `active` with `$15`, each with a `resource.deactivated` or `resource.activated`
 /// change whose attrs carry `active` and, when it changes, `deactivation_reason`: a statement that
 /// returns the ids it changes, and on SQLite (no data-modifying CTEs) the update that follows it.
-fn flip(d: Dialect, active: bool, expiring: bool) -> (Statement, Option<Statement>) {
+fn flip(d: Dialect, active: bool, expiring: bool) -> (String, Option<String>) {
     let kind = if active {
         ChangeKind::ResourceActivated
     } else {
@@ -119,51 +120,47 @@ fn flip(d: Dialect, active: bool, expiring: bool) -> (Statement, Option<Statemen
     match d {
         Dialect::Postgres => {
             let still = if expiring {
-                "AND r.expires_at <= @at"
+                "AND r.expires_at <= $3"
             } else {
                 ""
             };
             (
-                compile(&format!(
+                format!(
                     "WITH flipped AS (UPDATE resource r SET active = {new}, \
-                       deactivation_reason = CAST(@reason AS text), modified = @at \
+                       deactivation_reason = CAST($15 AS text), modified = $3 \
                        FROM lifecycle_target t JOIN resource o ON o.id = t.resource_id \
-                       WHERE t.operation_id = @op AND r.id = t.resource_id AND NOT r.deleted \
+                       WHERE t.operation_id = $2 AND r.id = t.resource_id AND NOT r.deleted \
                          AND r.active <> {new} {still} \
                        RETURNING r.id, r.source_system, o.deactivation_reason AS old_reason) \
-                     {change} SELECT @at, {kind}, id, source_system, @op, @token, \
+                     {change} SELECT $3, {kind}, id, source_system, $2, $4, \
                        jsonb_build_object('active', jsonb_build_object('old', {old}, 'new', {new})) \
-                       || CASE WHEN old_reason IS NOT DISTINCT FROM CAST(@reason AS text) \
+                       || CASE WHEN old_reason IS NOT DISTINCT FROM CAST($15 AS text) \
                          THEN '{{}}'::jsonb ELSE jsonb_build_object('deactivation_reason', \
-                         jsonb_build_object('old', old_reason, 'new', CAST(@reason AS text))) END \
+                         jsonb_build_object('old', old_reason, 'new', CAST($15 AS text))) END \
                      FROM flipped RETURNING resource_id"
-                )),
+                ),
                 None,
             )
         }
         Dialect::Sqlite => {
-            let still = if expiring {
-                "AND expires_at <= @at"
-            } else {
-                ""
-            };
+            let still = if expiring { "AND expires_at <= $3" } else { "" };
             let which = format!(
-                "id IN (SELECT resource_id FROM lifecycle_target WHERE operation_id = @op) \
+                "id IN (SELECT resource_id FROM lifecycle_target WHERE operation_id = $2) \
                  AND NOT deleted AND active <> {new} {still}"
             );
             let flag = format!("'active', json_object('old', json('{old}'), 'new', json('{new}'))");
             (
-                compile(&format!(
-                    "{change} SELECT @at, {kind}, id, source_system, @op, @token, \
-                     CASE WHEN deactivation_reason IS @reason THEN json_object({flag}) \
+                format!(
+                    "{change} SELECT $3, {kind}, id, source_system, $2, $4, \
+                     CASE WHEN deactivation_reason IS $15 THEN json_object({flag}) \
                      ELSE json_object({flag}, 'deactivation_reason', json_object('old', \
-                     deactivation_reason, 'new', @reason)) END FROM resource WHERE {which} \
+                     deactivation_reason, 'new', $15)) END FROM resource WHERE {which} \
                      RETURNING resource_id"
+                ),
+                Some(format!(
+                    "UPDATE resource SET active = {new}, deactivation_reason = $15, \
+                     modified = $3 WHERE {which}"
                 )),
-                Some(compile(&format!(
-                    "UPDATE resource SET active = {new}, deactivation_reason = @reason, \
-                     modified = @at WHERE {which}"
-                ))),
             )
         }
     }
@@ -177,9 +174,9 @@ async fn apply(
     values: &Values,
 ) -> StoreResult<Vec<Uuid>> {
     let (returning, then) = flip(tx.dialect(), active, expiring);
-    let rows: Vec<(Uuid,)> = tx.fetch_all(&rsql::to_sql(&returning, values)).await?;
+    let rows: Vec<(Uuid,)> = tx.fetch_all(&values.sql(&returning)).await?;
     if let Some(then) = then {
-        tx.execute(&rsql::to_sql(&then, values)).await?;
+        tx.execute(&values.sql(&then)).await?;
     }
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
@@ -193,24 +190,21 @@ async fn new_operation(
     values: &Values,
 ) -> StoreResult<i64> {
     let ids: Vec<(i64,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "INSERT INTO operation (type, status, target, token_name, created, modified, \
-                 description, params) VALUES ('{}', 'running', 'resources', @token, @at, @at, \
+        .fetch_all(&values.sql(&format!(
+            "INSERT INTO operation (type, status, target, token_name, created, modified, \
+                 description, params) VALUES ('{}', 'running', 'resources', $4, $3, $3, \
                  {}, {}) RETURNING id",
-                ty.name(),
-                quoted(description),
-                quoted(&params.to_string())
-            )),
-            values,
-        ))
+            ty.name(),
+            quoted(description),
+            quoted(&params.to_string())
+        )))
         .await?;
     ids.first()
         .map(|r| r.0)
         .ok_or_else(|| StoreError::conflict(ConflictKind::State, "the operation was not created"))
 }
 
-/// Ends operation `@op`: complete, or pending with `reason`; `updated` accounts changed (or, while
+/// Ends operation `$2`: complete, or pending with `reason`; `updated` accounts changed (or, while
 /// pending, to change).
 async fn settle(
     tx: &mut Tx,
@@ -220,19 +214,16 @@ async fn settle(
     reason: Option<&str>,
 ) -> StoreResult<Operation> {
     let completed = if status == OperationStatus::Complete {
-        "@at"
+        "$3"
     } else {
         "NULL"
     };
-    tx.execute(&rsql::to_sql(
-        &compile(&format!(
-            "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, reason = {}, \
-             modified = @at, completed = {completed} WHERE id = @op",
-            status.name(),
-            reason.map_or_else(|| "NULL".to_owned(), quoted)
-        )),
-        values,
-    ))
+    tx.execute(&values.sql(&format!(
+        "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, reason = {}, \
+             modified = $3, completed = {completed} WHERE id = $2",
+        status.name(),
+        reason.map_or_else(|| "NULL".to_owned(), quoted)
+    )))
     .await?;
     records::operation(tx, OperationId(values.op)).await
 }
@@ -320,12 +311,12 @@ async fn start(
     let params = serde_json::to_value(action).unwrap_or_default();
     values.op = new_operation(tx, ty, description, &params, values).await?;
     let planned = tx
-        .execute(&rsql::to_sql(&plan_targets(ids, action.active), values))
+        .execute(&values.sql(&plan_targets(ids, action.active)))
         .await?;
     Ok(usize::try_from(planned).unwrap_or(usize::MAX))
 }
 
-/// Applies the listed targets of operation `@op`, or holds a deactivation of more than the
+/// Applies the listed targets of operation `$2`, or holds a deactivation of more than the
 /// threshold for approval.
 async fn conclude(
     tx: &mut Tx,
@@ -384,10 +375,7 @@ async fn terminate(
 ) -> StoreResult<Option<Operation>> {
     let ids = identities_of(seeds);
     let remaining: Vec<(i64,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!("SELECT count(*) {}", candidates(&ids, false))),
-            values,
-        ))
+        .fetch_all(&values.sql(&format!("SELECT count(*) {}", candidates(&ids, false))))
         .await?;
     if remaining.first().is_none_or(|r| r.0 == 0) {
         return Ok(None);
@@ -445,7 +433,7 @@ pub(super) async fn hr_trigger(
         return Ok(None);
     }
     let mut values = Values::about(record.id.0, None, now(), Some(&actor.token_name));
-    terminate(tx, actor, "id = @id", &mut values, policy).await
+    terminate(tx, actor, "id = $12", &mut values, policy).await
 }
 
 /// After account sync operation `op` of `source_system` applied at `at`: the lifecycle
@@ -466,9 +454,9 @@ pub(super) async fn after_sync(
     values.source = source_system.to_owned();
     values.cause = op.0;
     let seeds = format!(
-        "id IN (SELECT r.id FROM resource r WHERE r.source_system = @source \
-         AND r.prime_id IS NOT NULL AND r.modified = @at AND EXISTS (SELECT 1 FROM change c \
-         WHERE c.resource_id = r.id AND c.operation_id = @cause AND (c.kind = {} \
+        "id IN (SELECT r.id FROM resource r WHERE r.source_system = $1 \
+         AND r.prime_id IS NOT NULL AND r.modified = $3 AND EXISTS (SELECT 1 FROM change c \
+         WHERE c.resource_id = r.id AND c.operation_id = $16 AND (c.kind = {} \
          OR (c.kind = {} AND r.active))))",
         ChangeKind::ResourceDeactivated.code(),
         ChangeKind::ResourceDeleted.code()
@@ -477,14 +465,8 @@ pub(super) async fn after_sync(
 }
 
 async fn authority(tx: &mut Tx, source_system: &str) -> StoreResult<bool> {
-    let mut values = Values::about(Uuid::nil(), None, now(), None);
-    values.source = source_system.to_owned();
-    let rows: Vec<(bool,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile("SELECT lifecycle_authority FROM source WHERE source_system = @source"),
-            &values,
-        ))
-        .await?;
+    let select = Sql::new("SELECT lifecycle_authority FROM source WHERE source_system = $1");
+    let rows: Vec<(bool,)> = tx.fetch_all(&select.bind(source_system)).await?;
     Ok(rows.first().is_some_and(|r| r.0))
 }
 
@@ -560,14 +542,11 @@ pub(super) async fn propagate(
     };
     let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
     let members: Vec<(Uuid,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!(
-                "SELECT id FROM resource WHERE prime_id = @other AND type = {} AND NOT deleted \
+        .fetch_all(&values.sql(&format!(
+            "SELECT id FROM resource WHERE prime_id = $13 AND type = {} AND NOT deleted \
                  ORDER BY id",
-                ResourceType::User.code()
-            )),
-            &values,
-        ))
+            ResourceType::User.code()
+        )))
         .await?;
     let params = serde_json::json!({ "resource_id": id, "cohort_id": cohort });
     let description = format!("propagate a patch of {id} to cohort {cohort}");
@@ -605,10 +584,7 @@ pub(super) async fn expire(tx: &mut Tx, at: DateTime<Utc>) -> StoreResult<Option
     records::serialize(tx, "roster:expiry-sweep").await?;
     let mut values = Values::about(Uuid::nil(), None, at, Some("roster"));
     let due: Vec<(i64,)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(&format!("SELECT count(*) FROM resource WHERE {}", due())),
-            &values,
-        ))
+        .fetch_all(&values.sql(&format!("SELECT count(*) FROM resource WHERE {}", due())))
         .await?;
     if due.first().is_none_or(|r| r.0 == 0) {
         return Ok(None);
@@ -623,7 +599,7 @@ pub(super) async fn expire(tx: &mut Tx, at: DateTime<Utc>) -> StoreResult<Option
         &values,
     )
     .await?;
-    tx.execute(&rsql::to_sql(&plan_expiry(), &values)).await?;
+    tx.execute(&values.sql(&plan_expiry())).await?;
     let changed = apply(tx, false, true, &values).await?;
     let op = settle(tx, &values, OperationStatus::Complete, changed.len(), None).await?;
     Ok(Some(op))
@@ -635,39 +611,26 @@ pub(super) async fn targets(
     op: OperationId,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Vec<Resource>> {
-    let mut values = Values::about(page.after.unwrap_or_default(), None, now(), None);
-    values.op = op.0;
-    values.limit = page.fetch();
     let columns = RESOURCE_COLUMNS
         .split(", ")
         .map(|c| format!("r.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ");
-    records::resources(
-        tx,
-        &rsql::to_sql(
-            &compile(&format!(
-                "SELECT {columns} FROM lifecycle_target t JOIN resource r ON r.id = t.resource_id \
-             WHERE t.operation_id = @op AND r.id > @id ORDER BY r.id LIMIT @limit"
-            )),
-            &values,
-        ),
-    )
-    .await
+    let select = Sql::new(format!(
+        "SELECT {columns} FROM lifecycle_target t JOIN resource r ON r.id = t.resource_id \
+         WHERE t.operation_id = $1 AND r.id > $2 ORDER BY r.id LIMIT $3"
+    ))
+    .bind(op)
+    .bind(page.after.unwrap_or_default())
+    .bind(page.fetch());
+    records::resources(tx, &select).await
 }
 
 /// What roster knows about a source system (defaults for one never configured).
 pub(super) async fn source(tx: &mut Tx, source_system: &str) -> StoreResult<Source> {
-    let mut values = Values::about(Uuid::nil(), None, now(), None);
-    values.source = source_system.to_owned();
-    let rows: Vec<(bool, DateTime<Utc>)> = tx
-        .fetch_all(&rsql::to_sql(
-            &compile(
-                "SELECT lifecycle_authority, modified FROM source WHERE source_system = @source",
-            ),
-            &values,
-        ))
-        .await?;
+    let select =
+        Sql::new("SELECT lifecycle_authority, modified FROM source WHERE source_system = $1");
+    let rows: Vec<(bool, DateTime<Utc>)> = tx.fetch_all(&select.bind(source_system)).await?;
     let found = rows.first();
     Ok(Source {
         source_system: source_system.to_owned(),
@@ -683,18 +646,14 @@ pub(super) async fn put_source(
     source_system: &str,
     request: &SourceRequest,
 ) -> StoreResult<Source> {
-    let mut values = Values::about(Uuid::nil(), None, now(), None);
-    values.source = source_system.to_owned();
-    let flag = literal(request.lifecycle_authority);
-    tx.execute(&rsql::to_sql(
-        &compile(&format!(
-            "INSERT INTO source (source_system, lifecycle_authority, modified) \
-             VALUES (@source, {flag}, @at) ON CONFLICT (source_system) DO UPDATE \
-             SET lifecycle_authority = {flag}, modified = @at"
-        )),
-        &values,
-    ))
-    .await?;
+    let upsert = Sql::new(
+        "INSERT INTO source (source_system, lifecycle_authority, modified) VALUES ($1, $2, $3) \
+         ON CONFLICT (source_system) DO UPDATE SET lifecycle_authority = $2, modified = $3",
+    )
+    .bind(source_system)
+    .bind(request.lifecycle_authority)
+    .bind(now());
+    tx.execute(&upsert).await?;
     let record = AuditRecord::new("source.update", format!("source:{source_system}"))
         .with_detail(serde_json::json!({ "lifecycle_authority": request.lifecycle_authority }));
     records::audit(tx, actor, record).await?;
@@ -704,12 +663,12 @@ pub(super) async fn put_source(
 /// Applies an approved lifecycle operation in one transaction.
 pub(crate) async fn apply_lifecycle(
     db: &super::db::Db,
-    op: &crate::domain::operation::Operation,
-) -> crate::store::StoreResult<crate::store::ApplyOutcome> {
+    op: &Operation,
+) -> StoreResult<ApplyOutcome> {
     let mut tx = db.write().await?;
-    let counts = crate::store::lifecycle_sync::apply_approved(&mut tx, op).await?;
+    let counts = apply_approved(&mut tx, op).await?;
     tx.commit().await?;
-    Ok(crate::store::ApplyOutcome::Complete(counts))
+    Ok(ApplyOutcome::Complete(counts))
 }
 
 /// Identity lifecycle: actions on the accounts of an identity, a cohort or one account, the

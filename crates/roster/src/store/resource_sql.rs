@@ -1,6 +1,6 @@
 //! Account sync's SQL, shared by both backends: full-updates and partial-updates of resources.
-//! Statements name their parameters (`@source`, `@op`, …); [`compile`] numbers them for the
-//! driver and says what to bind. PostgreSQL writes each step and its change records in one
+//! Statements are assembled from fragments that name each value by its fixed position in
+//! [`Values`]. PostgreSQL writes each step and its change records in one
 //! statement (`WITH … RETURNING`); SQLite, which has no data-modifying CTEs, selects the change
 //! records with the step's predicate and then writes, in the same transaction.
 
@@ -14,105 +14,13 @@ use uuid::Uuid;
 
 pub use super::db::Dialect;
 
-/// A value a statement binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bind {
-    /// The operation's source system.
-    Source,
-    Op,
-    /// The time of the apply.
-    At,
-    /// The name of the token that created the operation.
-    Token,
-    /// When the operation was created: what was written later is newer knowledge.
-    Fence,
-    /// The scope's type and subtype (or null).
-    Type,
-    Subtype,
-    /// A preview page: after this resource id, or after this (chunk, line); this many rows.
-    AfterId,
-    AfterChunk,
-    AfterLine,
-    Limit,
-    /// A resource the statement is about, and another one (or null).
-    Id,
-    Other,
-    /// The source system the operation's token is bound to (or null).
-    Bound,
-    /// Why accounts are deactivated (or null).
-    Reason,
-    /// The operation whose writes set off another one (an account sync's HR terminations).
-    Cause,
-}
-
-const NAMES: [(&str, Bind); 16] = [
-    ("@source", Bind::Source),
-    ("@op", Bind::Op),
-    ("@at", Bind::At),
-    ("@token", Bind::Token),
-    ("@fence", Bind::Fence),
-    ("@rsubtype", Bind::Subtype),
-    ("@rtype", Bind::Type),
-    ("@after_id", Bind::AfterId),
-    ("@after_chunk", Bind::AfterChunk),
-    ("@after_line", Bind::AfterLine),
-    ("@limit", Bind::Limit),
-    ("@id", Bind::Id),
-    ("@other", Bind::Other),
-    ("@bound", Bind::Bound),
-    ("@reason", Bind::Reason),
-    ("@cause", Bind::Cause),
-];
-
-/// A statement with numbered parameters and the values to bind to them, in order.
-#[derive(Debug, Clone)]
-pub struct Statement {
-    pub sql: String,
-    pub binds: Vec<Bind>,
-}
-
-/// Numbers the named parameters of `sql` (`$1` for the first name met, and so on). Text inside
-/// single-quoted literals is left as it is.
-pub fn compile(sql: &str) -> Statement {
-    let mut out = String::with_capacity(sql.len());
-    let mut binds: Vec<Bind> = Vec::new();
-    let mut rest = sql;
-    while let Some(at) = rest.find(['@', '\'']) {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if let Some(literal) = tail.strip_prefix('\'') {
-            // A literal runs to the next quote ('' inside it is two literals back to back).
-            let end = literal.find('\'').map_or(tail.len(), |i| i + 2);
-            out.push_str(&tail[..end]);
-            rest = &tail[end..];
-            continue;
-        }
-        match NAMES.iter().find(|(name, _)| {
-            tail.starts_with(name)
-                && !tail[name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        }) {
-            Some((name, bind)) => {
-                let n = match binds.iter().position(|b| b == bind) {
-                    Some(i) => i + 1,
-                    None => {
-                        binds.push(*bind);
-                        binds.len()
-                    }
-                };
-                out.push_str(&format!("${n}"));
-                rest = &tail[name.len()..];
-            }
-            None => {
-                out.push('@');
-                rest = &tail[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    Statement { sql: out, binds }
-}
-
-/// The values a resource operation's statements bind.
+/// The values a resource or lifecycle operation's statements bind. Every such statement binds
+/// all of them, always in this order, so that the fragments it is assembled from can name a value
+/// by its fixed position (PostgreSQL and SQLite both accept parameters a statement does not use):
+///
+/// `$1` source, `$2` op, `$3` at, `$4` token, `$5` fence, `$6` type, `$7` subtype, `$8` after_id,
+/// `$9` after_chunk, `$10` after_line, `$11` limit, `$12` id, `$13` other, `$14` bound,
+/// `$15` reason, `$16` cause.
 #[derive(Debug, Clone)]
 pub struct Values {
     pub source: String,
@@ -134,6 +42,27 @@ pub struct Values {
 }
 
 impl Values {
+    /// `text` with every value bound at its position (see [`Values`]).
+    pub fn sql(&self, text: &str) -> Sql {
+        Sql::new(text.to_owned())
+            .bind(self.source.as_str())
+            .bind(self.op)
+            .bind(self.at)
+            .bind(self.token.as_deref())
+            .bind(self.fence)
+            .bind(self.ty)
+            .bind(self.subtype)
+            .bind(self.after_id)
+            .bind(self.after_chunk)
+            .bind(self.after_line)
+            .bind(self.limit)
+            .bind(self.id)
+            .bind(self.other)
+            .bind(self.bound.as_deref())
+            .bind(self.reason.as_deref())
+            .bind(self.cause)
+    }
+
     /// Values for statements about resource `id` (and `other`), written at `at` by `token`.
     pub fn about(id: Uuid, other: Option<Uuid>, at: DateTime<Utc>, token: Option<&str>) -> Self {
         Self {
@@ -155,31 +84,6 @@ impl Values {
             cause: 0,
         }
     }
-}
-
-/// A compiled statement with `values` bound in the order it names them.
-pub fn to_sql(statement: &Statement, values: &Values) -> Sql {
-    statement
-        .binds
-        .iter()
-        .fold(Sql::new(statement.sql.clone()), |sql, b| match b {
-            Bind::Source => sql.bind(values.source.as_str()),
-            Bind::Op => sql.bind(values.op),
-            Bind::At => sql.bind(values.at),
-            Bind::Token => sql.bind(values.token.as_deref()),
-            Bind::Fence => sql.bind(values.fence),
-            Bind::Type => sql.bind(values.ty),
-            Bind::Subtype => sql.bind(values.subtype),
-            Bind::AfterId => sql.bind(values.after_id),
-            Bind::AfterChunk => sql.bind(values.after_chunk),
-            Bind::AfterLine => sql.bind(values.after_line),
-            Bind::Limit => sql.bind(values.limit),
-            Bind::Id => sql.bind(values.id),
-            Bind::Other => sql.bind(values.other),
-            Bind::Bound => sql.bind(values.bound.as_deref()),
-            Bind::Reason => sql.bind(values.reason.as_deref()),
-            Bind::Cause => sql.bind(values.cause),
-        })
 }
 
 /// The columns a resource line is loaded into, in the order the backends write them.
@@ -239,48 +143,48 @@ pub fn create_staging(d: Dialect, staging: &Staging) -> String {
 }
 
 /// The live resources of the scope, as `r`.
-const IN_SCOPE: &str = "r.source_system = @source AND NOT r.deleted \
-     AND (@rtype IS NULL OR r.type = @rtype) AND (@rsubtype IS NULL OR r.subtype = @rsubtype)";
+const IN_SCOPE: &str = "r.source_system = $1 AND NOT r.deleted \
+     AND ($6 IS NULL OR r.type = $6) AND ($7 IS NULL OR r.subtype = $7)";
 
 /// Resolves each line to the resource it names: a live one by external id, then by identifier
 /// and type (adopting a resource that has no external id yet).
-pub fn resolve_live(staging: &Staging) -> [Statement; 2] {
+pub fn resolve_live(staging: &Staging) -> [String; 2] {
     [
-        compile(&format!(
+        format!(
             "UPDATE {staging} AS s SET resource_id = r.id FROM resource r \
              WHERE s.resource_id IS NULL AND s.external_id IS NOT NULL \
-             AND r.source_system = @source AND r.external_id = s.external_id AND NOT r.deleted"
-        )),
-        compile(&format!(
+             AND r.source_system = $1 AND r.external_id = s.external_id AND NOT r.deleted"
+        ),
+        format!(
             "UPDATE {staging} AS s SET resource_id = r.id FROM resource r \
              WHERE s.resource_id IS NULL AND s.identifier IS NOT NULL \
-             AND r.source_system = @source AND r.identifier = s.identifier AND r.type = s.type \
+             AND r.source_system = $1 AND r.identifier = s.identifier AND r.type = s.type \
              AND NOT r.deleted AND (s.external_id IS NULL OR r.external_id IS NULL)"
-        )),
+        ),
     ]
 }
 
 /// Whether the source system has deleted resources (that a line might restore).
-pub fn has_deleted() -> Statement {
-    compile("SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = @source AND deleted)")
+pub fn has_deleted() -> String {
+    "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND deleted)".to_owned()
 }
 
 /// Resolves the lines still unresolved to the most recently deleted resource they name.
-pub fn resolve_deleted(staging: &Staging) -> [Statement; 2] {
+pub fn resolve_deleted(staging: &Staging) -> [String; 2] {
     let newest = "ORDER BY r.deleted_at DESC LIMIT 1";
     [
-        compile(&format!(
+        format!(
             "UPDATE {staging} SET resource_id = (SELECT r.id FROM resource r \
-             WHERE r.source_system = @source AND r.deleted \
+             WHERE r.source_system = $1 AND r.deleted \
              AND r.external_id = {staging}.external_id {newest}) \
              WHERE resource_id IS NULL AND external_id IS NOT NULL"
-        )),
-        compile(&format!(
+        ),
+        format!(
             "UPDATE {staging} SET resource_id = (SELECT r.id FROM resource r \
-             WHERE r.source_system = @source AND r.deleted \
+             WHERE r.source_system = $1 AND r.deleted \
              AND r.identifier = {staging}.identifier AND r.type = {staging}.type {newest}) \
              WHERE resource_id IS NULL AND external_id IS NULL"
-        )),
+        ),
     ]
 }
 
@@ -288,24 +192,24 @@ pub fn index_staging(staging: &Staging) -> String {
     format!("CREATE INDEX IF NOT EXISTS {staging}_resource ON {staging} (resource_id)")
 }
 
-fn reject(select: &str) -> Statement {
-    compile(&format!(
+fn reject(select: &str) -> String {
+    format!(
         "INSERT INTO operation_rejection (operation_id, chunk, line, reason) \
-         SELECT @op, chunk, line, reason FROM ({select}) checked WHERE reason IS NOT NULL \
+         SELECT $2, chunk, line, reason FROM ({select}) checked WHERE reason IS NOT NULL \
          ON CONFLICT DO NOTHING"
-    ))
+    )
 }
 
 /// Whether the source system has live resources (that a line's keys could collide with).
-pub fn has_live() -> Statement {
-    compile("SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = @source AND NOT deleted)")
+pub fn has_live() -> String {
+    "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND NOT deleted)".to_owned()
 }
 
 /// The checks that need stored data, in order; the lines each one rejects are marked before the
 /// next runs. `partial`: the lines of a partial-update; `live`: the source has live resources.
 /// Only lines that give a resource a key it does not have yet (new lines, restores, renames,
 /// adoptions) can collide: unchanged keys are unique already.
-pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<Statement> {
+pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
     let identifier = "coalesce(s.identifier, r.identifier)";
     let external_id = "coalesce(s.external_id, r.external_id)";
     let changes = |value: &str, column: &str| {
@@ -318,15 +222,15 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<Statement> {
         format!("NOT EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id AND o.remove)")
     } else {
         format!(
-            "(h.modified > @fence OR NOT ((@rtype IS NULL OR h.type = @rtype) \
-             AND (@rsubtype IS NULL OR h.subtype = @rsubtype)) \
+            "(h.modified > $5 OR NOT (($6 IS NULL OR h.type = $6) \
+             AND ($7 IS NULL OR h.subtype = $7)) \
              OR EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id))"
         )
     };
     let held = |column: &str, value: &str, changing: &str, same_type: &str| {
         reject(&format!(
             "SELECT s.chunk, s.line, CASE WHEN EXISTS (SELECT 1 FROM resource h \
-             WHERE h.source_system = @source AND h.{column} = {value}{same_type} \
+             WHERE h.source_system = $1 AND h.{column} = {value}{same_type} \
              AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
              THEN 'another live resource of the source system has this {column} and keeps it' \
              END AS reason FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
@@ -372,12 +276,12 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<Statement> {
 }
 
 /// Marks the rejected lines of the staging table.
-pub fn mark_rejected(staging: &Staging) -> Statement {
-    compile(&format!(
+pub fn mark_rejected(staging: &Staging) -> String {
+    format!(
         "UPDATE {staging} SET rejected = true WHERE NOT rejected AND EXISTS (SELECT 1 \
-         FROM operation_rejection j WHERE j.operation_id = @op AND j.chunk = {staging}.chunk \
+         FROM operation_rejection j WHERE j.operation_id = $2 AND j.chunk = {staging}.chunk \
          AND j.line = {staging}.line)"
-    ))
+    )
 }
 
 /// Which live resources an operation deletes, as `r`: for a full-update, those of its scope
@@ -391,20 +295,20 @@ fn deleted(staging: &Staging, partial: bool) -> String {
         )
     } else {
         format!(
-            "{IN_SCOPE} AND r.modified <= @fence \
+            "{IN_SCOPE} AND r.modified <= $5 \
              AND NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.resource_id = r.id)"
         )
     }
 }
 
 /// Live resources of the scope, snapshot lines, and resources the full-update would delete.
-pub fn threshold_counts(staging: &Staging) -> Statement {
-    compile(&format!(
+pub fn threshold_counts(staging: &Staging) -> String {
+    format!(
         "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
          (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), \
          (SELECT count(*) FROM resource r WHERE {})",
         deleted(staging, false)
-    ))
+    )
 }
 
 const RESOURCE_CHANGE: &str =
@@ -420,44 +324,44 @@ fn memberships_of(which: &str) -> String {
 
 /// Soft-deletes resources and ends their memberships, with the change records. Like every apply
 /// step, its last statement's row count is the number of resources it wrote.
-pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<Statement> {
+pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<String> {
     let which = deleted(staging, partial);
     let removed = ChangeKind::MembershipRemoved.code();
     let gone = ChangeKind::ResourceDeleted.code();
     let membership_change = "INSERT INTO change (at, kind, group_id, member_id, source_system, \
          operation_id, token_name)";
     match d {
-        Dialect::Postgres => vec![compile(&format!(
-            "WITH gone AS (UPDATE resource r SET deleted = true, deleted_at = @at, modified = @at \
+        Dialect::Postgres => vec![format!(
+            "WITH gone AS (UPDATE resource r SET deleted = true, deleted_at = $3, modified = $3 \
              WHERE {which} RETURNING r.id, r.source_system), \
-             ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = @at, \
-             last_operation_id = @op WHERE NOT gm.removed AND gm.id IN ( \
+             ended AS (UPDATE group_member gm SET removed = true, removed_timestamp = $3, \
+             last_operation_id = $2 WHERE NOT gm.removed AND gm.id IN ( \
                SELECT m.id FROM group_member m JOIN gone ON m.member_id = gone.id \
                UNION SELECT m.id FROM group_member m JOIN gone ON m.group_id = gone.id) \
              RETURNING gm.group_id, gm.member_id, gm.source), \
-             logged AS ({membership_change} SELECT @at, {removed}, group_id, member_id, source, \
-             @op, @token FROM ended) \
-             {RESOURCE_CHANGE}) SELECT @at, {gone}, id, source_system, @op, @token FROM gone"
-        ))],
+             logged AS ({membership_change} SELECT $3, {removed}, group_id, member_id, source, \
+             $2, $4 FROM ended) \
+             {RESOURCE_CHANGE}) SELECT $3, {gone}, id, source_system, $2, $4 FROM gone"
+        )],
         Dialect::Sqlite => {
             let ended = format!("NOT gm.removed AND gm.id IN ({})", memberships_of(&which));
             vec![
-                compile(&format!(
-                    "{membership_change} SELECT @at, {removed}, gm.group_id, gm.member_id, \
-                     gm.source, @op, @token FROM group_member gm WHERE {ended}"
-                )),
-                compile(&format!(
-                    "UPDATE group_member AS gm SET removed = true, removed_timestamp = @at, \
-                     last_operation_id = @op WHERE {ended}"
-                )),
-                compile(&format!(
-                    "{RESOURCE_CHANGE}) SELECT @at, {gone}, r.id, r.source_system, @op, @token \
+                format!(
+                    "{membership_change} SELECT $3, {removed}, gm.group_id, gm.member_id, \
+                     gm.source, $2, $4 FROM group_member gm WHERE {ended}"
+                ),
+                format!(
+                    "UPDATE group_member AS gm SET removed = true, removed_timestamp = $3, \
+                     last_operation_id = $2 WHERE {ended}"
+                ),
+                format!(
+                    "{RESOURCE_CHANGE}) SELECT $3, {gone}, r.id, r.source_system, $2, $4 \
                      FROM resource r WHERE {which}"
-                )),
-                compile(&format!(
-                    "UPDATE resource AS r SET deleted = true, deleted_at = @at, modified = @at \
+                ),
+                format!(
+                    "UPDATE resource AS r SET deleted = true, deleted_at = $3, modified = $3 \
                      WHERE {which}"
-                )),
+                ),
             ]
         }
     }
@@ -571,9 +475,9 @@ fn assignments() -> String {
 
 /// Restores the deleted resources that lines name (unless deleted after the operation began),
 /// with the lines' attributes; the change record carries the attributes that changed.
-pub fn restore(d: Dialect, staging: &Staging) -> Vec<Statement> {
+pub fn restore(d: Dialect, staging: &Staging) -> Vec<String> {
     let which = "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND r.deleted \
-                 AND r.deleted_at <= @fence";
+                 AND r.deleted_at <= $5";
     rewrite(
         d,
         staging,
@@ -592,8 +496,8 @@ fn rewrite(
     which: &str,
     extra: &str,
     kind: ChangeKind,
-) -> Vec<Statement> {
-    let set = format!("{extra}modified = @at, {}", assignments());
+) -> Vec<String> {
+    let set = format!("{extra}modified = $3, {}", assignments());
     // An update that flips `active` is recorded as a deactivation or an activation.
     let kind_of = |old: &str, new: &str| match kind {
         ChangeKind::ResourceUpdated => format!(
@@ -622,17 +526,17 @@ fn rewrite(
                 .map(|(name, _, _)| format!("{name} = c.new_{name}"))
                 .collect();
             let changed = attrs(d, |n| format!("c.old_{n}"), |n| format!("c.new_{n}"));
-            vec![compile(&format!(
+            vec![format!(
                 "WITH c AS MATERIALIZED (SELECT r.id, {} FROM {staging} s \
                  JOIN resource r ON s.resource_id = r.id WHERE {which}), \
-                 upd AS (UPDATE resource r SET {extra}modified = @at, {} FROM c WHERE r.id = c.id \
+                 upd AS (UPDATE resource r SET {extra}modified = $3, {} FROM c WHERE r.id = c.id \
                  RETURNING r.id, r.source_system, {changed} AS attrs, c.old_active, c.new_active) \
-                 {RESOURCE_CHANGE}, attrs) SELECT @at, {}, id, source_system, @op, @token, \
+                 {RESOURCE_CHANGE}, attrs) SELECT $3, {}, id, source_system, $2, $4, \
                  attrs FROM upd",
                 columns.join(", "),
                 set.join(", "),
                 kind_of("old_active", "new_active")
-            ))]
+            )]
         }
         Dialect::Sqlite => {
             let changed = attrs(
@@ -648,13 +552,11 @@ fn rewrite(
             );
             let kind = kind_of("r.active", &new_value("active", present::ACTIVE));
             vec![
-                compile(&format!(
-                    "{RESOURCE_CHANGE}, attrs) SELECT @at, {kind}, r.id, r.source_system, @op, \
-                     @token, {changed} FROM resource r JOIN {staging} s ON {which}"
-                )),
-                compile(&format!(
-                    "UPDATE resource AS r SET {set} FROM {staging} AS s WHERE {which}"
-                )),
+                format!(
+                    "{RESOURCE_CHANGE}, attrs) SELECT $3, {kind}, r.id, r.source_system, $2, \
+                     $4, {changed} FROM resource r JOIN {staging} s ON {which}"
+                ),
+                format!("UPDATE resource AS r SET {set} FROM {staging} AS s WHERE {which}"),
             ]
         }
     }
@@ -662,89 +564,71 @@ fn rewrite(
 
 /// Updates the live resources whose attributes a line changes (unless written after the
 /// operation began), recording old and new values.
-pub fn update(d: Dialect, staging: &Staging) -> Vec<Statement> {
+pub fn update(d: Dialect, staging: &Staging) -> Vec<String> {
     let differs: Vec<String> = ATTRIBUTES
         .iter()
         .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
         .collect();
     let which = format!(
         "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND NOT r.deleted \
-         AND r.modified <= @fence AND ({})",
+         AND r.modified <= $5 AND ({})",
         differs.join(" OR ")
     );
     rewrite(d, staging, &which, "", ChangeKind::ResourceUpdated)
 }
 
 /// Creates the resources of the lines that name none.
-pub fn insert(d: Dialect, staging: &Staging) -> Vec<Statement> {
+pub fn insert(d: Dialect, staging: &Staging) -> Vec<String> {
     let which = "s.resource_id IS NULL AND NOT s.remove AND NOT s.rejected";
     let kind = ChangeKind::ResourceCreated.code();
     let write = format!(
         "INSERT INTO resource (id, type, typename, subtype, source_system, identifier, \
          external_id, displayname, description, notes, tags, active, expires_at, deleted, \
          created, modified) \
-         SELECT s.new_id, s.type, {}, s.subtype, @source, s.identifier, s.external_id, \
-         s.displayname, s.description, s.notes, s.tags, s.active, s.expires_at, false, @at, @at \
+         SELECT s.new_id, s.type, {}, s.subtype, $1, s.identifier, s.external_id, \
+         s.displayname, s.description, s.notes, s.tags, s.active, s.expires_at, false, $3, $3 \
          FROM {staging} s WHERE {which}",
         typename("s.type")
     );
     match d {
-        Dialect::Postgres => vec![compile(&format!(
+        Dialect::Postgres => vec![format!(
             "WITH ins AS ({write} RETURNING id) \
-             {RESOURCE_CHANGE}) SELECT @at, {kind}, id, @source, @op, @token FROM ins"
-        ))],
+             {RESOURCE_CHANGE}) SELECT $3, {kind}, id, $1, $2, $4 FROM ins"
+        )],
         Dialect::Sqlite => vec![
-            compile(&format!(
-                "{RESOURCE_CHANGE}) SELECT @at, {kind}, s.new_id, @source, @op, @token \
+            format!(
+                "{RESOURCE_CHANGE}) SELECT $3, {kind}, s.new_id, $1, $2, $4 \
                  FROM {staging} s WHERE {which}"
-            )),
-            compile(&write),
+            ),
+            write,
         ],
     }
 }
 
 /// A page of what a full-update of resources would delete, in id order.
-pub fn preview_removals(staging: &Staging) -> Statement {
-    compile(&format!(
-        "SELECT r.id, r.identifier, r.external_id FROM resource r WHERE {} AND r.id > @after_id \
-         ORDER BY r.id LIMIT @limit",
+pub fn preview_removals(staging: &Staging) -> String {
+    format!(
+        "SELECT r.id, r.identifier, r.external_id FROM resource r WHERE {} AND r.id > $8 \
+         ORDER BY r.id LIMIT $11",
         deleted(staging, false)
-    ))
+    )
 }
 
 /// A page of the lines that would create or restore a resource, in (chunk, line) order.
-pub fn preview_additions(staging: &Staging) -> Statement {
-    compile(&format!(
+pub fn preview_additions(staging: &Staging) -> String {
+    format!(
         "SELECT s.chunk, s.line, s.resource_id, s.identifier, s.external_id FROM {staging} s \
          LEFT JOIN resource r ON r.id = s.resource_id WHERE NOT s.remove AND NOT s.rejected \
-         AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence)) \
-         AND (s.chunk > @after_chunk OR (s.chunk = @after_chunk AND s.line > @after_line)) \
-         ORDER BY s.chunk, s.line LIMIT @limit"
-    ))
+         AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= $5)) \
+         AND (s.chunk > $9 OR (s.chunk = $9 AND s.line > $10)) \
+         ORDER BY s.chunk, s.line LIMIT $11"
+    )
 }
 
 /// How many resources a full-update would create or restore.
-pub fn count_additions(staging: &Staging) -> Statement {
-    compile(&format!(
+pub fn count_additions(staging: &Staging) -> String {
+    format!(
         "SELECT count(*) FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
-         WHERE NOT s.remove AND NOT s.rejected AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= @fence))"
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_numbered_in_order_of_first_use() {
-        let s = compile("SELECT @op, @source, @op, @rsubtype, @rtype, '@x', a::text, 'it''s @op'");
-        assert_eq!(
-            s.sql,
-            "SELECT $1, $2, $1, $3, $4, '@x', a::text, 'it''s @op'"
-        );
-        assert_eq!(
-            s.binds,
-            vec![Bind::Op, Bind::Source, Bind::Subtype, Bind::Type]
-        );
-    }
+         WHERE NOT s.remove AND NOT s.rejected AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= $5))"
+    )
 }

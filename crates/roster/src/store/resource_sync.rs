@@ -163,17 +163,14 @@ pub(super) async fn create_missing(
     let mut values = Values::about(Uuid::nil(), None, super::now(), op.token_name.as_deref());
     values.op = op.id.0;
     values.bound = params.bound_source.clone();
-    tx.execute(&rsql::to_sql(
-        &esql::create_missing(tx.dialect(), &staging),
-        &values,
-    ))
-    .await?;
+    tx.execute(&values.sql(&esql::create_missing(tx.dialect(), &staging)))
+        .await?;
     for (statement, binds_source) in esql::resolve_statements(&staging) {
         if !binds_source {
             tx.batch(&statement).await?;
         }
     }
-    tx.execute(&rsql::to_sql(&esql::log_created(&staging), &values))
+    tx.execute(&values.sql(&esql::log_created(&staging)))
         .await?;
     Ok(())
 }
@@ -187,14 +184,11 @@ pub(super) async fn resolve(
     partial: bool,
 ) -> StoreResult<i64> {
     for statement in rsql::resolve_live(staging) {
-        tx.execute(&rsql::to_sql(&statement, values)).await?;
+        tx.execute(&values.sql(&statement)).await?;
     }
-    if tx
-        .scalar(&rsql::to_sql(&rsql::has_deleted(), values))
-        .await?
-    {
+    if tx.scalar(&values.sql(&rsql::has_deleted())).await? {
         for statement in rsql::resolve_deleted(staging) {
-            tx.execute(&rsql::to_sql(&statement, values)).await?;
+            tx.execute(&values.sql(&statement)).await?;
         }
     }
     tx.batch(&rsql::index_staging(staging)).await?;
@@ -204,17 +198,14 @@ pub(super) async fn resolve(
         tx.batch(&format!("ANALYZE {staging}")).await?;
     }
     let mark_rejected = rsql::mark_rejected(staging);
-    let live = tx.scalar(&rsql::to_sql(&rsql::has_live(), values)).await?;
+    let live = tx.scalar(&values.sql(&rsql::has_live())).await?;
     for check in rsql::checks(staging, partial, live) {
-        if tx.execute(&rsql::to_sql(&check, values)).await? > 0 {
-            tx.execute(&rsql::to_sql(&mark_rejected, values)).await?;
+        if tx.execute(&values.sql(&check)).await? > 0 {
+            tx.execute(&values.sql(&mark_rejected)).await?;
         }
     }
-    tx.scalar(&rsql::to_sql(
-        &rsql::compile("SELECT count(*) FROM operation_rejection WHERE operation_id = @op"),
-        values,
-    ))
-    .await
+    let rejected = Sql::new("SELECT count(*) FROM operation_rejection WHERE operation_id = $1");
+    tx.scalar(&rejected.bind(values.op)).await
 }
 
 /// Deletes (first, freeing identifiers), restores, updates and creates, each step with its
@@ -235,7 +226,7 @@ async fn write(
     ] {
         let mut last = 0;
         for statement in &steps {
-            last = tx.execute(&rsql::to_sql(statement, values)).await?;
+            last = tx.execute(&values.sql(statement)).await?;
         }
         *slot = i64::try_from(last).unwrap_or(i64::MAX);
     }
@@ -265,7 +256,7 @@ pub(super) async fn apply_full_update(
         });
     }
     let (live, snapshot, to_remove) = tx
-        .fetch_one(&rsql::to_sql(&rsql::threshold_counts(&staging), &values))
+        .fetch_one(&values.sql(&rsql::threshold_counts(&staging)))
         .await?;
     if !params.approved {
         if let Some(reason) = hold(&params.threshold, &scope, live, snapshot, to_remove) {
@@ -319,12 +310,9 @@ pub(super) async fn apply_changes(
         ));
     }
     let lines: i64 = tx
-        .scalar(&rsql::to_sql(
-            &rsql::compile(&format!(
-                "SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected"
-            )),
-            &values,
-        ))
+        .scalar(&values.sql(&format!(
+            "SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected"
+        )))
         .await?;
     let mut counts = write(tx, &staging, &values, true).await?;
     counts.unchanged = lines - counts.added - counts.reactivated - counts.updated;
@@ -371,7 +359,7 @@ pub(super) async fn preview(
                 values.after_id = Uuid::parse_str(after).map_err(|_| invalid())?;
             }
             let rows = tx
-                .fetch_all(&rsql::to_sql(&rsql::preview_removals(&staging), &values))
+                .fetch_all(&values.sql(&rsql::preview_removals(&staging)))
                 .await?;
             Ok(rows
                 .into_iter()
@@ -395,7 +383,7 @@ pub(super) async fn preview(
                 values.after_line = line;
             }
             let rows: Vec<AdditionRow> = tx
-                .fetch_all(&rsql::to_sql(&rsql::preview_additions(&staging), &values))
+                .fetch_all(&values.sql(&rsql::preview_additions(&staging)))
                 .await?;
             Ok(rows
                 .into_iter()
@@ -427,10 +415,10 @@ pub(super) async fn totals(tx: &mut Tx, op: &Operation) -> StoreResult<(i64, i64
     );
     resolve(tx, &staging, &values, false).await?;
     let add = tx
-        .scalar(&rsql::to_sql(&rsql::count_additions(&staging), &values))
+        .scalar(&values.sql(&rsql::count_additions(&staging)))
         .await?;
     let (_, _, remove): (i64, i64, i64) = tx
-        .fetch_one(&rsql::to_sql(&rsql::threshold_counts(&staging), &values))
+        .fetch_one(&values.sql(&rsql::threshold_counts(&staging)))
         .await?;
     Ok((add, remove))
 }
