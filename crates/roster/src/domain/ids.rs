@@ -17,11 +17,9 @@ use uuid::Uuid;
     Hash,
     Serialize,
     Deserialize,
-    sqlx::Type,
     ToSchema,
 )]
 #[serde(transparent)]
-#[sqlx(transparent)]
 pub struct ResourceId(pub Uuid);
 
 impl ResourceId {
@@ -49,11 +47,9 @@ impl fmt::Display for ResourceId {
     Hash,
     Serialize,
     Deserialize,
-    sqlx::Type,
     ToSchema,
 )]
 #[serde(transparent)]
-#[sqlx(transparent)]
 pub struct OperationId(pub i64);
 
 impl fmt::Display for OperationId {

@@ -175,6 +175,63 @@ pub struct Operation {
     pub completed: Option<DateTime<Utc>>,
 }
 
+/// Why an operation cannot do what was asked of it in the state it is in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WrongState(pub String);
+
+impl Operation {
+    /// Only a pending operation is approved or rejected.
+    pub fn check_pending(&self) -> Result<(), WrongState> {
+        if self.status == OperationStatus::Pending {
+            return Ok(());
+        }
+        Err(WrongState(format!(
+            "operation {} is {}, not pending; only pending operations are approved or rejected",
+            self.id,
+            self.status.name()
+        )))
+    }
+
+    /// A pending operation, or an upload not yet completed, may be rejected.
+    pub fn check_rejectable(&self) -> Result<(), WrongState> {
+        if self.status == OperationStatus::Pending || self.phase == Some(OperationPhase::Uploading)
+        {
+            return Ok(());
+        }
+        Err(WrongState(format!(
+            "operation {} is {}; only pending operations and unfinished uploads can be rejected",
+            self.id,
+            self.status.name()
+        )))
+    }
+
+    /// A preview needs the staged snapshot: a full-update not yet applied.
+    pub fn check_previewable(&self) -> Result<(), WrongState> {
+        let staged = self.status == OperationStatus::Pending
+            || (self.status == OperationStatus::Running && self.phase.is_some());
+        if self.ty == OperationType::FullUpdate && staged {
+            return Ok(());
+        }
+        Err(WrongState(format!(
+            "operation {} is a {} that is {}: only full-updates not yet applied have a preview",
+            self.id,
+            self.ty.name(),
+            self.status.name()
+        )))
+    }
+
+    /// The parameters of the operation once a person approved it: as they were, marked
+    /// `approved`.
+    pub fn approved_params(&self) -> serde_json::Value {
+        let mut params = self.params.clone();
+        if let Some(fields) = params.as_object_mut() {
+            fields.insert("approved".to_owned(), serde_json::Value::Bool(true));
+        }
+        params
+    }
+}
+
 /// Filters for listing operations.
 #[derive(Debug, Clone, Default)]
 pub struct OperationFilter {

@@ -262,7 +262,7 @@ impl super::Store {
         page: &PageRequest<String>,
     ) -> StoreResult<Vec<PreviewEntry>> {
         let op = operation(self.db(), id).await?;
-        esql::check_previewable(&op)?;
+        op.check_previewable()?;
         let (after_group, after_member) = esql::preview_cursor(page)?;
         let action = action.unwrap_or(PreviewAction::Remove);
         let select = esql::preview(&Staging(id), &op, action);
@@ -286,7 +286,7 @@ impl super::Store {
         page: &PageRequest<String>,
     ) -> StoreResult<Vec<ResourcePreviewEntry>> {
         let op = operation(self.db(), id).await?;
-        esql::check_previewable(&op)?;
+        op.check_previewable()?;
         resource_sync::preview_page(self.db(), &op, action, page.after.as_deref(), page.fetch())
             .await
     }
@@ -294,7 +294,7 @@ impl super::Store {
     /// How many memberships (or resources) a full-update not yet applied would add and remove.
     pub async fn preview_totals(&self, id: OperationId) -> StoreResult<(i64, i64)> {
         let op = operation(self.db(), id).await?;
-        esql::check_previewable(&op)?;
+        op.check_previewable()?;
         if op.target == Target::Resources {
             return resource_sync::preview_totals(self.db(), &op).await;
         }
@@ -322,13 +322,13 @@ impl super::Store {
         let mut tx = self.db().write().await?;
         let op = lock_operation(&mut tx, id).await?;
         let decision = if approve {
-            esql::check_pending(&op)?;
+            op.check_pending()?;
             Sql::new(&**esql::APPROVE_OPERATION)
                 .bind(id)
-                .bind(esql::approved_params(&op))
+                .bind(op.approved_params())
                 .bind(now())
         } else {
-            esql::check_rejectable(&op)?;
+            op.check_rejectable()?;
             Sql::new(&**esql::REJECT_OPERATION)
                 .bind(id)
                 .bind(format!("rejected by token {:?}", actor.token_name))

@@ -12,7 +12,7 @@ use super::{ConflictKind, Record};
 use crate::domain::full_update::{GroupDiff, PreviewAction, PreviewEntry, Threshold};
 use crate::domain::membership::{check_ends, Membership, MembershipWrite};
 use crate::domain::operation::{
-    FullUpdateParams, Gc, Operation, OperationCounts, OperationStatus, OperationType, Scope,
+    FullUpdateParams, Gc, Operation, OperationCounts, OperationStatus, Scope,
 };
 use crate::domain::page::PageRequest;
 use crate::domain::resource::{Resource, ResourceType};
@@ -72,69 +72,12 @@ pub fn check_uploading(
     }
 }
 
-pub fn check_pending(op: &Operation) -> StoreResult<()> {
-    if op.status == OperationStatus::Pending {
-        return Ok(());
-    }
-    Err(StoreError::conflict(
-        ConflictKind::State,
-        format!(
-            "operation {} is {}, not pending; only pending operations are approved or rejected",
-            op.id,
-            op.status.name()
-        ),
-    ))
-}
-
-/// Whether an operation may be rejected: a pending one, or an upload not yet completed.
-pub fn check_rejectable(op: &Operation) -> StoreResult<()> {
-    let uploading = op.phase == Some(crate::domain::operation::OperationPhase::Uploading);
-    if op.status == OperationStatus::Pending || uploading {
-        return Ok(());
-    }
-    Err(StoreError::conflict(
-        ConflictKind::State,
-        format!(
-            "operation {} is {}; only pending operations and unfinished uploads can be rejected",
-            op.id,
-            op.status.name()
-        ),
-    ))
-}
-
-/// A preview needs the staged snapshot: a full-update not yet applied.
-pub fn check_previewable(op: &Operation) -> StoreResult<()> {
-    let staged = op.status == OperationStatus::Pending
-        || (op.status == OperationStatus::Running && op.phase.is_some());
-    if op.ty == OperationType::FullUpdate && staged {
-        return Ok(());
-    }
-    Err(StoreError::conflict(
-        ConflictKind::State,
-        format!(
-            "operation {} is a {} that is {}: only full-updates not yet applied have a preview",
-            op.id,
-            op.ty.name(),
-            op.status.name()
-        ),
-    ))
-}
-
 pub fn params(op: &Operation) -> StoreResult<FullUpdateParams> {
     serde_json::from_value(op.params.clone()).map_err(|e| {
         StoreError::Database(sqlx::Error::Decode(
             format!("operation {} has unreadable params: {e}", op.id).into(),
         ))
     })
-}
-
-/// The parameters of an operation a person approved: as they were, marked `approved`.
-pub fn approved_params(op: &Operation) -> serde_json::Value {
-    let mut params = op.params.clone();
-    if let Some(fields) = params.as_object_mut() {
-        fields.insert("approved".to_owned(), serde_json::Value::Bool(true));
-    }
-    params
 }
 
 pub fn rejection_reason(id: OperationId, rejected: i64) -> String {

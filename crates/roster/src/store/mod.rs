@@ -191,6 +191,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<crate::domain::operation::WrongState> for StoreError {
+    fn from(e: crate::domain::operation::WrongState) -> Self {
+        Self::conflict(ConflictKind::State, e.0)
+    }
+}
+
 /// Whether PostgreSQL refused a value a request gave it as text it cannot take or a number or
 /// time out of its range: 22P05 untranslatable character, 22021 character not in repertoire,
 /// 22008 datetime field overflow, 22007 invalid datetime format, 22003 numeric value out of
