@@ -7,17 +7,7 @@ use uuid::Uuid;
 
 /// The id of a resource (account, group, prime identity, …): a time-ordered UUID v7.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(transparent)]
 pub struct ResourceId(pub Uuid);
@@ -37,17 +27,7 @@ impl fmt::Display for ResourceId {
 
 /// The id of an operation, issued in creation order: a larger id is newer knowledge.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(transparent)]
 pub struct OperationId(pub i64);
