@@ -47,11 +47,6 @@ fn scope_ids(scope: ActionScope) -> String {
     }
 }
 
-/// SQL string literal of a checked value.
-fn quoted(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 fn literal(active: bool) -> &'static str {
     if active {
         "true"
@@ -190,14 +185,17 @@ async fn new_operation(
     values: &Values,
 ) -> StoreResult<i64> {
     let ids: Vec<(i64,)> = tx
-        .fetch_all(&values.sql(&format!(
-            "INSERT INTO operation (type, status, target, token_name, created, modified, \
-                 description, params) VALUES ('{}', 'running', 'resources', $4, $3, $3, \
-                 {}, {}) RETURNING id",
-            ty.name(),
-            quoted(description),
-            quoted(&params.to_string())
-        )))
+        .fetch_all(
+            &values
+                .sql(&format!(
+                    "INSERT INTO operation (type, status, target, token_name, created, modified, \
+                     description, params) VALUES ('{}', 'running', 'resources', $4, $3, $3, \
+                     $17, $18) RETURNING id",
+                    ty.name()
+                ))
+                .bind(description)
+                .bind(params.clone()),
+        )
         .await?;
     ids.first()
         .map(|r| r.0)
@@ -218,12 +216,15 @@ async fn settle(
     } else {
         "NULL"
     };
-    tx.execute(&values.sql(&format!(
-        "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, reason = {}, \
-             modified = $3, completed = {completed} WHERE id = $2",
-        status.name(),
-        reason.map_or_else(|| "NULL".to_owned(), quoted)
-    )))
+    tx.execute(
+        &values
+            .sql(&format!(
+                "UPDATE operation SET status = '{}', phase = NULL, updated = {updated}, \
+                 reason = $17, modified = $3, completed = {completed} WHERE id = $2",
+                status.name()
+            ))
+            .bind(reason),
+    )
     .await?;
     records::operation(tx, OperationId(values.op)).await
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     actions_refuse_bad_input_and_change_nothing,
     an_hr_sync_that_deactivates_a_record_terminates_the_identity,
     a_patch_that_deactivates_an_hr_record_terminates_the_identity,
+    a_reason_with_quotes_and_backslashes_is_stored_as_written,
 );
 
 fn ids(values: &Value) -> BTreeSet<String> {
@@ -413,6 +414,48 @@ async fn a_deactivation_past_the_threshold_waits_for_approval(backend: Backend) 
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(inactive(&app, "again").await, 0);
+}
+
+async fn a_reason_with_quotes_and_backslashes_is_stored_as_written(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let root = prime(&app, "quoted-root").await;
+    let account = app
+        .create(resource("home", "obrien@home", "user", Some("native")))
+        .await;
+    link(&app, &account, &root).await;
+    let reason = r"O'Brien left \ 'x'); DROP TABLE resource; -- \' $1 ?";
+    let reply = app
+        .post(
+            &format!("/api/v1/resources/{root}/actions/deactivate"),
+            json!({"scope": "identity", "reason": reason}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["operation"]["status"], "complete");
+    let stored = app
+        .text(
+            "SELECT deactivation_reason FROM resource WHERE id = $1",
+            &[&account],
+        )
+        .await;
+    assert_eq!(stored.as_deref(), Some(reason));
+    let op = reply.json["operation"]["id"].as_i64().expect("op");
+    let operation = app.get(&format!("/api/v1/operations/{op}")).await;
+    assert_eq!(operation.status, StatusCode::OK, "{}", operation.text);
+    let description = operation.json["description"].as_str().expect("description");
+    assert!(description.ends_with(&format!(": {reason}")), "{description}");
+    assert_eq!(operation.json["params"]["reason"], reason);
+    assert_eq!(changes_of(&app, "resource.deactivated", op).await.len(), 1);
+    let history = app
+        .get(&format!("/api/v1/resources/{account}/history"))
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    let last = history.json["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .cloned()
+        .expect("history");
+    assert_eq!(last["changes"]["deactivation_reason"]["new"], reason);
 }
 
 async fn actions_refuse_bad_input_and_change_nothing(backend: Backend) {
