@@ -90,6 +90,20 @@ pub struct Policy {
     pub threshold: i64,
 }
 
+impl Policy {
+    /// Why an action that would set `planned` accounts to `active` waits for approval, if it
+    /// does: a deactivation of more accounts than the threshold.
+    pub fn hold_reason(&self, active: bool, planned: usize) -> Option<String> {
+        (!active && i64::try_from(planned).unwrap_or(i64::MAX) > self.threshold).then(|| {
+            format!(
+                "would deactivate {planned} accounts, more than the threshold of {}: the \
+                 operation's preview lists them; an admin approves or rejects",
+                self.threshold
+            )
+        })
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
@@ -190,6 +204,15 @@ pub struct Propagation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_deactivation_past_the_threshold_is_held() {
+        let policy = Policy { threshold: 50 };
+        assert_eq!(policy.hold_reason(false, 50), None);
+        let reason = policy.hold_reason(false, 51).expect("held");
+        assert!(reason.contains("51") && reason.contains("50"), "{reason}");
+        assert_eq!(policy.hold_reason(true, 10_000), None);
+    }
 
     #[test]
     fn deactivation_needs_a_reason_activation_does_not() {

@@ -328,3 +328,86 @@ pub struct FullUpdateParams {
 pub fn default_batch_size() -> i64 {
     10_000
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operation(
+        ty: OperationType,
+        status: OperationStatus,
+        phase: Option<OperationPhase>,
+    ) -> Operation {
+        let now = Utc::now();
+        Operation {
+            id: OperationId(9),
+            ty,
+            target: Target::Memberships,
+            description: None,
+            status,
+            group_id: None,
+            source_system: None,
+            counts: OperationCounts::default(),
+            reason: None,
+            phase,
+            params: serde_json::json!({"gc": "now"}),
+            token_name: None,
+            created: now,
+            modified: now,
+            completed: None,
+        }
+    }
+
+    #[test]
+    fn only_a_pending_operation_is_approved() {
+        let full = OperationType::FullUpdate;
+        assert!(operation(full, OperationStatus::Pending, None)
+            .check_pending()
+            .is_ok());
+        for status in [
+            OperationStatus::Running,
+            OperationStatus::Complete,
+            OperationStatus::Failed,
+        ] {
+            let err = operation(full, status, None).check_pending().unwrap_err();
+            assert!(err.0.contains(status.name()), "{err}");
+        }
+    }
+
+    #[test]
+    fn pending_operations_and_unfinished_uploads_are_rejectable() {
+        let full = OperationType::FullUpdate;
+        let running = OperationStatus::Running;
+        assert!(operation(full, OperationStatus::Pending, None)
+            .check_rejectable()
+            .is_ok());
+        let uploading = operation(full, running, Some(OperationPhase::Uploading));
+        assert!(uploading.check_rejectable().is_ok());
+        let applying = operation(full, running, Some(OperationPhase::Applying));
+        assert!(applying.check_rejectable().is_err());
+        let complete = operation(full, OperationStatus::Complete, None);
+        assert!(complete.check_rejectable().is_err());
+    }
+
+    #[test]
+    fn only_unapplied_full_updates_have_a_preview() {
+        let full = OperationType::FullUpdate;
+        let queued = Some(OperationPhase::Queued);
+        assert!(operation(full, OperationStatus::Pending, None)
+            .check_previewable()
+            .is_ok());
+        let staged = operation(full, OperationStatus::Running, queued);
+        assert!(staged.check_previewable().is_ok());
+        let partial = operation(OperationType::PartialUpdate, OperationStatus::Pending, None);
+        assert!(partial.check_previewable().is_err());
+        let done = operation(full, OperationStatus::Complete, None);
+        assert!(done.check_previewable().is_err());
+    }
+
+    #[test]
+    fn approval_marks_the_params_and_keeps_the_rest() {
+        let op = operation(OperationType::FullUpdate, OperationStatus::Pending, None);
+        let params = op.approved_params();
+        assert_eq!(params, serde_json::json!({"gc": "now", "approved": true}));
+    }
+}

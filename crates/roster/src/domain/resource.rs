@@ -393,10 +393,10 @@ pub struct ResourceFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Resource {
+    pub(crate) fn sample() -> Resource {
         let now = Utc::now();
         Resource {
             id: ResourceId::generate(),

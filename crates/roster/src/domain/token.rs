@@ -239,6 +239,28 @@ impl Principal {
         }
     }
 
+    /// Whether a token bound to `bound` (or to none) may change a membership between `group`
+    /// and `member`: both ends must be data of its source system.
+    pub fn check_membership_sources(
+        bound: Option<&str>,
+        group: &super::resource::Resource,
+        member: &super::resource::Resource,
+    ) -> Result<(), String> {
+        let Some(bound) = bound else { return Ok(()) };
+        for (what, source) in [
+            ("group", &group.source_system),
+            ("member", &member.source_system),
+        ] {
+            if source != bound {
+                return Err(format!(
+                    "the token is bound to source system {bound:?} and may not change memberships \
+                     with a {what} of source system {source:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The one source system whose data the token reads: its binding when its reads are bound
     /// (`read_scope: bound`); none when it reads every source. Every read that could show
     /// another source's data asks this.
@@ -291,6 +313,21 @@ mod tests {
         assert!(a.expose().len() >= 40);
         assert_ne!(a.expose(), b.expose());
         assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn a_bound_token_changes_memberships_within_its_source_only() {
+        let of = |source: &str| crate::domain::resource::Resource {
+            source_system: source.into(),
+            ..crate::domain::resource::tests::sample()
+        };
+        let (home, away) = (of("home"), of("away"));
+        assert!(Principal::check_membership_sources(None, &home, &away).is_ok());
+        assert!(Principal::check_membership_sources(Some("home"), &home, &home).is_ok());
+        let err = Principal::check_membership_sources(Some("home"), &home, &away).unwrap_err();
+        assert!(err.contains("member of source system \"away\""), "{err}");
+        let err = Principal::check_membership_sources(Some("home"), &away, &home).unwrap_err();
+        assert!(err.contains("group of source system \"away\""), "{err}");
     }
 
     #[test]

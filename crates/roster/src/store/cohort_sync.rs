@@ -683,7 +683,6 @@ impl super::Store {
         members(&mut tx, unified).await
     }
 
-    /// The sync plan of a unified group's mirror groups.
     /// The sync plan of a unified group's mirror groups (or a page of one group's).
     pub async fn sync_plan(
         &self,

@@ -16,6 +16,7 @@ use crate::domain::operation::{
 };
 use crate::domain::page::PageRequest;
 use crate::domain::resource::{Resource, ResourceType};
+use crate::domain::token::Principal;
 use crate::domain::{InvalidInput, OperationId, ResourceId};
 use std::fmt;
 use std::sync::LazyLock;
@@ -287,8 +288,8 @@ pub fn delete_rejected(staging: &Staging) -> String {
     )
 }
 
-/// The diff parameters every apply statement binds: `$1` group, `$2` operation id, `$3` time,
-/// `$4` the group's source system, `$5` the token name.
+/// The columns of a membership's change record, which apply statements fill from their fixed
+/// parameters (see `membership_sync::Step`).
 const MEMBERSHIP_CHANGE: &str =
     "INSERT INTO change (at, kind, group_id, member_id, source_system, operation_id, token_name)";
 
@@ -881,31 +882,18 @@ pub fn classify_edit(
     }
 }
 
-/// Checks one edit of a partial-update; the message names the edit by its position.
+/// Checks one edit of a partial-update (its ends, and the token's source binding); the message
+/// names the edit by its position.
 pub fn check_edit(
     index: usize,
     group: &Resource,
     member: &Resource,
     bound_source: Option<&str>,
 ) -> StoreResult<()> {
-    let prefix = |message: String| {
-        StoreError::Invalid(InvalidInput::new(format!("changes[{index}]: {message}")))
-    };
-    check_ends(group, member).map_err(|e| prefix(e.0))?;
-    if let Some(bound) = bound_source {
-        for (what, source) in [
-            ("group", &group.source_system),
-            ("member", &member.source_system),
-        ] {
-            if source != bound {
-                return Err(StoreError::Forbidden(format!(
-                    "changes[{index}]: the token is bound to source system {bound:?} and may not \
-                     change memberships with a {what} of source system {source:?}"
-                )));
-            }
-        }
-    }
-    Ok(())
+    let prefixed = |message: String| format!("changes[{index}]: {message}");
+    check_ends(group, member).map_err(|e| StoreError::Invalid(InvalidInput::new(prefixed(e.0))))?;
+    Principal::check_membership_sources(bound_source, group, member)
+        .map_err(|e| StoreError::Forbidden(prefixed(e)))
 }
 
 /// The error for an edit whose member cannot be found.

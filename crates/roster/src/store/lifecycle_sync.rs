@@ -326,12 +326,7 @@ async fn conclude(
     policy: &Policy,
     values: &Values,
 ) -> StoreResult<(Operation, Vec<ResourceId>)> {
-    if !active && i64::try_from(planned).unwrap_or(i64::MAX) > policy.threshold {
-        let reason = format!(
-            "would deactivate {planned} accounts, more than the threshold of {}: the \
-             operation's preview lists them; an admin approves or rejects",
-            policy.threshold
-        );
+    if let Some(reason) = policy.hold_reason(active, planned) {
         let op = settle(tx, values, OperationStatus::Pending, planned, Some(&reason)).await?;
         let page = PageRequest {
             after: None,

@@ -43,7 +43,11 @@ pub(super) async fn run_step(
     Ok(logged.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
-/// The parameters every apply statement binds (see `engine_sql`).
+/// The parameters every statement that applies a group's diff binds, always in this order, so
+/// that `engine_sql`'s fragments can name them by position: `$1` group, `$2` operation id, `$3`
+/// time, `$4` the group's source system, `$5` the token name; a statement that needs one more
+/// binds it as `$6` (the token's bound source, or the full-update a reconcile keeps). Resource and
+/// lifecycle statements have a map of their own, `resource_sql::Values`.
 struct Step<'a> {
     group: ResourceId,
     op: OperationId,
@@ -475,4 +479,34 @@ pub(super) async fn reconcile(
     let operation = records::set_counts(&mut tx, op, counts).await?;
     tx.commit().await?;
     Ok(operation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esql::{self, Staging, StagingFilter};
+    use super::{Dialect, Sql};
+    use crate::domain::OperationId;
+
+    /// Every apply statement names only the positions [`super::Step`] binds, plus its own `$6`.
+    #[test]
+    fn apply_statements_stay_within_the_step_positions() {
+        let staging = Staging(OperationId(7));
+        for filter in [StagingFilter::WholeTable, StagingFilter::GroupColumn] {
+            let mut statements = vec![
+                esql::pg_apply_diff(&staging, filter, true),
+                esql::pg_apply_diff(&staging, filter, false),
+            ];
+            for d in [Dialect::Postgres, Dialect::Sqlite] {
+                statements.extend(esql::update_attributes(d, &staging, filter));
+                statements.extend(esql::reconcile(d, &staging, filter));
+            }
+            for remove in [true, false] {
+                statements.extend(esql::sqlite_diff(&staging, filter, remove).concat());
+            }
+            for text in statements {
+                let highest = Sql::highest_placeholder(&text);
+                assert!((1..=6).contains(&highest), "${highest} in {text}");
+            }
+        }
+    }
 }

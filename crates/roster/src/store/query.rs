@@ -178,6 +178,25 @@ impl Sql {
         &self.text
     }
 
+    /// How many arguments are bound.
+    #[cfg(test)]
+    pub fn args_len(&self) -> usize {
+        self.args.len()
+    }
+
+    /// The highest `$N` placeholder of `text` (0 when it has none).
+    #[cfg(test)]
+    pub fn highest_placeholder(text: &str) -> usize {
+        text.split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The backend's arguments for this statement.
     pub(super) fn arguments<'q, DB>(&'q self) -> Result<DB::Arguments<'q>, sqlx::Error>
     where

@@ -632,3 +632,48 @@ pub fn count_additions(staging: &Staging) -> String {
          WHERE NOT s.remove AND NOT s.rejected AND (s.resource_id IS NULL OR (r.deleted AND r.deleted_at <= $5))"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OperationId;
+
+    /// Every resource statement names only positions that [`Values`] binds.
+    #[test]
+    fn statements_stay_within_the_values_positions() {
+        let staging = Staging(OperationId(7));
+        let bound = Values::about(Uuid::nil(), None, Utc::now(), None)
+            .sql("")
+            .args_len();
+        let mut statements = vec![
+            has_deleted(),
+            index_staging(&staging),
+            has_live(),
+            mark_rejected(&staging),
+            threshold_counts(&staging),
+            preview_removals(&staging),
+            preview_additions(&staging),
+            count_additions(&staging),
+        ];
+        statements.extend(resolve_live(&staging));
+        statements.extend(resolve_deleted(&staging));
+        for partial in [true, false] {
+            for live in [true, false] {
+                statements.extend(checks(&staging, partial, live));
+            }
+        }
+        for d in [Dialect::Postgres, Dialect::Sqlite] {
+            statements.push(create_staging(d, &staging));
+            statements.extend(restore(d, &staging));
+            statements.extend(update(d, &staging));
+            statements.extend(insert(d, &staging));
+            for partial in [true, false] {
+                statements.extend(delete(d, &staging, partial));
+            }
+        }
+        for text in statements {
+            let highest = Sql::highest_placeholder(&text);
+            assert!(highest <= bound, "${highest} in {text}");
+        }
+    }
+}

@@ -325,11 +325,11 @@ fn far_future() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// A page of what a full-update of resources not yet applied would do; resolved inside the
-/// caller's transaction, which the caller rolls back.
 /// A staged line a preview lists as an addition: (chunk, line, id, identifier, external_id).
 type AdditionRow = (i32, i32, Option<Uuid>, Option<String>, Option<String>);
 
+/// A page of what a full-update of resources not yet applied would do; resolved inside the
+/// caller's transaction, which the caller rolls back.
 pub(super) async fn preview(
     tx: &mut Tx,
     op: &Operation,

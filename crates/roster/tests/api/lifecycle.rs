@@ -443,7 +443,10 @@ async fn a_reason_with_quotes_and_backslashes_is_stored_as_written(backend: Back
     let operation = app.get(&format!("/api/v1/operations/{op}")).await;
     assert_eq!(operation.status, StatusCode::OK, "{}", operation.text);
     let description = operation.json["description"].as_str().expect("description");
-    assert!(description.ends_with(&format!(": {reason}")), "{description}");
+    assert!(
+        description.ends_with(&format!(": {reason}")),
+        "{description}"
+    );
     assert_eq!(operation.json["params"]["reason"], reason);
     assert_eq!(changes_of(&app, "resource.deactivated", op).await.len(), 1);
     let history = app
