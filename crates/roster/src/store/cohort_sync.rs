@@ -15,11 +15,6 @@ use crate::domain::cohort::{
     page_rows, Contribution, EffectiveCohort, GroupLink, IdentityTree, LinkKind, LinkRole,
     PlanPage, PlanRow, RelatedScope, SyncPlan, MAX_DEPTH,
 };
-use crate::domain::correlation::CorrelationCase;
-use crate::domain::correlation::CorrelationRule;
-use crate::domain::correlation::RuleRequest;
-use crate::domain::correlation::Situation;
-use crate::domain::operation::Operation;
 use crate::domain::resource::{Resource, ResourceType, Subtype};
 use crate::domain::token::Actor;
 use crate::domain::{InvalidInput, ResourceId};
@@ -92,54 +87,6 @@ fn height_below(id: ResourceId) -> Sql {
     .bind(id)
 }
 
-/// Links `id` to the prime `target` (its cohort, or as a prime its parent), or unlinks it.
-pub(super) async fn link(
-    tx: &mut Tx,
-    actor: &Actor,
-    id: ResourceId,
-    kind: LinkKind,
-    target: Option<ResourceId>,
-) -> StoreResult<Resource> {
-    records::serialize(tx, "roster:prime-links").await?;
-    let child = records::lock(tx, id).await?;
-    let prime = match target {
-        Some(t) => Some(records::lock(tx, t).await?),
-        None => None,
-    };
-    kind.check(&child, prime.as_ref())?;
-    if child.prime_id == target {
-        return Ok(child);
-    }
-    if let Some(parent) = &prime {
-        check_chain(tx, &child, parent).await?;
-    }
-    let update = Sql::new(format!(
-        "UPDATE resource SET prime_id = $2, prime_pinned = true, modified = $3 \
-         WHERE id = $1 RETURNING {RESOURCE_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(target)
-    .bind(now());
-    let rows = records::resources(tx, &update).await?;
-    let resource = rows
-        .into_iter()
-        .next()
-        .ok_or_else(|| resource_not_found(id))?;
-    let change_kind = if target.is_some() {
-        ChangeKind::IdentityLinked
-    } else {
-        ChangeKind::IdentityUnlinked
-    };
-    let change = ChangeRecord::resource(change_kind, &resource).with_attrs(serde_json::json!({
-        "prime_id": {"old": child.prime_id, "new": target}
-    }));
-    records::log_change(tx, actor, change).await?;
-    let record = AuditRecord::new("resource.link", target::resource(id))
-        .with_detail(serde_json::json!({ "prime_id": target }));
-    records::audit(tx, actor, record).await?;
-    Ok(resource)
-}
-
 /// Refuses a link of `child` under `parent` that would close a cycle or make a chain deeper than
 /// `MAX_DEPTH`.
 async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreResult<()> {
@@ -177,42 +124,6 @@ async fn check_chain(tx: &mut Tx, child: &Resource, parent: &Resource) -> StoreR
     Ok(())
 }
 
-/// The identity of `id`: its root and everything under it.
-pub(super) async fn identity(tx: &mut Tx, id: ResourceId) -> StoreResult<IdentityTree> {
-    let resource = records::get(tx, id).await?;
-    let roots: Vec<(Uuid, i32)> = tx.fetch_all(&root(id)).await?;
-    let root = roots.first().map(|(r, _)| ResourceId(*r));
-    let Some(root) = root.filter(|r| *r != id || resource.ty == ResourceType::Prime) else {
-        // Linked to nothing: the resource is a person of its own, with no prime.
-        return Ok(IdentityTree::build(None, Vec::new()));
-    };
-    let members = records::resources(tx, &identity_members(id)).await?;
-    Ok(IdentityTree::build(Some(root), members))
-}
-
-/// The accounts of `id`'s cohort or identity (primes left out).
-pub(super) async fn related(
-    tx: &mut Tx,
-    id: ResourceId,
-    scope: RelatedScope,
-) -> StoreResult<Vec<Resource>> {
-    let resource = records::get(tx, id).await?;
-    let found = match (scope, resource.ty, resource.prime_id) {
-        (RelatedScope::Cohort, ResourceType::Prime, _) => {
-            records::resources(tx, &children_of(id)).await?
-        }
-        (RelatedScope::Cohort, _, Some(prime)) => {
-            records::resources(tx, &children_of(prime)).await?
-        }
-        (RelatedScope::Cohort, _, None) => vec![resource],
-        (RelatedScope::Identity, _, _) => records::resources(tx, &identity_members(id)).await?,
-    };
-    Ok(found
-        .into_iter()
-        .filter(|r| r.ty != ResourceType::Prime && !r.deleted)
-        .collect())
-}
-
 /// The live resources linked to prime `prime`.
 fn children_of(prime: ResourceId) -> Sql {
     Sql::new(format!(
@@ -222,7 +133,7 @@ fn children_of(prime: ResourceId) -> Sql {
 }
 
 /// A live unified group, or why not.
-async fn unified(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
+async fn unified_group(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
     let group = records::get(tx, id).await?;
     if group.ty != ResourceType::Group || group.subtype != Some(Subtype::Unified) || group.deleted {
         return Err(StoreError::missing(
@@ -232,68 +143,6 @@ async fn unified(tx: &mut Tx, id: ResourceId) -> StoreResult<Resource> {
         ));
     }
     Ok(group)
-}
-
-/// Links `group` to the unified group `id` with `role` (or changes its role).
-pub(super) async fn link_group(
-    tx: &mut Tx,
-    actor: &Actor,
-    id: ResourceId,
-    group: ResourceId,
-    role: LinkRole,
-) -> StoreResult<GroupLink> {
-    unified(tx, id).await?;
-    let linked = records::lock(tx, group).await?;
-    if linked.ty != ResourceType::Group || linked.deleted {
-        return Err(InvalidInput::new(format!("resource {group} is not a live group")).into());
-    }
-    if linked.subtype == Some(Subtype::Unified) {
-        return Err(InvalidInput::new(format!(
-            "resource {group} is a unified group itself; link the groups it gathers instead"
-        ))
-        .into());
-    }
-    let link = Sql::new(
-        "INSERT INTO unified_link (unified_id, group_id, role, created) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (unified_id, group_id) DO UPDATE SET role = excluded.role",
-    )
-    .bind(id)
-    .bind(group)
-    .bind(role.name())
-    .bind(now());
-    tx.execute(&link).await?;
-    let record = AuditRecord::new("unified-group.link", target::resource(id))
-        .with_detail(serde_json::json!({ "group_id": group, "role": role }));
-    records::audit(tx, actor, record).await?;
-    Ok(GroupLink {
-        unified_id: id,
-        group_id: group,
-        role,
-    })
-}
-
-/// Unlinks `group` from the unified group `id`.
-pub(super) async fn unlink_group(
-    tx: &mut Tx,
-    actor: &Actor,
-    id: ResourceId,
-    group: ResourceId,
-) -> StoreResult<()> {
-    unified(tx, id).await?;
-    let unlink = Sql::new("DELETE FROM unified_link WHERE unified_id = $1 AND group_id = $2")
-        .bind(id)
-        .bind(group);
-    let removed = tx.execute(&unlink).await?;
-    if removed == 0 {
-        return Err(StoreError::missing(
-            Record::GroupLink,
-            group,
-            format!("group {group} is not linked to unified group {id}"),
-        ));
-    }
-    let record = AuditRecord::new("unified-group.unlink", target::resource(id))
-        .with_detail(serde_json::json!({ "group_id": group }));
-    records::audit(tx, actor, record).await
 }
 
 /// The groups linked to unified group `id`, as (group, role, source system).
@@ -382,7 +231,8 @@ fn plan_rows(
                AS source_system \
            FROM unified_link l WHERE l.unified_id = $1 AND l.role = 'mirror') k \
            WHERE source_system IS NOT NULL), \
-         missing AS (SELECT mi.group_id, mi.source_system, e.cohort FROM mirrors mi CROSS JOIN eff e \
+         missing AS (SELECT mi.group_id, mi.source_system, e.cohort \
+           FROM mirrors mi CROSS JOIN eff e \
            WHERE NOT EXISTS (SELECT 1 FROM lm WHERE lm.group_id = mi.group_id \
              AND lm.prime_id = e.cohort AND lm.live)), \
          shared AS (SELECT mi.group_id, mi.source_system, t.cohort FROM mirrors mi \
@@ -417,7 +267,8 @@ fn plan_rows(
            lm.member_id, lm.prime_id, x.member_id, x.group_id, x.role, NULL, NULL, x.why FROM lm \
            JOIN mirrors mi ON mi.group_id = lm.group_id \
            LEFT JOIN lapsed x ON x.prime_id = lm.prime_id AND x.k = 1 \
-           WHERE lm.type = {user} AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
+           WHERE lm.type = {user} \
+             AND NOT EXISTS (SELECT 1 FROM eff WHERE eff.cohort = lm.prime_id) \
          UNION ALL SELECT $1, 'cohorts', NULL, NULL, NULL, NULL, NULL, NULL, \
            (SELECT count(*) FROM eff), NULL \
          ORDER BY 1, 2, 3, 4",
@@ -502,23 +353,6 @@ fn contribution(row: &ContributionRow) -> Contribution {
     }
 }
 
-/// The effective membership of unified group `id`: its cohorts, each with what justifies it.
-pub(super) async fn members(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
-    unified(tx, id).await?;
-    let rows: Vec<ContributionRow> = tx.fetch_all(&contributions(id)).await?;
-    let mut cohorts: Vec<EffectiveCohort> = Vec::new();
-    for row in &rows {
-        match cohorts.last_mut() {
-            Some(last) if last.cohort_id.0 == row.0 => last.via.push(contribution(row)),
-            _ => cohorts.push(EffectiveCohort {
-                cohort_id: ResourceId(row.0),
-                via: vec![contribution(row)],
-            }),
-        }
-    }
-    Ok(cohorts)
-}
-
 /// PostgreSQL settings for the plan's transaction. Its one statement joins a few hundred thousand
 /// rows, and the planner cannot know how many its CTEs hold:
 /// - no nested-loop joins, so a misestimate cannot turn a join of two large sets into their
@@ -532,92 +366,6 @@ const PLAN_SETTINGS: [&str; 3] = [
     "SET LOCAL work_mem = '64MB'",
 ];
 
-/// The sync plan of unified group `id`.
-pub(super) async fn plan(
-    tx: &mut Tx,
-    id: ResourceId,
-    page: Option<&PlanPage>,
-) -> StoreResult<SyncPlan> {
-    unified(tx, id).await?;
-    let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
-    let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
-    let mirrors: Vec<(ResourceId, String)> = linked
-        .iter()
-        .filter(|(_, role, _)| role == LinkRole::Mirror.name())
-        .filter(|(group, _, _)| page.is_none_or(|p| p.group_id.0 == *group))
-        .map(|(group, _, source)| (ResourceId(*group), source.clone()))
-        .collect();
-    if let (Some(p), true) = (page, mirrors.is_empty()) {
-        return Err(StoreError::missing(
-            Record::GroupLink,
-            p.group_id,
-            format!("group {} is not a mirror of unified group {id}", p.group_id),
-        ));
-    }
-    let sources: Vec<String> = linked.iter().map(|(_, _, s)| s.clone()).collect();
-    let mirror_sources: Vec<String> = linked
-        .iter()
-        .filter(|(_, role, _)| role == LinkRole::Mirror.name())
-        .map(|(_, _, source)| source.clone())
-        .collect();
-    let statement = plan_rows(tx.dialect(), id, &groups, &sources, &mirror_sources);
-    if tx.dialect() == Dialect::Postgres {
-        for setting in PLAN_SETTINGS {
-            tx.batch(setting).await?;
-        }
-    }
-    let fetched: Vec<PlanQueryRow> = tx.fetch_all(&statement).await?;
-    let mut cohorts = 0;
-    let mut rows = Vec::with_capacity(fetched.len());
-    for (group_id, kind, member_id, cohort_id, via_member, via_group, via_role, flag, count, why) in
-        fetched
-    {
-        if kind == "cohorts" {
-            cohorts = count
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or_default();
-            continue;
-        }
-        let via = via_member
-            .zip(via_group)
-            .map(|(member, group)| Contribution {
-                member_id: ResourceId(member),
-                group_id: ResourceId(group),
-                role: via_role
-                    .as_deref()
-                    .and_then(LinkRole::from_name)
-                    .unwrap_or(LinkRole::Mirror),
-                contributing: flag,
-            });
-        rows.push(PlanRow {
-            group_id,
-            kind,
-            member_id,
-            cohort_id,
-            via,
-            deactivation_reason: why,
-        });
-    }
-    let next = page.and_then(|p| page_rows(&mut rows, p));
-    let mut plan = SyncPlan::build(id, cohorts, mirrors, rows);
-    plan.next = next;
-    Ok(plan)
-}
-
-/// The groups linked to unified group `id`.
-pub(super) async fn group_links(tx: &mut Tx, id: ResourceId) -> StoreResult<Vec<GroupLink>> {
-    unified(tx, id).await?;
-    let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
-    Ok(linked
-        .into_iter()
-        .map(|(group, role, _)| GroupLink {
-            unified_id: id,
-            group_id: ResourceId(group),
-            role: LinkRole::from_name(&role).unwrap_or(LinkRole::Mirror),
-        })
-        .collect())
-}
-
 /// Cohorts, identities and unified groups.
 impl super::Store {
     /// Links a resource to a prime (an account to its cohort, a prime to its parent), or unlinks
@@ -629,120 +377,268 @@ impl super::Store {
         kind: LinkKind,
         target: Option<ResourceId>,
     ) -> StoreResult<Resource> {
-        let mut tx = self.db().write().await?;
-        let done = link(&mut tx, actor, id, kind, target).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| {
+            records::serialize(tx, "roster:prime-links").await?;
+            let child = records::lock(tx, id).await?;
+            let prime = match target {
+                Some(t) => Some(records::lock(tx, t).await?),
+                None => None,
+            };
+            kind.check(&child, prime.as_ref())?;
+            if child.prime_id == target {
+                return Ok(child);
+            }
+            if let Some(parent) = &prime {
+                check_chain(tx, &child, parent).await?;
+            }
+            let update = Sql::new(format!(
+                "UPDATE resource SET prime_id = $2, prime_pinned = true, modified = $3 \
+                 WHERE id = $1 RETURNING {RESOURCE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(target)
+            .bind(now());
+            let rows = records::resources(tx, &update).await?;
+            let resource = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| resource_not_found(id))?;
+            let change_kind = if target.is_some() {
+                ChangeKind::IdentityLinked
+            } else {
+                ChangeKind::IdentityUnlinked
+            };
+            let change =
+                ChangeRecord::resource(change_kind, &resource).with_attrs(serde_json::json!({
+                    "prime_id": {"old": child.prime_id, "new": target}
+                }));
+            records::log_change(tx, actor, change).await?;
+            let record = AuditRecord::new("resource.link", target::resource(id))
+                .with_detail(serde_json::json!({ "prime_id": target }));
+            records::audit(tx, actor, record).await?;
+            Ok(resource)
+        })
+        .await
     }
 
     /// The identity a resource belongs to: its root prime and everything under it.
     pub async fn identity(&self, id: ResourceId) -> StoreResult<IdentityTree> {
-        let mut tx = self.db().snapshot().await?;
-        identity(&mut tx, id).await
+        let tx = &mut self.db().snapshot().await?;
+        let resource = records::get(tx, id).await?;
+        let roots: Vec<(Uuid, i32)> = tx.fetch_all(&root(id)).await?;
+        let root = roots.first().map(|(r, _)| ResourceId(*r));
+        let Some(root) = root.filter(|r| *r != id || resource.ty == ResourceType::Prime) else {
+            // Linked to nothing: the resource is a person of its own, with no prime.
+            return Ok(IdentityTree::build(None, Vec::new()));
+        };
+        let members = records::resources(tx, &identity_members(id)).await?;
+        Ok(IdentityTree::build(Some(root), members))
     }
 
     /// The accounts of a resource's cohort or identity.
     pub async fn related(&self, id: ResourceId, scope: RelatedScope) -> StoreResult<Vec<Resource>> {
-        let mut tx = self.db().snapshot().await?;
-        related(&mut tx, id, scope).await
+        let tx = &mut self.db().snapshot().await?;
+        let resource = records::get(tx, id).await?;
+        let found = match (scope, resource.ty, resource.prime_id) {
+            (RelatedScope::Cohort, ResourceType::Prime, _) => {
+                records::resources(tx, &children_of(id)).await?
+            }
+            (RelatedScope::Cohort, _, Some(prime)) => {
+                records::resources(tx, &children_of(prime)).await?
+            }
+            (RelatedScope::Cohort, _, None) => vec![resource],
+            (RelatedScope::Identity, _, _) => records::resources(tx, &identity_members(id)).await?,
+        };
+        Ok(found
+            .into_iter()
+            .filter(|r| r.ty != ResourceType::Prime && !r.deleted)
+            .collect())
     }
 
+    /// Links `group` to the unified group `id` with `role` (or changes its role).
     pub async fn link_group(
         &self,
         actor: &Actor,
-        unified: ResourceId,
+        id: ResourceId,
         group: ResourceId,
         role: LinkRole,
     ) -> StoreResult<GroupLink> {
-        let mut tx = self.db().write().await?;
-        let done = link_group(&mut tx, actor, unified, group, role).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| {
+            unified_group(tx, id).await?;
+            let linked = records::lock(tx, group).await?;
+            if linked.ty != ResourceType::Group || linked.deleted {
+                let message = format!("resource {group} is not a live group");
+                return Err(InvalidInput::new(message).into());
+            }
+            if linked.subtype == Some(Subtype::Unified) {
+                return Err(InvalidInput::new(format!(
+                    "resource {group} is a unified group itself; link the groups it gathers instead"
+                ))
+                .into());
+            }
+            let link = Sql::new(
+                "INSERT INTO unified_link (unified_id, group_id, role, created) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (unified_id, group_id) DO UPDATE SET role = excluded.role",
+            )
+            .bind(id)
+            .bind(group)
+            .bind(role.name())
+            .bind(now());
+            tx.execute(&link).await?;
+            let record = AuditRecord::new("unified-group.link", target::resource(id))
+                .with_detail(serde_json::json!({ "group_id": group, "role": role }));
+            records::audit(tx, actor, record).await?;
+            Ok(GroupLink {
+                unified_id: id,
+                group_id: group,
+                role,
+            })
+        })
+        .await
     }
 
+    /// Unlinks `group` from the unified group `id`.
     pub async fn unlink_group(
         &self,
         actor: &Actor,
-        unified: ResourceId,
+        id: ResourceId,
         group: ResourceId,
     ) -> StoreResult<()> {
-        let mut tx = self.db().write().await?;
-        unlink_group(&mut tx, actor, unified, group).await?;
-        tx.commit().await?;
-        Ok(())
+        self.in_write(async |tx| {
+            unified_group(tx, id).await?;
+            let unlink =
+                Sql::new("DELETE FROM unified_link WHERE unified_id = $1 AND group_id = $2")
+                    .bind(id)
+                    .bind(group);
+            let removed = tx.execute(&unlink).await?;
+            if removed == 0 {
+                return Err(StoreError::missing(
+                    Record::GroupLink,
+                    group,
+                    format!("group {group} is not linked to unified group {id}"),
+                ));
+            }
+            let record = AuditRecord::new("unified-group.unlink", target::resource(id))
+                .with_detail(serde_json::json!({ "group_id": group }));
+            records::audit(tx, actor, record).await
+        })
+        .await
     }
 
-    pub async fn group_links(&self, unified: ResourceId) -> StoreResult<Vec<GroupLink>> {
-        let mut tx = self.db().snapshot().await?;
-        group_links(&mut tx, unified).await
+    /// The groups linked to unified group `id`.
+    pub async fn group_links(&self, id: ResourceId) -> StoreResult<Vec<GroupLink>> {
+        let tx = &mut self.db().snapshot().await?;
+        unified_group(tx, id).await?;
+        let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
+        Ok(linked
+            .into_iter()
+            .map(|(group, role, _)| GroupLink {
+                unified_id: id,
+                group_id: ResourceId(group),
+                role: LinkRole::from_name(&role).unwrap_or(LinkRole::Mirror),
+            })
+            .collect())
     }
 
     /// The cohorts in a unified group's effective membership, with what justifies each.
-    pub async fn unified_members(&self, unified: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
-        let mut tx = self.db().snapshot().await?;
-        members(&mut tx, unified).await
+    pub async fn unified_members(&self, id: ResourceId) -> StoreResult<Vec<EffectiveCohort>> {
+        let tx = &mut self.db().snapshot().await?;
+        unified_group(tx, id).await?;
+        let rows: Vec<ContributionRow> = tx.fetch_all(&contributions(id)).await?;
+        let mut cohorts: Vec<EffectiveCohort> = Vec::new();
+        for row in &rows {
+            match cohorts.last_mut() {
+                Some(last) if last.cohort_id.0 == row.0 => last.via.push(contribution(row)),
+                _ => cohorts.push(EffectiveCohort {
+                    cohort_id: ResourceId(row.0),
+                    via: vec![contribution(row)],
+                }),
+            }
+        }
+        Ok(cohorts)
     }
 
     /// The sync plan of a unified group's mirror groups (or a page of one group's).
     pub async fn sync_plan(
         &self,
-        unified: ResourceId,
+        id: ResourceId,
         page: Option<&PlanPage>,
     ) -> StoreResult<SyncPlan> {
-        let mut tx = self.db().snapshot().await?;
-        plan(&mut tx, unified, page).await
-    }
-
-    pub async fn create_rule(
-        &self,
-        actor: &Actor,
-        request: &RuleRequest,
-    ) -> StoreResult<CorrelationRule> {
-        let mut tx = self.db().write().await?;
-        let done = super::correlation_sync::create_rule(&mut tx, actor, request).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    pub async fn update_rule(
-        &self,
-        actor: &Actor,
-        id: uuid::Uuid,
-        request: &RuleRequest,
-    ) -> StoreResult<CorrelationRule> {
-        let mut tx = self.db().write().await?;
-        let done = super::correlation_sync::update_rule(&mut tx, actor, id, request).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    pub async fn delete_rule(&self, actor: &Actor, id: uuid::Uuid) -> StoreResult<()> {
-        let mut tx = self.db().write().await?;
-        super::correlation_sync::delete_rule(&mut tx, actor, id).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn rules(&self) -> StoreResult<Vec<CorrelationRule>> {
-        let mut tx = self.db().snapshot().await?;
-        super::correlation_sync::rules(&mut tx).await
-    }
-
-    /// Runs a correlation rule as one `correlate` operation.
-    pub async fn correlate(&self, actor: &Actor, rule: uuid::Uuid) -> StoreResult<Operation> {
-        let mut tx = self.db().write().await?;
-        let done = super::correlation_sync::run(&mut tx, actor, rule).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    /// The cases of a correlation run (default: the latest).
-    pub async fn correlation_cases(
-        &self,
-        operation: Option<i64>,
-        situation: Option<Situation>,
-    ) -> StoreResult<Vec<CorrelationCase>> {
-        let mut tx = self.db().snapshot().await?;
-        super::correlation_sync::cases(&mut tx, operation, situation).await
+        let tx = &mut self.db().snapshot().await?;
+        unified_group(tx, id).await?;
+        let linked: Vec<(Uuid, String, String)> = tx.fetch_all(&links(id)).await?;
+        let groups: Vec<Uuid> = linked.iter().map(|(group, _, _)| *group).collect();
+        let mirrors: Vec<(ResourceId, String)> = linked
+            .iter()
+            .filter(|(_, role, _)| role == LinkRole::Mirror.name())
+            .filter(|(group, _, _)| page.is_none_or(|p| p.group_id.0 == *group))
+            .map(|(group, _, source)| (ResourceId(*group), source.clone()))
+            .collect();
+        if let (Some(p), true) = (page, mirrors.is_empty()) {
+            return Err(StoreError::missing(
+                Record::GroupLink,
+                p.group_id,
+                format!("group {} is not a mirror of unified group {id}", p.group_id),
+            ));
+        }
+        let sources: Vec<String> = linked.iter().map(|(_, _, s)| s.clone()).collect();
+        let mirror_sources: Vec<String> = linked
+            .iter()
+            .filter(|(_, role, _)| role == LinkRole::Mirror.name())
+            .map(|(_, _, source)| source.clone())
+            .collect();
+        let statement = plan_rows(tx.dialect(), id, &groups, &sources, &mirror_sources);
+        if tx.dialect() == Dialect::Postgres {
+            for setting in PLAN_SETTINGS {
+                tx.batch(setting).await?;
+            }
+        }
+        let fetched: Vec<PlanQueryRow> = tx.fetch_all(&statement).await?;
+        let mut cohorts = 0;
+        let mut rows = Vec::with_capacity(fetched.len());
+        for (
+            group_id,
+            kind,
+            member_id,
+            cohort_id,
+            via_member,
+            via_group,
+            via_role,
+            flag,
+            count,
+            why,
+        ) in fetched
+        {
+            if kind == "cohorts" {
+                cohorts = count
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or_default();
+                continue;
+            }
+            let via = via_member
+                .zip(via_group)
+                .map(|(member, group)| Contribution {
+                    member_id: ResourceId(member),
+                    group_id: ResourceId(group),
+                    role: via_role
+                        .as_deref()
+                        .and_then(LinkRole::from_name)
+                        .unwrap_or(LinkRole::Mirror),
+                    contributing: flag,
+                });
+            rows.push(PlanRow {
+                group_id,
+                kind,
+                member_id,
+                cohort_id,
+                via,
+                deactivation_reason: why,
+            });
+        }
+        let next = page.and_then(|p| page_rows(&mut rows, p));
+        let mut plan = SyncPlan::build(id, cohorts, mirrors, rows);
+        plan.next = next;
+        Ok(plan)
     }
 }

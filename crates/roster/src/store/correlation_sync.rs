@@ -55,39 +55,6 @@ fn rule_not_found(id: Uuid) -> StoreError {
     StoreError::not_found(Record::CorrelationRule, id)
 }
 
-pub(super) async fn create_rule(
-    tx: &mut Tx,
-    actor: &Actor,
-    request: &RuleRequest,
-) -> StoreResult<CorrelationRule> {
-    let insert = format!(
-        "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-         RETURNING {RULE_COLUMNS}"
-    );
-    save_rule(
-        tx,
-        actor,
-        Uuid::now_v7(),
-        insert,
-        request,
-        "correlation-rule.create",
-    )
-    .await
-}
-
-pub(super) async fn update_rule(
-    tx: &mut Tx,
-    actor: &Actor,
-    id: Uuid,
-    request: &RuleRequest,
-) -> StoreResult<CorrelationRule> {
-    let update = format!(
-        "UPDATE correlation_rule SET name = $2, source_system = $3, target_source_system = $4, \
-         normalize = $5, modified = $6 WHERE id = $1 RETURNING {RULE_COLUMNS}"
-    );
-    save_rule(tx, actor, id, update, request, "correlation-rule.update").await
-}
-
 /// Runs a statement that writes rule `id` (`$1`) as `request` asks (`$2` to `$5`, the time
 /// `$6`) and returns it, and audits the write.
 async fn save_rule(
@@ -111,28 +78,6 @@ async fn save_rule(
     Ok(saved)
 }
 
-pub(super) async fn delete_rule(tx: &mut Tx, actor: &Actor, id: Uuid) -> StoreResult<()> {
-    let delete = Sql::new("DELETE FROM correlation_rule WHERE id = $1").bind(id);
-    let removed = tx.execute(&delete).await?;
-    if removed == 0 {
-        return Err(rule_not_found(id));
-    }
-    records::audit(
-        tx,
-        actor,
-        AuditRecord::new("correlation-rule.delete", id.to_string()),
-    )
-    .await
-}
-
-pub(super) async fn rules(tx: &mut Tx) -> StoreResult<Vec<CorrelationRule>> {
-    let select = Sql::new(format!(
-        "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
-    ));
-    let rows: Vec<RuleRow> = tx.fetch_all(&select).await?;
-    rows.into_iter().map(rule).collect()
-}
-
 /// The user accounts of a source system: id, identifier, prime, pinned.
 fn accounts(source: &str) -> Sql {
     Sql::new(
@@ -141,91 +86,6 @@ fn accounts(source: &str) -> Sql {
     )
     .bind(source)
     .bind(ResourceType::User.code())
-}
-
-/// Runs a rule as one `correlate` operation.
-pub(super) async fn run(tx: &mut Tx, actor: &Actor, rule_id: Uuid) -> StoreResult<Operation> {
-    records::serialize(tx, "roster:prime-links").await?;
-    let at = now();
-    let select = Sql::new(format!(
-        "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = $1"
-    ));
-    let found: Vec<RuleRow> = tx.fetch_all(&select.bind(rule_id)).await?;
-    let rule = rule(
-        found
-            .into_iter()
-            .next()
-            .ok_or_else(|| rule_not_found(rule_id))?,
-    )?;
-    let insert = Sql::new(
-        "INSERT INTO operation (type, status, source_system, token_name, created, modified, \
-         completed, description) VALUES ('correlate', 'complete', $1, $2, $3, $3, $3, $4) \
-         RETURNING id",
-    )
-    .bind(&rule.source_system)
-    .bind(&actor.token_name)
-    .bind(at)
-    .bind(format!("correlation rule {:?}", rule.name));
-    let op: i64 = tx.scalar(&insert).await?;
-    let sources: Vec<Account> = tx.fetch_all(&accounts(&rule.source_system)).await?;
-    let targets: Vec<Target> = tx.fetch_all(&accounts(&rule.target_source_system)).await?;
-    let mut target_prime: HashMap<Uuid, (Option<Uuid>, bool)> = targets
-        .iter()
-        .map(|(id, _, prime, pinned)| (*id, (*prime, *pinned)))
-        .collect();
-    let current: HashMap<Uuid, Option<Uuid>> = sources
-        .iter()
-        .map(|(id, _, prime, _)| (*id, *prime))
-        .collect();
-    let mut tally: HashMap<Situation, i64> = HashMap::new();
-    for decision in decide(rule.normalize, &sources, &targets) {
-        let mut situation = decision.situation;
-        let mut prime = current.get(&decision.account).copied().flatten();
-        if let Some(target) = decision.target {
-            match cohort_of(tx, actor, op, target, &mut target_prime).await? {
-                Some(cohort) => {
-                    link(tx, actor, op, decision.account, None, cohort).await?;
-                    prime = Some(cohort);
-                }
-                // A home account unlinked by hand has no cohort to join.
-                None => situation = Situation::Unmatched,
-            }
-        }
-        *tally.entry(situation).or_default() += 1;
-        let candidates = serde_json::to_string(&decision.candidates).unwrap_or_default();
-        let case = Sql::new(
-            "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
-             candidates) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(op)
-        .bind(decision.account)
-        .bind(situation.name())
-        .bind(prime)
-        .bind(candidates);
-        tx.execute(&case).await?;
-    }
-    let count = |s: Situation| tally.get(&s).copied().unwrap_or_default();
-    let summary = Situation::ALL
-        .iter()
-        .map(|s| format!("{} {}", count(*s), s.name()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let counts = OperationCounts {
-        added: count(Situation::Linked),
-        unchanged: count(Situation::AlreadyLinked),
-        ..OperationCounts::default()
-    };
-    let summarise =
-        Sql::new("UPDATE operation SET added = $2, unchanged = $3, reason = $4 WHERE id = $1")
-            .bind(op)
-            .bind(counts.added)
-            .bind(counts.unchanged)
-            .bind(summary);
-    tx.execute(&summarise).await?;
-    let record = AuditRecord::new("operation.correlate", target::operation(OperationId(op)))
-        .with_detail(serde_json::json!({ "rule_id": rule.id }));
-    records::audit(tx, actor, record).await?;
-    records::operation(tx, OperationId(op)).await
 }
 
 /// The cohort of a target account, created (a new prime, the account linked to it) when it has
@@ -285,31 +145,191 @@ async fn link(
 
 type CaseRow = (i64, Uuid, String, Option<Uuid>, String);
 
-/// The cases of a run (default: the latest), optionally of one situation.
-pub(super) async fn cases(
-    tx: &mut Tx,
-    operation: Option<i64>,
-    situation: Option<Situation>,
-) -> StoreResult<Vec<CorrelationCase>> {
-    let select = Sql::new(
-        "SELECT operation_id, account_id, situation, prime_id, candidates FROM correlation_case \
-         WHERE operation_id = coalesce($1, (SELECT max(id) FROM operation WHERE type = 'correlate')) \
-         AND ($2 IS NULL OR situation = $2) ORDER BY account_id",
-    )
-    .bind(operation)
-    .bind(situation.map(Situation::name));
-    let rows: Vec<CaseRow> = tx.fetch_all(&select).await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(operation_id, account, situation, prime, candidates)| CorrelationCase {
-                operation_id,
-                account_id: ResourceId(account),
-                situation: Situation::from_name(&situation).unwrap_or(Situation::Unmatched),
-                prime_id: prime.map(ResourceId),
-                candidates: serde_json::from_str::<Vec<ResourceId>>(&candidates)
-                    .unwrap_or_default(),
-            },
+impl super::Store {
+    pub async fn create_rule(
+        &self,
+        actor: &Actor,
+        request: &RuleRequest,
+    ) -> StoreResult<CorrelationRule> {
+        self.in_write(async |tx| {
+            let insert = format!(
+                "INSERT INTO correlation_rule ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 RETURNING {RULE_COLUMNS}"
+            );
+            save_rule(
+                tx,
+                actor,
+                Uuid::now_v7(),
+                insert,
+                request,
+                "correlation-rule.create",
+            )
+            .await
+        })
+        .await
+    }
+
+    pub async fn update_rule(
+        &self,
+        actor: &Actor,
+        id: uuid::Uuid,
+        request: &RuleRequest,
+    ) -> StoreResult<CorrelationRule> {
+        self.in_write(async |tx| {
+            let update = format!(
+                "UPDATE correlation_rule SET name = $2, source_system = $3, \
+                 target_source_system = $4, normalize = $5, modified = $6 WHERE id = $1 \
+                 RETURNING {RULE_COLUMNS}"
+            );
+            save_rule(tx, actor, id, update, request, "correlation-rule.update").await
+        })
+        .await
+    }
+
+    pub async fn delete_rule(&self, actor: &Actor, id: uuid::Uuid) -> StoreResult<()> {
+        self.in_write(async |tx| {
+            let delete = Sql::new("DELETE FROM correlation_rule WHERE id = $1").bind(id);
+            let removed = tx.execute(&delete).await?;
+            if removed == 0 {
+                return Err(rule_not_found(id));
+            }
+            records::audit(
+                tx,
+                actor,
+                AuditRecord::new("correlation-rule.delete", id.to_string()),
+            )
+            .await
+        })
+        .await
+    }
+
+    pub async fn rules(&self) -> StoreResult<Vec<CorrelationRule>> {
+        let tx = &mut self.db().snapshot().await?;
+        let select = Sql::new(format!(
+            "SELECT {RULE_COLUMNS} FROM correlation_rule ORDER BY name"
+        ));
+        let rows: Vec<RuleRow> = tx.fetch_all(&select).await?;
+        rows.into_iter().map(rule).collect()
+    }
+
+    /// Runs a correlation rule as one `correlate` operation.
+    pub async fn correlate(&self, actor: &Actor, rule_id: uuid::Uuid) -> StoreResult<Operation> {
+        self.in_write(async |tx| {
+            records::serialize(tx, "roster:prime-links").await?;
+            let at = now();
+            let select = Sql::new(format!(
+                "SELECT {RULE_COLUMNS} FROM correlation_rule WHERE id = $1"
+            ));
+            let found: Vec<RuleRow> = tx.fetch_all(&select.bind(rule_id)).await?;
+            let rule = rule(
+                found
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| rule_not_found(rule_id))?,
+            )?;
+            let insert = Sql::new(
+                "INSERT INTO operation (type, status, source_system, token_name, created, \
+                 modified, completed, description) \
+                 VALUES ('correlate', 'complete', $1, $2, $3, $3, $3, $4) RETURNING id",
+            )
+            .bind(&rule.source_system)
+            .bind(&actor.token_name)
+            .bind(at)
+            .bind(format!("correlation rule {:?}", rule.name));
+            let op: i64 = tx.scalar(&insert).await?;
+            let sources: Vec<Account> = tx.fetch_all(&accounts(&rule.source_system)).await?;
+            let targets: Vec<Target> = tx.fetch_all(&accounts(&rule.target_source_system)).await?;
+            let mut target_prime: HashMap<Uuid, (Option<Uuid>, bool)> = targets
+                .iter()
+                .map(|(id, _, prime, pinned)| (*id, (*prime, *pinned)))
+                .collect();
+            let current: HashMap<Uuid, Option<Uuid>> = sources
+                .iter()
+                .map(|(id, _, prime, _)| (*id, *prime))
+                .collect();
+            let mut tally: HashMap<Situation, i64> = HashMap::new();
+            for decision in decide(rule.normalize, &sources, &targets) {
+                let mut situation = decision.situation;
+                let mut prime = current.get(&decision.account).copied().flatten();
+                if let Some(target) = decision.target {
+                    match cohort_of(tx, actor, op, target, &mut target_prime).await? {
+                        Some(cohort) => {
+                            link(tx, actor, op, decision.account, None, cohort).await?;
+                            prime = Some(cohort);
+                        }
+                        // A home account unlinked by hand has no cohort to join.
+                        None => situation = Situation::Unmatched,
+                    }
+                }
+                *tally.entry(situation).or_default() += 1;
+                let candidates = serde_json::to_string(&decision.candidates).unwrap_or_default();
+                let case = Sql::new(
+                    "INSERT INTO correlation_case (operation_id, account_id, situation, prime_id, \
+                     candidates) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(op)
+                .bind(decision.account)
+                .bind(situation.name())
+                .bind(prime)
+                .bind(candidates);
+                tx.execute(&case).await?;
+            }
+            let count = |s: Situation| tally.get(&s).copied().unwrap_or_default();
+            let summary = Situation::ALL
+                .iter()
+                .map(|s| format!("{} {}", count(*s), s.name()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let counts = OperationCounts {
+                added: count(Situation::Linked),
+                unchanged: count(Situation::AlreadyLinked),
+                ..OperationCounts::default()
+            };
+            let summarise = Sql::new(
+                "UPDATE operation SET added = $2, unchanged = $3, reason = $4 WHERE id = $1",
+            )
+            .bind(op)
+            .bind(counts.added)
+            .bind(counts.unchanged)
+            .bind(summary);
+            tx.execute(&summarise).await?;
+            let record =
+                AuditRecord::new("operation.correlate", target::operation(OperationId(op)))
+                    .with_detail(serde_json::json!({ "rule_id": rule.id }));
+            records::audit(tx, actor, record).await?;
+            records::operation(tx, OperationId(op)).await
+        })
+        .await
+    }
+
+    /// The cases of a correlation run (default: the latest).
+    pub async fn correlation_cases(
+        &self,
+        operation: Option<i64>,
+        situation: Option<Situation>,
+    ) -> StoreResult<Vec<CorrelationCase>> {
+        let tx = &mut self.db().snapshot().await?;
+        let select = Sql::new(
+            "SELECT operation_id, account_id, situation, prime_id, candidates \
+             FROM correlation_case WHERE operation_id = coalesce($1, \
+               (SELECT max(id) FROM operation WHERE type = 'correlate')) \
+             AND ($2 IS NULL OR situation = $2) ORDER BY account_id",
         )
-        .collect())
+        .bind(operation)
+        .bind(situation.map(Situation::name));
+        let rows: Vec<CaseRow> = tx.fetch_all(&select).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(operation_id, account, situation, prime, candidates)| CorrelationCase {
+                    operation_id,
+                    account_id: ResourceId(account),
+                    situation: Situation::from_name(&situation).unwrap_or(Situation::Unmatched),
+                    prime_id: prime.map(ResourceId),
+                    candidates: serde_json::from_str::<Vec<ResourceId>>(&candidates)
+                        .unwrap_or_default(),
+                },
+            )
+            .collect())
+    }
 }

@@ -233,67 +233,6 @@ fn ids(rows: Vec<Uuid>) -> Vec<ResourceId> {
     rows.into_iter().map(ResourceId).collect()
 }
 
-/// Carries out `action` as one operation: every account of its scope (found by one resolution)
-/// changes in this transaction, or, when a deactivation passes the threshold, none does and the
-/// operation waits for approval. Returns the operation and the accounts it changed (or would).
-pub(super) async fn act(
-    tx: &mut Tx,
-    actor: &Actor,
-    action: &Action,
-    policy: &Policy,
-) -> StoreResult<(Operation, Vec<ResourceId>)> {
-    records::serialize(tx, LINK_LOCK).await?;
-    let resource = records::get(tx, action.resource_id).await?;
-    if action.scope == ActionScope::Account && resource.ty != ResourceType::User {
-        return Err(StoreError::Invalid(crate::domain::InvalidInput::new(
-            format!(
-            "resource {} is a {}: scope account acts on an account (a user); use scope cohort or \
-             identity from a prime or a record",
-            resource.id,
-            resource.ty.name()
-        ),
-        )));
-    }
-    let mut values = Values::about(action.resource_id.0, None, now(), Some(&actor.token_name));
-    let description = format!(
-        "{} the {} of {}{}",
-        if action.active {
-            "activate"
-        } else {
-            "deactivate"
-        },
-        action.scope.name(),
-        resource.id,
-        action
-            .reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
-    let planned = start(
-        tx,
-        action,
-        &description,
-        &scope_ids(action.scope),
-        &mut values,
-    )
-    .await?;
-    let record = AuditRecord::new(
-        if action.active {
-            "resource.activate"
-        } else {
-            "resource.deactivate"
-        },
-        target::resource(action.resource_id),
-    )
-    .with_detail(serde_json::json!({
-        "operation_id": values.op, "scope": action.scope.name(), "reason": action.reason,
-        "accounts": planned,
-    }));
-    records::audit(tx, actor, record).await?;
-    conclude(tx, action.active, planned, policy, &values).await
-}
-
 /// Creates the operation of `action` and lists its targets, the candidates among `ids`; returns
 /// how many (`values.op` is the operation's id from then on).
 async fn start(
@@ -513,66 +452,6 @@ async fn write(
     Ok((updated, changed))
 }
 
-/// Applies the persona attributes of `patch` to every live account of the cohort of account
-/// `id`, as one `propagate` operation.
-pub(super) async fn propagate(
-    tx: &mut Tx,
-    actor: &Actor,
-    id: ResourceId,
-    patch: &ResourcePatch,
-) -> StoreResult<Propagation> {
-    check_persona_patch(patch)?;
-    records::serialize(tx, LINK_LOCK).await?;
-    let account = records::get(tx, id).await?;
-    let Some(cohort) = account
-        .prime_id
-        .filter(|_| account.ty == ResourceType::User)
-    else {
-        return Err(StoreError::conflict(
-            ConflictKind::State,
-            format!(
-                "resource {id} is not an account linked to a cohort: patch it without \
-                 propagate, or link it to a prime first"
-            ),
-        ));
-    };
-    let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
-    let members: Vec<(Uuid,)> = tx
-        .fetch_all(&values.sql(&format!(
-            "SELECT id FROM resource WHERE prime_id = $13 AND type = {} AND NOT deleted \
-                 ORDER BY id",
-            ResourceType::User.code()
-        )))
-        .await?;
-    let params = serde_json::json!({ "resource_id": id, "cohort_id": cohort });
-    let description = format!("propagate a patch of {id} to cohort {cohort}");
-    values.op = new_operation(tx, OperationType::Propagate, &description, &params, &values).await?;
-    let mut accounts = Vec::new();
-    let mut resource = account;
-    for (member,) in members {
-        let (written, changed) = write(
-            tx,
-            actor,
-            ResourceId(member),
-            patch,
-            Some(OperationId(values.op)),
-        )
-        .await?;
-        if !changed.is_empty() {
-            accounts.push(written.id);
-        }
-        if written.id == id {
-            resource = written;
-        }
-    }
-    let operation = settle(tx, &values, OperationStatus::Complete, accounts.len(), None).await?;
-    Ok(Propagation {
-        resource,
-        operation,
-        accounts,
-    })
-}
-
 /// Deactivates, as one `expire` operation, every live active resource whose `expires_at` has
 /// passed at `at`. Serialised across processes, so an account expires once; none due, nothing
 /// written.
@@ -635,27 +514,6 @@ pub(super) async fn source(tx: &mut Tx, source_system: &str) -> StoreResult<Sour
     })
 }
 
-/// Sets a source system's lifecycle settings.
-pub(super) async fn put_source(
-    tx: &mut Tx,
-    actor: &Actor,
-    source_system: &str,
-    request: &SourceRequest,
-) -> StoreResult<Source> {
-    let upsert = Sql::new(
-        "INSERT INTO source (source_system, lifecycle_authority, modified) VALUES ($1, $2, $3) \
-         ON CONFLICT (source_system) DO UPDATE SET lifecycle_authority = $2, modified = $3",
-    )
-    .bind(source_system)
-    .bind(request.lifecycle_authority)
-    .bind(now());
-    tx.execute(&upsert).await?;
-    let record = AuditRecord::new("source.update", format!("source:{source_system}"))
-        .with_detail(serde_json::json!({ "lifecycle_authority": request.lifecycle_authority }));
-    records::audit(tx, actor, record).await?;
-    source(tx, source_system).await
-}
-
 /// Applies an approved lifecycle operation in one transaction.
 pub(crate) async fn apply_lifecycle(
     db: &super::db::Db,
@@ -678,10 +536,43 @@ impl super::Store {
         action: &Action,
         policy: &Policy,
     ) -> StoreResult<(Operation, Vec<ResourceId>)> {
-        let mut tx = self.db().write().await?;
-        let done = act(&mut tx, actor, action, policy).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| {
+            records::serialize(tx, LINK_LOCK).await?;
+            let resource = records::get(tx, action.resource_id).await?;
+            if action.scope == ActionScope::Account && resource.ty != ResourceType::User {
+                let message = format!(
+                    "resource {} is a {}: scope account acts on an account (a user); use scope \
+                     cohort or identity from a prime or a record",
+                    resource.id,
+                    resource.ty.name()
+                );
+                return Err(crate::domain::InvalidInput::new(message).into());
+            }
+            let token = Some(actor.token_name.as_str());
+            let mut values = Values::about(action.resource_id.0, None, now(), token);
+            let (verb, audited) = if action.active {
+                ("activate", "resource.activate")
+            } else {
+                ("deactivate", "resource.deactivate")
+            };
+            let reason = action.reason.as_deref();
+            let description = format!(
+                "{verb} the {} of {}{}",
+                action.scope.name(),
+                resource.id,
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+            let ids = scope_ids(action.scope);
+            let planned = start(tx, action, &description, &ids, &mut values).await?;
+            let record = AuditRecord::new(audited, target::resource(action.resource_id))
+            .with_detail(serde_json::json!({
+                "operation_id": values.op, "scope": action.scope.name(), "reason": action.reason,
+                "accounts": planned,
+            }));
+            records::audit(tx, actor, record).await?;
+            conclude(tx, action.active, planned, policy, &values).await
+        })
+        .await
     }
 
     /// Applies a patch's persona attributes to every account of the cohort, as one operation.
@@ -691,18 +582,66 @@ impl super::Store {
         id: ResourceId,
         patch: &ResourcePatch,
     ) -> StoreResult<Propagation> {
-        let mut tx = self.db().write().await?;
-        let done = propagate(&mut tx, actor, id, patch).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| {
+            check_persona_patch(patch)?;
+            records::serialize(tx, LINK_LOCK).await?;
+            let account = records::get(tx, id).await?;
+            let Some(cohort) = account
+                .prime_id
+                .filter(|_| account.ty == ResourceType::User)
+            else {
+                return Err(StoreError::conflict(
+                    ConflictKind::State,
+                    format!(
+                        "resource {id} is not an account linked to a cohort: patch it without \
+                         propagate, or link it to a prime first"
+                    ),
+                ));
+            };
+            let mut values = Values::about(id.0, Some(cohort.0), now(), Some(&actor.token_name));
+            let members: Vec<(Uuid,)> = tx
+                .fetch_all(&values.sql(&format!(
+                    "SELECT id FROM resource WHERE prime_id = $13 AND type = {} AND NOT deleted \
+                         ORDER BY id",
+                    ResourceType::User.code()
+                )))
+                .await?;
+            let params = serde_json::json!({ "resource_id": id, "cohort_id": cohort });
+            let description = format!("propagate a patch of {id} to cohort {cohort}");
+            values.op =
+                new_operation(tx, OperationType::Propagate, &description, &params, &values).await?;
+            let mut accounts = Vec::new();
+            let mut resource = account;
+            for (member,) in members {
+                let (written, changed) = write(
+                    tx,
+                    actor,
+                    ResourceId(member),
+                    patch,
+                    Some(OperationId(values.op)),
+                )
+                .await?;
+                if !changed.is_empty() {
+                    accounts.push(written.id);
+                }
+                if written.id == id {
+                    resource = written;
+                }
+            }
+            let operation =
+                settle(tx, &values, OperationStatus::Complete, accounts.len(), None).await?;
+            Ok(Propagation {
+                resource,
+                operation,
+                accounts,
+            })
+        })
+        .await
     }
 
     /// Deactivates the accounts whose `expires_at` passed, as one operation (none: none due).
     pub async fn expire_due(&self) -> StoreResult<Option<Operation>> {
-        let mut tx = self.db().write().await?;
-        let done = expire(&mut tx, now()).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| expire(tx, now()).await).await
     }
 
     /// The accounts a lifecycle operation lists, in id order; fetches one more than the page.
@@ -711,24 +650,36 @@ impl super::Store {
         op: OperationId,
         page: &PageRequest<uuid::Uuid>,
     ) -> StoreResult<Vec<Resource>> {
-        let mut tx = self.db().snapshot().await?;
-        targets(&mut tx, op, page).await
+        targets(&mut self.db().snapshot().await?, op, page).await
     }
 
     pub async fn source(&self, source_system: &str) -> StoreResult<Source> {
-        let mut tx = self.db().snapshot().await?;
-        source(&mut tx, source_system).await
+        source(&mut self.db().snapshot().await?, source_system).await
     }
 
+    /// Sets a source system's lifecycle settings.
     pub async fn put_source(
         &self,
         actor: &Actor,
         source_system: &str,
         request: &SourceRequest,
     ) -> StoreResult<Source> {
-        let mut tx = self.db().write().await?;
-        let done = put_source(&mut tx, actor, source_system, request).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.in_write(async |tx| {
+            let upsert = Sql::new(
+                "INSERT INTO source (source_system, lifecycle_authority, modified) \
+                 VALUES ($1, $2, $3) ON CONFLICT (source_system) \
+                 DO UPDATE SET lifecycle_authority = $2, modified = $3",
+            )
+            .bind(source_system)
+            .bind(request.lifecycle_authority)
+            .bind(now());
+            tx.execute(&upsert).await?;
+            let detail = serde_json::json!({ "lifecycle_authority": request.lifecycle_authority });
+            let record = AuditRecord::new("source.update", format!("source:{source_system}"))
+                .with_detail(detail);
+            records::audit(tx, actor, record).await?;
+            source(tx, source_system).await
+        })
+        .await
     }
 }

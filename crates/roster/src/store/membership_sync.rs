@@ -14,7 +14,7 @@ use super::{now, resource_sync, sql, ApplyOutcome, MembershipEdit, StoreResult};
 use crate::domain::audit::{target, AuditRecord};
 use crate::domain::change::ChangeRecord;
 use crate::domain::full_update::{GroupDiff, MemberRef, Threshold};
-use crate::domain::membership::Membership;
+use crate::domain::membership::{Membership, MembershipWrite};
 use crate::domain::operation::{
     FullUpdateParams, Gc, OnError, Operation, OperationCounts, OperationType, Scope,
 };
@@ -356,6 +356,39 @@ async fn edit_member(tx: &mut Tx, index: usize, edit: &MembershipEdit) -> StoreR
     }
 }
 
+/// Writes `edit` of the membership of `member` in `group` (an add that upserts its name and flag,
+/// or a remove that leaves a tombstone) as part of operation `op`, with its change record; the
+/// membership after it and what the write did.
+pub(super) async fn write_edit(
+    tx: &mut Tx,
+    actor: &Actor,
+    op: OperationId,
+    group: &Resource,
+    member: ResourceId,
+    edit: &MembershipEdit,
+) -> StoreResult<(Membership, MembershipWrite)> {
+    let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
+        .bind(group.id)
+        .bind(member);
+    let before: Option<MembershipRow> = tx.fetch_optional(&select).await?;
+    let before = before.map(Membership::from);
+    let write = Sql::new(esql::edit_statement(edit.action))
+        .bind(group.source_system.as_str())
+        .bind(group.id)
+        .bind(member)
+        .bind(edit.member_name.as_deref())
+        .bind(edit.contributing)
+        .bind(op)
+        .bind(now());
+    let after = Membership::from(tx.fetch_one::<MembershipRow>(&write).await?);
+    let write = esql::classify_edit(edit.action, before.as_ref(), &after);
+    if let Some(kind) = write.change_kind() {
+        let change = ChangeRecord::membership(kind, &after, &group.source_system, op);
+        records::log_change(tx, actor, change).await?;
+    }
+    Ok((after, write))
+}
+
 /// Applies explicit adds and removes in one transaction, as one partial-update operation.
 pub(super) async fn partial_update(
     db: &Db,
@@ -379,26 +412,8 @@ pub(super) async fn partial_update(
         let member = edit_member(&mut tx, index, edit).await?;
         let group = records::lock(&mut tx, edit.group_id).await?;
         esql::check_edit(index, &group, &member, bound_source)?;
-        let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
-            .bind(group.id)
-            .bind(member.id);
-        let before: Option<MembershipRow> = tx.fetch_optional(&select).await?;
-        let before = before.map(Membership::from);
-        let write = Sql::new(esql::edit_statement(edit.action))
-            .bind(group.source_system.as_str())
-            .bind(group.id)
-            .bind(member.id)
-            .bind(edit.member_name.as_deref())
-            .bind(edit.contributing)
-            .bind(op)
-            .bind(now());
-        let after = Membership::from(tx.fetch_one::<MembershipRow>(&write).await?);
-        let write = esql::classify_edit(edit.action, before.as_ref(), &after);
+        let (_, write) = write_edit(&mut tx, actor, op, &group, member.id, edit).await?;
         counts += write.counts();
-        if let Some(kind) = write.change_kind() {
-            let change = ChangeRecord::membership(kind, &after, &group.source_system, op);
-            records::log_change(&mut tx, actor, change).await?;
-        }
     }
     let record = AuditRecord::new("operation.partial-update", target::operation(op))
         .with_detail(serde_json::json!({ "changes": edits.len() }));

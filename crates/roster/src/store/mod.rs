@@ -349,6 +349,17 @@ impl Store {
         &self.db
     }
 
+    /// Runs `work` in one write transaction, committed when it succeeds.
+    async fn in_write<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut db::Tx) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut tx = self.db.write().await?;
+        let done = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// "postgres" or "sqlite".
     pub fn backend(&self) -> &'static str {
         match self.db.dialect() {

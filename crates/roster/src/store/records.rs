@@ -5,12 +5,15 @@ use super::db::{Db, Dialect, Tx};
 use super::lifecycle_sync;
 use super::query::{Sql, TextList};
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
+use super::{membership_sync, MembershipEdit};
 use super::{now, resource_not_found, sql, Deletion, MembershipChange, StoreError, StoreResult};
 use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::full_update::{MemberRef, PreviewAction};
 use crate::domain::lifecycle::Policy;
-use crate::domain::membership::{Membership, MembershipFilter, MembershipInput, MembershipWrite};
+use crate::domain::membership::{Membership, MembershipFilter, MembershipInput};
+use crate::domain::operation::OperationType::PartialUpdate;
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
 use crate::domain::page::PageRequest;
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
@@ -30,44 +33,6 @@ fn resource_conflict(e: StoreError, source_system: &str) -> StoreError {
         )),
         _ => e,
     }
-}
-
-/// Creates a resource with its audit and change records.
-pub(super) async fn insert_resource(
-    tx: &mut Tx,
-    actor: &Actor,
-    new: &NewResource,
-) -> StoreResult<Resource> {
-    let id = ResourceId::generate();
-    audit(
-        tx,
-        actor,
-        AuditRecord::new("resource.create", target::resource(id)),
-    )
-    .await?;
-    let insert = Sql::new(&**sql::INSERT_RESOURCE)
-        .bind(id)
-        .bind(new.ty.code())
-        .bind(new.ty.name())
-        .bind(new.subtype.map(|s| s.code()))
-        .bind(new.source_system.as_str())
-        .bind(new.identifier.as_deref())
-        .bind(new.external_id.as_deref())
-        .bind(new.displayname.as_deref())
-        .bind(new.description.as_deref())
-        .bind(new.notes.as_deref())
-        .bind(TextList(new.tags.clone()))
-        .bind(new.active.unwrap_or(true))
-        .bind(new.expires_at)
-        .bind(now());
-    let row: ResourceRow = tx
-        .fetch_one(&insert)
-        .await
-        .map_err(|e| resource_conflict(e, &new.source_system))?;
-    let resource: Resource = row.try_into()?;
-    let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
-    log_change(tx, actor, change).await?;
-    Ok(resource)
 }
 
 /// A resource, deleted or not.
@@ -216,6 +181,44 @@ pub(super) async fn set_counts(
     tx.fetch_one::<OperationRow>(&update).await?.try_into()
 }
 
+/// Creates a resource with its audit and change records.
+pub(super) async fn insert_resource(
+    tx: &mut Tx,
+    actor: &Actor,
+    new: &NewResource,
+) -> StoreResult<Resource> {
+    let id = ResourceId::generate();
+    audit(
+        tx,
+        actor,
+        AuditRecord::new("resource.create", target::resource(id)),
+    )
+    .await?;
+    let insert = Sql::new(&**sql::INSERT_RESOURCE)
+        .bind(id)
+        .bind(new.ty.code())
+        .bind(new.ty.name())
+        .bind(new.subtype.map(|s| s.code()))
+        .bind(new.source_system.as_str())
+        .bind(new.identifier.as_deref())
+        .bind(new.external_id.as_deref())
+        .bind(new.displayname.as_deref())
+        .bind(new.description.as_deref())
+        .bind(new.notes.as_deref())
+        .bind(TextList(new.tags.clone()))
+        .bind(new.active.unwrap_or(true))
+        .bind(new.expires_at)
+        .bind(now());
+    let row: ResourceRow = tx
+        .fetch_one(&insert)
+        .await
+        .map_err(|e| resource_conflict(e, &new.source_system))?;
+    let resource: Resource = row.try_into()?;
+    let change = ChangeRecord::resource(ChangeKind::ResourceCreated, &resource);
+    log_change(tx, actor, change).await?;
+    Ok(resource)
+}
+
 /// An operation.
 pub(super) async fn operation(tx: &mut Tx, id: OperationId) -> StoreResult<Operation> {
     let row: Option<OperationRow> = tx
@@ -242,11 +245,10 @@ async fn lock_membership_ends(
 }
 
 impl super::Store {
+    /// Creates a resource with its audit and change records.
     pub async fn create_resource(&self, actor: &Actor, new: &NewResource) -> StoreResult<Resource> {
-        let mut tx = self.db().write().await?;
-        let resource = insert_resource(&mut tx, actor, new).await?;
-        tx.commit().await?;
-        Ok(resource)
+        self.in_write(async |tx| insert_resource(tx, actor, new).await)
+            .await
     }
 
     /// A resource by id, deleted or not.
@@ -275,10 +277,8 @@ impl super::Store {
         patch: &ResourcePatch,
         policy: &Policy,
     ) -> StoreResult<Resource> {
-        let mut tx = self.db().write().await?;
-        let updated = lifecycle_sync::update(&mut tx, actor, id, patch, policy).await?;
-        tx.commit().await?;
-        Ok(updated)
+        self.in_write(async |tx| lifecycle_sync::update(tx, actor, id, patch, policy).await)
+            .await
     }
 
     /// Soft-deletes a resource and ends its memberships, as one delete operation; deleting a
@@ -421,45 +421,8 @@ impl super::Store {
         member_id: ResourceId,
         input: &MembershipInput,
     ) -> StoreResult<MembershipChange> {
-        let mut tx = self.db().write().await?;
-        let group = lock_membership_ends(&mut tx, group_id, member_id).await?;
-        let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
-            .bind(group_id)
-            .bind(member_id);
-        let before: Option<MembershipRow> = tx.fetch_optional(&select).await?;
-        let before = before.map(Membership::from);
-        let op = insert_operation(
-            &mut tx,
-            actor,
-            OperationType::PartialUpdate,
-            Some(group_id),
-            Some(&group.source_system),
-        )
-        .await?;
-        let record = AuditRecord::new("membership.put", target::membership(group_id, member_id))
-            .with_detail(serde_json::json!({ "operation_id": op }));
-        audit(&mut tx, actor, record).await?;
-        let upsert = Sql::new(&**sql::UPSERT_MEMBERSHIP)
-            .bind(group.source_system.as_str())
-            .bind(group_id)
-            .bind(member_id)
-            .bind(input.member_name.as_deref())
-            .bind(input.contributing)
-            .bind(op)
-            .bind(now());
-        let membership = Membership::from(tx.fetch_one::<MembershipRow>(&upsert).await?);
-        let write = MembershipWrite::classify(before.as_ref(), &membership);
-        if let Some(kind) = write.change_kind() {
-            let change = ChangeRecord::membership(kind, &membership, &group.source_system, op);
-            log_change(&mut tx, actor, change).await?;
-        }
-        set_counts(&mut tx, op, write.counts()).await?;
-        tx.commit().await?;
-        Ok(MembershipChange {
-            membership,
-            write,
-            operation_id: op,
-        })
+        self.edit_membership(actor, group_id, member_id, PreviewAction::Add, input)
+            .await
     }
 
     /// Ends one active membership, recorded as a partial-update operation.
@@ -469,39 +432,59 @@ impl super::Store {
         group_id: ResourceId,
         member_id: ResourceId,
     ) -> StoreResult<MembershipChange> {
+        let input = MembershipInput::default();
+        self.edit_membership(actor, group_id, member_id, PreviewAction::Remove, &input)
+            .await
+    }
+
+    /// One membership edit as its own partial-update operation, audited. An add needs both ends
+    /// live; a remove needs an active membership.
+    async fn edit_membership(
+        &self,
+        actor: &Actor,
+        group_id: ResourceId,
+        member_id: ResourceId,
+        action: PreviewAction,
+        input: &MembershipInput,
+    ) -> StoreResult<MembershipChange> {
         let mut tx = self.db().write().await?;
-        let group = lock(&mut tx, group_id).await?;
-        let op = insert_operation(
-            &mut tx,
-            actor,
-            OperationType::PartialUpdate,
-            Some(group_id),
-            Some(&group.source_system),
-        )
-        .await?;
-        let record = AuditRecord::new("membership.remove", target::membership(group_id, member_id))
+        let (group, verb) = match action {
+            PreviewAction::Add => (
+                lock_membership_ends(&mut tx, group_id, member_id).await?,
+                "membership.put",
+            ),
+            PreviewAction::Remove => {
+                let group = lock(&mut tx, group_id).await?;
+                let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
+                    .bind(group_id)
+                    .bind(member_id);
+                let row: Option<MembershipRow> = tx.fetch_optional(&select).await?;
+                if row.is_none_or(|row| Membership::from(row).removed) {
+                    return Err(super::membership_not_found(group_id, member_id));
+                }
+                (group, "membership.remove")
+            }
+        };
+        let (source, group_ref) = (Some(group.source_system.as_str()), Some(group_id));
+        let op = insert_operation(&mut tx, actor, PartialUpdate, group_ref, source).await?;
+        let record = AuditRecord::new(verb, target::membership(group_id, member_id))
             .with_detail(serde_json::json!({ "operation_id": op }));
         audit(&mut tx, actor, record).await?;
-        let remove = Sql::new(&**sql::REMOVE_MEMBERSHIP)
-            .bind(group_id)
-            .bind(member_id)
-            .bind(now())
-            .bind(op);
-        let row: Option<MembershipRow> = tx.fetch_optional(&remove).await?;
-        let membership =
-            Membership::from(row.ok_or_else(|| super::membership_not_found(group_id, member_id))?);
-        let change = ChangeRecord::membership(
-            ChangeKind::MembershipRemoved,
-            &membership,
-            &group.source_system,
-            op,
-        );
-        log_change(&mut tx, actor, change).await?;
-        set_counts(&mut tx, op, MembershipWrite::Removed.counts()).await?;
+        let edit = MembershipEdit {
+            group_id,
+            member: MemberRef::Id(member_id),
+            member_type: None,
+            action,
+            member_name: input.member_name.clone(),
+            contributing: input.contributing,
+        };
+        let (membership, write) =
+            membership_sync::write_edit(&mut tx, actor, op, &group, member_id, &edit).await?;
+        set_counts(&mut tx, op, write.counts()).await?;
         tx.commit().await?;
         Ok(MembershipChange {
             membership,
-            write: MembershipWrite::Removed,
+            write,
             operation_id: op,
         })
     }
@@ -518,6 +501,7 @@ impl super::Store {
         rows::operations(self.db().read().await?.fetch_all(&list).await?)
     }
 
+    /// An operation.
     pub async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
         operation(&mut self.db().read().await?, id).await
     }

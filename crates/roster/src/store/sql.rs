@@ -86,13 +86,6 @@ statement!(
     MEMBERSHIP_COLUMNS
 );
 
-statement!(
-    REMOVE_MEMBERSHIP,
-    "UPDATE group_member SET removed = true, removed_timestamp = $3, last_operation_id = $4 \
-     WHERE group_id = $1 AND member_id = $2 AND NOT removed RETURNING ",
-    MEMBERSHIP_COLUMNS
-);
-
 /// Records an operation that is already complete when it is created (single writes, deletes).
 pub const INSERT_COMPLETED_OPERATION: &str = "INSERT INTO operation \
      (type, status, group_id, source_system, token_name, created, modified, completed) \
