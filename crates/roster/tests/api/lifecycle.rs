@@ -69,6 +69,17 @@ async fn workday_is_the_authority(app: &TestApp) {
     assert_eq!(reply.json["lifecycle_authority"], true);
 }
 
+/// The newest entry of a resource's history.
+async fn last_change(app: &TestApp, id: &str) -> Value {
+    let history = app.get(&format!("/api/v1/resources/{id}/history")).await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    history.json["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .cloned()
+        .expect("history")
+}
+
 async fn inactive(app: &TestApp, reason: &str) -> i64 {
     app.scalar(
         &format!(
@@ -449,15 +460,7 @@ async fn a_reason_with_quotes_and_backslashes_is_stored_as_written(backend: Back
     );
     assert_eq!(operation.json["params"]["reason"], reason);
     assert_eq!(changes_of(&app, "resource.deactivated", op).await.len(), 1);
-    let history = app
-        .get(&format!("/api/v1/resources/{account}/history"))
-        .await;
-    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
-    let last = history.json["items"]
-        .as_array()
-        .and_then(|items| items.last())
-        .cloned()
-        .expect("history");
+    let last = last_change(&app, &account).await;
     assert_eq!(last["changes"]["deactivation_reason"]["new"], reason);
 }
 
@@ -655,15 +658,7 @@ async fn a_patch_that_deactivates_an_hr_record_terminates_the_identity(backend: 
     assert_eq!(inactive(&app, "hr-terminated").await, 9);
     let (changes, _) = drain_all(&app, None, "&kind=resource.deactivated").await;
     assert_eq!(changes.len(), 10, "nine accounts and the record itself");
-    let history = app
-        .get(&format!("/api/v1/resources/{}/history", s.accounts[2][0]))
-        .await;
-    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
-    let last = history.json["items"]
-        .as_array()
-        .and_then(|items| items.last())
-        .cloned()
-        .expect("history");
+    let last = last_change(&app, &s.accounts[2][0]).await;
     assert_eq!(last["kind"], "resource.deactivated");
     assert_eq!(last["source_system"], "home");
     assert_eq!(last["changes"]["active"]["new"], false);
