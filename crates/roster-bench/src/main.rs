@@ -7,6 +7,7 @@
 mod accounts;
 mod floor;
 mod plan;
+mod provision;
 mod reads;
 mod scim;
 mod server;
@@ -37,6 +38,10 @@ struct Args {
     /// Seconds each read scenario runs.
     #[arg(long, default_value_t = 10)]
     read_seconds: u64,
+    /// Runs S10 alone (SCIM provisioning of this many users on each backend), prints its table
+    /// and writes nothing.
+    #[arg(long)]
+    provisioning_only: Option<usize>,
     /// Where the table is written.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/results/latest.md"))]
     output: PathBuf,
@@ -48,6 +53,11 @@ async fn main() -> Result<()> {
     let Some(admin_url) = args.database_url.clone() else {
         return rerun_with_postgres();
     };
+    if let Some(users) = args.provisioning_only {
+        let measured = provision_both(&server::binary()?, &admin_url, users).await?;
+        println!("{}", provision::report(&measured));
+        return Ok(());
+    }
     let report = run(&args, &admin_url).await?;
     println!("{report}");
     if let Some(dir) = args.output.parent() {
@@ -302,13 +312,33 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     server.stop().await?;
     pool.close().await;
     drop_database(admin_url, &database_url).await?;
+    let provisioned = provision_both(&binary, admin_url, (scale / 10).clamp(1000, 100_000)).await?;
     let capture = CaptureCost {
         load: capture_load.as_secs_f64() / floor_load.as_secs_f64(),
         resync: capture_resync.as_secs_f64() / floor_resync.as_secs_f64(),
     };
     reads.push('\n');
     reads.push_str(&scim::report(&scim_measured, scim_members));
+    reads.push('\n');
+    reads.push_str(&provision::report(&provisioned));
     report(scale, &rows, &reads, rss, capture, admin_url).await
+}
+
+/// S10 on a fresh server of each backend.
+async fn provision_both(
+    binary: &std::path::Path,
+    admin_url: &str,
+    users: usize,
+) -> Result<Vec<provision::Measured>> {
+    eprintln!("S10: {users} users through SCIM on PostgreSQL, one POST at a time, then by Bulk");
+    let database_url = fresh_database(admin_url).await?;
+    let postgres = provision::run(binary, provision::Backend::Postgres(&database_url), users).await;
+    drop_database(admin_url, &database_url).await?;
+    eprintln!("S10: the same on SQLite");
+    let dir = std::env::temp_dir().join(format!("roster-bench-sqlite-{}", std::process::id()));
+    let sqlite = provision::run(binary, provision::Backend::Sqlite(&dir), users).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(vec![postgres?, sqlite?])
 }
 
 /// What writing the change log costs the floor: floor with capture ÷ bare floor.

@@ -128,7 +128,7 @@ pub async fn run(
             "Operations": [{"op": "Remove", "path": format!("members[value eq \"{member}\"]")}]});
         for body in [add, remove] {
             let request = http.patch(&group_url).bearer_auth(&token).json(&body);
-            latencies.push(timed(request, 204).await?);
+            latencies.push(timed(request, 200).await?);
         }
     }
     let patch = summarise(latencies, started.elapsed());

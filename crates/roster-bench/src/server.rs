@@ -2,7 +2,7 @@
 //! peak memory read from /proc.
 
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -39,11 +39,36 @@ pub fn binary() -> Result<PathBuf> {
 }
 
 impl Server {
-    pub async fn start(binary: &PathBuf, database_url: &str) -> Result<Self> {
-        let mut child = Command::new(binary)
+    /// A server on the PostgreSQL database at `database_url`.
+    pub async fn start(binary: &Path, database_url: &str) -> Result<Self> {
+        let mut command = Self::serve(binary);
+        command.args(["--database-url", database_url]);
+        Self::spawn(command).await
+    }
+
+    /// A server on the embedded SQLite database in `data_dir`.
+    pub async fn start_embedded(binary: &Path, data_dir: &Path) -> Result<Self> {
+        let mut command = Self::serve(binary);
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("DATABASE_URL");
+        Self::spawn(command).await
+    }
+
+    /// `roster serve` on a free loopback port, bootstrapped with [`TOKEN`].
+    fn serve(binary: &Path) -> Command {
+        let mut command = Command::new(binary);
+        command
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-            .args(["--database-url", database_url])
-            .env("ROSTER_BOOTSTRAP_TOKEN", TOKEN)
+            // The SCIM rate per token is a guard for production; the benchmark measures speed.
+            .args(["--scim-rate-limit", "0"])
+            .env("ROSTER_BOOTSTRAP_TOKEN", TOKEN);
+        command
+    }
+
+    async fn spawn(mut command: Command) -> Result<Self> {
+        let mut child = command
             .env("RUST_LOG", "roster=info,tower_http=warn,sqlx=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -43,6 +43,9 @@ on_both_backends!(
     if_match_with_an_old_version_is_412,
     a_token_bound_to_foo_cannot_read_or_write_bar,
     bad_requests_answer_scim_errors_and_change_nothing,
+    an_id_that_is_not_roster_s_is_not_found_and_changes_nothing,
+    a_patch_answers_the_resource_as_patched,
+    a_body_over_the_limit_is_a_scim_error,
     a_bound_token_cannot_reactivate_through_scim_what_roster_deactivated,
 );
 
@@ -770,7 +773,7 @@ async fn delta_query_follows_creates_updates_and_deletes(backend: Backend) {
         ),
     )
     .await;
-    assert_eq!(added.status, StatusCode::NO_CONTENT, "{}", added.text);
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
 
     let (users, next) = follow_delta(&app, &t, "/foo/Users", &token).await;
     let by_id: std::collections::BTreeMap<String, &Value> = users
@@ -1016,7 +1019,7 @@ async fn emptying_a_small_group_is_an_edit_not_a_held_push(backend: Backend) {
         Some(json!({"Operations": [{"op": "Remove", "path": "members"}]})),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert!(members(&app, &group).await.is_empty());
     let removed = app
         .scalar(
@@ -1191,7 +1194,7 @@ async fn a_groups_users_page_by_cursor_through_a_groups_value_filter(backend: Ba
             "path": format!("members[value eq \"{}\"]", inside[0])}]})),
     )
     .await;
-    assert_eq!(left.status, StatusCode::NO_CONTENT, "{}", left.text);
+    assert_eq!(left.status, StatusCode::OK, "{}", left.text);
     let filter = enc(&format!("groups.value eq \"{group}\""));
     let (paged, last) = by_cursor(
         &app,
@@ -1623,8 +1626,14 @@ async fn group_patch_adds_and_removes_only_the_members_named(backend: Backend) {
             {"op": "remove", "path": "members", "value": [{"value": users[0]}]}
         ]
     }))).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
-    assert!(reply.text.is_empty());
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["id"], group.as_str());
+    assert_eq!(reply.json["displayName"], "Engineering");
+    assert!(
+        reply.json.get("members").is_none(),
+        "a PATCH's answer leaves the members out unless asked: {}",
+        reply.text
+    );
     assert_eq!(
         members(&app, &group).await,
         set(&[&users[1], &users[2], &users[3], &users[4]])
@@ -1657,7 +1666,7 @@ async fn group_patch_adds_and_removes_only_the_members_named(backend: Backend) {
         })),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(app.scalar("SELECT count(*) FROM change", &[]).await, before);
 }
 
@@ -1680,7 +1689,7 @@ async fn members_after(
         Some(body),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     (vec![a, b], members(&app, &group).await)
 }
 
@@ -1712,7 +1721,7 @@ async fn okta_replace_of_members_is_a_full_push(backend: Backend) {
     let reply = scim(&app, &t, Method::PATCH, &format!("/foo/Groups/{group}"), Some(json!({
         "Operations": [{"op": "replace", "path": "members", "value": [{"value": b}, {"value": c}]}]
     }))).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(members(&app, &group).await, set(&[&b, &c]));
     assert_eq!(
         app.scalar(
@@ -1739,7 +1748,7 @@ async fn okta_no_path_group_replace_with_id_and_display_name(backend: Backend) {
         })),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(
         app.text("SELECT displayname FROM resource WHERE id = $1", &[&group])
             .await
@@ -1767,7 +1776,7 @@ async fn a_push_that_would_empty_a_large_group_is_held_and_changes_nothing(backe
         })),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(members(&app, &group).await.len(), 120);
     let reply = scim(
         &app,
@@ -1862,7 +1871,7 @@ async fn if_match_with_an_old_version_is_412(backend: Backend) {
             ))
             .expect("request")
     };
-    assert_eq!(app.send_raw(add(&id)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.send_raw(add(&id)).await.status, StatusCode::OK);
     let moved = scim(&app, &t, Method::GET, &format!("/foo/Groups/{group}"), None).await;
     assert_ne!(
         moved.json["meta"]["version"],
@@ -2119,4 +2128,108 @@ async fn a_bound_token_cannot_reactivate_through_scim_what_roster_deactivated(ba
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         assert_eq!(reply.json["active"], active);
     }
+}
+
+/// RFC 7644 §3.12: a resource that does not exist is a 404, whatever its id looks like; a Bulk
+/// operation answers the same.
+async fn an_id_that_is_not_roster_s_is_not_found_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    user_named(&app, &t, "foo", "ada").await;
+    let before = app.fingerprint().await;
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x"});
+    let patch = json!({"Operations": [{"op": "replace", "path": "displayName", "value": "y"}]});
+    for kind in ["Users", "Groups"] {
+        for id in [
+            "not-a-uuid",
+            "12345",
+            "00000000-0000-0000-0000-00000000000g",
+        ] {
+            let path = format!("/foo/{kind}/{id}");
+            for (method, body) in [
+                (Method::GET, None),
+                (Method::PUT, Some(user.clone())),
+                (Method::PATCH, Some(patch.clone())),
+                (Method::DELETE, None),
+            ] {
+                let reply = scim(&app, &t, method.clone(), &path, body).await;
+                assert_scim_error(&reply, StatusCode::NOT_FOUND, None, id);
+            }
+        }
+    }
+    let operations = vec![json!({"method": "PATCH", "path": "/Users/not-a-uuid", "data": patch})];
+    let reply = post_bulk(&app, &t, operations, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json["Operations"][0]["status"], "404",
+        "{}",
+        reply.text
+    );
+    assert_eq!(app.fingerprint().await, before, "nothing changed");
+}
+
+/// RFC 7644 §3.5.2: a PATCH answers 200 with the resource, subject to `attributes`; a group's
+/// members only when `attributes` names them, so a large group's PATCH stays the size of its
+/// edit.
+async fn a_patch_answers_the_resource_as_patched(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    let ada = user_named(&app, &t, "foo", "ada").await;
+    let rename = |name: &str| json!({"Operations": [{"op": "replace", "path": "displayName", "value": name}]});
+    let path = format!("/foo/Users/{ada}");
+    let reply = scim(&app, &t, Method::PATCH, &path, Some(rename("Ada L"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["displayName"], "Ada L");
+    assert_eq!(reply.json["userName"], "ada");
+    let stored = scim(&app, &t, Method::GET, &path, None).await;
+    assert_eq!(
+        reply.json, stored.json,
+        "the answer is the resource as stored"
+    );
+    let only = format!("{path}?attributes=displayName");
+    let reply = scim(&app, &t, Method::PATCH, &only, Some(rename("Ada"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["displayName"], "Ada");
+    assert!(reply.json.get("userName").is_none(), "{}", reply.text);
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM resource WHERE id = $1 AND displayname = 'Ada'",
+            &[&ada]
+        )
+        .await,
+        1
+    );
+    let group = create_group(&app, &t, "foo", "G", &[]).await;
+    let add = json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": ada}]}]});
+    let group_path = format!("/foo/Groups/{group}");
+    let reply = scim(&app, &t, Method::PATCH, &group_path, Some(add)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["displayName"], "G");
+    assert!(reply.json.get("members").is_none(), "{}", reply.text);
+    let asked = format!("{group_path}?attributes=members");
+    let reply = scim(&app, &t, Method::PATCH, &asked, Some(rename("H"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json["members"][0]["value"],
+        ada.as_str(),
+        "{}",
+        reply.text
+    );
+    assert_eq!(members(&app, &group).await, set(&[&ada]));
+}
+
+/// A body over the limit on a SCIM path is a SCIM error, not plain text.
+async fn a_body_over_the_limit_is_a_scim_error(backend: Backend) {
+    let limits = roster::server::Limits {
+        body_bytes: 1024,
+        ..roster::server::Limits::default()
+    };
+    let app = TestApp::spawn_with(backend, limits).await;
+    let t = token(&app, "foo").await;
+    let before = app.fingerprint().await;
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                      "userName": "big", "title": "x".repeat(4096)});
+    let reply = scim(&app, &t, Method::POST, "/foo/Users", Some(body)).await;
+    assert_scim_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, None, "limit");
+    assert_eq!(app.fingerprint().await, before, "nothing changed");
 }

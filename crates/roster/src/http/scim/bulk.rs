@@ -3,10 +3,10 @@
 //! records; `bulkId:` references to resources created earlier in the same request are resolved;
 //! `failOnErrors` stops after that many errors.
 
-use super::{create, delete, json_body, patch_resource, replace, scim_response, ScimError};
+use super::{create, delete, json_body, patch_resource, replace, scim_response};
+use super::{PatchRequest, ReadParams, ScimError};
 use crate::app::Caller;
 use crate::domain::scim::ScimType;
-use crate::domain::ResourceId;
 use crate::http::Path;
 use crate::server::AppState;
 use axum::body::Bytes;
@@ -145,7 +145,7 @@ fn resolve(value: &mut Value, created: &HashMap<String, String>) -> Result<(), S
 struct Request {
     method: String,
     ty: ScimType,
-    id: Option<ResourceId>,
+    id: Option<String>,
     body: Bytes,
     headers: HeaderMap,
 }
@@ -175,9 +175,12 @@ fn request(operation: &Value, created: &HashMap<String, String>) -> Result<Reque
         ("POST", _) => {
             return Err(ScimError::invalid_path("a POST names /Users or /Groups"));
         }
-        (_, id) => Some(id.parse::<uuid::Uuid>().map(ResourceId).map_err(|_| {
-            ScimError::invalid_path(format!("path {path:?} does not end in a resource id"))
-        })?),
+        (_, "") => {
+            return Err(ScimError::invalid_path(format!(
+                "path {path:?} does not end in a resource id"
+            )));
+        }
+        (_, id) => Some(id.to_owned()),
     };
     let mut data = field(operation, "data").cloned().unwrap_or(Value::Null);
     resolve(&mut data, created)?;
@@ -210,14 +213,20 @@ async fn one(
     let method = field(operation, "method").cloned().unwrap_or(Value::Null);
     let outcome = match request(operation, created) {
         Ok(r) => {
-            let key = |id: ResourceId| (source.to_owned(), id);
+            let key = |id: String| (source.to_owned(), id);
             match (r.method.as_str(), r.id) {
                 ("POST", _) => create(state, caller, r.ty, source, &r.body).await,
                 ("PUT", Some(id)) => {
                     replace(state, caller, r.ty, key(id), &r.headers, &r.body).await
                 }
                 ("PATCH", Some(id)) => {
-                    patch_resource(state, caller, r.ty, key(id), &r.headers, &r.body).await
+                    let request = PatchRequest {
+                        key: key(id),
+                        params: &ReadParams::default(),
+                        headers: &r.headers,
+                        body: &r.body,
+                    };
+                    patch_resource(state, caller, r.ty, request).await
                 }
                 (_, Some(id)) => delete(state, caller, r.ty, key(id), &r.headers).await,
                 (_, None) => Err(ScimError::invalid_path("the operation names no resource")),

@@ -207,30 +207,41 @@ fn scim_response(status: StatusCode, body: &Value, etag: Option<String>) -> Resp
 
 /// Middleware: answers for SCIM paths that failed before a SCIM handler (no token, a bad path
 /// or parameter, a timeout, a body too large) with a SCIM error document instead of a problem
-/// document.
+/// document or plain text.
 pub async fn scim_errors(request: Request, next: Next) -> Response {
     let scim = request.uri().path().starts_with("/scim/");
     let response = next.run(request).await;
-    let problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !scim || !problem {
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let problem =
+        content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let answered =
+        content_type.is_some_and(|v| v.as_bytes().starts_with(SCIM_CONTENT_TYPE.as_bytes()));
+    if !scim || answered || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let detail = axum::body::to_bytes(body, 64 * 1024)
+    let body = axum::body::to_bytes(body, 64 * 1024)
         .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v["detail"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| parts.status.to_string());
+        .unwrap_or_default();
+    let detail = if problem {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+    } else {
+        std::str::from_utf8(&body)
+            .ok()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_owned)
+    };
+    let detail = detail.unwrap_or_else(|| parts.status.to_string());
     let scim_type = (parts.status == StatusCode::BAD_REQUEST).then_some("invalidValue");
     let mut converted = ScimError::new(parts.status, scim_type, detail).into_response();
-    if let Some(challenge) = parts.headers.get(header::WWW_AUTHENTICATE) {
-        converted
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge.clone());
+    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER, header::ALLOW] {
+        if let Some(value) = parts.headers.get(&name) {
+            converted.headers_mut().insert(name, value.clone());
+        }
     }
     converted
 }
@@ -283,9 +294,10 @@ fn names(list: Option<&str>) -> Vec<String> {
 struct Projection {
     attributes: Vec<String>,
     excluded: Vec<String>,
-    /// A list's documents: a group too large for one document comes without its members
-    /// (rather than failing the page, which would strand a reader there).
-    listing: bool,
+    /// A group too large for one document comes without its members rather than failing the
+    /// answer: a list's page (which would strand a reader there) and a write's answer (whose
+    /// write is done).
+    omit_oversized: bool,
 }
 
 impl Projection {
@@ -293,21 +305,39 @@ impl Projection {
         Self {
             attributes: names(attributes),
             excluded: names(excluded),
-            listing: false,
+            omit_oversized: false,
         }
     }
 
-    fn listing(attributes: Option<&str>, excluded: Option<&str>) -> Self {
+    /// A list's page, or the answer to a POST or PUT.
+    fn omitting_oversized(attributes: Option<&str>, excluded: Option<&str>) -> Self {
         Self {
-            listing: true,
+            omit_oversized: true,
             ..Self::new(attributes, excluded)
         }
     }
 
-    fn wants_members(&self) -> bool {
-        let named = |list: &[String]| list.iter().any(|a| a.eq_ignore_ascii_case("members"));
-        !named(&self.excluded) && (self.attributes.is_empty() || named(&self.attributes))
+    /// A PATCH's answer (RFC 7644 §3.5.2): a group's members only when `attributes` names
+    /// them, so that a large group's PATCH costs the size of its edit, not of the group.
+    fn patched(params: &ReadParams) -> Self {
+        let mut projection = Self::omitting_oversized(
+            params.attributes.as_deref(),
+            params.excluded_attributes.as_deref(),
+        );
+        if !named(&projection.attributes, "members") {
+            projection.excluded.push("members".to_owned());
+        }
+        projection
     }
+
+    fn wants_members(&self) -> bool {
+        !named(&self.excluded, "members")
+            && (self.attributes.is_empty() || named(&self.attributes, "members"))
+    }
+}
+
+fn named(list: &[String], attribute: &str) -> bool {
+    list.iter().any(|a| a.eq_ignore_ascii_case(attribute))
 }
 
 fn base(source: &str) -> String {
@@ -327,7 +357,7 @@ async fn document(
             .store
             .scim_members(record.resource.id, MAX_MEMBERS_IN_DOCUMENT + 1)
             .await?;
-        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT && projection.listing {
+        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT && projection.omit_oversized {
             None
         } else if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
             return Err(ScimError::too_many(format!(
@@ -438,7 +468,7 @@ async fn list(
     let _running = expensive(&query)
         .then(|| state.scim_reads.enter(caller.principal.token_id))
         .transpose()?;
-    let projection = Projection::listing(
+    let projection = Projection::omitting_oversized(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
     );
@@ -481,14 +511,31 @@ async fn index_page(
     }))
 }
 
+/// The resource a path names, for a caller that may use its source. An id that is not one of
+/// roster's names no resource: a 404, whatever it looks like (RFC 7644 §3.12).
+fn resource_key(
+    caller: &Caller,
+    ty: ScimType,
+    (source, id): (String, String),
+) -> Result<(String, ResourceId), ScimError> {
+    caller.check_source(&source)?;
+    let id = id.parse().map(ResourceId).map_err(|_| {
+        ScimError::not_found(format!(
+            "there is no {} {id:?} in source system {source:?}",
+            ty.name()
+        ))
+    })?;
+    Ok((source, id))
+}
+
 async fn get(
     state: &AppState,
     caller: &Caller,
     ty: ScimType,
-    (source, id): (String, ResourceId),
+    key: (String, String),
     params: &ReadParams,
 ) -> Result<Response, ScimError> {
-    caller.check_source(&source)?;
+    let (source, id) = resource_key(caller, ty, key)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     let projection = Projection::new(
         params.attributes.as_deref(),
@@ -517,12 +564,12 @@ fn json_body(body: &Bytes) -> Result<Value, ScimError> {
 async fn written(
     state: &AppState,
     ty: ScimType,
-    source: &str,
-    id: ResourceId,
+    (source, id): (&str, ResourceId),
     status: StatusCode,
+    projection: &Projection,
 ) -> Result<Response, ScimError> {
     let record = state.store.scim_get(source, ty, id).await?;
-    let body = document(state, ty, source, &record, &Projection::new(None, None)).await?;
+    let body = document(state, ty, source, &record, projection).await?;
     let mut response = scim_response(status, &body, Some(wire::version(&record)));
     if status == StatusCode::CREATED {
         if let Ok(location) =
@@ -547,7 +594,15 @@ async fn create(
     let parsed = wire::parse(ty, source, body)?;
     let members = parsed.members.unwrap_or_default();
     let record = app::scim::create(state.app(), caller, &parsed.write, &members).await?;
-    written(state, ty, source, record.resource.id, StatusCode::CREATED).await
+    let all = Projection::omitting_oversized(None, None);
+    written(
+        state,
+        ty,
+        (source, record.resource.id),
+        StatusCode::CREATED,
+        &all,
+    )
+    .await
 }
 
 /// The version an `If-Match` header asks for, checked against the stored record.
@@ -569,37 +624,46 @@ async fn replace(
     state: &AppState,
     caller: &Caller,
     ty: ScimType,
-    (source, id): (String, ResourceId),
+    key: (String, String),
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ScimError> {
-    caller.check_source(&source)?;
+    let (source, id) = resource_key(caller, ty, key)?;
     let body = json_body(body)?;
     wire::check_schemas(ty, &body)?;
     let parsed = wire::parse(ty, &source, body)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
     app::scim::replace(state.app(), caller, &record, &parsed.write, parsed.members).await?;
-    written(state, ty, &source, id, StatusCode::OK).await
+    let all = Projection::omitting_oversized(None, None);
+    written(state, ty, (&source, id), StatusCode::OK, &all).await
 }
 
+/// The request of a PATCH, read from its path, query, headers and body.
+pub(super) struct PatchRequest<'r> {
+    pub key: (String, String),
+    pub params: &'r ReadParams,
+    pub headers: &'r HeaderMap,
+    pub body: &'r Bytes,
+}
+
+/// Applies a PATCH; answers 200 with the resource as patched (RFC 7644 §3.5.2).
 async fn patch_resource(
     state: &AppState,
     caller: &Caller,
     ty: ScimType,
-    (source, id): (String, ResourceId),
-    headers: &HeaderMap,
-    body: &Bytes,
+    request: PatchRequest<'_>,
 ) -> Result<Response, ScimError> {
-    caller.check_source(&source)?;
-    let operations = patch::parse(&json_body(body)?)?;
+    let (source, id) = resource_key(caller, ty, request.key)?;
+    let operations = patch::parse(&json_body(request.body)?)?;
     let record = state.store.scim_get(&source, ty, id).await?;
-    check_if_match(headers, &record)?;
+    check_if_match(request.headers, &record)?;
+    let answer = Projection::patched(request.params);
     if ty == ScimType::User {
         let write = patched(ty, &record, &operations)?;
         let edit = MemberEdit::default();
         app::scim::write_record(state.app(), caller, &record, &write, &edit).await?;
-        return written(state, ty, &source, id, StatusCode::OK).await;
+        return written(state, ty, (&source, id), StatusCode::OK, &answer).await;
     }
     let split = patch::split_group(operations)?;
     let attributes = (!split.attributes.is_empty())
@@ -612,10 +676,10 @@ async fn patch_resource(
             add: split.add,
             remove: split.remove,
         },
-        versioned: headers.contains_key(header::IF_MATCH),
+        versioned: request.headers.contains_key(header::IF_MATCH),
     };
     app::scim::patch_group(state.app(), caller, &record, group).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    written(state, ty, (&source, id), StatusCode::OK, &answer).await
 }
 
 /// The record's attributes after the operations, applied to its document.
@@ -633,15 +697,18 @@ async fn delete(
     state: &AppState,
     caller: &Caller,
     ty: ScimType,
-    (source, id): (String, ResourceId),
+    key: (String, String),
     headers: &HeaderMap,
 ) -> Result<Response, ScimError> {
-    caller.check_source(&source)?;
+    let (source, id) = resource_key(caller, ty, key)?;
     let record = state.store.scim_get(&source, ty, id).await?;
     check_if_match(headers, &record)?;
     app::scim::delete(state.app(), caller, &record).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// The id parameter's description in the API document.
+const ID: &str = "The resource's id; one that is not roster's names no resource (404)";
 
 macro_rules! scim_handlers {
     ($ty:expr, $many:literal, $one:literal, $list:ident, $create:ident, $get:ident, $replace:ident, $patch:ident, $delete:ident) => {
@@ -676,13 +743,13 @@ macro_rules! scim_handlers {
         /// Read one resource.
         #[utoipa::path(get, path = $one, tag = "scim",
             security(("bearer" = ["scim"])),
-            params(("source_system" = String, Path), ("id" = ResourceId, Path), ReadParams),
+            params(("source_system" = String, Path), ("id" = String, Path, description = ID), ReadParams),
             responses((status = 200, description = "The resource"),
                       (status = 404, description = "No such resource in the source")))]
         async fn $get(
             State(state): State<AppState>,
             caller: Caller,
-            Path(key): Path<(String, ResourceId)>,
+            Path(key): Path<(String, String)>,
             Query(params): Query<ReadParams>,
         ) -> Result<Response, ScimError> {
             get(&state, &caller, $ty, key, &params).await
@@ -690,14 +757,14 @@ macro_rules! scim_handlers {
 
         /// Replace a resource's attributes.
         #[utoipa::path(put, path = $one, tag = "scim",
-            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID)),
             request_body(content = Object, content_type = "application/scim+json"),
             responses((status = 200, description = "The resource as stored"),
                       (status = 412, description = "If-Match does not match")))]
         async fn $replace(
             State(state): State<AppState>,
             caller: Caller,
-            Path(key): Path<(String, ResourceId)>,
+            Path(key): Path<(String, String)>,
             headers: HeaderMap,
             body: Bytes,
         ) -> Result<Response, ScimError> {
@@ -706,28 +773,29 @@ macro_rules! scim_handlers {
 
         /// Modify a resource with PatchOp operations.
         #[utoipa::path(patch, path = $one, tag = "scim",
-            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID), ReadParams),
             request_body(content = Object, content_type = "application/scim+json"),
-            responses((status = 200, description = "The user as stored"),
-                      (status = 204, description = "The group was modified")))]
+            responses((status = 200, description = "The resource as patched; a group's members only when `attributes` names them")))]
         async fn $patch(
             State(state): State<AppState>,
             caller: Caller,
-            Path(key): Path<(String, ResourceId)>,
+            Path(key): Path<(String, String)>,
+            Query(params): Query<ReadParams>,
             headers: HeaderMap,
             body: Bytes,
         ) -> Result<Response, ScimError> {
-            patch_resource(&state, &caller, $ty, key, &headers, &body).await
+            let request = PatchRequest { key, params: &params, headers: &headers, body: &body };
+            patch_resource(&state, &caller, $ty, request).await
         }
 
         /// Delete a resource (roster soft-deletes it and ends its memberships).
         #[utoipa::path(delete, path = $one, tag = "scim",
-            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = ResourceId, Path)),
+            security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID)),
             responses((status = 204, description = "Deleted")))]
         async fn $delete(
             State(state): State<AppState>,
             caller: Caller,
-            Path(key): Path<(String, ResourceId)>,
+            Path(key): Path<(String, String)>,
             headers: HeaderMap,
         ) -> Result<Response, ScimError> {
             delete(&state, &caller, $ty, key, &headers).await

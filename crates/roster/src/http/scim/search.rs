@@ -142,7 +142,7 @@ pub async fn search_all(
     let _running = costly
         .then(|| state.scim_reads.enter(caller.principal.token_id))
         .transpose()?;
-    let projection = Projection::listing(
+    let projection = Projection::omitting_oversized(
         params.attributes.as_deref(),
         params.excluded_attributes.as_deref(),
     );
