@@ -230,10 +230,12 @@ impl Tx {
     pub async fn execute(&mut self, sql: &Sql) -> StoreResult<u64> {
         Ok(match self.link() {
             Link::Postgres(c) => sqlx::query_with(sql.text(), sql.arguments::<Postgres>()?)
+                .persistent(sql.persistent())
                 .execute(c)
                 .await?
                 .rows_affected(),
             Link::Sqlite(c) => sqlx::query_with(sql.text(), sql.arguments::<Sqlite>()?)
+                .persistent(sql.persistent())
                 .execute(c)
                 .await?
                 .rows_affected(),
@@ -257,11 +259,13 @@ impl Tx {
         Ok(match self.link() {
             Link::Postgres(c) => {
                 sqlx::query_as_with(sql.text(), sql.arguments::<Postgres>()?)
+                    .persistent(sql.persistent())
                     .fetch_all(c)
                     .await?
             }
             Link::Sqlite(c) => {
                 sqlx::query_as_with(sql.text(), sql.arguments::<Sqlite>()?)
+                    .persistent(sql.persistent())
                     .fetch_all(c)
                     .await?
             }
@@ -272,11 +276,13 @@ impl Tx {
         Ok(match self.link() {
             Link::Postgres(c) => {
                 sqlx::query_as_with(sql.text(), sql.arguments::<Postgres>()?)
+                    .persistent(sql.persistent())
                     .fetch_optional(c)
                     .await?
             }
             Link::Sqlite(c) => {
                 sqlx::query_as_with(sql.text(), sql.arguments::<Sqlite>()?)
+                    .persistent(sql.persistent())
                     .fetch_optional(c)
                     .await?
             }

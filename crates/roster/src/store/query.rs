@@ -142,6 +142,7 @@ impl From<Vec<u8>> for Value {
 pub struct Sql {
     text: Cow<'static, str>,
     args: Vec<Value>,
+    replanned: bool,
 }
 
 impl Sql {
@@ -150,7 +151,22 @@ impl Sql {
         Self {
             text: text.into(),
             args: Vec::new(),
+            replanned: false,
         }
+    }
+
+    /// Plans the statement afresh, with its arguments, each time it runs, instead of keeping it
+    /// prepared. For a lookup into a table that grows from empty under one connection: a kept
+    /// statement may settle on its generic plan while the table is tiny (a scan, then the
+    /// cheapest) and keep it as the table grows, unless an ANALYZE happens to invalidate it.
+    pub fn replanned(mut self) -> Self {
+        self.replanned = true;
+        self
+    }
+
+    /// Whether the statement is kept prepared on its connection.
+    pub(super) fn persistent(&self) -> bool {
+        !self.replanned
     }
 
     /// Binds the next placeholder (`$1` first).

@@ -108,7 +108,8 @@ async fn user_name_taken(
     )
     .bind(source)
     .bind(name)
-    .bind(except.map_or(Uuid::nil(), |id| id.0));
+    .bind(except.map_or(Uuid::nil(), |id| id.0))
+    .replanned();
     tx.scalar(&taken).await
 }
 
