@@ -1629,14 +1629,20 @@ async fn group_patch_adds_and_removes_only_the_members_named(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json["id"], group.as_str());
     assert_eq!(reply.json["displayName"], "Engineering");
-    assert!(
-        reply.json.get("members").is_none(),
-        "a PATCH's answer leaves the members out unless asked: {}",
-        reply.text
-    );
+    let answered: BTreeSet<String> = reply.json["members"]
+        .as_array()
+        .expect("a small group's PATCH answer lists its members")
+        .iter()
+        .filter_map(|m| m["value"].as_str().map(str::to_owned))
+        .collect();
     assert_eq!(
         members(&app, &group).await,
         set(&[&users[1], &users[2], &users[3], &users[4]])
+    );
+    assert_eq!(
+        answered,
+        members(&app, &group).await,
+        "the answer is the group as stored"
     );
     assert_eq!(
         app.scalar("SELECT count(*) FROM change", &[]).await - changes_before,
@@ -1777,7 +1783,22 @@ async fn a_push_that_would_empty_a_large_group_is_held_and_changes_nothing(backe
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(
+        reply.json.get("members").is_none(),
+        "a large group's PATCH answer leaves its members out: {}",
+        reply.text
+    );
+    assert_eq!(reply.json["displayName"], "Big");
     assert_eq!(members(&app, &group).await.len(), 120);
+    let asked = format!("/foo/Groups/{group}?attributes=members");
+    let rename = json!({"Operations": [{"op": "replace", "path": "displayName", "value": "Big"}]});
+    let reply = scim(&app, &t, Method::PATCH, &asked, Some(rename)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json["members"].as_array().map(Vec::len),
+        Some(120),
+        "attributes=members lists them all"
+    );
     let reply = scim(
         &app,
         &t,
@@ -2168,9 +2189,8 @@ async fn an_id_that_is_not_roster_s_is_not_found_and_changes_nothing(backend: Ba
     assert_eq!(app.fingerprint().await, before, "nothing changed");
 }
 
-/// RFC 7644 §3.5.2: a PATCH answers 200 with the resource, subject to `attributes`; a group's
-/// members only when `attributes` names them, so a large group's PATCH stays the size of its
-/// edit.
+/// RFC 7644 §3.5.2: a PATCH answers 200 with the resource, subject to `attributes` (a large
+/// group's members are left out unless named: `a_push_that_would_empty_a_large_group_…`).
 async fn a_patch_answers_the_resource_as_patched(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let t = token(&app, "foo").await;
@@ -2205,16 +2225,17 @@ async fn a_patch_answers_the_resource_as_patched(backend: Backend) {
     let reply = scim(&app, &t, Method::PATCH, &group_path, Some(add)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json["displayName"], "G");
-    assert!(reply.json.get("members").is_none(), "{}", reply.text);
-    let asked = format!("{group_path}?attributes=members");
-    let reply = scim(&app, &t, Method::PATCH, &asked, Some(rename("H"))).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(
         reply.json["members"][0]["value"],
         ada.as_str(),
         "{}",
         reply.text
     );
+    let only = format!("{group_path}?attributes=displayName");
+    let reply = scim(&app, &t, Method::PATCH, &only, Some(rename("H"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["displayName"], "H");
+    assert!(reply.json.get("members").is_none(), "{}", reply.text);
     assert_eq!(members(&app, &group).await, set(&[&ada]));
 }
 

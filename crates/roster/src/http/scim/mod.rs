@@ -41,6 +41,9 @@ pub const DEFAULT_PAGE_SIZE: i64 = 100;
 /// Most members a group document lists; a larger group is read with `excludedAttributes=members`
 /// and its members paged through the REST API.
 pub const MAX_MEMBERS_IN_DOCUMENT: i64 = 10_000;
+/// Most members a PATCH's answer lists unless `attributes` names `members`: a group with more
+/// is answered without them.
+const MEMBERS_IN_PATCH_ANSWER: i64 = 100;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -298,6 +301,8 @@ struct Projection {
     /// answer: a list's page (which would strand a reader there) and a write's answer (whose
     /// write is done).
     omit_oversized: bool,
+    /// Most members a document lists; a group with more is oversized.
+    most_members: i64,
 }
 
 impl Projection {
@@ -306,6 +311,7 @@ impl Projection {
             attributes: names(attributes),
             excluded: names(excluded),
             omit_oversized: false,
+            most_members: MAX_MEMBERS_IN_DOCUMENT,
         }
     }
 
@@ -317,15 +323,16 @@ impl Projection {
         }
     }
 
-    /// A PATCH's answer (RFC 7644 §3.5.2): a group's members only when `attributes` names
-    /// them, so that a large group's PATCH costs the size of its edit, not of the group.
+    /// A PATCH's answer (RFC 7644 §3.5.2): a group's members when `attributes` names them (if
+    /// they fit in one document), or when the group is small; a larger group's answer leaves
+    /// them out, so that its PATCH costs the size of its edit, not of the group.
     fn patched(params: &ReadParams) -> Self {
         let mut projection = Self::omitting_oversized(
             params.attributes.as_deref(),
             params.excluded_attributes.as_deref(),
         );
         if !named(&projection.attributes, "members") {
-            projection.excluded.push("members".to_owned());
+            projection.most_members = MEMBERS_IN_PATCH_ANSWER;
         }
         projection
     }
@@ -353,13 +360,14 @@ async fn document(
     projection: &Projection,
 ) -> Result<Value, ScimError> {
     let members = if ty == ScimType::Group && projection.wants_members() {
+        let most = projection.most_members;
         let rows = state
             .store
-            .scim_members(record.resource.id, MAX_MEMBERS_IN_DOCUMENT + 1)
+            .scim_members(record.resource.id, most + 1)
             .await?;
-        if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT && projection.omit_oversized {
+        if rows.len() as i64 > most && projection.omit_oversized {
             None
-        } else if rows.len() as i64 > MAX_MEMBERS_IN_DOCUMENT {
+        } else if rows.len() as i64 > most {
             return Err(ScimError::too_many(format!(
                 "group {id} has more than {MAX_MEMBERS_IN_DOCUMENT} members: read it with \
                  excludedAttributes=members, and page its users with \
