@@ -783,7 +783,7 @@ macro_rules! scim_handlers {
         #[utoipa::path(patch, path = $one, tag = "scim",
             security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID), ReadParams),
             request_body(content = Object, content_type = "application/scim+json"),
-            responses((status = 200, description = "The resource as patched; a group's members only when `attributes` names them")))]
+            responses((status = 200, description = "The resource as patched; a group's members when it has at most 100 or `attributes` names them")))]
         async fn $patch(
             State(state): State<AppState>,
             caller: Caller,
