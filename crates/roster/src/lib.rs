@@ -16,4 +16,5 @@ pub mod relay;
 pub mod render;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;

@@ -80,6 +80,7 @@ impl Relay {
                     Ok(()) => backoff = Duration::from_millis(500),
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "NATS relay stopped");
+                        crate::telemetry::relay_failed();
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
@@ -137,6 +138,7 @@ impl Relay {
             for change in &fresh {
                 self.publish(&js, change).await?;
             }
+            crate::telemetry::relayed(fresh.len() as u64);
             if let Some(last) = fresh.last() {
                 published = Some(last.cursor);
             }

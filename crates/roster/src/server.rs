@@ -96,6 +96,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// When a route declares no security scope (a programming error every test would catch).
 pub fn router(services: Services) -> Router {
     let limits = services.limits;
+    crate::telemetry::install();
     let (api, openapi) = http::routes(&limits, &services.store).split_for_parts();
     let route_scopes = auth::RouteScopes::from_openapi(&openapi)
         .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
@@ -115,6 +116,7 @@ pub fn router(services: Services) -> Router {
         state.clone(),
         auth::authorize,
     ))
+    .route_layer(axum::middleware::from_fn(http::route_matched))
     .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
     .fallback(http::no_route)
     .method_not_allowed_fallback(http::wrong_method)
@@ -126,6 +128,7 @@ pub fn router(services: Services) -> Router {
         http::scim::rate::limit,
     ))
     .layer(axum::middleware::from_fn(http::scim::scim_errors))
+    .layer(axum::middleware::from_fn(http::record_request))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

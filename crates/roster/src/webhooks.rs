@@ -161,6 +161,7 @@ impl Deliverer {
         };
         for change in &batch.items {
             if let Err(e) = self.deliver(subscription, secret, change).await {
+                crate::telemetry::delivery_failed(id);
                 let failures = subscription.failures.saturating_add(1);
                 let next = Utc::now() + self.backoff(failures);
                 self.store
@@ -174,6 +175,7 @@ impl Deliverer {
                     .await?;
                 return Ok(());
             }
+            crate::telemetry::delivered(1);
             cursor = change.cursor;
             // Progress is stored per change: a crash repeats at most the one in flight.
             let held = self

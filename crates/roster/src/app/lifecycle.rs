@@ -31,6 +31,7 @@ pub async fn act(
         .store
         .act(&caller.actor(), &action, &app.settings.lifecycle)
         .await?;
+    crate::telemetry::operation_ended(&operation);
     Ok(ActionResult {
         operation,
         accounts,

@@ -30,7 +30,7 @@ pub async fn create(
     request: NewOperation,
     wait: Option<u64>,
 ) -> Result<Operation, AppError> {
-    match request {
+    let op = match request {
         NewOperation::FullUpdate(request) => full_update(app, caller, request, wait).await,
         NewOperation::PartialUpdate(request) => partial_update(app, caller, request).await,
         NewOperation::Delete(request) => {
@@ -44,7 +44,12 @@ pub async fn create(
         }
         NewOperation::Reconcile(request) => reconcile(app, caller, request).await,
         NewOperation::Purge(request) => purge(app, caller, request).await,
+    }?;
+    if op.ty != OperationType::FullUpdate {
+        // A full-update is counted by the worker that applies it.
+        crate::telemetry::operation_ended(&op);
     }
+    Ok(op)
 }
 
 /// An operation, unless the caller's reads are bound to another source than the operation's
@@ -622,7 +627,13 @@ pub async fn cancel(app: App<'_>, caller: &Caller, id: OperationId) -> Result<Op
     if op.phase != Some(OperationPhase::Uploading) {
         return Err(AppError::NotUploading(id));
     }
-    Ok(app.store.decide(&caller.actor(), id, false).await?)
+    decided(app.store.decide(&caller.actor(), id, false).await?)
+}
+
+/// A decided operation, counted when it ended (a rejected or cancelled one fails).
+fn decided(op: Operation) -> Result<Operation, AppError> {
+    crate::telemetry::operation_ended(&op);
+    Ok(op)
 }
 
 /// Approves a pending operation: it is queued again, to be applied past the deletion threshold.
@@ -639,7 +650,7 @@ pub async fn approve(
 
 /// Rejects a pending operation (or abandons an upload): it fails and changes nothing.
 pub async fn reject(app: App<'_>, caller: &Caller, id: OperationId) -> Result<Operation, AppError> {
-    Ok(app.store.decide(&caller.actor(), id, false).await?)
+    decided(app.store.decide(&caller.actor(), id, false).await?)
 }
 
 /// A page of the upload lines of an operation that could not be used.

@@ -12,6 +12,7 @@ mod lifecycle;
 pub mod operations;
 mod resources;
 pub mod scim;
+mod scrape;
 mod subscriptions;
 mod tokens;
 
@@ -124,7 +125,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         (name = "changes", description = "The change feed: every change in order, exports, history"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "The trail of every write (admin)"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
         (name = "scim", description = "The SCIM 2.0 service provider, one base per source system (see docs/scim.md)"),
     )
 )]
@@ -152,6 +153,7 @@ pub fn routes(
 ) -> OpenApiRouter<AppState> {
     let timed = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
+        .merge(scrape::routes())
         .merge(resources::routes())
         .merge(groups::routes())
         .merge(cohorts::routes())
@@ -170,6 +172,10 @@ pub fn routes(
         .merge(uploads)
         .layer(axum::middleware::map_response(explain_timeout))
 }
+
+/// Middleware: counts and times each request by route template (see [`scrape::record`]), which
+/// [`scrape::matched`], a route layer, hands on.
+pub use scrape::{matched as route_matched, record as record_request};
 
 /// Answers the routes' requests that take longer than `timeout` with 408, and bounds their
 /// database statements by the same time.

@@ -142,6 +142,7 @@ impl Engine {
         };
         tracing::info!(operation = %op.id, "applying");
         let renewal = self.renew_while_applying(op.id);
+        let started = std::time::Instant::now();
         let outcome = self
             .store
             .apply_full_update(&op, &self.config.lifecycle)
@@ -166,6 +167,7 @@ impl Engine {
             .finish_operation(op.id, &self.node, &outcome)
             .await?;
         tracing::info!(operation = %done.id, status = done.status.name(), "applied");
+        crate::telemetry::applied(&done, started.elapsed());
         self.finished.notify_waiters();
         Ok(true)
     }
@@ -225,12 +227,16 @@ impl Engine {
         loop {
             every.tick().await;
             match self.store.expire_due().await {
-                Ok(Some(op)) => tracing::info!(
-                    operation = %op.id,
-                    accounts = op.counts.updated,
-                    "deactivated expired accounts"
-                ),
-                Ok(None) => {}
+                Ok(Some(op)) => {
+                    tracing::info!(
+                        operation = %op.id,
+                        accounts = op.counts.updated,
+                        "deactivated expired accounts"
+                    );
+                    crate::telemetry::expiry_swept(op.counts.updated);
+                    crate::telemetry::operation_ended(&op);
+                }
+                Ok(None) => crate::telemetry::expiry_swept(0),
                 Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
             }
         }

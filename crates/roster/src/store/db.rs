@@ -10,6 +10,8 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Executor, Transaction};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Which backend a statement runs on, for the SQL that differs between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +92,54 @@ pub enum Pools {
 #[derive(Clone)]
 pub struct Db {
     pools: Pools,
+    /// Callers waiting for a connection now.
+    waiting: Arc<AtomicU64>,
+}
+
+/// How much of one pool is in use, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUse {
+    /// "postgres", or SQLite's "writer" and "reader".
+    pub name: &'static str,
+    /// Connections open.
+    pub open: u32,
+    /// Open connections not lent out.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 impl Db {
     pub(super) fn new(pools: Pools) -> Self {
-        Self { pools }
+        Self {
+            pools,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Each pool's use, and how many callers wait for a connection.
+    pub fn pool_use(&self) -> (Vec<PoolUse>, u64) {
+        fn usage<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> PoolUse {
+            PoolUse {
+                name,
+                open: pool.size(),
+                idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                max: pool.options().get_max_connections(),
+            }
+        }
+        let pools = match &self.pools {
+            Pools::Postgres(pool) => vec![usage("postgres", pool)],
+            Pools::Sqlite { writer, reader } => {
+                vec![usage("writer", writer), usage("reader", reader)]
+            }
+        };
+        (pools, self.waiting.load(Ordering::Relaxed))
+    }
+
+    /// Awaits `acquire` (of a connection), counted among the callers waiting for one.
+    async fn queued<T>(&self, acquire: impl std::future::Future<Output = T>) -> T {
+        let _waiting = Waiting::enter(&self.waiting);
+        acquire.await
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -107,9 +152,9 @@ impl Db {
     /// A writing transaction; [`Tx::commit`] ends it.
     pub async fn write(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::PostgresTx(pool.begin().await?),
+            Pools::Postgres(pool) => Held::PostgresTx(self.queued(pool.begin()).await?),
             Pools::Sqlite { writer, .. } => {
-                Held::SqliteTx(writer.begin_with("BEGIN IMMEDIATE").await?)
+                Held::SqliteTx(self.queued(writer.begin_with("BEGIN IMMEDIATE")).await?)
             }
         }))
     }
@@ -117,8 +162,8 @@ impl Db {
     /// A connection for reads, each statement on its own snapshot.
     pub async fn read(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::Postgres(pool.acquire().await?),
-            Pools::Sqlite { reader, .. } => Held::Sqlite(reader.acquire().await?),
+            Pools::Postgres(pool) => Held::Postgres(self.queued(pool.acquire()).await?),
+            Pools::Sqlite { reader, .. } => Held::Sqlite(self.queued(reader.acquire()).await?),
         }))
     }
 
@@ -126,8 +171,8 @@ impl Db {
     /// statements whose effect stands alone (recording a token's use).
     pub async fn autocommit(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::Postgres(pool.acquire().await?),
-            Pools::Sqlite { writer, .. } => Held::Sqlite(writer.acquire().await?),
+            Pools::Postgres(pool) => Held::Postgres(self.queued(pool.acquire()).await?),
+            Pools::Sqlite { writer, .. } => Held::Sqlite(self.queued(writer.acquire()).await?),
         }))
     }
 
@@ -160,13 +205,29 @@ impl Db {
     pub async fn snapshot(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
             Pools::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = self.queued(pool.begin()).await?;
                 tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?;
                 Held::PostgresSnapshot(tx)
             }
-            Pools::Sqlite { reader, .. } => Held::SqliteTx(reader.begin().await?),
+            Pools::Sqlite { reader, .. } => Held::SqliteTx(self.queued(reader.begin()).await?),
         }))
+    }
+}
+
+/// One caller counted as waiting for a connection, until dropped.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -8,6 +8,7 @@ mod db;
 mod engine;
 mod engine_sql;
 mod feed;
+mod gauges;
 pub(crate) mod lifecycle_sync;
 mod membership_sync;
 mod postgres;
@@ -35,8 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use db::Dialect;
-pub use db::COMMIT_STAMP;
+pub use db::{PoolUse, COMMIT_STAMP};
 pub use feed::ExportItem;
+pub use gauges::{Gauges, RelayGauge, SubscriptionGauge};
 pub use scim::MAX_MEMBERS_PER_EDIT;
 
 /// Errors of the store layer.

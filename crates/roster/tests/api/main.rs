@@ -11,6 +11,7 @@ mod fuzz;
 mod groups;
 mod hardening;
 mod lifecycle;
+mod metrics;
 mod openapi;
 mod operations;
 mod process;

@@ -93,6 +93,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/scim/v2/{source_system}/Schemas"),
     ("get", "/scim/v2/{source_system}/ResourceTypes/{id}"),
     ("get", "/scim/v2/{source_system}/Schemas/{id}"),
+    ("get", "/metrics"),
 ];
 
 /// Every (method, path) pair the OpenAPI document lists.

@@ -1052,6 +1052,8 @@ async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
     for i in 0..3 {
         user_named(&app, &t, "foo", &format!("u{i}")).await;
     }
+    let refused = [("reason", "rate")];
+    let refusals = crate::metrics::current(&app, "roster_scim_refused_total", &refused).await;
     let over = scim(
         &app,
         &t,
@@ -1064,6 +1066,11 @@ async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
     )
     .await;
     assert_scim_error(&over, StatusCode::TOO_MANY_REQUESTS, None, "rate");
+    let counted = crate::metrics::current(&app, "roster_scim_refused_total", &refused).await;
+    assert!(
+        counted > refusals,
+        "the refusal is counted: {refusals} then {counted}"
+    );
     let retry: u64 = over
         .retry_after
         .as_deref()

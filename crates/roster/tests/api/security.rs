@@ -192,7 +192,8 @@ pub(crate) fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Va
                 || p.starts_with("/api/v1/tokens")
                 || p.starts_with("/api/v1/changes")
                 || p == "/api/v1/export"
-                || p == "/api/v1/audit" =>
+                || p == "/api/v1/audit"
+                || p == "/metrics" =>
         {
             None
         }

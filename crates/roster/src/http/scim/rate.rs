@@ -116,6 +116,7 @@ fn seconds(wait: Duration) -> u64 {
 
 /// The 429 answer.
 pub fn too_many(seconds: u64) -> Response {
+    crate::telemetry::scim_refused("rate");
     let mut response = ScimError::new(
         StatusCode::TOO_MANY_REQUESTS,
         None,
@@ -174,6 +175,7 @@ impl ReadGate {
             .map_err(|_| ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, "retry later"))?;
         let count = running.entry(token).or_default();
         if *count >= self.per_token {
+            crate::telemetry::scim_refused("concurrent_reads");
             return Err(ScimError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 None,
