@@ -11,6 +11,7 @@ mod provision;
 mod reads;
 mod scim;
 mod server;
+mod webhooks;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -42,6 +43,10 @@ struct Args {
     /// and writes nothing.
     #[arg(long)]
     provisioning_only: Option<usize>,
+    /// Runs S11 alone (webhook deliveries of this many changes, on PostgreSQL), prints its table
+    /// and writes nothing.
+    #[arg(long)]
+    webhooks_only: Option<usize>,
     /// Where the table is written.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/results/latest.md"))]
     output: PathBuf,
@@ -56,6 +61,11 @@ async fn main() -> Result<()> {
     if let Some(users) = args.provisioning_only {
         let measured = provision_both(&server::binary()?, &admin_url, users).await?;
         println!("{}", provision::report(&measured));
+        return Ok(());
+    }
+    if let Some(changes) = args.webhooks_only {
+        let measured = webhooks_on_postgres(&server::binary()?, &admin_url, changes).await?;
+        println!("{}", webhooks::report(&measured));
         return Ok(());
     }
     let report = run(&args, &admin_url).await?;
@@ -313,6 +323,8 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     pool.close().await;
     drop_database(admin_url, &database_url).await?;
     let provisioned = provision_both(&binary, admin_url, (scale / 10).clamp(1000, 100_000)).await?;
+    let delivered =
+        webhooks_on_postgres(&binary, admin_url, (scale / 10).clamp(1000, 100_000)).await?;
     let capture = CaptureCost {
         load: capture_load.as_secs_f64() / floor_load.as_secs_f64(),
         resync: capture_resync.as_secs_f64() / floor_resync.as_secs_f64(),
@@ -321,6 +333,8 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     reads.push_str(&scim::report(&scim_measured, scim_members));
     reads.push('\n');
     reads.push_str(&provision::report(&provisioned));
+    reads.push('\n');
+    reads.push_str(&webhooks::report(&delivered));
     report(scale, &rows, &reads, rss, capture, admin_url).await
 }
 
@@ -339,6 +353,21 @@ async fn provision_both(
     let sqlite = provision::run(binary, provision::Backend::Sqlite(&dir), users).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(vec![postgres?, sqlite?])
+}
+
+/// S11 on a fresh server over a fresh PostgreSQL database.
+async fn webhooks_on_postgres(
+    binary: &std::path::Path,
+    admin_url: &str,
+    changes: usize,
+) -> Result<webhooks::Measured> {
+    eprintln!(
+        "S11: {changes} changes delivered to a loopback webhook receiver, healthy then failing"
+    );
+    let database_url = fresh_database(admin_url).await?;
+    let measured = webhooks::run(binary, &database_url, changes).await;
+    drop_database(admin_url, &database_url).await?;
+    measured
 }
 
 /// What writing the change log costs the floor: floor with capture ÷ bare floor.

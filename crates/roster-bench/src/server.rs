@@ -46,6 +46,18 @@ impl Server {
         Self::spawn(command).await
     }
 
+    /// A server on `database_url` that delivers webhooks to loopback receivers.
+    pub async fn start_allowing_private_webhooks(
+        binary: &Path,
+        database_url: &str,
+    ) -> Result<Self> {
+        let mut command = Self::serve(binary);
+        command
+            .args(["--database-url", database_url])
+            .arg("--webhook-allow-private-networks");
+        Self::spawn(command).await
+    }
+
     /// A server on the embedded SQLite database in `data_dir`.
     pub async fn start_embedded(binary: &Path, data_dir: &Path) -> Result<Self> {
         let mut command = Self::serve(binary);

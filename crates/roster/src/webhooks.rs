@@ -1,9 +1,12 @@
 //! Webhook deliveries. Every roster process runs a deliverer; each claims one due subscription at
-//! a time with a lease in the database, reads the changes after its cursor, and POSTs them one by
-//! one in order. The cursor moves after each acknowledged delivery (2xx), so a delivery is made at
-//! least once; a failure schedules the next attempt with exponential backoff and jitter, and the
-//! subscription pauses after `pause_after` failures in a row. No database transaction is open
-//! while a request is on the wire.
+//! a time with a lease in the database, reads the changes after its cursor, and POSTs them in
+//! order, up to the subscription's `batch_size` per request (`{"changes": [...]}`; a `scim`
+//! subscription gets one RFC 8935 security event per request). The cursor moves after each
+//! acknowledged delivery (2xx), so a change is delivered at least once and receivers de-duplicate
+//! by each change's `cursor`. A failed delivery is tried again after 10, 100 and 500 ms; when
+//! those fail too, the next attempt waits with exponential backoff and jitter, and the
+//! subscription pauses after `pause_after` such failures in a row. No database transaction is
+//! open while a request is on the wire.
 //!
 //! Each body is signed: `Roster-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! with the subscription's secret. `scim` deliveries follow RFC 8935: the body is the security
@@ -38,7 +41,8 @@ pub struct WebhookConfig {
     pub pause_after: i32,
     /// Longest a receiver may take to answer.
     pub timeout: Duration,
-    /// Changes per claim.
+    /// Changes read from the log at a time (delivered in batches of each subscription's
+    /// `batch_size`).
     pub batch: u32,
     /// Subscriptions served at once by this process (one slow receiver holds up only its own).
     pub workers: usize,
@@ -58,7 +62,7 @@ impl Default for WebhookConfig {
             max_backoff: Duration::from_secs(600),
             pause_after: 10,
             timeout: Duration::from_secs(10),
-            batch: 100,
+            batch: 1000,
             workers: 4,
             idle: Duration::from_secs(1),
             allow_private_networks: false,
@@ -139,80 +143,87 @@ impl Deliverer {
         });
     }
 
-    /// One claimed round: the pending changes in order, until one fails.
+    /// One claimed round: the pending changes in order, in deliveries of up to the
+    /// subscription's batch size, until one fails, the log is read to its end, or the round has
+    /// run for [`ROUND_TIME`] (so that the other due subscriptions get their turn).
     async fn round(&self, subscription: &Subscription, secret: &str) -> Result<(), DeliveryError> {
         let id = subscription.id;
         let mut cursor = Cursor::decode(&subscription.cursor)
             .map_err(|e| DeliveryError::Receiver(e.to_string()))?;
-        let batch = match self
-            .store
-            .changes(&cursor, &subscription.filter(), self.config.batch)
-            .await
-        {
-            Ok(batch) => batch,
-            Err(StoreError::Gone(why)) => {
-                let never = Utc::now() + chrono::Duration::days(3650);
-                self.store
-                    .record_failure(id, &self.node, &why, never, 1)
-                    .await?;
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for change in &batch.items {
-            if let Err(e) = self.deliver(subscription, secret, change).await {
-                crate::telemetry::delivery_failed(id);
-                let failures = subscription.failures.saturating_add(1);
-                let next = Utc::now() + self.backoff(failures);
-                self.store
-                    .record_failure(
-                        id,
-                        &self.node,
-                        &excerpt(&e.to_string(), LAST_ERROR_CHARS),
-                        next,
-                        self.config.pause_after,
-                    )
-                    .await?;
-                return Ok(());
-            }
-            crate::telemetry::delivered(1);
-            cursor = change.cursor;
-            // Progress is stored per change: a crash repeats at most the one in flight.
-            let held = self
+        let size = usize::try_from(subscription.batch_size.max(1)).unwrap_or(1);
+        let started = std::time::Instant::now();
+        loop {
+            let batch = match self
                 .store
-                .record_delivery(id, &self.node, &cursor, self.config.lease)
-                .await?;
-            if !held {
-                tracing::warn!(subscription = %id, "webhook lease lost to another process");
+                .changes(&cursor, &subscription.filter(), self.config.batch)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(StoreError::Gone(why)) => {
+                    let never = Utc::now() + chrono::Duration::days(3650);
+                    self.store
+                        .record_failure(id, &self.node, &why, never, 1)
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for delivery in batch.items.chunks(size) {
+                if let Err(e) = self.deliver(subscription, secret, delivery).await {
+                    let failures = subscription.failures.saturating_add(1);
+                    let next = Utc::now() + self.backoff(failures);
+                    self.store
+                        .record_failure(
+                            id,
+                            &self.node,
+                            &excerpt(&e.to_string(), LAST_ERROR_CHARS),
+                            next,
+                            self.config.pause_after,
+                        )
+                        .await?;
+                    return Ok(());
+                }
+                crate::telemetry::delivered(delivery.len() as u64);
+                let Some(last) = delivery.last() else {
+                    continue;
+                };
+                cursor = last.cursor;
+                // Progress is stored per delivery: a crash repeats at most the one in flight.
+                let held = self
+                    .store
+                    .record_delivery(id, &self.node, (&cursor, delivery.len()), self.config.lease)
+                    .await?;
+                if !held {
+                    tracing::warn!(subscription = %id, "webhook lease lost to another process");
+                    return Ok(());
+                }
+            }
+            cursor = batch.next.max(cursor);
+            let more = batch.items.len() >= self.config.batch as usize;
+            if !more || started.elapsed() >= ROUND_TIME {
+                let next = if batch.items.is_empty() {
+                    Utc::now() + chrono::Duration::from_std(self.config.idle).unwrap_or_default()
+                } else {
+                    Utc::now()
+                };
+                self.store
+                    .release_delivery(id, &self.node, &cursor, next)
+                    .await?;
                 return Ok(());
             }
         }
-        let next = if batch.items.is_empty() {
-            Utc::now() + chrono::Duration::from_std(self.config.idle).unwrap_or_default()
-        } else {
-            Utc::now()
-        };
-        self.store
-            .release_delivery(id, &self.node, &batch.next.max(cursor), next)
-            .await?;
-        Ok(())
     }
 
-    /// POSTs one change; an answer other than 2xx is a failure.
+    /// POSTs one delivery of `changes`, tried again after each of [`QUICK_RETRIES`] when the
+    /// receiver answered other than 2xx or could not be reached (most such failures are
+    /// passing: a restarting instance behind a load balancer, a dropped connection). A receiver
+    /// that timed out is not tried again at once, nor is an address roster may not call.
     async fn deliver(
         &self,
         subscription: &Subscription,
         secret: &str,
-        change: &StoredChange,
+        changes: &[StoredChange],
     ) -> Result<(), DeliveryError> {
-        let body = render(self.store.as_ref(), change, subscription.format).await?;
-        let (content_type, body) = match subscription.format {
-            Format::Scim => (
-                "application/secevent+jwt",
-                security_event(&body, &subscription.url, secret)?,
-            ),
-            Format::Notice | Format::Full => ("application/json", body.to_string()),
-        };
         let url = url::Url::parse(&subscription.url).map_err(|e| {
             DeliveryError::Receiver(format!("the subscription's URL is not valid: {e}"))
         })?;
@@ -220,42 +231,96 @@ impl Deliverer {
             // The client calls no resolver for an IP literal: its address is checked here.
             egress::check_url(&url).map_err(|e| DeliveryError::Receiver(e.to_string()))?;
         }
-        let answer = self
+        let delivery = self.body(subscription, secret, changes).await?;
+        let mut quick = QUICK_RETRIES.iter();
+        loop {
+            let failure = match self.post(&url, secret, &delivery).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
+            crate::telemetry::delivery_failed(subscription.id);
+            match quick.next() {
+                Some(wait) if failure.passing => tokio::time::sleep(jittered(*wait)).await,
+                _ => return Err(DeliveryError::Receiver(failure.why)),
+            }
+        }
+    }
+
+    /// The body of one delivery: `{"changes": [...]}` in the JSON formats; in `scim`, the one
+    /// change's security event as a signed JWT (RFC 8935).
+    async fn body(
+        &self,
+        subscription: &Subscription,
+        secret: &str,
+        changes: &[StoredChange],
+    ) -> Result<Delivery, DeliveryError> {
+        let mut rendered = Vec::with_capacity(changes.len());
+        for change in changes {
+            rendered.push(render(self.store.as_ref(), change, subscription.format).await?);
+        }
+        Ok(match (subscription.format, rendered.as_slice(), changes) {
+            (Format::Scim, [event], [change]) => Delivery {
+                content_type: "application/secevent+jwt",
+                body: security_event(event, &subscription.url, secret)?,
+                event_id: Some(crate::relay::message_id(change)),
+            },
+            (Format::Scim, ..) => {
+                return Err(DeliveryError::Receiver(format!(
+                    "a scim delivery carries one security event, not {}",
+                    changes.len()
+                )))
+            }
+            (Format::Notice | Format::Full, ..) => Delivery {
+                content_type: "application/json",
+                body: serde_json::json!({ "changes": rendered }).to_string(),
+                event_id: None,
+            },
+        })
+    }
+
+    /// POSTs a delivery once; an answer other than 2xx is a failure.
+    async fn post(&self, url: &url::Url, secret: &str, delivery: &Delivery) -> Result<(), Failure> {
+        let mut request = self
             .http
-            .post(url)
-            .header("content-type", content_type)
+            .post(url.clone())
+            .header("content-type", delivery.content_type)
             .header("accept", "application/json")
             .header(
                 "roster-signature",
-                signature(secret, Utc::now().timestamp(), &body),
-            )
-            .header("roster-event-id", crate::relay::message_id(change))
-            .body(body)
+                signature(secret, Utc::now().timestamp(), &delivery.body),
+            );
+        if let Some(id) = &delivery.event_id {
+            request = request.header("roster-event-id", id);
+        }
+        let answer = request
+            .body(delivery.body.clone())
             .send()
             .await
-            .map_err(|e| DeliveryError::Receiver(self.request_failed(e)))?;
+            .map_err(|e| Failure {
+                passing: !e.is_timeout() && refusal(&e).is_none(),
+                why: self.request_failed(e),
+            })?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
         }
         let excerpt = error_excerpt(answer).await;
-        Err(DeliveryError::Receiver(if excerpt.is_empty() {
-            format!("the receiver answered {status}")
-        } else {
-            format!("the receiver answered {status}: {excerpt}")
-        }))
+        Err(Failure {
+            passing: true,
+            why: if excerpt.is_empty() {
+                format!("the receiver answered {status}")
+            } else {
+                format!("the receiver answered {status}: {excerpt}")
+            },
+        })
     }
 
     /// Why a request got no answer, in words: a refused address as the deny-list says it, a
     /// timeout as such, anything else with its causes (without the URL, which the subscription
     /// shows).
     fn request_failed(&self, e: reqwest::Error) -> String {
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            if let Some(refused) = c.downcast_ref::<egress::Refused>() {
-                return refused.to_string();
-            }
-            cause = c.source();
+        if let Some(refused) = refusal(&e) {
+            return refused.to_string();
         }
         if e.is_timeout() {
             return format!(
@@ -284,12 +349,53 @@ impl Deliverer {
             .base_backoff
             .saturating_mul(2_u32.saturating_pow(exponent))
             .min(self.config.max_backoff);
-        let mut byte = [0u8; 1];
-        let jitter = match getrandom::fill(&mut byte) {
-            Ok(()) => 0.5 + f64::from(byte[0]) / 255.0,
-            Err(_) => 1.0,
-        };
-        chrono::Duration::from_std(wait.mul_f64(jitter)).unwrap_or_default()
+        chrono::Duration::from_std(jittered(wait)).unwrap_or_default()
+    }
+}
+
+/// The deny-list's refusal among the causes of `e`.
+fn refusal(e: &reqwest::Error) -> Option<&egress::Refused> {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(refused) = c.downcast_ref::<egress::Refused>() {
+            return Some(refused);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// One delivery, ready to send (and to send again).
+struct Delivery {
+    content_type: &'static str,
+    body: String,
+    /// The change's position, for a delivery of one security event.
+    event_id: Option<String>,
+}
+
+/// A failed attempt: why, and whether it is worth trying again at once.
+struct Failure {
+    passing: bool,
+    why: String,
+}
+
+/// The waits before the quick retries of a failed delivery, within its round; after them the
+/// round ends and the subscription backs off (`base_backoff`, doubling).
+const QUICK_RETRIES: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
+
+/// How long one round may deliver before the subscription is released for the others due.
+const ROUND_TIME: Duration = Duration::from_secs(10);
+
+/// `wait`, ±50% at random, so that receivers coming back are not hit by every retry at once.
+fn jittered(wait: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    match getrandom::fill(&mut byte) {
+        Ok(()) => wait.mul_f64(0.5 + f64::from(byte[0]) / 255.0),
+        Err(_) => wait,
     }
 }
 

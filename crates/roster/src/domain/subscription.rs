@@ -32,7 +32,17 @@ pub struct NewSubscription {
     /// cursor (an export's, to follow a snapshot).
     #[serde(default)]
     pub from: Option<String>,
+    /// The most changes one delivery carries, 1 to 1000 (default 100); a `scim` subscription
+    /// takes 1 only, since RFC 8935 pushes one security event per request.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub batch_size: Option<u32>,
 }
+
+/// The most changes one delivery of a JSON format carries by default.
+pub const DEFAULT_BATCH_SIZE: u32 = 100;
+/// The most changes one delivery may carry.
+pub const MAX_BATCH_SIZE: u32 = 1000;
 
 /// Where a new subscription starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +59,7 @@ pub struct SubscriptionSpec {
     pub format: Format,
     pub filter: ChangeFilter,
     pub start: Start,
+    pub batch_size: u32,
 }
 
 impl NewSubscription {
@@ -77,7 +88,24 @@ impl NewSubscription {
             Some("start") => Start::Beginning,
             Some(cursor) => Start::At(super::feed::Cursor::decode(cursor)?),
         };
+        let batch_size = match (self.format, self.batch_size) {
+            (Format::Scim, None | Some(1)) => 1,
+            (Format::Scim, Some(n)) => {
+                return Err(InvalidInput::new(format!(
+                    "batch_size {n} cannot be used with format scim: RFC 8935 pushes one \
+                     security event per request, so a scim subscription's batch_size is 1"
+                )))
+            }
+            (_, None) => DEFAULT_BATCH_SIZE,
+            (_, Some(n @ 1..=MAX_BATCH_SIZE)) => n,
+            (_, Some(n)) => {
+                return Err(InvalidInput::new(format!(
+                    "batch_size {n} must be 1 to {MAX_BATCH_SIZE}"
+                )))
+            }
+        };
         Ok(SubscriptionSpec {
+            batch_size,
             url,
             format: self.format,
             filter: ChangeFilter {
@@ -129,7 +157,9 @@ pub struct Subscription {
     pub cursor: String,
     /// Changes delivered so far.
     pub delivered: i64,
-    /// Failed attempts in a row (0 after a success).
+    /// The most changes one delivery carries.
+    pub batch_size: i32,
+    /// Failed rounds in a row (0 after a success); each round tries a delivery up to four times.
     pub failures: i32,
     pub last_error: Option<String>,
     pub last_attempt_at: Option<DateTime<Utc>>,

@@ -19,11 +19,11 @@ use uuid::Uuid;
 
 /// The columns [`SubscriptionRow`] reads.
 pub const COLUMNS: &str = "id, url, format, source_system, group_id, kinds, status, cursor, \
-     delivered, failures, last_error, last_attempt_at, next_attempt_at, created";
+     delivered, batch_size, failures, last_error, last_attempt_at, next_attempt_at, created";
 
 pub const INSERT: &str = "INSERT INTO subscription (id, url, format, source_system, group_id, \
-     kinds, secret, cursor, next_attempt_at, created) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
+     kinds, secret, cursor, next_attempt_at, created, batch_size) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
 
 /// Resumes a paused subscription (from cursor `$3` when given); an active one is left alone, so
 /// a delivery in flight keeps its lease.
@@ -47,9 +47,9 @@ pub fn claim() -> String {
     )
 }
 
-/// Progress within a claim: `$3` the cursor after the delivered change, `$4` now, `$5` the
-/// renewed lease end.
-pub const DELIVERED: &str = "UPDATE subscription SET cursor = $3, delivered = delivered + 1, \
+/// Progress within a claim: `$3` the cursor after the delivered changes, `$4` now, `$5` the
+/// renewed lease end, `$6` how many changes were delivered.
+pub const DELIVERED: &str = "UPDATE subscription SET cursor = $3, delivered = delivered + $6, \
      failures = 0, last_error = NULL, last_attempt_at = $4, until = $5 \
      WHERE id = $1 AND holder = $2";
 
@@ -76,6 +76,7 @@ pub struct SubscriptionRow {
     status: String,
     cursor: String,
     delivered: i64,
+    batch_size: i32,
     failures: i32,
     last_error: Option<String>,
     last_attempt_at: Option<DateTime<Utc>>,
@@ -116,6 +117,7 @@ impl TryFrom<SubscriptionRow> for Subscription {
                 .collect(),
             cursor: r.cursor,
             delivered: r.delivered,
+            batch_size: r.batch_size,
             failures: r.failures,
             last_error: r.last_error,
             last_attempt_at: r.last_attempt_at,
@@ -162,7 +164,8 @@ impl super::Store {
             .bind(kinds.join(","))
             .bind(secret)
             .bind(cursor.encode())
-            .bind(now());
+            .bind(now())
+            .bind(i32::try_from(spec.batch_size).unwrap_or(i32::MAX));
         tx.execute(&insert).await?;
         let record = AuditRecord::new("subscription.create", target::subscription(id))
             .with_detail(serde_json::json!({ "url": spec.url.as_str() }));
@@ -263,13 +266,13 @@ impl super::Store {
         row.map(ClaimRow::into_parts).transpose()
     }
 
-    /// Moves a claimed subscription's cursor past one delivered change, renewing the lease;
+    /// Moves a claimed subscription's cursor past `count` delivered changes, renewing the lease;
     /// false when the lease was lost.
     pub async fn record_delivery(
         &self,
         id: Uuid,
         holder: &str,
-        cursor: &Cursor,
+        (cursor, count): (&Cursor, usize),
         lease: Duration,
     ) -> StoreResult<bool> {
         let now = now();
@@ -279,7 +282,8 @@ impl super::Store {
             .bind(holder)
             .bind(cursor.encode())
             .bind(now)
-            .bind(until);
+            .bind(until)
+            .bind(i64::try_from(count).unwrap_or(i64::MAX));
         self.db().write_one(&delivered).await
     }
 

@@ -1,7 +1,9 @@
 //! Webhook subscriptions against loopback receivers: a receiver that fails the first attempts
 //! gets every event in order once it recovers, signatures verify, a receiver that keeps failing
-//! pauses its subscription with the reason visible and resume restarts it, and `scim` deliveries
-//! are RFC 8935 signed security events.
+//! pauses its subscription with the reason visible and resume restarts it, deliveries carry up
+//! to the subscription's batch size, a receiver that fails at random (sometimes after it took the
+//! delivery) gets every change at least once and in order, and `scim` deliveries are RFC 8935
+//! signed security events, one per request.
 
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
@@ -19,6 +21,8 @@ use tokio::sync::watch;
 
 on_both_backends!(
     a_receiver_that_fails_at_first_gets_every_event_in_order,
+    deliveries_carry_up_to_the_batch_size_in_order,
+    a_receiver_failing_at_random_gets_every_change_at_least_once_in_order,
     a_failing_receiver_pauses_its_subscription_until_resumed,
     scim_deliveries_are_signed_security_events,
     subscriptions_refuse_bad_input,
@@ -28,15 +32,27 @@ on_both_backends!(
 );
 
 /// A loopback receiver: answers 503 to its first `fail_first` requests (or to all while
-/// `failing`), then `accept`; keeps what it accepted.
+/// `failing`, or at random once `random` holds a seed), then `accept`; keeps what it accepted.
+/// `accepted` counts the changes it accepted (a JSON delivery carries several).
 struct Receiver {
     url: String,
     fail_first: AtomicUsize,
     failing: AtomicBool,
+    random: Mutex<Option<u64>>,
     accept: StatusCode,
     received: Mutex<Vec<(HeaderMap, String)>>,
     attempts: watch::Sender<usize>,
     accepted: watch::Sender<usize>,
+}
+
+/// What a receiver failing at random does with a request.
+#[derive(PartialEq)]
+enum Outcome {
+    Accept,
+    /// Refuses it (503) without keeping it.
+    Refuse,
+    /// Keeps it but answers 500, as a receiver does whose answer is lost: roster sends it again.
+    KeepAndFail,
 }
 
 impl Receiver {
@@ -49,6 +65,7 @@ impl Receiver {
             url,
             fail_first: AtomicUsize::new(fail_first),
             failing: AtomicBool::new(false),
+            random: Mutex::new(None),
             accept,
             received: Mutex::new(Vec::new()),
             attempts: watch::channel(0).0,
@@ -71,6 +88,37 @@ impl Receiver {
     fn bodies(&self) -> Vec<(HeaderMap, String)> {
         self.received.lock().expect("lock").clone()
     }
+
+    /// The changes of the JSON deliveries received, in the order received.
+    fn changes(&self) -> Vec<Value> {
+        self.bodies()
+            .iter()
+            .flat_map(|(_, body)| delivered(body))
+            .collect()
+    }
+
+    /// The next outcome of a receiver failing at random: 1 in 10 requests refused, 1 in 20 kept
+    /// and failed (a fixed-seed xorshift, so a run can be repeated).
+    fn next_outcome(&self) -> Outcome {
+        let mut random = self.random.lock().expect("lock");
+        let Some(state) = random.as_mut() else {
+            return Outcome::Accept;
+        };
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        match *state % 20 {
+            0 | 1 => Outcome::Refuse,
+            2 => Outcome::KeepAndFail,
+            _ => Outcome::Accept,
+        }
+    }
+}
+
+/// The changes of one JSON delivery (`{"changes": [...]}`).
+fn delivered(body: &str) -> Vec<Value> {
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    body["changes"].as_array().expect("changes").clone()
 }
 
 async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> StatusCode {
@@ -79,12 +127,36 @@ async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) 
         .fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
-    if first || r.failing.load(Ordering::SeqCst) {
+    let outcome = r.next_outcome();
+    if first || r.failing.load(Ordering::SeqCst) || outcome == Outcome::Refuse {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
+    let changes = if body.starts_with('{') {
+        delivered(&body).len()
+    } else {
+        1
+    };
     r.received.lock().expect("lock").push((headers, body));
-    r.accepted.send_modify(|n| *n += 1);
+    if outcome == Outcome::KeepAndFail {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    r.accepted.send_modify(|n| *n += changes);
     r.accept
+}
+
+/// Checks a delivery's `Roster-Signature` against `secret`, and that another secret fails.
+fn assert_signed(secret: &str, headers: &HeaderMap, body: &str) {
+    let header = headers["roster-signature"].to_str().expect("signature");
+    let at: i64 = header
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .expect("a timestamp");
+    assert_eq!(header, roster::webhooks::signature(secret, at, body));
+    assert_ne!(
+        header,
+        roster::webhooks::signature("another secret", at, body)
+    );
 }
 
 async fn subscribe(app: &TestApp, body: Value) -> (String, String, String) {
@@ -144,35 +216,130 @@ async fn a_receiver_that_fails_at_first_gets_every_event_in_order(backend: Backe
     let got = receiver.bodies();
     // Cursor and kind identify each change (`record` is the state at delivery time).
     let key = |v: &Value| (v["cursor"].clone(), v["kind"].clone(), v["changes"].clone());
-    let bodies: Vec<_> = got
-        .iter()
-        .map(|(_, b)| key(&serde_json::from_str::<Value>(b).expect("JSON body")))
-        .collect();
+    let changes: Vec<_> = receiver.changes().iter().map(key).collect();
     let want: Vec<_> = expected.iter().map(key).collect();
-    assert_eq!(bodies, want, "every change once, in order, in full form");
+    assert_eq!(changes, want, "every change once, in order, in full form");
     for (headers, body) in &got {
-        let header = headers["roster-signature"].to_str().expect("signature");
-        let at: i64 = header
-            .strip_prefix("t=")
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|t| t.parse().ok())
-            .expect("a timestamp");
-        assert_eq!(header, roster::webhooks::signature(&secret, at, body));
-        assert_ne!(
-            header,
-            roster::webhooks::signature("another secret", at, body)
-        );
+        assert_signed(&secret, headers, body);
+        assert!(headers.get("roster-event-id").is_none());
     }
+    // The three refusals were tried again at once, within the round.
     assert_eq!(
         *receiver.attempts.borrow(),
-        13,
-        "three refusals, then ten deliveries"
+        3 + got.len(),
+        "three refusals, then the deliveries"
     );
     let state = until_subscription(&app, &id, |s| s["pending"] == 0).await;
     assert_eq!(state["delivered"], 10, "{state}");
     assert_eq!(state["failures"], 0);
     assert_eq!(state["status"], "active");
     assert_eq!(state["last_error"], Value::Null);
+}
+
+/// The feed's head cursor now.
+async fn head(app: &TestApp) -> String {
+    let reply = app.get("/api/v1/changes/head").await;
+    reply.json["cursor"].as_str().expect("cursor").to_owned()
+}
+
+async fn deliveries_carry_up_to_the_batch_size_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(0, StatusCode::NO_CONTENT).await;
+    let from = head(&app).await;
+    ten_changes(&app).await;
+    let body = json!({"url": receiver.url, "from": from, "batch_size": 3});
+    let (id, secret, _) = subscribe(&app, body).await;
+    Receiver::until(&receiver.accepted, 10).await;
+    let got = receiver.bodies();
+    let sizes: Vec<usize> = got.iter().map(|(_, b)| delivered(b).len()).collect();
+    assert_eq!(
+        sizes,
+        vec![3, 3, 3, 1],
+        "ten waiting changes in batches of three"
+    );
+    for (headers, body) in &got {
+        assert_signed(&secret, headers, body);
+    }
+    let cursors: Vec<Value> = receiver
+        .changes()
+        .iter()
+        .map(|c| c["cursor"].clone())
+        .collect();
+    let want: Vec<Value> = feed(&app, &from, "notice")
+        .await
+        .iter()
+        .map(|c| c["cursor"].clone())
+        .collect();
+    assert_eq!(cursors, want);
+    let state = until_subscription(&app, &id, |s| s["delivered"] == 10).await;
+    assert_eq!(state["batch_size"], 3);
+    assert_eq!(
+        app.scalar("SELECT delivered FROM subscription", &[]).await,
+        10
+    );
+}
+
+async fn a_receiver_failing_at_random_gets_every_change_at_least_once_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(0, StatusCode::OK).await;
+    *receiver.random.lock().expect("lock") = Some(0x9e37_79b9_7f4a_7c15);
+    let from = head(&app).await;
+    let body = json!({"url": receiver.url, "from": from, "batch_size": 4});
+    let (_, secret, _) = subscribe(&app, body).await;
+    let group = app.group("hr", "staff").await;
+    let mut changes = Vec::new();
+    for i in 0..60 {
+        let user = app.user("hr", &format!("u{i}")).await;
+        changes.push(json!({"action": "add", "group_id": group, "member_id": user}));
+    }
+    let op = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "changes": changes}),
+        )
+        .await;
+    assert_eq!(op.status, StatusCode::CREATED, "{}", op.text);
+    // A group, 60 users and 60 memberships.
+    Receiver::until(&receiver.accepted, 121).await;
+    let want: Vec<Value> = feed(&app, &from, "notice")
+        .await
+        .iter()
+        .map(|c| c["cursor"].clone())
+        .collect();
+    assert_eq!(want.len(), 121);
+    let got = receiver.bodies();
+    let mut seen: Vec<Value> = Vec::new();
+    for (headers, body) in &got {
+        assert_signed(&secret, headers, body);
+        let cursors: Vec<Value> = delivered(body)
+            .iter()
+            .map(|c| c["cursor"].clone())
+            .collect();
+        // Each delivery is a run of the feed in order, starting at or before the first change
+        // not yet received: a redelivery repeats, it never skips.
+        let start = want
+            .iter()
+            .position(|c| *c == cursors[0])
+            .expect("a change of the feed");
+        assert_eq!(
+            cursors,
+            want[start..start + cursors.len()],
+            "a run of the feed"
+        );
+        assert!(start <= seen.len(), "a delivery skipped changes");
+        for cursor in cursors {
+            if !seen.contains(&cursor) {
+                seen.push(cursor);
+            }
+        }
+    }
+    assert_eq!(seen, want, "every change, in order");
+    let refusals = *receiver.attempts.borrow() - got.len();
+    let repeats = got.iter().map(|(_, b)| delivered(b).len()).sum::<usize>() - want.len();
+    assert!(
+        refusals > 0 && repeats > 0,
+        "the receiver did fail: {refusals} {repeats}"
+    );
 }
 
 async fn a_failing_receiver_pauses_its_subscription_until_resumed(backend: Backend) {
@@ -188,7 +355,11 @@ async fn a_failing_receiver_pauses_its_subscription_until_resumed(backend: Backe
     assert_eq!(paused["delivered"], 0);
     let error = paused["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("503"), "{error}");
-    assert_eq!(*receiver.attempts.borrow(), 4, "no attempt after the pause");
+    assert_eq!(
+        *receiver.attempts.borrow(),
+        16,
+        "four rounds of an attempt and three quick retries, then none after the pause"
+    );
 
     receiver.failing.store(false, Ordering::SeqCst);
     let resumed = app
@@ -198,9 +369,9 @@ async fn a_failing_receiver_pauses_its_subscription_until_resumed(backend: Backe
     assert_eq!(resumed.json["status"], "active");
     Receiver::until(&receiver.accepted, 10).await;
     let got: Vec<String> = receiver
-        .bodies()
+        .changes()
         .iter()
-        .map(|(_, b)| serde_json::from_str::<Value>(b).expect("body")["cursor"].to_string())
+        .map(|c| c["cursor"].to_string())
         .collect();
     let want: Vec<String> = feed(&app, &cursor, "notice")
         .await
@@ -238,6 +409,10 @@ async fn scim_deliveries_are_signed_security_events(backend: Backend) {
         .iter()
         .map(|(headers, body)| {
             assert_eq!(headers["content-type"], "application/secevent+jwt");
+            assert!(
+                headers.get("roster-event-id").is_some(),
+                "one event per request"
+            );
             jsonwebtoken::decode::<Value>(body, &key, &validation)
                 .expect("a JWT signed with the secret")
                 .claims
@@ -271,6 +446,18 @@ async fn subscriptions_refuse_bad_input(backend: Backend) {
         (
             json!({"url": "http://127.0.0.1:9/h", "from": "garbage"}),
             "not a change-feed cursor",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "batch_size": 0}),
+            "must be 1 to 1000",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "batch_size": 1001}),
+            "must be 1 to 1000",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "format": "scim", "batch_size": 10}),
+            "one security event per request",
         ),
     ] {
         let reply = app.post("/api/v1/subscriptions", body).await;
