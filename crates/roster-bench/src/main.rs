@@ -185,6 +185,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
 
     eprintln!("S8: one follower reads {scale} changes from the feed");
     let (feed_time, feed_read) = api.follow(scale).await?;
+    let feed_floor = feed_floor(&pool, feed_read).await?;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let rows = vec![
@@ -271,6 +272,19 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             ),
             time: feed_time,
             rows: feed_read,
+            roster_per_floor: Some(ratio(feed_time, feed_floor)),
+            rowbump_per_roster: None,
+            target: "≤ 4× floor (≥ 25% of its rate)",
+            met: Some(feed_time <= feed_floor * 4),
+        },
+        Row {
+            scenario: "S8 floor",
+            what: format!(
+                "the same {feed_read} changes read in commit order by one COPY, straight from \
+                 PostgreSQL"
+            ),
+            time: feed_floor,
+            rows: feed_read,
             roster_per_floor: None,
             rowbump_per_roster: None,
             target: "",
@@ -303,7 +317,9 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             reads::roster(&server.base, TOKEN, read, group, members.clone(), read_time).await?;
         let floor = reads::pgbench(&database_url, read, scale, read_time, &dir).await?;
         let share = ours.per_second / floor.per_second;
-        let met = share >= 0.5 && ours.p99_ms < 20.0;
+        // PostgreSQL itself does not reach a fixed p99 at 64 connections on two cores: the floor
+        // is the target.
+        let met = share >= 0.9 && ours.p99_ms <= floor.p99_ms;
         let _ = writeln!(
             reads,
             "| S5 {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
@@ -319,6 +335,19 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("S5: the 1000-member page plain, gzipped and in zstd");
+    let encoded = reads::compression(&server.base, TOKEN, group, &members).await?;
+    reads.push_str(
+        "\n| the 1000-member page, one client, 200 fetches | bytes sent | p50 ms | p99 ms |\n\
+         |---|---|---|---|\n",
+    );
+    for e in &encoded {
+        let _ = writeln!(
+            reads,
+            "| `Accept-Encoding: {}` | {} | {:.2} | {:.2} |",
+            e.encoding, e.bytes, e.p50_ms, e.p99_ms
+        );
+    }
     server.stop().await?;
     pool.close().await;
     drop_database(admin_url, &database_url).await?;
@@ -353,6 +382,29 @@ async fn provision_both(
     let sqlite = provision::run(binary, provision::Backend::Sqlite(&dir), users).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(vec![postgres?, sqlite?])
+}
+
+/// S8's floor: the first `n` changes of the log, in commit order, out of one COPY.
+async fn feed_floor(pool: &PgPool, n: usize) -> Result<Duration> {
+    use futures_util::TryStreamExt;
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut out = conn
+        .copy_out_raw(&format!(
+            "COPY (SELECT k.position, c.seq, c.at, c.kind, c.resource_id, c.group_id, c.member_id, \
+             c.source_system, c.operation_id, c.token_name, c.attrs FROM change c \
+             JOIN change_commit k ON k.xid = c.xid ORDER BY k.position, c.seq LIMIT {n}) TO STDOUT"
+        ))
+        .await?;
+    let mut bytes = 0;
+    while let Some(chunk) = out.try_next().await? {
+        bytes += chunk.len();
+    }
+    let took = started.elapsed();
+    if bytes == 0 {
+        bail!("the COPY of the feed gave nothing");
+    }
+    Ok(took)
 }
 
 /// S11 on a fresh server over a fresh PostgreSQL database.
@@ -454,7 +506,7 @@ async fn report(
     );
     let _ = writeln!(
         out,
-        "| read | roster req/s | p50 ms | p99 ms | floor req/s | floor p50 ms | floor p99 ms | roster ÷ floor | met (≥ 50%, p99 < 20 ms) |"
+        "| read | roster req/s | p50 ms | p99 ms | floor req/s | floor p50 ms | floor p99 ms | roster ÷ floor | met (≥ 90% of the floor's rate, p99 ≤ the floor's) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     out.push_str(reads);

@@ -222,3 +222,57 @@ mod tests {
         );
     }
 }
+
+/// One encoding of the 1000-member page: its size and time.
+pub struct Encoded {
+    pub encoding: &'static str,
+    pub bytes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The 1000-member page of `group` fetched 200 times in a row by one client in each encoding,
+/// from the same random members; the size as sent and the time to receive it whole.
+pub async fn compression(
+    base: &str,
+    token: &str,
+    group: Uuid,
+    members: &[Uuid],
+) -> Result<Vec<Encoded>> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    for encoding in ["identity", "gzip", "zstd"] {
+        let mut latencies = Vec::with_capacity(200);
+        let mut bytes = 0;
+        for i in 0..200 {
+            let member = members[(i * 7919) % members.len()];
+            let started = Instant::now();
+            let response = http
+                .get(format!("{base}{}", Read::MemberPage.path(group, member)))
+                .bearer_auth(token)
+                .header("accept-encoding", encoding)
+                .send()
+                .await?;
+            let sent = response
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("identity")
+                .to_owned();
+            let body = response.bytes().await?;
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            if sent != encoding {
+                bail!("asked for {encoding}, got {sent}");
+            }
+            bytes = body.len();
+        }
+        let load = summarise(latencies, Duration::from_secs(1));
+        out.push(Encoded {
+            encoding,
+            bytes,
+            p50_ms: load.p50_ms,
+            p99_ms: load.p99_ms,
+        });
+    }
+    Ok(out)
+}

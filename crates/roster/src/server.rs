@@ -12,6 +12,7 @@ use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
@@ -128,6 +129,9 @@ pub fn router(services: Services) -> Router {
         http::scim::rate::limit,
     ))
     .layer(axum::middleware::from_fn(http::scim::scim_errors))
+    // gzip or zstd when the client accepts it, at their fastest levels (a 1000-member page: 296 KB
+    // plain, about 25 KB compressed); event streams and small answers stay as they are.
+    .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
     .layer(axum::middleware::from_fn(http::record_request))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(TraceLayer::new_for_http())

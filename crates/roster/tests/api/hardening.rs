@@ -31,6 +31,7 @@ on_both_backends!(
     responses_are_not_cached_or_sniffed_and_the_docs_page_is_never_framed,
     a_scim_replace_keeps_the_members_its_base_does_not_show,
     a_scim_document_cannot_grow_past_its_limit,
+    answers_are_compressed_when_asked_and_event_streams_never_are,
 );
 
 const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -1067,4 +1068,83 @@ async fn an_open_stream_ends_when_its_token_expires(backend: Backend) {
         text.contains("event: error") && text.contains("has expired"),
         "{text}"
     );
+}
+
+/// A GET of `path` as the admin, accepting `encoding`: the answer's status, `Content-Encoding`
+/// and raw body.
+async fn fetch_encoded(app: &TestApp, path: &str, encoding: &str) -> (StatusCode, String, Vec<u8>) {
+    let mut request = get_request(&app.admin, path);
+    request
+        .headers_mut()
+        .insert(header::ACCEPT_ENCODING, encoding.parse().expect("header"));
+    let response = app.router.clone().oneshot(request).await.expect("router");
+    let status = response.status();
+    let encoded = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, encoded, body.to_vec())
+}
+
+async fn answers_are_compressed_when_asked_and_event_streams_never_are(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.group("home", "g").await;
+    let lines: Vec<Value> = (0..200)
+        .map(|i| json!({"type": "user", "identifier": format!("user{i}@contoso.example")}))
+        .collect();
+    let loaded = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "partial-update", "target": "resources", "source_system": "home",
+                   "resources": lines}),
+        )
+        .await;
+    assert_eq!(loaded.status, StatusCode::CREATED, "{}", loaded.text);
+    let page = "/api/v1/resources?limit=1000";
+    let (status, encoded, plain) = fetch_encoded(&app, page, "identity").await;
+    assert_eq!((status, encoded.as_str()), (StatusCode::OK, ""));
+    let listed: Value = serde_json::from_slice(&plain).expect("JSON");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(201));
+
+    let (_, encoded, gzipped) = fetch_encoded(&app, page, "gzip").await;
+    assert_eq!(encoded, "gzip");
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzipped[..]),
+        &mut unzipped,
+    )
+    .expect("gzip");
+    assert_eq!(unzipped, plain);
+    assert!(
+        gzipped.len() * 4 < plain.len(),
+        "{} of {}",
+        gzipped.len(),
+        plain.len()
+    );
+
+    let (_, encoded, zstded) = fetch_encoded(&app, page, "zstd, gzip;q=0.5").await;
+    assert_eq!(encoded, "zstd");
+    assert_eq!(zstd::decode_all(&zstded[..]).expect("zstd"), plain);
+
+    // A problem document is compressed like any answer, and still a problem document.
+    let (status, _, body) = fetch_encoded(&app, "/api/v1/resources?limit=0", "gzip").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.is_empty());
+
+    // Event streams are sent as they come, never held back by a compressor.
+    let mut request = get_request(&app.admin, "/api/v1/changes/stream");
+    request
+        .headers_mut()
+        .insert(header::ACCEPT_ENCODING, "gzip".parse().expect("header"));
+    let stream = app.router.clone().oneshot(request).await.expect("router");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(stream.headers().get(header::CONTENT_ENCODING).is_none());
 }
