@@ -186,6 +186,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     eprintln!("S8: one follower reads {scale} changes from the feed");
     let (feed_time, feed_read) = api.follow(scale).await?;
     let feed_floor = feed_floor(&pool, feed_read).await?;
+    let stream_time = api.follow_stream(feed_read).await?;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let rows = vec![
@@ -276,6 +277,19 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             rowbump_per_roster: None,
             target: "≤ 4× floor (≥ 25% of its rate)",
             met: Some(feed_time <= feed_floor * 4),
+        },
+        Row {
+            scenario: "S8 feed, SSE",
+            what: format!(
+                "one follower reads the same {feed_read} changes as Server-Sent Events \
+                 (GET /api/v1/changes/stream?limit=1000, notice format)"
+            ),
+            time: stream_time,
+            rows: feed_read,
+            roster_per_floor: Some(ratio(stream_time, feed_floor)),
+            rowbump_per_roster: None,
+            target: "≤ 4× floor (≥ 25% of its rate)",
+            met: Some(stream_time <= feed_floor * 4),
         },
         Row {
             scenario: "S8 floor",
@@ -627,6 +641,37 @@ impl Api<'_> {
             after = format!("&after={}", page["next"].as_str().context("next")?);
         }
         Ok((started.elapsed(), read))
+    }
+
+    /// Reads the change feed from its start as Server-Sent Events (`limit=1000` per batch),
+    /// until `count` events; returns the time taken.
+    async fn follow_stream(&self, count: usize) -> Result<Duration> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .get(format!("{}/api/v1/changes/stream?limit=1000", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("the stream answered {}", response.status());
+        }
+        let mut body = response.bytes_stream();
+        let (mut events, mut partial) = (0, Vec::new());
+        while events < count {
+            let chunk = body.next().await.context("the stream ended early")??;
+            partial.extend_from_slice(&chunk);
+            let complete = partial
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            events += partial[..complete]
+                .split(|b| *b == b'\n')
+                .filter(|line| line.starts_with(b"id:"))
+                .count();
+            partial.drain(..complete);
+        }
+        Ok(started.elapsed())
     }
 
     async fn create_group(&self, name: &str) -> Result<Uuid> {

@@ -208,21 +208,6 @@ pub async fn pgbench(
     Ok(summarise(latencies, elapsed))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_matches_base64url_without_padding() {
-        let id = Uuid::nil();
-        // base64url("m:00000000-0000-0000-0000-000000000000")
-        assert_eq!(
-            member_cursor(id),
-            "bTowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"
-        );
-    }
-}
-
 /// One encoding of the 1000-member page: its size and time.
 pub struct Encoded {
     pub encoding: &'static str,
@@ -275,4 +260,19 @@ pub async fn compression(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_matches_base64url_without_padding() {
+        let id = Uuid::nil();
+        // base64url("m:00000000-0000-0000-0000-000000000000")
+        assert_eq!(
+            member_cursor(id),
+            "bTowMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"
+        );
+    }
 }

@@ -89,12 +89,13 @@ impl FeedParams {
     }
 }
 
-/// A page of the feed.
+/// A page of the feed. (`T` is the form of its items: the notice form is written straight from
+/// the log, the others as rendered documents.)
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChangePage {
+pub struct ChangePage<T = Value> {
     /// Changes in order: `ChangeItem`s, or SCIM event claim sets with `format=scim`.
     #[schema(value_type = Vec<Object>)]
-    items: Vec<Value>,
+    items: Vec<T>,
     /// Where to continue (also when `items` is empty).
     next: String,
 }
@@ -110,7 +111,7 @@ async fn list_changes(
     State(state): State<AppState>,
     caller: Caller,
     Query(p): Query<FeedParams>,
-) -> Result<axum::Json<ChangePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let (after, filter, limit) = p.read(&caller, None)?;
     let wait = Duration::from_secs(p.wait.unwrap_or(0)).min(state.operations.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
@@ -119,14 +120,17 @@ async fn list_changes(
         tokio::time::sleep(POLL).await;
         batch = state.store.changes(&batch.next, &filter, limit).await?;
     }
+    let next = batch.next.encode();
+    let format = p.format.unwrap_or_default();
+    if format == Format::Notice {
+        let items = batch.items.iter().map(ChangeItem::notice).collect();
+        return Ok(axum::Json(ChangePage { items, next }).into_response());
+    }
     let mut items = Vec::with_capacity(batch.items.len());
     for change in &batch.items {
-        items.push(render(state.store.as_ref(), change, p.format.unwrap_or_default()).await?);
+        items.push(render(state.store.as_ref(), change, format).await?);
     }
-    Ok(axum::Json(ChangePage {
-        items,
-        next: batch.next.encode(),
-    }))
+    Ok(axum::Json(ChangePage { items, next }).into_response())
 }
 
 /// The feed as Server-Sent Events: each change is an event whose `id` is its cursor, so a
@@ -183,8 +187,9 @@ pub const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 enum Step {
     /// A batch to send.
     Ready(crate::domain::feed::ChangeBatch, Instant),
-    /// Look for changes after this cursor.
-    After(Cursor, Instant),
+    /// Look for changes after this cursor: at once when the last read was a full batch (more
+    /// are waiting), after [`POLL`] otherwise.
+    After(Cursor, Instant, bool),
     /// An error event was sent; the stream ends (the client reconnects with Last-Event-ID).
     Done,
 }
@@ -196,8 +201,10 @@ impl Feed {
         let (batch, checked) = match step {
             Step::Done => return None,
             Step::Ready(batch, checked) => (batch, checked),
-            Step::After(cursor, mut checked) => {
-                tokio::time::sleep(POLL).await;
+            Step::After(cursor, mut checked, more) => {
+                if !more {
+                    tokio::time::sleep(POLL).await;
+                }
                 if Instant::now() >= self.ends_at {
                     return Some((vec![end_event(LIFETIME_ENDED)], Step::Done));
                 }
@@ -234,7 +241,8 @@ impl Feed {
                 }
             }
         }
-        Some((events, Step::After(batch.next, checked)))
+        let more = batch.items.len() >= self.limit as usize;
+        Some((events, Step::After(batch.next, checked, more)))
     }
 }
 

@@ -168,8 +168,16 @@ impl Engine {
             .await?;
         tracing::info!(operation = %done.id, status = done.status.name(), "applied");
         crate::telemetry::applied(&done, started.elapsed());
+        self.refresh_statistics().await;
         self.finished.notify_waiters();
         Ok(true)
+    }
+
+    /// Refreshes stale planner statistics; a failure is logged, since the work itself is done.
+    async fn refresh_statistics(&self) {
+        if let Err(e) = self.store.refresh_statistics().await {
+            tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+        }
     }
 
     async fn attempts(&self, id: OperationId) -> Result<u32, StoreError> {
@@ -197,8 +205,8 @@ impl Engine {
         })
     }
 
-    /// Fails abandoned uploads, once a minute; trims the change log to its retention, once an
-    /// hour.
+    /// Fails abandoned uploads and refreshes stale planner statistics, once a minute; trims the
+    /// change log to its retention, once an hour.
     async fn sweep(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         for minute in 0_u64.. {
@@ -206,6 +214,7 @@ impl Engine {
             if minute % 60 == 0 {
                 self.trim_history().await;
             }
+            self.refresh_statistics().await;
             let Ok(age) = chrono::Duration::from_std(self.config.abandon_after) else {
                 return;
             };

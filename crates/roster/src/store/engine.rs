@@ -473,6 +473,17 @@ impl super::Store {
         Ok(operation)
     }
 
+    /// Refreshes the planner statistics of the tables that grow with every write, where many
+    /// rows changed since they were taken (see [`Db::analyze_if_stale`]): without them,
+    /// after a large load and before autovacuum gets to it (or where it is off), PostgreSQL
+    /// reads a page of the change feed by sorting every change after the cursor.
+    pub async fn refresh_statistics(&self) -> StoreResult<()> {
+        for table in ["change", "change_commit", "resource", "group_member"] {
+            self.db().analyze_if_stale(table).await?;
+        }
+        Ok(())
+    }
+
     /// Fails uploads that received nothing since `before`.
     pub async fn fail_abandoned(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let abandoned = Sql::new(esql::FAIL_ABANDONED).bind(before).bind(now());
