@@ -9,6 +9,7 @@ use crate::domain::operation::{OperationStatus, Target};
 use crate::domain::operation_request::NewFullUpdate;
 use crate::domain::scim::{MemberEdit, ScimRecord, ScimWrite};
 use crate::domain::ResourceId;
+use crate::store::ScimCreates;
 use std::collections::HashSet;
 
 /// How long a replace of all members waits for its full-update before answering.
@@ -26,6 +27,17 @@ pub async fn create(
         .store
         .scim_create(&caller.actor(), write, members)
         .await?)
+}
+
+/// Creates a user or group in a run of creates that commit together (a Bulk's).
+pub async fn create_in(
+    run: &mut ScimCreates,
+    caller: &Caller,
+    write: &ScimWrite,
+    members: &[ResourceId],
+) -> Result<ScimRecord, AppError> {
+    caller.check_source(&write.source_system)?;
+    Ok(run.create(&caller.actor(), write, members).await?)
 }
 
 /// Replaces a record's attributes and, when `members` are given, all of a group's members. A

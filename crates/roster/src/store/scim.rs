@@ -166,6 +166,62 @@ pub(super) async fn create(
     })
 }
 
+/// A user or group (with its members) created in `tx`.
+async fn create_with_members(
+    tx: &mut Tx,
+    actor: &Actor,
+    write: &ScimWrite,
+    members: &[ResourceId],
+) -> StoreResult<ScimRecord> {
+    let mut record = create(tx, actor, write).await?;
+    if !members.is_empty() {
+        let edit = MemberEdit {
+            add: members.to_vec(),
+            remove: Vec::new(),
+        };
+        let id = record.resource.id;
+        edit_members(tx, actor, &write.source_system, id, &edit, None).await?;
+        record.resource = records::get(tx, id).await?;
+    }
+    Ok(record)
+}
+
+/// Creates that commit together, as a SCIM Bulk's run of `POST`s does: one transaction, each
+/// create in a savepoint of its own, so that one refused create (a taken `userName`) undoes only
+/// itself. Nothing is written until [`ScimCreates::commit`]; dropped, the run is rolled back. It
+/// holds the writer while it lasts (SQLite's only one), so a run is kept short.
+pub struct ScimCreates {
+    tx: Tx,
+}
+
+impl ScimCreates {
+    /// Creates a user or group, or, when that fails, writes nothing of it.
+    pub async fn create(
+        &mut self,
+        actor: &Actor,
+        write: &ScimWrite,
+        members: &[ResourceId],
+    ) -> StoreResult<ScimRecord> {
+        self.tx.batch("SAVEPOINT scim_create").await?;
+        match create_with_members(&mut self.tx, actor, write, members).await {
+            Ok(record) => {
+                self.tx.batch("RELEASE SAVEPOINT scim_create").await?;
+                Ok(record)
+            }
+            Err(e) => {
+                self.tx.batch("ROLLBACK TO SAVEPOINT scim_create").await?;
+                self.tx.batch("RELEASE SAVEPOINT scim_create").await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits every create that succeeded.
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await
+    }
+}
+
 /// Replaces a user's or group's attributes and document, unless it changed since `expected`; a
 /// change of the document alone is recorded as an update of `scim`.
 pub(super) async fn replace(
@@ -464,18 +520,16 @@ impl super::Store {
         members: &[ResourceId],
     ) -> StoreResult<ScimRecord> {
         let mut tx = self.db().write().await?;
-        let mut record = create(&mut tx, actor, write).await?;
-        if !members.is_empty() {
-            let edit = MemberEdit {
-                add: members.to_vec(),
-                remove: Vec::new(),
-            };
-            let id = record.resource.id;
-            edit_members(&mut tx, actor, &write.source_system, id, &edit, None).await?;
-            record.resource = records::get(&mut tx, id).await?;
-        }
+        let record = create_with_members(&mut tx, actor, write, members).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    /// Starts a run of creates that commit together (see [`ScimCreates`]).
+    pub async fn scim_creates(&self) -> StoreResult<ScimCreates> {
+        Ok(ScimCreates {
+            tx: self.db().write().await?,
+        })
     }
 
     /// Replaces the attributes of a live user or group of `write.source_system` (and edits a

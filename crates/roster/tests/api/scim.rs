@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 on_both_backends!(
     a_user_round_trips_with_its_extensions,
+    a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_itself,
     every_filter_operator_matches_the_model,
     index_paging_with_inserts_between_pages_has_no_gaps_or_duplicates,
     cursor_paging_with_inserts_and_deletes_between_pages_has_no_gaps_or_duplicates,
@@ -1343,6 +1344,72 @@ async fn post_bulk(app: &TestApp, t: &str, operations: Vec<Value>, fail_on: Opti
 fn bulk_user(name: &str) -> Value {
     json!({"method": "POST", "path": "/Users",
            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}})
+}
+
+async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_itself(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let t = token(&app, "foo").await;
+    // 250 creates, across three runs of creates; the 150th takes the 10th's userName. The
+    // group refers to users of the first and the last run by bulkId.
+    let mut operations: Vec<Value> = (0..250)
+        .map(|i| {
+            let name = if i == 149 {
+                "u9".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            let mut op = bulk_user(&name);
+            op["bulkId"] = json!(format!("b{i}"));
+            op
+        })
+        .collect();
+    operations.push(json!({"method": "POST", "path": "/Groups", "bulkId": "g",
+        "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                 "displayName": "Runs", "members": [{"value": "bulkId:b0"}, {"value": "bulkId:b249"}]}}));
+    let reply = post_bulk(&app, &t, operations, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let results = reply.json["Operations"].as_array().expect("results");
+    assert_eq!(results.len(), 251);
+    for (i, result) in results.iter().enumerate() {
+        let expected = match i {
+            149 => "409",
+            _ => "201",
+        };
+        assert_eq!(result["status"], expected, "operation {i}: {result}");
+    }
+    assert_eq!(results[149]["response"]["scimType"], "uniqueness");
+    assert_eq!(results[149]["bulkId"], "b149");
+    let users = "SELECT count(*) FROM resource WHERE source_system = 'foo' AND type = 1";
+    assert_eq!(
+        app.scalar(users, &[]).await,
+        249,
+        "every create but the refused one"
+    );
+    let created = "SELECT count(*) FROM change WHERE kind = 1 AND source_system = 'foo'";
+    let audited = "SELECT count(*) FROM audit WHERE action = 'resource.create'";
+    assert_eq!(
+        app.scalar(created, &[]).await,
+        250,
+        "249 users and the group, one change each"
+    );
+    assert_eq!(app.scalar(audited, &[]).await, 250);
+    // Each answer is the user as stored, with where to find it.
+    let first = &results[0];
+    let id = first["location"]
+        .as_str()
+        .and_then(|l| l.rsplit('/').next())
+        .expect("location");
+    let stored = scim(&app, &t, Method::GET, &format!("/foo/Users/{id}"), None).await;
+    assert_eq!(stored.json["userName"], "u0");
+    assert_eq!(first["version"], stored.json["meta"]["version"]);
+    let group = results[250]["location"]
+        .as_str()
+        .and_then(|l| l.rsplit('/').next())
+        .expect("location")
+        .to_owned();
+    assert_eq!(members(&app, &group).await.len(), 2);
 }
 
 async fn bulk_create(app: &TestApp, t: &str, names: impl Iterator<Item = String>) {

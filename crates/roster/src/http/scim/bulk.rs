@@ -3,16 +3,18 @@
 //! records; `bulkId:` references to resources created earlier in the same request are resolved;
 //! `failOnErrors` stops after that many errors.
 
-use super::{create, delete, json_body, patch_resource, replace, scim_response};
+use super::scim_response;
+use super::{create, create_request, created_user, delete, json_body, patch_resource, replace};
 use super::{PatchRequest, ReadParams, ScimError};
-use crate::app::Caller;
+use crate::app::{self, Caller};
 use crate::domain::scim::ScimType;
 use crate::http::Path;
 use crate::server::AppState;
+use crate::store::ScimCreates;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -21,6 +23,9 @@ const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 /// Most operations one bulk request may carry (advertised in ServiceProviderConfig).
 pub const MAX_OPERATIONS: usize = 1000;
+/// Users created in a row commit together in runs of at most this many (see `ScimCreates`): the
+/// run saves a commit per user, and stays short enough not to keep other writers waiting.
+const CREATES_PER_COMMIT: usize = 100;
 
 /// A field of a JSON object, its name matched without regard to case.
 fn field<'v>(object: &'v Value, name: &str) -> Option<&'v Value> {
@@ -85,25 +90,141 @@ pub async fn bulk(
     };
     // Stop in time to answer what was done before the request's timeout would drop it all.
     let deadline = Instant::now() + state.limits.request_timeout / 2;
-    let mut created = HashMap::new();
-    let mut results = Vec::with_capacity(operations.len());
-    let mut errors = 0;
+    let mut done = Done::default();
+    let mut run: Option<Run> = None;
     for operation in operations {
-        if fail_on.is_some_and(|n| errors >= n) || Instant::now() >= deadline {
+        if fail_on.is_some_and(|n| done.errors >= n) || Instant::now() >= deadline {
             break;
         }
-        let result = one(&state, &caller, &source, operation, &mut created).await;
-        if result["status"]
-            .as_str()
-            .and_then(|s| s.parse::<u16>().ok())
-            .is_none_or(|s| s >= 400)
-        {
-            errors += 1;
+        let user_create = match request(operation, &done.created) {
+            Ok(r) if r.method == "POST" && r.ty == ScimType::User => r,
+            _ => {
+                if let Some(run) = run.take() {
+                    run.commit(&mut done).await;
+                }
+                let result = one(&state, &caller, &source, operation, &mut done.created).await;
+                done.push(result);
+                continue;
+            }
+        };
+        if run.is_none() {
+            match state.store.scim_creates().await {
+                Ok(creates) => {
+                    run = Some(Run {
+                        creates,
+                        entries: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    let refused = ScimError::from(e).into_response();
+                    let result = entry(operation, refused, &mut done.created).await;
+                    done.push(result);
+                    continue;
+                }
+            }
         }
-        results.push(result);
+        let Some(current) = run.as_mut() else {
+            continue;
+        };
+        current
+            .create(&caller, &source, (operation, user_create), &mut done)
+            .await;
+        if current.entries.len() >= CREATES_PER_COMMIT {
+            if let Some(full) = run.take() {
+                full.commit(&mut done).await;
+            }
+        }
     }
-    let answer = json!({"schemas": [BULK_RESPONSE], "Operations": results});
+    if let Some(run) = run {
+        run.commit(&mut done).await;
+    }
+    let answer = json!({"schemas": [BULK_RESPONSE], "Operations": done.results});
     Ok(scim_response(StatusCode::OK, &answer, None))
+}
+
+/// What a bulk request did so far: each operation's entry, how many failed, and the ids its
+/// `bulkId`s name.
+#[derive(Default)]
+struct Done {
+    results: Vec<Value>,
+    errors: u64,
+    created: HashMap<String, String>,
+}
+
+impl Done {
+    fn push(&mut self, result: Value) {
+        if !succeeded(&result) {
+            self.errors += 1;
+        }
+        self.results.push(result);
+    }
+}
+
+/// Whether an entry of the BulkResponse tells of success.
+fn succeeded(entry: &Value) -> bool {
+    entry["status"]
+        .as_str()
+        .and_then(|s| s.parse::<u16>().ok())
+        .is_some_and(|s| s < 400)
+}
+
+/// Users created one after another, not yet committed, and where their entries are.
+struct Run {
+    creates: ScimCreates,
+    entries: Vec<usize>,
+}
+
+impl Run {
+    /// Creates the user `operation` asks for (`asked`, read from it) in this run.
+    async fn create(
+        &mut self,
+        caller: &Caller,
+        source: &str,
+        (operation, asked): (&Value, Request),
+        done: &mut Done,
+    ) {
+        let response = match self.written(caller, source, &asked).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        let result = entry(operation, response, &mut done.created).await;
+        if succeeded(&result) {
+            self.entries.push(done.results.len());
+        }
+        done.push(result);
+    }
+
+    async fn written(
+        &mut self,
+        caller: &Caller,
+        source: &str,
+        asked: &Request,
+    ) -> Result<Response, ScimError> {
+        let (write, members) = create_request(caller, ScimType::User, source, &asked.body)?;
+        let record = app::scim::create_in(&mut self.creates, caller, &write, &members).await?;
+        Ok(created_user(source, &record))
+    }
+
+    /// Commits the run; when that fails, none of its users was created, and their entries say
+    /// so (and their `bulkId`s name nothing).
+    async fn commit(self, done: &mut Done) {
+        let Err(e) = self.creates.commit().await else {
+            return;
+        };
+        let why = format!("not created: the users created with it could not be committed ({e})");
+        for index in self.entries {
+            let Some(result) = done.results.get_mut(index) else {
+                continue;
+            };
+            if let Some(id) = result["bulkId"].as_str() {
+                done.created.remove(id);
+            }
+            let operation = json!({"method": result["method"], "bulkId": result["bulkId"]});
+            let refused = ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, why.clone());
+            *result = entry(&operation, refused.into_response(), &mut done.created).await;
+            done.errors += 1;
+        }
+    }
 }
 
 /// Replaces every `bulkId:X` reference in `value` (a string, or the `value` of an object in it)
@@ -207,10 +328,6 @@ async fn one(
     operation: &Value,
     created: &mut HashMap<String, String>,
 ) -> Value {
-    let bulk_id = field(operation, "bulkId")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let method = field(operation, "method").cloned().unwrap_or(Value::Null);
     let outcome = match request(operation, created) {
         Ok(r) => {
             let key = |id: String| (source.to_owned(), id);
@@ -234,7 +351,21 @@ async fn one(
         }
         Err(e) => Err(e),
     };
-    let response = outcome.unwrap_or_else(axum::response::IntoResponse::into_response);
+    let response = outcome.unwrap_or_else(IntoResponse::into_response);
+    entry(operation, response, created).await
+}
+
+/// The entry of `operation` in the BulkResponse, from its `response`; a created resource's id is
+/// kept under its `bulkId`.
+async fn entry(
+    operation: &Value,
+    response: Response,
+    created: &mut HashMap<String, String>,
+) -> Value {
+    let bulk_id = field(operation, "bulkId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let method = field(operation, "method").cloned().unwrap_or(Value::Null);
     let status = response.status();
     let mut entry = Map::new();
     entry.insert("method".into(), method);

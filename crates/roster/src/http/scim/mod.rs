@@ -14,7 +14,7 @@ mod wire;
 
 use crate::app::{self, AppError, Caller};
 use crate::domain::operation::{Operation, OperationStatus};
-use crate::domain::scim::{self, MemberEdit, ScimQuery, ScimRecord, ScimType};
+use crate::domain::scim::{self, MemberEdit, ScimQuery, ScimRecord, ScimType, ScimWrite};
 use crate::domain::ResourceId;
 use crate::error::ApiError;
 use crate::http::{Path, Query};
@@ -580,13 +580,39 @@ async fn written(
     let body = document(state, ty, source, &record, projection).await?;
     let mut response = scim_response(status, &body, Some(wire::version(&record)));
     if status == StatusCode::CREATED {
-        if let Ok(location) =
-            HeaderValue::from_str(&format!("{}/{}s/{id}", base(source), ty.name()))
-        {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
+        locate(&mut response, ty, source, id);
     }
     Ok(response)
+}
+
+/// Sets a created resource's `Location`.
+fn locate(response: &mut Response, ty: ScimType, source: &str, id: ResourceId) {
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{}s/{id}", base(source), ty.name())) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+}
+
+/// The answer to a user's creation, from the record as written: a new user is in no group, so
+/// its document needs nothing more from the database.
+fn created_user(source: &str, record: &ScimRecord) -> Response {
+    let body = wire::resource_json(ScimType::User, record, &base(source), None);
+    let mut response = scim_response(StatusCode::CREATED, &body, Some(wire::version(record)));
+    locate(&mut response, ScimType::User, source, record.resource.id);
+    response
+}
+
+/// What a POST asks to create: the write, and the members it names (a group's).
+fn create_request(
+    caller: &Caller,
+    ty: ScimType,
+    source: &str,
+    body: &Bytes,
+) -> Result<(ScimWrite, Vec<ResourceId>), ScimError> {
+    caller.check_source(source)?;
+    let body = json_body(body)?;
+    wire::check_schemas(ty, &body)?;
+    let parsed = wire::parse(ty, source, body)?;
+    Ok((parsed.write, parsed.members.unwrap_or_default()))
 }
 
 async fn create(
@@ -596,21 +622,14 @@ async fn create(
     source: &str,
     body: &Bytes,
 ) -> Result<Response, ScimError> {
-    caller.check_source(source)?;
-    let body = json_body(body)?;
-    wire::check_schemas(ty, &body)?;
-    let parsed = wire::parse(ty, source, body)?;
-    let members = parsed.members.unwrap_or_default();
-    let record = app::scim::create(state.app(), caller, &parsed.write, &members).await?;
+    let (write, members) = create_request(caller, ty, source, body)?;
+    let record = app::scim::create(state.app(), caller, &write, &members).await?;
+    if ty == ScimType::User {
+        return Ok(created_user(source, &record));
+    }
     let all = Projection::omitting_oversized(None, None);
-    written(
-        state,
-        ty,
-        (source, record.resource.id),
-        StatusCode::CREATED,
-        &all,
-    )
-    .await
+    let key = (source, record.resource.id);
+    written(state, ty, key, StatusCode::CREATED, &all).await
 }
 
 /// The version an `If-Match` header asks for, checked against the stored record.
