@@ -4,6 +4,7 @@
 //! shows is the rate a downstream application catches up at, and what a flaky receiver costs.
 
 use crate::server::{Server, TOKEN};
+use crate::Api;
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -105,24 +106,9 @@ pub async fn run(binary: &Path, database_url: &str, n: usize) -> Result<Measured
     })
 }
 
-struct Api<'a> {
-    http: &'a reqwest::Client,
-    base: &'a str,
-}
-
 impl Api<'_> {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let response = request.bearer_auth(TOKEN).send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("roster answered {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text)?)
     }
 
     /// `n` accounts in one partial-update of resources per 1000: `n` changes.
