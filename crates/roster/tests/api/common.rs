@@ -11,7 +11,7 @@ use roster::ops::{Engine, EngineConfig};
 use roster::server::{router, Limits, Services};
 use roster::store::{self, Location, Store};
 use roster::webhooks::{Deliverer, WebhookConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::{PgPool, SqlitePool};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,6 +272,22 @@ impl TestApp {
     }
 
     /// Creates an uploading full-update of `group` and returns its id.
+    /// Adds `members` to `group` in one partial-update, which must succeed.
+    pub async fn add_members(&self, group: &str, members: &[String]) -> Reply {
+        let changes: Vec<Value> = members
+            .iter()
+            .map(|m| json!({"action": "add", "group_id": group, "member_id": m}))
+            .collect();
+        let op = self
+            .post(
+                "/api/v1/operations",
+                json!({"type": "partial-update", "changes": changes}),
+            )
+            .await;
+        assert_eq!(op.status, StatusCode::CREATED, "{}", op.text);
+        op
+    }
+
     pub async fn start_full_update(&self, group: &str) -> i64 {
         let reply = self
             .post(

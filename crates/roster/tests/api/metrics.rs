@@ -69,17 +69,7 @@ async fn metrics_are_prometheus_text_whose_counters_move_under_load(backend: Bac
     for i in 0..20 {
         users.push(app.user("home", &format!("u{i}")).await);
     }
-    let changes: Vec<_> = users
-        .iter()
-        .map(|u| json!({"action": "add", "group_id": group, "member_id": u}))
-        .collect();
-    let op = app
-        .post(
-            "/api/v1/operations",
-            json!({"type": "partial-update", "changes": changes}),
-        )
-        .await;
-    assert_eq!(op.status, StatusCode::CREATED, "{}", op.text);
+    app.add_members(&group, &users).await;
     app.get("/api/v1/no-such-route").await;
     let after = scrape(&app).await;
 

@@ -287,18 +287,11 @@ async fn a_receiver_failing_at_random_gets_every_change_at_least_once_in_order(b
     let body = json!({"url": receiver.url, "from": from, "batch_size": 4});
     let (_, secret, _) = subscribe(&app, body).await;
     let group = app.group("hr", "staff").await;
-    let mut changes = Vec::new();
+    let mut users = Vec::new();
     for i in 0..60 {
-        let user = app.user("hr", &format!("u{i}")).await;
-        changes.push(json!({"action": "add", "group_id": group, "member_id": user}));
+        users.push(app.user("hr", &format!("u{i}")).await);
     }
-    let op = app
-        .post(
-            "/api/v1/operations",
-            json!({"type": "partial-update", "changes": changes}),
-        )
-        .await;
-    assert_eq!(op.status, StatusCode::CREATED, "{}", op.text);
+    app.add_members(&group, &users).await;
     // A group, 60 users and 60 memberships.
     Receiver::until(&receiver.accepted, 121).await;
     let want: Vec<Value> = feed(&app, &from, "notice")
