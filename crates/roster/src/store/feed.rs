@@ -115,7 +115,7 @@ fn push_filter(q: &mut Sql, filter: &ChangeFilter) {
 
 /// The newest position a snapshot sees (or where trimmed history ended, when nothing newer is
 /// left): every change it sees is at or before it.
-async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
+pub(super) async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
     Ok(match tx.dialect() {
         Dialect::Postgres => {
             let head = Sql::new(

@@ -48,7 +48,7 @@ impl super::Store {
         let mut tx = self.db().read().await?;
         let pending = Sql::new("SELECT count(*) FROM operation WHERE status = 'pending'");
         let pending_operations: i64 = tx.scalar(&pending).await?;
-        let head = self.head().await?;
+        let head = feed::snapshot_cursor(&mut tx).await?;
         let subscriptions: Vec<(Uuid, String, String, i32)> = tx
             .fetch_all(&Sql::new(
                 "SELECT id, status, cursor, failures FROM subscription ORDER BY id",
