@@ -94,13 +94,16 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// middleware.
 ///
 /// # Panics
-/// When a route declares no security scope (a programming error every test would catch).
+/// When a route declares no security scope, or the API document cannot be completed (programming
+/// errors every test would catch).
 pub fn router(services: Services) -> Router {
     let limits = services.limits;
     crate::telemetry::install();
     let (api, openapi) = http::routes(&limits, &services.store).split_for_parts();
     let route_scopes = auth::RouteScopes::from_openapi(&openapi)
         .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
+    let document = http::contract::document(openapi)
+        .unwrap_or_else(|e| panic!("the API document cannot be completed: {e}"));
     let state = AppState {
         authenticator: Arc::new(auth::Authenticator::new(services.store.clone())),
         store: services.store,
@@ -118,7 +121,7 @@ pub fn router(services: Services) -> Router {
         auth::authorize,
     ))
     .route_layer(axum::middleware::from_fn(http::route_matched))
-    .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document))
     .fallback(http::no_route)
     .method_not_allowed_fallback(http::wrong_method)
     .with_state(state)

@@ -96,6 +96,7 @@ pub enum RelatedScope {
 #[into_params(parameter_in = Query)]
 pub struct RelatedParams {
     /// `cohort` or `identity`.
+    #[param(inline)]
     pub scope: RelatedScope,
 }
 
@@ -282,8 +283,9 @@ pub struct PlanParams {
     /// Only this mirror group's plan, in pages.
     pub group_id: Option<ResourceId>,
     /// Entries per page with `group_id`, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     pub cursor: Option<String>,
 }
 
@@ -300,7 +302,7 @@ impl PlanParams {
     /// The page asked for, if any.
     pub fn page(&self) -> Result<Option<PlanPage>, InvalidInput> {
         let Some(group_id) = self.group_id else {
-            if self.limit.is_some() || self.cursor.is_some() {
+            if self.limit.is_some() || self.cursor.as_deref().is_some_and(|c| !c.is_empty()) {
                 return Err(InvalidInput::new(
                     "limit and cursor page one group: add group_id",
                 ));
@@ -314,6 +316,7 @@ impl PlanParams {
         let after = self
             .cursor
             .as_deref()
+            .filter(|c| !c.is_empty())
             .map(|c| {
                 c.split_once(':')
                     .and_then(|(kind, id)| Some((kind.to_owned(), uuid::Uuid::parse_str(id).ok()?)))

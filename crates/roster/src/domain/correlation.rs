@@ -80,11 +80,7 @@ impl RuleRequest {
             ("source_system", &self.source_system),
             ("target_source_system", &self.target_source_system),
         ] {
-            if value.trim().is_empty() || value.len() > 1024 {
-                return Err(InvalidInput::new(format!(
-                    "{field} must be between 1 and 1024 bytes"
-                )));
-            }
+            super::resource::check_key(field, value)?;
         }
         if self.source_system == self.target_source_system {
             return Err(InvalidInput::new(

@@ -38,15 +38,34 @@ impl ActionScope {
     }
 }
 
-/// Body of `POST /api/v1/resources/{id}/actions/deactivate` (and `…/activate`).
+/// Body of `POST /api/v1/resources/{id}/actions/activate`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub scope: ActionScope,
-    /// Why: kept on each deactivated account (`deactivation_reason`) and named by sync plans.
-    /// Required to deactivate.
+    /// Why, if you say.
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/resources/{id}/actions/deactivate`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeactivateRequest {
+    pub scope: ActionScope,
+    /// Why: kept on each deactivated account (`deactivation_reason`) and named by sync plans.
+    #[serde(default)]
+    #[schema(required = true, nullable = false)]
+    pub reason: Option<String>,
+}
+
+impl From<DeactivateRequest> for ActionRequest {
+    fn from(request: DeactivateRequest) -> Self {
+        Self {
+            scope: request.scope,
+            reason: request.reason,
+        }
+    }
 }
 
 /// An action to carry out; kept as the operation's parameters.
@@ -66,7 +85,7 @@ impl Action {
         request: ActionRequest,
         active: bool,
     ) -> Result<Self, InvalidInput> {
-        let reason = request.reason.filter(|r| !r.trim().is_empty());
+        let reason = request.reason;
         check_optional_key("reason", reason.as_deref())?;
         if !active && reason.is_none() {
             return Err(InvalidInput::new(
@@ -151,6 +170,7 @@ pub enum Propagate {
 #[into_params(parameter_in = Query)]
 pub struct PatchParams {
     /// `cohort`: apply the persona attributes to every account of the cohort, as one operation.
+    #[param(inline)]
     pub propagate: Option<Propagate>,
 }
 

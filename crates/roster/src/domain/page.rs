@@ -49,7 +49,8 @@ pub struct PageRequest<K> {
 }
 
 impl<K: FromStr> PageRequest<K> {
-    /// Builds a request from the query parameters `limit` and `cursor`.
+    /// Builds a request from the query parameters `limit` and `cursor` (an empty cursor is the
+    /// first page).
     pub fn parse(
         kind: ListKind,
         limit: Option<u32>,
@@ -64,7 +65,10 @@ impl<K: FromStr> PageRequest<K> {
             }
             n => n,
         };
-        let after = cursor.map(|c| decode(kind, c)).transpose()?;
+        let after = cursor
+            .filter(|c| !c.is_empty())
+            .map(|c| decode(kind, c))
+            .transpose()?;
         Ok(Self { after, limit })
     }
 

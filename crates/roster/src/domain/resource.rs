@@ -322,7 +322,7 @@ fn set<T: PartialEq>(slot: &mut T, value: T, name: &'static str, changed: &mut V
     }
 }
 
-fn check_key(field: &str, value: &str) -> Result<(), InvalidInput> {
+pub(crate) fn check_key(field: &str, value: &str) -> Result<(), InvalidInput> {
     if value.trim().is_empty() {
         return Err(InvalidInput::new(format!("{field} must not be empty")));
     }

@@ -81,6 +81,7 @@ impl NewSubscription {
                 self.url
             )));
         }
+        super::resource::check_optional_key("source_system", self.source_system.as_deref())?;
         let joined = self.kinds.join(",");
         let kinds = ChangeFilter::parse_kinds(Some(joined.as_str()).filter(|k| !k.is_empty()))?;
         let start = match self.from.as_deref() {

@@ -89,6 +89,8 @@ pub struct Token {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// A key of at most 200 characters.
+    #[schema(max_length = 200)]
     pub name: String,
     pub scopes: Vec<Scope>,
     #[serde(default)]
@@ -100,13 +102,16 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Longest token name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
 impl NewToken {
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), InvalidInput> {
-        let name = self.name.trim();
-        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-            return Err(InvalidInput::new(
-                "name must be 1 to 200 characters without control characters",
-            ));
+        super::resource::check_key("name", &self.name)?;
+        if self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(InvalidInput::new(format!(
+                "name must be at most {MAX_NAME_CHARS} characters"
+            )));
         }
         if self.scopes.is_empty() {
             return Err(InvalidInput::new(
@@ -114,11 +119,7 @@ impl NewToken {
             ));
         }
         if let Some(source) = &self.source_system {
-            if source.trim().is_empty() {
-                return Err(InvalidInput::new(
-                    "source_system must not be empty; omit it for a token of every source",
-                ));
-            }
+            super::resource::check_key("source_system", source)?;
             if self.scopes.contains(&Scope::Admin) {
                 return Err(InvalidInput::new(
                     "an admin token cannot be bound to a source system: admin acts across \

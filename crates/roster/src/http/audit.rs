@@ -31,8 +31,9 @@ pub struct ListParams {
     #[serde(default, deserialize_with = "time::optional")]
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 

@@ -42,11 +42,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct FeedParams {
     /// Continue after this cursor (a `next`, an item's `cursor`, an export's or head's cursor).
-    /// Without it, the feed starts at the oldest change it holds.
+    /// Without it (or empty), the feed starts at the oldest change it holds.
     after: Option<String>,
     /// Changes per answer, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Seconds to wait for a change when there is none yet (long poll; capped by the server).
+    #[serde(default, deserialize_with = "super::wait_seconds")]
+    #[param(maximum = 3600)]
     wait: Option<u64>,
     /// Only changes of this source system (a token whose reads are bound reads only its own).
     source_system: Option<String>,
@@ -68,8 +71,11 @@ impl FeedParams {
     ) -> Result<(Cursor, ChangeFilter, u32), ApiError> {
         let bad = |e: crate::domain::InvalidInput| ApiError::BadRequest(e.0);
         // A reconnecting EventSource repeats its URL (with `after`) and adds Last-Event-ID,
-        // which is where it really stands.
-        let after = match last_event_id.or(self.after.as_deref()) {
+        // which is where it really stands. An empty `after` is the start.
+        let after = match last_event_id
+            .or(self.after.as_deref())
+            .filter(|a| !a.is_empty())
+        {
             Some(text) => Cursor::decode(text).map_err(bad)?,
             None => Cursor::start(),
         };
@@ -163,6 +169,7 @@ async fn stream_changes(
         let feed = feed.clone();
         async move { feed.step(step).await }
     })
+    .fuse()
     .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -367,13 +374,15 @@ fn export_error(e: &StoreError) -> String {
     "the export failed; the server log has the details. Retry it".to_owned()
 }
 
-/// The receiving half of a channel as a stream.
+/// The receiving half of a channel as a stream; fused, as a compressor polls it again after its
+/// end.
 fn tokio_stream_of<T: Send + 'static>(
     receiver: tokio::sync::mpsc::Receiver<T>,
 ) -> impl Stream<Item = T> {
     stream::unfold(receiver, |mut r| async move {
         r.recv().await.map(|item| (item, r))
     })
+    .fuse()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -381,8 +390,9 @@ fn tokio_stream_of<T: Send + 'static>(
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 

@@ -73,6 +73,7 @@ async fn create_rule(
     request_body = RuleRequest,
     responses((status = 200, description = "Changed", body = CorrelationRule),
               (status = 404, description = "No such rule", body = Problem),
+              (status = 409, description = "Another rule has this name", body = Problem),
               (status = 422, description = "A value breaks a rule", body = Problem)))]
 async fn update_rule(
     State(state): State<AppState>,

@@ -5,7 +5,9 @@
 use super::{Json, Path};
 use crate::app::lifecycle;
 use crate::app::Caller;
-use crate::domain::lifecycle::{ActionRequest, ActionResult, Source, SourceRequest};
+use crate::domain::lifecycle::{
+    ActionRequest, ActionResult, DeactivateRequest, Source, SourceRequest,
+};
 use crate::domain::operation::OperationStatus;
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
@@ -26,7 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// than the lifecycle threshold wait for approval (202, status `pending`).
 #[utoipa::path(post, path = "/api/v1/resources/{id}/actions/deactivate", tag = "lifecycle", security(("bearer" = ["write"])),
     params(("id" = ResourceId, Path, description = "The account, record or prime to start from")),
-    request_body = ActionRequest,
+    request_body = DeactivateRequest,
     responses((status = 200, description = "Applied", body = ActionResult),
               (status = 202, description = "Held for approval: past the threshold", body = ActionResult),
               (status = 403, description = "A source-bound token acting beyond one account of its source", body = Problem),
@@ -36,9 +38,9 @@ async fn deactivate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<ResourceId>,
-    Json(request): Json<ActionRequest>,
+    Json(request): Json<DeactivateRequest>,
 ) -> Result<(StatusCode, axum::Json<ActionResult>), ApiError> {
-    act(state, caller, id, request, false).await
+    act(state, caller, id, request.into(), false).await
 }
 
 /// Activate every account of the scope again, as one operation. Nothing re-activates accounts by

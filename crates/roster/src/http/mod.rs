@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod changes;
 mod cohorts;
+pub mod contract;
 mod correlation;
 mod groups;
 mod health;
@@ -106,6 +107,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         let axum::extract::Query(value) =
             axum::extract::Query::from_request_parts(parts, state).await?;
         Ok(Self(value))
+    }
+}
+
+/// Longest `wait` (a long poll) a request may ask for, in seconds; the server waits at most its
+/// own limit, a little under its request timeout.
+pub const MAX_WAIT_SECONDS: u64 = 3600;
+
+/// Reads a `wait` parameter: whole seconds, at most [`MAX_WAIT_SECONDS`].
+pub fn wait_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match <Option<u64> as serde::Deserialize>::deserialize(d)? {
+        Some(s) if s > MAX_WAIT_SECONDS => Err(D::Error::custom(format!(
+            "wait is {s} seconds; the most is {MAX_WAIT_SECONDS}"
+        ))),
+        s => Ok(s),
     }
 }
 
@@ -303,13 +319,14 @@ pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> i
     ))
 }
 
-/// Parses an optional JSON body: an empty body is the default value.
+/// Parses an optional JSON body: an empty body, or `null`, is the default value.
 pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     check_body(body)?;
-    serde_json::from_slice(body)
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON for this call: {e}")))
 }
 

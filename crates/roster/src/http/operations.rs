@@ -45,8 +45,9 @@ pub struct ListParams {
     ty: Option<OperationType>,
     status: Option<OperationStatus>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -56,6 +57,8 @@ pub struct ListParams {
 pub struct WaitParams {
     /// Wait up to this many seconds for the operation to finish before answering (at most the
     /// server's limit, a little under its request timeout; 202 means it is still running).
+    #[serde(default, deserialize_with = "super::wait_seconds")]
+    #[param(maximum = 3600)]
     wait: Option<u64>,
 }
 
@@ -110,6 +113,7 @@ async fn get_operation(
     responses((status = 201, description = "Created (and, but for a full-update, applied)", body = Operation),
               (status = 400, description = "Unreadable member lines, listed in `errors`", body = Problem),
               (status = 403, description = "Outside the token's source binding, or a purge without admin", body = Problem),
+              (status = 404, description = "The group or resource the body names does not exist", body = Problem),
               (status = 409, description = "The resource to delete is deleted already", body = Problem),
               (status = 422, description = "A value breaks a rule", body = Problem)))]
 async fn create_operation(
@@ -179,8 +183,9 @@ pub struct PreviewParams {
     /// `remove` (the default) or `add`.
     action: Option<PreviewAction>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -252,8 +257,9 @@ async fn reject_operation(
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 

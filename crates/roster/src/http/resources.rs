@@ -50,8 +50,9 @@ pub struct ListParams {
     #[serde(default)]
     include_deleted: bool,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -180,20 +181,39 @@ async fn lookup_resource(
     }
 }
 
-/// Get a resource by id (also a soft-deleted one).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetParams {
+    /// Also answer a soft-deleted resource (otherwise 410).
+    #[serde(default)]
+    include_deleted: bool,
+}
+
+/// Get a resource by id. A soft-deleted one is gone (410) unless `include_deleted` asks for it.
 #[utoipa::path(get, path = "/api/v1/resources/{id}", tag = "resources", security(("bearer" = ["read"])),
-    params(("id" = ResourceId, Path, description = "Resource id")),
+    params(("id" = ResourceId, Path, description = "Resource id"), GetParams),
     responses((status = 200, description = "The resource", body = Resource),
               (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem),
-              (status = 404, description = "No such resource", body = Problem)))]
+              (status = 404, description = "No such resource", body = Problem),
+              (status = 410, description = "The resource is soft-deleted", body = Problem)))]
 async fn get_resource(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<ResourceId>,
+    Query(p): Query<GetParams>,
 ) -> Result<axum::Json<Resource>, ApiError> {
-    Ok(axum::Json(
-        resources::readable(state.app(), &caller, id).await?,
-    ))
+    let resource = resources::readable(state.app(), &caller, id).await?;
+    if let (false, Some(at)) = (
+        p.include_deleted,
+        resource.deleted_at.filter(|_| resource.deleted),
+    ) {
+        return Err(ApiError::Gone(format!(
+            "resource {id} was deleted at {at}; read it with ?include_deleted=true, or restore \
+             it with POST /api/v1/resources/{id}/restore"
+        )));
+    }
+    Ok(axum::Json(resource))
 }
 
 /// What a patch answers: the resource, or with `propagate=cohort` the propagation.
@@ -287,8 +307,9 @@ pub struct MembershipListParams {
     #[serde(default, deserialize_with = "time::optional")]
     as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -325,9 +346,43 @@ impl MembershipListParams {
     }
 }
 
+/// Query of `GET /api/v1/resources/{id}/groups`: a member list's, but for `as_of`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GroupListParams {
+    /// Also list ended (soft-deleted) memberships.
+    #[serde(default)]
+    include_removed: bool,
+    /// Only groups of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    ty: Option<ResourceType>,
+    /// Only memberships whose member account is active (true) or inactive (false).
+    active: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` value of the previous page (empty or absent: the first page).
+    cursor: Option<String>,
+}
+
+impl From<GroupListParams> for MembershipListParams {
+    fn from(p: GroupListParams) -> Self {
+        Self {
+            include_removed: p.include_removed,
+            ty: p.ty,
+            active: p.active,
+            as_of: None,
+            limit: p.limit,
+            cursor: p.cursor,
+        }
+    }
+}
+
 /// List the groups a resource belongs to, in group-id order.
 #[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups", security(("bearer" = ["read"])),
-    params(("id" = ResourceId, Path, description = "Resource id"), MembershipListParams),
+    params(("id" = ResourceId, Path, description = "Resource id"), GroupListParams),
     responses((status = 200, description = "A page of memberships (in groups of the token's source only, when its reads are bound)", body = Page<Membership>),
               (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
@@ -335,17 +390,10 @@ async fn list_groups_of(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<ResourceId>,
-    Query(p): Query<MembershipListParams>,
+    Query(p): Query<GroupListParams>,
 ) -> Result<axum::Json<Page<Membership>>, ApiError> {
-    if p.as_of.is_some() {
-        return Err(ApiError::BadRequest(
-            "as_of is answered for the members of a group (GET /api/v1/groups/{id}/members), \
-             not for the groups of a resource"
-                .to_owned(),
-        ));
-    }
     resources::check_readable(state.app(), &caller, id).await?;
-    let (filter, page) = p.split(&caller, ListKind::Groups)?;
+    let (filter, page) = MembershipListParams::from(p).split(&caller, ListKind::Groups)?;
     let as_of = super::changes::as_of(&state, &page).await?;
     let rows = state.store.list_groups_of(id, &filter, &page).await?;
     Ok(axum::Json(

@@ -33,8 +33,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 

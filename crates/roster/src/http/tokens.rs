@@ -32,8 +32,9 @@ pub struct CreatedToken {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -80,28 +81,45 @@ async fn list_tokens(
     )))
 }
 
-/// One token (never its secret).
+/// One token (never its secret). A revoked token is gone (410); the list still shows it.
 #[utoipa::path(get, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = ["admin"])),
     params(("id" = Uuid, Path, description = "Token id")),
     responses((status = 200, description = "The token", body = Token),
-              (status = 404, description = "No such token", body = Problem)))]
+              (status = 404, description = "No such token", body = Problem),
+              (status = 410, description = "The token is revoked", body = Problem)))]
 async fn get_token(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Token>, ApiError> {
-    Ok(axum::Json(state.store.get_token(id).await?))
+    let token = state.store.get_token(id).await?;
+    if let Some(at) = token.revoked_at {
+        return Err(ApiError::Gone(format!(
+            "token {id} was revoked at {at}; GET /api/v1/tokens lists it with its revocation"
+        )));
+    }
+    Ok(axum::Json(token))
 }
 
-/// Revoke a token: every later request with it is refused. Revoking twice changes nothing.
+/// Revoke a token: every later request with it is refused. Revoking twice changes nothing. A
+/// token cannot revoke itself, so that no request locks its caller out: revoke it with another
+/// admin token.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = ["admin"])),
     params(("id" = Uuid, Path, description = "Token id")),
     responses((status = 200, description = "The revoked token", body = Token),
-              (status = 404, description = "No such token", body = Problem)))]
+              (status = 404, description = "No such token", body = Problem),
+              (status = 409, description = "The token making the request", body = Problem)))]
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Token>, ApiError> {
+    if caller.principal.token_id == id {
+        return Err(ApiError::Conflict(
+            "a token cannot revoke itself (that would lock its caller out): revoke it with \
+             another admin token"
+                .to_owned(),
+        ));
+    }
     let token = state.store.revoke_token(&caller.actor(), id).await?;
     state.authenticator.forget(id);
     Ok(axum::Json(token))

@@ -1134,6 +1134,19 @@ async fn answers_are_compressed_when_asked_and_event_streams_never_are(backend: 
     assert_eq!(encoded, "zstd");
     assert_eq!(zstd::decode_all(&zstded[..]).expect("zstd"), plain);
 
+    // A streamed answer (the export) is compressed to its end.
+    let export = "/api/v1/export?source_system=home";
+    let (_, _, plain) = fetch_encoded(&app, export, "identity").await;
+    let (status, encoded, zstded) = fetch_encoded(&app, export, "zstd").await;
+    assert_eq!((status, encoded.as_str()), (StatusCode::OK, "zstd"));
+    assert_eq!(zstd::decode_all(&zstded[..]).expect("zstd"), plain);
+    let last = plain.rsplit(|b| *b == b'\n').nth(1).unwrap_or_default();
+    assert!(
+        last.starts_with(b"{\"cursor\""),
+        "{}",
+        String::from_utf8_lossy(&plain)
+    );
+
     // A problem document is compressed like any answer, and still a problem document.
     let (status, _, body) = fetch_encoded(&app, "/api/v1/resources?limit=0", "gzip").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

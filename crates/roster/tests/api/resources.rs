@@ -216,6 +216,17 @@ async fn soft_delete_ends_memberships_and_restore_keeps_them_ended(backend: Back
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json["resource"]["deleted"], true);
     assert_eq!(reply.json["operation"]["type"], "delete");
+    // Deleted, the resource is gone from its address unless asked for.
+    app.get(&format!("/api/v1/resources/{user}"))
+        .await
+        .assert_problem(StatusCode::GONE, "include_deleted=true");
+    let kept = app
+        .get(&format!("/api/v1/resources/{user}?include_deleted=true"))
+        .await;
+    assert_eq!(
+        (kept.status, &kept.json["deleted"]),
+        (StatusCode::OK, &json!(true))
+    );
     assert_eq!(reply.json["operation"]["counts"]["removed"], 2);
     let op = reply.json["operation"]["id"].as_i64().unwrap();
     assert_eq!(

@@ -455,6 +455,39 @@ async fn revoked_and_expired_tokens_are_refused(backend: Backend) {
     app.call_as(Some(&secret), Method::GET, "/api/v1/resources", None)
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "revoked");
+    // Revoked, the token is gone from its own address; the list still shows it, revoked.
+    app.get(&format!("/api/v1/tokens/{id}"))
+        .await
+        .assert_problem(StatusCode::GONE, "revoked");
+    let listed = app.get("/api/v1/tokens").await;
+    let shown = listed.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["id"] == id.as_str());
+    assert!(
+        shown.is_some_and(|t| t["revoked_at"].is_string()),
+        "{}",
+        listed.text
+    );
+
+    // No token revokes itself: the admin's own revocation is refused and changes nothing.
+    let tokens = app.get("/api/v1/tokens").await;
+    let own = tokens.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["name"] == "test-admin")
+        .and_then(|t| t["id"].as_str())
+        .expect("the admin's token")
+        .to_owned();
+    app.delete(&format!("/api/v1/tokens/{own}"))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "cannot revoke itself");
+    assert_eq!(
+        app.get(&format!("/api/v1/tokens/{own}")).await.status,
+        StatusCode::OK
+    );
 
     // Expired: stored directly, since the API refuses an expiry in the past.
     let expired = Secret::generate().unwrap();

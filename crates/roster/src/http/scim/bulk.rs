@@ -39,7 +39,7 @@ fn field<'v>(object: &'v Value, name: &str) -> Option<&'v Value> {
 /// Apply many writes in order, each as its own request would be.
 #[utoipa::path(post, path = "/scim/v2/{source_system}/Bulk", tag = "scim",
     security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
-    request_body(content = Object, content_type = "application/scim+json"),
+    request_body(content = super::openapi::ScimBulkRequest, content_type = "application/scim+json"),
     responses((status = 200, description = "A BulkResponse: each operation's status"),
               (status = 413, description = "More operations than maxOperations")))]
 pub async fn bulk(

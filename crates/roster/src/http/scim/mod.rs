@@ -6,6 +6,7 @@
 mod bulk;
 mod discovery;
 pub mod filter;
+mod openapi;
 mod paging;
 mod patch;
 pub mod rate;
@@ -738,7 +739,7 @@ async fn delete(
 const ID: &str = "The resource's id; one that is not roster's names no resource (404)";
 
 macro_rules! scim_handlers {
-    ($ty:expr, $many:literal, $one:literal, $list:ident, $create:ident, $get:ident, $replace:ident, $patch:ident, $delete:ident) => {
+    ($ty:expr, $body:ty, $many:literal, $one:literal, $list:ident, $create:ident, $get:ident, $replace:ident, $patch:ident, $delete:ident) => {
         /// List (and filter) the resources of a source.
         #[utoipa::path(get, path = $many, tag = "scim",
             security(("bearer" = ["scim"])), params(("source_system" = String, Path), ListParams),
@@ -755,7 +756,7 @@ macro_rules! scim_handlers {
         /// Create a resource of the source.
         #[utoipa::path(post, path = $many, tag = "scim",
             security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
-            request_body(content = Object, content_type = "application/scim+json"),
+            request_body(content = $body, content_type = "application/scim+json"),
             responses((status = 201, description = "Created"),
                       (status = 409, description = "uniqueness")))]
         async fn $create(
@@ -785,7 +786,7 @@ macro_rules! scim_handlers {
         /// Replace a resource's attributes.
         #[utoipa::path(put, path = $one, tag = "scim",
             security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID)),
-            request_body(content = Object, content_type = "application/scim+json"),
+            request_body(content = $body, content_type = "application/scim+json"),
             responses((status = 200, description = "The resource as stored"),
                       (status = 412, description = "If-Match does not match")))]
         async fn $replace(
@@ -801,7 +802,7 @@ macro_rules! scim_handlers {
         /// Modify a resource with PatchOp operations.
         #[utoipa::path(patch, path = $one, tag = "scim",
             security(("bearer" = ["scim"])), params(("source_system" = String, Path), ("id" = String, Path, description = ID), ReadParams),
-            request_body(content = Object, content_type = "application/scim+json"),
+            request_body(content = openapi::ScimPatchOp, content_type = "application/scim+json"),
             responses((status = 200, description = "The resource as patched; a group's members when it has at most 100 or `attributes` names them")))]
         async fn $patch(
             State(state): State<AppState>,
@@ -832,6 +833,7 @@ macro_rules! scim_handlers {
 
 scim_handlers!(
     ScimType::User,
+    openapi::ScimUser,
     "/scim/v2/{source_system}/Users",
     "/scim/v2/{source_system}/Users/{id}",
     list_users,
@@ -843,6 +845,7 @@ scim_handlers!(
 );
 scim_handlers!(
     ScimType::Group,
+    openapi::ScimGroup,
     "/scim/v2/{source_system}/Groups",
     "/scim/v2/{source_system}/Groups/{id}",
     list_groups,

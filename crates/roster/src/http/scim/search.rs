@@ -84,7 +84,7 @@ fn params(body: &Bytes) -> Result<ListParams, ScimError> {
 /// Search the users of a source.
 #[utoipa::path(post, path = "/scim/v2/{source_system}/Users/.search", tag = "scim",
     security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
-    request_body(content = Object, content_type = "application/scim+json"),
+    request_body(content = super::openapi::ScimSearchRequest, content_type = "application/scim+json"),
     responses((status = 200, description = "A SCIM ListResponse")))]
 pub async fn search_users(
     State(state): State<AppState>,
@@ -98,7 +98,7 @@ pub async fn search_users(
 /// Search the groups of a source.
 #[utoipa::path(post, path = "/scim/v2/{source_system}/Groups/.search", tag = "scim",
     security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
-    request_body(content = Object, content_type = "application/scim+json"),
+    request_body(content = super::openapi::ScimSearchRequest, content_type = "application/scim+json"),
     responses((status = 200, description = "A SCIM ListResponse")))]
 pub async fn search_groups(
     State(state): State<AppState>,
@@ -113,7 +113,7 @@ pub async fn search_groups(
 /// of that type). Sorting applies within each type; paging is by index.
 #[utoipa::path(post, path = "/scim/v2/{source_system}/.search", tag = "scim",
     security(("bearer" = ["scim"])), params(("source_system" = String, Path)),
-    request_body(content = Object, content_type = "application/scim+json"),
+    request_body(content = super::openapi::ScimSearchRequest, content_type = "application/scim+json"),
     responses((status = 200, description = "A SCIM ListResponse of users, then groups")))]
 pub async fn search_all(
     State(state): State<AppState>,
