@@ -10,6 +10,7 @@ on_both_backends!(
     every_documented_route_is_served,
     docs_page_renders,
     health_and_readiness_answer,
+    every_refusal_is_documented_with_its_body,
 );
 
 const ROUTES: &[(&str, &str)] = &[
@@ -177,4 +178,68 @@ async fn health_and_readiness_answer(backend: Backend) {
         Backend::Postgres => "postgres",
     };
     assert_eq!(ready.json["backend"], expected);
+}
+
+/// Every refusal an operation documents carries its body: a problem document under `/api/v1`, a
+/// SCIM error under `/scim/v2`; every secured operation documents 401 and 403, and every
+/// reference in the document resolves.
+async fn every_refusal_is_documented_with_its_body(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let document = app.get("/openapi.json").await.json;
+    let mut pointers = Vec::new();
+    collect_refs(&document, &mut pointers);
+    for pointer in pointers {
+        assert!(
+            document.pointer(&pointer).is_some(),
+            "{pointer} does not resolve"
+        );
+    }
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        let (media, schema) = if path.starts_with("/scim/") {
+            ("application/scim+json", "#/components/schemas/ScimError")
+        } else {
+            ("application/problem+json", "#/components/schemas/Problem")
+        };
+        for (method, operation) in item.as_object().expect("item") {
+            let responses = operation["responses"].as_object().expect("responses");
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                for status in ["401", "403"] {
+                    assert!(responses.contains_key(status), "{method} {path}: {status}");
+                }
+            }
+            for (status, response) in responses.iter().filter(|(s, _)| s.as_str() >= "400") {
+                let response = response["$ref"]
+                    .as_str()
+                    .and_then(|r| document.pointer(r.trim_start_matches('#')))
+                    .unwrap_or(response);
+                let content = response["content"].as_object().expect("content");
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    vec![media],
+                    "{method} {path} {status}"
+                );
+                assert_eq!(
+                    content[media]["schema"]["$ref"], schema,
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+}
+
+fn collect_refs(value: &serde_json::Value, pointers: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(r) = map.get("$ref").and_then(serde_json::Value::as_str) {
+                pointers.push(r.trim_start_matches('#').to_owned());
+            }
+            map.values().for_each(|v| collect_refs(v, pointers));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, pointers)),
+        _ => {}
+    }
 }

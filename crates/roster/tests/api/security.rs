@@ -30,6 +30,8 @@ pub(crate) struct World {
     throwaway: String,
     operation: i64,
     token_id: String,
+    /// A token to revoke (a revoked token is gone from its address).
+    spare_token: String,
     /// Full-updates in each state a route needs.
     uploading: i64,
     to_complete: i64,
@@ -64,6 +66,12 @@ pub(crate) async fn world(app: &TestApp) -> World {
     let throwaway = app.user("home", "throwaway").await;
     let scim_user = app.user("home", "scim-throwaway").await;
     let scim_group = app.group("home", "scim-throwaway").await;
+    let spare_token = app
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "spare", "scopes": ["read"]}),
+        )
+        .await;
     let token = app
         .post(
             "/api/v1/tokens",
@@ -140,6 +148,7 @@ pub(crate) async fn world(app: &TestApp) -> World {
         throwaway,
         operation: put.json["last_operation_id"].as_i64().unwrap(),
         token_id: token.json["token"]["id"].as_str().unwrap().to_owned(),
+        spare_token: spare_token.json["token"]["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -216,6 +225,7 @@ pub(crate) fn fixture(method: &str, path: &str, w: &World) -> (String, Option<Va
         (_, p) if p.starts_with("/api/v1/subscriptions") => &w.subscription,
         (_, p) if p.starts_with("/api/v1/correlation") => &w.rule,
         (_, p) if p.starts_with("/api/v1/groups") => &w.group,
+        ("delete", "/api/v1/tokens/{id}") => &w.spare_token,
         (_, p) if p.starts_with("/api/v1/tokens") => &w.token_id,
         _ => &w.user,
     };
