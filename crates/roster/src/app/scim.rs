@@ -9,7 +9,6 @@ use crate::domain::operation::{OperationStatus, Target};
 use crate::domain::operation_request::NewFullUpdate;
 use crate::domain::scim::{MemberEdit, ScimRecord, ScimWrite};
 use crate::domain::ResourceId;
-use crate::store::ScimCreates;
 use std::collections::HashSet;
 
 /// How long a replace of all members waits for its full-update before answering.
@@ -29,15 +28,21 @@ pub async fn create(
         .await?)
 }
 
-/// Creates a user or group in a run of creates that commit together (a Bulk's).
-pub async fn create_in(
-    run: &mut ScimCreates,
+/// Creates users and groups (without members) in one transaction, each refused on its own (a
+/// Bulk's run of creates); an error of the whole means none was created.
+pub async fn create_all(
+    app: App<'_>,
     caller: &Caller,
-    write: &ScimWrite,
-    members: &[ResourceId],
-) -> Result<ScimRecord, AppError> {
-    caller.check_source(&write.source_system)?;
-    Ok(run.create(&caller.actor(), write, members).await?)
+    writes: &[ScimWrite],
+) -> Result<Vec<Result<ScimRecord, AppError>>, AppError> {
+    for write in writes {
+        caller.check_source(&write.source_system)?;
+    }
+    let created = app.store.scim_create_all(&caller.actor(), writes).await?;
+    Ok(created
+        .into_iter()
+        .map(|c| c.map_err(AppError::from))
+        .collect())
 }
 
 /// Replaces a record's attributes and, when `members` are given, all of a group's members. A

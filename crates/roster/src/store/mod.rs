@@ -39,7 +39,7 @@ use db::Dialect;
 pub use db::{PoolUse, COMMIT_STAMP};
 pub use feed::ExportItem;
 pub use gauges::{Gauges, RelayGauge, SubscriptionGauge};
-pub use scim::{ScimCreates, MAX_MEMBERS_PER_EDIT};
+pub use scim::MAX_MEMBERS_PER_EDIT;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use super::db::{Db, Dialect, Tx};
 use super::lifecycle_sync;
-use super::query::{Sql, TextList};
+use super::query::{Sql, TextList, Value as Arg};
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
 use super::{membership_sync, MembershipEdit};
 use super::{now, resource_not_found, sql, Deletion, MembershipChange, StoreError, StoreResult};
@@ -77,16 +77,47 @@ pub(super) async fn write_resource(
 
 /// Appends one audit entry, in the transaction of the write it records.
 pub(super) async fn audit(tx: &mut Tx, actor: &Actor, record: AuditRecord) -> StoreResult<()> {
-    let insert = Sql::new(sql::INSERT_AUDIT)
-        .bind(now())
-        .bind(actor.token_id)
-        .bind(actor.token_name.as_str())
-        .bind(record.action)
-        .bind(record.target)
-        .bind(actor.request_id.as_deref())
-        .bind(record.detail);
+    audit_all(tx, actor, vec![record]).await
+}
+
+/// Appends audit entries, in order, in one statement, in the transaction of the writes they
+/// record.
+pub(super) async fn audit_all(
+    tx: &mut Tx,
+    actor: &Actor,
+    records: Vec<AuditRecord>,
+) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let mut insert = Sql::new(sql::INSERT_AUDIT);
+    for (i, record) in records.into_iter().enumerate() {
+        insert.push(if i == 0 { "(" } else { ", (" });
+        let row: [Arg; 7] = [
+            at.into(),
+            actor.token_id.into(),
+            actor.token_name.as_str().into(),
+            record.action.into(),
+            record.target.into(),
+            actor.request_id.as_deref().into(),
+            record.detail.into(),
+        ];
+        push_row(&mut insert, row);
+    }
     tx.execute(&insert).await?;
     Ok(())
+}
+
+/// Appends a row of placeholders bound to `values`, and its closing parenthesis.
+fn push_row<const N: usize>(q: &mut Sql, values: [Arg; N]) {
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push_bind(value);
+    }
+    q.push(")");
 }
 
 /// Appends one change to the log, in the transaction of the write it records.
@@ -95,16 +126,36 @@ pub(super) async fn log_change(
     actor: &Actor,
     change: ChangeRecord,
 ) -> StoreResult<()> {
-    let insert = Sql::new(sql::INSERT_CHANGE)
-        .bind(now())
-        .bind(change.kind.code())
-        .bind(change.resource_id)
-        .bind(change.group_id)
-        .bind(change.member_id)
-        .bind(change.source_system)
-        .bind(change.operation_id)
-        .bind(actor.token_name.as_str())
-        .bind(change.attrs);
+    log_changes(tx, actor, vec![change]).await
+}
+
+/// Appends changes to the log, in order, in one statement, in the transaction of the writes
+/// they record.
+pub(super) async fn log_changes(
+    tx: &mut Tx,
+    actor: &Actor,
+    changes: Vec<ChangeRecord>,
+) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let mut insert = Sql::new(sql::INSERT_CHANGE);
+    for (i, change) in changes.into_iter().enumerate() {
+        insert.push(if i == 0 { "(" } else { ", (" });
+        let row: [Arg; 9] = [
+            at.into(),
+            change.kind.code().into(),
+            change.resource_id.into(),
+            change.group_id.into(),
+            change.member_id.into(),
+            change.source_system.into(),
+            change.operation_id.into(),
+            actor.token_name.as_str().into(),
+            change.attrs.into(),
+        ];
+        push_row(&mut insert, row);
+    }
     tx.execute(&insert).await?;
     Ok(())
 }
@@ -660,6 +711,25 @@ impl super::Store {
 pub(super) async fn serialize(tx: &mut Tx, key: &str) -> StoreResult<()> {
     let lock = Sql::new("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key);
     tx.advisory_lock(&lock).await
+}
+
+/// Holds every one of `keys` as [`serialize`] does, taken in one statement and in one order
+/// (sorted), so that two writers holding several never wait on each other in a cycle.
+pub(super) async fn serialize_all(tx: &mut Tx, mut keys: Vec<String>) -> StoreResult<()> {
+    keys.sort();
+    keys.dedup();
+    match keys.as_slice() {
+        [] => Ok(()),
+        [key] => serialize(tx, key).await,
+        _ => {
+            let lock = Sql::new(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) \
+                 FROM unnest($1::text[]) AS held(k)",
+            )
+            .bind(TextList(keys));
+            tx.advisory_lock(&lock).await
+        }
+    }
 }
 
 /// Resources selected with `RESOURCE_COLUMNS`.

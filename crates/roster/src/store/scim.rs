@@ -22,6 +22,7 @@ use crate::domain::OperationId;
 use crate::domain::ResourceId;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Most members one membership edit may name (both drivers bind each one).
@@ -61,35 +62,13 @@ pub(super) fn check_version(
 
 /// Refuses a `userName` another live user of the source has, without regard to case (SCIM's
 /// uniqueness of `userName`); holds the name for the transaction.
-async fn check_user_name(
-    tx: &mut Tx,
-    write: &ScimWrite,
-    except: Option<ResourceId>,
-) -> StoreResult<()> {
-    let Some(name) = write.identifier.as_deref() else {
+async fn check_user_name(tx: &mut Tx, write: &ScimWrite, except: ResourceId) -> StoreResult<()> {
+    let (Some(key), Some(name)) = (user_name_key(write), write.identifier.as_deref()) else {
         return Ok(());
     };
-    if write.ty != ScimType::User {
-        return Ok(());
-    }
-    records::serialize(
-        tx,
-        &format!(
-            "scim-user-name:{}:{}",
-            write.source_system,
-            name.to_lowercase()
-        ),
-    )
-    .await?;
+    records::serialize(tx, &key).await?;
     if user_name_taken(tx, &write.source_system, name, except).await? {
-        return Err(StoreError::conflict(
-            ConflictKind::Duplicate,
-            format!(
-                "userName {name:?} is taken by another user of source system {:?} (compared \
-                 without regard to case)",
-                write.source_system
-            ),
-        ));
+        return Err(taken(write, "userName", "already"));
     }
     Ok(())
 }
@@ -100,7 +79,7 @@ async fn user_name_taken(
     tx: &mut Tx,
     source: &str,
     name: &str,
-    except: Option<ResourceId>,
+    except: ResourceId,
 ) -> StoreResult<bool> {
     let taken = Sql::new(
         "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND type = 1 \
@@ -108,7 +87,7 @@ async fn user_name_taken(
     )
     .bind(source)
     .bind(name)
-    .bind(except.map_or(Uuid::nil(), |id| id.0))
+    .bind(except)
     .replanned();
     tx.scalar(&taken).await
 }
@@ -137,13 +116,9 @@ async fn write_scim_doc(
     Ok(())
 }
 
-/// Creates a user or group with its document.
-pub(super) async fn create(
-    tx: &mut Tx,
-    actor: &Actor,
-    write: &ScimWrite,
-) -> StoreResult<ScimRecord> {
-    let new = NewResource {
+/// The columns of a user or group SCIM creates.
+fn new_resource(write: &ScimWrite) -> NewResource {
+    NewResource {
         ty: write.ty.resource_type(),
         subtype: None,
         source_system: write.source_system.clone(),
@@ -155,15 +130,144 @@ pub(super) async fn create(
         tags: Vec::new(),
         active: write.active,
         expires_at: None,
-    };
-    new.validate()?;
-    check_user_name(tx, write, None).await?;
-    let created = records::insert_resource(tx, actor, &new).await?;
-    write_scim_doc(tx, created.id, &write.doc).await?;
-    Ok(ScimRecord {
-        resource: records::get(tx, created.id).await?,
-        doc: write.doc.clone(),
+    }
+}
+
+/// What each write of a [`create_all`] came to, in the order of the writes.
+pub type Created = Vec<StoreResult<ScimRecord>>;
+
+/// Creates users and groups (without members) with their documents, in `tx`, each refused on its
+/// own: one whose keys are invalid, whose `userName` another live user of the source has (without
+/// regard to case) or whose `externalId` another live resource has, or that repeats one of these
+/// of an earlier write, writes nothing. The rest are written set-based, whatever their number:
+/// the names held, one check, one insert, one statement of audit entries and one of changes.
+pub(super) async fn create_all(
+    tx: &mut Tx,
+    actor: &Actor,
+    writes: &[ScimWrite],
+) -> StoreResult<Created> {
+    let mut checked: Vec<StoreResult<()>> = writes
+        .iter()
+        .map(|w| new_resource(w).validate().map_err(StoreError::from))
+        .collect();
+    let keys = writes
+        .iter()
+        .zip(&checked)
+        .filter(|(_, check)| check.is_ok())
+        .filter_map(|(w, _)| user_name_key(w))
+        .collect();
+    records::serialize_all(tx, keys).await?;
+    refuse_taken(tx, writes, &mut checked).await?;
+    let ids: Vec<ResourceId> = writes.iter().map(|_| ResourceId::generate()).collect();
+    let rows: Vec<(ResourceId, &ScimWrite)> = (0..writes.len())
+        .filter(|&i| checked[i].is_ok())
+        .map(|i| (ids[i], &writes[i]))
+        .collect();
+    let mut inserted: HashMap<ResourceId, Resource> = HashMap::new();
+    if !rows.is_empty() {
+        let insert = ssql::insert_resources(&rows, now());
+        for resource in records::resources(tx, &insert).await? {
+            inserted.insert(resource.id, resource);
+        }
+    }
+    let mut audits = Vec::new();
+    let mut changes = Vec::new();
+    let mut created = Vec::with_capacity(writes.len());
+    for ((write, check), id) in writes.iter().zip(checked).zip(ids) {
+        created.push(check.and_then(|()| match inserted.remove(&id) {
+            Some(resource) => {
+                audits.push(AuditRecord::new("resource.create", target::resource(id)));
+                changes.push(ChangeRecord::resource(
+                    ChangeKind::ResourceCreated,
+                    &resource,
+                ));
+                Ok(ScimRecord {
+                    resource,
+                    doc: write.doc.clone(),
+                })
+            }
+            // Only a resource written by a transaction that committed meanwhile (an `externalId`
+            // is not held) makes the insert skip a row.
+            None => Err(taken(
+                write,
+                "externalId",
+                "by a write made at the same time",
+            )),
+        }));
+    }
+    records::audit_all(tx, actor, audits).await?;
+    records::log_changes(tx, actor, changes).await?;
+    Ok(created)
+}
+
+/// The lock that holds a user's `userName` (without regard to case) in its source.
+fn user_name_key(write: &ScimWrite) -> Option<String> {
+    let name = write.identifier.as_deref()?;
+    (write.ty == ScimType::User).then(|| {
+        format!(
+            "scim-user-name:{}:{}",
+            write.source_system,
+            name.to_lowercase()
+        )
     })
+}
+
+/// Refuses each write, not refused yet, whose `userName` or `externalId` is taken by a live
+/// resource or by an earlier write.
+async fn refuse_taken(
+    tx: &mut Tx,
+    writes: &[ScimWrite],
+    checked: &mut [StoreResult<()>],
+) -> StoreResult<()> {
+    let asked: Vec<usize> = (0..writes.len()).filter(|&i| checked[i].is_ok()).collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<(i32, bool, bool)> = tx.fetch_all(&ssql::taken(writes, &asked)).await?;
+    for (i, name, ext) in found {
+        let Some(i) = usize::try_from(i).ok().filter(|&i| i < writes.len()) else {
+            continue;
+        };
+        if name || ext {
+            let what = if name { "userName" } else { "externalId" };
+            checked[i] = Err(taken(&writes[i], what, "already"));
+        }
+    }
+    let mut names = HashSet::new();
+    let mut external_ids = HashSet::new();
+    for i in asked {
+        if checked[i].is_err() {
+            continue;
+        }
+        let write = &writes[i];
+        let ext = write
+            .external_id
+            .as_deref()
+            .map(|e| (write.source_system.as_str(), e));
+        if user_name_key(write).is_some_and(|n| !names.insert(n)) {
+            checked[i] = Err(taken(write, "userName", "earlier in the same request"));
+        } else if ext.is_some_and(|e| !external_ids.insert(e)) {
+            checked[i] = Err(taken(write, "externalId", "earlier in the same request"));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a write whose `what` another resource has (`when`).
+fn taken(write: &ScimWrite, what: &str, when: &str) -> StoreError {
+    StoreError::conflict(
+        ConflictKind::Duplicate,
+        format!(
+            "{what} of {} is taken {when} by another resource of source system {:?} (a \
+             userName is compared without regard to case)",
+            write
+                .identifier
+                .as_deref()
+                .or(write.displayname.as_deref())
+                .map_or_else(|| "the new resource".to_owned(), |n| format!("{n:?}")),
+            write.source_system
+        ),
+    )
 }
 
 /// A user or group (with its members) created in `tx`.
@@ -173,7 +277,11 @@ async fn create_with_members(
     write: &ScimWrite,
     members: &[ResourceId],
 ) -> StoreResult<ScimRecord> {
-    let mut record = create(tx, actor, write).await?;
+    // One write has one outcome; an empty answer would mean the insert returned no row.
+    let mut record = create_all(tx, actor, std::slice::from_ref(write))
+        .await?
+        .pop()
+        .unwrap_or(Err(StoreError::Database(sqlx::Error::RowNotFound)))?;
     if !members.is_empty() {
         let edit = MemberEdit {
             add: members.to_vec(),
@@ -184,42 +292,6 @@ async fn create_with_members(
         record.resource = records::get(tx, id).await?;
     }
     Ok(record)
-}
-
-/// Creates that commit together, as a SCIM Bulk's run of `POST`s does: one transaction, each
-/// create in a savepoint of its own, so that one refused create (a taken `userName`) undoes only
-/// itself. Nothing is written until [`ScimCreates::commit`]; dropped, the run is rolled back. It
-/// holds the writer while it lasts (SQLite's only one), so a run is kept short.
-pub struct ScimCreates {
-    tx: Tx,
-}
-
-impl ScimCreates {
-    /// Creates a user or group, or, when that fails, writes nothing of it.
-    pub async fn create(
-        &mut self,
-        actor: &Actor,
-        write: &ScimWrite,
-        members: &[ResourceId],
-    ) -> StoreResult<ScimRecord> {
-        self.tx.batch("SAVEPOINT scim_create").await?;
-        match create_with_members(&mut self.tx, actor, write, members).await {
-            Ok(record) => {
-                self.tx.batch("RELEASE SAVEPOINT scim_create").await?;
-                Ok(record)
-            }
-            Err(e) => {
-                self.tx.batch("ROLLBACK TO SAVEPOINT scim_create").await?;
-                self.tx.batch("RELEASE SAVEPOINT scim_create").await?;
-                Err(e)
-            }
-        }
-    }
-
-    /// Commits every create that succeeded.
-    pub async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await
-    }
 }
 
 /// Replaces a user's or group's attributes and document, unless it changed since `expected`; a
@@ -236,7 +308,7 @@ pub(super) async fn replace(
     let current = records::lock(tx, id).await?;
     check_scim(&current, write.ty, &write.source_system)?;
     check_version(&current, write.ty, expected)?;
-    check_user_name(tx, write, Some(id)).await?;
+    check_user_name(tx, write, id).await?;
     let patch = ResourcePatch {
         // A group's identifier is its source's key, which SCIM does not carry: it stays.
         identifier: (write.ty == ScimType::User).then(|| write.identifier.clone()),
@@ -525,11 +597,17 @@ impl super::Store {
         Ok(record)
     }
 
-    /// Starts a run of creates that commit together (see [`ScimCreates`]).
-    pub async fn scim_creates(&self) -> StoreResult<ScimCreates> {
-        Ok(ScimCreates {
-            tx: self.db().write().await?,
-        })
+    /// Creates users and groups (without members) in one transaction, set-based; each is
+    /// refused on its own (see [`create_all`]). An error of the whole means none was created.
+    pub async fn scim_create_all(
+        &self,
+        actor: &Actor,
+        writes: &[ScimWrite],
+    ) -> StoreResult<Created> {
+        let mut tx = self.db().write().await?;
+        let created = create_all(&mut tx, actor, writes).await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     /// Replaces the attributes of a live user or group of `write.source_system` (and edits a

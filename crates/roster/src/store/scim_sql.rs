@@ -8,8 +8,9 @@
 use super::query::Sql;
 use crate::domain::change::ChangeKind;
 use crate::domain::resource::ResourceType;
-use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType};
+use crate::domain::scim::{Attr, CompValue, CompareOp, Cond, List, ScimQuery, ScimType, ScimWrite};
 use crate::domain::{OperationId, ResourceId};
+use crate::store::query::TextList;
 use crate::store::resource_sql::Dialect;
 use crate::store::rows::RESOURCE_COLUMNS;
 use chrono::{DateTime, Utc};
@@ -642,4 +643,74 @@ pub fn remove_statements(d: Dialect) -> Vec<MemberStatement> {
             },
         ],
     }
+}
+
+/// Inserts users and groups with their SCIM documents, all created and modified `at`, and returns
+/// the rows written (`RESOURCE_COLUMNS`). A row whose key a live resource already has (one written
+/// by a transaction that committed meanwhile) is skipped.
+pub fn insert_resources(rows: &[(ResourceId, &ScimWrite)], at: DateTime<Utc>) -> Sql {
+    let mut q = Sql::new(
+        "INSERT INTO resource (id, type, typename, source_system, identifier, external_id, \
+         displayname, tags, active, created, modified, scim) VALUES ",
+    );
+    for (i, (id, write)) in rows.iter().enumerate() {
+        let ty = write.ty.resource_type();
+        q.push(if i == 0 { "(" } else { ", (" })
+            .push_bind(*id)
+            .push(format!(", {}, '{}', ", ty.code(), ty.name()))
+            .push_bind(write.source_system.as_str())
+            .push(", ")
+            .push_bind(write.identifier.as_deref())
+            .push(", ")
+            .push_bind(write.external_id.as_deref())
+            .push(", ")
+            .push_bind(write.displayname.as_deref())
+            .push(", ")
+            .push_bind(TextList::default())
+            .push(", ")
+            .push_bind(write.active.unwrap_or(true))
+            .push(", ")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(serde_json::Value::Object(write.doc.clone()))
+            .push(")");
+    }
+    q.push(format!(
+        " ON CONFLICT DO NOTHING RETURNING {RESOURCE_COLUMNS}"
+    ));
+    q
+}
+
+/// For each of the writes numbered `asked`: its number, whether a live user of its source has its
+/// `userName` (a user's, without regard to case) and whether a live resource of its source has its
+/// `externalId`. Planned with its arguments each time (see [`Sql::replanned`]).
+pub fn taken(writes: &[ScimWrite], asked: &[usize]) -> Sql {
+    let mut q = Sql::new("WITH asked(i, source_system, name, external_id) AS (VALUES ");
+    let asked = asked.iter().filter_map(|&i| writes.get(i).map(|w| (i, w)));
+    for (n, (i, write)) in asked.enumerate() {
+        let name = write
+            .identifier
+            .as_deref()
+            .filter(|_| write.ty == ScimType::User);
+        q.push(if n == 0 { "(" } else { ", (" })
+            .push(i)
+            .push(", ")
+            .push_bind(write.source_system.as_str())
+            .push(", ")
+            .push_bind(name)
+            .push(", ")
+            .push_bind(write.external_id.as_deref())
+            .push(")");
+    }
+    q.push(
+        ") SELECT a.i, \
+         EXISTS (SELECT 1 FROM resource r WHERE r.source_system = a.source_system AND r.type = 1 \
+           AND NOT r.deleted AND lower(r.identifier) = lower(a.name)), \
+         EXISTS (SELECT 1 FROM resource r WHERE r.source_system = a.source_system \
+           AND NOT r.deleted AND r.external_id = a.external_id) \
+         FROM asked a",
+    );
+    q.replanned()
 }

@@ -99,10 +99,11 @@ statement!(
     OPERATION_COLUMNS
 );
 
-/// Appends one change record. Bulk applies append theirs set-based instead.
+/// Appends change records: the rows of values follow (see `records::log_changes`). Bulk applies
+/// append theirs set-based instead.
 pub const INSERT_CHANGE: &str = "INSERT INTO change \
      (at, kind, resource_id, group_id, member_id, source_system, operation_id, token_name, attrs) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     VALUES ";
 
 statement!(
     SELECT_OPERATION,
@@ -111,10 +112,10 @@ statement!(
     " FROM operation WHERE id = $1"
 );
 
-/// Appends one audit entry; runs inside the transaction of the write it records.
+/// Appends audit entries: the rows of values follow (see `records::audit_all`); runs inside the
+/// transaction of the writes it records.
 pub const INSERT_AUDIT: &str = "INSERT INTO audit \
-     (at, token_id, token_name, action, target, request_id, detail) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (at, token_id, token_name, action, target, request_id, detail) VALUES ";
 
 statement!(
     INSERT_TOKEN,

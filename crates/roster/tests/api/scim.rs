@@ -1351,17 +1351,26 @@ async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_it
 ) {
     let app = TestApp::spawn(backend).await;
     let t = token(&app, "foo").await;
-    // 250 creates, across three runs of creates; the 150th takes the 10th's userName. The
-    // group refers to users of the first and the last run by bulkId.
+    // 250 creates, across three runs of creates. Refused: the 150th takes the 10th's userName
+    // (written in an earlier run), the 161st the 151st's (in the same run, in another case), the
+    // 172nd the 171st's externalId. The 181st names the 176th (same run) as its manager, and the
+    // group names users of the first and the last run, by bulkId.
     let mut operations: Vec<Value> = (0..250)
         .map(|i| {
-            let name = if i == 149 {
-                "u9".to_owned()
-            } else {
-                format!("u{i}")
+            let name = match i {
+                149 => "u9".to_owned(),
+                160 => "U150".to_owned(),
+                _ => format!("u{i}"),
             };
             let mut op = bulk_user(&name);
             op["bulkId"] = json!(format!("b{i}"));
+            if i == 170 || i == 171 {
+                op["data"]["externalId"] = json!("ext-170");
+            }
+            if i == 180 {
+                op["data"]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
+                    json!({"manager": {"value": "bulkId:b175"}});
+            }
             op
         })
         .collect();
@@ -1372,29 +1381,63 @@ async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_it
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let results = reply.json["Operations"].as_array().expect("results");
     assert_eq!(results.len(), 251);
+    let refused = [149, 160, 171];
     for (i, result) in results.iter().enumerate() {
-        let expected = match i {
-            149 => "409",
-            _ => "201",
-        };
+        let expected = if refused.contains(&i) { "409" } else { "201" };
         assert_eq!(result["status"], expected, "operation {i}: {result}");
     }
-    assert_eq!(results[149]["response"]["scimType"], "uniqueness");
-    assert_eq!(results[149]["bulkId"], "b149");
+    for i in refused {
+        assert_eq!(results[i]["response"]["scimType"], "uniqueness");
+        assert_eq!(results[i]["bulkId"], format!("b{i}"));
+    }
+    assert!(results[171]["response"]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("externalId")));
     let users = "SELECT count(*) FROM resource WHERE source_system = 'foo' AND type = 1";
     assert_eq!(
         app.scalar(users, &[]).await,
-        249,
-        "every create but the refused one"
+        247,
+        "every create but the refused ones"
     );
     let created = "SELECT count(*) FROM change WHERE kind = 1 AND source_system = 'foo'";
     let audited = "SELECT count(*) FROM audit WHERE action = 'resource.create'";
     assert_eq!(
         app.scalar(created, &[]).await,
-        250,
-        "249 users and the group, one change each"
+        248,
+        "247 users and the group, one change each"
     );
-    assert_eq!(app.scalar(audited, &[]).await, 250);
+    assert_eq!(app.scalar(audited, &[]).await, 248);
+    // The changes are logged in the order of the operations.
+    let id_of = |result: &Value| {
+        result["location"]
+            .as_str()
+            .and_then(|l| l.rsplit('/').next())
+            .map(str::to_owned)
+    };
+    let answered: Vec<String> = results.iter().filter_map(id_of).collect();
+    let before = "SELECT count(*) FROM change a JOIN change b ON a.kind = 1 AND b.kind = 1 \
+                  WHERE a.resource_id = $1 AND b.resource_id = $2 AND a.seq < b.seq";
+    for pair in answered.windows(2) {
+        assert_eq!(
+            app.scalar(before, &[&pair[0], &pair[1]]).await,
+            1,
+            "{pair:?}"
+        );
+    }
+    let (manager, report) = (id_of(&results[175]), id_of(&results[180]));
+    let report = scim(
+        &app,
+        &t,
+        Method::GET,
+        &format!("/foo/Users/{}", report.expect("id")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        report.json["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]
+            ["value"],
+        json!(manager.expect("id"))
+    );
     // Each answer is the user as stored, with where to find it.
     let first = &results[0];
     let id = first["location"]

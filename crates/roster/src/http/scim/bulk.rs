@@ -7,10 +7,9 @@ use super::scim_response;
 use super::{create, create_request, created_user, delete, json_body, patch_resource, replace};
 use super::{PatchRequest, ReadParams, ScimError};
 use crate::app::{self, Caller};
-use crate::domain::scim::ScimType;
+use crate::domain::scim::{ScimType, ScimWrite};
 use crate::http::Path;
 use crate::server::AppState;
-use crate::store::ScimCreates;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -23,9 +22,10 @@ const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 /// Most operations one bulk request may carry (advertised in ServiceProviderConfig).
 pub const MAX_OPERATIONS: usize = 1000;
-/// Users created in a row commit together in runs of at most this many (see `ScimCreates`): the
-/// run saves a commit per user, and stays short enough not to keep other writers waiting.
-const CREATES_PER_COMMIT: usize = 100;
+/// Users created in a row are written together, set-based, in runs of at most this many (see
+/// `app::scim::create_all`): a run costs a handful of statements whatever its size, and stays
+/// short enough not to keep other writers waiting.
+const CREATES_PER_RUN: usize = 100;
 
 /// A field of a JSON object, its name matched without regard to case.
 fn field<'v>(object: &'v Value, name: &str) -> Option<&'v Value> {
@@ -88,58 +88,64 @@ pub async fn bulk(
                 .ok_or_else(|| ScimError::invalid_value("failOnErrors is a positive integer"))?,
         ),
     };
+    let done = apply(&state, &caller, &source, operations, fail_on).await;
+    let answer = json!({"schemas": [BULK_RESPONSE], "Operations": done.results});
+    Ok(scim_response(StatusCode::OK, &answer, None))
+}
+
+/// Applies the operations in order until the request's time is half spent or `fail_on` errors;
+/// users created one after another are written together in runs.
+async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    source: &str,
+    operations: &[Value],
+    fail_on: Option<u64>,
+) -> Done {
     // Stop in time to answer what was done before the request's timeout would drop it all.
     let deadline = Instant::now() + state.limits.request_timeout / 2;
+    // Errors are counted as runs are written: under `failOnErrors` each create is written alone.
+    let run_size = if fail_on.is_some() {
+        1
+    } else {
+        CREATES_PER_RUN
+    };
     let mut done = Done::default();
-    let mut run: Option<Run> = None;
+    let mut run = Run {
+        state,
+        caller,
+        source,
+        writes: Vec::new(),
+        entries: Vec::new(),
+    };
     for operation in operations {
         if fail_on.is_some_and(|n| done.errors >= n) || Instant::now() >= deadline {
             break;
         }
-        let user_create = match request(operation, &done.created) {
-            Ok(r) if r.method == "POST" && r.ty == ScimType::User => r,
+        let asked = match request(operation, &done.created) {
+            // It may name by `bulkId` a user of the run not written yet.
+            Err(_) if !run.entries.is_empty() => {
+                run.write(&mut done).await;
+                request(operation, &done.created)
+            }
+            asked => asked,
+        };
+        match asked {
+            Ok(asked) if asked.method == "POST" && asked.ty == ScimType::User => {
+                run.queue(operation, &asked, &mut done).await;
+                if run.entries.len() >= run_size {
+                    run.write(&mut done).await;
+                }
+            }
             _ => {
-                if let Some(run) = run.take() {
-                    run.commit(&mut done).await;
-                }
-                let result = one(&state, &caller, &source, operation, &mut done.created).await;
+                run.write(&mut done).await;
+                let result = one(state, caller, source, operation, &mut done.created).await;
                 done.push(result);
-                continue;
-            }
-        };
-        if run.is_none() {
-            match state.store.scim_creates().await {
-                Ok(creates) => {
-                    run = Some(Run {
-                        creates,
-                        entries: Vec::new(),
-                    })
-                }
-                Err(e) => {
-                    let refused = ScimError::from(e).into_response();
-                    let result = entry(operation, refused, &mut done.created).await;
-                    done.push(result);
-                    continue;
-                }
-            }
-        }
-        let Some(current) = run.as_mut() else {
-            continue;
-        };
-        current
-            .create(&caller, &source, (operation, user_create), &mut done)
-            .await;
-        if current.entries.len() >= CREATES_PER_COMMIT {
-            if let Some(full) = run.take() {
-                full.commit(&mut done).await;
             }
         }
     }
-    if let Some(run) = run {
-        run.commit(&mut done).await;
-    }
-    let answer = json!({"schemas": [BULK_RESPONSE], "Operations": done.results});
-    Ok(scim_response(StatusCode::OK, &answer, None))
+    run.write(&mut done).await;
+    done
 }
 
 /// What a bulk request did so far: each operation's entry, how many failed, and the ids its
@@ -158,6 +164,21 @@ impl Done {
         }
         self.results.push(result);
     }
+
+    /// Keeps the place of an entry that is written later (see [`Done::fill`]).
+    fn reserve(&mut self) -> usize {
+        self.results.push(Value::Null);
+        self.results.len() - 1
+    }
+
+    fn fill(&mut self, index: usize, result: Value) {
+        if !succeeded(&result) {
+            self.errors += 1;
+        }
+        if let Some(slot) = self.results.get_mut(index) {
+            *slot = result;
+        }
+    }
 }
 
 /// Whether an entry of the BulkResponse tells of success.
@@ -168,61 +189,57 @@ fn succeeded(entry: &Value) -> bool {
         .is_some_and(|s| s < 400)
 }
 
-/// Users created one after another, not yet committed, and where their entries are.
-struct Run {
-    creates: ScimCreates,
-    entries: Vec<usize>,
+/// Users to create, queued until they are written together, and their operations and the places
+/// of their entries.
+struct Run<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    source: &'a str,
+    writes: Vec<ScimWrite>,
+    entries: Vec<(&'a Value, usize)>,
 }
 
-impl Run {
-    /// Creates the user `operation` asks for (`asked`, read from it) in this run.
-    async fn create(
-        &mut self,
-        caller: &Caller,
-        source: &str,
-        (operation, asked): (&Value, Request),
-        done: &mut Done,
-    ) {
-        let response = match self.written(caller, source, &asked).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
-        };
-        let result = entry(operation, response, &mut done.created).await;
-        if succeeded(&result) {
-            self.entries.push(done.results.len());
-        }
-        done.push(result);
-    }
-
-    async fn written(
-        &mut self,
-        caller: &Caller,
-        source: &str,
-        asked: &Request,
-    ) -> Result<Response, ScimError> {
-        let (write, members) = create_request(caller, ScimType::User, source, &asked.body)?;
-        let record = app::scim::create_in(&mut self.creates, caller, &write, &members).await?;
-        Ok(created_user(source, &record))
-    }
-
-    /// Commits the run; when that fails, none of its users was created, and their entries say
-    /// so (and their `bulkId`s name nothing).
-    async fn commit(self, done: &mut Done) {
-        let Err(e) = self.creates.commit().await else {
-            return;
-        };
-        let why = format!("not created: the users created with it could not be committed ({e})");
-        for index in self.entries {
-            let Some(result) = done.results.get_mut(index) else {
-                continue;
-            };
-            if let Some(id) = result["bulkId"].as_str() {
-                done.created.remove(id);
+impl<'a> Run<'a> {
+    /// Queues the user `operation` asks for (`asked`, read from it), or answers its entry now
+    /// when the user is not one roster could create.
+    async fn queue(&mut self, operation: &'a Value, asked: &Request, done: &mut Done) {
+        match create_request(self.caller, ScimType::User, self.source, &asked.body) {
+            Ok((write, _)) => {
+                self.writes.push(write);
+                self.entries.push((operation, done.reserve()));
             }
-            let operation = json!({"method": result["method"], "bulkId": result["bulkId"]});
-            let refused = ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, why.clone());
-            *result = entry(&operation, refused.into_response(), &mut done.created).await;
-            done.errors += 1;
+            Err(e) => {
+                let result = entry(operation, e.into_response(), &mut done.created).await;
+                done.push(result);
+            }
+        }
+    }
+
+    /// Writes the queued users and fills in their entries; when the run as a whole fails, none
+    /// of its users was created, and their entries say why.
+    async fn write(&mut self, done: &mut Done) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let writes = std::mem::take(&mut self.writes);
+        let entries = std::mem::take(&mut self.entries);
+        let responses: Vec<Response> =
+            match app::scim::create_all(self.state.app(), self.caller, &writes).await {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Ok(record) => created_user(self.source, &record),
+                        Err(e) => ScimError::from(e).into_response(),
+                    })
+                    .collect(),
+                Err(e) => {
+                    let e = ScimError::from(e);
+                    entries.iter().map(|_| e.clone().into_response()).collect()
+                }
+            };
+        for ((operation, index), response) in entries.into_iter().zip(responses) {
+            let result = entry(operation, response, &mut done.created).await;
+            done.fill(index, result);
         }
     }
 }

@@ -64,7 +64,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A SCIM error: its status, `scimType` when RFC 7644 names one, and what was wrong.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ScimError {
     status: StatusCode,
     scim_type: Option<&'static str>,
