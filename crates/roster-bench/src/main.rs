@@ -43,6 +43,10 @@ struct Args {
     /// and writes nothing.
     #[arg(long)]
     provisioning_only: Option<usize>,
+    /// Runs S8 alone (the feed and the export after a full-update of this many members, on
+    /// PostgreSQL), prints its table and writes nothing.
+    #[arg(long)]
+    feed_only: Option<usize>,
     /// Runs S11 alone (webhook deliveries of this many changes, on PostgreSQL), prints its table
     /// and writes nothing.
     #[arg(long)]
@@ -61,6 +65,13 @@ async fn main() -> Result<()> {
     if let Some(users) = args.provisioning_only {
         let measured = provision_both(&server::binary()?, &admin_url, users).await?;
         println!("{}", provision::report(&measured));
+        return Ok(());
+    }
+    if let Some(members) = args.feed_only {
+        println!(
+            "{}",
+            feed_on_postgres(&server::binary()?, &admin_url, members).await?
+        );
         return Ok(());
     }
     if let Some(changes) = args.webhooks_only {
@@ -183,13 +194,10 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     let seeded = scim::seed(&pool, scim_members).await?;
     let scim_measured = scim::run(&pool, &http, &server.base, TOKEN, &seeded, scim_members).await?;
 
-    eprintln!("S8: one follower reads {scale} changes from the feed");
-    let (feed_time, feed_read) = api.follow(scale).await?;
-    let feed_floor = feed_floor(&pool, feed_read).await?;
-    let stream_time = api.follow_stream(feed_read).await?;
+    let feed_rows = feed_rows(&api, &pool, scale, group).await?;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    let rows = vec![
+    let mut rows = vec![
         Row {
             scenario: "S0 account load",
             what: format!("{scale} accounts through the HTTP full-update of resources, end to end"),
@@ -266,45 +274,6 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             met: (cohorts == 100_000).then(|| plan_time < Duration::from_secs(2)),
         },
         Row {
-            scenario: "S8 feed",
-            what: format!(
-                "one follower reads the first {feed_read} changes of the log through \
-                 GET /api/v1/changes?limit=1000 (notice format), end to end"
-            ),
-            time: feed_time,
-            rows: feed_read,
-            roster_per_floor: Some(ratio(feed_time, feed_floor)),
-            rowbump_per_roster: None,
-            target: "≤ 4× floor (≥ 25% of its rate)",
-            met: Some(feed_time <= feed_floor * 4),
-        },
-        Row {
-            scenario: "S8 feed, SSE",
-            what: format!(
-                "one follower reads the same {feed_read} changes as Server-Sent Events \
-                 (GET /api/v1/changes/stream?limit=1000, notice format)"
-            ),
-            time: stream_time,
-            rows: feed_read,
-            roster_per_floor: Some(ratio(stream_time, feed_floor)),
-            rowbump_per_roster: None,
-            target: "≤ 4× floor (≥ 25% of its rate)",
-            met: Some(stream_time <= feed_floor * 4),
-        },
-        Row {
-            scenario: "S8 floor",
-            what: format!(
-                "the same {feed_read} changes read in commit order by one COPY, straight from \
-                 PostgreSQL"
-            ),
-            time: feed_floor,
-            rows: feed_read,
-            roster_per_floor: None,
-            rowbump_per_roster: None,
-            target: "",
-            met: None,
-        },
-        Row {
             scenario: "S4 row-bump",
             what: "the re-sync of S2 as upsert-every-row then delete-older".to_owned(),
             time: row_bump,
@@ -315,6 +284,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             met: None,
         },
     ];
+    rows.extend(feed_rows);
 
     let read_time = Duration::from_secs(args.read_seconds);
     let dir = std::env::temp_dir().join(format!("roster-bench-{}", std::process::id()));
@@ -398,17 +368,109 @@ async fn provision_both(
     Ok(vec![postgres?, sqlite?])
 }
 
-/// S8's floor: the first `n` changes of the log, in commit order, out of one COPY.
-async fn feed_floor(pool: &PgPool, n: usize) -> Result<Duration> {
+/// S8: one follower reads the first `scale` changes of the log by paging and as Server-Sent
+/// Events, and the export of `group`; each against the same rows out of one COPY.
+async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> Result<Vec<Row>> {
+    eprintln!("S8: one follower reads {scale} changes from the feed, then exports the group");
+    let (feed_time, feed_read) = api.follow(scale).await?;
+    let feed_floor = copy_time(
+        pool,
+        &format!(
+            "SELECT k.position, c.seq, c.at, c.kind, c.resource_id, c.group_id, c.member_id, \
+             c.source_system, c.operation_id, c.token_name, c.attrs FROM change c \
+             JOIN change_commit k ON k.xid = c.xid ORDER BY k.position, c.seq LIMIT {feed_read}"
+        ),
+    )
+    .await?;
+    let stream_time = api.follow_stream(feed_read).await?;
+    let (export_time, exported) = api.export(group).await?;
+    let export_floor = copy_time(
+        pool,
+        &format!(
+            "SELECT id, group_id, member_id, source, member_name, removed, contributing, \
+             last_operation_id, created_timestamp, removed_timestamp FROM group_member \
+             WHERE group_id = '{group}' AND NOT removed ORDER BY id"
+        ),
+    )
+    .await?;
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let measured = |scenario, what, time: Duration, rows, floor: Duration| Row {
+        scenario,
+        what,
+        time,
+        rows,
+        roster_per_floor: Some(ratio(time, floor)),
+        rowbump_per_roster: None,
+        target: "≤ 4× floor (≥ 25% of its rate)",
+        met: Some(time <= floor * 4),
+    };
+    let floor = |scenario, what, time, rows| Row {
+        scenario,
+        what,
+        time,
+        rows,
+        roster_per_floor: None,
+        rowbump_per_roster: None,
+        target: "",
+        met: None,
+    };
+    Ok(vec![
+        measured(
+            "S8 feed",
+            format!(
+                "one follower reads the first {feed_read} changes of the log through \
+                 GET /api/v1/changes?limit=1000 (notice format), end to end"
+            ),
+            feed_time,
+            feed_read,
+            feed_floor,
+        ),
+        measured(
+            "S8 feed, SSE",
+            format!(
+                "one follower reads the same {feed_read} changes as Server-Sent Events \
+                 (GET /api/v1/changes/stream?limit=1000, notice format)"
+            ),
+            stream_time,
+            feed_read,
+            feed_floor,
+        ),
+        floor(
+            "S8 floor",
+            format!(
+                "the same {feed_read} changes read in commit order by one COPY, straight from \
+                 PostgreSQL"
+            ),
+            feed_floor,
+            feed_read,
+        ),
+        measured(
+            "S8 export",
+            format!(
+                "GET /api/v1/export?group_id= of the large group: {exported} lines (its \
+                 memberships), end to end"
+            ),
+            export_time,
+            exported,
+            export_floor,
+        ),
+        floor(
+            "S8 export floor",
+            "the group's live memberships by id out of one COPY, straight from PostgreSQL"
+                .to_owned(),
+            export_floor,
+            exported,
+        ),
+    ])
+}
+
+/// How long one COPY of `query` takes to send everything.
+async fn copy_time(pool: &PgPool, query: &str) -> Result<Duration> {
     use futures_util::TryStreamExt;
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
     let mut out = conn
-        .copy_out_raw(&format!(
-            "COPY (SELECT k.position, c.seq, c.at, c.kind, c.resource_id, c.group_id, c.member_id, \
-             c.source_system, c.operation_id, c.token_name, c.attrs FROM change c \
-             JOIN change_commit k ON k.xid = c.xid ORDER BY k.position, c.seq LIMIT {n}) TO STDOUT"
-        ))
+        .copy_out_raw(&format!("COPY ({query}) TO STDOUT"))
         .await?;
     let mut bytes = 0;
     while let Some(chunk) = out.try_next().await? {
@@ -416,9 +478,60 @@ async fn feed_floor(pool: &PgPool, n: usize) -> Result<Duration> {
     }
     let took = started.elapsed();
     if bytes == 0 {
-        bail!("the COPY of the feed gave nothing");
+        bail!("the COPY gave nothing: {query}");
     }
     Ok(took)
+}
+
+/// S8 alone, on a fresh server over a fresh PostgreSQL database: a full-update of `n` members
+/// makes the changes and the group the export reads.
+async fn feed_on_postgres(binary: &std::path::Path, admin_url: &str, n: usize) -> Result<String> {
+    let database_url = fresh_database(admin_url).await?;
+    let server = Server::start(binary, &database_url).await?;
+    let pool = PgPool::connect(&database_url).await?;
+    let http = reqwest::Client::new();
+    let api = Api {
+        http: &http,
+        base: &server.base,
+    };
+    eprintln!("seeding {n} accounts, then a full-update of a group with all of them");
+    let members = Arc::new(seed_accounts(&pool, n).await?);
+    let group = api.create_group("large").await?;
+    let (_, op) = api.full_update(group, &members, n).await?;
+    check(&op, "added", n)?;
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
+    let rows = feed_rows(&api, &pool, n, group).await?;
+    server.stop().await?;
+    pool.close().await;
+    drop_database(admin_url, &database_url).await?;
+    Ok(table(&rows))
+}
+
+/// The table of measured scenarios.
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | what | time (s) | rows/s | roster/floor | rowbump/roster | target | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |",
+            r.scenario,
+            r.what,
+            r.time.as_secs_f64(),
+            r.rows as f64 / r.time.as_secs_f64(),
+            r.roster_per_floor
+                .map_or(String::new(), |v| format!("{v:.2}")),
+            r.rowbump_per_roster
+                .map_or(String::new(), |v| format!("{v:.1}")),
+            r.target,
+            r.met.map_or("", |m| if m { "yes" } else { "no" })
+        );
+    }
+    out
 }
 
 /// S11 on a fresh server over a fresh PostgreSQL database.
@@ -478,27 +591,7 @@ async fn report(
         out,
         "Command: `cargo run --release -p roster-bench -- --scale {scale}`\n"
     );
-    let _ = writeln!(
-        out,
-        "| scenario | what | time (s) | rows/s | roster/floor | rowbump/roster | target | met |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |",
-            r.scenario,
-            r.what,
-            r.time.as_secs_f64(),
-            r.rows as f64 / r.time.as_secs_f64(),
-            r.roster_per_floor
-                .map_or(String::new(), |v| format!("{v:.2}")),
-            r.rowbump_per_roster
-                .map_or(String::new(), |v| format!("{v:.1}")),
-            r.target,
-            r.met.map_or("", |m| if m { "yes" } else { "no" })
-        );
-    }
+    out.push_str(&table(rows));
     let _ = writeln!(
         out,
         "| S6 memory | peak RSS of the server during S0, S1 and S2 | | | | | < 200 MB | {} ({rss:.0} MB) |",
@@ -672,6 +765,41 @@ impl Api<'_> {
             partial.drain(..complete);
         }
         Ok(started.elapsed())
+    }
+
+    /// Reads the export of `group` to its end; returns the time taken and its lines but the
+    /// closing cursor.
+    async fn export(&self, group: Uuid) -> Result<(Duration, usize)> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .get(format!("{}/api/v1/export?group_id={group}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("the export answered {}", response.status());
+        }
+        let mut body = response.bytes_stream();
+        let (mut lines, mut last) = (0, Vec::new());
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+            last.extend_from_slice(&chunk);
+            let keep = last.len().saturating_sub(4096);
+            last.drain(..keep);
+        }
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&last);
+        if !text
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.starts_with("{\"cursor\""))
+        {
+            bail!("the export did not end with its cursor");
+        }
+        Ok((took, lines.saturating_sub(1)))
     }
 
     async fn create_group(&self, name: &str) -> Result<Uuid> {

@@ -12,9 +12,9 @@ use crate::error::{ApiError, Problem};
 use crate::render::{full, render};
 use crate::server::AppState;
 use crate::store::{ExportItem, StoreError};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -130,13 +130,22 @@ async fn list_changes(
     let format = p.format.unwrap_or_default();
     if format == Format::Notice {
         let items = batch.items.iter().map(ChangeItem::notice).collect();
-        return Ok(axum::Json(ChangePage { items, next }).into_response());
+        return json_page(&ChangePage { items, next });
     }
     let mut items = Vec::with_capacity(batch.items.len());
     for change in &batch.items {
         items.push(render(state.store.as_ref(), change, format).await?);
     }
-    Ok(axum::Json(ChangePage { items, next }).into_response())
+    json_page(&ChangePage { items, next })
+}
+
+/// A page as JSON, written into a buffer sized for it up front (a page of 1000 changes is some
+/// 300 kB: grown from small, it would be copied a dozen times).
+fn json_page<T: Serialize>(page: &ChangePage<T>) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(page.items.len() * EVENT_BYTES + 128);
+    serde_json::to_writer(&mut body, page)
+        .map_err(|e| ApiError::Internal(format!("a page of changes could not be written: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The feed as Server-Sent Events: each change is an event whose `id` is its cursor, so a
@@ -151,7 +160,7 @@ async fn stream_changes(
     caller: Caller,
     headers: HeaderMap,
     Query(p): Query<FeedParams>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let (after, filter, limit) = p.read(&caller, resume)?;
     // A cursor that is already gone is refused before the stream starts.
@@ -165,13 +174,19 @@ async fn stream_changes(
         format,
         token_id: caller.principal.token_id,
     };
-    let events = stream::unfold(Step::Ready(first, Instant::now()), move |step| {
+    let now = Instant::now();
+    let chunks = stream::unfold(Step::Ready(first, now, now), move |step| {
         let feed = feed.clone();
         async move { feed.step(step).await }
     })
     .fuse()
-    .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    .filter(|chunk| std::future::ready(!chunk.is_empty()))
+    .map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk.0)));
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    Ok((headers, Body::from_stream(chunks)).into_response())
 }
 
 /// What an event stream reads from.
@@ -190,34 +205,75 @@ struct Feed {
 /// How often an open event stream checks that its token still stands.
 pub const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 
-/// Where an event stream stands; each carries when the token was last checked.
+/// How long an event stream may stay silent before it sends a comment, which keeps proxies from
+/// closing it.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Where an event stream stands; each carries when the token was last checked and when the
+/// stream last sent something.
 enum Step {
     /// A batch to send.
-    Ready(crate::domain::feed::ChangeBatch, Instant),
+    Ready(crate::domain::feed::ChangeBatch, Instant, Instant),
     /// Look for changes after this cursor: at once when the last read was a full batch (more
     /// are waiting), after [`POLL`] otherwise.
-    After(Cursor, Instant, bool),
+    After(Cursor, Instant, Instant, bool),
     /// An error event was sent; the stream ends (the client reconnects with Last-Event-ID).
     Done,
+}
+
+/// Events as `text/event-stream` text: each batch of the feed is sent as one chunk.
+#[derive(Default)]
+struct Events(Vec<u8>);
+
+impl Events {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// An event whose data is `data` as JSON (one line: compact JSON has no line break).
+    fn json(&mut self, id: &str, name: &str, data: &impl Serialize) -> Result<(), StoreError> {
+        use std::io::Write;
+        let _ = write!(self.0, "id: {id}\nevent: {name}\ndata: ");
+        serde_json::to_writer(&mut self.0, data)
+            .map_err(|e| StoreError::BadValue(format!("a change could not be written: {e}")))?;
+        self.0.extend_from_slice(b"\n\n");
+        Ok(())
+    }
+
+    /// An event without an id whose data is `text`, a line of data per line of text.
+    fn text(mut self, name: &str, text: &str) -> Self {
+        use std::io::Write;
+        let _ = writeln!(self.0, "event: {name}");
+        for line in text.lines() {
+            let _ = writeln!(self.0, "data: {line}");
+        }
+        self.0.push(b'\n');
+        self
+    }
+
+    /// A comment, which clients ignore.
+    fn keep_alive() -> Self {
+        Self(b":\n\n".to_vec())
+    }
 }
 
 impl Feed {
     /// The events of one step and the next step. A change whose rendering fails is not sent
     /// (its cursor would let the client skip it): the stream ends with an `error` event instead.
-    async fn step(&self, step: Step) -> Option<(Vec<Event>, Step)> {
-        let (batch, checked) = match step {
+    async fn step(&self, step: Step) -> Option<(Events, Step)> {
+        let (batch, checked, sent) = match step {
             Step::Done => return None,
-            Step::Ready(batch, checked) => (batch, checked),
-            Step::After(cursor, mut checked, more) => {
+            Step::Ready(batch, checked, sent) => (batch, checked, sent),
+            Step::After(cursor, mut checked, sent, more) => {
                 if !more {
                     tokio::time::sleep(POLL).await;
                 }
                 if Instant::now() >= self.ends_at {
-                    return Some((vec![end_event(LIFETIME_ENDED)], Step::Done));
+                    return Some((end_event(LIFETIME_ENDED), Step::Done));
                 }
                 if checked.elapsed() >= TOKEN_RECHECK {
                     if let Err(e) = self.state.authenticator.still_stands(self.token_id).await {
-                        return Some((vec![refused_event(e)], Step::Done));
+                        return Some((refused_event(e), Step::Done));
                     }
                     checked = Instant::now();
                 }
@@ -228,43 +284,58 @@ impl Feed {
                     .await
                 {
                     Ok(batch) => batch,
-                    Err(e) => return Some((vec![error_event(&e)], Step::Done)),
+                    Err(e) => return Some((error_event(&e), Step::Done)),
                 };
-                (batch, checked)
+                (batch, checked, sent)
             }
         };
-        let mut events = Vec::with_capacity(batch.items.len());
+        let more = batch.items.len() >= self.limit as usize;
+        if batch.items.is_empty() {
+            let next = |sent| Step::After(batch.next, checked, sent, more);
+            return Some(if sent.elapsed() >= KEEP_ALIVE {
+                (Events::keep_alive(), next(Instant::now()))
+            } else {
+                (Events::default(), next(sent))
+            });
+        }
+        let mut events = Events(Vec::with_capacity(batch.items.len() * EVENT_BYTES));
         for change in &batch.items {
-            match render(self.state.store.as_ref(), change, self.format).await {
-                Ok(body) => events.push(
-                    Event::default()
-                        .id(change.cursor.encode())
-                        .event(change.kind.name())
-                        .data(body.to_string()),
-                ),
-                Err(e) => {
-                    events.push(error_event(&e));
-                    return Some((events, Step::Done));
-                }
+            let id = change.cursor.encode();
+            let written = match self.format {
+                Format::Notice => events.json(&id, change.kind.name(), &ChangeItem::notice(change)),
+                format => match render(self.state.store.as_ref(), change, format).await {
+                    Ok(body) => events.json(&id, change.kind.name(), &body),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = written {
+                let error = error_event(&e);
+                events.0.extend_from_slice(&error.0);
+                return Some((events, Step::Done));
             }
         }
-        let more = batch.items.len() >= self.limit as usize;
-        Some((events, Step::After(batch.next, checked, more)))
+        Some((
+            events,
+            Step::After(batch.next, checked, Instant::now(), more),
+        ))
     }
 }
+
+/// About how many bytes an event of the notice form takes.
+const EVENT_BYTES: usize = 320;
 
 const LIFETIME_ENDED: &str =
     "the stream reached the longest life the server allows; reconnect with Last-Event-ID to resume";
 
 /// The last event of a stream that ends for its caller's sake: the token no longer stands, or
 /// the stream's life is over.
-fn end_event(why: &str) -> Event {
-    Event::default().event("error").data(why)
+fn end_event(why: &str) -> Events {
+    Events::default().text("error", why)
 }
 
 /// The last event of a stream whose token no longer stands: why (a 401's sentence), or, when the
 /// token could not be read, what the client should do, never internals.
-fn refused_event(e: ApiError) -> Event {
+fn refused_event(e: ApiError) -> Events {
     match e {
         ApiError::Unauthorized(why) => end_event(&why),
         other => {
@@ -278,15 +349,14 @@ const SERVER_ERROR: &str =
     "the stream ended on a server error; reconnect with Last-Event-ID to resume";
 
 /// The last event of a stream that cannot go on: what the client should do, never internals.
-fn error_event(e: &StoreError) -> Event {
-    let detail = match e {
-        StoreError::Gone(why) => why.clone(),
+fn error_event(e: &StoreError) -> Events {
+    match e {
+        StoreError::Gone(why) => end_event(why),
         other => {
             tracing::warn!(error = %other, "change stream ended");
-            SERVER_ERROR.to_owned()
+            end_event(SERVER_ERROR)
         }
-    };
-    Event::default().event("error").data(detail)
+    }
 }
 
 /// The current position of the feed.
@@ -345,7 +415,7 @@ async fn export(
         ExportScope::Group(group) => check_readable(state.app(), &caller, *group).await?,
     }
     let members = caller.read_source().map(str::to_owned);
-    let (sink, receiver) = tokio::sync::mpsc::channel(256);
+    let (sink, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
     let store = state.store.clone();
     tokio::spawn(async move {
         if let Err(e) = store.export(&scope, members.as_deref(), sink.clone()).await {
@@ -353,20 +423,53 @@ async fn export(
             let _ = sink.send(Err(e)).await;
         }
     });
-    let lines = tokio_stream_of(receiver).map(|item| {
-        let line = match item {
-            Ok(ExportItem::Resource(r)) => serde_json::json!({ "resource": r }),
-            Ok(ExportItem::Membership(m)) => serde_json::json!({ "membership": m }),
-            Ok(ExportItem::End(cursor)) => serde_json::json!({ "cursor": cursor.encode() }),
-            Err(e) => serde_json::json!({ "error": export_error(&e) }),
-        };
-        Ok::<_, Infallible>(format!("{line}\n"))
-    });
+    // The lines ready at once go out as one chunk (a page of the export, not a line at a time).
+    let chunks = tokio_stream_of(receiver)
+        .ready_chunks(EXPORT_BUFFER)
+        .map(|items| {
+            let mut chunk = Vec::with_capacity(items.len() * EVENT_BYTES);
+            for item in items {
+                let written = match item {
+                    Ok(ExportItem::Resource(r)) => write_line(&mut chunk, &Line::Resource(&r)),
+                    Ok(ExportItem::Membership(m)) => write_line(&mut chunk, &Line::Membership(&m)),
+                    Ok(ExportItem::End(cursor)) => {
+                        write_line(&mut chunk, &Line::Cursor(cursor.encode()))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    let _ = write_line(&mut chunk, &Line::Error(export_error(&e)));
+                }
+            }
+            Ok::<_, Infallible>(Bytes::from(chunk))
+        })
+        .fuse();
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(lines),
+        Body::from_stream(chunks),
     )
         .into_response())
+}
+
+/// Export lines a channel holds before the store waits for the client.
+const EXPORT_BUFFER: usize = 1024;
+
+/// A line of an export: `{"resource": …}`, `{"membership": …}`, then `{"cursor": …}`, or
+/// `{"error": …}`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Line<'a> {
+    Resource(&'a crate::domain::resource::Resource),
+    Membership(&'a crate::domain::membership::Membership),
+    Cursor(String),
+    Error(String),
+}
+
+fn write_line(out: &mut Vec<u8>, line: &Line<'_>) -> Result<(), StoreError> {
+    serde_json::to_writer(&mut *out, line)
+        .map_err(|e| StoreError::BadValue(format!("an export line could not be written: {e}")))?;
+    out.push(b'\n');
+    Ok(())
 }
 
 fn export_error(e: &StoreError) -> String {

@@ -668,6 +668,8 @@ pub async fn events(
             }
         }
     }
+    // A frame carries a batch of events: those past the `n`th are not read.
+    out.truncate(n);
     out
 }
 
