@@ -697,6 +697,31 @@ async fn seed_accounts(pool: &PgPool, n: usize) -> Result<Vec<Uuid>> {
 }
 
 /// roster's HTTP API, as a connector calls it.
+/// A page of the feed as a follower reads it: typed, as a consumer's client would.
+#[derive(serde::Deserialize)]
+struct FeedPage {
+    items: Vec<FeedItem>,
+    next: String,
+}
+
+#[derive(serde::Deserialize)]
+struct FeedItem {
+    cursor: String,
+    kind: String,
+    at: String,
+    resource_id: Option<Uuid>,
+    group_id: Option<Uuid>,
+    member_id: Option<Uuid>,
+}
+
+impl FeedItem {
+    /// Whether the change says where it stands, what it is, when, and what it is about.
+    fn complete(&self) -> bool {
+        let about = self.resource_id.or(self.group_id).or(self.member_id);
+        !self.cursor.is_empty() && !self.kind.is_empty() && !self.at.is_empty() && about.is_some()
+    }
+}
+
 struct Api<'a> {
     http: &'a reqwest::Client,
     base: &'a str,
@@ -720,18 +745,29 @@ impl Api<'_> {
         let mut read = 0;
         let mut after = String::new();
         while read < count {
-            let page = self
-                .call(
-                    self.http
-                        .get(format!("{}/api/v1/changes?limit=1000{after}", self.base)),
-                )
+            let response = self
+                .http
+                .get(format!("{}/api/v1/changes?limit=1000{after}", self.base))
+                .bearer_auth(TOKEN)
+                .send()
                 .await?;
-            let items = page["items"].as_array().map_or(0, Vec::len);
-            if items == 0 {
+            let status = response.status();
+            let body = response.bytes().await?;
+            if !status.is_success() {
+                bail!(
+                    "the feed answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let page: FeedPage = serde_json::from_slice(&body)?;
+            if page.items.is_empty() {
                 break;
             }
-            read += items;
-            after = format!("&after={}", page["next"].as_str().context("next")?);
+            if !page.items.iter().all(FeedItem::complete) {
+                bail!("a change without its cursor, kind, time or subject");
+            }
+            read += page.items.len();
+            after = format!("&after={}", page.next);
         }
         Ok((started.elapsed(), read))
     }

@@ -118,10 +118,7 @@ fn push_filter(q: &mut Sql, filter: &ChangeFilter) {
 pub(super) async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
     Ok(match tx.dialect() {
         Dialect::Postgres => {
-            let head = Sql::new(
-                "SELECT greatest(coalesce((SELECT max(position) FROM change_commit), 0), \
-                 coalesce((SELECT position FROM change_horizon), 0))",
-            );
+            let head = Sql::new(format!("SELECT {POSTGRES_HEAD}"));
             Cursor::after_tx(u64::try_from(tx.scalar::<i64>(&head).await?).unwrap_or_default())
         }
         Dialect::Sqlite => {
@@ -133,6 +130,11 @@ pub(super) async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
         }
     })
 }
+
+/// PostgreSQL: the newest commit position, or where trimmed history ended when nothing newer is
+/// left.
+const POSTGRES_HEAD: &str = "greatest(coalesce((SELECT max(position) FROM change_commit), 0), \
+     coalesce((SELECT position FROM change_horizon), 0))";
 
 /// A commit position as PostgreSQL stores it.
 fn position(tx: u64) -> i64 {
@@ -146,16 +148,15 @@ async fn changes_by_position(
     filter: &ChangeFilter,
     limit: u32,
 ) -> StoreResult<ChangeBatch> {
-    // The head first: rows are read up to it, so `next` never passes a change not returned.
-    let head = snapshot_cursor(tx).await?;
-    let (from, to) = (position(after.tx), position(head.tx));
-    // Up to `limit` transactions after the cursor's are read per answer; `window` is the last.
-    let window = Sql::new(
-        "SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
-         AND position <= $2 ORDER BY position OFFSET $3 LIMIT 1), $2)",
-    )
+    // The head first (rows are read up to it, so `next` never passes a change not returned),
+    // and up to `limit` transactions after the cursor's, up to the head; `window` is the last.
+    let from = position(after.tx);
+    let window = Sql::new(format!(
+        "WITH head AS (SELECT {POSTGRES_HEAD} AS at) \
+         SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
+         AND position <= head.at ORDER BY position OFFSET $2 LIMIT 1), head.at) FROM head"
+    ))
     .bind(from)
-    .bind(to)
     .bind(i64::from(limit) - 1);
     let window: i64 = tx.scalar(&window).await?;
     // The rest of the cursor's transaction, then each later one in the window, each read in
