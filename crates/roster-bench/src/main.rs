@@ -772,20 +772,28 @@ impl Api<'_> {
         Ok((started.elapsed(), read))
     }
 
-    /// Reads the change feed from its start as Server-Sent Events (`limit=1000` per batch),
-    /// until `count` events; returns the time taken.
-    async fn follow_stream(&self, count: usize) -> Result<Duration> {
-        let started = Instant::now();
+    /// The answer to a GET of `path`, once it is known to be a success.
+    async fn get_ok(&self, path: &str) -> Result<reqwest::Response> {
         let response = self
             .http
-            .get(format!("{}/api/v1/changes/stream?limit=1000", self.base))
+            .get(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
             .send()
             .await?;
         if !response.status().is_success() {
-            bail!("the stream answered {}", response.status());
+            bail!("GET {path} answered {}", response.status());
         }
-        let mut body = response.bytes_stream();
+        Ok(response)
+    }
+
+    /// Reads the change feed from its start as Server-Sent Events (`limit=1000` per batch),
+    /// until `count` events; returns the time taken.
+    async fn follow_stream(&self, count: usize) -> Result<Duration> {
+        let started = Instant::now();
+        let mut body = self
+            .get_ok("/api/v1/changes/stream?limit=1000")
+            .await?
+            .bytes_stream();
         let (mut events, mut partial) = (0, Vec::new());
         while events < count {
             let chunk = body.next().await.context("the stream ended early")??;
@@ -807,16 +815,10 @@ impl Api<'_> {
     /// closing cursor.
     async fn export(&self, group: Uuid) -> Result<(Duration, usize)> {
         let started = Instant::now();
-        let response = self
-            .http
-            .get(format!("{}/api/v1/export?group_id={group}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("the export answered {}", response.status());
-        }
-        let mut body = response.bytes_stream();
+        let mut body = self
+            .get_ok(&format!("/api/v1/export?group_id={group}"))
+            .await?
+            .bytes_stream();
         let (mut lines, mut last) = (0, Vec::new());
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;

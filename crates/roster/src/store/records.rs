@@ -87,14 +87,9 @@ pub(super) async fn audit_all(
     actor: &Actor,
     records: Vec<AuditRecord>,
 ) -> StoreResult<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
     let at = now();
-    let mut insert = Sql::new(sql::INSERT_AUDIT);
-    for (i, record) in records.into_iter().enumerate() {
-        insert.push(if i == 0 { "(" } else { ", (" });
-        let row: [Arg; 7] = [
+    let rows = records.into_iter().map(|record| {
+        [
             at.into(),
             actor.token_id.into(),
             actor.token_name.as_str().into(),
@@ -102,22 +97,9 @@ pub(super) async fn audit_all(
             record.target.into(),
             actor.request_id.as_deref().into(),
             record.detail.into(),
-        ];
-        push_row(&mut insert, row);
-    }
-    tx.execute(&insert).await?;
-    Ok(())
-}
-
-/// Appends a row of placeholders bound to `values`, and its closing parenthesis.
-fn push_row<const N: usize>(q: &mut Sql, values: [Arg; N]) {
-    for (i, value) in values.into_iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.push_bind(value);
-    }
-    q.push(")");
+        ]
+    });
+    insert_rows(tx, sql::INSERT_AUDIT, rows).await
 }
 
 /// Appends one change to the log, in the transaction of the write it records.
@@ -136,14 +118,9 @@ pub(super) async fn log_changes(
     actor: &Actor,
     changes: Vec<ChangeRecord>,
 ) -> StoreResult<()> {
-    if changes.is_empty() {
-        return Ok(());
-    }
     let at = now();
-    let mut insert = Sql::new(sql::INSERT_CHANGE);
-    for (i, change) in changes.into_iter().enumerate() {
-        insert.push(if i == 0 { "(" } else { ", (" });
-        let row: [Arg; 9] = [
+    let rows = changes.into_iter().map(|change| {
+        [
             at.into(),
             change.kind.code().into(),
             change.resource_id.into(),
@@ -153,10 +130,34 @@ pub(super) async fn log_changes(
             change.operation_id.into(),
             actor.token_name.as_str().into(),
             change.attrs.into(),
-        ];
-        push_row(&mut insert, row);
+        ]
+    });
+    insert_rows(tx, sql::INSERT_CHANGE, rows).await
+}
+
+/// Runs `insert` (text ending in `VALUES `) with a row of placeholders bound to each of `rows`;
+/// nothing when there are none.
+async fn insert_rows<const N: usize>(
+    tx: &mut Tx,
+    insert: &'static str,
+    rows: impl Iterator<Item = [Arg; N]>,
+) -> StoreResult<()> {
+    let mut q = Sql::new(insert);
+    let mut any = false;
+    for row in rows {
+        q.push(if any { ", (" } else { "(" });
+        for (i, value) in row.into_iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push_bind(value);
+        }
+        q.push(")");
+        any = true;
     }
-    tx.execute(&insert).await?;
+    if any {
+        tx.execute(&q).await?;
+    }
     Ok(())
 }
 
