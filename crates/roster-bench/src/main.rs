@@ -447,8 +447,8 @@ async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> R
         measured(
             "S8 export",
             format!(
-                "GET /api/v1/export?group_id= of the large group: {exported} lines (its \
-                 memberships), end to end"
+                "GET /api/v1/export?group_id= of the large group: {exported} lines (the group \
+                 and its memberships), end to end"
             ),
             export_time,
             exported,
@@ -696,7 +696,6 @@ async fn seed_accounts(pool: &PgPool, n: usize) -> Result<Vec<Uuid>> {
         .await?)
 }
 
-/// roster's HTTP API, as a connector calls it.
 /// A page of the feed as a follower reads it: typed, as a consumer's client would.
 #[derive(serde::Deserialize)]
 struct FeedPage {
@@ -722,6 +721,7 @@ impl FeedItem {
     }
 }
 
+/// roster's HTTP API, as a connector calls it.
 struct Api<'a> {
     http: &'a reqwest::Client,
     base: &'a str,

@@ -231,11 +231,17 @@ impl Events {
     }
 
     /// An event whose data is `data` as JSON (one line: compact JSON has no line break).
+    /// A change that cannot be written leaves nothing of its event behind.
     fn json(&mut self, id: &str, name: &str, data: &impl Serialize) -> Result<(), StoreError> {
         use std::io::Write;
+        let start = self.0.len();
         let _ = write!(self.0, "id: {id}\nevent: {name}\ndata: ");
-        serde_json::to_writer(&mut self.0, data)
-            .map_err(|e| StoreError::BadValue(format!("a change could not be written: {e}")))?;
+        if let Err(e) = serde_json::to_writer(&mut self.0, data) {
+            self.0.truncate(start);
+            return Err(StoreError::BadValue(format!(
+                "a change could not be written: {e}"
+            )));
+        }
         self.0.extend_from_slice(b"\n\n");
         Ok(())
     }
@@ -424,9 +430,13 @@ async fn export(
         }
     });
     // The lines ready at once go out as one chunk (a page of the export, not a line at a time).
+    // After an error line nothing more is sent: an export without its cursor is incomplete.
     let chunks = tokio_stream_of(receiver)
         .ready_chunks(EXPORT_BUFFER)
-        .map(|items| {
+        .scan(false, |failed, items| {
+            if *failed {
+                return std::future::ready(None);
+            }
             let mut chunk = Vec::with_capacity(items.len() * EVENT_BYTES);
             for item in items {
                 let written = match item {
@@ -439,9 +449,11 @@ async fn export(
                 };
                 if let Err(e) = written {
                     let _ = write_line(&mut chunk, &Line::Error(export_error(&e)));
+                    *failed = true;
+                    break;
                 }
             }
-            Ok::<_, Infallible>(Bytes::from(chunk))
+            std::future::ready(Some(Ok::<_, Infallible>(Bytes::from(chunk))))
         })
         .fuse();
     Ok((
@@ -465,9 +477,15 @@ enum Line<'a> {
     Error(String),
 }
 
+/// Appends a line; one that cannot be written leaves nothing behind.
 fn write_line(out: &mut Vec<u8>, line: &Line<'_>) -> Result<(), StoreError> {
-    serde_json::to_writer(&mut *out, line)
-        .map_err(|e| StoreError::BadValue(format!("an export line could not be written: {e}")))?;
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, line) {
+        out.truncate(start);
+        return Err(StoreError::BadValue(format!(
+            "an export line could not be written: {e}"
+        )));
+    }
     out.push(b'\n');
     Ok(())
 }

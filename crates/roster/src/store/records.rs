@@ -143,9 +143,9 @@ async fn insert_rows<const N: usize>(
     rows: impl Iterator<Item = [Arg; N]>,
 ) -> StoreResult<()> {
     let mut q = Sql::new(insert);
-    let mut any = false;
+    let mut count = 0;
     for row in rows {
-        q.push(if any { ", (" } else { "(" });
+        q.push(if count > 0 { ", (" } else { "(" });
         for (i, value) in row.into_iter().enumerate() {
             if i > 0 {
                 q.push(", ");
@@ -153,10 +153,18 @@ async fn insert_rows<const N: usize>(
             q.push_bind(value);
         }
         q.push(")");
-        any = true;
+        count += 1;
     }
-    if any {
-        tx.execute(&q).await?;
+    match count {
+        0 => {}
+        // One row is the common case, kept prepared; each other count would be a statement of
+        // its own in the connection's cache.
+        1 => {
+            tx.execute(&q).await?;
+        }
+        _ => {
+            tx.execute(&q.replanned()).await?;
+        }
     }
     Ok(())
 }

@@ -68,7 +68,7 @@ async fn check_user_name(tx: &mut Tx, write: &ScimWrite, except: ResourceId) -> 
     };
     records::serialize(tx, &key).await?;
     if user_name_taken(tx, &write.source_system, name, except).await? {
-        return Err(taken(write, "userName", "already"));
+        return Err(taken(write, Taken::UserName, "already"));
     }
     Ok(())
 }
@@ -154,7 +154,8 @@ pub(super) async fn create_all(
         .iter()
         .zip(&checked)
         .filter(|(_, check)| check.is_ok())
-        .filter_map(|(w, _)| user_name_key(w))
+        .flat_map(|(w, _)| [user_name_key(w), external_id_key(w)])
+        .flatten()
         .collect();
     records::serialize_all(tx, keys).await?;
     refuse_taken(tx, writes, &mut checked).await?;
@@ -186,13 +187,10 @@ pub(super) async fn create_all(
                     doc: write.doc.clone(),
                 })
             }
-            // Only a resource written by a transaction that committed meanwhile (an `externalId`
-            // is not held) makes the insert skip a row.
-            None => Err(taken(
-                write,
-                "externalId",
-                "by a write made at the same time",
-            )),
+            // Names and externalIds are held, but a REST create holds neither: one that
+            // committed meanwhile with the same identifier or externalId makes the insert skip
+            // the row.
+            None => Err(taken(write, Taken::Key, "by a write made at the same time")),
         }));
     }
     records::audit_all(tx, actor, audits).await?;
@@ -212,6 +210,12 @@ fn user_name_key(write: &ScimWrite) -> Option<String> {
     })
 }
 
+/// The lock that holds an `externalId` in its source.
+fn external_id_key(write: &ScimWrite) -> Option<String> {
+    let id = write.external_id.as_deref()?;
+    Some(format!("scim-external-id:{}:{id}", write.source_system))
+}
+
 /// Refuses each write, not refused yet, whose `userName` or `externalId` is taken by a live
 /// resource or by an earlier write.
 async fn refuse_taken(
@@ -229,7 +233,11 @@ async fn refuse_taken(
             continue;
         };
         if name || ext {
-            let what = if name { "userName" } else { "externalId" };
+            let what = if name {
+                Taken::UserName
+            } else {
+                Taken::ExternalId
+            };
             checked[i] = Err(taken(&writes[i], what, "already"));
         }
     }
@@ -240,33 +248,52 @@ async fn refuse_taken(
             continue;
         }
         let write = &writes[i];
-        let ext = write
-            .external_id
-            .as_deref()
-            .map(|e| (write.source_system.as_str(), e));
-        if user_name_key(write).is_some_and(|n| !names.insert(n)) {
-            checked[i] = Err(taken(write, "userName", "earlier in the same request"));
-        } else if ext.is_some_and(|e| !external_ids.insert(e)) {
-            checked[i] = Err(taken(write, "externalId", "earlier in the same request"));
+        // A write refused here holds neither its name nor its externalId for those after it.
+        let name = user_name_key(write);
+        let ext = external_id_key(write);
+        let again = "earlier in the same request";
+        if name.as_ref().is_some_and(|n| names.contains(n)) {
+            checked[i] = Err(taken(write, Taken::UserName, again));
+        } else if ext.as_ref().is_some_and(|e| external_ids.contains(e)) {
+            checked[i] = Err(taken(write, Taken::ExternalId, again));
+        } else {
+            names.extend(name);
+            external_ids.extend(ext);
         }
     }
     Ok(())
 }
 
-/// The refusal of a write whose `what` another resource has (`when`).
-fn taken(write: &ScimWrite, what: &str, when: &str) -> StoreError {
+/// Which key of a create another resource has.
+#[derive(Clone, Copy)]
+enum Taken {
+    UserName,
+    ExternalId,
+    /// The identifier or the `externalId`: the insert does not say which.
+    Key,
+}
+
+/// The refusal of a create whose key (`what`) another resource has (`when`).
+fn taken(write: &ScimWrite, what: Taken, when: &str) -> StoreError {
+    let name = write.identifier.as_deref().unwrap_or_default();
+    let ext = write.external_id.as_deref().unwrap_or_default();
+    let source = &write.source_system;
     StoreError::conflict(
         ConflictKind::Duplicate,
-        format!(
-            "{what} of {} is taken {when} by another resource of source system {:?} (a \
-             userName is compared without regard to case)",
-            write
-                .identifier
-                .as_deref()
-                .or(write.displayname.as_deref())
-                .map_or_else(|| "the new resource".to_owned(), |n| format!("{n:?}")),
-            write.source_system
-        ),
+        match what {
+            Taken::UserName => format!(
+                "userName {name:?} is taken {when} by another user of source system {source:?} \
+                 (compared without regard to case)"
+            ),
+            Taken::ExternalId => format!(
+                "externalId {ext:?} is taken {when} by another resource of source system \
+                 {source:?}"
+            ),
+            Taken::Key => format!(
+                "the userName {name:?} or the externalId {ext:?} was taken {when} by another \
+                 resource of source system {source:?}"
+            ),
+        },
     )
 }
 

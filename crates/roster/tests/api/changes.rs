@@ -637,6 +637,7 @@ pub async fn events(
         response.headers()[header::CONTENT_TYPE],
         "text/event-stream"
     );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
     let mut body = response.into_body();
     let mut text = String::new();
     let mut out = Vec::new();

@@ -1438,6 +1438,47 @@ async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_it
             ["value"],
         json!(manager.expect("id"))
     );
+    // A create refused for its externalId holds no name for those after it; an externalId a
+    // live user has is refused too.
+    let with_ext = |name: &str, ext: &str| {
+        let mut op = bulk_user(name);
+        op["data"]["externalId"] = json!(ext);
+        op
+    };
+    let operations = vec![
+        with_ext("a1", "e-a"),
+        with_ext("b1", "e-a"),
+        with_ext("B1", "e-c"),
+        with_ext("d1", "ext-170"),
+    ];
+    let reply = post_bulk(&app, &t, operations, None).await;
+    let statuses: Vec<&str> = reply.json["Operations"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["201", "409", "201", "409"], "{}", reply.text);
+    assert!(reply.json["Operations"][3]["response"]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("ext-170")));
+    // failOnErrors counts the refusals inside a row of creates: nothing starts after the second.
+    let operations = vec![
+        bulk_user("U0"),
+        bulk_user("x1"),
+        bulk_user("u1"),
+        bulk_user("x2"),
+    ];
+    let reply = post_bulk(&app, &t, operations, Some(2)).await;
+    let statuses: Vec<&str> = reply.json["Operations"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["409", "201", "409"], "{}", reply.text);
+    let named = "SELECT count(*) FROM resource WHERE identifier IN ('x1', 'x2')";
+    assert_eq!(app.scalar(named, &[]).await, 1, "x1 only");
     // Each answer is the user as stored, with where to find it.
     let first = &results[0];
     let id = first["location"]

@@ -104,11 +104,13 @@ async fn apply(
 ) -> Done {
     // Stop in time to answer what was done before the request's timeout would drop it all.
     let deadline = Instant::now() + state.limits.request_timeout / 2;
-    // Errors are counted as runs are written: under `failOnErrors` each create is written alone.
-    let run_size = if fail_on.is_some() {
-        1
-    } else {
-        CREATES_PER_RUN
+    // Errors are counted as runs are written: under `failOnErrors` a run is no longer than the
+    // errors still allowed, so no operation starts after the last one allowed.
+    let run_size = |done: &Done| match fail_on {
+        Some(n) => usize::try_from(n.saturating_sub(done.errors))
+            .unwrap_or(CREATES_PER_RUN)
+            .clamp(1, CREATES_PER_RUN),
+        None => CREATES_PER_RUN,
     };
     let mut done = Done::default();
     let mut run = Run {
@@ -133,7 +135,7 @@ async fn apply(
         match asked {
             Ok(asked) if asked.method == "POST" && asked.ty == ScimType::User => {
                 run.queue(operation, &asked, &mut done).await;
-                if run.entries.len() >= run_size {
+                if run.entries.len() >= run_size(&done) {
                     run.write(&mut done).await;
                 }
             }
