@@ -227,7 +227,8 @@ async fn refuse_taken(
     if asked.is_empty() {
         return Ok(());
     }
-    let found: Vec<(i32, bool, bool)> = tx.fetch_all(&ssql::taken(writes, &asked)).await?;
+    let check = ssql::taken(tx.dialect(), writes, &asked);
+    let found: Vec<(i32, bool, bool)> = tx.fetch_all(&check).await?;
     for (i, name, ext) in found {
         let Some(i) = usize::try_from(i).ok().filter(|&i| i < writes.len()) else {
             continue;
