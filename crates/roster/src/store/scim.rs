@@ -227,8 +227,7 @@ async fn refuse_taken(
     if asked.is_empty() {
         return Ok(());
     }
-    let check = ssql::taken(tx.dialect(), writes, &asked);
-    let found: Vec<(i32, bool, bool)> = tx.fetch_all(&check).await?;
+    let found: Vec<(i32, bool, bool)> = tx.fetch_all(&ssql::taken(writes, &asked)).await?;
     for (i, name, ext) in found {
         let Some(i) = usize::try_from(i).ok().filter(|&i| i < writes.len()) else {
             continue;

@@ -680,23 +680,16 @@ pub fn insert_resources(rows: &[(ResourceId, &ScimWrite)], at: DateTime<Utc>) ->
     q.push(format!(
         " ON CONFLICT DO NOTHING RETURNING {RESOURCE_COLUMNS}"
     ));
-    // One row is the common case (a single create), kept prepared; each other count would be a
-    // statement of its own in the connection's cache.
-    if rows.len() > 1 {
-        q.replanned()
-    } else {
-        q
-    }
+    q
 }
 
 /// For each of the writes numbered `asked`: its number, whether a live user of its source has its
 /// `userName` (a user's, without regard to case) and whether a live resource of its source has its
-/// `externalId`. On PostgreSQL it is planned with its arguments each time (see
-/// [`Sql::replanned`]); SQLite keeps the statement of one write prepared.
-pub fn taken(d: Dialect, writes: &[ScimWrite], asked: &[usize]) -> Sql {
+/// `externalId`. Planned with its arguments each time (see [`Sql::replanned`]).
+pub fn taken(writes: &[ScimWrite], asked: &[usize]) -> Sql {
     let mut q = Sql::new("WITH asked(i, source_system, name, external_id) AS (VALUES ");
-    let rows = asked.iter().filter_map(|&i| writes.get(i).map(|w| (i, w)));
-    for (n, (i, write)) in rows.enumerate() {
+    let asked = asked.iter().filter_map(|&i| writes.get(i).map(|w| (i, w)));
+    for (n, (i, write)) in asked.enumerate() {
         let name = write
             .identifier
             .as_deref()
@@ -719,9 +712,5 @@ pub fn taken(d: Dialect, writes: &[ScimWrite], asked: &[usize]) -> Sql {
            AND NOT r.deleted AND r.external_id = a.external_id) \
          FROM asked a",
     );
-    if d == Dialect::Postgres || asked.len() > 1 {
-        q.replanned()
-    } else {
-        q
-    }
+    q.replanned()
 }
