@@ -3,7 +3,19 @@
 import json
 import os
 import subprocess
+import sys
 import threading
+
+
+def show_errors(log) -> None:
+    """Echoes the ERROR events of roster's JSON log to standard error, until the log ends."""
+    for line in log:
+        try:
+            level = json.loads(line).get("level")
+        except ValueError:
+            continue
+        if level == "ERROR":
+            print(f"roster log: {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def start(
@@ -22,7 +34,8 @@ def start(
             continue
         listen = event.get("fields", {}).get("listen")
         if listen:
-            # Keep reading the log so that roster never blocks on a full pipe.
-            threading.Thread(target=server.stdout.read, daemon=True).start()
+            # Keep reading the log so that roster never blocks on a full pipe; its errors are
+            # shown, so that a failed check comes with roster's account of it.
+            threading.Thread(target=show_errors, args=(server.stdout,), daemon=True).start()
             return server, f"http://{listen}"
     raise SystemExit(f"roster exited with {server.wait()} before it listened")

@@ -47,6 +47,10 @@ struct Args {
     /// PostgreSQL), prints its table and writes nothing.
     #[arg(long)]
     feed_only: Option<usize>,
+    /// Runs S0 alone (the account load and re-sync of this many accounts, on PostgreSQL),
+    /// prints its table and writes nothing.
+    #[arg(long)]
+    accounts_only: Option<usize>,
     /// Runs S11 alone (webhook deliveries of this many changes, on PostgreSQL), prints its table
     /// and writes nothing.
     #[arg(long)]
@@ -71,6 +75,13 @@ async fn main() -> Result<()> {
         println!(
             "{}",
             feed_on_postgres(&server::binary()?, &admin_url, members).await?
+        );
+        return Ok(());
+    }
+    if let Some(accounts) = args.accounts_only {
+        println!(
+            "{}",
+            accounts_on_postgres(&server::binary()?, &admin_url, accounts).await?
         );
         return Ok(());
     }
@@ -115,33 +126,17 @@ struct Row {
 async fn run(args: &Args, admin_url: &str) -> Result<String> {
     let scale = args.scale;
     let churn = (scale / 100).max(1);
-    let database_url = fresh_database(admin_url).await?;
     let binary = server::binary()?;
-    let server = Server::start(&binary, &database_url).await?;
-    let pool = PgPool::connect(&database_url).await?;
-    let http = reqwest::Client::new();
-    let api = Api {
-        http: &http,
-        base: &server.base,
-    };
+    let bench = Bench::start(&binary, admin_url).await?;
+    let (server, pool, http, database_url) =
+        (&bench.server, &bench.pool, &bench.http, &bench.database_url);
+    let api = bench.api();
 
-    eprintln!("S0: {scale} accounts through the full-update of resources, then a 1% churn");
-    let (s0_load, op) = api
-        .account_sync("contoso", accounts::Version::Load, scale)
-        .await?;
-    check(&op, "added", scale)?;
-    let (s0_resync, op) = api
-        .account_sync("contoso", accounts::Version::Resync, scale)
-        .await?;
-    let (deleted, updated) = accounts::resync_changes(scale);
-    check(&op, "removed", deleted)?;
-    check(&op, "updated", updated)?;
+    let mut rows = account_rows(&api, pool, scale).await?;
     let rss_s0 = server.peak_rss_mib()?;
-    let s0_floor_load = accounts::floor(&pool, accounts::Version::Load, scale).await?;
-    let s0_floor_resync = accounts::floor(&pool, accounts::Version::Resync, scale).await?;
 
     eprintln!("seeding {scale} accounts");
-    let members = Arc::new(seed_accounts(&pool, scale).await?);
+    let members = Arc::new(seed_accounts(pool, scale).await?);
     let kept = &members[..scale - churn];
 
     eprintln!("S1: initial load of {scale} members through the API");
@@ -155,21 +150,21 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     let rss = server.peak_rss_mib()?.max(rss_s1).max(rss_s0);
 
     eprintln!("S3: the raw-SQL floor, without and with change capture");
-    let bare = floor::group(&pool, "floor").await?;
-    let floor_load = floor::sync(&pool, &bare, &members, Capture::Off).await?;
-    let floor_resync = floor::sync(&pool, &bare, kept, Capture::Off).await?;
-    let captured = floor::group(&pool, "floor-capture").await?;
-    let capture_load = floor::sync(&pool, &captured, &members, Capture::On).await?;
-    let capture_resync = floor::sync(&pool, &captured, kept, Capture::On).await?;
+    let bare = floor::group(pool, "floor").await?;
+    let floor_load = floor::sync(pool, &bare, &members, Capture::Off).await?;
+    let floor_resync = floor::sync(pool, &bare, kept, Capture::Off).await?;
+    let captured = floor::group(pool, "floor-capture").await?;
+    let capture_load = floor::sync(pool, &captured, &members, Capture::On).await?;
+    let capture_resync = floor::sync(pool, &captured, kept, Capture::On).await?;
 
     eprintln!("S4: the seed's row-bump re-sync");
-    let bumped = floor::group(&pool, "row-bump").await?;
-    floor::sync(&pool, &bumped, &members, Capture::Off).await?;
-    let row_bump = floor::row_bump(&pool, &bumped, kept).await?;
+    let bumped = floor::group(pool, "row-bump").await?;
+    floor::sync(pool, &bumped, &members, Capture::Off).await?;
+    let row_bump = floor::row_bump(pool, &bumped, kept).await?;
 
     let cohorts = (scale / 10).clamp(100, 100_000) / 100 * 100;
     eprintln!("S7: the sync plan of a unified group of {cohorts} cohorts and three mirrors");
-    let unified = plan::seed(&pool, cohorts).await?;
+    let unified = plan::seed(pool, cohorts).await?;
     let mut plan_times = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
@@ -191,47 +186,12 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
         scim::PATCHES,
         scim::LOOKUPS
     );
-    let seeded = scim::seed(&pool, scim_members).await?;
-    let scim_measured = scim::run(&pool, &http, &server.base, TOKEN, &seeded, scim_members).await?;
+    let seeded = scim::seed(pool, scim_members).await?;
+    let scim_measured = scim::run(pool, http, &server.base, TOKEN, &seeded, scim_members).await?;
 
-    let feed_rows = feed_rows(&api, &pool, scale, group).await?;
+    let feed_rows = feed_rows(&api, pool, scale, group).await?;
 
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    let mut rows = vec![
-        Row {
-            scenario: "S0 account load",
-            what: format!("{scale} accounts through the HTTP full-update of resources, end to end"),
-            time: s0_load,
-            rows: scale,
-            roster_per_floor: Some(ratio(s0_load, s0_floor_load)),
-            rowbump_per_roster: None,
-            target: "≤ 1.3× floor",
-            met: Some(ratio(s0_load, s0_floor_load) <= 1.3),
-        },
-        Row {
-            scenario: "S0 account re-sync",
-            what: format!(
-                "{} accounts: {deleted} deleted, {deleted} renamed, {deleted} retitled",
-                scale - deleted
-            ),
-            time: s0_resync,
-            rows: scale - deleted,
-            roster_per_floor: Some(ratio(s0_resync, s0_floor_resync)),
-            rowbump_per_roster: None,
-            target: "≤ 1.5× floor",
-            met: Some(ratio(s0_resync, s0_floor_resync) <= 1.5),
-        },
-        Row {
-            scenario: "S0 floor: load",
-            what: "raw SQL: COPY to staging, INSERT … SELECT".to_owned(),
-            ..floor_row("", scale, s0_floor_load)
-        },
-        Row {
-            scenario: "S0 floor: re-sync",
-            what: "raw SQL: COPY to staging, UPDATE … FROM of the changed, anti-join soft-delete"
-                .to_owned(),
-            ..floor_row("", scale - deleted, s0_floor_resync)
-        },
+    rows.extend([
         Row {
             scenario: "S1 initial load",
             what: format!("{scale} members through the HTTP full-update, end to end"),
@@ -283,7 +243,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             target: "",
             met: None,
         },
-    ];
+    ]);
     rows.extend(feed_rows);
 
     let read_time = Duration::from_secs(args.read_seconds);
@@ -291,15 +251,15 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
     std::fs::create_dir_all(&dir)?;
     sqlx::query("CREATE TABLE bench_group AS SELECT $1::uuid AS id")
         .bind(group)
-        .execute(&pool)
+        .execute(pool)
         .await?;
-    sqlx::query("ANALYZE").execute(&pool).await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
     let mut reads = String::new();
     for read in reads::Read::ALL {
         eprintln!("S5: {} for {}s each", read.name(), args.read_seconds);
         let ours =
             reads::roster(&server.base, TOKEN, read, group, members.clone(), read_time).await?;
-        let floor = reads::pgbench(&database_url, read, scale, read_time, &dir).await?;
+        let floor = reads::pgbench(database_url, read, scale, read_time, &dir).await?;
         let share = ours.per_second / floor.per_second;
         // PostgreSQL itself does not reach a fixed p99 at 64 connections on two cores: the floor
         // is the target.
@@ -332,9 +292,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
             e.encoding, e.bytes, e.p50_ms, e.p99_ms
         );
     }
-    server.stop().await?;
-    pool.close().await;
-    drop_database(admin_url, &database_url).await?;
+    bench.stop(admin_url).await?;
     let provisioned = provision_both(&binary, admin_url, (scale / 10).clamp(1000, 100_000)).await?;
     let delivered =
         webhooks_on_postgres(&binary, admin_url, (scale / 10).clamp(1000, 100_000)).await?;
@@ -393,7 +351,6 @@ async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> R
         ),
     )
     .await?;
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let measured = |scenario, what, time: Duration, rows, floor: Duration| Row {
         scenario,
         what,
@@ -486,25 +443,125 @@ async fn copy_time(pool: &PgPool, query: &str) -> Result<Duration> {
 /// S8 alone, on a fresh server over a fresh PostgreSQL database: a full-update of `n` members
 /// makes the changes and the group the export reads.
 async fn feed_on_postgres(binary: &std::path::Path, admin_url: &str, n: usize) -> Result<String> {
-    let database_url = fresh_database(admin_url).await?;
-    let server = Server::start(binary, &database_url).await?;
-    let pool = PgPool::connect(&database_url).await?;
-    let http = reqwest::Client::new();
-    let api = Api {
-        http: &http,
-        base: &server.base,
-    };
+    let bench = Bench::start(binary, admin_url).await?;
+    let api = bench.api();
     eprintln!("seeding {n} accounts, then a full-update of a group with all of them");
-    let members = Arc::new(seed_accounts(&pool, n).await?);
+    let members = Arc::new(seed_accounts(&bench.pool, n).await?);
     let group = api.create_group("large").await?;
     let (_, op) = api.full_update(group, &members, n).await?;
     check(&op, "added", n)?;
-    sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
-    let rows = feed_rows(&api, &pool, n, group).await?;
-    server.stop().await?;
-    pool.close().await;
-    drop_database(admin_url, &database_url).await?;
+    sqlx::query("VACUUM ANALYZE").execute(&bench.pool).await?;
+    let rows = feed_rows(&api, &bench.pool, n, group).await?;
+    bench.stop(admin_url).await?;
     Ok(table(&rows))
+}
+
+/// S0 alone, on a fresh server over a fresh PostgreSQL database.
+async fn accounts_on_postgres(
+    binary: &std::path::Path,
+    admin_url: &str,
+    n: usize,
+) -> Result<String> {
+    let bench = Bench::start(binary, admin_url).await?;
+    let rows = account_rows(&bench.api(), &bench.pool, n).await?;
+    bench.stop(admin_url).await?;
+    Ok(table(&rows))
+}
+
+/// S0: `scale` accounts loaded through the full-update of resources, then re-synced after a 1%
+/// churn; each against the raw-SQL floor of the same.
+async fn account_rows(api: &Api<'_>, pool: &PgPool, scale: usize) -> Result<Vec<Row>> {
+    eprintln!("S0: {scale} accounts through the full-update of resources, then a 1% churn");
+    let (load, op) = api
+        .account_sync("contoso", accounts::Version::Load, scale)
+        .await?;
+    check(&op, "added", scale)?;
+    let (resync, op) = api
+        .account_sync("contoso", accounts::Version::Resync, scale)
+        .await?;
+    let (deleted, updated) = accounts::resync_changes(scale);
+    check(&op, "removed", deleted)?;
+    check(&op, "updated", updated)?;
+    let floor_load = accounts::floor(pool, accounts::Version::Load, scale).await?;
+    let floor_resync = accounts::floor(pool, accounts::Version::Resync, scale).await?;
+    Ok(vec![
+        Row {
+            scenario: "S0 account load",
+            what: format!("{scale} accounts through the HTTP full-update of resources, end to end"),
+            time: load,
+            rows: scale,
+            roster_per_floor: Some(ratio(load, floor_load)),
+            rowbump_per_roster: None,
+            target: "≤ 1.3× floor",
+            met: Some(ratio(load, floor_load) <= 1.3),
+        },
+        Row {
+            scenario: "S0 account re-sync",
+            what: format!(
+                "{} accounts: {deleted} deleted, {deleted} renamed, {deleted} retitled",
+                scale - deleted
+            ),
+            time: resync,
+            rows: scale - deleted,
+            roster_per_floor: Some(ratio(resync, floor_resync)),
+            rowbump_per_roster: None,
+            target: "≤ 1.5× floor",
+            met: Some(ratio(resync, floor_resync) <= 1.5),
+        },
+        Row {
+            scenario: "S0 floor: load",
+            what: "raw SQL: COPY to staging, INSERT … SELECT".to_owned(),
+            ..floor_row("", scale, floor_load)
+        },
+        Row {
+            scenario: "S0 floor: re-sync",
+            what: "raw SQL: COPY to staging, UPDATE … FROM of the changed, anti-join soft-delete"
+                .to_owned(),
+            ..floor_row("", scale - deleted, floor_resync)
+        },
+    ])
+}
+
+/// One time over another.
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// A roster server over a fresh PostgreSQL database, with a pool on that database and an HTTP
+/// client for its API.
+struct Bench {
+    database_url: String,
+    server: Server,
+    pool: PgPool,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    async fn start(binary: &std::path::Path, admin_url: &str) -> Result<Self> {
+        let database_url = fresh_database(admin_url).await?;
+        let server = Server::start(binary, &database_url).await?;
+        let pool = PgPool::connect(&database_url).await?;
+        Ok(Self {
+            database_url,
+            server,
+            pool,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn api(&self) -> Api<'_> {
+        Api {
+            http: &self.http,
+            base: &self.server.base,
+        }
+    }
+
+    /// Stops the server and drops the database.
+    async fn stop(self, admin_url: &str) -> Result<()> {
+        self.server.stop().await?;
+        self.pool.close().await;
+        drop_database(admin_url, &self.database_url).await
+    }
 }
 
 /// The table of measured scenarios.

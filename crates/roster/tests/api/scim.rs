@@ -156,7 +156,8 @@ async fn a_user_round_trips_with_its_extensions(backend: Backend) {
         "name": {"givenName": "Ada", "familyName": "Lovelace"},
         "emails": [{"type": "work", "value": "ada@example.com", "primary": true}],
         ENTERPRISE: {"employeeNumber": "42", "manager": {"value": "m-1"}},
-        "urn:example:custom": {"badge": 7}
+        // PostgreSQL prints the largest double as 309 digits: it must still read back.
+        "urn:example:custom": {"badge": 7, "limit": f64::MAX, "least": -f64::MAX, "tiny": 5e-324}
     });
     let reply = scim(&app, &t, Method::POST, "/foo/Users", Some(body)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
@@ -179,6 +180,15 @@ async fn a_user_round_trips_with_its_extensions(backend: Backend) {
     assert_eq!(read.json["name"]["givenName"], "Ada");
     assert_eq!(read.json[ENTERPRISE]["employeeNumber"], "42");
     assert_eq!(read.json["urn:example:custom"]["badge"], 7);
+    for (name, value) in [("limit", f64::MAX), ("least", -f64::MAX), ("tiny", 5e-324)] {
+        assert_eq!(read.json["urn:example:custom"][name].as_f64(), Some(value));
+    }
+    let listed = scim(&app, &t, Method::GET, "/foo/Users", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(
+        listed.json["Resources"][0]["urn:example:custom"]["limit"].as_f64(),
+        Some(f64::MAX)
+    );
     assert_eq!(read.json["active"], true);
     assert!(read.json.get("password").is_none(), "{}", read.text);
     assert!(!read.text.contains("never-stored"));
