@@ -183,9 +183,18 @@ pub(super) async fn resolve(
     values: &Values,
     partial: bool,
 ) -> StoreResult<i64> {
-    for statement in rsql::resolve_live(staging) {
-        tx.execute(&values.sql(&statement)).await?;
+    tx.batch(&rsql::create_staging(
+        tx.dialect(),
+        &rsql::Resolved(staging),
+    ))
+    .await?;
+    tx.execute(&values.sql(&rsql::copy_resolved(staging)))
+        .await?;
+    for statement in rsql::swap_resolved(staging) {
+        tx.batch(&statement).await?;
     }
+    tx.execute(&values.sql(&rsql::resolve_by_identifier(staging)))
+        .await?;
     if tx.scalar(&values.sql(&rsql::has_deleted())).await? {
         for statement in rsql::resolve_deleted(staging) {
             tx.execute(&values.sql(&statement)).await?;
