@@ -161,15 +161,18 @@ impl std::fmt::Display for Resolved<'_> {
 /// new version of each row, the old one left behind). The caller then swaps the copy in.
 pub fn copy_resolved(staging: &Staging) -> String {
     let resolved = Resolved(staging);
-    let columns = "chunk, line, new_id, resource_id, external_id, identifier, type, subtype, \
-         displayname, description, notes, tags, active, expires_at, present, remove, rejected";
+    // Every loaded column (so that one added to the loader is copied too), then the two the
+    // apply writes.
+    let loaded: Vec<String> = STAGING_COLUMNS
+        .split(", ")
+        .map(|column| format!("s.{column}"))
+        .collect();
     format!(
-        "INSERT INTO {resolved} ({columns}) SELECT s.chunk, s.line, s.new_id, \
-         coalesce(s.resource_id, r.id), s.external_id, s.identifier, s.type, s.subtype, \
-         s.displayname, s.description, s.notes, s.tags, s.active, s.expires_at, s.present, \
-         s.remove, s.rejected FROM {staging} s LEFT JOIN resource r ON s.resource_id IS NULL \
-         AND s.external_id IS NOT NULL AND r.source_system = $1 \
-         AND r.external_id = s.external_id AND NOT r.deleted"
+        "INSERT INTO {resolved} ({STAGING_COLUMNS}, rejected, resource_id) SELECT {}, \
+         s.rejected, coalesce(s.resource_id, r.id) FROM {staging} s LEFT JOIN resource r \
+         ON s.resource_id IS NULL AND s.external_id IS NOT NULL AND r.source_system = $1 \
+         AND r.external_id = s.external_id AND NOT r.deleted",
+        loaded.join(", ")
     )
 }
 
@@ -665,6 +668,32 @@ pub fn count_additions(staging: &Staging) -> String {
 mod tests {
     use super::*;
     use crate::domain::OperationId;
+
+    /// Resolving copies every column of the staging table: none is left behind as the copy is
+    /// swapped in.
+    #[test]
+    fn the_resolved_copy_has_every_staging_column() {
+        let staging = Staging(OperationId(7));
+        let created = create_staging(Dialect::Postgres, &staging);
+        let definitions = created
+            .split_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .expect("a column list");
+        let mut columns: Vec<&str> = definitions
+            .split(", ")
+            .filter_map(|definition| definition.split_whitespace().next())
+            .collect();
+        let copy = copy_resolved(&staging);
+        let named = copy
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list)
+            .expect("the copied columns");
+        let mut copied: Vec<&str> = named.split(", ").collect();
+        columns.sort_unstable();
+        copied.sort_unstable();
+        assert_eq!(columns, copied);
+    }
 
     /// Every resource statement names only positions that [`Values`] binds.
     #[test]
