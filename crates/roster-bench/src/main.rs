@@ -123,6 +123,9 @@ fn rerun_with_postgres() -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// What the S3 floor does.
+const S3: &str = "raw SQL on the same schema: COPY to staging, INSERT … SELECT, anti-join UPDATE";
+
 /// How close to its floor a load must come.
 const LOAD_TARGET: (f64, &str) = (1.3, "≤ 1.3× floor");
 /// How close to its floor a re-sync must come.
@@ -144,6 +147,20 @@ struct Row {
 }
 
 impl Row {
+    /// A floor's own measurement: no ratio and no target.
+    fn floor(scenario: &'static str, what: String, time: Duration, rows: usize) -> Self {
+        Self {
+            scenario,
+            what,
+            time,
+            rows,
+            roster_per_floor: None,
+            rowbump_per_roster: None,
+            target: "",
+            met: None,
+        }
+    }
+
     /// Roster's `(time, rows)` against the floor's time, met within `limit` times the floor
     /// (as `target` says).
     fn against_floor(
@@ -256,13 +273,24 @@ async fn run(args: &Args, admin_url: &str) -> Result<String> {
                 ..resync
             }
         },
-        floor_row("S3 floor: load", scale, floor_load),
-        floor_row("S3 floor: re-sync", scale - churn, floor_resync),
-        floor_row("S3 floor + change log: load", scale, capture_load),
-        floor_row(
-            "S3 floor + change log: re-sync",
+        Row::floor("S3 floor: load", S3.to_owned(), floor_load, scale),
+        Row::floor(
+            "S3 floor: re-sync",
+            S3.to_owned(),
+            floor_resync,
             scale - churn,
+        ),
+        Row::floor(
+            "S3 floor + change log: load",
+            S3.to_owned(),
+            capture_load,
+            scale,
+        ),
+        Row::floor(
+            "S3 floor + change log: re-sync",
+            S3.to_owned(),
             capture_resync,
+            scale - churn,
         ),
         Row {
             scenario: "S7 sync plan",
@@ -428,16 +456,6 @@ async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> R
         ),
     )
     .await?;
-    let floor = |scenario, what, time, rows| Row {
-        scenario,
-        what,
-        time,
-        rows,
-        roster_per_floor: None,
-        rowbump_per_roster: None,
-        target: "",
-        met: None,
-    };
     Ok(vec![
         Row::against_floor(
             "S8 feed",
@@ -459,7 +477,7 @@ async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> R
             feed_floor,
             FEED_TARGET,
         ),
-        floor(
+        Row::floor(
             "S8 floor",
             format!(
                 "the same {feed_read} changes read in commit order by one COPY, straight from \
@@ -478,7 +496,7 @@ async fn feed_rows(api: &Api<'_>, pool: &PgPool, scale: usize, group: Uuid) -> R
             export_floor,
             FEED_TARGET,
         ),
-        floor(
+        Row::floor(
             "S8 export floor",
             "the group's live memberships by id out of one COPY, straight from PostgreSQL"
                 .to_owned(),
@@ -577,17 +595,19 @@ async fn account_rows(api: &Api<'_>, pool: &PgPool, scale: usize) -> Result<Vec<
             floor_resync,
             RESYNC_TARGET,
         ),
-        Row {
-            scenario: "S0 floor: load",
-            what: "raw SQL: COPY to staging, INSERT … SELECT".to_owned(),
-            ..floor_row("", scale, floor_load)
-        },
-        Row {
-            scenario: "S0 floor: re-sync",
-            what: "raw SQL: COPY to staging, UPDATE … FROM of the changed, anti-join soft-delete"
+        Row::floor(
+            "S0 floor: load",
+            "raw SQL: COPY to staging, INSERT … SELECT".to_owned(),
+            floor_load,
+            scale,
+        ),
+        Row::floor(
+            "S0 floor: re-sync",
+            "raw SQL: COPY to staging, UPDATE … FROM of the changed, anti-join soft-delete"
                 .to_owned(),
-            ..floor_row("", scale - deleted, floor_resync)
-        },
+            floor_resync,
+            scale - deleted,
+        ),
     ])
 }
 
@@ -692,20 +712,6 @@ async fn webhooks_on_postgres(
 struct CaptureCost {
     load: f64,
     resync: f64,
-}
-
-fn floor_row(scenario: &'static str, rows: usize, time: Duration) -> Row {
-    Row {
-        scenario,
-        what: "raw SQL on the same schema: COPY to staging, INSERT … SELECT, anti-join UPDATE"
-            .to_owned(),
-        time,
-        rows,
-        roster_per_floor: None,
-        rowbump_per_roster: None,
-        target: "",
-        met: None,
-    }
 }
 
 fn check(op: &Value, count: &str, expected: usize) -> Result<()> {

@@ -140,6 +140,16 @@ fn enc(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
+/// The status of each operation of a BulkResponse, in order.
+fn statuses(reply: &Reply) -> Vec<&str> {
+    reply.json["Operations"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect()
+}
+
 fn set(ids: &[&String]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).clone()).collect()
 }
@@ -1129,12 +1139,8 @@ async fn bulk_applies_each_operation_in_order_and_resolves_bulk_ids(backend: Bac
         "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
     );
     let results = reply.json["Operations"].as_array().expect("operations");
-    let statuses: Vec<&str> = results
-        .iter()
-        .map(|r| r["status"].as_str().unwrap_or_default())
-        .collect();
     assert_eq!(
-        statuses,
+        statuses(&reply),
         ["201", "201", "200", "409", "204", "409"],
         "{}",
         reply.text
@@ -1462,13 +1468,12 @@ async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_it
         with_ext("d1", "ext-170"),
     ];
     let reply = post_bulk(&app, &t, operations, None).await;
-    let statuses: Vec<&str> = reply.json["Operations"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(statuses, ["201", "409", "201", "409"], "{}", reply.text);
+    assert_eq!(
+        statuses(&reply),
+        ["201", "409", "201", "409"],
+        "{}",
+        reply.text
+    );
     assert!(reply.json["Operations"][3]["response"]["detail"]
         .as_str()
         .is_some_and(|d| d.contains("ext-170")));
@@ -1480,13 +1485,7 @@ async fn a_bulk_of_user_creates_commits_in_runs_and_a_refused_one_undoes_only_it
         bulk_user("x2"),
     ];
     let reply = post_bulk(&app, &t, operations, Some(2)).await;
-    let statuses: Vec<&str> = reply.json["Operations"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(statuses, ["409", "201", "409"], "{}", reply.text);
+    assert_eq!(statuses(&reply), ["409", "201", "409"], "{}", reply.text);
     let named = "SELECT count(*) FROM resource WHERE identifier IN ('x1', 'x2')";
     assert_eq!(app.scalar(named, &[]).await, 1, "x1 only");
     // Each answer is the user as stored, with where to find it.
