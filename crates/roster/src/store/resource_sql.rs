@@ -128,6 +128,11 @@ impl Dialect {
     }
 }
 
+/// What resolving a line records of the resource it names, as that resource was then: its
+/// type, keys and deletion, and whether the line changes any of its attributes. The checks and
+/// the apply read these instead of joining every line with its resource again.
+const RESOLVED_COLUMNS: &str = "was_type, was_identifier, was_external_id, was_deleted, differs";
+
 /// `CREATE TABLE` for the staging table of a resource operation. A line that cannot apply is
 /// marked `rejected`, not removed: the resource it names is then neither written nor deleted.
 pub fn create_staging(d: Dialect, staging: &dyn std::fmt::Display) -> String {
@@ -138,8 +143,26 @@ pub fn create_staging(d: Dialect, staging: &dyn std::fmt::Display) -> String {
          type smallint NOT NULL, subtype smallint, displayname text, description text, \
          notes text, tags {tags} NOT NULL, active {boolean} NOT NULL, expires_at {time}, \
          present smallint NOT NULL, remove {boolean} NOT NULL, \
-         rejected {boolean} NOT NULL DEFAULT false)"
+         rejected {boolean} NOT NULL DEFAULT false, was_type smallint, was_identifier text, \
+         was_external_id text, was_deleted {boolean}, differs {boolean})"
     )
+}
+
+/// The values of [`RESOLVED_COLUMNS`] for line `s` resolved to resource `r`, in that order.
+fn resolved_values(d: Dialect) -> String {
+    format!(
+        "r.type, r.identifier, r.external_id, r.deleted, {}",
+        differs(d)
+    )
+}
+
+/// Whether line `s` changes any attribute of resource `r`.
+fn differs(d: Dialect) -> String {
+    let differs: Vec<String> = ATTRIBUTES
+        .iter()
+        .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
+        .collect();
+    format!("({})", differs.join(" OR "))
 }
 
 /// The live resources of the scope, as `r`.
@@ -156,10 +179,11 @@ impl std::fmt::Display for Resolved<'_> {
 }
 
 /// Copies the staging table into [`Resolved`] (created empty by [`create_staging`]), each line
-/// that names no resource yet resolved to the live resource with its external id. One join that
-/// writes each line once: updating every line in place costs PostgreSQL about twice as much (a
-/// new version of each row, the old one left behind). The caller then swaps the copy in.
-pub fn copy_resolved(staging: &Staging) -> String {
+/// that names no resource yet resolved to the live resource with its external id, with what it
+/// records of it. One join that writes each line once: updating every line in place costs
+/// PostgreSQL about twice as much (a new version of each row, the old one left behind). The
+/// caller then swaps the copy in.
+pub fn copy_resolved(d: Dialect, staging: &Staging) -> String {
     let resolved = Resolved(staging);
     // Every loaded column (so that one added to the loader is copied too), then the two the
     // apply writes.
@@ -168,11 +192,12 @@ pub fn copy_resolved(staging: &Staging) -> String {
         .map(|column| format!("s.{column}"))
         .collect();
     format!(
-        "INSERT INTO {resolved} ({STAGING_COLUMNS}, rejected, resource_id) SELECT {}, \
-         s.rejected, coalesce(s.resource_id, r.id) FROM {staging} s LEFT JOIN resource r \
-         ON s.resource_id IS NULL AND s.external_id IS NOT NULL AND r.source_system = $1 \
-         AND r.external_id = s.external_id AND NOT r.deleted",
-        loaded.join(", ")
+        "INSERT INTO {resolved} ({STAGING_COLUMNS}, rejected, resource_id, {RESOLVED_COLUMNS}) \
+         SELECT {}, s.rejected, coalesce(s.resource_id, r.id), {} FROM {staging} s \
+         LEFT JOIN resource r ON s.resource_id IS NULL AND s.external_id IS NOT NULL \
+         AND r.source_system = $1 AND r.external_id = s.external_id AND NOT r.deleted",
+        loaded.join(", "),
+        resolved_values(d)
     )
 }
 
@@ -186,12 +211,14 @@ pub fn swap_resolved(staging: &Staging) -> [String; 2] {
 
 /// Resolves the lines still unresolved to the live resource with their identifier and type
 /// (adopting a resource that has no external id yet).
-pub fn resolve_by_identifier(staging: &Staging) -> String {
+pub fn resolve_by_identifier(d: Dialect, staging: &Staging) -> String {
     format!(
-        "UPDATE {staging} AS s SET resource_id = r.id FROM resource r \
+        "UPDATE {staging} AS s SET ({RESOLVED_COLUMNS}, resource_id) = ({}, r.id) \
+         FROM resource r \
          WHERE s.resource_id IS NULL AND s.identifier IS NOT NULL \
          AND r.source_system = $1 AND r.identifier = s.identifier AND r.type = s.type \
-         AND NOT r.deleted AND (s.external_id IS NULL OR r.external_id IS NULL)"
+         AND NOT r.deleted AND (s.external_id IS NULL OR r.external_id IS NULL)",
+        resolved_values(d)
     )
 }
 
@@ -200,8 +227,9 @@ pub fn has_deleted() -> String {
     "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND deleted)".to_owned()
 }
 
-/// Resolves the lines still unresolved to the most recently deleted resource they name.
-pub fn resolve_deleted(staging: &Staging) -> [String; 2] {
+/// Resolves the lines still unresolved to the most recently deleted resource they name, then
+/// records what they resolved to.
+pub fn resolve_deleted(d: Dialect, staging: &Staging) -> [String; 3] {
     let newest = "ORDER BY r.deleted_at DESC LIMIT 1";
     [
         format!(
@@ -215,6 +243,11 @@ pub fn resolve_deleted(staging: &Staging) -> [String; 2] {
              WHERE r.source_system = $1 AND r.deleted \
              AND r.identifier = {staging}.identifier AND r.type = {staging}.type {newest}) \
              WHERE resource_id IS NULL AND external_id IS NULL"
+        ),
+        format!(
+            "UPDATE {staging} AS s SET ({RESOLVED_COLUMNS}) = ({}) FROM resource r \
+             WHERE r.id = s.resource_id AND s.was_type IS NULL",
+            resolved_values(d)
         ),
     ]
 }
@@ -241,10 +274,12 @@ pub fn has_live() -> String {
 /// Only lines that give a resource a key it does not have yet (new lines, restores, renames,
 /// adoptions) can collide: unchanged keys are unique already.
 pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
-    let identifier = "coalesce(s.identifier, r.identifier)";
-    let external_id = "coalesce(s.external_id, r.external_id)";
+    let identifier = "coalesce(s.identifier, s.was_identifier)";
+    let external_id = "coalesce(s.external_id, s.was_external_id)";
     let changes = |value: &str, column: &str| {
-        format!("(s.resource_id IS NULL OR r.deleted OR {value} IS DISTINCT FROM r.{column})")
+        format!(
+            "(s.resource_id IS NULL OR s.was_deleted OR {value} IS DISTINCT FROM s.was_{column})"
+        )
     };
     let changes_identifier = changes(identifier, "identifier");
     let changes_external_id = changes(external_id, "external_id");
@@ -264,8 +299,7 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
              WHERE h.source_system = $1 AND h.{column} = {value}{same_type} \
              AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
              THEN 'another live resource of the source system has this {column} and keeps it' \
-             END AS reason FROM {staging} s LEFT JOIN resource r ON r.id = s.resource_id \
-             WHERE NOT s.remove AND NOT s.rejected AND {changing}"
+             END AS reason FROM {staging} s WHERE NOT s.remove AND NOT s.rejected AND {changing}"
         ))
     };
     let shared = |value: &str, changing: &str, what: &str, same_type: &str| {
@@ -273,15 +307,15 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
             "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
              {what} to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
              count(*) OVER (PARTITION BY {value}{same_type}) AS n FROM {staging} s \
-             LEFT JOIN resource r ON r.id = s.resource_id \
              WHERE NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL AND {changing}) d"
         ))
     };
     let mut checks = vec![
         reject(&format!(
-            "SELECT s.chunk, s.line, CASE WHEN r.type <> s.type THEN 'the resource with this \
-             external_id is a ' || r.typename || ', not of the line''s type' END AS reason \
-             FROM {staging} s JOIN resource r ON r.id = s.resource_id"
+            "SELECT chunk, line, CASE WHEN was_type <> type THEN 'the resource with this \
+             external_id is a ' || {} || ', not of the line''s type' END AS reason \
+             FROM {staging} WHERE resource_id IS NOT NULL",
+            typename("was_type")
         )),
         reject(&format!(
             "SELECT chunk, line, CASE WHEN n > 1 THEN 'a later line of the upload names the same \
@@ -507,8 +541,8 @@ fn assignments() -> String {
 /// Restores the deleted resources that lines name (unless deleted after the operation began),
 /// with the lines' attributes; the change record carries the attributes that changed.
 pub fn restore(d: Dialect, staging: &Staging) -> Vec<String> {
-    let which = "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND r.deleted \
-                 AND r.deleted_at <= $5";
+    let which = "s.was_deleted AND s.resource_id = r.id AND NOT s.remove AND NOT s.rejected \
+                 AND r.deleted AND r.deleted_at <= $5";
     rewrite(
         d,
         staging,
@@ -594,16 +628,14 @@ fn rewrite(
 }
 
 /// Updates the live resources whose attributes a line changes (unless written after the
-/// operation began), recording old and new values.
+/// operation began), recording old and new values. Only the lines that changed their resource
+/// when resolved are joined with it: a resource written since then was written after the
+/// operation began.
 pub fn update(d: Dialect, staging: &Staging) -> Vec<String> {
-    let differs: Vec<String> = ATTRIBUTES
-        .iter()
-        .map(|(name, bit, _)| d.differ(&new_value(name, *bit), &format!("r.{name}")))
-        .collect();
     let which = format!(
-        "s.resource_id = r.id AND NOT s.remove AND NOT s.rejected AND NOT r.deleted \
-         AND r.modified <= $5 AND ({})",
-        differs.join(" OR ")
+        "s.differs AND s.resource_id = r.id AND NOT s.remove AND NOT s.rejected \
+         AND NOT r.deleted AND r.modified <= $5 AND {}",
+        differs(d)
     );
     rewrite(d, staging, &which, "", ChangeKind::ResourceUpdated)
 }
@@ -683,7 +715,7 @@ mod tests {
             .split(", ")
             .filter_map(|definition| definition.split_whitespace().next())
             .collect();
-        let copy = copy_resolved(&staging);
+        let copy = copy_resolved(Dialect::Postgres, &staging);
         let named = copy
             .split_once('(')
             .and_then(|(_, rest)| rest.split_once(')'))
@@ -712,10 +744,7 @@ mod tests {
             preview_additions(&staging),
             count_additions(&staging),
         ];
-        statements.push(copy_resolved(&staging));
         statements.extend(swap_resolved(&staging));
-        statements.push(resolve_by_identifier(&staging));
-        statements.extend(resolve_deleted(&staging));
         for partial in [true, false] {
             for live in [true, false] {
                 statements.extend(checks(&staging, partial, live));
@@ -724,6 +753,9 @@ mod tests {
         for d in [Dialect::Postgres, Dialect::Sqlite] {
             statements.push(create_staging(d, &staging));
             statements.push(create_staging(d, &Resolved(&staging)));
+            statements.push(copy_resolved(d, &staging));
+            statements.push(resolve_by_identifier(d, &staging));
+            statements.extend(resolve_deleted(d, &staging));
             statements.extend(restore(d, &staging));
             statements.extend(update(d, &staging));
             statements.extend(insert(d, &staging));

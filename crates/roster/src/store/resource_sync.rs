@@ -188,15 +188,16 @@ pub(super) async fn resolve(
         &rsql::Resolved(staging),
     ))
     .await?;
-    tx.execute(&values.sql(&rsql::copy_resolved(staging)))
+    let d = tx.dialect();
+    tx.execute(&values.sql(&rsql::copy_resolved(d, staging)))
         .await?;
     for statement in rsql::swap_resolved(staging) {
         tx.batch(&statement).await?;
     }
-    tx.execute(&values.sql(&rsql::resolve_by_identifier(staging)))
+    tx.execute(&values.sql(&rsql::resolve_by_identifier(d, staging)))
         .await?;
     if tx.scalar(&values.sql(&rsql::has_deleted())).await? {
-        for statement in rsql::resolve_deleted(staging) {
+        for statement in rsql::resolve_deleted(d, staging) {
             tx.execute(&values.sql(&statement)).await?;
         }
     }
