@@ -316,6 +316,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Applies PostgreSQL planner settings (`SET LOCAL …`) for the rest of the transaction;
+    /// SQLite has none to apply.
+    pub async fn postgres_settings(&mut self, settings: &[&str]) -> StoreResult<()> {
+        if let Link::Postgres(c) = self.link() {
+            c.execute(settings.join("; ").as_str()).await?;
+        }
+        Ok(())
+    }
+
     pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> StoreResult<Vec<T>> {
         Ok(match self.link() {
             Link::Postgres(c) => {

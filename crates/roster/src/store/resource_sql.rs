@@ -303,13 +303,21 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
         ))
     };
     let shared = |value: &str, changing: &str, what: &str, same_type: &str| {
+        let lines = format!(
+            "{staging} s WHERE NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL \
+             AND {changing}"
+        );
         reject(&format!(
             "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
              {what} to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
-             count(*) OVER (PARTITION BY {value}{same_type}) AS n FROM {staging} s \
-             WHERE NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL AND {changing}) d"
+             count(*) OVER (PARTITION BY {value}{same_type}) AS n FROM {lines} AND {}) d",
+            repeated(&lines, &format!("{value}{same_type}"))
         ))
     };
+    // What a line names: its resource, else its external id, else its identifier and type.
+    let named = "resource_id, CASE WHEN resource_id IS NULL THEN external_id END, \
+         CASE WHEN resource_id IS NULL AND external_id IS NULL THEN identifier END, \
+         CASE WHEN resource_id IS NULL AND external_id IS NULL THEN type END";
     let mut checks = vec![
         reject(&format!(
             "SELECT chunk, line, CASE WHEN was_type <> type THEN 'the resource with this \
@@ -320,10 +328,9 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
         reject(&format!(
             "SELECT chunk, line, CASE WHEN n > 1 THEN 'a later line of the upload names the same \
              resource' END AS reason FROM (SELECT chunk, line, row_number() OVER (PARTITION BY \
-             resource_id, CASE WHEN resource_id IS NULL THEN external_id END, \
-             CASE WHEN resource_id IS NULL AND external_id IS NULL THEN identifier END, \
-             CASE WHEN resource_id IS NULL AND external_id IS NULL THEN type END \
-             ORDER BY chunk DESC, line DESC) AS n FROM {staging} WHERE NOT rejected) d"
+             {named} ORDER BY chunk DESC, line DESC) AS n FROM {staging} WHERE NOT rejected \
+             AND {}) d",
+            repeated(&format!("{staging} WHERE NOT rejected"), named)
         )),
         shared(external_id, &changes_external_id, "external_id", ""),
         shared(identifier, &changes_identifier, "identifier", ", s.type"),
@@ -338,6 +345,13 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
         checks.push(held("external_id", external_id, &changes_external_id, ""));
     }
     checks
+}
+
+/// Whether two of the rows `from` (a table and its condition) share `key`. Uncorrelated, so the
+/// window that finds which lines share a key runs only when some do: one hashed pass over the
+/// lines instead of a sort of them all.
+fn repeated(from: &str, key: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM {from} GROUP BY {key} HAVING count(*) > 1)")
 }
 
 /// Marks the rejected lines of the staging table.
@@ -366,12 +380,19 @@ fn deleted(staging: &Staging, partial: bool) -> String {
     }
 }
 
-/// Live resources of the scope, snapshot lines, and resources the full-update would delete.
-pub fn threshold_counts(staging: &Staging) -> String {
+/// Live resources of the scope and snapshot lines, the deletion threshold's measures besides
+/// what the full-update deletes (which its delete step counts).
+pub fn scope_counts(staging: &Staging) -> String {
     format!(
         "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
-         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), \
-         (SELECT count(*) FROM resource r WHERE {})",
+         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected)"
+    )
+}
+
+/// How many resources a full-update would delete.
+pub fn count_removals(staging: &Staging) -> String {
+    format!(
+        "SELECT count(*) FROM resource r WHERE {}",
         deleted(staging, false)
     )
 }
@@ -739,7 +760,8 @@ mod tests {
             index_staging(&staging),
             has_live(),
             mark_rejected(&staging),
-            threshold_counts(&staging),
+            scope_counts(&staging),
+            count_removals(&staging),
             preview_removals(&staging),
             preview_additions(&staging),
             count_additions(&staging),
