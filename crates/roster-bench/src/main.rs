@@ -360,8 +360,8 @@ async fn read_tables(
         .await?;
     sqlx::query("ANALYZE").execute(&bench.pool).await?;
     let mut reads = format!(
-        "Reads: {} concurrent connections; roster through HTTP with a bearer token, the floor \
-         the same query from pgbench.\n\n\
+        "Reads: {} concurrent connections; roster through HTTP with a bearer token from wrk, the \
+         floor the same query from pgbench.\n\n\
          | read | roster req/s | p50 ms | p99 ms | floor req/s | floor p50 ms | floor p99 ms | \
          roster ÷ floor | met (≥ 90% of the floor's rate, p99 ≤ the floor's) |\n\
          |---|---|---|---|---|---|---|---|---|\n",
@@ -374,8 +374,9 @@ async fn read_tables(
             TOKEN,
             read,
             group,
-            members.clone(),
+            members,
             read_time,
+            &dir,
         )
         .await?;
         let floor = reads::pgbench(&bench.database_url, read, scale, read_time, &dir).await?;

@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -107,54 +106,102 @@ pub fn summarise(mut latencies: Vec<f64>, elapsed: Duration) -> Load {
     }
 }
 
-/// Runs `read` against roster from 64 concurrent connections for `duration`.
+/// How many of the members the load against roster picks its requests from (at random): enough
+/// that the pages and groups it reads are spread over the whole group, few enough that wrk's
+/// threads load them in a moment.
+const SAMPLED_PATHS: usize = 100_000;
+
+/// wrk's script: requests a random path of the list with the bearer token, and prints what the
+/// run measured as one JSON line.
+const WRK_SCRIPT: &str = r#"
+local paths = {}
+for line in io.lines(os.getenv("ROSTER_BENCH_PATHS")) do paths[#paths + 1] = line end
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("ROSTER_BENCH_TOKEN")
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+function init(args)
+  math.randomseed(seed * 7919)
+end
+function request()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"failed":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"#;
+
+/// What wrk's script prints.
+#[derive(serde::Deserialize)]
+struct WrkRun {
+    requests: u64,
+    duration_us: u64,
+    p50_us: u64,
+    p99_us: u64,
+    failed: u64,
+    socket_errors: u64,
+}
+
+/// Runs `read` against roster from 64 concurrent connections for `duration`, with wrk: a load
+/// generator written in C like pgbench, so that the client's own cost weighs on the two sides
+/// alike (a Rust client built on reqwest took more than a core of this machine's two).
 pub async fn roster(
     base: &str,
     token: &str,
     read: Read,
     group: Uuid,
-    members: Arc<Vec<Uuid>>,
+    members: &[Uuid],
     duration: Duration,
+    dir: &Path,
 ) -> Result<Load> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()?;
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for worker in 0..CONNECTIONS {
-        let (client, base, token, members) = (
-            client.clone(),
-            base.to_owned(),
-            token.to_owned(),
-            members.clone(),
+    let step = (members.len() / SAMPLED_PATHS).max(1);
+    let paths: String = members
+        .iter()
+        .step_by(step)
+        .map(|member| format!("{}\n", read.path(group, *member)))
+        .collect();
+    let (paths_file, script) = (dir.join("paths.txt"), dir.join("read.lua"));
+    std::fs::write(&paths_file, paths)?;
+    std::fs::write(&script, WRK_SCRIPT)?;
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t", "2", "-c", &CONNECTIONS.to_string()])
+        .args(["-d", &format!("{}s", duration.as_secs().max(1))])
+        .args(["--timeout", "10s", "-s", script.to_str().context("path")?])
+        .arg(base)
+        .env("ROSTER_BENCH_PATHS", &paths_file)
+        .env("ROSTER_BENCH_TOKEN", token)
+        .output()
+        .await
+        .context("running wrk (the Debian package wrk)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run: WrkRun = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .with_context(|| format!("wrk printed no summary: {stdout}"))?;
+    if run.failed > 0 || run.socket_errors > 0 || run.requests == 0 {
+        bail!(
+            "{}: {} of {} requests failed, {} socket errors",
+            read.name(),
+            run.failed,
+            run.requests,
+            run.socket_errors
         );
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ worker as u64;
-            while Instant::now() < deadline {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let member = members[(state % members.len() as u64) as usize];
-                let url = format!("{base}{}", read.path(group, member));
-                let sent = Instant::now();
-                let response = client.get(&url).bearer_auth(&token).send().await?;
-                let status = response.status();
-                response.bytes().await?;
-                if !status.is_success() {
-                    bail!("{url} answered {status}");
-                }
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok(latencies)
-        }));
     }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(summarise(all, started.elapsed()))
+    Ok(Load {
+        per_second: run.requests as f64 / (run.duration_us as f64 / 1e6),
+        p50_ms: run.p50_us as f64 / 1000.0,
+        p99_ms: run.p99_us as f64 / 1000.0,
+    })
 }
 
 /// Runs the same query with pgbench from 64 connections for `duration`.
