@@ -589,7 +589,7 @@ impl super::Store {
             .map(|(_, _, source)| source.clone())
             .collect();
         let statement = plan_rows(tx.dialect(), id, &groups, &sources, &mirror_sources);
-        tx.postgres_settings(&PLAN_SETTINGS).await?;
+        tx.postgres_only(&PLAN_SETTINGS).await?;
         let fetched: Vec<PlanQueryRow> = tx.fetch_all(&statement).await?;
         let mut cohorts = 0;
         let mut rows = Vec::with_capacity(fetched.len());

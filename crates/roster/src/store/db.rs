@@ -316,11 +316,11 @@ impl Tx {
         Ok(())
     }
 
-    /// Applies PostgreSQL planner settings (`SET LOCAL …`) for the rest of the transaction;
-    /// SQLite has none to apply.
-    pub async fn postgres_settings(&mut self, settings: &[&str]) -> StoreResult<()> {
+    /// Runs statements SQLite has no counterpart for (planner settings, `SET LOCAL …`; storage
+    /// options) on PostgreSQL, and nothing on SQLite.
+    pub async fn postgres_only(&mut self, statements: &[&str]) -> StoreResult<()> {
         if let Link::Postgres(c) = self.link() {
-            c.execute(settings.join("; ").as_str()).await?;
+            c.execute(statements.join("; ").as_str()).await?;
         }
         Ok(())
     }

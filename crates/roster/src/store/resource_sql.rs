@@ -136,9 +136,30 @@ const RESOLVED_COLUMNS: &str = "was_type, was_identifier, was_external_id, was_d
 /// `CREATE TABLE` for the staging table of a resource operation. A line that cannot apply is
 /// marked `rejected`, not removed: the resource it names is then neither written nor deleted.
 pub fn create_staging(d: Dialect, staging: &dyn std::fmt::Display) -> String {
+    staging_table(d, "TABLE", staging)
+}
+
+/// `CREATE TABLE` for the [`Resolved`] copy of a staging table. Unlogged on PostgreSQL: it
+/// lives inside the transaction that applies the operation (a crash before its commit leaves the
+/// logged staging table as uploaded), so writing a million lines to the write-ahead log again
+/// buys nothing. An operation held past the threshold keeps it: see [`keep_staging`].
+pub fn create_resolved(d: Dialect, staging: &Staging) -> String {
+    let kind = match d {
+        Dialect::Postgres => "UNLOGGED TABLE",
+        Dialect::Sqlite => "TABLE",
+    };
+    staging_table(d, kind, &Resolved(staging))
+}
+
+/// Makes the staging table of an operation held for approval crash-safe again (PostgreSQL).
+pub fn keep_staging(staging: &Staging) -> String {
+    format!("ALTER TABLE {staging} SET LOGGED")
+}
+
+fn staging_table(d: Dialect, kind: &str, name: &dyn std::fmt::Display) -> String {
     let (uuid, boolean, tags, time) = (d.uuid(), d.boolean(), d.tags(), d.time());
     format!(
-        "CREATE TABLE {staging} (chunk integer NOT NULL, line integer NOT NULL, \
+        "CREATE {kind} {name} (chunk integer NOT NULL, line integer NOT NULL, \
          new_id {uuid} NOT NULL, resource_id {uuid}, external_id text, identifier text, \
          type smallint NOT NULL, subtype smallint, displayname text, description text, \
          notes text, tags {tags} NOT NULL, active {boolean} NOT NULL, expires_at {time}, \
@@ -757,6 +778,7 @@ mod tests {
             .args_len();
         let mut statements = vec![
             has_deleted(),
+            keep_staging(&staging),
             index_staging(&staging),
             has_live(),
             mark_rejected(&staging),
@@ -774,7 +796,7 @@ mod tests {
         }
         for d in [Dialect::Postgres, Dialect::Sqlite] {
             statements.push(create_staging(d, &staging));
-            statements.push(create_staging(d, &Resolved(&staging)));
+            statements.push(create_resolved(d, &staging));
             statements.push(copy_resolved(d, &staging));
             statements.push(resolve_by_identifier(d, &staging));
             statements.extend(resolve_deleted(d, &staging));

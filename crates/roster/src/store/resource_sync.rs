@@ -51,7 +51,7 @@ pub(super) async fn apply_update(
     let params = esql::params(op)?;
     db.analyze_if_stale("resource").await?;
     let mut tx = db.write().await?;
-    tx.postgres_settings(&APPLY_SETTINGS).await?;
+    tx.postgres_only(&APPLY_SETTINGS).await?;
     let source = op.source_system.as_deref().unwrap_or_default();
     lock_source(&mut tx, source).await?;
     lifecycle_sync::before_sync(&mut tx, source).await?;
@@ -196,11 +196,8 @@ pub(super) async fn resolve(
     values: &Values,
     partial: bool,
 ) -> StoreResult<i64> {
-    tx.batch(&rsql::create_staging(
-        tx.dialect(),
-        &rsql::Resolved(staging),
-    ))
-    .await?;
+    tx.batch(&rsql::create_resolved(tx.dialect(), staging))
+        .await?;
     let d = tx.dialect();
     tx.execute(&values.sql(&rsql::copy_resolved(d, staging)))
         .await?;
@@ -291,6 +288,7 @@ pub(super) async fn apply_full_update(
     if checked {
         if let Some(reason) = hold(&params.threshold, &scope, live, snapshot, counts.removed) {
             tx.batch("ROLLBACK TO SAVEPOINT threshold").await?;
+            tx.postgres_only(&[&rsql::keep_staging(&staging)]).await?;
             return Ok(ApplyOutcome::Pending { reason, counts });
         }
         tx.batch("RELEASE SAVEPOINT threshold").await?;

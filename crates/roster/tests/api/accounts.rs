@@ -203,6 +203,19 @@ async fn an_empty_snapshot_is_held_and_deletes_nothing(backend: Backend) {
         .unwrap_or_default()
         .contains("empty"));
     assert_eq!(held["counts"]["removed"], 3);
+    if backend == Backend::Postgres {
+        // The lines of a held operation survive a crash: the apply's unlogged copy of them is
+        // made logged again.
+        let persistence = app
+            .text(
+                &format!(
+                    "SELECT relpersistence::text FROM pg_class WHERE relname = 'staging_{op}'"
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(persistence.as_deref(), Some("p"));
+    }
     let preview = app
         .get(&format!("/api/v1/operations/{op}/preview?limit=2"))
         .await;
