@@ -140,20 +140,15 @@ pub fn create_staging(d: Dialect, staging: &dyn std::fmt::Display) -> String {
 }
 
 /// `CREATE TABLE` for the [`Resolved`] copy of a staging table. Unlogged on PostgreSQL: it
-/// lives inside the transaction that applies the operation (a crash before its commit leaves the
-/// logged staging table as uploaded), so writing a million lines to the write-ahead log again
-/// buys nothing. An operation held past the threshold keeps it: see [`keep_staging`].
+/// lives only inside the transaction that resolves the lines, which drops it before it ends
+/// ([`restore_uploaded`]), so writing a million lines to the write-ahead log again buys nothing.
+/// The uploaded lines stay in their logged table, as uploaded, whatever befalls the apply.
 pub fn create_resolved(d: Dialect, staging: &Staging) -> String {
     let kind = match d {
         Dialect::Postgres => "UNLOGGED TABLE",
         Dialect::Sqlite => "TABLE",
     };
     staging_table(d, kind, &Resolved(staging))
-}
-
-/// Makes the staging table of an operation held for approval crash-safe again (PostgreSQL).
-pub fn keep_staging(staging: &Staging) -> String {
-    format!("ALTER TABLE {staging} SET LOGGED")
 }
 
 fn staging_table(d: Dialect, kind: &str, name: &dyn std::fmt::Display) -> String {
@@ -190,7 +185,7 @@ fn differs(d: Dialect) -> String {
 const IN_SCOPE: &str = "r.source_system = $1 AND NOT r.deleted \
      AND ($6 IS NULL OR r.type = $6) AND ($7 IS NULL OR r.subtype = $7)";
 
-/// The table a resource operation's staging table is rewritten into as its lines are resolved.
+/// The table a resource operation's staging table is copied into as its lines are resolved.
 pub struct Resolved<'a>(pub &'a Staging);
 
 impl std::fmt::Display for Resolved<'_> {
@@ -199,15 +194,24 @@ impl std::fmt::Display for Resolved<'_> {
     }
 }
 
-/// Copies the staging table into [`Resolved`] (created empty by [`create_staging`]), each line
+/// The name the uploaded lines are kept under while the [`Resolved`] copy stands in for them.
+struct Uploaded<'a>(&'a Staging);
+
+impl std::fmt::Display for Uploaded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_uploaded", self.0)
+    }
+}
+
+/// Copies the staging table into [`Resolved`] (created empty by [`create_resolved`]), each line
 /// that names no resource yet resolved to the live resource with its external id, with what it
 /// records of it. One join that writes each line once: updating every line in place costs
 /// PostgreSQL about twice as much (a new version of each row, the old one left behind). The
 /// caller then swaps the copy in.
 pub fn copy_resolved(d: Dialect, staging: &Staging) -> String {
     let resolved = Resolved(staging);
-    // Every loaded column (so that one added to the loader is copied too), then the two the
-    // apply writes.
+    // Every loaded column (so that one added to the loader is copied too), then those resolving
+    // writes.
     let loaded: Vec<String> = STAGING_COLUMNS
         .split(", ")
         .map(|column| format!("s.{column}"))
@@ -222,11 +226,23 @@ pub fn copy_resolved(d: Dialect, staging: &Staging) -> String {
     )
 }
 
-/// Swaps the [`Resolved`] copy in for the staging table.
+/// Puts the [`Resolved`] copy in the staging table's place (the statements that follow name
+/// the staging table), keeping the uploaded lines aside.
 pub fn swap_resolved(staging: &Staging) -> [String; 2] {
     [
-        format!("DROP TABLE {staging}"),
+        format!("ALTER TABLE {staging} RENAME TO {}", Uploaded(staging)),
         format!("ALTER TABLE {} RENAME TO {staging}", Resolved(staging)),
+    ]
+}
+
+/// Drops the [`Resolved`] copy and puts the uploaded lines back, before the transaction that
+/// resolved them commits: an operation claimed again (after a crash between the apply's commit
+/// and its outcome's), approved after a hold, or previewed resolves them afresh from the lines as
+/// uploaded, and an unlogged table emptied by a crash never stands for them.
+pub fn restore_uploaded(staging: &Staging) -> [String; 2] {
+    [
+        format!("DROP TABLE {staging}"),
+        format!("ALTER TABLE {} RENAME TO {staging}", Uploaded(staging)),
     ]
 }
 
@@ -248,9 +264,8 @@ pub fn has_deleted() -> String {
     "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND deleted)".to_owned()
 }
 
-/// Resolves the lines still unresolved to the most recently deleted resource they name, then
-/// records what they resolved to.
-pub fn resolve_deleted(d: Dialect, staging: &Staging) -> [String; 3] {
+/// Resolves the lines still unresolved to the most recently deleted resource they name.
+pub fn resolve_deleted(staging: &Staging) -> [String; 2] {
     let newest = "ORDER BY r.deleted_at DESC LIMIT 1";
     [
         format!(
@@ -265,16 +280,25 @@ pub fn resolve_deleted(d: Dialect, staging: &Staging) -> [String; 3] {
              AND r.identifier = {staging}.identifier AND r.type = {staging}.type {newest}) \
              WHERE resource_id IS NULL AND external_id IS NULL"
         ),
-        format!(
-            "UPDATE {staging} AS s SET ({RESOLVED_COLUMNS}) = ({}) FROM resource r \
-             WHERE r.id = s.resource_id AND s.was_type IS NULL",
-            resolved_values(d)
-        ),
     ]
 }
 
+/// Records what the lines resolved by other means than the copy's join (to a deleted resource,
+/// or by a staging table uploaded before resolving recorded it) resolved to.
+pub fn record_resolved(d: Dialect, staging: &Staging) -> String {
+    format!(
+        "UPDATE {staging} AS s SET ({RESOLVED_COLUMNS}) = ({}) FROM resource r \
+         WHERE r.id = s.resource_id AND s.was_type IS NULL",
+        resolved_values(d)
+    )
+}
+
+/// Indexes the [`Resolved`] copy (swapped in) by resource; the index goes with the copy.
 pub fn index_staging(staging: &Staging) -> String {
-    format!("CREATE INDEX IF NOT EXISTS {staging}_resource ON {staging} (resource_id)")
+    format!(
+        "CREATE INDEX IF NOT EXISTS {}_resource ON {staging} (resource_id)",
+        Resolved(staging)
+    )
 }
 
 fn reject(select: &str) -> String {
@@ -342,8 +366,8 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
     let mut checks = vec![
         reject(&format!(
             "SELECT chunk, line, CASE WHEN was_type <> type THEN 'the resource with this \
-             external_id is a ' || {} || ', not of the line''s type' END AS reason \
-             FROM {staging} WHERE resource_id IS NOT NULL",
+             external_id is a ' || coalesce({}, 'resource') || ', not of the line''s type' END \
+             AS reason FROM {staging} WHERE resource_id IS NOT NULL",
             typename("was_type")
         )),
         reject(&format!(
@@ -401,20 +425,20 @@ fn deleted(staging: &Staging, partial: bool) -> String {
     }
 }
 
-/// Live resources of the scope and snapshot lines, the deletion threshold's measures besides
-/// what the full-update deletes (which its delete step counts).
-pub fn scope_counts(staging: &Staging) -> String {
-    format!(
-        "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
-         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected)"
-    )
-}
-
 /// How many resources a full-update would delete.
 pub fn count_removals(staging: &Staging) -> String {
     format!(
         "SELECT count(*) FROM resource r WHERE {}",
         deleted(staging, false)
+    )
+}
+
+/// Live resources of the scope, snapshot lines, and resources the full-update would delete.
+pub fn threshold_counts(staging: &Staging) -> String {
+    format!(
+        "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
+         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), ({})",
+        count_removals(staging)
     )
 }
 
@@ -671,8 +695,10 @@ fn rewrite(
 
 /// Updates the live resources whose attributes a line changes (unless written after the
 /// operation began), recording old and new values. Only the lines that changed their resource
-/// when resolved are joined with it: a resource written since then was written after the
-/// operation began.
+/// when resolved are joined with it. A resource written since then (by a writer that does not
+/// hold the source's lock: a PATCH, SCIM, a lifecycle action) carries a `modified` later than
+/// the operation's creation, which the fence already leaves alone, unless the writer's clock ran
+/// behind (see "Written after" in docs/operations.md).
 pub fn update(d: Dialect, staging: &Staging) -> Vec<String> {
     let which = format!(
         "s.differs AND s.resource_id = r.id AND NOT s.remove AND NOT s.rejected \
@@ -778,17 +804,18 @@ mod tests {
             .args_len();
         let mut statements = vec![
             has_deleted(),
-            keep_staging(&staging),
             index_staging(&staging),
             has_live(),
             mark_rejected(&staging),
-            scope_counts(&staging),
+            threshold_counts(&staging),
             count_removals(&staging),
             preview_removals(&staging),
             preview_additions(&staging),
             count_additions(&staging),
         ];
         statements.extend(swap_resolved(&staging));
+        statements.extend(restore_uploaded(&staging));
+        statements.extend(resolve_deleted(&staging));
         for partial in [true, false] {
             for live in [true, false] {
                 statements.extend(checks(&staging, partial, live));
@@ -799,7 +826,7 @@ mod tests {
             statements.push(create_resolved(d, &staging));
             statements.push(copy_resolved(d, &staging));
             statements.push(resolve_by_identifier(d, &staging));
-            statements.extend(resolve_deleted(d, &staging));
+            statements.push(record_resolved(d, &staging));
             statements.extend(restore(d, &staging));
             statements.extend(update(d, &staging));
             statements.extend(insert(d, &staging));

@@ -188,8 +188,9 @@ pub(super) async fn create_missing(
     Ok(())
 }
 
-/// Resolves every line to the resource it names, records the lines that cannot apply and removes
-/// them from the staging table. Returns how many lines are rejected in all.
+/// Resolves every line to the resource it names into a copy that stands in for the staging table
+/// until [`restore_uploaded`] puts the uploaded lines back, and records and marks the lines that
+/// cannot apply. Returns how many lines are rejected in all.
 pub(super) async fn resolve(
     tx: &mut Tx,
     staging: &Staging,
@@ -207,7 +208,7 @@ pub(super) async fn resolve(
     tx.execute(&values.sql(&rsql::resolve_by_identifier(d, staging)))
         .await?;
     if tx.scalar(&values.sql(&rsql::has_deleted())).await? {
-        for statement in rsql::resolve_deleted(d, staging) {
+        for statement in rsql::resolve_deleted(staging) {
             tx.execute(&values.sql(&statement)).await?;
         }
     }
@@ -217,6 +218,8 @@ pub(super) async fn resolve(
         // probe it once per resource.
         tx.batch(&format!("ANALYZE {staging}")).await?;
     }
+    tx.execute(&values.sql(&rsql::record_resolved(d, staging)))
+        .await?;
     let mark_rejected = rsql::mark_rejected(staging);
     let live = tx.scalar(&values.sql(&rsql::has_live())).await?;
     for check in rsql::checks(staging, partial, live) {
@@ -226,6 +229,14 @@ pub(super) async fn resolve(
     }
     let rejected = Sql::new("SELECT count(*) FROM operation_rejection WHERE operation_id = $1");
     tx.scalar(&rejected.bind(values.op)).await
+}
+
+/// Drops the resolved copy and puts the uploaded lines back in the staging table's place.
+async fn restore_uploaded(tx: &mut Tx, staging: &Staging) -> StoreResult<()> {
+    for statement in rsql::restore_uploaded(staging) {
+        tx.batch(&statement).await?;
+    }
+    Ok(())
 }
 
 /// Runs one apply step and returns how many resources it wrote (its last statement's count).
@@ -264,36 +275,41 @@ pub(super) async fn apply_full_update(
     let scope = scope_of(op, params);
     let values = values(op.id, &scope, op.token_name.as_deref(), op.created, at);
     let rejected = resolve(tx, &staging, &values, false).await?;
+    let outcome = apply_resolved(tx, &staging, &values, params, &scope, rejected).await?;
+    restore_uploaded(tx, &staging).await?;
+    Ok(outcome)
+}
+
+/// The apply of a full-update of resources once its lines are resolved.
+async fn apply_resolved(
+    tx: &mut Tx,
+    staging: &Staging,
+    values: &Values,
+    params: &FullUpdateParams,
+    scope: &ResourceScope,
+    rejected: i64,
+) -> StoreResult<ApplyOutcome> {
     let mut counts = OperationCounts {
         rejected,
         ..OperationCounts::default()
     };
     if rejected > 0 && params.on_error == OnError::Fail {
         return Ok(ApplyOutcome::Failed {
-            reason: esql::rejection_reason(op.id, rejected),
+            reason: esql::rejection_reason(OperationId(values.op), rejected),
             counts,
         });
     }
-    let (live, snapshot) = tx
-        .fetch_one(&values.sql(&rsql::scope_counts(&staging)))
+    let (live, snapshot, to_remove) = tx
+        .fetch_one(&values.sql(&rsql::threshold_counts(staging)))
         .await?;
-    // The deletions run first, and are undone if they pass the threshold: counting them apart
-    // would join every resource of the scope with the lines once more.
-    let checked = !params.approved;
-    if checked {
-        tx.batch("SAVEPOINT threshold").await?;
-    }
-    let delete = rsql::delete(tx.dialect(), &staging, false);
-    counts.removed = step(tx, &values, delete).await?;
-    if checked {
-        if let Some(reason) = hold(&params.threshold, &scope, live, snapshot, counts.removed) {
-            tx.batch("ROLLBACK TO SAVEPOINT threshold").await?;
-            tx.postgres_only(&[&rsql::keep_staging(&staging)]).await?;
+    if !params.approved {
+        if let Some(reason) = hold(&params.threshold, scope, live, snapshot, to_remove) {
+            counts.removed = to_remove;
             return Ok(ApplyOutcome::Pending { reason, counts });
         }
-        tx.batch("RELEASE SAVEPOINT threshold").await?;
     }
-    write(tx, &staging, &values, &mut counts).await?;
+    counts.removed = step(tx, values, rsql::delete(tx.dialect(), staging, false)).await?;
+    write(tx, staging, values, &mut counts).await?;
     counts.unchanged = snapshot - counts.added - counts.reactivated - counts.updated;
     Ok(ApplyOutcome::Complete(counts))
 }
@@ -345,6 +361,7 @@ pub(super) async fn apply_changes(
     };
     write(tx, &staging, &values, &mut counts).await?;
     counts.unchanged = lines - counts.added - counts.reactivated - counts.updated;
+    restore_uploaded(tx, &staging).await?;
     tx.batch(&format!("DROP TABLE {staging}")).await?;
     Ok(counts)
 }

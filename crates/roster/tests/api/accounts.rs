@@ -10,6 +10,7 @@ on_both_backends!(
     a_hundred_thousand_accounts_load_and_resync_with_churn,
     a_rename_by_external_id_keeps_the_resource_and_its_memberships,
     an_empty_snapshot_is_held_and_deletes_nothing,
+    a_held_snapshot_applies_its_changes_once_approved,
     a_newer_partial_update_is_not_undone_by_an_older_snapshot,
     partial_updates_of_resources_upsert_and_delete_in_one_transaction,
     lines_that_cannot_apply_are_rejected_with_their_numbers,
@@ -204,8 +205,8 @@ async fn an_empty_snapshot_is_held_and_deletes_nothing(backend: Backend) {
         .contains("empty"));
     assert_eq!(held["counts"]["removed"], 3);
     if backend == Backend::Postgres {
-        // The lines of a held operation survive a crash: the apply's unlogged copy of them is
-        // made logged again.
+        // The lines of a held operation survive a crash: they stay in their logged table, the
+        // apply's unlogged copy of them is gone.
         let persistence = app
             .text(
                 &format!(
@@ -244,6 +245,48 @@ async fn an_empty_snapshot_is_held_and_deletes_nothing(backend: Backend) {
         before.split(";operation").next(),
         after.split(";operation").next()
     );
+}
+
+async fn a_held_snapshot_applies_its_changes_once_approved(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let op = start(&app, "ad", json!({})).await;
+    let lines: Vec<Value> = (0..10).map(|i| account(i, "u")).collect();
+    sync(&app, op, &lines, 10).await;
+
+    // Two of ten kept, one of them retitled: eight removals pass the threshold.
+    let mut retitled = account(1, "u");
+    retitled["displayname"] = json!("Retitled 1");
+    let op = start(&app, "ad", json!({"threshold": {"min_group_size": 1}})).await;
+    let held = sync(&app, op, &[account(0, "u"), retitled], 10).await;
+    assert_eq!(held["status"], "pending", "{held}");
+    assert_eq!(held["counts"]["removed"], 8);
+    let preview = app
+        .get(&format!("/api/v1/operations/{op}/preview?limit=100"))
+        .await;
+    assert_eq!(preview.json["to_remove"], 8, "{}", preview.text);
+
+    let approved = app
+        .post(
+            &format!("/api/v1/operations/{op}/approve?wait=20"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    assert_eq!(approved.json["status"], "complete", "{}", approved.text);
+    assert_eq!(approved.json["counts"]["removed"], 8);
+    assert_eq!(approved.json["counts"]["updated"], 1);
+    assert_eq!(approved.json["counts"]["unchanged"], 1);
+    let live = "SELECT count(*) FROM resource WHERE source_system = 'ad' AND NOT deleted";
+    assert_eq!(app.scalar(live, &[]).await, 2);
+    let id = id_of(&app, "ad", "obj-1").await;
+    assert_eq!(
+        app.text("SELECT displayname FROM resource WHERE id = $1", &[&id])
+            .await
+            .as_deref(),
+        Some("Retitled 1")
+    );
+    let updates = "SELECT count(*) FROM change WHERE resource_id = $1 AND kind = 2";
+    assert_eq!(app.scalar(updates, &[&id]).await, 1);
 }
 
 async fn a_newer_partial_update_is_not_undone_by_an_older_snapshot(backend: Backend) {
