@@ -239,28 +239,29 @@ async fn restore_uploaded(tx: &mut Tx, staging: &Staging) -> StoreResult<()> {
     Ok(())
 }
 
-/// Runs one apply step and returns how many resources it wrote (its last statement's count).
-async fn step(tx: &mut Tx, values: &Values, statements: Vec<String>) -> StoreResult<i64> {
-    let mut last = 0;
-    for statement in &statements {
-        last = tx.execute(&values.sql(statement)).await?;
-    }
-    Ok(i64::try_from(last).unwrap_or(i64::MAX))
-}
-
-/// Restores, updates and creates, each step with its change records (after the deletions, which
-/// free identifiers).
+/// Deletes (first, freeing identifiers), restores, updates and creates, each step with its
+/// change records.
 async fn write(
     tx: &mut Tx,
     staging: &Staging,
     values: &Values,
-    counts: &mut OperationCounts,
-) -> StoreResult<()> {
+    partial: bool,
+) -> StoreResult<OperationCounts> {
     let d = tx.dialect();
-    counts.reactivated = step(tx, values, rsql::restore(d, staging)).await?;
-    counts.updated = step(tx, values, rsql::update(d, staging)).await?;
-    counts.added = step(tx, values, rsql::insert(d, staging)).await?;
-    Ok(())
+    let mut counts = OperationCounts::default();
+    for (slot, steps) in [
+        (&mut counts.removed, rsql::delete(d, staging, partial)),
+        (&mut counts.reactivated, rsql::restore(d, staging)),
+        (&mut counts.updated, rsql::update(d, staging)),
+        (&mut counts.added, rsql::insert(d, staging)),
+    ] {
+        let mut last = 0;
+        for statement in &steps {
+            last = tx.execute(&values.sql(statement)).await?;
+        }
+        *slot = i64::try_from(last).unwrap_or(i64::MAX);
+    }
+    Ok(counts)
 }
 
 /// Applies a claimed full-update of resources inside the caller's transaction. A failed or held
@@ -308,9 +309,12 @@ async fn apply_resolved(
             return Ok(ApplyOutcome::Pending { reason, counts });
         }
     }
-    counts.removed = step(tx, values, rsql::delete(tx.dialect(), staging, false)).await?;
-    write(tx, staging, values, &mut counts).await?;
-    counts.unchanged = snapshot - counts.added - counts.reactivated - counts.updated;
+    let written = write(tx, staging, values, false).await?;
+    counts.added = written.added;
+    counts.reactivated = written.reactivated;
+    counts.updated = written.updated;
+    counts.removed = written.removed;
+    counts.unchanged = snapshot - written.added - written.reactivated - written.updated;
     Ok(ApplyOutcome::Complete(counts))
 }
 
@@ -355,11 +359,7 @@ pub(super) async fn apply_changes(
             "SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected"
         )))
         .await?;
-    let mut counts = OperationCounts {
-        removed: step(tx, &values, rsql::delete(tx.dialect(), &staging, true)).await?,
-        ..OperationCounts::default()
-    };
-    write(tx, &staging, &values, &mut counts).await?;
+    let mut counts = write(tx, &staging, &values, true).await?;
     counts.unchanged = lines - counts.added - counts.reactivated - counts.updated;
     restore_uploaded(tx, &staging).await?;
     tx.batch(&format!("DROP TABLE {staging}")).await?;
