@@ -179,6 +179,7 @@ pub struct ChangeItem {
     /// `resource.created`, `membership.removed`, …
     #[schema(value_type = String)]
     pub kind: ChangeKind,
+    #[serde(serialize_with = "serialize_at")]
     pub at: DateTime<Utc>,
     pub source_system: Option<String>,
     pub operation_id: Option<i64>,
@@ -201,6 +202,28 @@ pub struct ChangeItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub record: Option<serde_json::Value>,
+}
+
+/// Writes `at` as chrono's own `Serialize` does (RFC 3339, `Z`, as many digits of the fraction as
+/// it needs), remembering the last instant this thread wrote: the changes of a page mostly share
+/// one instant, since an operation stamps all of its changes with one, and formatting it through
+/// the serializer's escaping writer, a character at a time, took half of the time spent writing
+/// a page.
+fn serialize_at<S: serde::Serializer>(
+    at: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    thread_local! {
+        static LAST: std::cell::RefCell<(DateTime<Utc>, String)> =
+            const { std::cell::RefCell::new((DateTime::<Utc>::MIN_UTC, String::new())) };
+    }
+    LAST.with_borrow_mut(|(instant, text)| {
+        if instant != at || text.is_empty() {
+            *instant = *at;
+            *text = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        }
+        serializer.serialize_str(text)
+    })
 }
 
 impl ChangeItem {
@@ -232,6 +255,23 @@ impl ChangeItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_are_written_as_chrono_writes_them() {
+        let base = DateTime::parse_from_rfc3339("2026-12-07T07:01:07Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("a valid instant");
+        for nanos in [0, 175_000_000, 175_271_000, 5_000, 999_999_999] {
+            let at = base + chrono::Duration::nanoseconds(nanos);
+            let mut ours = serde_json::Serializer::new(Vec::new());
+            serialize_at(&at, &mut ours).expect("written");
+            assert_eq!(
+                String::from_utf8(ours.into_inner()).expect("utf-8"),
+                serde_json::to_string(&at).expect("written"),
+                "{nanos} ns"
+            );
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {

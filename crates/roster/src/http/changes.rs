@@ -5,13 +5,15 @@
 use super::{Path, Query};
 use crate::app::resources::check_readable;
 use crate::app::Caller;
-use crate::domain::feed::{ChangeFilter, ChangeItem, Cursor, ExportScope, Format};
+use crate::domain::feed::{
+    ChangeBatch, ChangeFilter, ChangeItem, Cursor, ExportScope, Format, StoredChange,
+};
 use crate::domain::page::{ListKind, Page, MAX_LIMIT};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
 use crate::render::{full, render};
 use crate::server::AppState;
-use crate::store::{ExportItem, StoreError};
+use crate::store::{ExportItem, StoreError, StoreResult};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -213,10 +215,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// stream last sent something.
 enum Step {
     /// A batch to send.
-    Ready(crate::domain::feed::ChangeBatch, Instant, Instant),
+    Ready(ChangeBatch, Instant, Instant),
     /// Look for changes after this cursor: at once when the last read was a full batch (more
     /// are waiting), after [`POLL`] otherwise.
     After(Cursor, Instant, Instant, bool),
+    /// A batch read while the one before was written out: sent once the stream may go on.
+    Read(StoreResult<ChangeBatch>, Instant, Instant),
     /// An error event was sent; the stream ends (the client reconnects with Last-Event-ID).
     Done,
 }
@@ -270,29 +274,28 @@ impl Feed {
         let (batch, checked, sent) = match step {
             Step::Done => return None,
             Step::Ready(batch, checked, sent) => (batch, checked, sent),
-            Step::After(cursor, mut checked, sent, more) => {
+            Step::After(cursor, checked, sent, more) => {
                 if !more {
                     tokio::time::sleep(POLL).await;
                 }
-                if Instant::now() >= self.ends_at {
-                    return Some((end_event(LIFETIME_ENDED), Step::Done));
-                }
-                if checked.elapsed() >= TOKEN_RECHECK {
-                    if let Err(e) = self.state.authenticator.still_stands(self.token_id).await {
-                        return Some((refused_event(e), Step::Done));
-                    }
-                    checked = Instant::now();
-                }
-                let batch = match self
-                    .state
-                    .store
-                    .changes(&cursor, &self.filter, self.limit)
-                    .await
-                {
-                    Ok(batch) => batch,
-                    Err(e) => return Some((error_event(&e), Step::Done)),
+                let checked = match self.still_open(checked).await {
+                    Ok(checked) => checked,
+                    Err(last) => return Some((last, Step::Done)),
                 };
-                (batch, checked, sent)
+                match self.read(&cursor).await {
+                    Ok(batch) => (batch, checked, sent),
+                    Err(e) => return Some((error_event(&e), Step::Done)),
+                }
+            }
+            Step::Read(read, checked, sent) => {
+                let checked = match self.still_open(checked).await {
+                    Ok(checked) => checked,
+                    Err(last) => return Some((last, Step::Done)),
+                };
+                match read {
+                    Ok(batch) => (batch, checked, sent),
+                    Err(e) => return Some((error_event(&e), Step::Done)),
+                }
             }
         };
         let more = batch.items.len() >= self.limit as usize;
@@ -304,8 +307,49 @@ impl Feed {
                 (Events::default(), next(sent))
             });
         }
-        let mut events = Events(Vec::with_capacity(batch.items.len() * EVENT_BYTES));
-        for change in &batch.items {
+        if !more {
+            let (events, next) = self.events(&batch.items).await;
+            return Some((
+                events,
+                next.unwrap_or(Step::After(batch.next, checked, Instant::now(), more)),
+            ));
+        }
+        // More are waiting: the next batch is read while this one is written out.
+        let (read, (events, next)) =
+            tokio::join!(self.read(&batch.next), self.events(&batch.items));
+        Some((
+            events,
+            next.unwrap_or(Step::Read(read, checked, Instant::now())),
+        ))
+    }
+
+    /// `checked` when the stream may go on (its token checked again when it was last checked
+    /// [`TOKEN_RECHECK`] ago: then now), or its last event.
+    async fn still_open(&self, checked: Instant) -> Result<Instant, Events> {
+        if Instant::now() >= self.ends_at {
+            return Err(end_event(LIFETIME_ENDED));
+        }
+        if checked.elapsed() < TOKEN_RECHECK {
+            return Ok(checked);
+        }
+        match self.state.authenticator.still_stands(self.token_id).await {
+            Ok(()) => Ok(Instant::now()),
+            Err(e) => Err(refused_event(e)),
+        }
+    }
+
+    async fn read(&self, after: &Cursor) -> StoreResult<ChangeBatch> {
+        self.state
+            .store
+            .changes(after, &self.filter, self.limit)
+            .await
+    }
+
+    /// The events of `changes`; with [`Step::Done`] when one could not be rendered (its error
+    /// event ends them).
+    async fn events(&self, changes: &[StoredChange]) -> (Events, Option<Step>) {
+        let mut events = Events(Vec::with_capacity(changes.len() * EVENT_BYTES));
+        for change in changes {
             let id = change.cursor.encode();
             let written = match self.format {
                 Format::Notice => events.json(&id, change.kind.name(), &ChangeItem::notice(change)),
@@ -315,15 +359,11 @@ impl Feed {
                 },
             };
             if let Err(e) = written {
-                let error = error_event(&e);
-                events.0.extend_from_slice(&error.0);
-                return Some((events, Step::Done));
+                events.0.extend_from_slice(&error_event(&e).0);
+                return (events, Some(Step::Done));
             }
         }
-        Some((
-            events,
-            Step::After(batch.next, checked, Instant::now(), more),
-        ))
+        (events, None)
     }
 }
 

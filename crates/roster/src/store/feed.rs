@@ -28,11 +28,12 @@ use uuid::Uuid;
 pub const EXPORT_PAGE: i64 = 1000;
 
 /// The columns of `change` (alias `c`) that [`ChangeRow`] reads, after the backend's `tx`
-/// expression.
+/// expression, in the order it reads them.
 pub const CHANGE_COLUMNS: &str = "c.seq, c.at, c.kind, c.resource_id, c.group_id, c.member_id, \
      c.source_system, c.operation_id, c.token_name, c.attrs";
 
-#[derive(sqlx::FromRow)]
+/// A row of `tx, CHANGE_COLUMNS`. (Read by position: a page of the feed is a thousand rows, and
+/// finding each column by name took a fifth of the time spent decoding them.)
 pub struct ChangeRow {
     tx: i64,
     seq: i64,
@@ -46,6 +47,34 @@ pub struct ChangeRow {
     token_name: Option<String>,
     /// Read as raw text, which never fails on depth, then parsed by [`readable_attrs`].
     attrs: Option<Json<Box<serde_json::value::RawValue>>>,
+}
+
+impl<'r, R> sqlx::FromRow<'r, R> for ChangeRow
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<Box<serde_json::value::RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: row.try_get(0)?,
+            seq: row.try_get(1)?,
+            at: row.try_get(2)?,
+            kind: row.try_get(3)?,
+            resource_id: row.try_get(4)?,
+            group_id: row.try_get(5)?,
+            member_id: row.try_get(6)?,
+            source_system: row.try_get(7)?,
+            operation_id: row.try_get(8)?,
+            token_name: row.try_get(9)?,
+            attrs: row.try_get(10)?,
+        })
+    }
 }
 
 impl ChangeRow {
