@@ -1,5 +1,6 @@
 //! Keyset pagination: stable order, opaque cursors, no duplicates or gaps between pages.
 
+use super::feed::Cursor;
 use super::InvalidInput;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::Serialize;
@@ -78,6 +79,14 @@ impl<K: FromStr> PageRequest<K> {
     }
 }
 
+/// The rows of a page of a list (one more than the page, see [`PageRequest::fetch`]) and, for a
+/// first page, the head of the change feed read just before them: following the feed from it
+/// misses no change the rows do not show.
+pub struct Listing<T> {
+    pub rows: Vec<T>,
+    pub as_of: Option<Cursor>,
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T> {
@@ -112,10 +121,17 @@ impl<T> Page<T> {
         }
     }
 
-    /// The same page with the feed cursor it was read after.
-    pub fn as_of(mut self, cursor: Option<String>) -> Self {
-        self.as_of = cursor;
-        self
+    /// The page of a listing, with the feed cursor it was read after.
+    pub fn listed<K: ToString>(
+        listing: Listing<T>,
+        request_limit: u32,
+        kind: ListKind,
+        key: impl Fn(&T) -> K,
+    ) -> Self {
+        Self {
+            as_of: listing.as_of.map(|cursor| cursor.encode()),
+            ..Self::from_rows(listing.rows, request_limit, kind, key)
+        }
     }
 }
 

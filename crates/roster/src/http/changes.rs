@@ -592,15 +592,3 @@ async fn history(
         as_of: None,
     }))
 }
-
-/// The feed cursor for the first page of a list of resources or memberships (none on later
-/// pages): taken before the list is read, so that following from it loses nothing.
-pub(super) async fn as_of<K>(
-    state: &AppState,
-    page: &crate::domain::page::PageRequest<K>,
-) -> Result<Option<String>, ApiError> {
-    if page.after.is_some() {
-        return Ok(None);
-    }
-    Ok(Some(state.store.head().await?.encode()))
-}

@@ -60,10 +60,9 @@ async fn list_members(
     let as_of = p.as_of()?;
     let (filter, page) = p.split(&caller, ListKind::Members)?;
     let Some(at) = as_of else {
-        let cursor = super::changes::as_of(&state, &page).await?;
-        let rows = state.store.list_members(id, &filter, &page).await?;
-        let page = Page::from_rows(rows, page.limit, ListKind::Members, |m| m.member_id.0);
-        return Ok(axum::Json(MemberList::Now(page.as_of(cursor))));
+        let listing = state.store.list_members(id, &filter, &page).await?;
+        let page = Page::listed(listing, page.limit, ListKind::Members, |m| m.member_id.0);
+        return Ok(axum::Json(MemberList::Now(page)));
     };
     // Answered from the log alone: a purged group still has its past.
     let rows = state

@@ -124,11 +124,13 @@ async fn list_resources(
         expires_before: p.expires_before,
         include_deleted: p.include_deleted,
     };
-    let as_of = super::changes::as_of(&state, &page).await?;
-    let rows = state.store.list_resources(&filter, &page).await?;
-    Ok(axum::Json(
-        Page::from_rows(rows, page.limit, ListKind::Resources, |r| r.id).as_of(as_of),
-    ))
+    let listing = state.store.list_resources(&filter, &page).await?;
+    Ok(axum::Json(Page::listed(
+        listing,
+        page.limit,
+        ListKind::Resources,
+        |r| r.id,
+    )))
 }
 
 /// Find the live resource of a source system by its identifier or external id.
@@ -163,11 +165,7 @@ async fn lookup_resource(
             ))
         }
     };
-    let page = PageRequest {
-        after: None,
-        limit: 2,
-    };
-    let mut found = state.store.list_resources(&filter, &page).await?;
+    let mut found = state.store.find_resources(&filter, 2).await?;
     match found.len() {
         0 => Err(ApiError::NotFound(format!(
             "no live resource of source system {:?} has {key}",
@@ -394,9 +392,11 @@ async fn list_groups_of(
 ) -> Result<axum::Json<Page<Membership>>, ApiError> {
     resources::check_readable(state.app(), &caller, id).await?;
     let (filter, page) = MembershipListParams::from(p).split(&caller, ListKind::Groups)?;
-    let as_of = super::changes::as_of(&state, &page).await?;
-    let rows = state.store.list_groups_of(id, &filter, &page).await?;
-    Ok(axum::Json(
-        Page::from_rows(rows, page.limit, ListKind::Groups, |m| m.group_id.0).as_of(as_of),
-    ))
+    let listing = state.store.list_groups_of(id, &filter, &page).await?;
+    Ok(axum::Json(Page::listed(
+        listing,
+        page.limit,
+        ListKind::Groups,
+        |m| m.group_id.0,
+    )))
 }

@@ -10,12 +10,13 @@ use super::{now, resource_not_found, sql, Deletion, MembershipChange, StoreError
 use super::{ConflictKind, Record};
 use crate::domain::audit::{target, AuditEntry, AuditFilter, AuditRecord};
 use crate::domain::change::{ChangeKind, ChangeRecord};
+use crate::domain::feed::Cursor;
 use crate::domain::full_update::{MemberRef, PreviewAction};
 use crate::domain::lifecycle::Policy;
 use crate::domain::membership::{Membership, MembershipFilter, MembershipInput};
 use crate::domain::operation::OperationType::PartialUpdate;
 use crate::domain::operation::{Operation, OperationCounts, OperationFilter, OperationType};
-use crate::domain::page::PageRequest;
+use crate::domain::page::{Listing, PageRequest};
 use crate::domain::resource::{NewResource, Resource, ResourceFilter, ResourcePatch, ResourceType};
 use crate::domain::token::{Actor, NewToken, Scope, SecretHash, Token};
 use crate::domain::{OperationId, ResourceId};
@@ -32,6 +33,15 @@ fn resource_conflict(e: StoreError, source_system: &str) -> StoreError {
             "a live resource of this type with this identifier already exists in source system \"{source_system}\""
         )),
         _ => e,
+    }
+}
+
+/// The head of the feed when `page` is a first page (read on the connection that reads the page,
+/// just before it).
+async fn as_of<K>(tx: &mut Tx, page: &PageRequest<K>) -> StoreResult<Option<Cursor>> {
+    match page.after {
+        Some(_) => Ok(None),
+        None => super::feed::snapshot_cursor(tx).await.map(Some),
     }
 }
 
@@ -321,10 +331,26 @@ impl super::Store {
         &self,
         filter: &ResourceFilter,
         page: &PageRequest<Uuid>,
+    ) -> StoreResult<Listing<Resource>> {
+        let mut tx = self.db().read().await?;
+        let as_of = as_of(&mut tx, page).await?;
+        let list = sql::resource_list(tx.dialect(), filter, page);
+        let rows = rows::resources(tx.fetch_all(&list).await?)?;
+        Ok(Listing { rows, as_of })
+    }
+
+    /// The first `limit` resources in id order that match `filter` (a lookup: no feed head).
+    pub async fn find_resources(
+        &self,
+        filter: &ResourceFilter,
+        limit: u32,
     ) -> StoreResult<Vec<Resource>> {
         let mut tx = self.db().read().await?;
-        let list = sql::resource_list(tx.dialect(), filter, page);
-        rows::resources(tx.fetch_all(&list).await?)
+        let page = PageRequest { after: None, limit };
+        rows::resources(
+            tx.fetch_all(&sql::resource_list(tx.dialect(), filter, &page))
+                .await?,
+        )
     }
 
     /// Applies a partial update; a patch that changes nothing writes nothing. Deactivating a
@@ -425,8 +451,9 @@ async fn membership_page(
     side: sql::MembershipSide,
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
-) -> StoreResult<Vec<Membership>> {
+) -> StoreResult<Listing<Membership>> {
     let mut tx = db.read().await?;
+    let as_of = as_of(&mut tx, page).await?;
     let rows: Vec<MembershipRow> = tx
         .fetch_all(&sql::membership_list(side, filter, page))
         .await?;
@@ -434,7 +461,8 @@ async fn membership_page(
         let (sql::MembershipSide::MembersOf(id) | sql::MembershipSide::GroupsOf(id)) = side;
         get(&mut tx, id).await?;
     }
-    Ok(rows.into_iter().map(Membership::from).collect())
+    let rows = rows.into_iter().map(Membership::from).collect();
+    Ok(Listing { rows, as_of })
 }
 
 impl super::Store {
@@ -444,7 +472,7 @@ impl super::Store {
         group_id: ResourceId,
         filter: &MembershipFilter,
         page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>> {
+    ) -> StoreResult<Listing<Membership>> {
         let side = sql::MembershipSide::MembersOf(group_id);
         membership_page(self.db(), side, filter, page).await
     }
@@ -455,7 +483,7 @@ impl super::Store {
         member_id: ResourceId,
         filter: &MembershipFilter,
         page: &PageRequest<Uuid>,
-    ) -> StoreResult<Vec<Membership>> {
+    ) -> StoreResult<Listing<Membership>> {
         let side = sql::MembershipSide::GroupsOf(member_id);
         membership_page(self.db(), side, filter, page).await
     }

@@ -108,6 +108,7 @@ impl Fixture {
             .list_members(group, &MembershipFilter::default(), &page(1000))
             .await
             .expect("list members")
+            .rows
             .into_iter()
             .map(|m| m.member_id.0)
             .collect()
@@ -228,17 +229,24 @@ async fn resources_round_trip_and_page_by_id(backend: Backend) {
         f.create(ResourceType::User, &format!("bob-{i}")).await;
     }
     let filter = ResourceFilter::default();
-    let first = f
+    let listing = f
         .store
         .list_resources(&filter, &page(2))
         .await
         .expect("page");
+    assert!(
+        listing.as_of.is_some(),
+        "a first page is read after the feed's head"
+    );
+    let first = listing.rows;
     assert_eq!(first.len(), 3, "a page fetches one more than its limit");
     let after = PageRequest {
         after: Some(first[1].id.0),
         limit: 10,
     };
     let rest = f.store.list_resources(&filter, &after).await.expect("page");
+    assert!(rest.as_of.is_none(), "only a first page carries the head");
+    let rest = rest.rows;
     assert_eq!(rest.len(), 3);
     assert!(
         rest.iter().all(|r| r.id.0 > first[1].id.0),
@@ -326,11 +334,7 @@ async fn a_duplicate_key_is_a_conflict_that_writes_nothing(backend: Backend) {
         identifier: Some("dup".to_owned()),
         ..ResourceFilter::default()
     };
-    let found = f
-        .store
-        .list_resources(&filter, &page(10))
-        .await
-        .expect("list");
+    let found = f.store.find_resources(&filter, 10).await.expect("list");
     assert_eq!(found.len(), 1);
     let (after, _) = f.follow(&head).await;
     assert!(
@@ -374,7 +378,7 @@ async fn memberships_report_what_each_write_did(backend: Backend) {
         .await
         .expect("groups of");
     assert_eq!(
-        groups.iter().map(|m| m.group_id).collect::<Vec<_>>(),
+        groups.rows.iter().map(|m| m.group_id).collect::<Vec<_>>(),
         vec![group.id]
     );
     let stored = f
