@@ -184,7 +184,8 @@ pub struct DatabaseArgs {
     #[arg(long, env = "ROSTER_DATA_DIR", default_value = "./roster-data")]
     pub data_dir: PathBuf,
 
-    /// Most PostgreSQL connections roster opens.
+    /// Most PostgreSQL connections roster opens: a quarter of them (at least one) serve reads by
+    /// key, the rest everything else (at least one).
     #[arg(long, env = "ROSTER_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
 }

@@ -76,10 +76,16 @@ impl Dialect {
     }
 }
 
+/// How long a statement on a [`Db::lookup`] connection may run.
+pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The backend's pools.
 #[derive(Clone)]
 pub enum Pools {
-    Postgres(PgPool),
+    /// PostgreSQL: `main` hands each request's connections its budget (see `budget`) as it lends
+    /// them; `lookups` serves reads by key, whose statements are capped once when connected
+    /// instead, so that such a read is one round trip (see [`Db::lookup`]).
+    Postgres { main: PgPool, lookups: PgPool },
     /// SQLite has one writer: a pool of one connection that begins `IMMEDIATE` (so that
     /// read-modify-write cannot race), and read-only connections that WAL lets run beside it.
     Sqlite {
@@ -128,7 +134,9 @@ impl Db {
             }
         }
         let pools = match &self.pools {
-            Pools::Postgres(pool) => vec![usage("postgres", pool)],
+            Pools::Postgres { main, lookups } => {
+                vec![usage("postgres", main), usage("postgres lookups", lookups)]
+            }
             Pools::Sqlite { writer, reader } => {
                 vec![usage("writer", writer), usage("reader", reader)]
             }
@@ -144,7 +152,7 @@ impl Db {
 
     pub fn dialect(&self) -> Dialect {
         match self.pools {
-            Pools::Postgres(_) => Dialect::Postgres,
+            Pools::Postgres { .. } => Dialect::Postgres,
             Pools::Sqlite { .. } => Dialect::Sqlite,
         }
     }
@@ -152,7 +160,9 @@ impl Db {
     /// A writing transaction; [`Tx::commit`] ends it.
     pub async fn write(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::PostgresTx(self.queued(pool.begin()).await?),
+            Pools::Postgres { main: pool, .. } => {
+                Held::PostgresTx(self.queued(pool.begin()).await?)
+            }
             Pools::Sqlite { writer, .. } => {
                 Held::SqliteTx(self.queued(writer.begin_with("BEGIN IMMEDIATE")).await?)
             }
@@ -162,7 +172,24 @@ impl Db {
     /// A connection for reads, each statement on its own snapshot.
     pub async fn read(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::Postgres(self.queued(pool.acquire()).await?),
+            Pools::Postgres { main: pool, .. } => {
+                Held::Postgres(self.queued(pool.acquire()).await?)
+            }
+            Pools::Sqlite { reader, .. } => Held::Sqlite(self.queued(reader.acquire()).await?),
+        }))
+    }
+
+    /// A connection for a read by key — a record by its id, a membership by its ends, a token
+    /// by its hash, the groups of one member, the feed's head — that an index answers at once.
+    /// On PostgreSQL it comes from the lookup pool: its statements are capped at
+    /// [`LOOKUP_TIMEOUT`] for good rather than told their request's budget as they are lent,
+    /// which would double the round trips (and nearly the database's work) of such a read. A
+    /// request dropped while one runs leaves it to finish within the cap.
+    pub async fn lookup(&self) -> StoreResult<Tx> {
+        Ok(Tx(match &self.pools {
+            Pools::Postgres { lookups, .. } => {
+                Held::Postgres(self.queued(lookups.acquire()).await?)
+            }
             Pools::Sqlite { reader, .. } => Held::Sqlite(self.queued(reader.acquire()).await?),
         }))
     }
@@ -171,7 +198,9 @@ impl Db {
     /// statements whose effect stands alone (recording a token's use).
     pub async fn autocommit(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => Held::Postgres(self.queued(pool.acquire()).await?),
+            Pools::Postgres { main: pool, .. } => {
+                Held::Postgres(self.queued(pool.acquire()).await?)
+            }
             Pools::Sqlite { writer, .. } => Held::Sqlite(self.queued(writer.acquire()).await?),
         }))
     }
@@ -185,7 +214,7 @@ impl Db {
     /// right after a large load, before autovacuum gets to it, PostgreSQL's planner would take the
     /// table for empty and join it row by row. SQLite needs nothing.
     pub async fn analyze_if_stale(&self, table: &'static str) -> StoreResult<()> {
-        let Pools::Postgres(_) = self.pools else {
+        let Pools::Postgres { .. } = self.pools else {
             return Ok(());
         };
         let mut conn = self.autocommit().await?;
@@ -204,7 +233,7 @@ impl Db {
     /// A read-only transaction on one snapshot, so that the statements of one answer agree.
     pub async fn snapshot(&self) -> StoreResult<Tx> {
         Ok(Tx(match &self.pools {
-            Pools::Postgres(pool) => {
+            Pools::Postgres { main: pool, .. } => {
                 let mut tx = self.queued(pool.begin()).await?;
                 tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?;

@@ -494,7 +494,7 @@ impl super::Store {
 
     /// The cursor of "now": following from it gets every change not yet committed.
     pub async fn head(&self) -> StoreResult<Cursor> {
-        snapshot_cursor(&mut self.db().read().await?).await
+        snapshot_cursor(&mut self.db().lookup().await?).await
     }
 
     /// The changes of a resource and of its memberships (as group or as member) that match

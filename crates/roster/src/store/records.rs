@@ -1,7 +1,7 @@
 //! Resources, memberships, operations, tokens and the audit: the primitives every flow writes
 //! with, and the store's plain reads and single writes, written once over [`Tx`].
 
-use super::db::{Db, Dialect, Tx};
+use super::db::{Dialect, Tx};
 use super::lifecycle_sync;
 use super::query::{Sql, TextList, Value as Arg};
 use super::rows::{self, AuditRow, MembershipRow, OperationRow, ResourceRow, TokenRow};
@@ -323,7 +323,7 @@ impl super::Store {
 
     /// A resource by id, deleted or not.
     pub async fn get_resource(&self, id: ResourceId) -> StoreResult<Resource> {
-        get(&mut self.db().read().await?, id).await
+        get(&mut self.db().lookup().await?, id).await
     }
 
     /// Resources in id order after the page's cursor; fetches one more than the page.
@@ -447,12 +447,11 @@ impl super::Store {
 /// One side of a resource's memberships; an empty page is a 404 when the resource itself does
 /// not exist (a page with rows needs no second query).
 async fn membership_page(
-    db: &Db,
+    mut tx: Tx,
     side: sql::MembershipSide,
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Listing<Membership>> {
-    let mut tx = db.read().await?;
     let as_of = as_of(&mut tx, page).await?;
     let rows: Vec<MembershipRow> = tx
         .fetch_all(&sql::membership_list(side, filter, page))
@@ -474,7 +473,7 @@ impl super::Store {
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Listing<Membership>> {
         let side = sql::MembershipSide::MembersOf(group_id);
-        membership_page(self.db(), side, filter, page).await
+        membership_page(self.db().read().await?, side, filter, page).await
     }
 
     /// The memberships of a resource in group-id order; fetches one more than the page.
@@ -485,7 +484,7 @@ impl super::Store {
         page: &PageRequest<Uuid>,
     ) -> StoreResult<Listing<Membership>> {
         let side = sql::MembershipSide::GroupsOf(member_id);
-        membership_page(self.db(), side, filter, page).await
+        membership_page(self.db().lookup().await?, side, filter, page).await
     }
 
     pub async fn get_membership(
@@ -496,7 +495,7 @@ impl super::Store {
         let select = Sql::new(&**sql::SELECT_MEMBERSHIP)
             .bind(group_id)
             .bind(member_id);
-        let row: Option<MembershipRow> = self.db().read().await?.fetch_optional(&select).await?;
+        let row: Option<MembershipRow> = self.db().lookup().await?.fetch_optional(&select).await?;
         row.map(Membership::from)
             .ok_or_else(|| super::membership_not_found(group_id, member_id))
     }
@@ -675,7 +674,7 @@ impl super::Store {
 
     pub async fn get_token(&self, id: Uuid) -> StoreResult<Token> {
         let select = Sql::new(&**sql::SELECT_TOKEN).bind(id);
-        let row: Option<TokenRow> = self.db().read().await?.fetch_optional(&select).await?;
+        let row: Option<TokenRow> = self.db().lookup().await?.fetch_optional(&select).await?;
         row.ok_or_else(|| token_not_found(&id.to_string()))?
             .try_into()
     }
@@ -714,7 +713,7 @@ impl super::Store {
     pub async fn token_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<(Token, Vec<u8>)>> {
         let select = Sql::new(&**sql::SELECT_TOKEN_BY_HASH).bind(hash.0.clone());
         let row: Option<rows::TokenHashRow> =
-            self.db().read().await?.fetch_optional(&select).await?;
+            self.db().lookup().await?.fetch_optional(&select).await?;
         row.map(|r| Ok((Token::try_from(r.token)?, r.secret_hash)))
             .transpose()
     }

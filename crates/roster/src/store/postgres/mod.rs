@@ -29,6 +29,13 @@ fn bound_statements(
     })
 }
 
+/// How many of `max_connections` the lookup pool may open (a quarter, at least one); the main
+/// pool opens the rest, at least one.
+fn split(max_connections: u32) -> (u32, u32) {
+    let lookups = (max_connections / 4).max(1);
+    (max_connections.saturating_sub(lookups).max(1), lookups)
+}
+
 /// Connects to PostgreSQL and applies pending migrations.
 pub(super) async fn open(url: &str, max_connections: u32) -> StoreResult<Db> {
     // JIT off: roster's queries are short or index-driven, and compiling them costs more
@@ -36,20 +43,43 @@ pub(super) async fn open(url: &str, max_connections: u32) -> StoreResult<Db> {
     let options = PgConnectOptions::from_str(url)?
         .application_name("roster")
         .options([("jit", "off")]);
+    let (main_connections, lookup_connections) = split(max_connections);
     // Each connection is told, as it is handed out, how long its request has left (none:
     // no limit for work outside a request), so that no statement outlives its request.
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+    let main = PgPoolOptions::new()
+        .max_connections(main_connections)
         .acquire_timeout(super::ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .after_connect(|conn, _| bound_statements(conn))
         .before_acquire(|conn, _| {
             Box::pin(async move { bound_statements(conn).await.map(|()| true) })
         })
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
     sqlx::migrate!("src/store/postgres/migrations")
-        .run(&pool)
+        .run(&main)
         .await?;
-    Ok(Db::new(Pools::Postgres(pool)))
+    let cap = super::db::LOOKUP_TIMEOUT.as_millis().to_string();
+    let lookups = PgPoolOptions::new()
+        .max_connections(lookup_connections)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_with(
+            options
+                .application_name("roster lookups")
+                .options([("statement_timeout", cap.as_str())]),
+        )
+        .await?;
+    Ok(Db::new(Pools::Postgres { main, lookups }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lookups_take_a_quarter_of_the_connections_and_each_pool_at_least_one() {
+        assert_eq!(super::split(16), (12, 4));
+        assert_eq!(super::split(4), (3, 1));
+        assert_eq!(super::split(1), (1, 1));
+        assert_eq!(super::split(0), (1, 1));
+    }
 }
