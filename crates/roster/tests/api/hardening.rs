@@ -533,6 +533,12 @@ async fn lock_resources(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postg
 /// Waits (up to 20 s) until `n` of roster's SCIM reads wait for a lock (the expiry sweep, which
 /// also reads resources, waits too and is not counted).
 async fn until_statements_wait(app: &TestApp, n: i64) {
+    until_waiting(app, "roster%", "%FROM resource r WHERE%", n).await;
+}
+
+/// Waits (up to 20 s) until `n` statements like `query` of connections named like `name` wait for
+/// a lock.
+async fn until_waiting(app: &TestApp, name: &str, query: &str, n: i64) {
     let Db::Postgres(pool) = &app.db else {
         panic!("a PostgreSQL test");
     };
@@ -540,9 +546,10 @@ async fn until_statements_wait(app: &TestApp, n: i64) {
         loop {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND application_name LIKE 'roster%' AND wait_event_type = 'Lock' \
-                 AND query LIKE '%FROM resource r WHERE%'",
+                 AND application_name LIKE $1 AND wait_event_type = 'Lock' AND query LIKE $2",
             )
+            .bind(name)
+            .bind(query)
             .fetch_one(pool)
             .await
             .expect("activity");
@@ -574,6 +581,27 @@ async fn postgres_a_statement_never_outlives_its_request() {
     // The statement it started does not wait on while the lock is held.
     until_statements_wait(&app, 0).await;
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+    drop(lock);
+}
+
+#[tokio::test]
+async fn postgres_a_read_by_key_outlives_its_request_by_no_more_than_its_cap() {
+    let limits = roster::server::Limits {
+        request_timeout: Duration::from_secs(1),
+        ..roster::server::Limits::default()
+    };
+    let app = TestApp::spawn_with(Backend::Postgres, limits).await;
+    let user = app.user("home", "u").await;
+    let reader = app.token("reader", &[Scope::Read], None).await;
+    let lock = lock_resources(&app).await;
+    let request = get_request(&reader, &format!("/api/v1/resources/{user}"));
+    let reply = app.router.clone().oneshot(request).await.expect("router");
+    assert_eq!(reply.status(), StatusCode::REQUEST_TIMEOUT);
+    // The read ran on the lookup pool, which its request does not cancel...
+    let by_id = "%FROM resource WHERE id = $1%";
+    until_waiting(&app, "roster lookups", by_id, 1).await;
+    // ...and ends at the pool's cap (5 s), though the lock is still held.
+    until_waiting(&app, "roster lookups", by_id, 0).await;
     drop(lock);
 }
 
