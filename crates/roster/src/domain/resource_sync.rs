@@ -115,7 +115,9 @@ pub struct StagedResource {
     pub displayname: Option<String>,
     pub description: Option<String>,
     pub notes: Option<String>,
-    pub tags: Vec<String>,
+    /// None when the line does not give them: staged as NULL, a new resource gets none. Most
+    /// connectors send no tags, and an empty array costs PostgreSQL's COPY a parse per line.
+    pub tags: Option<Vec<String>>,
     pub active: bool,
     pub expires_at: Option<DateTime<Utc>>,
     /// Which of the attributes above the line set (bits of [`present`]).
@@ -217,7 +219,7 @@ impl ResourceLine {
             displayname: self.displayname.flatten(),
             description: self.description.flatten(),
             notes: self.notes.flatten(),
-            tags: self.tags.unwrap_or_default(),
+            tags: self.tags,
             active: self.active.unwrap_or(true),
             expires_at: self.expires_at.flatten(),
             present: bits,

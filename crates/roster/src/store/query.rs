@@ -26,7 +26,7 @@ pub enum Value {
     Text(Option<String>),
     Time(Option<DateTime<Utc>>),
     Json(Option<serde_json::Value>),
-    Texts(TextList),
+    Texts(Option<TextList>),
     Bytes(Vec<u8>),
 }
 
@@ -127,6 +127,12 @@ impl Scalar for serde_json::Value {
 
 impl From<TextList> for Value {
     fn from(v: TextList) -> Self {
+        Value::Texts(Some(v))
+    }
+}
+
+impl From<Option<TextList>> for Value {
+    fn from(v: Option<TextList>) -> Self {
         Value::Texts(v)
     }
 }
@@ -226,7 +232,7 @@ impl Sql {
         Option<&'q str>: Encode<'q, DB> + Type<DB>,
         Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
         Option<sqlx::types::Json<&'q serde_json::Value>>: Encode<'q, DB> + Type<DB>,
-        &'q TextList: Encode<'q, DB> + Type<DB>,
+        Option<&'q TextList>: Encode<'q, DB> + Type<DB>,
         &'q [u8]: Encode<'q, DB> + Type<DB>,
     {
         let mut out = DB::Arguments::default();
@@ -241,7 +247,7 @@ impl Sql {
                 Value::Text(v) => out.add(v.as_deref()),
                 Value::Time(v) => out.add(*v),
                 Value::Json(v) => out.add(v.as_ref().map(sqlx::types::Json)),
-                Value::Texts(v) => out.add(v),
+                Value::Texts(v) => out.add(v.as_ref()),
                 Value::Bytes(v) => out.add(v.as_slice()),
             }
             .map_err(sqlx::Error::Encode)?;

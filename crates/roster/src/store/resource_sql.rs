@@ -112,6 +112,14 @@ impl Dialect {
         }
     }
 
+    /// No tags, as a literal of the [`Dialect::tags`] type.
+    fn no_tags(self) -> &'static str {
+        match self {
+            Self::Postgres => "'{}'::text[]",
+            Self::Sqlite => "'[]'",
+        }
+    }
+
     fn time(self) -> &'static str {
         match self {
             Self::Postgres => "timestamptz",
@@ -157,7 +165,7 @@ fn staging_table(d: Dialect, kind: &str, name: &dyn std::fmt::Display) -> String
         "CREATE {kind} {name} (chunk integer NOT NULL, line integer NOT NULL, \
          new_id {uuid} NOT NULL, resource_id {uuid}, external_id text, identifier text, \
          type smallint NOT NULL, subtype smallint, displayname text, description text, \
-         notes text, tags {tags} NOT NULL, active {boolean} NOT NULL, expires_at {time}, \
+         notes text, tags {tags}, active {boolean} NOT NULL, expires_at {time}, \
          present smallint NOT NULL, remove {boolean} NOT NULL, \
          rejected {boolean} NOT NULL DEFAULT false, was_type smallint, was_identifier text, \
          was_external_id text, was_deleted {boolean}, differs {boolean})"
@@ -425,6 +433,45 @@ fn deleted(staging: &Staging, partial: bool) -> String {
     }
 }
 
+/// The resources a full-update's apply found it deletes, found once (the threshold counts them,
+/// the delete writes them) in the transaction that resolved its lines, which drops the table
+/// before it ends.
+pub struct Doomed<'a>(pub &'a Staging);
+
+impl std::fmt::Display for Doomed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_doomed", self.0)
+    }
+}
+
+/// `CREATE TABLE` for [`Doomed`]; unlogged on PostgreSQL, as the resolved copy.
+pub fn create_doomed(d: Dialect, staging: &Staging) -> String {
+    let kind = match d {
+        Dialect::Postgres => "UNLOGGED TABLE",
+        Dialect::Sqlite => "TABLE",
+    };
+    format!(
+        "CREATE {kind} {} (id {} NOT NULL)",
+        Doomed(staging),
+        d.uuid()
+    )
+}
+
+/// Fills [`Doomed`] with the resources the full-update deletes: one anti-join of the scope's
+/// resources with the lines.
+pub fn find_doomed(staging: &Staging) -> String {
+    format!(
+        "INSERT INTO {} (id) SELECT r.id FROM resource r WHERE {}",
+        Doomed(staging),
+        deleted(staging, false)
+    )
+}
+
+/// Drops [`Doomed`].
+pub fn drop_doomed(staging: &Staging) -> String {
+    format!("DROP TABLE {}", Doomed(staging))
+}
+
 /// How many resources a full-update would delete.
 pub fn count_removals(staging: &Staging) -> String {
     format!(
@@ -433,12 +480,14 @@ pub fn count_removals(staging: &Staging) -> String {
     )
 }
 
-/// Live resources of the scope, snapshot lines, and resources the full-update would delete.
+/// Live resources of the scope, snapshot lines, and resources the full-update deletes (in
+/// [`Doomed`]).
 pub fn threshold_counts(staging: &Staging) -> String {
     format!(
         "SELECT (SELECT count(*) FROM resource r WHERE {IN_SCOPE}), \
-         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), ({})",
-        count_removals(staging)
+         (SELECT count(*) FROM {staging} WHERE NOT remove AND NOT rejected), \
+         (SELECT count(*) FROM {})",
+        Doomed(staging)
     )
 }
 
@@ -455,8 +504,17 @@ fn memberships_of(which: &str) -> String {
 
 /// Soft-deletes resources and ends their memberships, with the change records. Like every apply
 /// step, its last statement's row count is the number of resources it wrote.
+/// A full-update deletes the resources in [`Doomed`], checked again as they are written (the
+/// source's lock keeps other operations out, not a PATCH or SCIM's writes).
 pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<String> {
-    let which = deleted(staging, partial);
+    let which = if partial {
+        deleted(staging, true)
+    } else {
+        format!(
+            "{IN_SCOPE} AND r.modified <= $5 AND r.id IN (SELECT id FROM {})",
+            Doomed(staging)
+        )
+    };
     let removed = ChangeKind::MembershipRemoved.code();
     let gone = ChangeKind::ResourceDeleted.code();
     let membership_change = "INSERT INTO change (at, kind, group_id, member_id, source_system, \
@@ -717,9 +775,10 @@ pub fn insert(d: Dialect, staging: &Staging) -> Vec<String> {
          external_id, displayname, description, notes, tags, active, expires_at, deleted, \
          created, modified) \
          SELECT s.new_id, s.type, {}, s.subtype, $1, s.identifier, s.external_id, \
-         s.displayname, s.description, s.notes, s.tags, s.active, s.expires_at, false, $3, $3 \
-         FROM {staging} s WHERE {which}",
-        typename("s.type")
+         s.displayname, s.description, s.notes, coalesce(s.tags, {}), s.active, s.expires_at, \
+         false, $3, $3 FROM {staging} s WHERE {which}",
+        typename("s.type"),
+        d.no_tags()
     );
     match d {
         Dialect::Postgres => vec![format!(
@@ -809,6 +868,8 @@ mod tests {
             mark_rejected(&staging),
             threshold_counts(&staging),
             count_removals(&staging),
+            find_doomed(&staging),
+            drop_doomed(&staging),
             preview_removals(&staging),
             preview_additions(&staging),
             count_additions(&staging),
@@ -824,6 +885,7 @@ mod tests {
         for d in [Dialect::Postgres, Dialect::Sqlite] {
             statements.push(create_staging(d, &staging));
             statements.push(create_resolved(d, &staging));
+            statements.push(create_doomed(d, &staging));
             statements.push(copy_resolved(d, &staging));
             statements.push(resolve_by_identifier(d, &staging));
             statements.push(record_resolved(d, &staging));

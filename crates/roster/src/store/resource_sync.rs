@@ -300,22 +300,30 @@ async fn apply_resolved(
             counts,
         });
     }
+    tx.batch(&rsql::create_doomed(tx.dialect(), staging))
+        .await?;
+    tx.execute(&values.sql(&rsql::find_doomed(staging))).await?;
     let (live, snapshot, to_remove) = tx
         .fetch_one(&values.sql(&rsql::threshold_counts(staging)))
         .await?;
-    if !params.approved {
-        if let Some(reason) = hold(&params.threshold, scope, live, snapshot, to_remove) {
+    let held = hold(&params.threshold, scope, live, snapshot, to_remove);
+    let outcome = match held.filter(|_| !params.approved) {
+        Some(reason) => {
             counts.removed = to_remove;
-            return Ok(ApplyOutcome::Pending { reason, counts });
+            ApplyOutcome::Pending { reason, counts }
         }
-    }
-    let written = write(tx, staging, values, false).await?;
-    counts.added = written.added;
-    counts.reactivated = written.reactivated;
-    counts.updated = written.updated;
-    counts.removed = written.removed;
-    counts.unchanged = snapshot - written.added - written.reactivated - written.updated;
-    Ok(ApplyOutcome::Complete(counts))
+        None => {
+            let written = write(tx, staging, values, false).await?;
+            counts.added = written.added;
+            counts.reactivated = written.reactivated;
+            counts.updated = written.updated;
+            counts.removed = written.removed;
+            counts.unchanged = snapshot - written.added - written.reactivated - written.updated;
+            ApplyOutcome::Complete(counts)
+        }
+    };
+    tx.batch(&rsql::drop_doomed(staging)).await?;
+    Ok(outcome)
 }
 
 fn hold(

@@ -92,7 +92,7 @@ impl StagedRow for StagedResource {
             self.displayname.as_deref().into(),
             self.description.as_deref().into(),
             self.notes.as_deref().into(),
-            super::query::TextList(self.tags.clone()).into(),
+            self.tags.clone().map(super::query::TextList).into(),
             self.active.into(),
             self.expires_at.into(),
             self.present.into(),
@@ -126,7 +126,7 @@ fn copy_value(out: &mut String, value: &Value) {
         Value::Time(Some(v)) => write!(out, "{}", v.to_rfc3339()),
         Value::Text(Some(v)) => write!(out, "{}", Escaped(v)),
         Value::Json(Some(v)) => write!(out, "{}", Escaped(&v.to_string())),
-        Value::Texts(list) => write!(out, "{}", Escaped(&array_literal(&list.0))),
+        Value::Texts(Some(list)) => write!(out, "{}", Escaped(&array_literal(&list.0))),
         // `\x` and the hex digits: bytea's hex input, its backslash escaped for COPY.
         Value::Bytes(bytes) => {
             out.push_str("\\\\x");
@@ -140,7 +140,8 @@ fn copy_value(out: &mut String, value: &Value) {
         | Value::Bool(None)
         | Value::Time(None)
         | Value::Text(None)
-        | Value::Json(None) => write!(out, "\\N"),
+        | Value::Json(None)
+        | Value::Texts(None) => write!(out, "\\N"),
     };
 }
 
@@ -406,7 +407,7 @@ mod tests {
         let tags = super::super::query::TextList(vec!["x\"y".to_owned(), "b\\s".to_owned()]);
         let at = chrono::DateTime::from_timestamp(0, 0).unwrap();
         let row = [
-            Value::Texts(tags),
+            Value::Texts(Some(tags)),
             Value::Time(Some(at)),
             Value::Bytes(vec![0, 0xab]),
         ];
@@ -476,7 +477,7 @@ mod tests {
             displayname: None,
             description: None,
             notes: None,
-            tags: vec!["t".to_owned()],
+            tags: Some(vec!["t".to_owned()]),
             active: true,
             expires_at: None,
             present: 0,
