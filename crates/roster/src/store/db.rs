@@ -115,6 +115,20 @@ pub struct PoolUse {
     pub max: u32,
 }
 
+/// The PostgreSQL pool a connection comes from.
+#[derive(Debug, Clone, Copy)]
+enum PostgresLane {
+    Main,
+    Lookups,
+}
+
+/// The SQLite pool a connection comes from.
+#[derive(Debug, Clone, Copy)]
+enum SqliteLane {
+    Writer,
+    Reader,
+}
+
 impl Db {
     pub(super) fn new(pools: Pools) -> Self {
         Self {
@@ -171,12 +185,8 @@ impl Db {
 
     /// A connection for reads, each statement on its own snapshot.
     pub async fn read(&self) -> StoreResult<Tx> {
-        Ok(Tx(match &self.pools {
-            Pools::Postgres { main: pool, .. } => {
-                Held::Postgres(self.queued(pool.acquire()).await?)
-            }
-            Pools::Sqlite { reader, .. } => Held::Sqlite(self.queued(reader.acquire()).await?),
-        }))
+        self.connection(PostgresLane::Main, SqliteLane::Reader)
+            .await
     }
 
     /// A connection for a read by key — a record by its id, a membership by its ends, a token
@@ -186,22 +196,28 @@ impl Db {
     /// which would double the round trips (and nearly the database's work) of such a read. A
     /// request dropped while one runs leaves it to finish within the cap.
     pub async fn lookup(&self) -> StoreResult<Tx> {
-        Ok(Tx(match &self.pools {
-            Pools::Postgres { lookups, .. } => {
-                Held::Postgres(self.queued(lookups.acquire()).await?)
-            }
-            Pools::Sqlite { reader, .. } => Held::Sqlite(self.queued(reader.acquire()).await?),
-        }))
+        self.connection(PostgresLane::Lookups, SqliteLane::Reader)
+            .await
     }
 
     /// A connection that writes each statement in a transaction of its own, for single
     /// statements whose effect stands alone (recording a token's use).
     pub async fn autocommit(&self) -> StoreResult<Tx> {
-        Ok(Tx(match &self.pools {
-            Pools::Postgres { main: pool, .. } => {
+        self.connection(PostgresLane::Main, SqliteLane::Writer)
+            .await
+    }
+
+    /// A connection, outside any transaction, from the pool of its backend named here.
+    async fn connection(&self, postgres: PostgresLane, sqlite: SqliteLane) -> StoreResult<Tx> {
+        Ok(Tx(match (&self.pools, postgres, sqlite) {
+            (Pools::Postgres { main: pool, .. }, PostgresLane::Main, _)
+            | (Pools::Postgres { lookups: pool, .. }, PostgresLane::Lookups, _) => {
                 Held::Postgres(self.queued(pool.acquire()).await?)
             }
-            Pools::Sqlite { writer, .. } => Held::Sqlite(self.queued(writer.acquire()).await?),
+            (Pools::Sqlite { writer: pool, .. }, _, SqliteLane::Writer)
+            | (Pools::Sqlite { reader: pool, .. }, _, SqliteLane::Reader) => {
+                Held::Sqlite(self.queued(pool.acquire()).await?)
+            }
         }))
     }
 
