@@ -240,7 +240,10 @@ impl<'t> Sink<'t> {
                 copy.send(buffer.as_bytes()).await?;
             }
             Self::Insert { conn, head, staged } => {
-                let rows = lines.iter().map(|line| line.values(chunk)).collect();
+                let rows = lines
+                    .iter()
+                    .map(|line| no_null_lists(line.values(chunk)))
+                    .collect();
                 for insert in insert_batches(head, rows, "") {
                     *staged += sqlx::query_with(insert.text(), insert.arguments::<Sqlite>()?)
                         .execute(&mut **conn)
@@ -268,6 +271,19 @@ impl<'t> Sink<'t> {
         };
         Ok(i64::try_from(staged).unwrap_or(i64::MAX))
     }
+}
+
+/// `row` with an empty list for each NULL list. SQLite stages an absent list (a line's tags) as
+/// an empty one: its staging tables created before absent lists were staged as NULL keep their
+/// `NOT NULL`, which SQLite cannot drop, and an empty list costs it nothing (PostgreSQL's COPY
+/// parses one, hence NULL there).
+fn no_null_lists(mut row: Vec<Value>) -> Vec<Value> {
+    for value in &mut row {
+        if let Value::Texts(list @ None) = value {
+            *list = Some(super::query::TextList(Vec::new()));
+        }
+    }
+    row
 }
 
 /// Stages `lines` (all of chunk 0) into `staging`, inside the caller's transaction.
@@ -458,6 +474,24 @@ mod tests {
         let rows_in_last = 2000 % per_statement;
         assert!(last.contains(&format!("${})", rows_in_last * 11)));
         assert!(!last.contains(&format!("${}", rows_in_last * 11 + 1)));
+    }
+
+    #[test]
+    fn sqlite_stages_an_absent_list_as_an_empty_one() {
+        let tags = super::super::query::TextList(vec!["t".to_owned()]);
+        let row = vec![
+            Value::Texts(None),
+            Value::Text(None),
+            Value::Texts(Some(tags.clone())),
+        ];
+        assert_eq!(
+            no_null_lists(row),
+            vec![
+                Value::Texts(Some(super::super::query::TextList(Vec::new()))),
+                Value::Text(None),
+                Value::Texts(Some(tags)),
+            ]
+        );
     }
 
     #[test]
