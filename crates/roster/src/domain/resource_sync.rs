@@ -115,8 +115,9 @@ pub struct StagedResource {
     pub displayname: Option<String>,
     pub description: Option<String>,
     pub notes: Option<String>,
-    /// None when the line does not give them: staged as NULL, a new resource gets none. Most
-    /// connectors send no tags, and an empty array costs PostgreSQL's COPY a parse per line.
+    /// None when the line does not give them: staged as NULL on PostgreSQL (most connectors send
+    /// no tags, and an empty array costs its COPY a parse per line), as an empty list on SQLite;
+    /// a new resource gets none.
     pub tags: Option<Vec<String>>,
     pub active: bool,
     pub expires_at: Option<DateTime<Utc>>,

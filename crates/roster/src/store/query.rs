@@ -14,7 +14,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TextList(pub Vec<String>);
 
-/// A value bound to one parameter of a statement. Each kind is nullable.
+/// A value bound to one parameter of a statement. Each kind but `Bytes` is nullable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Uuid(Option<Uuid>),

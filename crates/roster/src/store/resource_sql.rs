@@ -433,10 +433,10 @@ fn deleted(staging: &Staging, partial: bool) -> String {
     }
 }
 
-/// The resources a full-update's apply found it deletes, found once (the threshold counts them,
-/// the delete writes them) in the transaction that resolved its lines, which drops the table
-/// before it ends.
-pub struct Doomed<'a>(pub &'a Staging);
+/// The resources a full-update deletes, found once by its apply (the threshold counts them, the
+/// delete writes them) in the transaction that resolved its lines, which drops the table before
+/// it ends.
+struct Doomed<'a>(&'a Staging);
 
 impl std::fmt::Display for Doomed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -472,7 +472,7 @@ pub fn drop_doomed(staging: &Staging) -> String {
     format!("DROP TABLE {}", Doomed(staging))
 }
 
-/// How many resources a full-update would delete.
+/// How many resources a full-update would delete (for a preview; the apply counts [`Doomed`]).
 pub fn count_removals(staging: &Staging) -> String {
     format!(
         "SELECT count(*) FROM resource r WHERE {}",
@@ -504,8 +504,10 @@ fn memberships_of(which: &str) -> String {
 
 /// Soft-deletes resources and ends their memberships, with the change records. Like every apply
 /// step, its last statement's row count is the number of resources it wrote.
-/// A full-update deletes the resources in [`Doomed`], checked again as they are written (the
-/// source's lock keeps other operations out, not a PATCH or SCIM's writes).
+///
+/// A full-update deletes the resources in [`Doomed`] ([`find_doomed`] must have run), checked
+/// again as they are written (the source's lock keeps other operations out, not a PATCH or
+/// SCIM's writes).
 pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<String> {
     let which = if partial {
         deleted(staging, true)

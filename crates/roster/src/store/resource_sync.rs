@@ -240,7 +240,7 @@ async fn restore_uploaded(tx: &mut Tx, staging: &Staging) -> StoreResult<()> {
 }
 
 /// Deletes (first, freeing identifiers), restores, updates and creates, each step with its
-/// change records.
+/// change records. A full-update's deletions are those of its [`rsql::find_doomed`].
 async fn write(
     tx: &mut Tx,
     staging: &Staging,
@@ -306,8 +306,12 @@ async fn apply_resolved(
     let (live, snapshot, to_remove) = tx
         .fetch_one(&values.sql(&rsql::threshold_counts(staging)))
         .await?;
-    let held = hold(&params.threshold, scope, live, snapshot, to_remove);
-    let outcome = match held.filter(|_| !params.approved) {
+    let held = if params.approved {
+        None
+    } else {
+        hold(&params.threshold, scope, live, snapshot, to_remove)
+    };
+    let outcome = match held {
         Some(reason) => {
             counts.removed = to_remove;
             ApplyOutcome::Pending { reason, counts }
