@@ -115,18 +115,15 @@ pub struct PoolUse {
     pub max: u32,
 }
 
-/// The PostgreSQL pool a connection comes from.
+/// What a connection outside any transaction is lent for; it says the pool on each backend.
 #[derive(Debug, Clone, Copy)]
-enum PostgresLane {
-    Main,
-    Lookups,
-}
-
-/// The SQLite pool a connection comes from.
-#[derive(Debug, Clone, Copy)]
-enum SqliteLane {
-    Writer,
-    Reader,
+enum Lane {
+    /// Reads: PostgreSQL's main pool, SQLite's readers.
+    Read,
+    /// Reads by key: PostgreSQL's lookup pool, SQLite's readers.
+    Lookup,
+    /// Statements that stand alone: PostgreSQL's main pool, SQLite's writer.
+    Autocommit,
 }
 
 impl Db {
@@ -185,8 +182,7 @@ impl Db {
 
     /// A connection for reads, each statement on its own snapshot.
     pub async fn read(&self) -> StoreResult<Tx> {
-        self.connection(PostgresLane::Main, SqliteLane::Reader)
-            .await
+        self.connection(Lane::Read).await
     }
 
     /// A connection for a read by key — a record by its id, a membership by its ends, a token
@@ -196,26 +192,24 @@ impl Db {
     /// which would double the round trips (and nearly the database's work) of such a read. A
     /// request dropped while one runs leaves it to finish within the cap.
     pub async fn lookup(&self) -> StoreResult<Tx> {
-        self.connection(PostgresLane::Lookups, SqliteLane::Reader)
-            .await
+        self.connection(Lane::Lookup).await
     }
 
     /// A connection that writes each statement in a transaction of its own, for single
     /// statements whose effect stands alone (recording a token's use).
     pub async fn autocommit(&self) -> StoreResult<Tx> {
-        self.connection(PostgresLane::Main, SqliteLane::Writer)
-            .await
+        self.connection(Lane::Autocommit).await
     }
 
-    /// A connection, outside any transaction, from the pool of its backend named here.
-    async fn connection(&self, postgres: PostgresLane, sqlite: SqliteLane) -> StoreResult<Tx> {
-        Ok(Tx(match (&self.pools, postgres, sqlite) {
-            (Pools::Postgres { main: pool, .. }, PostgresLane::Main, _)
-            | (Pools::Postgres { lookups: pool, .. }, PostgresLane::Lookups, _) => {
+    /// A connection, outside any transaction, from the pool `lane` names.
+    async fn connection(&self, lane: Lane) -> StoreResult<Tx> {
+        Ok(Tx(match (&self.pools, lane) {
+            (Pools::Postgres { lookups: pool, .. }, Lane::Lookup)
+            | (Pools::Postgres { main: pool, .. }, Lane::Read | Lane::Autocommit) => {
                 Held::Postgres(self.queued(pool.acquire()).await?)
             }
-            (Pools::Sqlite { writer: pool, .. }, _, SqliteLane::Writer)
-            | (Pools::Sqlite { reader: pool, .. }, _, SqliteLane::Reader) => {
+            (Pools::Sqlite { writer: pool, .. }, Lane::Autocommit)
+            | (Pools::Sqlite { reader: pool, .. }, Lane::Read | Lane::Lookup) => {
                 Held::Sqlite(self.queued(pool.acquire()).await?)
             }
         }))
