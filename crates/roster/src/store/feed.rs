@@ -145,20 +145,31 @@ fn push_filter(q: &mut Sql, filter: &ChangeFilter) {
 /// The newest position a snapshot sees (or where trimmed history ended, when nothing newer is
 /// left): every change it sees is at or before it.
 pub(super) async fn snapshot_cursor(tx: &mut Tx) -> StoreResult<Cursor> {
-    Ok(match tx.dialect() {
-        Dialect::Postgres => {
-            let head = Sql::new(format!("SELECT {POSTGRES_HEAD}"));
-            Cursor::after_tx(u64::try_from(tx.scalar::<i64>(&head).await?).unwrap_or_default())
-        }
-        Dialect::Sqlite => {
-            let head = Sql::new(
-                "SELECT max(coalesce((SELECT max(seq) FROM change), 0), \
-                 coalesce((SELECT seq FROM change_horizon), 0))",
-            );
-            Cursor::at_seq(tx.scalar(&head).await?)
-        }
-    })
+    let d = tx.dialect();
+    let head = tx.scalar(&Sql::new(format!("SELECT {}", head(d)))).await?;
+    Ok(head_cursor(d, head))
 }
+
+/// An expression for the head a snapshot sees, as [`head_cursor`] reads it: a statement that
+/// selects it beside its rows reads both in one snapshot.
+pub(super) fn head(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => POSTGRES_HEAD,
+        Dialect::Sqlite => SQLITE_HEAD,
+    }
+}
+
+/// The cursor of a head that [`head`] selected.
+pub(super) fn head_cursor(d: Dialect, head: i64) -> Cursor {
+    match d {
+        Dialect::Postgres => Cursor::after_tx(u64::try_from(head).unwrap_or_default()),
+        Dialect::Sqlite => Cursor::at_seq(head),
+    }
+}
+
+/// SQLite: the newest sequence number, or where trimmed history ended when nothing newer is left.
+const SQLITE_HEAD: &str = "max(coalesce((SELECT max(seq) FROM change), 0), \
+     coalesce((SELECT seq FROM change_horizon), 0))";
 
 /// PostgreSQL: the newest commit position, or where trimmed history ended when nothing newer is
 /// left.

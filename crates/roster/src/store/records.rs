@@ -452,10 +452,16 @@ async fn membership_page(
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Listing<Membership>> {
-    let as_of = as_of(&mut tx, page).await?;
-    let rows: Vec<MembershipRow> = tx
-        .fetch_all(&sql::membership_list(side, filter, page))
-        .await?;
+    // A first page says the feed's head it was read at, read by the same statement.
+    let d = tx.dialect();
+    let first = page.after.is_none();
+    let list = sql::membership_list(side, filter, page, first.then(|| super::feed::head(d)));
+    let rows: Vec<MembershipRow> = tx.fetch_all(&list).await?;
+    let as_of = match rows.first().and_then(MembershipRow::head) {
+        Some(head) => Some(super::feed::head_cursor(d, head)),
+        None if first => Some(super::feed::snapshot_cursor(&mut tx).await?),
+        None => None,
+    };
     if rows.is_empty() {
         let (sql::MembershipSide::MembersOf(id) | sql::MembershipSide::GroupsOf(id)) = side;
         get(&mut tx, id).await?;

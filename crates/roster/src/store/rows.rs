@@ -125,11 +125,18 @@ pub struct MembershipRow {
     /// The member's `active`, read by the member lists only.
     #[sqlx(default)]
     member_active: Option<bool>,
+    /// The feed's head in the row's snapshot, read by the first page of a list only.
+    #[sqlx(default)]
+    head: Option<i64>,
 }
 
 impl MembershipRow {
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    pub fn head(&self) -> Option<i64> {
+        self.head
     }
 }
 

@@ -241,10 +241,13 @@ pub enum MembershipSide {
 }
 
 /// `SELECT … FROM group_member` for one side, after the cursor, one row past the page.
+/// With `head`, each row also carries that expression as `head` (the feed's head, read in the
+/// rows' snapshot).
 pub fn membership_list(
     side: MembershipSide,
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
+    head: Option<&str>,
 ) -> Sql {
     let (fixed, ordered, id) = match side {
         MembershipSide::MembersOf(id) => ("group_id", "member_id", id),
@@ -258,8 +261,9 @@ pub fn membership_list(
     // The member's state is looked up for the rows of the page only (a scalar subquery by
     // primary key), never by joining the member table as a whole.
     let member_active = "(SELECT a.active FROM resource a WHERE a.id = m.member_id)";
+    let head = head.map(|h| format!(", {h} AS head")).unwrap_or_default();
     let mut q = Sql::new(format!(
-        "SELECT {columns}, {member_active} AS member_active FROM group_member m"
+        "SELECT {columns}, {member_active} AS member_active{head} FROM group_member m"
     ));
     if filter.ty.is_some() || filter.source_system.is_some() {
         q.push(format!(" JOIN resource r ON r.id = m.{ordered}"));

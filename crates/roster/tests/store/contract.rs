@@ -381,6 +381,19 @@ async fn memberships_report_what_each_write_did(backend: Backend) {
         groups.rows.iter().map(|m| m.group_id).collect::<Vec<_>>(),
         vec![group.id]
     );
+    let head = f.store.head().await.expect("head");
+    assert_eq!(
+        groups.as_of,
+        Some(head),
+        "a first page says the head it was read at"
+    );
+    let none = f
+        .store
+        .list_groups_of(group.id, &MembershipFilter::default(), &page(10))
+        .await
+        .expect("groups of a group in none");
+    assert!(none.rows.is_empty());
+    assert_eq!(none.as_of, Some(head), "an empty first page says it too");
     let stored = f
         .store
         .get_membership(group.id, member.id)
