@@ -566,17 +566,21 @@ async fn accounts_on_postgres(
 /// churn; each against the raw-SQL floor of the same.
 async fn account_rows(api: &Api<'_>, pool: &PgPool, scale: usize) -> Result<Vec<Row>> {
     eprintln!("S0: {scale} accounts through the full-update of resources, then a 1% churn");
+    settle(pool).await?;
     let (load, op) = api
         .account_sync("contoso", accounts::Version::Load, scale)
         .await?;
     check(&op, "added", scale)?;
+    settle(pool).await?;
     let (resync, op) = api
         .account_sync("contoso", accounts::Version::Resync, scale)
         .await?;
     let (deleted, updated) = accounts::resync_changes(scale);
     check(&op, "removed", deleted)?;
     check(&op, "updated", updated)?;
+    settle(pool).await?;
     let floor_load = accounts::floor(pool, accounts::Version::Load, scale).await?;
+    settle(pool).await?;
     let floor_resync = accounts::floor(pool, accounts::Version::Resync, scale).await?;
     Ok(vec![
         Row::against_floor(
@@ -610,6 +614,17 @@ async fn account_rows(api: &Api<'_>, pool: &PgPool, scale: usize) -> Result<Vec<
             scale - deleted,
         ),
     ])
+}
+
+/// Brings the database to the same state before each step of S0, roster's and the floor's
+/// alike: the resource table vacuumed and analysed, as autovacuum leaves it after a large write
+/// (rather than autovacuum working through the step that follows one), and every dirty page
+/// written out (rather than a checkpoint falling inside whichever step it happens to).
+async fn settle(pool: &PgPool) -> Result<()> {
+    for statement in ["VACUUM (ANALYZE) resource", "CHECKPOINT"] {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    Ok(())
 }
 
 /// One time over another.
