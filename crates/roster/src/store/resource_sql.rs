@@ -143,26 +143,11 @@ const RESOLVED_COLUMNS: &str = "was_type, was_identifier, was_external_id, was_d
 
 /// `CREATE TABLE` for the staging table of a resource operation. A line that cannot apply is
 /// marked `rejected`, not removed: the resource it names is then neither written nor deleted.
-pub fn create_staging(d: Dialect, staging: &dyn std::fmt::Display) -> String {
-    staging_table(d, "TABLE", staging)
-}
-
-/// `CREATE TABLE` for the [`Resolved`] copy of a staging table. Unlogged on PostgreSQL: it
-/// lives only inside the transaction that resolves the lines, which drops it before it ends
-/// ([`restore_uploaded`]), so writing a million lines to the write-ahead log again buys nothing.
-/// The uploaded lines stay in their logged table, as uploaded, whatever befalls the apply.
-pub fn create_resolved(d: Dialect, staging: &Staging) -> String {
-    let kind = match d {
-        Dialect::Postgres => "UNLOGGED TABLE",
-        Dialect::Sqlite => "TABLE",
-    };
-    staging_table(d, kind, &Resolved(staging))
-}
-
-fn staging_table(d: Dialect, kind: &str, name: &dyn std::fmt::Display) -> String {
+/// SQLite's [`Resolved`] copy is created by it too.
+pub fn create_staging(d: Dialect, name: &dyn std::fmt::Display) -> String {
     let (uuid, boolean, tags, time) = (d.uuid(), d.boolean(), d.tags(), d.time());
     format!(
-        "CREATE {kind} {name} (chunk integer NOT NULL, line integer NOT NULL, \
+        "CREATE TABLE {name} (chunk integer NOT NULL, line integer NOT NULL, \
          new_id {uuid} NOT NULL, resource_id {uuid}, external_id text, identifier text, \
          type smallint NOT NULL, subtype smallint, displayname text, description text, \
          notes text, tags {tags}, active {boolean} NOT NULL, expires_at {time}, \
@@ -174,10 +159,26 @@ fn staging_table(d: Dialect, kind: &str, name: &dyn std::fmt::Display) -> String
 
 /// The values of [`RESOLVED_COLUMNS`] for line `s` resolved to resource `r`, in that order.
 fn resolved_values(d: Dialect) -> String {
-    format!(
-        "r.type, r.identifier, r.external_id, r.deleted, {}",
-        differs(d)
-    )
+    resolved_outputs(d)
+        .into_iter()
+        .map(|(value, _)| value)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`RESOLVED_COLUMNS`], each with its value for line `s` resolved to resource `r`.
+fn resolved_outputs(d: Dialect) -> Vec<(String, &'static str)> {
+    let values = [
+        "r.type".to_owned(),
+        "r.identifier".to_owned(),
+        "r.external_id".to_owned(),
+        "r.deleted".to_owned(),
+        differs(d),
+    ];
+    values
+        .into_iter()
+        .zip(RESOLVED_COLUMNS.split(", "))
+        .collect()
 }
 
 /// Whether line `s` changes any attribute of resource `r`.
@@ -211,27 +212,76 @@ impl std::fmt::Display for Uploaded<'_> {
     }
 }
 
-/// Copies the staging table into [`Resolved`] (created empty by [`create_resolved`]), each line
-/// that names no resource yet resolved to the live resource with its external id, with what it
-/// records of it. One join that writes each line once: updating every line in place costs
-/// PostgreSQL about twice as much (a new version of each row, the old one left behind). The
-/// caller then swaps the copy in.
-pub fn copy_resolved(d: Dialect, staging: &Staging) -> String {
-    let resolved = Resolved(staging);
+/// A table made inside the apply's transaction (which drops it before it ends) and filled by one
+/// select that binds [`Values`]. PostgreSQL makes it an unlogged table created from the select
+/// (`CREATE TABLE … AS`, whose select may run in parallel workers, which an `INSERT … SELECT`'s
+/// may not); SQLite creates it, then inserts the select's rows.
+pub struct Filled {
+    /// Creates the table empty, binding nothing (SQLite).
+    pub create: Option<String>,
+    /// Fills the table (PostgreSQL: creates it, filled).
+    pub fill: String,
+}
+
+impl Filled {
+    /// Table `name` of the rows of `select`, whose outputs are named `columns`; `create` makes
+    /// it empty on SQLite.
+    fn new(
+        d: Dialect,
+        name: &dyn std::fmt::Display,
+        create: String,
+        columns: &str,
+        select: &str,
+    ) -> Self {
+        match d {
+            Dialect::Postgres => Self {
+                create: None,
+                fill: format!("CREATE UNLOGGED TABLE {name} AS {select}"),
+            },
+            Dialect::Sqlite => Self {
+                create: Some(create),
+                fill: format!("INSERT INTO {name} ({columns}) {select}"),
+            },
+        }
+    }
+}
+
+/// The columns of [`resolved_copy`] with their values: the staging table's, each line that names
+/// no resource yet resolved to the live resource with its external id, and what it records of it.
+fn resolved_copy_outputs(d: Dialect) -> Vec<(String, &'static str)> {
     // Every loaded column (so that one added to the loader is copied too), then those resolving
     // writes.
-    let loaded: Vec<String> = STAGING_COLUMNS
+    let mut outputs: Vec<(String, &'static str)> = STAGING_COLUMNS
         .split(", ")
-        .map(|column| format!("s.{column}"))
+        .map(|column| (format!("s.{column}"), column))
         .collect();
-    format!(
-        "INSERT INTO {resolved} ({STAGING_COLUMNS}, rejected, resource_id, {RESOLVED_COLUMNS}) \
-         SELECT {}, s.rejected, coalesce(s.resource_id, r.id), {} FROM {staging} s \
+    outputs.push(("s.rejected".to_owned(), "rejected"));
+    outputs.push(("coalesce(s.resource_id, r.id)".to_owned(), "resource_id"));
+    outputs.extend(resolved_outputs(d));
+    outputs
+}
+
+/// Copies the staging table into [`Resolved`], each line resolved as [`resolved_copy_outputs`]
+/// says. One join that writes each line once: updating every line in place costs PostgreSQL
+/// about twice as much (a new version of each row, the old one left behind). The caller then
+/// swaps the copy in. The uploaded lines stay in their logged table, as uploaded, whatever
+/// befalls the apply.
+pub fn resolved_copy(d: Dialect, staging: &Staging) -> Filled {
+    let resolved = Resolved(staging);
+    let outputs = resolved_copy_outputs(d);
+    let select: Vec<String> = outputs
+        .iter()
+        .map(|(value, column)| format!("{value} AS {column}"))
+        .collect();
+    let columns: Vec<&str> = outputs.iter().map(|(_, column)| *column).collect();
+    let select = format!(
+        "SELECT {} FROM {staging} s \
          LEFT JOIN resource r ON s.resource_id IS NULL AND s.external_id IS NOT NULL \
          AND r.source_system = $1 AND r.external_id = s.external_id AND NOT r.deleted",
-        loaded.join(", "),
-        resolved_values(d)
-    )
+        select.join(", ")
+    );
+    let create = create_staging(d, &resolved);
+    Filled::new(d, &resolved, create, &columns.join(", "), &select)
 }
 
 /// Puts the [`Resolved`] copy in the staging table's place (the statements that follow name
@@ -444,27 +494,16 @@ impl std::fmt::Display for Doomed<'_> {
     }
 }
 
-/// `CREATE TABLE` for [`Doomed`]; unlogged on PostgreSQL, as the resolved copy.
-pub fn create_doomed(d: Dialect, staging: &Staging) -> String {
-    let kind = match d {
-        Dialect::Postgres => "UNLOGGED TABLE",
-        Dialect::Sqlite => "TABLE",
-    };
-    format!(
-        "CREATE {kind} {} (id {} NOT NULL)",
-        Doomed(staging),
-        d.uuid()
-    )
-}
-
-/// Fills [`Doomed`] with the resources the full-update deletes: one anti-join of the scope's
+/// [`Doomed`], filled with the resources the full-update deletes: one anti-join of the scope's
 /// resources with the lines.
-pub fn find_doomed(staging: &Staging) -> String {
-    format!(
-        "INSERT INTO {} (id) SELECT r.id FROM resource r WHERE {}",
-        Doomed(staging),
+pub fn doomed(d: Dialect, staging: &Staging) -> Filled {
+    let doomed = Doomed(staging);
+    let create = format!("CREATE TABLE {doomed} (id {} NOT NULL)", d.uuid());
+    let select = format!(
+        "SELECT r.id FROM resource r WHERE {}",
         deleted(staging, false)
-    )
+    );
+    Filled::new(d, &doomed, create, "id", &select)
 }
 
 /// Drops [`Doomed`].
@@ -505,7 +544,7 @@ fn memberships_of(which: &str) -> String {
 /// Soft-deletes resources and ends their memberships, with the change records. Like every apply
 /// step, its last statement's row count is the number of resources it wrote.
 ///
-/// A full-update deletes the resources in [`Doomed`] ([`find_doomed`] must have run), checked
+/// A full-update deletes the resources in [`Doomed`] ([`doomed`] must have filled it), checked
 /// again as they are written (the source's lock keeps other operations out, not a PATCH or
 /// SCIM's writes).
 pub fn delete(d: Dialect, staging: &Staging, partial: bool) -> Vec<String> {
@@ -844,16 +883,37 @@ mod tests {
             .split(", ")
             .filter_map(|definition| definition.split_whitespace().next())
             .collect();
-        let copy = copy_resolved(Dialect::Postgres, &staging);
-        let named = copy
-            .split_once('(')
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(list, _)| list)
-            .expect("the copied columns");
-        let mut copied: Vec<&str> = named.split(", ").collect();
         columns.sort_unstable();
-        copied.sort_unstable();
-        assert_eq!(columns, copied);
+        for d in [Dialect::Postgres, Dialect::Sqlite] {
+            let mut copied: Vec<&str> = resolved_copy_outputs(d)
+                .into_iter()
+                .map(|(_, column)| column)
+                .collect();
+            copied.sort_unstable();
+            assert_eq!(columns, copied);
+        }
+    }
+
+    /// PostgreSQL creates the filled tables from their select, SQLite creates them and then
+    /// inserts into them.
+    #[test]
+    fn filled_tables_are_created_from_their_select_on_postgres_only() {
+        let staging = Staging(OperationId(7));
+        for filled in [
+            resolved_copy(Dialect::Postgres, &staging),
+            doomed(Dialect::Postgres, &staging),
+        ] {
+            assert!(filled.create.is_none());
+            assert!(filled.fill.starts_with("CREATE UNLOGGED TABLE staging_7_"));
+        }
+        for filled in [
+            resolved_copy(Dialect::Sqlite, &staging),
+            doomed(Dialect::Sqlite, &staging),
+        ] {
+            let create = filled.create.expect("a CREATE TABLE");
+            assert!(create.starts_with("CREATE TABLE staging_7_"));
+            assert!(filled.fill.starts_with("INSERT INTO staging_7_"));
+        }
     }
 
     /// Every resource statement names only positions that [`Values`] binds.
@@ -870,7 +930,6 @@ mod tests {
             mark_rejected(&staging),
             threshold_counts(&staging),
             count_removals(&staging),
-            find_doomed(&staging),
             drop_doomed(&staging),
             preview_removals(&staging),
             preview_additions(&staging),
@@ -886,9 +945,10 @@ mod tests {
         }
         for d in [Dialect::Postgres, Dialect::Sqlite] {
             statements.push(create_staging(d, &staging));
-            statements.push(create_resolved(d, &staging));
-            statements.push(create_doomed(d, &staging));
-            statements.push(copy_resolved(d, &staging));
+            for filled in [resolved_copy(d, &staging), doomed(d, &staging)] {
+                statements.extend(filled.create);
+                statements.push(filled.fill);
+            }
             statements.push(resolve_by_identifier(d, &staging));
             statements.push(record_resolved(d, &staging));
             statements.extend(restore(d, &staging));

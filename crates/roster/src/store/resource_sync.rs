@@ -197,11 +197,15 @@ pub(super) async fn resolve(
     values: &Values,
     partial: bool,
 ) -> StoreResult<i64> {
-    tx.batch(&rsql::create_resolved(tx.dialect(), staging))
-        .await?;
     let d = tx.dialect();
-    tx.execute(&values.sql(&rsql::copy_resolved(d, staging)))
-        .await?;
+    if d == Dialect::Postgres {
+        // The resolved copy and the doomed resources are each one join of every line with the
+        // scope's resources, which PostgreSQL runs in parallel workers once moving a row between
+        // them is costed as cheap as it is beside the join (its default, 0.1 a row, keeps a
+        // million-row join in one process: 2.6 s rather than 1.6 s at 1M on 2 cores).
+        tx.batch("SET LOCAL parallel_tuple_cost = 0.01").await?;
+    }
+    fill(tx, values, rsql::resolved_copy(d, staging)).await?;
     for statement in rsql::swap_resolved(staging) {
         tx.batch(&statement).await?;
     }
@@ -231,6 +235,15 @@ pub(super) async fn resolve(
     tx.scalar(&rejected.bind(values.op)).await
 }
 
+/// Creates and fills a table of the apply.
+async fn fill(tx: &mut Tx, values: &Values, filled: rsql::Filled) -> StoreResult<()> {
+    if let Some(create) = &filled.create {
+        tx.batch(create).await?;
+    }
+    tx.execute(&values.sql(&filled.fill)).await?;
+    Ok(())
+}
+
 /// Drops the resolved copy and puts the uploaded lines back in the staging table's place.
 async fn restore_uploaded(tx: &mut Tx, staging: &Staging) -> StoreResult<()> {
     for statement in rsql::restore_uploaded(staging) {
@@ -240,7 +253,7 @@ async fn restore_uploaded(tx: &mut Tx, staging: &Staging) -> StoreResult<()> {
 }
 
 /// Deletes (first, freeing identifiers), restores, updates and creates, each step with its
-/// change records. A full-update's deletions are those of its [`rsql::find_doomed`].
+/// change records. A full-update's deletions are those of its [`rsql::doomed`].
 async fn write(
     tx: &mut Tx,
     staging: &Staging,
@@ -300,9 +313,7 @@ async fn apply_resolved(
             counts,
         });
     }
-    tx.batch(&rsql::create_doomed(tx.dialect(), staging))
-        .await?;
-    tx.execute(&values.sql(&rsql::find_doomed(staging))).await?;
+    fill(tx, values, rsql::doomed(tx.dialect(), staging)).await?;
     let (live, snapshot, to_remove) = tx
         .fetch_one(&values.sql(&rsql::threshold_counts(staging)))
         .await?;
