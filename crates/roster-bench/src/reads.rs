@@ -106,6 +106,24 @@ pub fn summarise(mut latencies: Vec<f64>, elapsed: Duration) -> Load {
     }
 }
 
+/// How many rounds each side of a read runs, taking turns.
+pub const ROUNDS: u32 = 3;
+
+/// Rounds of equal length as one run: their mean rate, and the median of their p50s and of
+/// their p99s.
+pub fn combine(rounds: &[Load]) -> Load {
+    let median = |pick: fn(&Load) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Load {
+        per_second: rounds.iter().map(|r| r.per_second).sum::<f64>() / rounds.len().max(1) as f64,
+        p50_ms: median(|r| r.p50_ms),
+        p99_ms: median(|r| r.p99_ms),
+    }
+}
+
 /// How many of the members the load against roster picks its requests from (at random): enough
 /// that the pages and groups it reads are spread over the whole group, few enough that wrk's
 /// threads load them in a moment.
