@@ -36,7 +36,8 @@ struct Args {
     /// one is started.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// Seconds each read scenario runs.
+    /// Seconds each read scenario runs on each side (roster, the floor), in three rounds of
+    /// whole seconds (a second at least).
     #[arg(long, default_value_t = 15)]
     read_seconds: u64,
     /// Runs S10 alone (SCIM provisioning of this many users on each backend), prints its table
@@ -380,11 +381,16 @@ async fn read_tables(
             reads::ROUNDS
         );
         let (mut ours, mut floor) = (Vec::new(), Vec::new());
-        for _ in 0..reads::ROUNDS {
-            ours.push(
-                reads::roster(&bench.server.base, TOKEN, read, group, members, round, &dir).await?,
-            );
-            floor.push(reads::pgbench(&bench.database_url, read, scale, round, &dir).await?);
+        // Roster, floor; floor, roster; roster, floor: neither side always goes first.
+        for turn in 0..reads::ROUNDS * 2 {
+            if turn % 4 == 0 || turn % 4 == 3 {
+                ours.push(
+                    reads::roster(&bench.server.base, TOKEN, read, group, members, round, &dir)
+                        .await?,
+                );
+            } else {
+                floor.push(reads::pgbench(&bench.database_url, read, scale, round, &dir).await?);
+            }
         }
         let (ours, floor) = (reads::combine(&ours), reads::combine(&floor));
         let share = ours.per_second / floor.per_second;
@@ -624,11 +630,11 @@ async fn account_rows(api: &Api<'_>, pool: &PgPool, scale: usize) -> Result<Vec<
 }
 
 /// Brings the database to the same state before each step of S0, roster's and the floor's
-/// alike: the resource table vacuumed and analysed, as autovacuum leaves it after a large write
+/// alike: every table vacuumed and analysed, as autovacuum leaves them after a large write
 /// (rather than autovacuum working through the step that follows one), and every dirty page
 /// written out (rather than a checkpoint falling inside whichever step it happens to).
 async fn settle(pool: &PgPool) -> Result<()> {
-    for statement in ["VACUUM (ANALYZE) resource", "CHECKPOINT"] {
+    for statement in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
         sqlx::query(statement).execute(pool).await?;
     }
     Ok(())

@@ -80,8 +80,8 @@ impl<K: FromStr> PageRequest<K> {
 }
 
 /// The rows of a page of a list (one more than the page, see [`PageRequest::fetch`]) and, for a
-/// first page, the head of the change feed read just before them: following the feed from it
-/// misses no change the rows do not show.
+/// first page, the head of the change feed as of their snapshot or before it: following the
+/// feed from it misses no change the rows do not show.
 pub struct Listing<T> {
     pub rows: Vec<T>,
     pub as_of: Option<Cursor>,
@@ -93,8 +93,9 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next: Option<String>,
-    /// Lists of resources and memberships, first page: the change-feed cursor taken before the
-    /// list was read. Following the feed from it after paging converges to the server's state.
+    /// Lists of resources and memberships, first page: the change-feed cursor at or before the
+    /// snapshot the list was read from. Following the feed from it after paging converges to the
+    /// server's state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
 }

@@ -452,15 +452,21 @@ async fn membership_page(
     filter: &MembershipFilter,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Listing<Membership>> {
-    // A first page says the feed's head it was read at, read by the same statement.
+    // A first page says the feed's head: its rows carry the head of their own snapshot. An
+    // empty one has no row to carry it, so the head is read first and the page read again
+    // after it (a change committed between the two is then on the page or after the head).
     let d = tx.dialect();
     let first = page.after.is_none();
     let list = sql::membership_list(side, filter, page, first.then(|| super::feed::head(d)));
-    let rows: Vec<MembershipRow> = tx.fetch_all(&list).await?;
+    let mut rows: Vec<MembershipRow> = tx.fetch_all(&list).await?;
+    let mut head_before = None;
+    if first && rows.is_empty() {
+        head_before = Some(super::feed::snapshot_cursor(&mut tx).await?);
+        rows = tx.fetch_all(&list).await?;
+    }
     let as_of = match rows.first().and_then(MembershipRow::head) {
         Some(head) => Some(super::feed::head_cursor(d, head)),
-        None if first => Some(super::feed::snapshot_cursor(&mut tx).await?),
-        None => None,
+        None => head_before,
     };
     if rows.is_empty() {
         let (sql::MembershipSide::MembersOf(id) | sql::MembershipSide::GroupsOf(id)) = side;

@@ -168,17 +168,13 @@ fn resolved_values(d: Dialect) -> String {
 
 /// [`RESOLVED_COLUMNS`], each with its value for line `s` resolved to resource `r`.
 fn resolved_outputs(d: Dialect) -> Vec<(String, &'static str)> {
-    let values = [
-        "r.type".to_owned(),
-        "r.identifier".to_owned(),
-        "r.external_id".to_owned(),
-        "r.deleted".to_owned(),
-        differs(d),
-    ];
-    values
-        .into_iter()
-        .zip(RESOLVED_COLUMNS.split(", "))
-        .collect()
+    vec![
+        ("r.type".to_owned(), "was_type"),
+        ("r.identifier".to_owned(), "was_identifier"),
+        ("r.external_id".to_owned(), "was_external_id"),
+        ("r.deleted".to_owned(), "was_deleted"),
+        (differs(d), "differs"),
+    ]
 }
 
 /// Whether line `s` changes any attribute of resource `r`.
@@ -212,10 +208,11 @@ impl std::fmt::Display for Uploaded<'_> {
     }
 }
 
-/// A table made inside the apply's transaction (which drops it before it ends) and filled by one
-/// select that binds [`Values`]. PostgreSQL makes it an unlogged table created from the select
-/// (`CREATE TABLE … AS`, whose select may run in parallel workers, which an `INSERT … SELECT`'s
-/// may not); SQLite creates it, then inserts the select's rows.
+/// A table that lives only inside the transaction that makes it (dropped before it commits, or
+/// rolled back with it), filled by one select that binds [`Values`]. PostgreSQL makes it an
+/// unlogged table (writing a million lines to the write-ahead log again would buy nothing)
+/// created from the select (`CREATE TABLE … AS`, whose select may run in parallel workers,
+/// which an `INSERT … SELECT`'s may not); SQLite creates it, then inserts the select's rows.
 pub struct Filled {
     /// Creates the table empty, binding nothing (SQLite).
     pub create: Option<String>,
@@ -891,6 +888,15 @@ mod tests {
                 .collect();
             copied.sort_unstable();
             assert_eq!(columns, copied);
+        }
+    }
+
+    /// What resolving records is named as [`RESOLVED_COLUMNS`] lists it, in its order.
+    #[test]
+    fn resolving_records_the_resolved_columns() {
+        for d in [Dialect::Postgres, Dialect::Sqlite] {
+            let names: Vec<&str> = resolved_outputs(d).into_iter().map(|(_, c)| c).collect();
+            assert_eq!(names.join(", "), RESOLVED_COLUMNS);
         }
     }
 

@@ -387,6 +387,13 @@ async fn memberships_report_what_each_write_did(backend: Backend) {
         Some(head),
         "a first page says the head it was read at"
     );
+    let members = f
+        .store
+        .list_members(group.id, &MembershipFilter::default(), &page(10))
+        .await
+        .expect("members");
+    assert_eq!(members.rows.len(), 1);
+    assert_eq!(members.as_of, Some(head), "as the members' first page does");
     let none = f
         .store
         .list_groups_of(group.id, &MembershipFilter::default(), &page(10))
