@@ -181,65 +181,126 @@ fn position(tx: u64) -> i64 {
     i64::try_from(tx).unwrap_or(i64::MAX)
 }
 
+/// A change read with where trimmed history ends, as the same statement's snapshot saw it.
+struct FeedRow {
+    change: ChangeRow,
+    horizon: Option<(i64, i64)>,
+}
+
+impl<'r, R> sqlx::FromRow<'r, R> for FeedRow
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    ChangeRow: sqlx::FromRow<'r, R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let position: Option<i64> = row.try_get(11)?;
+        let seq: Option<i64> = row.try_get(12)?;
+        Ok(Self {
+            change: ChangeRow::from_row(row)?,
+            horizon: position.zip(seq),
+        })
+    }
+}
+
+/// The columns that follow [`CHANGE_COLUMNS`] in a [`FeedRow`].
+const HORIZON_COLUMNS: &str =
+    "(SELECT position FROM change_horizon), (SELECT seq FROM change_horizon)";
+
 /// PostgreSQL: the changes after `after`, by commit position then sequence number.
+///
+/// First the rest of the cursor's transaction, read in `seq` order from the (xid, seq) key: a
+/// transaction of a million changes is paged through, never read whole, and a page inside it is
+/// this one statement. Only a page that reaches the transaction's end reads the head, then the
+/// transactions after the cursor's up to it (at most `limit` of them), in order: each is read
+/// from its key and stops at `limit` changes, and the incremental sort over them stops at the
+/// page's end, so a page never reads the changes of every later transaction.
 async fn changes_by_position(
     tx: &mut Tx,
     after: &Cursor,
     filter: &ChangeFilter,
     limit: u32,
 ) -> StoreResult<ChangeBatch> {
-    // The head first (rows are read up to it, so `next` never passes a change not returned),
-    // and up to `limit` transactions after the cursor's, up to the head; `window` is the last.
     let from = position(after.tx);
-    let window = Sql::new(format!(
-        "WITH head AS (SELECT {POSTGRES_HEAD} AS at) \
-         SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
-         AND position <= head.at ORDER BY position OFFSET $2 LIMIT 1), head.at) FROM head"
-    ))
-    .bind(from)
-    .bind(i64::from(limit) - 1);
-    let window: i64 = tx.scalar(&window).await?;
-    // The rest of the cursor's transaction, then each later one in the window, each read in
-    // `seq` order from the (xid, seq) key: a transaction of a million changes is paged
-    // through, not read whole for every page.
     let mut q = Sql::new(format!(
-        "(SELECT $1::bigint AS tx, {CHANGE_COLUMNS} FROM change c \
-           WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) AND c.seq > $2"
+        "SELECT $1::bigint AS tx, {CHANGE_COLUMNS}, {HORIZON_COLUMNS} FROM change c \
+         WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) AND c.seq > $2"
     ))
     .bind(from)
-    .bind(after.seq)
-    .bind(window);
+    .bind(after.seq);
     push_filter(&mut q, filter);
-    q.push(format!(
-        " ORDER BY c.seq LIMIT {limit}) UNION ALL \
-         (SELECT k.position AS tx, {CHANGE_COLUMNS} FROM change_commit k \
-           CROSS JOIN LATERAL (SELECT * FROM change c WHERE c.xid = k.xid"
-    ));
-    push_filter(&mut q, filter);
-    q.push(format!(
-        " ORDER BY c.seq LIMIT {limit}) c WHERE k.position > $1 AND k.position <= $3) \
-         ORDER BY 1, 2 LIMIT {limit}"
-    ));
-    let rows: Vec<ChangeRow> = tx.fetch_all(&q).await?;
-    // Checked after the read: a trim that committed meanwhile is seen, never skipped over.
-    let horizon: Option<(i64, i64)> = tx
-        .fetch_optional(&Sql::new("SELECT position, seq FROM change_horizon"))
-        .await?;
+    q.push(format!(" ORDER BY c.seq LIMIT {limit}"));
+    let mut rows: Vec<FeedRow> = tx.fetch_all(&q).await?;
+    // Where trimmed history ended, as the last statement that read changes saw it (a trim that
+    // committed before its snapshot is seen there, never skipped over).
+    let mut seen = rows.last().map(|row| row.horizon);
+    let mut window = None;
+    if rows.len() < limit as usize {
+        // The head (rows are read up to it, so `next` never passes a change not returned), and
+        // the `limit`th transaction after the cursor's up to it.
+        let last = Sql::new(format!(
+            "WITH head AS (SELECT {POSTGRES_HEAD} AS at) \
+             SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
+             AND position <= head.at ORDER BY position OFFSET $2 LIMIT 1), head.at) FROM head"
+        ))
+        .bind(from)
+        .bind(i64::from(limit) - 1);
+        let last: i64 = tx.scalar(&last).await?;
+        if last > from {
+            let later = later_changes(tx, from, last, filter, limit).await?;
+            seen = later.last().map(|row| row.horizon);
+            rows.extend(later);
+            rows.truncate(limit as usize);
+        }
+        window = Some(last);
+    }
+    // A statement that found nothing has it read after it.
+    let horizon = match seen {
+        Some(horizon) => horizon,
+        None => {
+            tx.fetch_optional(&Sql::new("SELECT position, seq FROM change_horizon"))
+                .await?
+        }
+    };
     if let Some((tx, seq)) = horizon {
         if (after.tx, after.seq) < (u64::try_from(tx).unwrap_or(0), seq) {
             return Err(gone(after));
         }
     }
-    let items = into_changes(rows)?;
+    let items = rows
+        .into_iter()
+        .map(|row| row.change.into_change())
+        .collect::<StoreResult<Vec<_>>>()?;
+    // A page that is not full read every change up to the window.
+    let read_to = Cursor::after_tx(u64::try_from(window.unwrap_or(0)).unwrap_or_default());
     let next = match items.last() {
         Some(last) if items.len() == limit as usize => last.cursor,
-        last => last
-            .map(|c| c.cursor)
-            .unwrap_or(*after)
-            .max(*after)
-            .max(Cursor::after_tx(u64::try_from(window).unwrap_or_default())),
+        last => last.map_or(*after, |c| c.cursor).max(*after).max(read_to),
     };
     Ok(ChangeBatch { items, next })
+}
+
+/// PostgreSQL: up to `limit` changes of the transactions after position `from` up to `last`.
+async fn later_changes(
+    tx: &mut Tx,
+    from: i64,
+    last: i64,
+    filter: &ChangeFilter,
+    limit: u32,
+) -> StoreResult<Vec<FeedRow>> {
+    let mut q = Sql::new(format!(
+        "SELECT k.position AS tx, {CHANGE_COLUMNS}, {HORIZON_COLUMNS} FROM change_commit k \
+         CROSS JOIN LATERAL (SELECT * FROM change c WHERE c.xid = k.xid"
+    ))
+    .bind(from)
+    .bind(last);
+    push_filter(&mut q, filter);
+    q.push(format!(
+        " ORDER BY c.seq LIMIT {limit}) c WHERE k.position > $1 AND k.position <= $2 \
+         ORDER BY k.position, c.seq LIMIT {limit}"
+    ));
+    tx.fetch_all(&q).await
 }
 
 /// SQLite: the changes after `after`, by sequence number (one writer: commit order).
@@ -493,12 +554,12 @@ impl super::Store {
         filter: &ChangeFilter,
         limit: u32,
     ) -> StoreResult<ChangeBatch> {
-        let mut tx = self.db().read().await?;
-        match tx.dialect() {
-            Dialect::Postgres => changes_by_position(&mut tx, after, filter, limit).await,
+        match self.db().dialect() {
+            Dialect::Postgres => {
+                changes_by_position(&mut self.db().read().await?, after, filter, limit).await
+            }
             Dialect::Sqlite => {
-                let mut snapshot = self.db().snapshot().await?;
-                changes_by_seq(&mut snapshot, after, filter, limit).await
+                changes_by_seq(&mut self.db().snapshot().await?, after, filter, limit).await
             }
         }
     }

@@ -21,6 +21,7 @@ on_both_backends!(
     members_as_of_answer_for_each_interval,
     the_feed_filters_formats_and_refuses_bad_input,
     a_cursor_older_than_the_history_is_gone,
+    pages_smaller_than_a_transaction_read_every_change_once_in_order,
     the_stream_resumes_from_last_event_id,
     a_resource_history_lists_its_changes,
     a_paged_list_then_the_feed_converges,
@@ -610,6 +611,82 @@ async fn a_cursor_older_than_the_history_is_gone(backend: Backend) {
     let (items, _) = drain_all(&app, Some(&fresh), "").await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["resource_id"], json!(u3));
+}
+
+/// Reads the whole feed `limit` changes at a time; returns the changes and each page's `next`.
+async fn pages_of(app: &TestApp, limit: usize) -> (Vec<Value>, Vec<String>) {
+    let (mut all, mut nexts, mut after) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let reply = app
+            .get(&format!("/api/v1/changes?limit={limit}{after}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let items = reply.json["items"].as_array().expect("items").clone();
+        assert!(
+            items.len() <= limit,
+            "a page of {} for {limit}",
+            items.len()
+        );
+        if items.is_empty() {
+            return (all, nexts);
+        }
+        let next = reply.json["next"].as_str().expect("next").to_owned();
+        after = format!("&after={next}");
+        nexts.push(next);
+        all.extend(items);
+    }
+}
+
+async fn pages_smaller_than_a_transaction_read_every_change_once_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // Transactions of 1, 14, 1, 1, 10 and 1 changes: each full-update creates its members and
+    // adds them in one.
+    big_group(&app, 7).await;
+    app.user("hr", "solo").await;
+    let other = app.group("hr", "other").await;
+    let lines: String = (0..5)
+        .map(|i| format!("{{\"source_system\": \"hr\", \"identifier\": \"v{i}\"}}\n"))
+        .collect();
+    let reply = app
+        .post(
+            "/api/v1/operations",
+            json!({"type": "full-update", "group_id": other, "create_missing": true}),
+        )
+        .await;
+    let op = reply.json["id"].as_i64().expect("id");
+    assert_eq!(app.chunk(op, 0, &lines).await.status, StatusCode::OK);
+    app.complete(op).await;
+    app.user("hr", "last").await;
+    let (whole, _) = drain_all(&app, None, "").await;
+    assert_eq!(whole.len(), 28);
+    let cursors = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i["cursor"].as_str().expect("cursor").to_owned())
+            .collect()
+    };
+    for limit in [1, 2, 3, 4, 6, 14] {
+        let (paged, nexts) = pages_of(&app, limit).await;
+        assert_eq!(cursors(&paged), cursors(&whole), "limit {limit}");
+        assert_eq!(paged, whole, "limit {limit}");
+        // Each page but the last is full, and continues from its last change.
+        for (page, next) in paged.chunks(limit).zip(&nexts) {
+            if page.len() == limit {
+                assert_eq!(page[limit - 1]["cursor"], json!(next), "limit {limit}");
+            }
+        }
+    }
+    // A cursor inside a transaction that is trimmed away is gone, not silently moved past.
+    let (first, _) = pages_of(&app, 1).await;
+    let inside = first[3]["cursor"].as_str().expect("cursor").to_owned();
+    app.store
+        .trim_history(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("trim");
+    let reply = app
+        .get(&format!("/api/v1/changes?limit=2&after={inside}"))
+        .await;
+    reply.assert_problem(StatusCode::GONE, "GET /api/v1/export");
 }
 
 /// Reads `n` events of a Server-Sent Events response, then hangs up.
