@@ -369,20 +369,99 @@ pub fn has_live() -> String {
     "SELECT EXISTS (SELECT 1 FROM resource WHERE source_system = $1 AND NOT deleted)".to_owned()
 }
 
-/// The checks that need stored data, in order; the lines each one rejects are marked before the
-/// next runs. `partial`: the lines of a partial-update; `live`: the source has live resources.
-/// Only lines that give a resource a key it does not have yet (new lines, restores, renames,
-/// adoptions) can collide: unchanged keys are unique already.
-pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
-    let identifier = "coalesce(s.identifier, s.was_identifier)";
-    let external_id = "coalesce(s.external_id, s.was_external_id)";
-    let changes = |value: &str, column: &str| {
-        format!(
-            "(s.resource_id IS NULL OR s.was_deleted OR {value} IS DISTINCT FROM s.was_{column})"
-        )
+/// A key no two lines of an upload may share: which lines it binds (a condition on the staging
+/// table as `s`), the key, and on PostgreSQL a 64-bit hash of it, never null (equal keys have
+/// equal hashes).
+struct Repeat {
+    lines: String,
+    key: String,
+    hash: String,
+}
+
+/// Whether a line gives its resource a value of `column` it does not have yet (new lines,
+/// restores, renames, adoptions): unchanged keys are unique already.
+fn changes(column: &str) -> String {
+    format!(
+        "(s.resource_id IS NULL OR s.was_deleted OR coalesce(s.{column}, s.was_{column}) \
+         IS DISTINCT FROM s.was_{column})"
+    )
+}
+
+/// The keys lines may not share, in the order they are checked: the resource a line names (its
+/// id, else its external id, else its identifier and type), then an external_id, then an
+/// identifier of one type given to different resources.
+fn repeats() -> [Repeat; 3] {
+    let shared = |column: &str, same_type: &str, seed: &str| {
+        let value = format!("coalesce(s.{column}, s.was_{column})");
+        Repeat {
+            lines: format!(
+                "NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL AND {}",
+                changes(column)
+            ),
+            hash: format!("coalesce(hashtextextended({value}, {seed}), 0)"),
+            key: format!("{value}{same_type}"),
+        }
     };
-    let changes_identifier = changes(identifier, "identifier");
-    let changes_external_id = changes(external_id, "external_id");
+    [
+        Repeat {
+            lines: "NOT s.rejected".to_owned(),
+            key: "s.resource_id, CASE WHEN s.resource_id IS NULL THEN s.external_id END, \
+                  CASE WHEN s.resource_id IS NULL AND s.external_id IS NULL THEN s.identifier \
+                  END, CASE WHEN s.resource_id IS NULL AND s.external_id IS NULL THEN s.type END"
+                .to_owned(),
+            hash: "coalesce(CASE WHEN s.resource_id IS NOT NULL \
+                   THEN uuid_hash_extended(s.resource_id, 0) \
+                   WHEN s.external_id IS NOT NULL THEN hashtextextended(s.external_id, 1) \
+                   ELSE hashtextextended(s.identifier, 2 + s.type) END, 0)"
+                .to_owned(),
+        },
+        shared("external_id", "", "0"),
+        shared("identifier", ", s.type", "s.type"),
+    ]
+}
+
+/// Which of the [`repeats`] two lines may share, as three booleans. No line shares one in
+/// nearly every upload, so the checks that find which lines do, a window over every line each,
+/// run only when this says they may. On PostgreSQL one pass counts the distinct hashes of each
+/// key (sorting a million integers is some three times faster than hashing a million keys);
+/// two keys that share a hash only make their check run. SQLite groups by each key.
+pub fn repeated(d: Dialect, staging: &Staging) -> String {
+    let repeats = repeats();
+    match d {
+        Dialect::Postgres => {
+            let counts: Vec<String> = repeats
+                .iter()
+                .map(|r| {
+                    format!(
+                        "count(*) FILTER (WHERE {lines}) > count(DISTINCT {}) \
+                         FILTER (WHERE {lines})",
+                        r.hash,
+                        lines = r.lines
+                    )
+                })
+                .collect();
+            format!("SELECT {} FROM {staging} s", counts.join(", "))
+        }
+        Dialect::Sqlite => {
+            let exists: Vec<String> = repeats
+                .iter()
+                .map(|r| {
+                    format!(
+                        "EXISTS (SELECT 1 FROM {staging} s WHERE {} GROUP BY {} \
+                         HAVING count(*) > 1)",
+                        r.lines, r.key
+                    )
+                })
+                .collect();
+            format!("SELECT {}", exists.join(", "))
+        }
+    }
+}
+
+/// The checks that need stored data, in order; the lines each one rejects are marked before the
+/// next runs. `partial`: the lines of a partial-update; `live`: the source has live resources;
+/// `repeated`: which keys lines may share, as [`repeated`] found.
+pub fn checks(staging: &Staging, partial: bool, live: bool, repeated: [bool; 3]) -> Vec<String> {
     // Whether the live resource `h` stays after this operation.
     let stays = if partial {
         format!("NOT EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id AND o.remove)")
@@ -393,65 +472,50 @@ pub fn checks(staging: &Staging, partial: bool, live: bool) -> Vec<String> {
              OR EXISTS (SELECT 1 FROM {staging} o WHERE o.resource_id = h.id))"
         )
     };
-    let held = |column: &str, value: &str, changing: &str, same_type: &str| {
+    let held = |column: &str, same_type: &str| {
         reject(&format!(
             "SELECT s.chunk, s.line, CASE WHEN EXISTS (SELECT 1 FROM resource h \
-             WHERE h.source_system = $1 AND h.{column} = {value}{same_type} \
-             AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) AND {stays}) \
-             THEN 'another live resource of the source system has this {column} and keeps it' \
-             END AS reason FROM {staging} s WHERE NOT s.remove AND NOT s.rejected AND {changing}"
+             WHERE h.source_system = $1 AND h.{column} = coalesce(s.{column}, s.was_{column})\
+             {same_type} AND NOT h.deleted AND (s.resource_id IS NULL OR h.id <> s.resource_id) \
+             AND {stays}) THEN 'another live resource of the source system has this {column} \
+             and keeps it' END AS reason FROM {staging} s WHERE NOT s.remove AND NOT s.rejected \
+             AND {}",
+            changes(column)
         ))
     };
-    let shared = |value: &str, changing: &str, what: &str, same_type: &str| {
-        let lines = format!(
-            "{staging} s WHERE NOT s.remove AND NOT s.rejected AND {value} IS NOT NULL \
-             AND {changing}"
-        );
-        reject(&format!(
-            "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give this \
-             {what} to different resources' END AS reason FROM (SELECT s.chunk, s.line, \
-             count(*) OVER (PARTITION BY {value}{same_type}) AS n FROM {lines} AND {}) d",
-            repeated(&lines, &format!("{value}{same_type}"))
-        ))
-    };
-    // What a line names: its resource, else its external id, else its identifier and type.
-    let named = "resource_id, CASE WHEN resource_id IS NULL THEN external_id END, \
-         CASE WHEN resource_id IS NULL AND external_id IS NULL THEN identifier END, \
-         CASE WHEN resource_id IS NULL AND external_id IS NULL THEN type END";
-    let mut checks = vec![
-        reject(&format!(
-            "SELECT chunk, line, CASE WHEN was_type <> type THEN 'the resource with this \
-             external_id is a ' || coalesce({}, 'resource') || ', not of the line''s type' END \
-             AS reason FROM {staging} WHERE resource_id IS NOT NULL",
-            typename("was_type")
-        )),
-        reject(&format!(
+    let [named, external_id, identifier] = repeats();
+    let mut checks = vec![reject(&format!(
+        "SELECT chunk, line, CASE WHEN was_type <> type THEN 'the resource with this \
+         external_id is a ' || coalesce({}, 'resource') || ', not of the line''s type' END \
+         AS reason FROM {staging} WHERE resource_id IS NOT NULL",
+        typename("was_type")
+    ))];
+    if repeated[0] {
+        checks.push(reject(&format!(
             "SELECT chunk, line, CASE WHEN n > 1 THEN 'a later line of the upload names the same \
-             resource' END AS reason FROM (SELECT chunk, line, row_number() OVER (PARTITION BY \
-             {named} ORDER BY chunk DESC, line DESC) AS n FROM {staging} WHERE NOT rejected \
-             AND {}) d",
-            repeated(&format!("{staging} WHERE NOT rejected"), named)
-        )),
-        shared(external_id, &changes_external_id, "external_id", ""),
-        shared(identifier, &changes_identifier, "identifier", ", s.type"),
-    ];
+             resource' END AS reason FROM (SELECT s.chunk, s.line, row_number() OVER (PARTITION \
+             BY {} ORDER BY s.chunk DESC, s.line DESC) AS n FROM {staging} s WHERE {}) d",
+            named.key, named.lines
+        )));
+    }
+    for (repeat, what, on) in [
+        (external_id, "external_id", repeated[1]),
+        (identifier, "identifier", repeated[2]),
+    ] {
+        if on {
+            checks.push(reject(&format!(
+                "SELECT chunk, line, CASE WHEN n > 1 THEN 'several lines of the upload give \
+                 this {what} to different resources' END AS reason FROM (SELECT s.chunk, \
+                 s.line, count(*) OVER (PARTITION BY {}) AS n FROM {staging} s WHERE {}) d",
+                repeat.key, repeat.lines
+            )));
+        }
+    }
     if live {
-        checks.push(held(
-            "identifier",
-            identifier,
-            &changes_identifier,
-            " AND h.type = s.type",
-        ));
-        checks.push(held("external_id", external_id, &changes_external_id, ""));
+        checks.push(held("identifier", " AND h.type = s.type"));
+        checks.push(held("external_id", ""));
     }
     checks
-}
-
-/// Whether two of the rows `from` (a table and its condition) share `key`. Uncorrelated, so the
-/// window that finds which lines share a key runs only when some do: one hashed pass over the
-/// lines instead of a sort of them all.
-fn repeated(from: &str, key: &str) -> String {
-    format!("EXISTS (SELECT 1 FROM {from} GROUP BY {key} HAVING count(*) > 1)")
 }
 
 /// Marks the rejected lines of the staging table.
@@ -946,11 +1010,12 @@ mod tests {
         statements.extend(resolve_deleted(&staging));
         for partial in [true, false] {
             for live in [true, false] {
-                statements.extend(checks(&staging, partial, live));
+                statements.extend(checks(&staging, partial, live, [true; 3]));
             }
         }
         for d in [Dialect::Postgres, Dialect::Sqlite] {
             statements.push(create_staging(d, &staging));
+            statements.push(repeated(d, &staging));
             for filled in [resolved_copy(d, &staging), doomed(d, &staging)] {
                 statements.extend(filled.create);
                 statements.push(filled.fill);

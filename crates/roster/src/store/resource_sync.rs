@@ -224,7 +224,11 @@ pub(super) async fn resolve(
         .await?;
     let mark_rejected = rsql::mark_rejected(staging);
     let live = tx.scalar(&values.sql(&rsql::has_live())).await?;
-    for check in rsql::checks(staging, partial, live) {
+    let repeated: (bool, bool, bool) = tx
+        .fetch_one(&values.sql(&rsql::repeated(d, staging)))
+        .await?;
+    let repeated = [repeated.0, repeated.1, repeated.2];
+    for check in rsql::checks(staging, partial, live, repeated) {
         if tx.execute(&values.sql(&check)).await? > 0 {
             tx.execute(&values.sql(&mark_rejected)).await?;
         }

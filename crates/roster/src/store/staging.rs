@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use sqlx::postgres::PgCopyIn;
 use sqlx::{PgConnection, Sqlite, SqliteConnection};
 use std::fmt::Write;
+use uuid::Uuid;
 
 /// Rejection reasons kept per chunk; the count beyond is exact, the details are not kept.
 const MAX_REJECTIONS_KEPT: usize = 10_000;
@@ -117,16 +118,22 @@ fn copy_row(out: &mut String, row: &[Value]) {
 fn copy_value(out: &mut String, value: &Value) {
     // Writing to a String does not fail.
     let _ = match value {
-        Value::Uuid(Some(v)) => write!(out, "{v}"),
+        Value::Uuid(Some(v)) => {
+            out.push_str(v.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+            Ok(())
+        }
         Value::Small(Some(v)) => write!(out, "{v}"),
         Value::Int(Some(v)) => write!(out, "{v}"),
         Value::Big(Some(v)) => write!(out, "{v}"),
         Value::Float(Some(v)) => write!(out, "{v}"),
-        Value::Bool(Some(v)) => write!(out, "{}", if *v { 't' } else { 'f' }),
+        Value::Bool(Some(v)) => {
+            out.push(if *v { 't' } else { 'f' });
+            Ok(())
+        }
         Value::Time(Some(v)) => write!(out, "{}", v.to_rfc3339()),
-        Value::Text(Some(v)) => write!(out, "{}", Escaped(v)),
-        Value::Json(Some(v)) => write!(out, "{}", Escaped(&v.to_string())),
-        Value::Texts(Some(list)) => write!(out, "{}", Escaped(&array_literal(&list.0))),
+        Value::Text(Some(v)) => escaped(out, v),
+        Value::Json(Some(v)) => escaped(out, &v.to_string()),
+        Value::Texts(Some(list)) => escaped(out, &array_literal(&list.0)),
         // `\x` and the hex digits: bytea's hex input, its backslash escaped for COPY.
         Value::Bytes(bytes) => {
             out.push_str("\\\\x");
@@ -145,22 +152,21 @@ fn copy_value(out: &mut String, value: &Value) {
     };
 }
 
-/// Text escaped for COPY's text format.
-struct Escaped<'a>(&'a str);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '\t' => f.write_str("\\t")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
+/// Appends `text` escaped for COPY's text format, a run of plain text at a time (through a
+/// formatter, a character at a time, it took a sixth of an upload's time).
+fn escaped(out: &mut String, mut text: &str) -> std::fmt::Result {
+    while let Some(at) = text.find(['\\', '\t', '\n', '\r']) {
+        out.push_str(&text[..at]);
+        out.push_str(match text.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            _ => "\\r",
+        });
+        text = &text[at + 1..];
     }
+    out.push_str(text);
+    Ok(())
 }
 
 /// A PostgreSQL text array literal, `{"a","b"}`.
