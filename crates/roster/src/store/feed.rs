@@ -181,7 +181,7 @@ fn position(tx: u64) -> i64 {
     i64::try_from(tx).unwrap_or(i64::MAX)
 }
 
-/// A change read with where trimmed history ends, as the same statement's snapshot saw it.
+/// A change read with where trimmed history ended, as the same statement's snapshot saw it.
 struct FeedRow {
     change: ChangeRow,
     horizon: Option<(i64, i64)>,
@@ -204,7 +204,7 @@ where
     }
 }
 
-/// The columns that follow [`CHANGE_COLUMNS`] in a [`FeedRow`].
+/// Where trimmed history ended, as columns of a statement (so as its snapshot saw it).
 const HORIZON_COLUMNS: &str =
     "(SELECT position FROM change_horizon), (SELECT seq FROM change_horizon)";
 
@@ -212,10 +212,11 @@ const HORIZON_COLUMNS: &str =
 ///
 /// First the rest of the cursor's transaction, read in `seq` order from the (xid, seq) key: a
 /// transaction of a million changes is paged through, never read whole, and a page inside it is
-/// this one statement. Only a page that reaches the transaction's end reads the head, then the
+/// this one statement. A page that reaches the transaction's end reads the head, then the
 /// transactions after the cursor's up to it (at most `limit` of them), in order: each is read
-/// from its key and stops at `limit` changes, and the incremental sort over them stops at the
-/// page's end, so a page never reads the changes of every later transaction.
+/// from its key up to `limit` changes, and an incremental sort over them lets PostgreSQL stop at
+/// the page's end rather than read every later transaction. A follower polling at the head
+/// (its cursor ends a transaction) reads one statement.
 async fn changes_by_position(
     tx: &mut Tx,
     after: &Cursor,
@@ -223,62 +224,64 @@ async fn changes_by_position(
     limit: u32,
 ) -> StoreResult<ChangeBatch> {
     let from = position(after.tx);
-    let mut q = Sql::new(format!(
-        "SELECT $1::bigint AS tx, {CHANGE_COLUMNS}, {HORIZON_COLUMNS} FROM change c \
-         WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) AND c.seq > $2"
-    ))
-    .bind(from)
-    .bind(after.seq);
-    push_filter(&mut q, filter);
-    q.push(format!(" ORDER BY c.seq LIMIT {limit}"));
-    let mut rows: Vec<FeedRow> = tx.fetch_all(&q).await?;
-    // Where trimmed history ended, as the last statement that read changes saw it (a trim that
-    // committed before its snapshot is seen there, never skipped over).
-    let mut seen = rows.last().map(|row| row.horizon);
-    let mut window = None;
-    if rows.len() < limit as usize {
-        // The head (rows are read up to it, so `next` never passes a change not returned), and
-        // the `limit`th transaction after the cursor's up to it.
-        let last = Sql::new(format!(
-            "WITH head AS (SELECT {POSTGRES_HEAD} AS at) \
-             SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
-             AND position <= head.at ORDER BY position OFFSET $2 LIMIT 1), head.at) FROM head"
+    let mut rows = if after.seq == i64::MAX {
+        Vec::new()
+    } else {
+        let mut q = Sql::new(format!(
+            "SELECT $1::bigint AS tx, {CHANGE_COLUMNS} FROM change c \
+             WHERE c.xid = (SELECT xid FROM change_commit WHERE position = $1) AND c.seq > $2"
         ))
         .bind(from)
-        .bind(i64::from(limit) - 1);
-        let last: i64 = tx.scalar(&last).await?;
-        if last > from {
-            let later = later_changes(tx, from, last, filter, limit).await?;
-            seen = later.last().map(|row| row.horizon);
-            rows.extend(later);
-            rows.truncate(limit as usize);
-        }
-        window = Some(last);
-    }
-    // A statement that found nothing has it read after it.
-    let horizon = match seen {
-        Some(horizon) => horizon,
-        None => {
-            tx.fetch_optional(&Sql::new("SELECT position, seq FROM change_horizon"))
-                .await?
-        }
+        .bind(after.seq);
+        push_filter(&mut q, filter);
+        q.push(format!(" ORDER BY c.seq LIMIT {limit}"));
+        into_changes(tx.fetch_all(&q).await?)?
     };
+    if rows.len() == limit as usize {
+        // Trimming deletes whole transactions with their positions: a snapshot that still saw
+        // the cursor's transaction saw history end before it, so the page needs no check.
+        let next = rows.last().map_or(*after, |last| last.cursor);
+        return Ok(ChangeBatch { items: rows, next });
+    }
+    // The head (rows are read up to it, so `next` never passes a change not returned), the
+    // `limit`th transaction after the cursor's up to it, and where trimmed history ended.
+    let window = Sql::new(format!(
+        "WITH head AS (SELECT {POSTGRES_HEAD} AS at) \
+         SELECT coalesce((SELECT position FROM change_commit WHERE position > $1 \
+         AND position <= head.at ORDER BY position OFFSET $2 LIMIT 1), head.at), \
+         {HORIZON_COLUMNS} FROM head"
+    ))
+    .bind(from)
+    .bind(i64::from(limit) - 1);
+    let (last, position, seq): (i64, Option<i64>, Option<i64>) = tx.fetch_one(&window).await?;
+    // Where history ended as the last statement that read changes saw it, so that a trim
+    // committed before it is seen, never skipped over; read after a statement that found none.
+    let mut horizon = position.zip(seq);
+    if last > from {
+        let later = later_changes(tx, from, last, filter, limit).await?;
+        horizon = match later.last() {
+            Some(row) => row.horizon,
+            None => {
+                tx.fetch_optional(&Sql::new("SELECT position, seq FROM change_horizon"))
+                    .await?
+            }
+        };
+        for row in later.into_iter().take(limit as usize - rows.len()) {
+            rows.push(row.change.into_change()?);
+        }
+    }
     if let Some((tx, seq)) = horizon {
         if (after.tx, after.seq) < (u64::try_from(tx).unwrap_or(0), seq) {
             return Err(gone(after));
         }
     }
-    let items = rows
-        .into_iter()
-        .map(|row| row.change.into_change())
-        .collect::<StoreResult<Vec<_>>>()?;
     // A page that is not full read every change up to the window.
-    let read_to = Cursor::after_tx(u64::try_from(window.unwrap_or(0)).unwrap_or_default());
-    let next = match items.last() {
-        Some(last) if items.len() == limit as usize => last.cursor,
-        last => last.map_or(*after, |c| c.cursor).max(*after).max(read_to),
+    let read_to = Cursor::after_tx(u64::try_from(last).unwrap_or_default());
+    let next = match rows.last() {
+        Some(end) if rows.len() == limit as usize => end.cursor,
+        end => end.map_or(*after, |c| c.cursor).max(*after).max(read_to),
     };
-    Ok(ChangeBatch { items, next })
+    Ok(ChangeBatch { items: rows, next })
 }
 
 /// PostgreSQL: up to `limit` changes of the transactions after position `from` up to `last`.

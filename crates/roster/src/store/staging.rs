@@ -422,6 +422,19 @@ mod tests {
             Value::Small(Some(3)),
         ];
         assert_eq!(copied(&row), "a\\tb\\nc\\rd\\\\e\t\\N\tt\tf\t\\N\t3\n");
+        for (text, written) in [
+            ("\t\t", "\\t\\t"),
+            ("x\\", "x\\\\"),
+            ("\\x", "\\\\x"),
+            ("é\\\tß", "é\\\\\\tß"),
+            ("plain", "plain"),
+            ("", ""),
+        ] {
+            assert_eq!(
+                copied(&[Value::Text(Some(text.to_owned()))]),
+                format!("{written}\n")
+            );
+        }
     }
 
     #[test]

@@ -50,9 +50,8 @@ async fn drain(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, 
     (all, next)
 }
 
-/// Reads the feed until it has passed every change committed before this call: PostgreSQL's
-/// fence is cluster-wide, so other databases' open transactions can hold a read back for a while
-/// (the long poll waits for them rather than the test sleeping).
+/// Reads the feed until it has passed every change committed before this call (the long poll
+/// waits for a change still being committed rather than the test sleeping).
 pub async fn drain_all(app: &TestApp, after: Option<&str>, query: &str) -> (Vec<Value>, String) {
     let target = Cursor::decode(&head(app).await).expect("head cursor");
     let caught_up = async {
@@ -311,11 +310,12 @@ async fn postgres_a_transaction_that_commits_late_is_never_skipped() {
     a_transaction_that_commits_late_is_never_skipped().await
 }
 
-/// A group of `n` new accounts `u0…`, created with its full-update.
-async fn big_group(app: &TestApp, n: usize) -> String {
-    let group = app.group("hr", "big").await;
+/// A new group `name` whose full-update creates `n` members, `{prefix}0`, `{prefix}1`, … (in one
+/// transaction) and adds them (in another).
+async fn new_group(app: &TestApp, name: &str, prefix: &str, n: usize) -> String {
+    let group = app.group("hr", name).await;
     let lines: String = (0..n)
-        .map(|i| format!("{{\"source_system\": \"hr\", \"identifier\": \"u{i}\"}}\n"))
+        .map(|i| format!("{{\"source_system\": \"hr\", \"identifier\": \"{prefix}{i}\"}}\n"))
         .collect();
     let reply = app
         .post(
@@ -332,7 +332,7 @@ async fn big_group(app: &TestApp, n: usize) -> String {
 
 async fn an_export_then_the_feed_converges_while_writes_continue(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let group = big_group(&app, 100_000).await;
+    let group = new_group(&app, "big", "u", 100_000).await;
     let mut extra = Vec::new();
     for i in 0..40 {
         extra.push(app.user("hr", &format!("x{i}")).await);
@@ -392,7 +392,7 @@ async fn an_export_then_the_feed_converges_while_writes_continue(backend: Backen
 
 async fn no_op_writes_record_nothing_and_churn_records_exactly_the_difference(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let group = big_group(&app, 100_000).await;
+    let group = new_group(&app, "big", "u", 100_000).await;
     let user = app.user("hr", "someone").await;
     app.patch(
         &format!("/api/v1/resources/{user}"),
@@ -613,80 +613,105 @@ async fn a_cursor_older_than_the_history_is_gone(backend: Backend) {
     assert_eq!(items[0]["resource_id"], json!(u3));
 }
 
-/// Reads the whole feed `limit` changes at a time; returns the changes and each page's `next`.
-async fn pages_of(app: &TestApp, limit: usize) -> (Vec<Value>, Vec<String>) {
-    let (mut all, mut nexts, mut after) = (Vec::new(), Vec::new(), String::new());
-    loop {
+/// Reads the whole feed (with `query`) `limit` changes at a time, until a page neither has a
+/// change nor moves `next` (a filtered page may have none and still move it past transactions
+/// with nothing that matches); returns the changes. Each `next` is past the one before, and
+/// unfiltered, every page but the last is full.
+async fn pages_of(app: &TestApp, limit: usize, query: &str) -> Vec<Value> {
+    let (mut all, mut pages, mut after) = (Vec::new(), Vec::new(), None::<Cursor>);
+    for _ in 0..64 {
+        let from = after
+            .map(|c| format!("&after={}", c.encode()))
+            .unwrap_or_default();
         let reply = app
-            .get(&format!("/api/v1/changes?limit={limit}{after}"))
+            .get(&format!("/api/v1/changes?limit={limit}{from}{query}"))
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         let items = reply.json["items"].as_array().expect("items").clone();
+        let next = Cursor::decode(reply.json["next"].as_str().expect("next")).expect("cursor");
+        if items.is_empty() && after == Some(next) {
+            if query.is_empty() {
+                let short = pages.iter().rev().skip(1).find(|n| **n != limit);
+                assert_eq!(short, None, "a short page before the last: {pages:?}");
+            }
+            return all;
+        }
+        assert!(after.is_none_or(|a| a < next), "next did not advance");
         assert!(
             items.len() <= limit,
             "a page of {} for {limit}",
             items.len()
         );
-        if items.is_empty() {
-            return (all, nexts);
+        if items.len() == limit {
+            assert_eq!(items[limit - 1]["cursor"], json!(next.encode()));
         }
-        let next = reply.json["next"].as_str().expect("next").to_owned();
-        after = format!("&after={next}");
-        nexts.push(next);
+        if !items.is_empty() {
+            pages.push(items.len());
+        }
+        after = Some(next);
         all.extend(items);
     }
+    panic!("the feed did not end within 64 pages of {limit}");
 }
 
 async fn pages_smaller_than_a_transaction_read_every_change_once_in_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    // Transactions of 1, 14, 1, 1, 10 and 1 changes: each full-update creates its members and
-    // adds them in one.
-    big_group(&app, 7).await;
+    new_group(&app, "big", "big", 7).await;
+    let cut = chrono::Utc::now();
     app.user("hr", "solo").await;
-    let other = app.group("hr", "other").await;
-    let lines: String = (0..5)
-        .map(|i| format!("{{\"source_system\": \"hr\", \"identifier\": \"v{i}\"}}\n"))
-        .collect();
-    let reply = app
-        .post(
-            "/api/v1/operations",
-            json!({"type": "full-update", "group_id": other, "create_missing": true}),
-        )
-        .await;
-    let op = reply.json["id"].as_i64().expect("id");
-    assert_eq!(app.chunk(op, 0, &lines).await.status, StatusCode::OK);
-    app.complete(op).await;
+    new_group(&app, "other", "other", 5).await;
     app.user("hr", "last").await;
     let (whole, _) = drain_all(&app, None, "").await;
-    assert_eq!(whole.len(), 28);
-    let cursors = |items: &[Value]| -> Vec<String> {
-        items
-            .iter()
-            .map(|i| i["cursor"].as_str().expect("cursor").to_owned())
-            .collect()
-    };
-    for limit in [1, 2, 3, 4, 6, 14] {
-        let (paged, nexts) = pages_of(&app, limit).await;
-        assert_eq!(cursors(&paged), cursors(&whole), "limit {limit}");
-        assert_eq!(paged, whole, "limit {limit}");
-        // Each page but the last is full, and continues from its last change.
-        for (page, next) in paged.chunks(limit).zip(&nexts) {
-            if page.len() == limit {
-                assert_eq!(page[limit - 1]["cursor"], json!(next), "limit {limit}");
+    let cursors: Vec<Cursor> = whole
+        .iter()
+        .map(|i| Cursor::decode(i["cursor"].as_str().expect("cursor")).expect("cursor"))
+        .collect();
+    if backend == Backend::Postgres {
+        // Each group, then its members created in one transaction and added in another; each
+        // transaction has its commit position.
+        let mut sizes: Vec<usize> = Vec::new();
+        for (i, cursor) in cursors.iter().enumerate() {
+            match sizes.last_mut() {
+                Some(size) if cursors[i - 1].tx == cursor.tx => *size += 1,
+                _ => sizes.push(1),
             }
         }
+        assert_eq!(sizes, [1, 7, 7, 1, 1, 5, 5, 1]);
     }
-    // A cursor inside a transaction that is trimmed away is gone, not silently moved past.
-    let (first, _) = pages_of(&app, 1).await;
-    let inside = first[3]["cursor"].as_str().expect("cursor").to_owned();
-    app.store
-        .trim_history(chrono::Utc::now() + chrono::Duration::seconds(1))
-        .await
-        .expect("trim");
-    let reply = app
-        .get(&format!("/api/v1/changes?limit=2&after={inside}"))
-        .await;
-    reply.assert_problem(StatusCode::GONE, "GET /api/v1/export");
+    assert_eq!(whole.len(), 28);
+    for limit in [1, 2, 3, 4, 6, 14] {
+        let paged = pages_of(&app, limit, "").await;
+        assert_eq!(paged, whole, "limit {limit}");
+    }
+    // A filter that leaves pages short inside a transaction, and windows with nothing at all.
+    for (query, kind) in [
+        ("&kind=membership.added", "membership.added"),
+        ("&kind=resource.created", "resource.created"),
+    ] {
+        let expected: Vec<&Value> = whole.iter().filter(|i| i["kind"] == kind).collect();
+        for limit in [1, 3] {
+            let paged = pages_of(&app, limit, query).await;
+            assert_eq!(
+                paged.iter().collect::<Vec<_>>(),
+                expected,
+                "{query} by {limit}"
+            );
+        }
+    }
+    // Trimming the first three transactions: a cursor inside them is gone, not moved past what
+    // was deleted; a cursor after them reads the rest.
+    app.store.trim_history(cut).await.expect("trim");
+    for inside in [1, 7, 13] {
+        let reply = app
+            .get(&format!(
+                "/api/v1/changes?limit=2&after={}",
+                cursors[inside].encode()
+            ))
+            .await;
+        reply.assert_problem(StatusCode::GONE, "GET /api/v1/export");
+    }
+    let (rest, _) = drain(&app, Some(&cursors[15].encode()), "").await;
+    assert_eq!(rest, whole[16..]);
 }
 
 /// Reads `n` events of a Server-Sent Events response, then hangs up.
@@ -813,7 +838,7 @@ async fn a_resource_history_lists_its_changes(backend: Backend) {
 
 async fn a_paged_list_then_the_feed_converges(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let group = big_group(&app, 2_500).await;
+    let group = new_group(&app, "big", "u", 2_500).await;
     let mut extra = Vec::new();
     for i in 0..3 {
         extra.push(app.user("hr", &format!("x{i}")).await);
