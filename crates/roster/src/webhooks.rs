@@ -3,10 +3,10 @@
 //! order, up to the subscription's `batch_size` per request (`{"changes": [...]}`; a `scim`
 //! subscription gets one RFC 8935 security event per request). The cursor moves after each
 //! acknowledged delivery (2xx), so a change is delivered at least once and receivers de-duplicate
-//! by each change's `cursor`. A failed delivery is tried again after 10, 100 and 500 ms; when
-//! those fail too, the next attempt waits with exponential backoff and jitter, and the
-//! subscription pauses after `pause_after` such failures in a row. No database transaction is
-//! open while a request is on the wire.
+//! by each change's `cursor`. A failed delivery is tried again at once, then after 10, 100 and
+//! 500 ms; when those fail too, the next attempt waits with exponential backoff and jitter, and
+//! the subscription pauses after `pause_after` such failures in a row. No database transaction
+//! is open while a request is on the wire.
 //!
 //! Each body is signed: `Roster-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! with the subscription's secret. `scim` deliveries follow RFC 8935: the body is the security
@@ -380,8 +380,12 @@ struct Failure {
 }
 
 /// The waits before the quick retries of a failed delivery, within its round; after them the
-/// round ends and the subscription backs off (`base_backoff`, doubling).
-const QUICK_RETRIES: [Duration; 3] = [
+/// round ends and the subscription backs off (`base_backoff`, doubling). The first is
+/// immediate: a failure at random (a request that reached an instance going away behind a load
+/// balancer, a dropped connection) is most often answered by the next request, and a pause
+/// after each costs a fast receiver more than its failures do.
+const QUICK_RETRIES: [Duration; 4] = [
+    Duration::ZERO,
     Duration::from_millis(10),
     Duration::from_millis(100),
     Duration::from_millis(500),

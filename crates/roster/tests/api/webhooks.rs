@@ -350,8 +350,8 @@ async fn a_failing_receiver_pauses_its_subscription_until_resumed(backend: Backe
     assert!(error.contains("503"), "{error}");
     assert_eq!(
         *receiver.attempts.borrow(),
-        16,
-        "four rounds of an attempt and three quick retries, then none after the pause"
+        20,
+        "four rounds of an attempt and four quick retries, then none after the pause"
     );
 
     receiver.failing.store(false, Ordering::SeqCst);
