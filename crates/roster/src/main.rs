@@ -6,6 +6,12 @@ use roster::cli::{Cli, Command, LogFormat};
 use roster::config::Settings;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than the system allocator: a request allocates and frees many small buffers
+/// from whichever worker thread polls it, which glibc's malloc serves at about an eighth of the
+/// server's CPU under load (a profile of 64 connections reading memberships).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

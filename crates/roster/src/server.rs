@@ -17,9 +17,21 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
-/// What every handler shares.
+/// What every handler shares, behind one reference count: the extractors and middleware clone
+/// it for each request, and one atomic increment costs less than one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Arc<Store>,
     pub engine: Arc<Engine>,
     pub authenticator: Arc<auth::Authenticator>,
@@ -31,7 +43,7 @@ pub struct AppState {
     pub refusals: Arc<auth::RefusalLog>,
 }
 
-impl AppState {
+impl Shared {
     /// The use cases' view of the state.
     pub fn app(&self) -> App<'_> {
         App {
@@ -104,7 +116,7 @@ pub fn router(services: Services) -> Router {
         .unwrap_or_else(|e| panic!("the API's security declarations are broken: {e}"));
     let document = http::contract::document(openapi)
         .unwrap_or_else(|e| panic!("the API document cannot be completed: {e}"));
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         authenticator: Arc::new(auth::Authenticator::new(services.store.clone())),
         store: services.store,
         engine: services.engine,
@@ -114,7 +126,7 @@ pub fn router(services: Services) -> Router {
         scim_limiter: Arc::new(http::scim::rate::ScimLimiter::new(limits.scim_rate)),
         scim_reads: http::scim::rate::ReadGate::new(limits.scim_reads_per_token),
         refusals: Arc::default(),
-    };
+    }));
     let rate_state = state.clone();
     api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
