@@ -7,6 +7,7 @@ mod caller;
 mod error;
 pub mod groups;
 pub mod lifecycle;
+pub mod nesting;
 pub mod operations;
 pub mod resources;
 pub mod scim;

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod input;
 pub mod lifecycle;
 pub mod membership;
+pub mod nesting;
 pub mod operation;
 pub mod operation_request;
 pub mod page;

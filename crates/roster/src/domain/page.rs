@@ -23,6 +23,8 @@ pub enum ListKind {
     Rejections,
     History,
     Subscriptions,
+    Paths,
+    Cycles,
 }
 
 impl ListKind {
@@ -38,6 +40,8 @@ impl ListKind {
             Self::Rejections => "j",
             Self::History => "h",
             Self::Subscriptions => "s",
+            Self::Paths => "w",
+            Self::Cycles => "y",
         }
     }
 }
@@ -134,6 +138,11 @@ impl<T> Page<T> {
             ..Self::from_rows(listing.rows, request_limit, kind, key)
         }
     }
+}
+
+/// The cursor that continues a list of `kind` after `key`.
+pub fn cursor(kind: ListKind, key: impl ToString) -> String {
+    encode(kind, &key.to_string())
 }
 
 fn encode(kind: ListKind, key: &str) -> String {

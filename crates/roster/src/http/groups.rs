@@ -2,10 +2,11 @@
 
 use super::resources::MembershipListParams;
 use super::{optional_json, Path, Query};
-use crate::app::groups;
 use crate::app::resources::check_readable;
 use crate::app::Caller;
+use crate::app::{groups, nesting};
 use crate::domain::membership::{Membership, MembershipInput, MembershipWrite};
+use crate::domain::nesting::NestedMembership;
 use crate::domain::page::{ListKind, Page};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
@@ -16,8 +17,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -83,21 +84,50 @@ async fn list_members(
     Ok(axum::Json(MemberList::AsOf(page)))
 }
 
-/// The membership record of one member of a group, active or ended.
+/// Query of the membership check.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CheckParams {
+    /// Also through nested groups: the membership by its shortest path of live memberships, or
+    /// 404 when there is none.
+    #[serde(default)]
+    transitive: bool,
+}
+
+/// A membership record or, with `transitive`, a membership through nested groups.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MembershipCheck {
+    Direct(Membership),
+    Transitive(NestedMembership),
+}
+
+/// The membership record of one member of a group, active or ended; with `transitive=true`,
+/// whether the resource is a member directly or through nested groups, and the depth of its
+/// shortest path.
 #[utoipa::path(get, path = "/api/v1/groups/{id}/members/{member_id}", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Group id"),
-           ("member_id" = ResourceId, Path, description = "Member id")),
-    responses((status = 200, description = "The membership", body = Membership),
+           ("member_id" = ResourceId, Path, description = "Member id"),
+           CheckParams),
+    responses((status = 200, description = "The membership", body = MembershipCheck),
               (status = 403, description = "A group or member of another source system than the token's reads are bound to", body = Problem),
-              (status = 404, description = "Never a member", body = Problem)))]
+              (status = 404, description = "Never a member (with transitive, not a member now through any path)", body = Problem)))]
 async fn get_membership(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, member_id)): Path<(ResourceId, ResourceId)>,
-) -> Result<axum::Json<Membership>, ApiError> {
+    Path(key): Path<(ResourceId, ResourceId)>,
+    Query(p): Query<CheckParams>,
+) -> Result<axum::Json<MembershipCheck>, ApiError> {
+    if p.transitive {
+        let nested = nesting::check(state.app(), &caller, key).await?;
+        return Ok(axum::Json(MembershipCheck::Transitive(nested)));
+    }
+    let (id, member_id) = key;
     check_readable(state.app(), &caller, id).await?;
     check_readable(state.app(), &caller, member_id).await?;
-    Ok(axum::Json(state.store.get_membership(id, member_id).await?))
+    let membership = state.store.get_membership(id, member_id).await?;
+    Ok(axum::Json(MembershipCheck::Direct(membership)))
 }
 
 /// Add a member to a group (or re-activate or confirm the membership), recorded as a

@@ -10,6 +10,7 @@ mod correlation;
 mod groups;
 mod health;
 mod lifecycle;
+mod nesting;
 pub mod operations;
 mod resources;
 pub mod scim;
@@ -172,6 +173,7 @@ pub fn routes(
         .merge(scrape::routes())
         .merge(resources::routes())
         .merge(groups::routes())
+        .merge(nesting::routes())
         .merge(cohorts::routes())
         .merge(lifecycle::routes())
         .merge(correlation::routes())

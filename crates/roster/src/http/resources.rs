@@ -1,9 +1,10 @@
 //! `/api/v1/resources`: create, read, list, look up, update, soft-delete and restore resources.
 
 use super::{Json, Path, Query};
-use crate::app::{resources, Caller};
+use crate::app::{nesting, resources, Caller};
 use crate::domain::lifecycle::{PatchParams, Propagate, Propagation};
 use crate::domain::membership::{Membership, MembershipFilter};
+use crate::domain::nesting::NestedMembership;
 use crate::domain::operation::Operation;
 use crate::domain::page::{ListKind, Page, PageRequest};
 use crate::domain::resource::{
@@ -358,11 +359,39 @@ pub struct GroupListParams {
     ty: Option<ResourceType>,
     /// Only memberships whose member account is active (true) or inactive (false).
     active: Option<bool>,
+    /// Also the groups the resource is in through nested groups, each with the depth of its
+    /// shortest path of live memberships (1: direct); takes neither `include_removed`, `type`
+    /// nor `active`.
+    #[serde(default)]
+    transitive: bool,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `next` value of the previous page (empty or absent: the first page).
     cursor: Option<String>,
+}
+
+impl GroupListParams {
+    /// The page of a transitive list; the filters of direct memberships do not apply to it.
+    fn transitive_page(&self) -> Result<PageRequest<uuid::Uuid>, ApiError> {
+        if self.include_removed || self.ty.is_some() || self.active.is_some() {
+            return Err(ApiError::BadRequest(
+                "transitive lists the groups a resource is in now, through live memberships; \
+                 it takes neither include_removed, type nor active"
+                    .to_owned(),
+            ));
+        }
+        super::page_request(ListKind::Groups, self.limit, self.cursor.as_deref())
+    }
+}
+
+/// The groups of a resource: its memberships, or with `transitive`, the groups it is in directly
+/// or through nested groups.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum GroupList {
+    Direct(Page<Membership>),
+    Transitive(Page<NestedMembership>),
 }
 
 impl From<GroupListParams> for MembershipListParams {
@@ -378,10 +407,11 @@ impl From<GroupListParams> for MembershipListParams {
     }
 }
 
-/// List the groups a resource belongs to, in group-id order.
+/// List the groups a resource belongs to, in group-id order; with `transitive=true`, also the
+/// groups it is in through nested groups.
 #[utoipa::path(get, path = "/api/v1/resources/{id}/groups", tag = "groups", security(("bearer" = ["read"])),
     params(("id" = ResourceId, Path, description = "Resource id"), GroupListParams),
-    responses((status = 200, description = "A page of memberships (in groups of the token's source only, when its reads are bound)", body = Page<Membership>),
+    responses((status = 200, description = "A page of memberships, or with transitive of nested memberships (in groups of the token's source only, when its reads are bound)", body = GroupList),
               (status = 403, description = "A resource of another source system than the token's reads are bound to", body = Problem),
               (status = 404, description = "No such resource", body = Problem)))]
 async fn list_groups_of(
@@ -389,14 +419,16 @@ async fn list_groups_of(
     caller: Caller,
     Path(id): Path<ResourceId>,
     Query(p): Query<GroupListParams>,
-) -> Result<axum::Json<Page<Membership>>, ApiError> {
+) -> Result<axum::Json<GroupList>, ApiError> {
+    if p.transitive {
+        let page = p.transitive_page()?;
+        let all = nesting::groups_of(state.app(), &caller, id).await?;
+        let page = super::nesting::transitive_page(all, page.after, page.limit);
+        return Ok(axum::Json(GroupList::Transitive(page)));
+    }
     resources::check_readable(state.app(), &caller, id).await?;
     let (filter, page) = MembershipListParams::from(p).split(&caller, ListKind::Groups)?;
     let listing = state.store.list_groups_of(id, &filter, &page).await?;
-    Ok(axum::Json(Page::listed(
-        listing,
-        page.limit,
-        ListKind::Groups,
-        |m| m.group_id.0,
-    )))
+    let page = Page::listed(listing, page.limit, ListKind::Groups, |m| m.group_id.0);
+    Ok(axum::Json(GroupList::Direct(page)))
 }

@@ -11,6 +11,7 @@ mod feed;
 mod gauges;
 pub(crate) mod lifecycle_sync;
 mod membership_sync;
+mod nesting;
 mod postgres;
 mod query;
 mod records;

@@ -12,6 +12,7 @@ mod groups;
 mod hardening;
 mod lifecycle;
 mod metrics;
+mod nesting;
 mod openapi;
 mod operations;
 mod process;

@@ -28,6 +28,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/groups/{id}/members/{member_id}"),
     ("put", "/api/v1/groups/{id}/members/{member_id}"),
     ("delete", "/api/v1/groups/{id}/members/{member_id}"),
+    ("get", "/api/v1/groups/{id}/members/{member_id}/paths"),
+    ("get", "/api/v1/groups/cycles"),
     ("get", "/api/v1/operations"),
     ("get", "/api/v1/operations/{id}"),
     ("post", "/api/v1/operations"),
