@@ -189,6 +189,7 @@ impl From<AppError> for ApiError {
             AppError::Unreadable(m) => Self::BadRequest(m),
             AppError::InvalidLines(m, lines) => Self::InvalidLines(m, lines),
             AppError::TooLarge(m) => Self::PayloadTooLarge(m),
+            AppError::NotFound(m) => Self::NotFound(m),
             AppError::Forbidden(m) => Self::Forbidden(m),
             AppError::Conflict(m) => Self::Conflict(m),
             e @ AppError::NotUploading(id) => {

@@ -23,6 +23,9 @@ pub enum AppError {
     /// An upload larger than the server accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// Nothing answers the question: no such relation between records that exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The caller's token may not do this.
     #[error("{0}")]
     Forbidden(String),

@@ -3,9 +3,8 @@
 
 use super::resources::{check_readable, readable};
 use super::{App, AppError, Caller};
-use crate::domain::nesting::{self, Cycle, NestedMembership, Paths};
+use crate::domain::nesting::{self, Ancestry, Cycle, NestedMembership, PathKey, Paths};
 use crate::domain::ResourceId;
-use crate::store::{Record, StoreError};
 
 /// Every group `member` is in, directly or through nesting, in group-id order.
 pub async fn groups_of(
@@ -22,37 +21,42 @@ pub async fn groups_of(
 pub async fn check(
     app: App<'_>,
     caller: &Caller,
-    (group, member): (ResourceId, ResourceId),
+    key: (ResourceId, ResourceId),
 ) -> Result<NestedMembership, AppError> {
-    check_readable(app, caller, group).await?;
-    check_readable(app, caller, member).await?;
-    let ancestry = app.store.ancestry(member, caller.read_source()).await?;
-    ancestry.within(group).ok_or_else(|| {
-        StoreError::missing(
-            Record::Membership,
-            format!("{group}/{member}"),
-            format!(
-                "resource {member} is not a member of group {group}, directly or through \
-                 nested groups"
-            ),
-        )
-        .into()
-    })
+    let (group, member) = key;
+    ancestry(app, caller, key)
+        .await?
+        .within(group)
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+            "resource {member} is not a member of group {group}, directly or through nested groups"
+        ))
+        })
 }
 
 /// The shortest membership of `member` in `group` (none: not a member) and the paths from
-/// `group` down to `member`, shortest first: `limit` of them after the first `skip`.
+/// `group` down to `member` after `after`, at most `limit` of them.
 pub async fn paths(
     app: App<'_>,
     caller: &Caller,
-    (group, member): (ResourceId, ResourceId),
-    skip: usize,
+    key: (ResourceId, ResourceId),
+    after: Option<&PathKey>,
     limit: usize,
 ) -> Result<(Option<NestedMembership>, Paths), AppError> {
+    let group = key.0;
+    let ancestry = ancestry(app, caller, key).await?;
+    Ok((ancestry.within(group), ancestry.paths(group, after, limit)))
+}
+
+/// The ancestry of a member asked about in a group: both must exist and be readable.
+async fn ancestry(
+    app: App<'_>,
+    caller: &Caller,
+    (group, member): (ResourceId, ResourceId),
+) -> Result<Ancestry, AppError> {
     readable(app, caller, group).await?;
     check_readable(app, caller, member).await?;
-    let ancestry = app.store.ancestry(member, caller.read_source()).await?;
-    Ok((ancestry.within(group), ancestry.paths(group, skip, limit)))
+    Ok(app.store.ancestry(member, caller.read_source()).await?)
 }
 
 /// The cycles among groups.

@@ -51,13 +51,48 @@ pub struct Paths {
     pub paths: Vec<MembershipPath>,
     /// Whether another path follows the page.
     pub more: bool,
-    /// Whether the enumeration gave up at [`PATH_WORK`] partial paths before it ran out of paths.
+    /// Whether the search gave up at its bound of work ([`PATH_WORK`]) before it ran out of
+    /// paths: paths after the last one listed may exist and are not listed.
     pub truncated: bool,
 }
 
-/// How many partial paths the enumeration of paths may extend before it stops: a densely
-/// nested directory can hold more simple paths between two nodes than any client could read.
+/// How many edges the search for paths may follow before it stops: a densely nested directory
+/// can hold more simple paths between two nodes than any client could read.
 pub const PATH_WORK: usize = 100_000;
+
+/// Where a page of paths starts: after this path (its groups, from the group asked about down).
+/// Paths are ordered shortest first, then by their groups read from the member up, so a page
+/// continues after its last path even when paths appeared or ended in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathKey(pub Vec<ResourceId>);
+
+impl PathKey {
+    /// Whether `path` (groups from the top down) comes after this key.
+    fn precedes(&self, path: &[ResourceId]) -> bool {
+        let order = self.0.len().cmp(&path.len());
+        order
+            .then_with(|| self.0.iter().rev().cmp(path.iter().rev()))
+            .is_lt()
+    }
+}
+
+impl std::fmt::Display for PathKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(|id| id.0.to_string()).collect();
+        f.write_str(&ids.join("."))
+    }
+}
+
+impl std::str::FromStr for PathKey {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split('.')
+            .map(|id| id.parse().map(ResourceId))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+}
 
 impl Ancestry {
     /// The ancestry of `member` from its live edges (any order, duplicates allowed).
@@ -69,12 +104,11 @@ impl Ancestry {
         Self { member, parents }
     }
 
-    /// Every group above the member with the length of its shortest path, in group-id order; the
-    /// member itself is left out even when a cycle leads back to it.
+    /// Every group above the member with the length of its shortest path, in group-id order.
+    /// The search starts at the member, so a cycle that leads back to it does not list it.
     pub fn groups(&self) -> Vec<NestedMembership> {
-        let mut depth = self.depths_up();
-        depth.remove(&self.member);
-        let mut groups: Vec<NestedMembership> = depth
+        let mut groups: Vec<NestedMembership> = self
+            .depths_up()
             .into_iter()
             .map(|(group_id, depth)| NestedMembership {
                 group_id,
@@ -88,9 +122,6 @@ impl Ancestry {
 
     /// The membership in `group` through the shortest path, if any.
     pub fn within(&self, group: ResourceId) -> Option<NestedMembership> {
-        if group == self.member {
-            return None;
-        }
         self.depths_up().get(&group).map(|&depth| NestedMembership {
             group_id: group,
             member_id: self.member,
@@ -114,42 +145,61 @@ impl Ancestry {
         depth
     }
 
-    /// The paths from `group` down to the member, shortest first (paths of one length in the
-    /// order of their groups from the member up), skipping `skip` and keeping `limit`.
-    pub fn paths(&self, group: ResourceId, skip: usize, limit: usize) -> Paths {
+    /// The paths from `group` down to the member after `after`, at most `limit` of them, in
+    /// [`PathKey`] order.
+    pub fn paths(&self, group: ResourceId, after: Option<&PathKey>, limit: usize) -> Paths {
+        self.paths_within(group, after, limit, PATH_WORK)
+    }
+
+    /// [`Ancestry::paths`], following at most `work` edges. A breadth-first search over partial
+    /// paths from the member up finds them in order: shorter ones first, and those of one length
+    /// in the order of their groups, since each node's parents are visited in id order. Partial
+    /// paths are kept as links to their prefix, so memory grows with the work, not with the
+    /// work times the length.
+    fn paths_within(
+        &self,
+        group: ResourceId,
+        after: Option<&PathKey>,
+        limit: usize,
+        work: usize,
+    ) -> Paths {
         let useful = self.reaching(group);
+        // Each partial path: its last node and the index of its prefix (none for the member).
+        let mut arena: Vec<(ResourceId, Option<usize>)> = vec![(self.member, None)];
+        let mut queue = VecDeque::from([0usize]);
         let mut found = Vec::new();
-        let mut seen = 0usize;
-        let mut work = 0usize;
-        let mut more = false;
-        let mut truncated = false;
-        // Partial paths from the member up, in breadth-first order: lengths never decrease.
-        let mut queue: VecDeque<Vec<ResourceId>> = VecDeque::from([vec![self.member]]);
-        'search: while let Some(path) = queue.pop_front() {
-            let Some(&last) = path.last() else { continue };
+        let mut followed = 0usize;
+        let (mut more, mut truncated) = (false, false);
+        'search: while let Some(at) = queue.pop_front() {
+            let Some(&(last, _)) = arena.get(at) else {
+                continue;
+            };
             for &parent in self.parents.get(&last).into_iter().flatten() {
-                if !useful.contains(&parent) || path.contains(&parent) {
-                    continue;
-                }
-                if parent == group {
-                    if seen >= skip + limit {
-                        more = true;
-                        break 'search;
-                    }
-                    if seen >= skip {
-                        found.push(path_down(&path, group));
-                    }
-                    seen += 1;
-                    continue;
-                }
-                work += 1;
-                if work > PATH_WORK {
+                followed += 1;
+                if followed > work {
                     truncated = true;
                     break 'search;
                 }
-                let mut longer = path.clone();
-                longer.push(parent);
-                queue.push_back(longer);
+                if !useful.contains(&parent) || on_path(&arena, at, parent) {
+                    continue;
+                }
+                if parent != group {
+                    arena.push((parent, Some(at)));
+                    queue.push_back(arena.len() - 1);
+                    continue;
+                }
+                let groups = path_down(&arena, at, group);
+                if after.is_some_and(|key| !key.precedes(&groups)) {
+                    continue;
+                }
+                if found.len() == limit {
+                    more = true;
+                    break 'search;
+                }
+                found.push(MembershipPath {
+                    depth: u32::try_from(groups.len()).unwrap_or(u32::MAX),
+                    groups,
+                });
             }
         }
         Paths {
@@ -181,15 +231,34 @@ impl Ancestry {
     }
 }
 
-/// The groups of a path found from the member up to `group`, listed from `group` down.
-fn path_down(up: &[ResourceId], group: ResourceId) -> MembershipPath {
-    let groups: Vec<ResourceId> = std::iter::once(group)
-        .chain(up.iter().skip(1).rev().copied())
-        .collect();
-    MembershipPath {
-        depth: u32::try_from(groups.len()).unwrap_or(u32::MAX),
-        groups,
+/// Whether `node` is on the partial path that ends at `at`.
+fn on_path(arena: &[(ResourceId, Option<usize>)], at: usize, node: ResourceId) -> bool {
+    let mut link = Some(at);
+    while let Some(&(id, prefix)) = link.and_then(|i| arena.get(i)) {
+        if id == node {
+            return true;
+        }
+        link = prefix;
     }
+    false
+}
+
+/// The groups of the partial path ending at `at`, completed by `group`, listed from `group`
+/// down to the member's direct group (the member itself left out).
+fn path_down(
+    arena: &[(ResourceId, Option<usize>)],
+    at: usize,
+    group: ResourceId,
+) -> Vec<ResourceId> {
+    let mut groups = vec![group];
+    let mut link = Some(at);
+    while let Some(&(id, prefix)) = link.and_then(|i| arena.get(i)) {
+        if prefix.is_some() {
+            groups.push(id);
+        }
+        link = prefix;
+    }
+    groups
 }
 
 /// A set of groups each of which holds every other, through live memberships.
@@ -200,7 +269,8 @@ pub struct Cycle {
 }
 
 /// The cycles among live group-in-group edges: the strongly connected components of more than
-/// one group, and groups that are members of themselves; in the order of their first group.
+/// one group (no group is a member of itself: writes refuse it), in the order of their first
+/// group.
 pub fn cycles(edges: &[Edge]) -> Vec<Cycle> {
     let mut graph: BTreeMap<ResourceId, Vec<ResourceId>> = BTreeMap::new();
     for e in edges {
@@ -209,11 +279,7 @@ pub fn cycles(edges: &[Edge]) -> Vec<Cycle> {
     }
     let mut found: Vec<Cycle> = components(&graph)
         .into_iter()
-        .filter(|c| {
-            c.len() > 1
-                || c.first()
-                    .is_some_and(|g| graph.get(g).is_some_and(|children| children.contains(g)))
-        })
+        .filter(|c| c.len() > 1)
         .map(|mut groups| {
             groups.sort();
             Cycle { groups }
@@ -369,13 +435,14 @@ mod tests {
     }
 
     #[test]
-    fn a_group_holding_itself_is_a_cycle_of_one() {
-        assert_eq!(
-            cycles(&[edge(1, 1), edge(2, 1)]),
-            vec![Cycle {
-                groups: vec![id(1)]
-            }]
-        );
+    fn the_search_for_paths_stops_at_its_bound_and_says_so() {
+        // 10 in 2 and 3, both in 1: two paths, and the search follows four edges to list them.
+        let edges = [edge(10, 2), edge(10, 3), edge(2, 1), edge(3, 1)];
+        let a = Ancestry::new(id(10), edges);
+        let whole = a.paths_within(id(1), None, 10, 5);
+        assert_eq!((whole.paths.len(), whole.truncated), (2, false));
+        let cut = a.paths_within(id(1), None, 10, 3);
+        assert_eq!((cut.paths.len(), cut.truncated), (1, true));
     }
 
     #[test]
@@ -390,7 +457,7 @@ mod tests {
             edge(4, 1),
         ];
         let a = Ancestry::new(id(10), edges);
-        let all = a.paths(id(1), 0, 10);
+        let all = a.paths(id(1), None, 10);
         let groups: Vec<Vec<ResourceId>> = all.paths.iter().map(|p| p.groups.clone()).collect();
         assert_eq!(
             groups,
@@ -401,9 +468,19 @@ mod tests {
             ]
         );
         assert!(!all.more && !all.truncated);
-        let second = a.paths(id(1), 1, 1);
+        let after_first = PathKey(all.paths[0].groups.clone());
+        let second = a.paths(id(1), Some(&after_first), 1);
         assert_eq!(second.paths, all.paths[1..2]);
         assert!(second.more);
+        let key: PathKey = after_first.to_string().parse().expect("a key reads back");
+        assert_eq!(key, after_first);
+        // A page continues after its last path even when that path has ended since.
+        let without_it = Ancestry::new(
+            id(10),
+            [edge(10, 3), edge(10, 4), edge(3, 2), edge(4, 2), edge(2, 1)],
+        );
+        let rest = without_it.paths(id(1), Some(&after_first), 10);
+        assert_eq!(rest.paths, all.paths[1..]);
     }
 
     /// Depths and paths agree with brute force on 500 random nestings of 8 nodes, cycles
@@ -425,7 +502,7 @@ mod tests {
             let mut expected = all_paths(&edges, id(member), id(group));
             expected.sort_by(|x, y| x.len().cmp(&y.len()).then(x.cmp(y)));
             expected.dedup();
-            let found = a.paths(id(group), 0, 1000);
+            let found = a.paths(id(group), None, 1000);
             let mut got: Vec<Vec<ResourceId>> =
                 found.paths.iter().map(|p| p.groups.clone()).collect();
             assert!(

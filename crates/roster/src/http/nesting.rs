@@ -4,7 +4,7 @@
 
 use super::{page_request, Path, Query};
 use crate::app::{nesting, Caller};
-use crate::domain::nesting::{Cycle, MembershipPath, NestedMembership};
+use crate::domain::nesting::{Cycle, MembershipPath, NestedMembership, PathKey};
 use crate::domain::page::{self, ListKind, Page};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
@@ -42,9 +42,9 @@ pub struct PathPage {
     pub items: Vec<MembershipPath>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next: Option<String>,
-    /// True when the paths were cut short: a nesting so dense that it holds more than 100,000
-    /// partial paths between the two stops the search, and the paths after this page are not
-    /// listed.
+    /// True when the search stopped at its bound (100,000 edges followed) before it ran out of
+    /// paths, in a nesting too dense to list them all: this page may be short, and paths after
+    /// its last one may exist that are not listed.
     pub truncated: bool,
 }
 
@@ -65,14 +65,15 @@ async fn membership_paths(
     Path((id, member_id)): Path<(ResourceId, ResourceId)>,
     Query(p): Query<NestingPageParams>,
 ) -> Result<axum::Json<PathPage>, ApiError> {
-    let page = page_request::<usize>(ListKind::Paths, p.limit, p.cursor.as_deref())?;
-    let skip = page.after.unwrap_or(0);
-    let limit = page.limit as usize;
+    let page = page_request::<PathKey>(ListKind::Paths, p.limit, p.cursor.as_deref())?;
+    let (after, limit) = (page.after.as_ref(), page.limit as usize);
     let key = (id, member_id);
-    let (shortest, found) = nesting::paths(state.app(), &caller, key, skip, limit).await?;
+    let (shortest, found) = nesting::paths(state.app(), &caller, key, after, limit).await?;
     let next = found
         .more
-        .then(|| page::cursor(ListKind::Paths, skip + found.paths.len()));
+        .then(|| found.paths.last())
+        .flatten()
+        .map(|last| page::cursor(ListKind::Paths, PathKey(last.groups.clone())));
     Ok(axum::Json(PathPage {
         depth: shortest.map(|m| m.depth),
         items: found.paths,
@@ -82,8 +83,8 @@ async fn membership_paths(
 }
 
 /// The cycles among groups: sets of groups that each hold the others through live memberships
-/// (A ⊃ B ⊃ A), and groups that hold themselves. Members of a cycle are members of every group
-/// in it. In the order of each cycle's first group id.
+/// (A ⊃ B ⊃ A). Members of a cycle are members of every group in it. An inactive group passes no
+/// members on, so it breaks the cycles it is in. In the order of each cycle's first group id.
 #[utoipa::path(get, path = "/api/v1/groups/cycles", tag = "groups", security(("bearer" = ["read"])),
     params(NestingPageParams),
     responses((status = 200, description = "A page of cycles (among groups of the token's source only, when its reads are bound)", body = Page<Cycle>)))]

@@ -7,7 +7,6 @@ use super::query::Sql;
 use super::records::get;
 use super::StoreResult;
 use crate::domain::nesting::{Ancestry, Edge};
-use crate::domain::resource::ResourceType;
 use crate::domain::ResourceId;
 use uuid::Uuid;
 
@@ -30,13 +29,14 @@ const ANCESTRY: &str = "WITH RECURSIVE up(id) AS (\
      AND ($2 IS NULL OR g.source_system = $2) \
    WHERE up.id = $1 OR (c.active AND NOT c.deleted)";
 
-/// Every live group-in-group edge whose member group passes its members on (of source `$2`
-/// alone, when it is set).
+/// Every live group-in-group edge whose member group passes its members on (of source `$1`
+/// alone, when it is set). It starts from the groups (`resource_group_idx`; the type is written
+/// out, so that the partial index matches).
 const GROUP_EDGES: &str = "SELECT m.member_id, m.group_id FROM resource c \
    JOIN group_member m ON m.member_id = c.id AND NOT m.removed \
    JOIN resource g ON g.id = m.group_id AND NOT g.deleted \
-   WHERE c.type = $1 AND c.active AND NOT c.deleted \
-     AND ($2 IS NULL OR (c.source_system = $2 AND g.source_system = $2))";
+   WHERE c.type = 2 AND NOT c.deleted AND c.active \
+     AND ($1 IS NULL OR (c.source_system = $1 AND g.source_system = $1))";
 
 fn edges(rows: Vec<(Uuid, Uuid)>) -> impl Iterator<Item = Edge> {
     rows.into_iter().map(|(child, parent)| Edge {
@@ -52,7 +52,7 @@ impl super::Store {
         member: ResourceId,
         source: Option<&str>,
     ) -> StoreResult<Ancestry> {
-        let mut tx = self.db().lookup().await?;
+        let mut tx = self.db().read().await?;
         let select = Sql::new(ANCESTRY)
             .bind(member)
             .bind(source.map(str::to_owned));
@@ -65,10 +65,27 @@ impl super::Store {
 
     /// Every live group-in-group edge; with `source`, among groups of that source only.
     pub async fn group_edges(&self, source: Option<&str>) -> StoreResult<Vec<Edge>> {
-        let select = Sql::new(GROUP_EDGES)
-            .bind(ResourceType::Group.code())
-            .bind(source.map(str::to_owned));
+        let select = Sql::new(GROUP_EDGES).bind(source.map(str::to_owned));
         let rows: Vec<(Uuid, Uuid)> = self.db().read().await?.fetch_all(&select).await?;
         Ok(edges(rows).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::resource::ResourceType;
+
+    #[test]
+    fn the_group_edges_name_the_group_type_the_partial_index_names() {
+        let code = ResourceType::Group.code();
+        assert!(super::GROUP_EDGES.contains(&format!("c.type = {code} ")));
+        for backend in ["postgres", "sqlite"] {
+            let migration = std::fs::read_to_string(format!(
+                "{}/src/store/{backend}/migrations/0018_group_index.sql",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("the migration");
+            assert!(migration.contains(&format!("WHERE type = {code} AND NOT deleted")));
+        }
     }
 }

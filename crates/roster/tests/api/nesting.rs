@@ -362,6 +362,12 @@ async fn a_removed_intermediate_edge_ends_the_right_memberships_only(backend: Ba
         groups_of(u3.clone()).await,
         BTreeMap::from([(b.clone(), 1), (a.clone(), 2)])
     );
+    let why = app.get(&format!("{}/paths", members_path(&a, &u))).await;
+    assert_eq!(
+        why.json["items"],
+        json!([{"groups": [a, d, c], "depth": 3}]),
+        "only the path through d is left"
+    );
     let reply = app
         .get(&format!("{}?transitive=true", members_path(&b, &u)))
         .await;

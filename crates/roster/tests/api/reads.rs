@@ -22,6 +22,7 @@ on_both_backends!(
     read_scope_bound_needs_a_source_and_is_shown_on_the_token,
     a_reader_bound_to_foo_lists_and_gets_only_foo_resources,
     a_reader_bound_to_foo_sees_no_member_or_group_of_bar,
+    a_reader_bound_to_foo_sees_nesting_within_foo_only,
     a_reader_bound_to_foo_follows_only_foo_changes,
     a_reader_bound_to_foo_streams_only_foo_changes,
     a_reader_bound_to_foo_exports_only_foo,
@@ -737,4 +738,65 @@ async fn roster_token_create_binds_reads_only_with_a_source() {
     let (ok, out, err) = run(&["token", "list"]).await;
     assert!(ok, "{err}");
     assert!(out.contains("reads=bound"), "{out}");
+}
+
+async fn a_reader_bound_to_foo_sees_nesting_within_foo_only(backend: Backend) {
+    let w = World::new(backend).await;
+    // foo's team holds bar's bar_admins (which holds foo's carol), and bar_admins holds team
+    // back: a path and a cycle that cross the two sources.
+    for (group, member) in [(&w.team, &w.bar_admins), (&w.bar_admins, &w.team)] {
+        let reply = w
+            .app
+            .put(&format!("/api/v1/groups/{group}/members/{member}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let check = format!(
+        "/api/v1/groups/{}/members/{}?transitive=true",
+        w.team, w.carol
+    );
+    let paths = format!("/api/v1/groups/{}/members/{}/paths", w.team, w.carol);
+    let alice_groups = format!("/api/v1/resources/{}/groups?transitive=true", w.alice);
+    let group_ids = |reply: &Reply| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|m| m["group_id"].as_str().expect("group id").to_owned())
+            .collect()
+    };
+    // An unbound reader sees carol in team through bar_admins, and the cycle.
+    assert_eq!(w.app.get(&check).await.json["depth"], 2);
+    assert_eq!(
+        w.app.get(&paths).await.json["items"][0]["groups"],
+        json!([w.team, w.bar_admins])
+    );
+    let mut both = vec![w.team.clone(), w.bar_admins.clone()];
+    both.sort();
+    assert_eq!(group_ids(&w.app.get(&alice_groups).await), both);
+    let cycles = w.app.get("/api/v1/groups/cycles").await;
+    assert_eq!(cycles.json["items"], json!([{"groups": both}]));
+
+    let reader = w.bound_reader("foo-nesting", &["read"]).await;
+    let reply = w.get_as(&reader, &check).await;
+    reply.assert_problem(StatusCode::NOT_FOUND, "not a member");
+    w.assert_reveals_nothing_of_bar("the transitive check", &reply);
+    let reply = w.get_as(&reader, &paths).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["depth"], Value::Null);
+    assert_eq!(reply.json["items"], json!([]));
+    w.assert_reveals_nothing_of_bar("the paths", &reply);
+    let reply = w.get_as(&reader, &alice_groups).await;
+    assert_eq!(group_ids(&reply), vec![w.team.clone()]);
+    w.assert_reveals_nothing_of_bar("the transitive groups", &reply);
+    let reply = w.get_as(&reader, "/api/v1/groups/cycles").await;
+    assert_eq!(reply.json["items"], json!([]), "{}", reply.text);
+    let reply = w
+        .get_as(
+            &reader,
+            &format!("/api/v1/groups/{}/members/{}/paths", w.bar_admins, w.alice),
+        )
+        .await;
+    assert_refused_by_the_binding(&reply, "the paths of bar's group");
 }
