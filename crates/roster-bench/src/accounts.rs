@@ -60,7 +60,7 @@ pub fn resync_changes(n: usize) -> (usize, usize) {
 
 /// The floor: stage the version by COPY, then write it with plain set-based SQL in one
 /// transaction (insert the new; on re-sync, update the changed and soft-delete the missing).
-pub async fn floor(pool: &PgPool, version: Version, n: usize) -> Result<Duration> {
+pub async fn floor(pool: &PgPool, source: &str, version: Version, n: usize) -> Result<Duration> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     sqlx::query("DROP TABLE IF EXISTS account_stage")
@@ -98,29 +98,32 @@ pub async fn floor(pool: &PgPool, version: Version, n: usize) -> Result<Duration
         }
         sqlx::query(
             "UPDATE resource r SET identifier = s.identifier, displayname = s.displayname, \
-             modified = now() FROM account_stage s WHERE r.source_system = 'floor' \
+             modified = now() FROM account_stage s WHERE r.source_system = $1 \
              AND NOT r.deleted AND r.external_id = s.external_id \
              AND (r.identifier IS DISTINCT FROM s.identifier \
                OR r.displayname IS DISTINCT FROM s.displayname)",
         )
+        .bind(source)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "UPDATE resource r SET deleted = true, deleted_at = now(), modified = now() \
-             WHERE r.source_system = 'floor' AND NOT r.deleted AND NOT EXISTS \
+             WHERE r.source_system = $1 AND NOT r.deleted AND NOT EXISTS \
              (SELECT 1 FROM account_stage s WHERE s.external_id = r.external_id)",
         )
+        .bind(source)
         .execute(&mut *tx)
         .await?;
     }
     sqlx::query(
         "INSERT INTO resource (id, type, typename, subtype, source_system, identifier, \
          external_id, displayname, created, modified) \
-         SELECT gen_random_uuid(), 1, 'user', 1, 'floor', s.identifier, s.external_id, \
+         SELECT gen_random_uuid(), 1, 'user', 1, $1, s.identifier, s.external_id, \
          s.displayname, now(), now() FROM account_stage s WHERE NOT EXISTS \
-         (SELECT 1 FROM resource r WHERE r.source_system = 'floor' AND NOT r.deleted \
+         (SELECT 1 FROM resource r WHERE r.source_system = $1 AND NOT r.deleted \
           AND r.external_id = s.external_id)",
     )
+    .bind(source)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
