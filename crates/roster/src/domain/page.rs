@@ -126,6 +126,22 @@ impl<T> Page<T> {
         }
     }
 
+    /// The page after `request`'s key of `all`, a whole list already in key order (computed in
+    /// memory rather than read a page at a time).
+    pub fn of_sorted<K: PartialOrd + ToString>(
+        all: Vec<T>,
+        request: &PageRequest<K>,
+        kind: ListKind,
+        key: impl Fn(&T) -> K,
+    ) -> Self {
+        let rows = all
+            .into_iter()
+            .filter(|row| request.after.as_ref().is_none_or(|after| key(row) > *after))
+            .take(request.limit as usize + 1)
+            .collect();
+        Self::from_rows(rows, request.limit, kind, key)
+    }
+
     /// The page of a listing, with the feed cursor it was read after.
     pub fn listed<K: ToString>(
         listing: Listing<T>,

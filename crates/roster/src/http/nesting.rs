@@ -1,10 +1,10 @@
 //! Nested groups: why a member is in a group (the paths), and the cycles among groups. The
 //! transitive forms of the member check and of a resource's groups are parameters of those
-//! routes (`groups`, `resources`), answered with [`transitive_page`] and [`NestedMembership`].
+//! routes (`groups`, `resources`).
 
 use super::{page_request, Path, Query};
 use crate::app::{nesting, Caller};
-use crate::domain::nesting::{Cycle, MembershipPath, NestedMembership, PathKey};
+use crate::domain::nesting::{Cycle, MembershipPath, PathKey};
 use crate::domain::page::{self, ListKind, Page};
 use crate::domain::ResourceId;
 use crate::error::{ApiError, Problem};
@@ -95,30 +95,11 @@ async fn list_cycles(
 ) -> Result<axum::Json<Page<Cycle>>, ApiError> {
     let page = page_request::<uuid::Uuid>(ListKind::Cycles, p.limit, p.cursor.as_deref())?;
     let first = |c: &Cycle| c.groups.first().map_or(uuid::Uuid::nil(), |g| g.0);
-    let rows: Vec<Cycle> = nesting::cycles(state.app(), &caller)
-        .await?
-        .into_iter()
-        .filter(|c| page.after.is_none_or(|after| first(c) > after))
-        .take(page.limit as usize + 1)
-        .collect();
-    Ok(axum::Json(Page::from_rows(
-        rows,
-        page.limit,
+    let all = nesting::cycles(state.app(), &caller).await?;
+    Ok(axum::Json(Page::of_sorted(
+        all,
+        &page,
         ListKind::Cycles,
         first,
     )))
-}
-
-/// A page of nested memberships in group-id order, from all of them.
-pub fn transitive_page(
-    all: Vec<NestedMembership>,
-    after: Option<uuid::Uuid>,
-    limit: u32,
-) -> Page<NestedMembership> {
-    let rows = all
-        .into_iter()
-        .filter(|m| after.is_none_or(|after| m.group_id.0 > after))
-        .take(limit as usize + 1)
-        .collect();
-    Page::from_rows(rows, limit, ListKind::Groups, |m| m.group_id.0)
 }

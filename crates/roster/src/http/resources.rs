@@ -423,7 +423,7 @@ async fn list_groups_of(
     if p.transitive {
         let page = p.transitive_page()?;
         let all = nesting::groups_of(state.app(), &caller, id).await?;
-        let page = super::nesting::transitive_page(all, page.after, page.limit);
+        let page = Page::of_sorted(all, &page, ListKind::Groups, |m| m.group_id.0);
         return Ok(axum::Json(GroupList::Transitive(page)));
     }
     resources::check_readable(state.app(), &caller, id).await?;
